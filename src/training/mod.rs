@@ -1,0 +1,299 @@
+//! The training library: what trainer actors call to train one task.
+//!
+//! [`train`] takes a validated [`TrainSpec`], a [`Dataset`], a [`DeviceSpec`], a progress
+//! callback and a [`CancelToken`], and returns the metrics and the trained model as bytes.
+//! It knows nothing of actors, async runtimes or stores: its only I/O is its arguments.
+//!
+//! - `spec`: the request and its bounds; `data` and `csv`: data sets, the split, scaling;
+//! - `neural`: burn MLP and linear regression; `trees`: gradient-boosted trees;
+//! - `metrics`: R2, RMSE; `artifact`: model bytes and `predict`.
+
+mod artifact;
+mod csv;
+mod data;
+mod device;
+mod error;
+mod metrics;
+mod neural;
+mod spec;
+mod trees;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+
+pub use artifact::{MAX_PREDICT_ROWS, Predictor, TrainedModel, predict};
+pub use csv::{MAX_CSV_COLUMNS, MAX_CSV_ROWS};
+pub use data::{BUILTIN_DATASETS, Dataset, FRIEDMAN1_DEFAULT_ROWS, Split, Standardizer};
+pub use device::DeviceSpec;
+pub use error::{DataError, TrainError};
+pub use metrics::{Metrics, mse, r2, rmse};
+pub use spec::{GbdtParams, ModelType, TrainSpec, limits};
+
+/// Asks a running training to stop; it returns [`TrainError::Cancelled`] at the next batch.
+#[derive(Debug, Clone, Default)]
+pub struct CancelToken(Arc<AtomicBool>);
+
+impl CancelToken {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    pub fn cancel(&self) {
+        self.0.store(true, Ordering::Relaxed);
+    }
+
+    pub fn is_cancelled(&self) -> bool {
+        self.0.load(Ordering::Relaxed)
+    }
+}
+
+/// How far a training has come. `current` and `total` count epochs and trees over every model
+/// of the task, so `all` moves one bar from 0 to 100%.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Progress {
+    pub model_type: ModelType,
+    pub current: u64,
+    pub total: u64,
+    /// For example `Training epoch 250/500`.
+    pub message: String,
+    /// The loss of the last epoch (mean squared error, original scale), when there is one.
+    pub loss: Option<f64>,
+}
+
+impl Progress {
+    pub fn percent(&self) -> f64 {
+        if self.total == 0 {
+            0.0
+        } else {
+            100.0 * self.current as f64 / self.total as f64
+        }
+    }
+}
+
+/// What one model of a task scored.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ModelReport {
+    pub model_type: ModelType,
+    pub metrics: Metrics,
+}
+
+/// A finished training.
+pub struct TrainOutcome {
+    pub model_type: ModelType,
+    /// One report per model trained, in training order.
+    pub reports: Vec<ModelReport>,
+    /// The model that answers predictions (the best test R2 for `all`).
+    pub best: ModelType,
+    pub model: TrainedModel,
+    /// `model` as bytes, for [`predict`] and for storage.
+    pub model_bytes: Vec<u8>,
+    pub duration_s: f64,
+}
+
+impl TrainOutcome {
+    /// The metrics of the model that answers predictions.
+    pub fn metrics(&self) -> &Metrics {
+        &self
+            .reports
+            .iter()
+            .find(|r| r.model_type == self.best)
+            .expect("best is one of the reports")
+            .metrics
+    }
+
+    /// Metrics as the API shows them: flat for one model, keyed by model type for `all`.
+    pub fn metrics_json(&self) -> serde_json::Value {
+        if self.model_type == ModelType::All {
+            let mut map = serde_json::Map::new();
+            for report in &self.reports {
+                map.insert(
+                    report.model_type.to_string(),
+                    serde_json::to_value(&report.metrics).expect("metrics serialize"),
+                );
+            }
+            map.insert("best_model".into(), self.best.as_str().into());
+            map.insert("duration_s".into(), self.duration_s.into());
+            serde_json::Value::Object(map)
+        } else {
+            serde_json::to_value(self.metrics()).expect("metrics serialize")
+        }
+    }
+}
+
+/// The checks and reports a model's training loop makes between batches.
+pub struct Control<'a> {
+    cancel: &'a CancelToken,
+    deadline: Option<(Instant, f64)>,
+    on_progress: &'a mut dyn FnMut(&Progress),
+    model_type: ModelType,
+    prefix: &'static str,
+    done_before: u64,
+    total: u64,
+}
+
+impl Control<'_> {
+    /// Fails if the training was cancelled or ran past its time limit.
+    pub fn check(&self) -> Result<(), TrainError> {
+        if self.cancel.is_cancelled() {
+            return Err(TrainError::Cancelled);
+        }
+        if let Some((deadline, limit_s)) = self.deadline
+            && Instant::now() >= deadline
+        {
+            return Err(TrainError::DeadlineExceeded { limit_s });
+        }
+        Ok(())
+    }
+
+    fn report(&mut self, step: u64, message: String, loss: Option<f64>) {
+        (self.on_progress)(&Progress {
+            model_type: self.model_type,
+            current: self.done_before + step,
+            total: self.total,
+            message: format!("{}{message}", self.prefix),
+            loss,
+        });
+    }
+
+    pub fn epoch_done(&mut self, epoch: u32, epochs: u32, loss: f64) {
+        self.report(
+            epoch as u64,
+            format!("Training epoch {epoch}/{epochs}"),
+            Some(loss),
+        );
+    }
+
+    pub fn tree_done(&mut self, tree: u32, trees: u32) {
+        self.report(tree as u64, format!("Training tree {tree}/{trees}"), None);
+    }
+}
+
+/// Trains the model(s) `spec` asks for on `dataset` and scores them on a held-out split.
+///
+/// Checks `cancel` and the spec's time limit between batches (and between trees), calls
+/// `on_progress` after every epoch and every tree. Validation problems are listed all at once.
+pub fn train(
+    spec: &TrainSpec,
+    dataset: &Dataset,
+    device: &DeviceSpec,
+    on_progress: &mut dyn FnMut(&Progress),
+    cancel: &CancelToken,
+) -> Result<TrainOutcome, TrainError> {
+    spec.validate()?;
+    let started = Instant::now();
+    let deadline = spec
+        .time_limit_s
+        .map(|s| (started + Duration::from_secs_f64(s), s));
+    let burn_device = device.burn_device()?;
+    let (train_split, test_split) = dataset.split(spec.test_fraction, spec.seed)?;
+
+    let members = spec.model_type.members();
+    let steps = |m: &ModelType| match m {
+        ModelType::Gbdt => spec.gbdt.n_trees as u64,
+        _ => spec.epochs as u64,
+    };
+    let total = members.iter().map(steps).sum();
+    let mut control = Control {
+        cancel,
+        deadline,
+        on_progress,
+        model_type: spec.model_type,
+        prefix: "",
+        done_before: 0,
+        total,
+    };
+    let mut reports = Vec::new();
+    let mut models = Vec::new();
+    for &member in members {
+        if spec.model_type == ModelType::All {
+            control.prefix = match member {
+                ModelType::Mlp => "MLP: ",
+                ModelType::Linear => "Linear: ",
+                _ => "GBDT: ",
+            };
+        }
+        control.check()?;
+        let model_started = Instant::now();
+        let (predictor, final_loss, fit_s, iterations) = match member {
+            ModelType::Gbdt => {
+                let fitted = trees::fit(&train_split, &spec.gbdt, spec.seed, &mut control)?;
+                (
+                    Predictor::Trees(fitted.model),
+                    None,
+                    fitted.fit_s,
+                    spec.gbdt.n_trees,
+                )
+            }
+            _ => {
+                let hidden: &[u32] = if member == ModelType::Mlp {
+                    &spec.hidden_sizes
+                } else {
+                    &[]
+                };
+                let fitted = neural::fit(
+                    &train_split,
+                    hidden,
+                    spec.epochs,
+                    spec.learning_rate,
+                    spec.batch_size as usize,
+                    spec.seed,
+                    &burn_device,
+                    &mut control,
+                )?;
+                let scale = (fitted.model.scaler.y_std as f64).powi(2);
+                (
+                    Predictor::Neural(fitted.model),
+                    Some(fitted.last_epoch_loss * scale),
+                    fitted.fit_s,
+                    spec.epochs,
+                )
+            }
+        };
+        control.done_before += steps(&member);
+        let train_pred = predictor.predict(&train_split.x);
+        let test_pred = predictor.predict(&test_split.x);
+        let train_mse = mse(&train_split.y, &train_pred);
+        let metrics = Metrics {
+            train_r2: r2(&train_split.y, &train_pred),
+            test_r2: r2(&test_split.y, &test_pred),
+            train_rmse: train_mse.sqrt(),
+            test_rmse: rmse(&test_split.y, &test_pred),
+            final_loss: final_loss.unwrap_or(train_mse),
+            duration_s: model_started.elapsed().as_secs_f64(),
+            samples_per_s: train_split.rows() as f64 * iterations as f64 / fit_s.max(1e-9),
+            train_rows: train_split.rows() as u64,
+            test_rows: test_split.rows() as u64,
+            iterations,
+        };
+        reports.push(ModelReport {
+            model_type: member,
+            metrics,
+        });
+        models.push((member, predictor));
+    }
+
+    let chosen = reports
+        .iter()
+        .enumerate()
+        .max_by(|a, b| a.1.metrics.test_r2.total_cmp(&b.1.metrics.test_r2))
+        .map(|(i, _)| i)
+        .expect("at least one model was trained");
+    let model = TrainedModel {
+        feature_names: dataset.feature_names.clone(),
+        target_name: dataset.target_name.clone(),
+        models,
+        chosen,
+    };
+    let model_bytes = model.to_bytes()?;
+    Ok(TrainOutcome {
+        model_type: spec.model_type,
+        best: reports[chosen].model_type,
+        reports,
+        model,
+        model_bytes,
+        duration_s: started.elapsed().as_secs_f64(),
+    })
+}

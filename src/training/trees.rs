@@ -1,0 +1,131 @@
+//! Gradient-boosted regression trees, from the `forust-ml` crate.
+//!
+//! forust fits every tree of a booster in one call, with no hook between trees. For squared
+//! loss, boosting is additive: trees fitted on the residual `y - prediction` starting from 0
+//! are exactly the trees a single booster would go on to fit. So the ensemble is fitted as a
+//! chain of boosters of a few trees each, with the progress report and the cancel and deadline
+//! checks between them, and a prediction is the sum of the chain's predictions.
+
+use std::time::Instant;
+
+use forust_ml::objective::ObjectiveType;
+use forust_ml::{GradientBooster, Matrix};
+
+use super::data::Split;
+use super::{Control, GbdtParams, TrainError};
+
+/// Trees per booster in the chain: progress and cancel checks come this often.
+const TREES_PER_STAGE: u32 = 20;
+/// Histogram bins per feature.
+const BINS: u16 = 256;
+
+/// A fitted ensemble: boosters whose predictions add up.
+pub struct TreeModel {
+    stages: Vec<GradientBooster>,
+    cols: usize,
+}
+
+/// The model and the seconds spent fitting.
+pub struct Fitted {
+    pub model: TreeModel,
+    pub fit_s: f64,
+}
+
+pub fn fit(
+    train: &Split,
+    params: &GbdtParams,
+    seed: u64,
+    control: &mut Control<'_>,
+) -> Result<Fitted, TrainError> {
+    let started = Instant::now();
+    let (rows, cols) = (train.rows(), train.cols);
+    let x = column_major(&train.x, rows, cols);
+    let matrix = Matrix::new(&x, rows, cols);
+    let y: Vec<f64> = train.y.iter().map(|&v| v as f64).collect();
+    let mut residual = y.clone();
+    let mut stages = Vec::new();
+    let mut done = 0;
+    while done < params.n_trees {
+        control.check()?;
+        let trees = TREES_PER_STAGE.min(params.n_trees - done);
+        let first = stages.is_empty();
+        let mut booster = GradientBooster::default()
+            .set_objective_type(ObjectiveType::SquaredLoss)
+            .set_iterations(trees as usize)
+            .set_learning_rate(params.learning_rate as f32)
+            .set_max_depth(params.max_depth as usize)
+            .set_min_leaf_weight(params.min_samples_leaf as f32)
+            .set_nbins(BINS)
+            .set_seed(seed)
+            .set_parallel(false)
+            .set_initialize_base_score(first)
+            .set_base_score(0.0);
+        booster
+            .fit_unweighted(&matrix, &residual, None)
+            .map_err(|e| TrainError::Backend(format!("gradient boosting failed: {e}")))?;
+        for (r, p) in residual.iter_mut().zip(booster.predict(&matrix, false)) {
+            *r -= p;
+        }
+        stages.push(booster);
+        done += trees;
+        control.tree_done(done, params.n_trees);
+    }
+    Ok(Fitted {
+        model: TreeModel { stages, cols },
+        fit_s: started.elapsed().as_secs_f64(),
+    })
+}
+
+impl TreeModel {
+    /// Predictions for raw row-major `x`.
+    pub fn predict(&self, x: &[f32]) -> Vec<f32> {
+        let rows = x.len() / self.cols;
+        let data = column_major(x, rows, self.cols);
+        let matrix = Matrix::new(&data, rows, self.cols);
+        let mut sum = vec![0.0f64; rows];
+        for stage in &self.stages {
+            for (s, p) in sum.iter_mut().zip(stage.predict(&matrix, false)) {
+                *s += p;
+            }
+        }
+        sum.into_iter().map(|v| v as f32).collect()
+    }
+
+    /// The chain as a JSON array of forust's own booster JSON.
+    pub fn to_bytes(&self) -> Result<Vec<u8>, TrainError> {
+        let stages = self
+            .stages
+            .iter()
+            .map(|b| b.json_dump())
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| TrainError::Backend(format!("cannot save trees: {e}")))?;
+        serde_json::to_vec(&stages)
+            .map_err(|e| TrainError::Backend(format!("cannot save trees: {e}")))
+    }
+
+    pub fn from_bytes(bytes: &[u8], cols: usize) -> Result<Self, TrainError> {
+        let invalid = |e: String| TrainError::InvalidModel(format!("trees: {e}"));
+        let stages: Vec<String> =
+            serde_json::from_slice(bytes).map_err(|e| invalid(e.to_string()))?;
+        if stages.is_empty() {
+            return Err(invalid("no boosters".into()));
+        }
+        let stages = stages
+            .iter()
+            .map(|s| GradientBooster::from_json(s))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| invalid(e.to_string()))?;
+        Ok(TreeModel { stages, cols })
+    }
+}
+
+/// forust reads features column by column.
+fn column_major(x: &[f32], rows: usize, cols: usize) -> Vec<f64> {
+    let mut out = vec![0.0; rows * cols];
+    for (r, row) in x.chunks_exact(cols).enumerate() {
+        for (c, &v) in row.iter().enumerate() {
+            out[c * rows + r] = v as f64;
+        }
+    }
+    out
+}
