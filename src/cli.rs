@@ -168,7 +168,10 @@ fn train(args: &TrainArgs) -> anyhow::Result<()> {
     if args.json {
         let out = serde_json::json!({
             "success": true,
-            "message": format!("{} model trained successfully", outcome.model_type.title()),
+            "message": match outcome.model_type {
+                ModelType::All => "All models trained successfully".to_string(),
+                model => format!("{} model trained successfully", model.title()),
+            },
             "model_type": outcome.model_type,
             "best_model": outcome.best,
             "dataset": {"name": dataset.name, "rows": dataset.n_rows(), "features": dataset.n_features()},

@@ -9,8 +9,9 @@ use burn::tensor::Device;
 use super::TrainError;
 
 /// A device as named in configs and requests.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
 pub enum DeviceSpec {
+    #[default]
     Cpu,
     Gpu(u32),
 }
@@ -34,12 +35,6 @@ impl DeviceSpec {
 
     pub fn is_gpu(&self) -> bool {
         matches!(self, DeviceSpec::Gpu(_))
-    }
-}
-
-impl Default for DeviceSpec {
-    fn default() -> Self {
-        DeviceSpec::Cpu
     }
 }
 

@@ -170,8 +170,8 @@ pub fn fit(
         for b in 0..batches {
             control.check()?;
             let (start, end) = (b * batch_size, ((b + 1) * batch_size).min(rows));
-            let x = x_epoch.clone().slice([start..end]);
-            let y = y_epoch.clone().slice([start..end]);
+            let x = x_epoch.clone().narrow(0, start, end - start);
+            let y = y_epoch.clone().narrow(0, start, end - start);
             let loss = loss_fn.forward(network.forward(x), y, Reduction::Mean);
             loss_sum = loss_sum + loss.clone().detach().reshape([1]) * ((end - start) as f32);
             let grads = GradientsParams::from_grads(loss.backward(), &network);
