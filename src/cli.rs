@@ -8,10 +8,12 @@ use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
 
+use crate::config::Config;
 use crate::training::{
     self, CancelToken, Dataset, DeviceSpec, FRIEDMAN1_DEFAULT_ROWS, GbdtParams, ModelType,
     TrainSpec,
 };
+use crate::{client, node};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -28,6 +30,79 @@ pub struct Cli {
 pub enum Command {
     /// Train one model in this process and print its metrics.
     Train(TrainArgs),
+    /// Run one node with the embedded store: the API, the trainers, the panel.
+    Up(UpArgs),
+    /// Run a node from a config file.
+    Node {
+        #[arg(long)]
+        config: PathBuf,
+    },
+    /// Submit a training to a server.
+    Submit(SubmitArgs),
+    /// Show a task's state and progress.
+    Status(TaskArgs),
+    /// Show a task's result.
+    Result(TaskArgs),
+    /// Cancel a task.
+    Cancel(TaskArgs),
+    /// Predict with a task's trained model: one row per --row, values comma separated.
+    Predict {
+        id: String,
+        #[arg(long = "row", required = true)]
+        rows: Vec<String>,
+        #[arg(long, default_value = DEFAULT_SERVER)]
+        server: String,
+    },
+}
+
+const DEFAULT_SERVER: &str = "http://127.0.0.1:5000";
+
+#[derive(Debug, Args)]
+pub struct UpArgs {
+    /// Address of the API.
+    #[arg(long, default_value = "127.0.0.1:5000")]
+    pub http: String,
+    /// Folder of the embedded store.
+    #[arg(long, default_value = "trainyard-data")]
+    pub data: PathBuf,
+    /// CPU trainers (tasks trained at once).
+    #[arg(long, default_value_t = 1)]
+    pub trainers: usize,
+}
+
+#[derive(Debug, Args)]
+pub struct TaskArgs {
+    pub id: String,
+    #[arg(long, default_value = DEFAULT_SERVER)]
+    pub server: String,
+}
+
+#[derive(Debug, Args)]
+pub struct SubmitArgs {
+    /// mlp, linear, gbdt or all.
+    pub model: String,
+    /// A built-in data set name or an uploaded data set's id.
+    #[arg(long)]
+    pub dataset: Option<String>,
+    #[arg(long)]
+    pub epochs: Option<u32>,
+    #[arg(long)]
+    pub learning_rate: Option<f64>,
+    #[arg(long, value_delimiter = ',')]
+    pub hidden_sizes: Option<Vec<u32>>,
+    #[arg(long)]
+    pub batch_size: Option<u32>,
+    #[arg(long)]
+    pub seed: Option<u64>,
+    #[arg(long)]
+    pub priority: Option<u8>,
+    #[arg(long)]
+    pub time_limit_s: Option<f64>,
+    /// Show a progress bar until the task ends, then its result.
+    #[arg(long)]
+    pub follow: bool,
+    #[arg(long, default_value = DEFAULT_SERVER)]
+    pub server: String,
 }
 
 #[derive(Debug, Args)]
@@ -125,6 +200,15 @@ impl TrainArgs {
 pub fn run(cli: Cli) -> ExitCode {
     let result = match cli.command {
         Command::Train(args) => train(&args),
+        Command::Up(args) => up(&args),
+        Command::Node { config } => Config::load(Some(&config), std::env::vars())
+            .map_err(Into::into)
+            .and_then(run_node),
+        Command::Submit(args) => client::submit(&args),
+        Command::Status(args) => client::show(&args.server, &format!("/task/{}/status", args.id)),
+        Command::Result(args) => client::show(&args.server, &format!("/task/{}/result", args.id)),
+        Command::Cancel(args) => client::cancel(&args),
+        Command::Predict { id, rows, server } => client::predict(&server, &id, &rows),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -133,6 +217,56 @@ pub fn run(cli: Cli) -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+fn up(args: &UpArgs) -> anyhow::Result<()> {
+    let mut env: Vec<(String, String)> = std::env::vars().collect();
+    let store = format!("embedded:{}", args.data.join("trainyard.redb").display());
+    let devices = format!("[{}]", vec!["\"cpu\""; args.trainers.max(1)].join(", "));
+    // Flags go first so that TRAINYARD_* variables still override them.
+    env.splice(
+        0..0,
+        [
+            ("TRAINYARD_HTTP__LISTEN".to_string(), args.http.clone()),
+            ("TRAINYARD_STORE__URL".to_string(), store),
+            ("TRAINYARD_TRAINERS__DEVICES".to_string(), devices),
+        ],
+    );
+    let config = Config::load(None, env)?;
+    println!(
+        "trainyard is up at http://{} (Ctrl-C to stop)",
+        config.http.listen
+    );
+    run_node(config)
+}
+
+fn run_node(config: Config) -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| "info,ractor=warn".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
+    runtime.block_on(node::run(config, shutdown_signal()))?;
+    Ok(())
+}
+
+/// Resolves on Ctrl-C or SIGTERM.
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .expect("can listen for SIGTERM");
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
 }
 
 fn train(args: &TrainArgs) -> anyhow::Result<()> {

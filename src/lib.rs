@@ -11,5 +11,11 @@
 //! Data flow of `trainyard train`: CLI args -> `TrainSpec` (validated) -> `Dataset` (built-in or
 //! CSV) -> `train()` -> progress bar on the terminal -> metrics (text or JSON).
 
+pub mod actors;
 pub mod cli;
+pub mod client;
+pub mod config;
+pub mod http;
+pub mod node;
+pub mod store;
 pub mod training;

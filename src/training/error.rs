@@ -86,14 +86,12 @@ pub enum TrainError {
 }
 
 impl TrainError {
-    /// Whether running the same training again could succeed. Bad specs, bad data, a cancel and
-    /// a divergence give the same answer every time; a time limit or a backend failure may not.
+    /// Whether running the same training again could succeed. Bad specs, bad data, a cancel, a
+    /// divergence and a time limit give the same answer every time; a backend failure may not.
     pub fn is_retryable(&self) -> bool {
         matches!(
             self,
-            TrainError::DeadlineExceeded { .. }
-                | TrainError::Backend(_)
-                | TrainError::DeviceUnavailable { .. }
+            TrainError::Backend(_) | TrainError::DeviceUnavailable { .. }
         )
     }
 

@@ -1,0 +1,46 @@
+//! The node's actors (ractor):
+//!
+//! ```text
+//! Supervisor ─┬─ Dispatcher        claims queued tasks from the store, hands them to idle trainers
+//!             └─ Trainer × N       one per device; runs train() on a blocking thread
+//! ```
+//!
+//! The Supervisor restarts a failed trainer (a panic inside training included) after a backoff;
+//! the task it was running is put back in the queue (or failed, once its retries are spent).
+
+mod dispatcher;
+mod supervisor;
+mod trainer;
+
+use std::sync::Arc;
+
+pub use dispatcher::{Dispatcher, DispatcherMsg, TrainerInfo};
+pub use supervisor::{DISPATCHER_NAME, Supervisor, SupervisorArgs, SupervisorMsg};
+pub use trainer::{Trainer, TrainerArgs, TrainerMsg};
+
+use crate::store::{Finish, Store, TaskError};
+
+/// Settings of task execution, from the `[tasks]` config section.
+#[derive(Debug, Clone, Copy)]
+pub struct TaskSettings {
+    /// Applied when a task sets no time limit of its own.
+    pub time_limit_s: f64,
+}
+
+/// Ends `attempt` of a task whose trainer died: retried while retries remain, failed after.
+pub async fn recover_attempt<S: Store>(
+    store: &Arc<S>,
+    id: uuid::Uuid,
+    attempt: u32,
+    max_retries: u32,
+    error: TaskError,
+) {
+    let result = if attempt <= max_retries {
+        store.requeue(id, attempt, error).await
+    } else {
+        store.finish(id, attempt, Finish::Failure(error)).await
+    };
+    if let Err(e) = result {
+        tracing::error!(task_id = %id, error = %e, "cannot recover task of a failed trainer");
+    }
+}

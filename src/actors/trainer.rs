@@ -1,0 +1,289 @@
+//! A Trainer: runs one task at a time on a blocking thread, writes its progress to the store
+//! (at most a few times a second), and writes the result, a retry or the failure when it ends.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use ractor::{Actor, ActorProcessingErr, ActorRef};
+use tokio::sync::watch;
+use tracing::Instrument;
+use uuid::Uuid;
+
+use super::{DispatcherMsg, TaskSettings};
+use crate::store::{Finish, Store, TaskError, TaskProgress, TaskRecord};
+use crate::training::{
+    self, CancelToken, Dataset, DeviceSpec, ModelType, TrainError, TrainOutcome,
+};
+
+/// Least time between two progress writes of one task.
+const PROGRESS_EVERY: Duration = Duration::from_millis(200);
+
+/// Test hook: a task with this seed panics its trainer on its first attempt, so tests can show
+/// that a crashed trainer's task is retried. Unset in normal use.
+const PANIC_SEED_ENV: &str = "TRAINYARD_TEST_PANIC_SEED";
+
+pub enum TrainerMsg {
+    /// Run this task (it is already STARTED under this trainer in the store).
+    Train(Box<TaskRecord>),
+    /// Stop task `id` if it is the one running.
+    Cancel { id: Uuid },
+    /// The training of `id`, attempt `attempt`, ended.
+    Ended {
+        task: Box<TaskRecord>,
+        outcome: Ended,
+    },
+}
+
+pub enum Ended {
+    Done(Result<TrainOutcome, TrainError>),
+    /// The training thread panicked.
+    Panicked(String),
+}
+
+pub struct TrainerArgs<S> {
+    pub name: String,
+    pub device: DeviceSpec,
+    pub store: Arc<S>,
+    pub dispatcher: ActorRef<DispatcherMsg>,
+    pub settings: TaskSettings,
+}
+
+pub struct Trainer<S>(std::marker::PhantomData<S>);
+
+impl<S> Default for Trainer<S> {
+    fn default() -> Self {
+        Trainer(std::marker::PhantomData)
+    }
+}
+
+pub struct TrainerState<S> {
+    args: TrainerArgs<S>,
+    running: Option<(Uuid, CancelToken)>,
+}
+
+impl<S: Store> Actor for Trainer<S> {
+    type Msg = TrainerMsg;
+    type State = TrainerState<S>;
+    type Arguments = TrainerArgs<S>;
+
+    async fn pre_start(
+        &self,
+        _: ActorRef<Self::Msg>,
+        args: TrainerArgs<S>,
+    ) -> Result<Self::State, ActorProcessingErr> {
+        Ok(TrainerState {
+            args,
+            running: None,
+        })
+    }
+
+    async fn handle(
+        &self,
+        myself: ActorRef<Self::Msg>,
+        msg: Self::Msg,
+        state: &mut Self::State,
+    ) -> Result<(), ActorProcessingErr> {
+        match msg {
+            TrainerMsg::Train(task) => {
+                let cancel = CancelToken::new();
+                if task.cancel_requested {
+                    cancel.cancel();
+                }
+                state.running = Some((task.id, cancel.clone()));
+                start(&state.args, *task, cancel, myself);
+            }
+            TrainerMsg::Cancel { id } => {
+                if let Some((running, cancel)) = &state.running
+                    && *running == id
+                {
+                    cancel.cancel();
+                }
+            }
+            TrainerMsg::Ended { task, outcome } => {
+                state.running = None;
+                let args = &state.args;
+                match outcome {
+                    Ended::Panicked(message) => {
+                        // Fail this actor: the supervisor recovers the task and restarts us.
+                        return Err(
+                            format!("training of task {} panicked: {message}", task.id).into()
+                        );
+                    }
+                    Ended::Done(result) => record(&args.store, &task, &args.name, result).await,
+                }
+                let _ = args.dispatcher.cast(DispatcherMsg::TrainerIdle {
+                    name: args.name.clone(),
+                });
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Starts the training of `task` on the blocking pool; `Ended` comes back when it is over.
+fn start<S: Store>(
+    args: &TrainerArgs<S>,
+    task: TaskRecord,
+    cancel: CancelToken,
+    myself: ActorRef<TrainerMsg>,
+) {
+    let store = args.store.clone();
+    let device = args.device;
+    let default_limit = args.settings.time_limit_s;
+    let trainer = args.name.clone();
+    let span =
+        tracing::info_span!("task", task_id = %task.id, attempt = task.attempt, trainer = %trainer);
+    let run = async move {
+        let csv = match task.dataset_id {
+            None => None,
+            Some(id) => match store.dataset(id).await {
+                Ok(Some(found)) => Some(found),
+                Ok(None) => {
+                    let error = TrainError::InvalidSpec {
+                        problems: vec![format!("data set {id} not found")],
+                    };
+                    let _ = myself.cast(TrainerMsg::Ended {
+                        task: Box::new(task),
+                        outcome: Ended::Done(Err(error)),
+                    });
+                    return;
+                }
+                Err(e) => {
+                    let error = TrainError::Backend(format!("cannot load data set {id}: {e}"));
+                    let _ = myself.cast(TrainerMsg::Ended {
+                        task: Box::new(task),
+                        outcome: Ended::Done(Err(error)),
+                    });
+                    return;
+                }
+            },
+        };
+        let (progress_tx, progress_rx) = watch::channel(None);
+        let writer = tokio::spawn(write_progress(
+            store.clone(),
+            task.id,
+            task.attempt,
+            progress_rx,
+        ));
+        let mut spec = task.spec.clone();
+        spec.time_limit_s = spec.time_limit_s.or(Some(default_limit));
+        let panic_now = std::env::var(PANIC_SEED_ENV)
+            .ok()
+            .and_then(|s| s.parse::<u64>().ok())
+            == Some(spec.seed)
+            && task.attempt == 1;
+        let joined = tokio::task::spawn_blocking(move || {
+            if panic_now {
+                panic!("test hook {PANIC_SEED_ENV} asked for a panic");
+            }
+            let dataset = match csv {
+                Some((info, bytes)) => Dataset::from_csv(&bytes, &info.name, &info.target)?,
+                None => Dataset::builtin(&spec.dataset, spec.seed)?,
+            };
+            training::train(
+                &spec,
+                &dataset,
+                &device,
+                &mut |p| {
+                    progress_tx.send_replace(Some(p.clone()));
+                },
+                &cancel,
+            )
+        })
+        .await;
+        let _ = writer.await;
+        let outcome = match joined {
+            Ok(result) => Ended::Done(result),
+            Err(e) => Ended::Panicked(e.to_string()),
+        };
+        let _ = myself.cast(TrainerMsg::Ended {
+            task: Box::new(task),
+            outcome,
+        });
+    };
+    tokio::spawn(run.instrument(span));
+}
+
+/// Writes the latest progress, at most every `PROGRESS_EVERY`, until the training ends.
+async fn write_progress<S: Store>(
+    store: Arc<S>,
+    id: Uuid,
+    attempt: u32,
+    mut rx: watch::Receiver<Option<training::Progress>>,
+) {
+    while rx.changed().await.is_ok() {
+        let Some(p) = rx.borrow_and_update().clone() else {
+            continue;
+        };
+        let progress = TaskProgress {
+            current: p.current,
+            total: p.total,
+            percent: (p.percent() * 100.0).round() / 100.0,
+            message: p.message,
+            loss: p.loss,
+        };
+        if let Err(e) = store.progress(id, attempt, &progress).await {
+            tracing::warn!(error = %e, "cannot write progress");
+        }
+        tokio::time::sleep(PROGRESS_EVERY).await;
+    }
+}
+
+/// Writes how a training ended: the result, a retry, or the failure.
+async fn record<S: Store>(
+    store: &Arc<S>,
+    task: &TaskRecord,
+    trainer: &str,
+    result: Result<TrainOutcome, TrainError>,
+) {
+    let (id, attempt) = (task.id, task.attempt);
+    let written = match result {
+        Ok(outcome) => {
+            tracing::info!(best = %outcome.best, "task succeeded");
+            let message = match outcome.model_type {
+                ModelType::All => "All models trained successfully".to_string(),
+                model => format!("{} model trained successfully", model.title()),
+            };
+            let result = serde_json::json!({
+                "success": true,
+                "message": message,
+                "model_type": outcome.model_type,
+                "best_model": outcome.best,
+                "metrics": outcome.metrics_json(),
+                "trainer": trainer,
+            });
+            store
+                .finish(
+                    id,
+                    attempt,
+                    Finish::Success {
+                        result,
+                        model: outcome.model_bytes,
+                    },
+                )
+                .await
+        }
+        Err(TrainError::Cancelled) => {
+            tracing::info!("task revoked while running");
+            store.finish(id, attempt, Finish::Revoked).await
+        }
+        Err(e) => {
+            let error = TaskError {
+                code: e.code().into(),
+                message: e.to_string(),
+            };
+            if e.is_retryable() && attempt <= task.max_retries {
+                tracing::warn!(error = %e, "task attempt failed; retrying");
+                store.requeue(id, attempt, error).await
+            } else {
+                tracing::warn!(error = %e, "task failed");
+                store.finish(id, attempt, Finish::Failure(error)).await
+            }
+        }
+    };
+    match written {
+        Ok(true) => {}
+        Ok(false) => tracing::warn!("task was taken over by another attempt; result dropped"),
+        Err(e) => tracing::error!(error = %e, "cannot record the end of a task"),
+    }
+}

@@ -1,0 +1,137 @@
+//! The CLI's HTTP client verbs: submit (with --follow), status, result, cancel, predict.
+
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use indicatif::{ProgressBar, ProgressStyle};
+use serde_json::{Value, json};
+
+use crate::cli::{SubmitArgs, TaskArgs};
+
+fn agent() -> ureq::Agent {
+    ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .timeout_global(Some(Duration::from_secs(600)))
+        .build()
+        .into()
+}
+
+/// Sends a request and returns the JSON answer; an error status becomes an error with the
+/// server's message.
+fn call(method: &str, url: &str, body: Option<Value>) -> anyhow::Result<Value> {
+    let agent = agent();
+    let response = match (method, body) {
+        ("GET", _) => agent.get(url).call(),
+        (_, Some(body)) => agent.post(url).send_json(body),
+        (_, None) => agent.post(url).send_empty(),
+    }
+    .with_context(|| format!("cannot reach {url}"))?;
+    let status = response.status();
+    let value: Value = response
+        .into_body()
+        .read_json()
+        .with_context(|| format!("{url} did not answer JSON"))?;
+    if !status.is_success() {
+        let code = value["error"]["code"].as_str().unwrap_or("error");
+        let message = value["error"]["message"].as_str().unwrap_or("");
+        bail!("{} {code}: {message}", status.as_u16());
+    }
+    Ok(value)
+}
+
+fn print(value: &Value) {
+    println!(
+        "{}",
+        serde_json::to_string_pretty(value).expect("json prints")
+    );
+}
+
+pub fn show(server: &str, path: &str) -> anyhow::Result<()> {
+    print(&call("GET", &format!("{server}{path}"), None)?);
+    Ok(())
+}
+
+pub fn cancel(args: &TaskArgs) -> anyhow::Result<()> {
+    print(&call(
+        "POST",
+        &format!("{}/task/{}/cancel", args.server, args.id),
+        None,
+    )?);
+    Ok(())
+}
+
+pub fn predict(server: &str, id: &str, rows: &[String]) -> anyhow::Result<()> {
+    let rows = rows
+        .iter()
+        .map(|r| {
+            r.split(',')
+                .map(|v| {
+                    v.trim()
+                        .parse::<f64>()
+                        .with_context(|| format!("{v:?} is not a number"))
+                })
+                .collect::<anyhow::Result<Vec<_>>>()
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    print(&call(
+        "POST",
+        &format!("{server}/models/{id}/predict"),
+        Some(json!({"rows": rows})),
+    )?);
+    Ok(())
+}
+
+pub fn submit(args: &SubmitArgs) -> anyhow::Result<()> {
+    let mut body = serde_json::Map::new();
+    let mut put = |k: &str, v: Option<Value>| {
+        if let Some(v) = v {
+            body.insert(k.into(), v);
+        }
+    };
+    put("dataset", args.dataset.clone().map(Value::from));
+    put("epochs", args.epochs.map(Value::from));
+    put("learning_rate", args.learning_rate.map(Value::from));
+    put("hidden_sizes", args.hidden_sizes.clone().map(|h| json!(h)));
+    put("batch_size", args.batch_size.map(Value::from));
+    put("seed", args.seed.map(Value::from));
+    put("priority", args.priority.map(Value::from));
+    put("time_limit_s", args.time_limit_s.map(Value::from));
+    let answer = call(
+        "POST",
+        &format!("{}/train/{}/async", args.server, args.model),
+        Some(Value::Object(body)),
+    )?;
+    if !args.follow {
+        print(&answer);
+        return Ok(());
+    }
+    let id = answer["task_id"]
+        .as_str()
+        .context("answer has no task_id")?
+        .to_string();
+    eprintln!("task {id} submitted");
+    let bar = ProgressBar::new(100);
+    bar.set_style(
+        ProgressStyle::with_template("{bar:40} {pos:>3}% {msg}").expect("template is valid"),
+    );
+    loop {
+        let status = call("GET", &format!("{}/task/{id}/status", args.server), None)?;
+        let state = status["state"].as_str().unwrap_or("");
+        bar.set_position(status["progress"]["percent"].as_f64().unwrap_or(0.0) as u64);
+        bar.set_message(format!(
+            "{state} {}",
+            status["progress"]["message"].as_str().unwrap_or("")
+        ));
+        if matches!(state, "SUCCESS" | "FAILURE" | "REVOKED") {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    bar.finish_and_clear();
+    let result = call("GET", &format!("{}/task/{id}/result", args.server), None)?;
+    print(&result);
+    if result["state"] != "SUCCESS" {
+        bail!("task {id} ended as {}", result["state"]);
+    }
+    Ok(())
+}

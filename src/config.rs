@@ -1,0 +1,306 @@
+//! The node's typed configuration: a TOML file, then `TRAINYARD_<SECTION>__<KEY>` environment
+//! overrides, then validation. Unknown keys are refused with their name.
+
+use std::path::Path;
+
+use serde::Deserialize;
+use thiserror::Error;
+
+use crate::training::DeviceSpec;
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+#[derive(Default)]
+pub struct Config {
+    pub node: NodeSection,
+    pub http: HttpSection,
+    pub store: StoreSection,
+    pub trainers: TrainersSection,
+    pub tasks: TasksSection,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct NodeSection {
+    pub name: String,
+    /// Cluster port (used once nodes join a cluster).
+    pub listen: String,
+    pub cookie: String,
+    pub seeds: Vec<String>,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct HttpSection {
+    pub listen: String,
+    /// Optional bearer token for the API.
+    pub token: String,
+    /// Largest JSON request body.
+    pub max_body_bytes: u64,
+    /// Largest CSV upload.
+    pub max_upload_bytes: u64,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct StoreSection {
+    /// `embedded:PATH` (one node) or `redis://HOST:PORT/DB`.
+    pub url: String,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct TrainersSection {
+    pub devices: Vec<String>,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct TasksSection {
+    pub time_limit_s: f64,
+    pub result_expires_s: f64,
+    /// How long an expired task id is still answered with `task_expired`.
+    pub expired_memory_s: f64,
+    pub max_retries: u32,
+    pub queue_limit: u64,
+    /// Seconds a stopping node waits for running tasks before requeueing them.
+    pub shutdown_grace_s: f64,
+}
+
+impl Default for NodeSection {
+    fn default() -> Self {
+        NodeSection {
+            name: "node".into(),
+            listen: "127.0.0.1:4700".into(),
+            cookie: String::new(),
+            seeds: Vec::new(),
+        }
+    }
+}
+
+impl Default for HttpSection {
+    fn default() -> Self {
+        HttpSection {
+            listen: "127.0.0.1:5000".into(),
+            token: String::new(),
+            max_body_bytes: 1 << 20,
+            max_upload_bytes: 64 << 20,
+        }
+    }
+}
+
+impl Default for StoreSection {
+    fn default() -> Self {
+        StoreSection {
+            url: "embedded:trainyard-data/trainyard.redb".into(),
+        }
+    }
+}
+
+impl Default for TrainersSection {
+    fn default() -> Self {
+        TrainersSection {
+            devices: vec!["cpu".into()],
+        }
+    }
+}
+
+impl Default for TasksSection {
+    fn default() -> Self {
+        TasksSection {
+            time_limit_s: 3600.0,
+            result_expires_s: 3600.0,
+            expired_memory_s: 86_400.0,
+            max_retries: 3,
+            queue_limit: 100_000,
+            shutdown_grace_s: 30.0,
+        }
+    }
+}
+
+#[derive(Debug, Error)]
+pub enum ConfigError {
+    #[error("cannot read config {path}: {source}")]
+    Read {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("invalid config: {0}")]
+    Parse(String),
+    #[error("invalid config: {}", .0.join("; "))]
+    Invalid(Vec<String>),
+}
+
+impl Config {
+    /// Reads `path` (if given), applies `TRAINYARD_*` overrides from `env`, and validates.
+    pub fn load(
+        path: Option<&Path>,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Config, ConfigError> {
+        let mut table = match path {
+            Some(path) => {
+                let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+                    path: path.display().to_string(),
+                    source,
+                })?;
+                text.parse::<toml::Table>()
+                    .map_err(|e| ConfigError::Parse(e.to_string()))?
+            }
+            None => toml::Table::new(),
+        };
+        apply_env(&mut table, env)?;
+        let config: Config = toml::Value::Table(table)
+            .try_into()
+            .map_err(|e: toml::de::Error| ConfigError::Parse(e.to_string()))?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// The devices of the trainers, parsed.
+    pub fn devices(&self) -> Vec<DeviceSpec> {
+        self.trainers
+            .devices
+            .iter()
+            .filter_map(|d| d.parse().ok())
+            .collect()
+    }
+
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let mut problems = Vec::new();
+        if self.node.name.trim().is_empty() {
+            problems.push("node.name must not be empty".to_string());
+        }
+        if self.http.listen.parse::<std::net::SocketAddr>().is_err() {
+            problems.push(format!(
+                "http.listen {:?} is not an address like 127.0.0.1:5000",
+                self.http.listen
+            ));
+        }
+        if !(self.store.url.starts_with("embedded:") || self.store.url.starts_with("redis://")) {
+            problems.push(format!(
+                "store.url {:?} must start with embedded: or redis://",
+                self.store.url
+            ));
+        }
+        if self.trainers.devices.is_empty() {
+            problems.push("trainers.devices must name at least one device".into());
+        }
+        for device in &self.trainers.devices {
+            if let Err(e) = device.parse::<DeviceSpec>() {
+                problems.push(format!("trainers.devices: {e}"));
+            }
+        }
+        let t = &self.tasks;
+        for (name, value) in [
+            ("time_limit_s", t.time_limit_s),
+            ("result_expires_s", t.result_expires_s),
+            ("expired_memory_s", t.expired_memory_s),
+            ("shutdown_grace_s", t.shutdown_grace_s),
+        ] {
+            if !(value.is_finite() && value >= 0.0) {
+                problems.push(format!(
+                    "tasks.{name} must be a number of seconds, got {value}"
+                ));
+            }
+        }
+        if t.time_limit_s <= 0.0 {
+            problems.push("tasks.time_limit_s must be above 0".into());
+        }
+        if t.queue_limit == 0 {
+            problems.push("tasks.queue_limit must be at least 1".into());
+        }
+        if self.http.max_body_bytes == 0 || self.http.max_upload_bytes == 0 {
+            problems.push("http.max_body_bytes and http.max_upload_bytes must be above 0".into());
+        }
+        if problems.is_empty() {
+            Ok(())
+        } else {
+            Err(ConfigError::Invalid(problems))
+        }
+    }
+}
+
+/// Sets `[section] key` from each `TRAINYARD_SECTION__KEY=value`. A value is read as TOML
+/// (numbers, booleans, arrays) and, failing that, as a string.
+fn apply_env(
+    table: &mut toml::Table,
+    env: impl IntoIterator<Item = (String, String)>,
+) -> Result<(), ConfigError> {
+    for (name, raw) in env {
+        let Some(rest) = name.strip_prefix("TRAINYARD_") else {
+            continue;
+        };
+        let Some((section, key)) = rest.split_once("__") else {
+            continue;
+        };
+        let (section, key) = (section.to_lowercase(), key.to_lowercase());
+        let value = format!("v = {raw}")
+            .parse::<toml::Table>()
+            .ok()
+            .and_then(|mut t| t.remove("v"))
+            .unwrap_or(toml::Value::String(raw));
+        let entry = table
+            .entry(section.clone())
+            .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+        let toml::Value::Table(section_table) = entry else {
+            return Err(ConfigError::Parse(format!("{section} must be a section")));
+        };
+        section_table.insert(key, value);
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn env_overrides_the_file_and_types_are_kept() {
+        let dir = std::env::temp_dir().join(format!("trainyard-config-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("node.toml");
+        std::fs::write(
+            &path,
+            "[http]\nlisten = \"127.0.0.1:6000\"\n[tasks]\nmax_retries = 1\n",
+        )
+        .unwrap();
+        let config = Config::load(
+            Some(&path),
+            env(&[
+                ("TRAINYARD_TASKS__MAX_RETRIES", "5"),
+                ("TRAINYARD_TRAINERS__DEVICES", "[\"cpu\", \"cpu\"]"),
+                ("OTHER", "x"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(config.http.listen, "127.0.0.1:6000");
+        assert_eq!(config.tasks.max_retries, 5);
+        assert_eq!(config.trainers.devices.len(), 2);
+    }
+
+    #[test]
+    fn unknown_keys_and_bad_values_are_refused_by_name() {
+        let err = Config::load(None, env(&[("TRAINYARD_TASKS__MAX_RETRYS", "5")])).unwrap_err();
+        assert!(err.to_string().contains("max_retrys"), "{err}");
+        let err = Config::load(
+            None,
+            env(&[
+                ("TRAINYARD_HTTP__LISTEN", "nowhere"),
+                ("TRAINYARD_TRAINERS__DEVICES", "[\"tpu\"]"),
+            ]),
+        )
+        .unwrap_err();
+        let text = err.to_string();
+        assert!(
+            text.contains("http.listen") && text.contains("tpu"),
+            "{text}"
+        );
+    }
+}

@@ -1,0 +1,575 @@
+//! Request handlers: parse and check the request, talk to the store (and the dispatcher), and
+//! build the JSON answer. Nothing is stored for a request that is refused.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use ractor::ActorRef;
+use serde::Deserialize;
+use serde_json::{Value, json};
+use uuid::Uuid;
+use warp::http::StatusCode;
+use warp::reply::{Response, json as reply_json, with_status};
+use warp::{Rejection, Reply};
+
+use super::{Api, ApiError};
+use crate::actors::{DISPATCHER_NAME, DispatcherMsg};
+use crate::store::{
+    CancelOutcome, DatasetInfo, Lookup, Store, TaskFilter, TaskRecord, TaskState, now_s,
+};
+use crate::training::{
+    self, BUILTIN_DATASETS, Dataset, GbdtParams, ModelType, TrainSpec, TrainedModel,
+};
+
+type Reply_ = Result<Response, Rejection>;
+
+fn reject(e: impl Into<ApiError>) -> Rejection {
+    warp::reject::custom(e.into())
+}
+
+/// The body of `POST /train/{model_type}`: every field optional.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TrainRequest {
+    epochs: Option<u32>,
+    learning_rate: Option<f64>,
+    hidden_sizes: Option<Vec<u32>>,
+    dataset: Option<String>,
+    batch_size: Option<u32>,
+    seed: Option<u64>,
+    test_fraction: Option<f64>,
+    priority: Option<u8>,
+    max_retries: Option<u32>,
+    time_limit_s: Option<f64>,
+    gbdt: Option<GbdtParams>,
+}
+
+/// Largest `max_retries` a request may ask for.
+const MAX_RETRIES_LIMIT: u32 = 10;
+/// Longest a synchronous training request waits.
+const MAX_WAIT_S: f64 = 3600.0;
+
+fn parse_json<T: serde::de::DeserializeOwned + Default>(
+    content_type: &Option<String>,
+    body: &Bytes,
+) -> Result<T, ApiError> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Ok(T::default());
+    }
+    if let Some(ct) = content_type
+        && !ct.to_ascii_lowercase().starts_with("application/json")
+    {
+        return Err(ApiError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported_media_type",
+            format!("content type must be application/json, got {ct:?}"),
+        ));
+    }
+    serde_json::from_slice(body).map_err(|e| match e.classify() {
+        serde_json::error::Category::Data => {
+            ApiError::invalid("invalid_request", format!("invalid request: {e}"))
+        }
+        _ => ApiError::bad_request("invalid_json", format!("malformed JSON: {e}")),
+    })
+}
+
+fn parse_id(raw: &str, what: &str) -> Result<Uuid, ApiError> {
+    Uuid::parse_str(raw).map_err(|_| {
+        ApiError::bad_request("invalid_id", format!("{what} id {raw:?} is not a UUID"))
+    })
+}
+
+fn dispatcher() -> Option<ActorRef<DispatcherMsg>> {
+    ractor::registry::where_is(DISPATCHER_NAME).map(ActorRef::from)
+}
+
+/// Checks a training request and builds its task; nothing is stored yet.
+async fn build_task<S: Store>(
+    api: &Api<S>,
+    model: &str,
+    content_type: &Option<String>,
+    body: &Bytes,
+) -> Result<TaskRecord, ApiError> {
+    let model_type: ModelType = model
+        .parse()
+        .map_err(|e: String| ApiError::not_found("unknown_model_type", e))?;
+    let request: TrainRequest = parse_json(content_type, body)?;
+    let defaults = TrainSpec::new(model_type);
+    let mut spec = TrainSpec {
+        epochs: request.epochs.unwrap_or(defaults.epochs),
+        learning_rate: request.learning_rate.unwrap_or(defaults.learning_rate),
+        hidden_sizes: request
+            .hidden_sizes
+            .unwrap_or(defaults.hidden_sizes.clone()),
+        batch_size: request.batch_size.unwrap_or(defaults.batch_size),
+        seed: request.seed.unwrap_or(defaults.seed),
+        test_fraction: request.test_fraction.unwrap_or(defaults.test_fraction),
+        gbdt: request.gbdt.unwrap_or_default(),
+        time_limit_s: request.time_limit_s,
+        ..defaults
+    };
+    let mut problems = match spec.validate() {
+        Err(training::TrainError::InvalidSpec { problems }) => problems,
+        _ => Vec::new(),
+    };
+    let priority = request.priority.unwrap_or(0);
+    if priority > 9 {
+        problems.push(format!("priority must be between 0 and 9, got {priority}"));
+    }
+    let max_retries = request.max_retries.unwrap_or(api.max_retries);
+    if max_retries > MAX_RETRIES_LIMIT {
+        problems.push(format!(
+            "max_retries must be at most {MAX_RETRIES_LIMIT}, got {max_retries}"
+        ));
+    }
+    if !problems.is_empty() {
+        return Err(ApiError::invalid("invalid_parameters", problems.join("; ")));
+    }
+    let mut dataset_id = None;
+    if let Some(name) = request.dataset {
+        if let Ok(id) = Uuid::parse_str(&name) {
+            let found = api.store.dataset(id).await?;
+            let (info, _) = found.ok_or_else(|| {
+                ApiError::not_found("dataset_not_found", format!("data set {id} not found"))
+            })?;
+            dataset_id = Some(id);
+            spec.dataset = info.name;
+        } else if BUILTIN_DATASETS.contains(&name.as_str()) {
+            spec.dataset = name;
+        } else {
+            return Err(ApiError::not_found(
+                "dataset_not_found",
+                format!(
+                    "data set {name:?} not found; built-in data sets are {} (or use an uploaded data set's id)",
+                    BUILTIN_DATASETS.join(", ")
+                ),
+            ));
+        }
+    }
+    Ok(TaskRecord::new(spec, dataset_id, priority, max_retries))
+}
+
+async fn submit<S: Store>(
+    api: &Api<S>,
+    model: &str,
+    content_type: &Option<String>,
+    body: &Bytes,
+) -> Result<TaskRecord, ApiError> {
+    let task = build_task(api, model, content_type, body).await?;
+    api.store.submit(&task, api.queue_limit).await?;
+    tracing::info!(task_id = %task.id, model_type = %task.model_type, "task submitted");
+    if let Some(d) = dispatcher() {
+        let _ = d.cast(DispatcherMsg::Poll);
+    }
+    Ok(task)
+}
+
+pub async fn submit_async<S: Store>(
+    model: String,
+    api: Arc<Api<S>>,
+    content_type: Option<String>,
+    body: Bytes,
+) -> Reply_ {
+    let task = submit(&api, &model, &content_type, &body)
+        .await
+        .map_err(reject)?;
+    let answer = json!({
+        "success": true,
+        "task_id": task.id,
+        "message": format!("Training task submitted for {}", task.model_type),
+        "model_type": task.model_type,
+    });
+    Ok(with_status(reply_json(&answer), StatusCode::ACCEPTED).into_response())
+}
+
+pub async fn submit_sync<S: Store>(
+    model: String,
+    api: Arc<Api<S>>,
+    query: HashMap<String, String>,
+    content_type: Option<String>,
+    body: Bytes,
+) -> Reply_ {
+    let wait_s = match query.get("wait_s") {
+        None => 300.0,
+        Some(raw) => match raw.parse::<f64>() {
+            Ok(v) if v.is_finite() && (0.0..=MAX_WAIT_S).contains(&v) => v,
+            _ => {
+                return Err(reject(ApiError::bad_request(
+                    "invalid_query",
+                    format!(
+                        "wait_s must be a number of seconds from 0 to {MAX_WAIT_S}, got {raw:?}"
+                    ),
+                )));
+            }
+        },
+    };
+    let task = submit(&api, &model, &content_type, &body)
+        .await
+        .map_err(reject)?;
+    let deadline = Instant::now() + Duration::from_secs_f64(wait_s);
+    loop {
+        if let Lookup::Found(found) = api.store.get(task.id).await.map_err(reject)?
+            && found.state.is_terminal()
+        {
+            return Ok(result_reply(&found));
+        }
+        if Instant::now() >= deadline {
+            let mut error = ApiError::new(
+                StatusCode::GATEWAY_TIMEOUT,
+                "timeout",
+                format!(
+                    "task {} did not finish within {wait_s} s; poll /task/{}/result",
+                    task.id, task.id
+                ),
+            );
+            error.extra = Some(json!({"task_id": task.id}));
+            return Err(reject(error));
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+async fn find<S: Store>(api: &Api<S>, raw_id: &str) -> Result<TaskRecord, ApiError> {
+    let id = parse_id(raw_id, "task")?;
+    match api.store.get(id).await? {
+        Lookup::Found(task) => Ok(*task),
+        Lookup::Expired => Err(ApiError::not_found(
+            "task_expired",
+            format!("task {id} finished and its result expired"),
+        )),
+        Lookup::Missing => Err(ApiError::not_found(
+            "task_not_found",
+            format!("task {id} not found"),
+        )),
+    }
+}
+
+fn progress_json(task: &TaskRecord) -> Value {
+    match (&task.progress, task.state) {
+        (Some(p), _) => json!(p),
+        (None, TaskState::Pending) => {
+            json!({"current": 0, "total": 0, "percent": 0.0, "message": "Task is waiting in the queue"})
+        }
+        (None, TaskState::Started) => {
+            json!({"current": 0, "total": 0, "percent": 0.0, "message": "Task started"})
+        }
+        (None, state) => {
+            json!({"current": 0, "total": 0, "percent": if state == TaskState::Success { 100.0 } else { 0.0 }, "message": state.as_str()})
+        }
+    }
+}
+
+pub async fn status<S: Store>(id: String, api: Arc<Api<S>>) -> Reply_ {
+    let task = find(&api, &id).await.map_err(reject)?;
+    Ok(reply_json(&json!({
+        "task_id": task.id,
+        "state": task.state,
+        "progress": progress_json(&task),
+        "attempt": task.attempt,
+    }))
+    .into_response())
+}
+
+fn result_reply(task: &TaskRecord) -> Response {
+    let mut answer = json!({
+        "success": task.state == TaskState::Success || !task.state.is_terminal(),
+        "task_id": task.id,
+        "state": task.state,
+    });
+    if let Some(result) = &task.result {
+        answer["result"] = result.clone();
+    }
+    if let Some(error) = &task.error {
+        answer["error"] = json!(error);
+    }
+    if !task.attempts.is_empty() {
+        answer["attempts"] = json!(task.attempts);
+    }
+    reply_json(&answer).into_response()
+}
+
+pub async fn result<S: Store>(id: String, api: Arc<Api<S>>) -> Reply_ {
+    let task = find(&api, &id).await.map_err(reject)?;
+    Ok(result_reply(&task))
+}
+
+pub async fn cancel<S: Store>(id: String, api: Arc<Api<S>>) -> Reply_ {
+    let task_id = parse_id(&id, "task").map_err(reject)?;
+    let outcome = api
+        .store
+        .cancel(task_id)
+        .await
+        .map_err(|e| reject(ApiError::from(e)))?;
+    let (state, message) = match outcome {
+        CancelOutcome::Revoked => (
+            TaskState::Revoked,
+            "Task revoked before it started".to_string(),
+        ),
+        CancelOutcome::Running { .. } => {
+            if let Some(d) = dispatcher() {
+                let _ = d.cast(DispatcherMsg::Cancel { id: task_id });
+            }
+            (TaskState::Progress, "Task is stopping".to_string())
+        }
+        CancelOutcome::AlreadyFinished(state) => {
+            let error = ApiError::new(
+                StatusCode::CONFLICT,
+                "task_finished",
+                format!("task {task_id} already ended as {}", state.as_str()),
+            );
+            return Err(reject(error));
+        }
+        CancelOutcome::Expired => {
+            return Err(reject(ApiError::not_found(
+                "task_expired",
+                format!("task {task_id} finished and its result expired"),
+            )));
+        }
+        CancelOutcome::Missing => {
+            return Err(reject(ApiError::not_found(
+                "task_not_found",
+                format!("task {task_id} not found"),
+            )));
+        }
+    };
+    Ok(with_status(
+        reply_json(
+            &json!({"success": true, "task_id": task_id, "state": state, "message": message}),
+        ),
+        StatusCode::ACCEPTED,
+    )
+    .into_response())
+}
+
+pub async fn tasks<S: Store>(api: Arc<Api<S>>, query: HashMap<String, String>) -> Reply_ {
+    let mut problems = Vec::new();
+    for key in query.keys() {
+        if !["state", "model_type", "limit"].contains(&key.as_str()) {
+            problems.push(format!(
+                "unknown query parameter {key:?}; expected state, model_type, limit"
+            ));
+        }
+    }
+    let state = query.get("state").and_then(|s| {
+        let parsed = TaskState::parse(s);
+        if parsed.is_none() {
+            problems.push(format!(
+                "state {s:?} is not one of PENDING, STARTED, PROGRESS, SUCCESS, FAILURE, REVOKED"
+            ));
+        }
+        parsed
+    });
+    let model_type = query
+        .get("model_type")
+        .and_then(|m| m.parse::<ModelType>().map_err(|e| problems.push(e)).ok());
+    let limit = match query.get("limit").map(|l| l.parse::<usize>()) {
+        None => 50,
+        Some(Ok(l)) if (1..=1000).contains(&l) => l,
+        Some(_) => {
+            problems.push("limit must be a whole number from 1 to 1000".into());
+            0
+        }
+    };
+    if !problems.is_empty() {
+        return Err(reject(ApiError::bad_request(
+            "invalid_query",
+            problems.join("; "),
+        )));
+    }
+    let found = api
+        .store
+        .list(&TaskFilter {
+            state,
+            model_type,
+            limit,
+        })
+        .await
+        .map_err(|e| reject(ApiError::from(e)))?;
+    let tasks: Vec<Value> = found
+        .iter()
+        .map(|t| {
+            json!({
+                "task_id": t.id, "state": t.state, "model_type": t.model_type, "priority": t.priority,
+                "attempt": t.attempt, "submitted_at": t.submitted_at, "started_at": t.started_at,
+                "finished_at": t.finished_at, "trainer": t.trainer, "dataset": t.spec.dataset,
+                "progress": progress_json(t),
+            })
+        })
+        .collect();
+    Ok(reply_json(&json!({"success": true, "count": tasks.len(), "tasks": tasks})).into_response())
+}
+
+pub async fn health<S: Store>(api: Arc<Api<S>>) -> Reply_ {
+    let store = api.store.ping().await;
+    let depth = match &store {
+        Ok(()) => api.store.queue_depth().await.ok(),
+        Err(_) => None,
+    };
+    let trainers = match dispatcher() {
+        Some(d) => ractor::call_t!(d, DispatcherMsg::Trainers, 2000).unwrap_or_default(),
+        None => Vec::new(),
+    };
+    let healthy = store.is_ok() && !trainers.is_empty();
+    let answer = json!({
+        "success": healthy,
+        "status": if healthy { "healthy" } else { "unhealthy" },
+        "node": api.node,
+        "store": match &store { Ok(()) => "ok".to_string(), Err(e) => e.to_string() },
+        "queue_depth": depth,
+        "workers": trainers.len(),
+        "trainers": trainers,
+    });
+    let status = if healthy {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    Ok(with_status(reply_json(&answer), status).into_response())
+}
+
+pub async fn upload_dataset<S: Store>(
+    api: Arc<Api<S>>,
+    query: HashMap<String, String>,
+    content_type: Option<String>,
+    body: Bytes,
+) -> Reply_ {
+    let mut problems = Vec::new();
+    for key in query.keys() {
+        if !["name", "target"].contains(&key.as_str()) {
+            problems.push(format!(
+                "unknown query parameter {key:?}; expected name and target"
+            ));
+        }
+    }
+    let name = query
+        .get("name")
+        .map(|s| s.trim().to_string())
+        .unwrap_or_default();
+    let target = query
+        .get("target")
+        .map(|s| s.trim().to_string())
+        .unwrap_or_default();
+    if name.is_empty() || name.len() > 100 {
+        problems.push("name is required (1 to 100 characters)".into());
+    }
+    if target.is_empty() {
+        problems.push("target is required: the CSV column to predict".into());
+    }
+    if !problems.is_empty() {
+        return Err(reject(ApiError::bad_request(
+            "invalid_query",
+            problems.join("; "),
+        )));
+    }
+    if let Some(ct) = &content_type {
+        let ct = ct.to_ascii_lowercase();
+        if !(ct.starts_with("text/csv")
+            || ct.starts_with("text/plain")
+            || ct.starts_with("application/octet-stream"))
+        {
+            return Err(reject(ApiError::new(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "unsupported_media_type",
+                format!("upload a CSV as text/csv, got {ct:?}"),
+            )));
+        }
+    }
+    let csv = body.clone();
+    let (n, t) = (name.clone(), target.clone());
+    let parsed = tokio::task::spawn_blocking(move || Dataset::from_csv(&csv, &n, &t))
+        .await
+        .map_err(|e| {
+            reject(ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "internal",
+                e.to_string(),
+            ))
+        })?
+        .map_err(|e| reject(ApiError::invalid("invalid_csv", e.to_string())))?;
+    let info = DatasetInfo {
+        id: Uuid::new_v4(),
+        name,
+        target,
+        rows: parsed.n_rows() as u64,
+        features: parsed.feature_names.clone(),
+        bytes: body.len() as u64,
+        uploaded_at: now_s(),
+    };
+    api.store
+        .put_dataset(&info, &body)
+        .await
+        .map_err(|e| reject(ApiError::from(e)))?;
+    Ok(with_status(
+        reply_json(&json!({"success": true, "dataset_id": info.id, "dataset": info})),
+        StatusCode::CREATED,
+    )
+    .into_response())
+}
+
+pub async fn list_datasets<S: Store>(api: Arc<Api<S>>) -> Reply_ {
+    let uploaded = api
+        .store
+        .datasets()
+        .await
+        .map_err(|e| reject(ApiError::from(e)))?;
+    Ok(
+        reply_json(&json!({"success": true, "builtin": BUILTIN_DATASETS, "datasets": uploaded}))
+            .into_response(),
+    )
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PredictRequest {
+    rows: Vec<Vec<f32>>,
+}
+
+pub async fn predict<S: Store>(
+    id: String,
+    api: Arc<Api<S>>,
+    content_type: Option<String>,
+    body: Bytes,
+) -> Reply_ {
+    let task = find(&api, &id).await.map_err(reject)?;
+    let request: PredictRequest = parse_json(&content_type, &body).map_err(reject)?;
+    if task.state != TaskState::Success {
+        return Err(reject(ApiError::new(
+            StatusCode::CONFLICT,
+            "model_not_ready",
+            format!(
+                "task {} is {}, not SUCCESS: it has no model",
+                task.id,
+                task.state.as_str()
+            ),
+        )));
+    }
+    let bytes = api
+        .store
+        .model(task.id)
+        .await
+        .map_err(|e| reject(ApiError::from(e)))?;
+    let bytes = bytes.ok_or_else(|| {
+        reject(ApiError::not_found(
+            "model_not_found",
+            format!("task {} has no stored model", task.id),
+        ))
+    })?;
+    let predictions = tokio::task::spawn_blocking(move || {
+        let model = TrainedModel::from_bytes(&bytes)?;
+        let predictions = model.predict(&request.rows)?;
+        Ok::<_, training::TrainError>((predictions, model.chosen_type()))
+    })
+    .await
+    .map_err(|e| {
+        reject(ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            e.to_string(),
+        ))
+    })?;
+    let (predictions, model_type) =
+        predictions.map_err(|e| reject(ApiError::invalid(e.code(), e.to_string())))?;
+    Ok(reply_json(&json!({"success": true, "task_id": task.id, "model_type": model_type, "predictions": predictions})).into_response())
+}

@@ -1,0 +1,140 @@
+//! The REST API (warp). Paths and JSON shapes of the old FastAPI service are kept:
+//! `POST /train/{model_type}/async`, `POST /train/{model_type}`, `GET /task/{id}/status`,
+//! `GET /task/{id}/result`, `GET /celery/health`; new are `POST /task/{id}/cancel`, `GET /tasks`,
+//! `GET /cluster/health`, `POST|GET /datasets` and `POST /models/{id}/predict`.
+//!
+//! Filters here, handlers in `handlers.rs`, every error through `error::recover`.
+
+mod error;
+mod handlers;
+
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::sync::Arc;
+
+use warp::{Filter, Reply};
+
+pub use error::ApiError;
+
+use crate::store::Store;
+
+/// What the handlers share.
+pub struct Api<S> {
+    pub store: Arc<S>,
+    pub node: String,
+    pub queue_limit: u64,
+    pub max_retries: u32,
+    pub max_body_bytes: u64,
+    pub max_upload_bytes: u64,
+}
+
+/// Every route, with errors rendered as JSON.
+pub fn routes<S: Store>(
+    api: Arc<Api<S>>,
+) -> impl Filter<Extract = (warp::reply::Response,), Error = Infallible> + Clone {
+    let with = {
+        let api = api.clone();
+        warp::any().map(move || api.clone())
+    };
+    let query = warp::query::<HashMap<String, String>>();
+    let content_type = warp::header::optional::<String>("content-type");
+    let body = warp::body::content_length_limit(api.max_body_bytes).and(warp::body::bytes());
+    let upload = warp::body::content_length_limit(api.max_upload_bytes).and(warp::body::bytes());
+
+    let submit_async = warp::path!("train" / String / "async")
+        .and(warp::post())
+        .and(with.clone())
+        .and(content_type)
+        .and(body)
+        .and_then(handlers::submit_async)
+        .recover(error::route_errors)
+        .unify();
+    let submit_sync = warp::path!("train" / String)
+        .and(warp::post())
+        .and(with.clone())
+        .and(query)
+        .and(content_type)
+        .and(body)
+        .and_then(handlers::submit_sync)
+        .recover(error::route_errors)
+        .unify();
+    let status = warp::path!("task" / String / "status")
+        .and(warp::get())
+        .and(with.clone())
+        .and_then(handlers::status)
+        .recover(error::route_errors)
+        .unify();
+    let result = warp::path!("task" / String / "result")
+        .and(warp::get())
+        .and(with.clone())
+        .and_then(handlers::result)
+        .recover(error::route_errors)
+        .unify();
+    let cancel = warp::path!("task" / String / "cancel")
+        .and(warp::post())
+        .and(with.clone())
+        .and_then(handlers::cancel)
+        .recover(error::route_errors)
+        .unify();
+    let tasks = warp::path!("tasks")
+        .and(warp::get())
+        .and(with.clone())
+        .and(query)
+        .and_then(handlers::tasks)
+        .recover(error::route_errors)
+        .unify();
+    let health = warp::path!("cluster" / "health")
+        .or(warp::path!("celery" / "health"))
+        .unify()
+        .and(warp::get())
+        .and(with.clone())
+        .and_then(handlers::health)
+        .recover(error::route_errors)
+        .unify();
+    let upload_dataset = warp::path!("datasets")
+        .and(warp::post())
+        .and(with.clone())
+        .and(query)
+        .and(content_type)
+        .and(upload)
+        .and_then(handlers::upload_dataset)
+        .recover(error::route_errors)
+        .unify();
+    let list_datasets = warp::path!("datasets")
+        .and(warp::get())
+        .and(with.clone())
+        .and_then(handlers::list_datasets)
+        .recover(error::route_errors)
+        .unify();
+    let predict = warp::path!("models" / String / "predict")
+        .and(warp::post())
+        .and(with.clone())
+        .and(content_type)
+        .and(body)
+        .and_then(handlers::predict)
+        .recover(error::route_errors)
+        .unify();
+
+    submit_async
+        .or(submit_sync)
+        .unify()
+        .or(status)
+        .unify()
+        .or(result)
+        .unify()
+        .or(cancel)
+        .unify()
+        .or(tasks)
+        .unify()
+        .or(health)
+        .unify()
+        .or(upload_dataset)
+        .unify()
+        .or(list_datasets)
+        .unify()
+        .or(predict)
+        .unify()
+        .recover(error::recover)
+        .unify()
+        .map(|r: warp::reply::Response| r.into_response())
+}

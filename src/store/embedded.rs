@@ -1,0 +1,476 @@
+//! The embedded store: one redb file, for a single node. Every operation is one redb
+//! transaction, run on tokio's blocking pool so no async worker waits on the disk.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use redb::{
+    Database, ReadTransaction, ReadableDatabase, ReadableTable, ReadableTableMetadata,
+    TableDefinition, WriteTransaction,
+};
+use uuid::Uuid;
+
+use super::*;
+
+/// Task id -> JSON `TaskRecord`.
+const TASKS: TableDefinition<&str, &[u8]> = TableDefinition::new("tasks");
+/// (9 - priority, sequence) -> task id: the first entry is the next task to run.
+const QUEUE: TableDefinition<(u8, u64), &str> = TableDefinition::new("queue");
+/// Task id -> its key in `QUEUE`, to take it out when cancelled.
+const QUEUED: TableDefinition<&str, (u8, u64)> = TableDefinition::new("queued");
+/// Task id -> model artifact bytes.
+const MODELS: TableDefinition<&str, &[u8]> = TableDefinition::new("models");
+/// Data set id -> JSON `DatasetInfo`.
+const DATASET_INFO: TableDefinition<&str, &[u8]> = TableDefinition::new("dataset_info");
+/// Data set id -> CSV bytes.
+const DATASET_CSV: TableDefinition<&str, &[u8]> = TableDefinition::new("dataset_csv");
+/// Expired task id -> when to forget it (Unix seconds).
+const EXPIRED: TableDefinition<&str, f64> = TableDefinition::new("expired");
+/// Counters; `seq` orders the queue.
+const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
+
+#[derive(Clone)]
+pub struct EmbeddedStore {
+    db: Arc<Database>,
+    settings: StoreSettings,
+}
+
+impl From<redb::Error> for StoreError {
+    fn from(e: redb::Error) -> Self {
+        StoreError::Unavailable(e.to_string())
+    }
+}
+
+macro_rules! redb_errors {
+    ($($t:ty),*) => {$(
+        impl From<$t> for StoreError {
+            fn from(e: $t) -> Self {
+                StoreError::Unavailable(e.to_string())
+            }
+        }
+    )*};
+}
+redb_errors!(
+    redb::DatabaseError,
+    redb::TransactionError,
+    redb::TableError,
+    redb::StorageError,
+    redb::CommitError
+);
+
+fn decode<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, StoreError> {
+    serde_json::from_slice(bytes).map_err(|e| StoreError::Corrupt(e.to_string()))
+}
+
+fn encode<T: Serialize>(value: &T) -> Vec<u8> {
+    serde_json::to_vec(value).expect("store records serialize")
+}
+
+impl EmbeddedStore {
+    /// Opens (or creates) the store file at `path`.
+    pub fn open(path: &Path, settings: StoreSettings) -> Result<Self, StoreError> {
+        let db = Database::create(path)?;
+        let tx = db.begin_write()?;
+        tx.open_table(TASKS)?;
+        tx.open_table(QUEUE)?;
+        tx.open_table(QUEUED)?;
+        tx.open_table(MODELS)?;
+        tx.open_table(DATASET_INFO)?;
+        tx.open_table(DATASET_CSV)?;
+        tx.open_table(EXPIRED)?;
+        tx.open_table(META)?;
+        tx.commit()?;
+        Ok(EmbeddedStore {
+            db: Arc::new(db),
+            settings,
+        })
+    }
+
+    async fn write<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&WriteTransaction, &StoreSettings) -> Result<T, StoreError> + Send + 'static,
+    ) -> Result<T, StoreError> {
+        let (db, settings) = (self.db.clone(), self.settings);
+        tokio::task::spawn_blocking(move || {
+            let tx = db.begin_write()?;
+            let out = f(&tx, &settings)?;
+            tx.commit()?;
+            Ok(out)
+        })
+        .await
+        .map_err(|e| StoreError::Unavailable(format!("store task failed: {e}")))?
+    }
+
+    async fn read<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&ReadTransaction, &StoreSettings) -> Result<T, StoreError> + Send + 'static,
+    ) -> Result<T, StoreError> {
+        let (db, settings) = (self.db.clone(), self.settings);
+        tokio::task::spawn_blocking(move || f(&db.begin_read()?, &settings))
+            .await
+            .map_err(|e| StoreError::Unavailable(format!("store task failed: {e}")))?
+    }
+}
+
+fn load(tx: &WriteTransaction, id: &str) -> Result<Option<TaskRecord>, StoreError> {
+    let tasks = tx.open_table(TASKS)?;
+    let found = tasks.get(id)?;
+    found.map(|v| decode(v.value())).transpose()
+}
+
+fn save(tx: &WriteTransaction, task: &TaskRecord) -> Result<(), StoreError> {
+    tx.open_table(TASKS)?
+        .insert(task.id.to_string().as_str(), encode(task).as_slice())?;
+    Ok(())
+}
+
+fn enqueue(tx: &WriteTransaction, task: &TaskRecord) -> Result<(), StoreError> {
+    let mut meta = tx.open_table(META)?;
+    let seq = meta.get("seq")?.map_or(0, |v| v.value()) + 1;
+    meta.insert("seq", seq)?;
+    let key = (9 - task.priority.min(9), seq);
+    let id = task.id.to_string();
+    tx.open_table(QUEUE)?.insert(key, id.as_str())?;
+    tx.open_table(QUEUED)?.insert(id.as_str(), key)?;
+    Ok(())
+}
+
+/// The running task `id` if `attempt` is the one running it.
+fn load_running(
+    tx: &WriteTransaction,
+    id: Uuid,
+    attempt: u32,
+) -> Result<Option<TaskRecord>, StoreError> {
+    Ok(load(tx, &id.to_string())?.filter(|t| t.state.is_running() && t.attempt == attempt))
+}
+
+fn end(
+    tx: &WriteTransaction,
+    settings: &StoreSettings,
+    task: &mut TaskRecord,
+    state: TaskState,
+) -> Result<(), StoreError> {
+    let now = now_s();
+    task.state = state;
+    task.finished_at = Some(now);
+    task.expires_at = Some(now + settings.result_expires_s);
+    save(tx, task)
+}
+
+impl Store for EmbeddedStore {
+    async fn submit(&self, task: &TaskRecord, queue_limit: u64) -> Result<(), StoreError> {
+        let task = task.clone();
+        self.write(move |tx, _| {
+            let depth = tx.open_table(QUEUE)?.len()?;
+            if depth >= queue_limit {
+                return Err(StoreError::QueueFull { limit: queue_limit });
+            }
+            save(tx, &task)?;
+            enqueue(tx, &task)
+        })
+        .await
+    }
+
+    async fn get(&self, id: Uuid) -> Result<Lookup, StoreError> {
+        self.read(move |tx, _| {
+            let key = id.to_string();
+            if let Some(v) = tx.open_table(TASKS)?.get(key.as_str())? {
+                let task: TaskRecord = decode(v.value())?;
+                if task.expires_at.is_some_and(|at| at <= now_s()) {
+                    return Ok(Lookup::Expired);
+                }
+                return Ok(Lookup::Found(Box::new(task)));
+            }
+            if tx.open_table(EXPIRED)?.get(key.as_str())?.is_some() {
+                return Ok(Lookup::Expired);
+            }
+            Ok(Lookup::Missing)
+        })
+        .await
+    }
+
+    async fn claim(&self, trainer: &str) -> Result<Option<TaskRecord>, StoreError> {
+        let trainer = trainer.to_string();
+        self.write(move |tx, _| {
+            let next = tx
+                .open_table(QUEUE)?
+                .pop_first()?
+                .map(|(_, id)| id.value().to_string());
+            let Some(id) = next else { return Ok(None) };
+            tx.open_table(QUEUED)?.remove(id.as_str())?;
+            let Some(mut task) = load(tx, &id)? else {
+                return Err(StoreError::Corrupt(format!(
+                    "queued task {id} has no record"
+                )));
+            };
+            task.state = TaskState::Started;
+            task.attempt += 1;
+            task.trainer = Some(trainer);
+            task.started_at = Some(now_s());
+            task.progress = None;
+            save(tx, &task)?;
+            Ok(Some(task))
+        })
+        .await
+    }
+
+    async fn progress(
+        &self,
+        id: Uuid,
+        attempt: u32,
+        progress: &TaskProgress,
+    ) -> Result<bool, StoreError> {
+        let progress = progress.clone();
+        self.write(move |tx, _| {
+            let Some(mut task) = load_running(tx, id, attempt)? else {
+                return Ok(false);
+            };
+            task.state = TaskState::Progress;
+            task.progress = Some(progress);
+            save(tx, &task)?;
+            Ok(true)
+        })
+        .await
+    }
+
+    async fn finish(&self, id: Uuid, attempt: u32, finish: Finish) -> Result<bool, StoreError> {
+        self.write(move |tx, settings| {
+            let Some(mut task) = load_running(tx, id, attempt)? else {
+                return Ok(false);
+            };
+            let state = match finish {
+                Finish::Success { result, model } => {
+                    tx.open_table(MODELS)?
+                        .insert(id.to_string().as_str(), model.as_slice())?;
+                    if let Some(p) = &mut task.progress {
+                        p.current = p.total;
+                        p.percent = 100.0;
+                    }
+                    task.result = Some(result);
+                    TaskState::Success
+                }
+                Finish::Failure(error) => {
+                    task.error = Some(error);
+                    TaskState::Failure
+                }
+                Finish::Revoked => {
+                    task.error = Some(TaskError {
+                        code: "revoked".into(),
+                        message: "task was cancelled while running".into(),
+                    });
+                    TaskState::Revoked
+                }
+            };
+            end(tx, settings, &mut task, state)?;
+            Ok(true)
+        })
+        .await
+    }
+
+    async fn requeue(&self, id: Uuid, attempt: u32, error: TaskError) -> Result<bool, StoreError> {
+        self.write(move |tx, _| {
+            let Some(mut task) = load_running(tx, id, attempt)? else {
+                return Ok(false);
+            };
+            task.attempts.push(AttemptRecord {
+                attempt,
+                trainer: task.trainer.take(),
+                error,
+            });
+            task.state = TaskState::Pending;
+            task.progress = None;
+            save(tx, &task)?;
+            enqueue(tx, &task)?;
+            Ok(true)
+        })
+        .await
+    }
+
+    async fn cancel(&self, id: Uuid) -> Result<CancelOutcome, StoreError> {
+        self.write(move |tx, settings| {
+            let key = id.to_string();
+            let Some(mut task) = load(tx, &key)? else {
+                let expired = tx.open_table(EXPIRED)?.get(key.as_str())?.is_some();
+                return Ok(if expired {
+                    CancelOutcome::Expired
+                } else {
+                    CancelOutcome::Missing
+                });
+            };
+            if task.expires_at.is_some_and(|at| at <= now_s()) {
+                return Ok(CancelOutcome::Expired);
+            }
+            match task.state {
+                TaskState::Pending => {
+                    if let Some(qkey) = tx
+                        .open_table(QUEUED)?
+                        .remove(key.as_str())?
+                        .map(|v| v.value())
+                    {
+                        tx.open_table(QUEUE)?.remove(qkey)?;
+                    }
+                    task.error = Some(TaskError {
+                        code: "revoked".into(),
+                        message: "task was cancelled before it started".into(),
+                    });
+                    end(tx, settings, &mut task, TaskState::Revoked)?;
+                    Ok(CancelOutcome::Revoked)
+                }
+                TaskState::Started | TaskState::Progress => {
+                    task.cancel_requested = true;
+                    save(tx, &task)?;
+                    Ok(CancelOutcome::Running {
+                        trainer: task.trainer.clone().unwrap_or_default(),
+                        attempt: task.attempt,
+                    })
+                }
+                state => Ok(CancelOutcome::AlreadyFinished(state)),
+            }
+        })
+        .await
+    }
+
+    async fn list(&self, filter: &TaskFilter) -> Result<Vec<TaskRecord>, StoreError> {
+        let filter = filter.clone();
+        self.read(move |tx, _| {
+            let now = now_s();
+            let mut out = Vec::new();
+            for entry in tx.open_table(TASKS)?.iter()? {
+                let (_, v) = entry?;
+                let task: TaskRecord = decode(v.value())?;
+                if task.expires_at.is_some_and(|at| at <= now)
+                    || filter.state.is_some_and(|s| s != task.state)
+                    || filter.model_type.is_some_and(|m| m != task.model_type)
+                {
+                    continue;
+                }
+                out.push(task);
+            }
+            out.sort_by(|a, b| b.submitted_at.total_cmp(&a.submitted_at));
+            out.truncate(filter.limit);
+            Ok(out)
+        })
+        .await
+    }
+
+    async fn model(&self, id: Uuid) -> Result<Option<Vec<u8>>, StoreError> {
+        self.read(move |tx, _| {
+            let key = id.to_string();
+            let live = match tx.open_table(TASKS)?.get(key.as_str())? {
+                Some(v) => decode::<TaskRecord>(v.value())?
+                    .expires_at
+                    .is_none_or(|at| at > now_s()),
+                None => false,
+            };
+            if !live {
+                return Ok(None);
+            }
+            Ok(tx
+                .open_table(MODELS)?
+                .get(key.as_str())?
+                .map(|v| v.value().to_vec()))
+        })
+        .await
+    }
+
+    async fn put_dataset(&self, info: &DatasetInfo, csv: &[u8]) -> Result<(), StoreError> {
+        let (info, csv) = (info.clone(), csv.to_vec());
+        self.write(move |tx, _| {
+            let key = info.id.to_string();
+            tx.open_table(DATASET_INFO)?
+                .insert(key.as_str(), encode(&info).as_slice())?;
+            tx.open_table(DATASET_CSV)?
+                .insert(key.as_str(), csv.as_slice())?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn dataset(&self, id: Uuid) -> Result<Option<(DatasetInfo, Vec<u8>)>, StoreError> {
+        self.read(move |tx, _| {
+            let key = id.to_string();
+            let Some(info) = tx.open_table(DATASET_INFO)?.get(key.as_str())? else {
+                return Ok(None);
+            };
+            let info: DatasetInfo = decode(info.value())?;
+            let csv = tx
+                .open_table(DATASET_CSV)?
+                .get(key.as_str())?
+                .map(|v| v.value().to_vec());
+            let csv =
+                csv.ok_or_else(|| StoreError::Corrupt(format!("data set {id} has no csv")))?;
+            Ok(Some((info, csv)))
+        })
+        .await
+    }
+
+    async fn datasets(&self) -> Result<Vec<DatasetInfo>, StoreError> {
+        self.read(|tx, _| {
+            let mut out = Vec::new();
+            for entry in tx.open_table(DATASET_INFO)?.iter()? {
+                out.push(decode::<DatasetInfo>(entry?.1.value())?);
+            }
+            out.sort_by(|a, b| b.uploaded_at.total_cmp(&a.uploaded_at));
+            Ok(out)
+        })
+        .await
+    }
+
+    async fn queue_depth(&self) -> Result<u64, StoreError> {
+        self.read(|tx, _| Ok(tx.open_table(QUEUE)?.len()?)).await
+    }
+
+    async fn leases(&self) -> Result<Vec<Lease>, StoreError> {
+        self.read(|tx, _| {
+            let mut out = Vec::new();
+            for entry in tx.open_table(TASKS)?.iter()? {
+                let task: TaskRecord = decode(entry?.1.value())?;
+                if task.state.is_running() {
+                    out.push(Lease {
+                        id: task.id,
+                        trainer: task.trainer.unwrap_or_default(),
+                        attempt: task.attempt,
+                        max_retries: task.max_retries,
+                    });
+                }
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    async fn sweep(&self) -> Result<u64, StoreError> {
+        self.write(|tx, settings| {
+            let now = now_s();
+            let mut gone = Vec::new();
+            for entry in tx.open_table(TASKS)?.iter()? {
+                let (k, v) = entry?;
+                let task: TaskRecord = decode(v.value())?;
+                if task.expires_at.is_some_and(|at| at <= now) {
+                    gone.push(k.value().to_string());
+                }
+            }
+            let (mut tasks, mut models, mut expired) = (
+                tx.open_table(TASKS)?,
+                tx.open_table(MODELS)?,
+                tx.open_table(EXPIRED)?,
+            );
+            for id in &gone {
+                tasks.remove(id.as_str())?;
+                models.remove(id.as_str())?;
+                expired.insert(id.as_str(), now + settings.expired_memory_s)?;
+            }
+            expired.retain(|_, forget_at| forget_at > now)?;
+            Ok(gone.len() as u64)
+        })
+        .await
+    }
+
+    async fn ping(&self) -> Result<(), StoreError> {
+        self.read(|tx, _| {
+            tx.open_table(META)?;
+            Ok(())
+        })
+        .await
+    }
+}

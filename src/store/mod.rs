@@ -1,0 +1,320 @@
+//! Durable task state: tasks, the priority queue, running leases, results with expiry, model
+//! artifacts and uploaded data sets.
+//!
+//! One trait, [`Store`], with the embedded file store (redb, one node) behind it today; the
+//! Redis store for clusters implements the same trait and passes the same conformance tests
+//! (`tests/store.rs`).
+//!
+//! Invariants: a task is stored before its submission is answered; every write of a running
+//! task carries its attempt number and a stale attempt's write is refused (fencing); finished
+//! tasks expire `result_expires_s` after they finish, and an expired id is reported as expired
+//! (not unknown, never PENDING) for `expired_memory_s` more.
+
+mod embedded;
+
+use std::future::Future;
+
+use serde::{Deserialize, Serialize};
+use thiserror::Error;
+use uuid::Uuid;
+
+use crate::training::{ModelType, TrainSpec};
+
+pub use embedded::EmbeddedStore;
+
+/// A task's life: PENDING -> STARTED -> PROGRESS -> SUCCESS | FAILURE, or REVOKED.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "UPPERCASE")]
+pub enum TaskState {
+    Pending,
+    Started,
+    Progress,
+    Success,
+    Failure,
+    Revoked,
+}
+
+impl TaskState {
+    pub const ALL: [TaskState; 6] = [
+        TaskState::Pending,
+        TaskState::Started,
+        TaskState::Progress,
+        TaskState::Success,
+        TaskState::Failure,
+        TaskState::Revoked,
+    ];
+
+    pub fn is_terminal(&self) -> bool {
+        matches!(
+            self,
+            TaskState::Success | TaskState::Failure | TaskState::Revoked
+        )
+    }
+
+    pub fn is_running(&self) -> bool {
+        matches!(self, TaskState::Started | TaskState::Progress)
+    }
+
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            TaskState::Pending => "PENDING",
+            TaskState::Started => "STARTED",
+            TaskState::Progress => "PROGRESS",
+            TaskState::Success => "SUCCESS",
+            TaskState::Failure => "FAILURE",
+            TaskState::Revoked => "REVOKED",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<TaskState> {
+        TaskState::ALL
+            .into_iter()
+            .find(|t| t.as_str().eq_ignore_ascii_case(s))
+    }
+}
+
+/// How far a running task has come, as the status endpoint shows it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TaskProgress {
+    pub current: u64,
+    pub total: u64,
+    pub percent: f64,
+    pub message: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub loss: Option<f64>,
+}
+
+/// Why an attempt or a task failed.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TaskError {
+    pub code: String,
+    pub message: String,
+}
+
+/// One finished attempt that did not succeed.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AttemptRecord {
+    pub attempt: u32,
+    pub trainer: Option<String>,
+    pub error: TaskError,
+}
+
+/// Everything the store keeps about a task.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TaskRecord {
+    pub id: Uuid,
+    pub model_type: ModelType,
+    pub spec: TrainSpec,
+    /// An uploaded data set to train on, instead of the built-in `spec.dataset`.
+    pub dataset_id: Option<Uuid>,
+    /// 0 (lowest) to 9 (highest).
+    pub priority: u8,
+    pub max_retries: u32,
+    pub state: TaskState,
+    /// 0 while pending the first time; each claim adds one.
+    pub attempt: u32,
+    pub progress: Option<TaskProgress>,
+    /// Unix seconds.
+    pub submitted_at: f64,
+    pub started_at: Option<f64>,
+    pub finished_at: Option<f64>,
+    pub expires_at: Option<f64>,
+    pub trainer: Option<String>,
+    pub cancel_requested: bool,
+    /// The final result (metrics) after SUCCESS.
+    pub result: Option<serde_json::Value>,
+    /// The final error after FAILURE or REVOKED.
+    pub error: Option<TaskError>,
+    /// Earlier attempts that failed and were retried.
+    pub attempts: Vec<AttemptRecord>,
+}
+
+impl TaskRecord {
+    /// A new PENDING task.
+    pub fn new(spec: TrainSpec, dataset_id: Option<Uuid>, priority: u8, max_retries: u32) -> Self {
+        TaskRecord {
+            id: Uuid::new_v4(),
+            model_type: spec.model_type,
+            spec,
+            dataset_id,
+            priority,
+            max_retries,
+            state: TaskState::Pending,
+            attempt: 0,
+            progress: None,
+            submitted_at: now_s(),
+            started_at: None,
+            finished_at: None,
+            expires_at: None,
+            trainer: None,
+            cancel_requested: false,
+            result: None,
+            error: None,
+            attempts: Vec::new(),
+        }
+    }
+}
+
+/// What `get` found.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Lookup {
+    Found(Box<TaskRecord>),
+    /// The task existed and its record expired.
+    Expired,
+    Missing,
+}
+
+/// How a task ended, as its trainer reports it.
+#[derive(Debug, Clone)]
+pub enum Finish {
+    Success {
+        result: serde_json::Value,
+        model: Vec<u8>,
+    },
+    Failure(TaskError),
+    /// Stopped on request while running.
+    Revoked,
+}
+
+/// What `cancel` did.
+#[derive(Debug, Clone, PartialEq)]
+pub enum CancelOutcome {
+    /// It was pending and is now REVOKED.
+    Revoked,
+    /// It is running on `trainer`; the trainer must stop it.
+    Running {
+        trainer: String,
+        attempt: u32,
+    },
+    /// It had already ended.
+    AlreadyFinished(TaskState),
+    Expired,
+    Missing,
+}
+
+/// Which tasks `list` returns, newest first.
+#[derive(Debug, Clone, Default)]
+pub struct TaskFilter {
+    pub state: Option<TaskState>,
+    pub model_type: Option<ModelType>,
+    pub limit: usize,
+}
+
+/// An uploaded CSV data set.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DatasetInfo {
+    pub id: Uuid,
+    pub name: String,
+    pub target: String,
+    pub rows: u64,
+    pub features: Vec<String>,
+    pub bytes: u64,
+    pub uploaded_at: f64,
+}
+
+/// A running task's lease: who runs it, and which attempt.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Lease {
+    pub id: Uuid,
+    pub trainer: String,
+    pub attempt: u32,
+    pub max_retries: u32,
+}
+
+/// Timings the store applies.
+#[derive(Debug, Clone, Copy)]
+pub struct StoreSettings {
+    /// Seconds a finished task and its model are kept.
+    pub result_expires_s: f64,
+    /// Seconds an expired id is still reported as expired.
+    pub expired_memory_s: f64,
+}
+
+impl Default for StoreSettings {
+    fn default() -> Self {
+        StoreSettings {
+            result_expires_s: 3600.0,
+            expired_memory_s: 86_400.0,
+        }
+    }
+}
+
+#[derive(Debug, Error)]
+pub enum StoreError {
+    #[error("queue is full ({limit} tasks pending)")]
+    QueueFull { limit: u64 },
+    #[error("store is unavailable: {0}")]
+    Unavailable(String),
+    #[error("store data is corrupt: {0}")]
+    Corrupt(String),
+}
+
+/// Durable task state. Every method is atomic: a change that touches several records happens
+/// whole or not at all.
+pub trait Store: Send + Sync + 'static {
+    /// Stores a new PENDING task and queues it, unless `queue_limit` tasks are pending.
+    fn submit(
+        &self,
+        task: &TaskRecord,
+        queue_limit: u64,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+    fn get(&self, id: Uuid) -> impl Future<Output = Result<Lookup, StoreError>> + Send;
+    /// Takes the next queued task (highest priority, then oldest) for `trainer`: it becomes
+    /// STARTED with its attempt number one higher.
+    fn claim(
+        &self,
+        trainer: &str,
+    ) -> impl Future<Output = Result<Option<TaskRecord>, StoreError>> + Send;
+    /// Records progress of `attempt`; false if that attempt no longer runs the task.
+    fn progress(
+        &self,
+        id: Uuid,
+        attempt: u32,
+        progress: &TaskProgress,
+    ) -> impl Future<Output = Result<bool, StoreError>> + Send;
+    /// Ends `attempt` of a running task; false if that attempt no longer runs it.
+    fn finish(
+        &self,
+        id: Uuid,
+        attempt: u32,
+        finish: Finish,
+    ) -> impl Future<Output = Result<bool, StoreError>> + Send;
+    /// Puts a running task back in the queue after `attempt` failed with `error`; false if that
+    /// attempt no longer runs it.
+    fn requeue(
+        &self,
+        id: Uuid,
+        attempt: u32,
+        error: TaskError,
+    ) -> impl Future<Output = Result<bool, StoreError>> + Send;
+    fn cancel(&self, id: Uuid) -> impl Future<Output = Result<CancelOutcome, StoreError>> + Send;
+    fn list(
+        &self,
+        filter: &TaskFilter,
+    ) -> impl Future<Output = Result<Vec<TaskRecord>, StoreError>> + Send;
+    /// The model artifact of a SUCCESS task.
+    fn model(&self, id: Uuid) -> impl Future<Output = Result<Option<Vec<u8>>, StoreError>> + Send;
+    fn put_dataset(
+        &self,
+        info: &DatasetInfo,
+        csv: &[u8],
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+    fn dataset(
+        &self,
+        id: Uuid,
+    ) -> impl Future<Output = Result<Option<(DatasetInfo, Vec<u8>)>, StoreError>> + Send;
+    fn datasets(&self) -> impl Future<Output = Result<Vec<DatasetInfo>, StoreError>> + Send;
+    fn queue_depth(&self) -> impl Future<Output = Result<u64, StoreError>> + Send;
+    /// Every running task's lease.
+    fn leases(&self) -> impl Future<Output = Result<Vec<Lease>, StoreError>> + Send;
+    /// Removes what has expired by now; returns how many tasks expired.
+    fn sweep(&self) -> impl Future<Output = Result<u64, StoreError>> + Send;
+    fn ping(&self) -> impl Future<Output = Result<(), StoreError>> + Send;
+}
+
+/// Seconds since the Unix epoch.
+pub fn now_s() -> f64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0.0, |d| d.as_secs_f64())
+}

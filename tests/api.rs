@@ -1,0 +1,598 @@
+//! The REST API over real HTTP against a real `trainyard up` process (embedded store).
+
+mod common;
+
+use std::time::Duration;
+
+use common::{Node, poll};
+use serde_json::{Value, json};
+
+const LONG: Duration = Duration::from_secs(120);
+
+/// A training that runs until it is stopped (or for minutes).
+fn endless() -> Value {
+    json!({"epochs": 100000, "hidden_sizes": [64, 64]})
+}
+
+#[test]
+fn a_training_goes_from_submit_to_predictions() {
+    let node = Node::up(2, &[]);
+    let (status, answer) = node.post(
+        "/train/mlp/async",
+        json!({"epochs": 5, "learning_rate": 0.005, "hidden_sizes": [32, 16]}),
+    );
+    assert_eq!(status, 202);
+    assert_eq!(answer["success"], true);
+    assert_eq!(answer["message"], "Training task submitted for mlp");
+    assert_eq!(answer["model_type"], "mlp");
+    let id = answer["task_id"].as_str().unwrap().to_string();
+
+    node.wait_for(&id, "SUCCESS", LONG);
+    let (status, s) = node.get(&format!("/task/{id}/status"));
+    assert_eq!(status, 200);
+    assert_eq!(s["task_id"], id.as_str());
+    assert_eq!(s["progress"]["percent"], 100.0);
+    assert_eq!(s["progress"]["message"], "Training epoch 5/5");
+    for key in ["current", "total", "percent", "message"] {
+        assert!(!s["progress"][key].is_null(), "{s}");
+    }
+
+    let (status, r) = node.get(&format!("/task/{id}/result"));
+    assert_eq!(status, 200);
+    assert_eq!(
+        (r["success"].clone(), r["state"].clone()),
+        (json!(true), json!("SUCCESS"))
+    );
+    assert_eq!(r["result"]["success"], true);
+    assert_eq!(r["result"]["message"], "MLP model trained successfully");
+    assert_eq!(r["result"]["model_type"], "mlp");
+    for key in [
+        "train_r2",
+        "test_r2",
+        "train_rmse",
+        "test_rmse",
+        "final_loss",
+        "duration_s",
+        "samples_per_s",
+    ] {
+        assert!(r["result"]["metrics"][key].is_f64(), "{key}: {r}");
+    }
+    assert!(
+        r["result"]["metrics"]["test_r2"].as_f64().unwrap() > 0.5,
+        "{r}"
+    );
+
+    let (status, p) = node.post(
+        &format!("/models/{id}/predict"),
+        json!({"rows": [vec![0.5; 8], vec![0.1; 8]]}),
+    );
+    assert_eq!(status, 200, "{p}");
+    assert_eq!(p["predictions"].as_array().unwrap().len(), 2);
+    let (status, p) = node.post(
+        &format!("/models/{id}/predict"),
+        json!({"rows": [vec![0.5; 7]]}),
+    );
+    assert_eq!(
+        (status, p["error"]["code"].clone()),
+        (422, json!("invalid_input")),
+        "{p}"
+    );
+
+    let (status, list) = node.get("/tasks?state=SUCCESS&model_type=mlp&limit=5");
+    assert_eq!(status, 200);
+    assert_eq!(list["tasks"][0]["task_id"], id.as_str());
+    let (status, health) = node.get("/cluster/health");
+    assert_eq!(status, 200);
+    assert_eq!(health["trainers"].as_array().unwrap().len(), 2);
+    assert_eq!(health["queue_depth"], 0);
+    assert_eq!(node.get("/celery/health").0, 200);
+}
+
+#[test]
+fn every_model_type_trains_and_all_reports_each() {
+    let node = Node::up(2, &[]);
+    let small = json!({"epochs": 3, "hidden_sizes": [8], "gbdt": {"n_trees": 10}});
+    let ids: Vec<(String, &str)> = ["linear", "gbdt", "all"]
+        .iter()
+        .map(|m| (node.submit(m, small.clone()), *m))
+        .collect();
+    for (id, model) in &ids {
+        node.wait_for(id, "SUCCESS", LONG);
+        let (_, r) = node.get(&format!("/task/{id}/result"));
+        assert_eq!(r["result"]["model_type"], *model);
+        if *model == "all" {
+            for member in ["mlp", "linear", "gbdt"] {
+                assert!(r["result"]["metrics"][member]["test_r2"].is_f64(), "{r}");
+            }
+            assert_eq!(r["result"]["message"], "All models trained successfully");
+        }
+    }
+}
+
+#[test]
+fn bad_requests_get_their_status_and_code_and_store_nothing() {
+    let node = Node::up(
+        1,
+        &[
+            ("TRAINYARD_HTTP__MAX_BODY_BYTES", "1000"),
+            ("TRAINYARD_HTTP__MAX_UPLOAD_BYTES", "2000"),
+        ],
+    );
+    let uuid = "9b2f2d7e-0000-4000-8000-000000000000";
+    let cases: Vec<(&str, &str, Option<&str>, Vec<u8>, u16, &str)> = vec![
+        (
+            "POST",
+            "/train/xgboost/async",
+            Some("application/json"),
+            b"{}".to_vec(),
+            404,
+            "unknown_model_type",
+        ),
+        (
+            "POST",
+            "/train/mlp/async",
+            Some("application/json"),
+            b"{\"epochs\": 5".to_vec(),
+            400,
+            "invalid_json",
+        ),
+        (
+            "POST",
+            "/train/mlp/async",
+            Some("application/json"),
+            b"[1,2".to_vec(),
+            400,
+            "invalid_json",
+        ),
+        (
+            "POST",
+            "/train/mlp/async",
+            Some("application/json"),
+            b"{\"epochs\": \"many\"}".to_vec(),
+            422,
+            "invalid_request",
+        ),
+        (
+            "POST",
+            "/train/mlp/async",
+            Some("application/json"),
+            b"{\"epochs\": -5}".to_vec(),
+            422,
+            "invalid_request",
+        ),
+        (
+            "POST",
+            "/train/mlp/async",
+            Some("application/json"),
+            b"{\"epoch\": 5}".to_vec(),
+            422,
+            "invalid_request",
+        ),
+        (
+            "POST",
+            "/train/mlp/async",
+            Some("application/json"),
+            b"{\"epochs\": 0}".to_vec(),
+            422,
+            "invalid_parameters",
+        ),
+        (
+            "POST",
+            "/train/mlp/async",
+            Some("application/json"),
+            b"{\"epochs\": 100001}".to_vec(),
+            422,
+            "invalid_parameters",
+        ),
+        (
+            "POST",
+            "/train/mlp/async",
+            Some("application/json"),
+            b"{\"learning_rate\": 0}".to_vec(),
+            422,
+            "invalid_parameters",
+        ),
+        (
+            "POST",
+            "/train/mlp/async",
+            Some("application/json"),
+            b"{\"hidden_sizes\": [0]}".to_vec(),
+            422,
+            "invalid_parameters",
+        ),
+        (
+            "POST",
+            "/train/mlp/async",
+            Some("application/json"),
+            b"{\"hidden_sizes\": [1,1,1,1,1,1,1,1,1]}".to_vec(),
+            422,
+            "invalid_parameters",
+        ),
+        (
+            "POST",
+            "/train/mlp/async",
+            Some("application/json"),
+            b"{\"priority\": 10}".to_vec(),
+            422,
+            "invalid_parameters",
+        ),
+        (
+            "POST",
+            "/train/mlp/async",
+            Some("application/json"),
+            b"{\"dataset\": \"mnist\"}".to_vec(),
+            404,
+            "dataset_not_found",
+        ),
+        (
+            "POST",
+            "/train/mlp/async",
+            Some("application/json"),
+            format!("{{\"dataset\": \"{uuid}\"}}").into_bytes(),
+            404,
+            "dataset_not_found",
+        ),
+        (
+            "POST",
+            "/train/mlp/async",
+            Some("text/plain"),
+            b"{}".to_vec(),
+            415,
+            "unsupported_media_type",
+        ),
+        (
+            "POST",
+            "/train/mlp/async",
+            Some("application/json"),
+            vec![b' '; 2000],
+            413,
+            "body_too_large",
+        ),
+        (
+            "POST",
+            "/train/mlp?wait_s=-1",
+            Some("application/json"),
+            b"{}".to_vec(),
+            400,
+            "invalid_query",
+        ),
+        (
+            "GET",
+            "/task/not-a-uuid/status",
+            None,
+            vec![],
+            400,
+            "invalid_id",
+        ),
+        (
+            "GET",
+            "/task/9b2f2d7e-0000-4000-8000-000000000000/status",
+            None,
+            vec![],
+            404,
+            "task_not_found",
+        ),
+        (
+            "GET",
+            "/task/9b2f2d7e-0000-4000-8000-000000000000/result",
+            None,
+            vec![],
+            404,
+            "task_not_found",
+        ),
+        (
+            "POST",
+            "/task/9b2f2d7e-0000-4000-8000-000000000000/cancel",
+            None,
+            vec![],
+            404,
+            "task_not_found",
+        ),
+        (
+            "POST",
+            "/models/9b2f2d7e-0000-4000-8000-000000000000/predict",
+            Some("application/json"),
+            b"{\"rows\": [[1]]}".to_vec(),
+            404,
+            "task_not_found",
+        ),
+        (
+            "GET",
+            "/tasks?state=DONE",
+            None,
+            vec![],
+            400,
+            "invalid_query",
+        ),
+        ("GET", "/tasks?limit=0", None, vec![], 400, "invalid_query"),
+        (
+            "GET",
+            "/tasks?colour=red",
+            None,
+            vec![],
+            400,
+            "invalid_query",
+        ),
+        (
+            "POST",
+            "/datasets?name=d",
+            Some("text/csv"),
+            b"a,y\n1,2\n".to_vec(),
+            400,
+            "invalid_query",
+        ),
+        (
+            "POST",
+            "/datasets?name=d&target=y",
+            Some("application/json"),
+            b"a,y\n1,2\n".to_vec(),
+            415,
+            "unsupported_media_type",
+        ),
+        (
+            "POST",
+            "/datasets?name=d&target=y",
+            Some("text/csv"),
+            b"".to_vec(),
+            422,
+            "invalid_csv",
+        ),
+        (
+            "POST",
+            "/datasets?name=d&target=y",
+            Some("text/csv"),
+            b"a,b\n1,2\n".to_vec(),
+            422,
+            "invalid_csv",
+        ),
+        (
+            "POST",
+            "/datasets?name=d&target=y",
+            Some("text/csv"),
+            b"a,y\n1,2\n3\n".to_vec(),
+            422,
+            "invalid_csv",
+        ),
+        (
+            "POST",
+            "/datasets?name=d&target=y",
+            Some("text/csv"),
+            b"a,y\n1,x\n".to_vec(),
+            422,
+            "invalid_csv",
+        ),
+        (
+            "POST",
+            "/datasets?name=d&target=y",
+            Some("text/csv"),
+            b"a,y\n\xff,2\n".to_vec(),
+            422,
+            "invalid_csv",
+        ),
+        (
+            "POST",
+            "/datasets?name=d&target=y",
+            Some("text/csv"),
+            vec![b'1'; 3000],
+            413,
+            "body_too_large",
+        ),
+        ("GET", "/nowhere", None, vec![], 404, "not_found"),
+        (
+            "GET",
+            "/train/mlp/async",
+            None,
+            vec![],
+            405,
+            "method_not_allowed",
+        ),
+    ];
+    for (method, path, content_type, body, status, code) in &cases {
+        let (got, answer) = match *method {
+            "GET" => node.get(path),
+            _ => node.post_raw(path, *content_type, body),
+        };
+        assert_eq!(
+            (got, answer["error"]["code"].as_str()),
+            (*status, Some(*code)),
+            "{method} {path}: {answer}"
+        );
+        assert_eq!(answer["success"], false, "{answer}");
+        assert!(!answer["error"]["message"].as_str().unwrap().is_empty());
+    }
+    // Each invalid value is listed, and unknown fields are named.
+    let (_, answer) = node.post(
+        "/train/mlp/async",
+        json!({"epochs": 0, "learning_rate": -1, "batch_size": 0}),
+    );
+    let message = answer["error"]["message"].as_str().unwrap();
+    assert!(
+        message.contains("epochs")
+            && message.contains("learning_rate")
+            && message.contains("batch_size"),
+        "{message}"
+    );
+    let (_, answer) = node.post("/train/mlp/async", json!({"epoch": 5}));
+    assert!(
+        answer["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("epoch"),
+        "{answer}"
+    );
+    // Nothing was stored, and the node is still healthy.
+    assert_eq!(node.get("/tasks").1["count"], 0);
+    assert_eq!(node.get("/datasets").1["datasets"], json!([]));
+    assert_eq!(node.get("/cluster/health").0, 200);
+}
+
+#[test]
+fn cancel_revokes_pending_tasks_at_once_and_stops_running_ones() {
+    let node = Node::up(1, &[]);
+    let running = node.submit("mlp", endless());
+    node.wait_for(&running, "PROGRESS", LONG);
+    let pending = node.submit("mlp", json!({"epochs": 1}));
+    assert_eq!(node.state(&pending), "PENDING");
+
+    let (status, answer) = node.post(&format!("/task/{pending}/cancel"), json!(null));
+    assert_eq!(
+        (status, answer["state"].as_str()),
+        (202, Some("REVOKED")),
+        "{answer}"
+    );
+    assert_eq!(node.state(&pending), "REVOKED");
+
+    let (status, _) = node.post(&format!("/task/{running}/cancel"), json!(null));
+    assert_eq!(status, 202);
+    node.wait_for(&running, "REVOKED", Duration::from_secs(5));
+    let (_, r) = node.get(&format!("/task/{running}/result"));
+    assert_eq!(r["success"], false);
+    assert_eq!(r["error"]["code"], "revoked");
+
+    let (status, answer) = node.post(&format!("/task/{running}/cancel"), json!(null));
+    assert_eq!(
+        (status, answer["error"]["code"].as_str()),
+        (409, Some("task_finished"))
+    );
+    // The trainer is free again: the next task runs.
+    let next = node.submit("linear", json!({"epochs": 1}));
+    node.wait_for(&next, "SUCCESS", LONG);
+}
+
+#[test]
+fn the_sync_route_waits_for_the_result_or_answers_504_with_the_task() {
+    let node = Node::up(1, &[]);
+    let (status, r) = node.post("/train/linear?wait_s=120", json!({"epochs": 2}));
+    assert_eq!((status, r["state"].as_str()), (200, Some("SUCCESS")), "{r}");
+    assert!(r["result"]["metrics"]["test_r2"].is_f64());
+
+    let (status, r) = node.post("/train/mlp?wait_s=0.2", endless());
+    assert_eq!(
+        (status, r["error"]["code"].as_str()),
+        (504, Some("timeout")),
+        "{r}"
+    );
+    let id = r["error"]["task_id"].as_str().unwrap().to_string();
+    assert!(["PENDING", "STARTED", "PROGRESS"].contains(&node.state(&id).as_str()));
+    node.post(&format!("/task/{id}/cancel"), json!(null));
+}
+
+#[test]
+fn finished_tasks_expire_and_then_answer_task_expired() {
+    let node = Node::up(1, &[("TRAINYARD_TASKS__RESULT_EXPIRES_S", "1")]);
+    let id = node.submit("linear", json!({"epochs": 1}));
+    node.wait_for(&id, "SUCCESS", LONG);
+    let code = poll(Duration::from_secs(10), "the task to expire", || {
+        let (status, answer) = node.get(&format!("/task/{id}/status"));
+        (status == 404).then(|| answer["error"]["code"].as_str().unwrap().to_string())
+    });
+    assert_eq!(code, "task_expired");
+    let (status, answer) = node.get(&format!("/task/{id}/result"));
+    assert_eq!(
+        (status, answer["error"]["code"].as_str()),
+        (404, Some("task_expired"))
+    );
+    let (status, answer) = node.post(
+        &format!("/models/{id}/predict"),
+        json!({"rows": [vec![0.5; 8]]}),
+    );
+    assert_eq!(
+        (status, answer["error"]["code"].as_str()),
+        (404, Some("task_expired"))
+    );
+    assert_eq!(node.get("/tasks").1["count"], 0);
+}
+
+#[test]
+fn a_trainer_that_panics_is_restarted_and_its_task_retried() {
+    let node = Node::up(1, &[("TRAINYARD_TEST_PANIC_SEED", "777")]);
+    let id = node.submit("linear", json!({"epochs": 2, "seed": 777}));
+    node.wait_for(&id, "SUCCESS", LONG);
+    let (_, r) = node.get(&format!("/task/{id}/result"));
+    assert_eq!(r["attempts"][0]["attempt"], 1, "{r}");
+    assert_eq!(r["attempts"][0]["error"]["code"], "trainer_crashed", "{r}");
+    assert_eq!(node.get(&format!("/task/{id}/status")).1["attempt"], 2);
+    // The restarted trainer keeps working.
+    let next = node.submit("linear", json!({"epochs": 1}));
+    node.wait_for(&next, "SUCCESS", LONG);
+    let (_, health) = node.get("/cluster/health");
+    assert_eq!(health["trainers"][0]["state"], "idle", "{health}");
+}
+
+#[test]
+fn uploaded_csv_data_sets_train_and_predict() {
+    let node = Node::up(1, &[]);
+    let mut csv = String::from("a,b,price\n");
+    for i in 0..300 {
+        let (a, b) = (i as f32 / 300.0, (i % 5) as f32);
+        csv.push_str(&format!("{a},{b},{}\n", 2.0 * a + b));
+    }
+    let (status, answer) = node.post_raw(
+        "/datasets?name=prices&target=price",
+        Some("text/csv"),
+        csv.as_bytes(),
+    );
+    assert_eq!(status, 201, "{answer}");
+    assert_eq!(answer["dataset"]["rows"], 300);
+    assert_eq!(answer["dataset"]["features"], json!(["a", "b"]));
+    let dataset_id = answer["dataset_id"].as_str().unwrap().to_string();
+    let (_, list) = node.get("/datasets");
+    assert_eq!(list["datasets"][0]["id"], dataset_id.as_str());
+    assert!(
+        list["builtin"]
+            .as_array()
+            .unwrap()
+            .contains(&json!("friedman1"))
+    );
+
+    let id = node.submit(
+        "linear",
+        json!({"dataset": dataset_id, "epochs": 50, "learning_rate": 0.05}),
+    );
+    node.wait_for(&id, "SUCCESS", LONG);
+    let (_, p) = node.post(
+        &format!("/models/{id}/predict"),
+        json!({"rows": [[0.5, 2.0]]}),
+    );
+    let prediction = p["predictions"][0].as_f64().unwrap();
+    assert!((prediction - 3.0).abs() < 0.2, "{p}");
+}
+
+#[test]
+fn a_full_queue_answers_429_with_retry_after() {
+    let node = Node::up(1, &[("TRAINYARD_TASKS__QUEUE_LIMIT", "1")]);
+    let running = node.submit("mlp", endless());
+    node.wait_for(&running, "PROGRESS", LONG);
+    let queued = node.submit("linear", json!({"epochs": 1}));
+    let (status, answer) = node.post("/train/linear/async", json!({"epochs": 1}));
+    assert_eq!(
+        (status, answer["error"]["code"].as_str()),
+        (429, Some("queue_full")),
+        "{answer}"
+    );
+    assert_eq!(node.get("/tasks").1["count"], 2);
+    for id in [&queued, &running] {
+        node.post(&format!("/task/{id}/cancel"), json!(null));
+    }
+}
+
+#[test]
+fn tasks_survive_a_restart_and_interrupted_ones_run_again() {
+    let data = common::temp_dir("restart");
+    let node = Node::up_in(
+        data.clone(),
+        1,
+        &[("TRAINYARD_TASKS__SHUTDOWN_GRACE_S", "0.2")],
+    );
+    let done = node.submit("linear", json!({"epochs": 1}));
+    node.wait_for(&done, "SUCCESS", LONG);
+    let interrupted = node.submit("mlp", json!({"epochs": 400, "hidden_sizes": [64, 64]}));
+    node.wait_for(&interrupted, "PROGRESS", LONG);
+    assert!(node.terminate().success());
+
+    let node = Node::up_in(data, 1, &[]);
+    assert_eq!(node.state(&done), "SUCCESS");
+    node.wait_for(&interrupted, "SUCCESS", LONG);
+    let (_, r) = node.get(&format!("/task/{interrupted}/result"));
+    assert_eq!(r["attempts"][0]["error"]["code"], "node_stopped", "{r}");
+}

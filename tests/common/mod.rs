@@ -1,0 +1,181 @@
+//! Test helpers: a real `trainyard` node process on a free loopback port, killed on drop, and
+//! a small JSON HTTP client.
+
+#![allow(dead_code)]
+
+use std::net::TcpListener;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A fresh, empty folder under the system temp dir.
+pub fn temp_dir(tag: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!(
+        "trainyard-{tag}-{}-{}",
+        std::process::id(),
+        free_port()
+    ));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// Polls `check` until it returns `Some`, failing after `timeout`.
+pub fn poll<T>(timeout: Duration, what: &str, mut check: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(v) = check() {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+pub struct Node {
+    child: Child,
+    pub url: String,
+    pub data: PathBuf,
+}
+
+impl Node {
+    /// `trainyard up` with `trainers` CPU trainers and extra `TRAINYARD_*` settings.
+    pub fn up(trainers: usize, env: &[(&str, &str)]) -> Node {
+        Self::up_in(temp_dir("node"), trainers, env)
+    }
+
+    pub fn up_in(data: PathBuf, trainers: usize, env: &[(&str, &str)]) -> Node {
+        let port = free_port();
+        let mut command = Command::new(env!("CARGO_BIN_EXE_trainyard"));
+        command
+            .args([
+                "up",
+                "--http",
+                &format!("127.0.0.1:{port}"),
+                "--trainers",
+                &trainers.to_string(),
+            ])
+            .arg("--data")
+            .arg(&data)
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit());
+        for (k, v) in env {
+            command.env(k, v);
+        }
+        let child = command.spawn().expect("trainyard starts");
+        let node = Node {
+            child,
+            url: format!("http://127.0.0.1:{port}"),
+            data,
+        };
+        poll(Duration::from_secs(60), "the node to answer", || {
+            let (status, _) = node.try_get("/cluster/health")?;
+            (status == 200).then_some(())
+        });
+        node
+    }
+
+    fn agent() -> ureq::Agent {
+        ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .timeout_global(Some(Duration::from_secs(120)))
+            .build()
+            .into()
+    }
+
+    fn read(
+        response: Result<ureq::http::Response<ureq::Body>, ureq::Error>,
+    ) -> Option<(u16, Value)> {
+        let response = response.ok()?;
+        let status = response.status().as_u16();
+        let text = response.into_body().read_to_string().ok()?;
+        Some((
+            status,
+            serde_json::from_str(&text).unwrap_or(Value::String(text)),
+        ))
+    }
+
+    fn try_get(&self, path: &str) -> Option<(u16, Value)> {
+        Self::read(Self::agent().get(format!("{}{path}", self.url)).call())
+    }
+
+    pub fn get(&self, path: &str) -> (u16, Value) {
+        self.try_get(path)
+            .unwrap_or_else(|| panic!("GET {path} failed"))
+    }
+
+    pub fn post(&self, path: &str, body: Value) -> (u16, Value) {
+        Self::read(
+            Self::agent()
+                .post(format!("{}{path}", self.url))
+                .send_json(body),
+        )
+        .unwrap_or_else(|| panic!("POST {path} failed"))
+    }
+
+    /// POST with an explicit content type (or none) and raw bytes.
+    pub fn post_raw(&self, path: &str, content_type: Option<&str>, body: &[u8]) -> (u16, Value) {
+        let mut request = Self::agent().post(format!("{}{path}", self.url));
+        if let Some(ct) = content_type {
+            request = request.header("content-type", ct);
+        }
+        Self::read(request.send(body)).unwrap_or_else(|| panic!("POST {path} failed"))
+    }
+
+    /// Submits a training and returns its task id.
+    pub fn submit(&self, model: &str, body: Value) -> String {
+        let (status, answer) = self.post(&format!("/train/{model}/async"), body);
+        assert_eq!(status, 202, "{answer}");
+        answer["task_id"].as_str().unwrap().to_string()
+    }
+
+    pub fn state(&self, id: &str) -> String {
+        let (status, answer) = self.get(&format!("/task/{id}/status"));
+        assert_eq!(status, 200, "{answer}");
+        answer["state"].as_str().unwrap().to_string()
+    }
+
+    /// Waits until task `id` is in `state`.
+    pub fn wait_for(&self, id: &str, state: &str, timeout: Duration) {
+        poll(timeout, &format!("task {id} to be {state}"), || {
+            let now = self.state(id);
+            if now != state && ["SUCCESS", "FAILURE", "REVOKED"].contains(&now.as_str()) {
+                panic!(
+                    "task {id} ended as {now}, expected {state}: {}",
+                    self.get(&format!("/task/{id}/result")).1
+                );
+            }
+            (now == state).then_some(())
+        })
+    }
+
+    /// Sends SIGTERM and waits for the process to exit.
+    pub fn terminate(mut self) -> std::process::ExitStatus {
+        let _ = Command::new("kill")
+            .arg("-TERM")
+            .arg(self.child.id().to_string())
+            .status();
+
+        poll(Duration::from_secs(60), "the node to exit", || {
+            self.child.try_wait().unwrap()
+        })
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
