@@ -46,6 +46,8 @@ pub struct HttpSection {
 pub struct StoreSection {
     /// `embedded:PATH` (one node) or `redis://HOST:PORT/DB`.
     pub url: String,
+    /// Prefix of every Redis key, so clusters can share a Redis.
+    pub prefix: String,
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq)]
@@ -93,6 +95,7 @@ impl Default for StoreSection {
     fn default() -> Self {
         StoreSection {
             url: "embedded:trainyard-data/trainyard.redb".into(),
+            prefix: "trainyard".into(),
         }
     }
 }

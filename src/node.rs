@@ -15,7 +15,7 @@ use crate::actors::{
 };
 use crate::config::Config;
 use crate::http::{self, Api};
-use crate::store::{EmbeddedStore, Store, StoreError, StoreSettings, TaskError};
+use crate::store::{EmbeddedStore, RedisStore, Store, StoreError, StoreSettings, TaskError};
 
 /// How often expired results are swept from the store.
 const SWEEP_EVERY: Duration = Duration::from_secs(1);
@@ -58,10 +58,10 @@ pub async fn run(
         let store = Arc::new(EmbeddedStore::open(path, settings)?);
         serve(config, store, shutdown).await
     } else {
-        Err(NodeError::Config(format!(
-            "store {} is not supported by this build yet; use embedded:PATH",
-            config.store.url
-        )))
+        let store =
+            Arc::new(RedisStore::connect(&config.store.url, &config.store.prefix, settings).await?);
+        store.ping().await?;
+        serve(config, store, shutdown).await
     }
 }
 

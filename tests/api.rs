@@ -4,7 +4,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{Node, poll};
+use common::{Node, TestStore, poll};
 use serde_json::{Value, json};
 
 const LONG: Duration = Duration::from_secs(120);
@@ -14,9 +14,8 @@ fn endless() -> Value {
     json!({"epochs": 100000, "hidden_sizes": [64, 64]})
 }
 
-#[test]
-fn a_training_goes_from_submit_to_predictions() {
-    let node = Node::up(2, &[]);
+fn a_training_goes_from_submit_to_predictions(store: TestStore) {
+    let node = Node::up(&store, 2, &[]);
     let (status, answer) = node.post(
         "/train/mlp/async",
         json!({"epochs": 5, "learning_rate": 0.005, "hidden_sizes": [32, 16]}),
@@ -88,9 +87,8 @@ fn a_training_goes_from_submit_to_predictions() {
     assert_eq!(node.get("/celery/health").0, 200);
 }
 
-#[test]
-fn every_model_type_trains_and_all_reports_each() {
-    let node = Node::up(2, &[]);
+fn every_model_type_trains_and_all_reports_each(store: TestStore) {
+    let node = Node::up(&store, 2, &[]);
     let small = json!({"epochs": 3, "hidden_sizes": [8], "gbdt": {"n_trees": 10}});
     let ids: Vec<(String, &str)> = ["linear", "gbdt", "all"]
         .iter()
@@ -109,9 +107,9 @@ fn every_model_type_trains_and_all_reports_each() {
     }
 }
 
-#[test]
-fn bad_requests_get_their_status_and_code_and_store_nothing() {
+fn bad_requests_get_their_status_and_code_and_store_nothing(store: TestStore) {
     let node = Node::up(
+        &store,
         1,
         &[
             ("TRAINYARD_HTTP__MAX_BODY_BYTES", "1000"),
@@ -426,9 +424,8 @@ fn bad_requests_get_their_status_and_code_and_store_nothing() {
     assert_eq!(node.get("/cluster/health").0, 200);
 }
 
-#[test]
-fn cancel_revokes_pending_tasks_at_once_and_stops_running_ones() {
-    let node = Node::up(1, &[]);
+fn cancel_revokes_pending_tasks_at_once_and_stops_running_ones(store: TestStore) {
+    let node = Node::up(&store, 1, &[]);
     let running = node.submit("mlp", endless());
     node.wait_for(&running, "PROGRESS", LONG);
     let pending = node.submit("mlp", json!({"epochs": 1}));
@@ -459,9 +456,8 @@ fn cancel_revokes_pending_tasks_at_once_and_stops_running_ones() {
     node.wait_for(&next, "SUCCESS", LONG);
 }
 
-#[test]
-fn the_sync_route_waits_for_the_result_or_answers_504_with_the_task() {
-    let node = Node::up(1, &[]);
+fn the_sync_route_waits_for_the_result_or_answers_504_with_the_task(store: TestStore) {
+    let node = Node::up(&store, 1, &[]);
     let (status, r) = node.post("/train/linear?wait_s=120", json!({"epochs": 2}));
     assert_eq!((status, r["state"].as_str()), (200, Some("SUCCESS")), "{r}");
     assert!(r["result"]["metrics"]["test_r2"].is_f64());
@@ -477,9 +473,8 @@ fn the_sync_route_waits_for_the_result_or_answers_504_with_the_task() {
     node.post(&format!("/task/{id}/cancel"), json!(null));
 }
 
-#[test]
-fn finished_tasks_expire_and_then_answer_task_expired() {
-    let node = Node::up(1, &[("TRAINYARD_TASKS__RESULT_EXPIRES_S", "1")]);
+fn finished_tasks_expire_and_then_answer_task_expired(store: TestStore) {
+    let node = Node::up(&store, 1, &[("TRAINYARD_TASKS__RESULT_EXPIRES_S", "1")]);
     let id = node.submit("linear", json!({"epochs": 1}));
     node.wait_for(&id, "SUCCESS", LONG);
     let code = poll(Duration::from_secs(10), "the task to expire", || {
@@ -503,9 +498,8 @@ fn finished_tasks_expire_and_then_answer_task_expired() {
     assert_eq!(node.get("/tasks").1["count"], 0);
 }
 
-#[test]
-fn a_trainer_that_panics_is_restarted_and_its_task_retried() {
-    let node = Node::up(1, &[("TRAINYARD_TEST_PANIC_SEED", "777")]);
+fn a_trainer_that_panics_is_restarted_and_its_task_retried(store: TestStore) {
+    let node = Node::up(&store, 1, &[("TRAINYARD_TEST_PANIC_SEED", "777")]);
     let id = node.submit("linear", json!({"epochs": 2, "seed": 777}));
     node.wait_for(&id, "SUCCESS", LONG);
     let (_, r) = node.get(&format!("/task/{id}/result"));
@@ -519,9 +513,8 @@ fn a_trainer_that_panics_is_restarted_and_its_task_retried() {
     assert_eq!(health["trainers"][0]["state"], "idle", "{health}");
 }
 
-#[test]
-fn uploaded_csv_data_sets_train_and_predict() {
-    let node = Node::up(1, &[]);
+fn uploaded_csv_data_sets_train_and_predict(store: TestStore) {
+    let node = Node::up(&store, 1, &[]);
     let mut csv = String::from("a,b,price\n");
     for i in 0..300 {
         let (a, b) = (i as f32 / 300.0, (i % 5) as f32);
@@ -558,9 +551,8 @@ fn uploaded_csv_data_sets_train_and_predict() {
     assert!((prediction - 3.0).abs() < 0.2, "{p}");
 }
 
-#[test]
-fn a_full_queue_answers_429_with_retry_after() {
-    let node = Node::up(1, &[("TRAINYARD_TASKS__QUEUE_LIMIT", "1")]);
+fn a_full_queue_answers_429_with_retry_after(store: TestStore) {
+    let node = Node::up(&store, 1, &[("TRAINYARD_TASKS__QUEUE_LIMIT", "1")]);
     let running = node.submit("mlp", endless());
     node.wait_for(&running, "PROGRESS", LONG);
     let queued = node.submit("linear", json!({"epochs": 1}));
@@ -576,23 +568,42 @@ fn a_full_queue_answers_429_with_retry_after() {
     }
 }
 
-#[test]
-fn tasks_survive_a_restart_and_interrupted_ones_run_again() {
-    let data = common::temp_dir("restart");
-    let node = Node::up_in(
-        data.clone(),
-        1,
-        &[("TRAINYARD_TASKS__SHUTDOWN_GRACE_S", "0.2")],
-    );
+fn tasks_survive_a_restart_and_interrupted_ones_run_again(store: TestStore) {
+    let node = Node::up(&store, 1, &[("TRAINYARD_TASKS__SHUTDOWN_GRACE_S", "0.2")]);
     let done = node.submit("linear", json!({"epochs": 1}));
     node.wait_for(&done, "SUCCESS", LONG);
     let interrupted = node.submit("mlp", json!({"epochs": 400, "hidden_sizes": [64, 64]}));
     node.wait_for(&interrupted, "PROGRESS", LONG);
     assert!(node.terminate().success());
 
-    let node = Node::up_in(data, 1, &[]);
+    let node = Node::up(&store, 1, &[]);
     assert_eq!(node.state(&done), "SUCCESS");
     node.wait_for(&interrupted, "SUCCESS", LONG);
     let (_, r) = node.get(&format!("/task/{interrupted}/result"));
     assert_eq!(r["attempts"][0]["error"]["code"], "node_stopped", "{r}");
 }
+
+/// Every test above, once on the embedded store and once on Redis.
+macro_rules! on_both_stores {
+    ($($name:ident),* $(,)?) => {
+        mod embedded {
+            $(#[test] fn $name() { super::$name(super::TestStore::embedded()) })*
+        }
+        mod redis {
+            $(#[test] fn $name() { super::$name(super::TestStore::redis()) })*
+        }
+    };
+}
+
+on_both_stores!(
+    a_training_goes_from_submit_to_predictions,
+    every_model_type_trains_and_all_reports_each,
+    bad_requests_get_their_status_and_code_and_store_nothing,
+    cancel_revokes_pending_tasks_at_once_and_stops_running_ones,
+    the_sync_route_waits_for_the_result_or_answers_504_with_the_task,
+    finished_tasks_expire_and_then_answer_task_expired,
+    a_trainer_that_panics_is_restarted_and_its_task_retried,
+    uploaded_csv_data_sets_train_and_predict,
+    a_full_queue_answers_429_with_retry_after,
+    tasks_survive_a_restart_and_interrupted_ones_run_again,
+);

@@ -141,20 +141,12 @@ fn load_running(
     id: Uuid,
     attempt: u32,
 ) -> Result<Option<TaskRecord>, StoreError> {
-    Ok(load(tx, &id.to_string())?.filter(|t| t.state.is_running() && t.attempt == attempt))
+    Ok(load(tx, &id.to_string())?.filter(|t| t.runs_attempt(attempt)))
 }
 
-fn end(
-    tx: &WriteTransaction,
-    settings: &StoreSettings,
-    task: &mut TaskRecord,
-    state: TaskState,
-) -> Result<(), StoreError> {
-    let now = now_s();
-    task.state = state;
-    task.finished_at = Some(now);
-    task.expires_at = Some(now + settings.result_expires_s);
-    save(tx, task)
+fn read_task(tx: &ReadTransaction, key: &str) -> Result<Option<TaskRecord>, StoreError> {
+    let found = tx.open_table(TASKS)?.get(key)?;
+    found.map(|v| decode(v.value())).transpose()
 }
 
 impl Store for EmbeddedStore {
@@ -174,17 +166,12 @@ impl Store for EmbeddedStore {
     async fn get(&self, id: Uuid) -> Result<Lookup, StoreError> {
         self.read(move |tx, _| {
             let key = id.to_string();
-            if let Some(v) = tx.open_table(TASKS)?.get(key.as_str())? {
-                let task: TaskRecord = decode(v.value())?;
-                if task.expires_at.is_some_and(|at| at <= now_s()) {
-                    return Ok(Lookup::Expired);
-                }
-                return Ok(Lookup::Found(Box::new(task)));
+            match read_task(tx, &key)? {
+                Some(task) if task.expired_at(now_s()) => Ok(Lookup::Expired),
+                Some(task) => Ok(Lookup::Found(Box::new(task))),
+                None if tx.open_table(EXPIRED)?.get(key.as_str())?.is_some() => Ok(Lookup::Expired),
+                None => Ok(Lookup::Missing),
             }
-            if tx.open_table(EXPIRED)?.get(key.as_str())?.is_some() {
-                return Ok(Lookup::Expired);
-            }
-            Ok(Lookup::Missing)
         })
         .await
     }
@@ -198,16 +185,9 @@ impl Store for EmbeddedStore {
                 .map(|(_, id)| id.value().to_string());
             let Some(id) = next else { return Ok(None) };
             tx.open_table(QUEUED)?.remove(id.as_str())?;
-            let Some(mut task) = load(tx, &id)? else {
-                return Err(StoreError::Corrupt(format!(
-                    "queued task {id} has no record"
-                )));
-            };
-            task.state = TaskState::Started;
-            task.attempt += 1;
-            task.trainer = Some(trainer);
-            task.started_at = Some(now_s());
-            task.progress = None;
+            let task = load(tx, &id)?
+                .ok_or_else(|| StoreError::Corrupt(format!("queued task {id} has no record")))?;
+            let task = task.claimed(&trainer);
             save(tx, &task)?;
             Ok(Some(task))
         })
@@ -222,12 +202,10 @@ impl Store for EmbeddedStore {
     ) -> Result<bool, StoreError> {
         let progress = progress.clone();
         self.write(move |tx, _| {
-            let Some(mut task) = load_running(tx, id, attempt)? else {
+            let Some(task) = load_running(tx, id, attempt)? else {
                 return Ok(false);
             };
-            task.state = TaskState::Progress;
-            task.progress = Some(progress);
-            save(tx, &task)?;
+            save(tx, &task.progressed(&progress))?;
             Ok(true)
         })
         .await
@@ -235,33 +213,15 @@ impl Store for EmbeddedStore {
 
     async fn finish(&self, id: Uuid, attempt: u32, finish: Finish) -> Result<bool, StoreError> {
         self.write(move |tx, settings| {
-            let Some(mut task) = load_running(tx, id, attempt)? else {
+            let Some(task) = load_running(tx, id, attempt)? else {
                 return Ok(false);
             };
-            let state = match finish {
-                Finish::Success { result, model } => {
-                    tx.open_table(MODELS)?
-                        .insert(id.to_string().as_str(), model.as_slice())?;
-                    if let Some(p) = &mut task.progress {
-                        p.current = p.total;
-                        p.percent = 100.0;
-                    }
-                    task.result = Some(result);
-                    TaskState::Success
-                }
-                Finish::Failure(error) => {
-                    task.error = Some(error);
-                    TaskState::Failure
-                }
-                Finish::Revoked => {
-                    task.error = Some(TaskError {
-                        code: "revoked".into(),
-                        message: "task was cancelled while running".into(),
-                    });
-                    TaskState::Revoked
-                }
-            };
-            end(tx, settings, &mut task, state)?;
+            let (task, model) = task.finished(finish, settings);
+            if let Some(model) = model {
+                tx.open_table(MODELS)?
+                    .insert(id.to_string().as_str(), model.as_slice())?;
+            }
+            save(tx, &task)?;
             Ok(true)
         })
         .await
@@ -269,16 +229,10 @@ impl Store for EmbeddedStore {
 
     async fn requeue(&self, id: Uuid, attempt: u32, error: TaskError) -> Result<bool, StoreError> {
         self.write(move |tx, _| {
-            let Some(mut task) = load_running(tx, id, attempt)? else {
+            let Some(task) = load_running(tx, id, attempt)? else {
                 return Ok(false);
             };
-            task.attempts.push(AttemptRecord {
-                attempt,
-                trainer: task.trainer.take(),
-                error,
-            });
-            task.state = TaskState::Pending;
-            task.progress = None;
+            let task = task.requeued(attempt, error);
             save(tx, &task)?;
             enqueue(tx, &task)?;
             Ok(true)
@@ -289,7 +243,7 @@ impl Store for EmbeddedStore {
     async fn cancel(&self, id: Uuid) -> Result<CancelOutcome, StoreError> {
         self.write(move |tx, settings| {
             let key = id.to_string();
-            let Some(mut task) = load(tx, &key)? else {
+            let Some(task) = load(tx, &key)? else {
                 let expired = tx.open_table(EXPIRED)?.get(key.as_str())?.is_some();
                 return Ok(if expired {
                     CancelOutcome::Expired
@@ -297,7 +251,7 @@ impl Store for EmbeddedStore {
                     CancelOutcome::Missing
                 });
             };
-            if task.expires_at.is_some_and(|at| at <= now_s()) {
+            if task.expired_at(now_s()) {
                 return Ok(CancelOutcome::Expired);
             }
             match task.state {
@@ -309,19 +263,15 @@ impl Store for EmbeddedStore {
                     {
                         tx.open_table(QUEUE)?.remove(qkey)?;
                     }
-                    task.error = Some(TaskError {
-                        code: "revoked".into(),
-                        message: "task was cancelled before it started".into(),
-                    });
-                    end(tx, settings, &mut task, TaskState::Revoked)?;
+                    save(tx, &task.revoked_pending(settings))?;
                     Ok(CancelOutcome::Revoked)
                 }
                 TaskState::Started | TaskState::Progress => {
-                    task.cancel_requested = true;
-                    save(tx, &task)?;
+                    let lease = task.lease();
+                    save(tx, &task.cancel_flagged())?;
                     Ok(CancelOutcome::Running {
-                        trainer: task.trainer.clone().unwrap_or_default(),
-                        attempt: task.attempt,
+                        trainer: lease.trainer,
+                        attempt: lease.attempt,
                     })
                 }
                 state => Ok(CancelOutcome::AlreadyFinished(state)),
@@ -336,15 +286,10 @@ impl Store for EmbeddedStore {
             let now = now_s();
             let mut out = Vec::new();
             for entry in tx.open_table(TASKS)?.iter()? {
-                let (_, v) = entry?;
-                let task: TaskRecord = decode(v.value())?;
-                if task.expires_at.is_some_and(|at| at <= now)
-                    || filter.state.is_some_and(|s| s != task.state)
-                    || filter.model_type.is_some_and(|m| m != task.model_type)
-                {
-                    continue;
+                let task: TaskRecord = decode(entry?.1.value())?;
+                if !task.expired_at(now) && task.matches(&filter) {
+                    out.push(task);
                 }
-                out.push(task);
             }
             out.sort_by(|a, b| b.submitted_at.total_cmp(&a.submitted_at));
             out.truncate(filter.limit);
@@ -356,13 +301,7 @@ impl Store for EmbeddedStore {
     async fn model(&self, id: Uuid) -> Result<Option<Vec<u8>>, StoreError> {
         self.read(move |tx, _| {
             let key = id.to_string();
-            let live = match tx.open_table(TASKS)?.get(key.as_str())? {
-                Some(v) => decode::<TaskRecord>(v.value())?
-                    .expires_at
-                    .is_none_or(|at| at > now_s()),
-                None => false,
-            };
-            if !live {
+            if !read_task(tx, &key)?.is_some_and(|t| !t.expired_at(now_s())) {
                 return Ok(None);
             }
             Ok(tx
@@ -426,12 +365,7 @@ impl Store for EmbeddedStore {
             for entry in tx.open_table(TASKS)?.iter()? {
                 let task: TaskRecord = decode(entry?.1.value())?;
                 if task.state.is_running() {
-                    out.push(Lease {
-                        id: task.id,
-                        trainer: task.trainer.unwrap_or_default(),
-                        attempt: task.attempt,
-                        max_retries: task.max_retries,
-                    });
+                    out.push(task.lease());
                 }
             }
             Ok(out)
@@ -445,8 +379,7 @@ impl Store for EmbeddedStore {
             let mut gone = Vec::new();
             for entry in tx.open_table(TASKS)?.iter()? {
                 let (k, v) = entry?;
-                let task: TaskRecord = decode(v.value())?;
-                if task.expires_at.is_some_and(|at| at <= now) {
+                if decode::<TaskRecord>(v.value())?.expired_at(now) {
                     gone.push(k.value().to_string());
                 }
             }

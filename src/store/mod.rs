@@ -11,6 +11,8 @@
 //! (not unknown, never PENDING) for `expired_memory_s` more.
 
 mod embedded;
+mod keys;
+mod redis_store;
 
 use std::future::Future;
 
@@ -21,6 +23,8 @@ use uuid::Uuid;
 use crate::training::{ModelType, TrainSpec};
 
 pub use embedded::EmbeddedStore;
+pub use keys::Keys;
+pub use redis_store::RedisStore;
 
 /// A task's life: PENDING -> STARTED -> PROGRESS -> SUCCESS | FAILURE, or REVOKED.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -317,4 +321,105 @@ pub fn now_s() -> f64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0.0, |d| d.as_secs_f64())
+}
+
+// State transitions, shared by every store so they behave the same. Each takes the current
+// record and returns the next one; the stores make the change atomic.
+
+impl TaskRecord {
+    /// Whether the task is running under `attempt` (fencing: a stale attempt may not write).
+    pub fn runs_attempt(&self, attempt: u32) -> bool {
+        self.state.is_running() && self.attempt == attempt
+    }
+
+    fn expired_at(&self, now: f64) -> bool {
+        self.expires_at.is_some_and(|at| at <= now)
+    }
+
+    fn claimed(mut self, trainer: &str) -> Self {
+        self.state = TaskState::Started;
+        self.attempt += 1;
+        self.trainer = Some(trainer.to_string());
+        self.started_at = Some(now_s());
+        self.progress = None;
+        self
+    }
+
+    fn progressed(mut self, progress: &TaskProgress) -> Self {
+        self.state = TaskState::Progress;
+        self.progress = Some(progress.clone());
+        self
+    }
+
+    /// The ended record, and the model to store with it.
+    fn finished(mut self, finish: Finish, settings: &StoreSettings) -> (Self, Option<Vec<u8>>) {
+        let (state, model) = match finish {
+            Finish::Success { result, model } => {
+                if let Some(p) = &mut self.progress {
+                    p.current = p.total;
+                    p.percent = 100.0;
+                }
+                self.result = Some(result);
+                (TaskState::Success, Some(model))
+            }
+            Finish::Failure(error) => {
+                self.error = Some(error);
+                (TaskState::Failure, None)
+            }
+            Finish::Revoked => {
+                self.error = Some(TaskError {
+                    code: "revoked".into(),
+                    message: "task was cancelled while running".into(),
+                });
+                (TaskState::Revoked, None)
+            }
+        };
+        (self.ended(state, settings), model)
+    }
+
+    fn revoked_pending(mut self, settings: &StoreSettings) -> Self {
+        self.error = Some(TaskError {
+            code: "revoked".into(),
+            message: "task was cancelled before it started".into(),
+        });
+        self.ended(TaskState::Revoked, settings)
+    }
+
+    fn ended(mut self, state: TaskState, settings: &StoreSettings) -> Self {
+        let now = now_s();
+        self.state = state;
+        self.finished_at = Some(now);
+        self.expires_at = Some(now + settings.result_expires_s);
+        self
+    }
+
+    fn requeued(mut self, attempt: u32, error: TaskError) -> Self {
+        self.attempts.push(AttemptRecord {
+            attempt,
+            trainer: self.trainer.take(),
+            error,
+        });
+        self.state = TaskState::Pending;
+        self.progress = None;
+        self
+    }
+
+    fn cancel_flagged(mut self) -> Self {
+        self.cancel_requested = true;
+        self
+    }
+
+    fn lease(&self) -> Lease {
+        Lease {
+            id: self.id,
+            trainer: self.trainer.clone().unwrap_or_default(),
+            attempt: self.attempt,
+            max_retries: self.max_retries,
+        }
+    }
+
+    fn matches(&self, filter: &TaskFilter) -> bool {
+        filter.state.is_none_or(|s| s == self.state)
+            && filter.model_type.is_none_or(|m| m == self.model_type)
+    }
 }

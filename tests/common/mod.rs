@@ -6,6 +6,7 @@
 use std::net::TcpListener;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
@@ -42,19 +43,87 @@ pub fn poll<T>(timeout: Duration, what: &str, mut check: impl FnMut() -> Option<
     }
 }
 
+/// A `redis-server` on a free loopback port, with no persistence, stopped on drop.
+pub struct RedisServer {
+    child: Child,
+    pub url: String,
+}
+
+impl RedisServer {
+    pub fn start() -> RedisServer {
+        let port = free_port();
+        let child = Command::new("redis-server")
+            .args([
+                "--port",
+                &port.to_string(),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+            ])
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("redis-server runs (scripts/test installs it)");
+        let server = RedisServer {
+            child,
+            url: format!("redis://127.0.0.1:{port}/0"),
+        };
+        poll(Duration::from_secs(20), "redis-server to listen", || {
+            std::net::TcpStream::connect(("127.0.0.1", port))
+                .ok()
+                .map(|_| ())
+        });
+        server
+    }
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Where a test node keeps its state: the embedded store in a fresh folder, or a fresh
+/// `redis-server`. Cloning shares it, so a second node can start on the first one's state.
+#[derive(Clone)]
+pub struct TestStore {
+    pub data: PathBuf,
+    pub redis: Option<Arc<RedisServer>>,
+    /// Redis key prefix of this store.
+    pub prefix: String,
+}
+
+impl TestStore {
+    pub fn embedded() -> TestStore {
+        TestStore {
+            data: temp_dir("node"),
+            redis: None,
+            prefix: String::new(),
+        }
+    }
+
+    pub fn redis() -> TestStore {
+        TestStore {
+            data: temp_dir("node"),
+            redis: Some(Arc::new(RedisServer::start())),
+            prefix: format!("test{}", free_port()),
+        }
+    }
+}
+
 pub struct Node {
     child: Child,
     pub url: String,
-    pub data: PathBuf,
+    _store: TestStore,
 }
 
 impl Node {
-    /// `trainyard up` with `trainers` CPU trainers and extra `TRAINYARD_*` settings.
-    pub fn up(trainers: usize, env: &[(&str, &str)]) -> Node {
-        Self::up_in(temp_dir("node"), trainers, env)
-    }
-
-    pub fn up_in(data: PathBuf, trainers: usize, env: &[(&str, &str)]) -> Node {
+    /// `trainyard up` with `trainers` CPU trainers on `store`, with extra `TRAINYARD_*` settings.
+    pub fn up(store: &TestStore, trainers: usize, env: &[(&str, &str)]) -> Node {
+        let data = store.data.clone();
         let port = free_port();
         let mut command = Command::new(env!("CARGO_BIN_EXE_trainyard"));
         command
@@ -70,6 +139,11 @@ impl Node {
             .env("RUST_LOG", "warn")
             .stdout(Stdio::null())
             .stderr(Stdio::inherit());
+        if let Some(redis) = &store.redis {
+            command
+                .env("TRAINYARD_STORE__URL", &redis.url)
+                .env("TRAINYARD_STORE__PREFIX", &store.prefix);
+        }
         for (k, v) in env {
             command.env(k, v);
         }
@@ -77,7 +151,7 @@ impl Node {
         let node = Node {
             child,
             url: format!("http://127.0.0.1:{port}"),
-            data,
+            _store: store.clone(),
         };
         poll(Duration::from_secs(60), "the node to answer", || {
             let (status, _) = node.try_get("/cluster/health")?;

@@ -1,0 +1,64 @@
+//! Every Redis key trainyard uses, built here and nowhere else. All keys start with the
+//! configured prefix, so several clusters (or tests) can share one Redis.
+
+use uuid::Uuid;
+
+#[derive(Debug, Clone)]
+pub struct Keys {
+    prefix: String,
+}
+
+impl Keys {
+    pub fn new(prefix: &str) -> Self {
+        Keys {
+            prefix: prefix.to_string(),
+        }
+    }
+
+    /// String: the task's JSON record; given a TTL when the task finishes.
+    pub fn task(&self, id: Uuid) -> String {
+        format!("{}:task:{id}", self.prefix)
+    }
+
+    /// String: set when a task finishes, living `result_expires_s + expired_memory_s`, so an
+    /// expired id is told apart from an unknown one.
+    pub fn tombstone(&self, id: Uuid) -> String {
+        format!("{}:expired:{id}", self.prefix)
+    }
+
+    /// String: the model artifact of a SUCCESS task, with the task's TTL.
+    pub fn model(&self, id: Uuid) -> String {
+        format!("{}:model:{id}", self.prefix)
+    }
+
+    /// Sorted set of pending task ids; score `(9 - priority) * 1e12 + sequence`, so the lowest
+    /// score is the next task to run.
+    pub fn queue(&self) -> String {
+        format!("{}:queue", self.prefix)
+    }
+
+    /// Counter ordering the queue.
+    pub fn seq(&self) -> String {
+        format!("{}:seq", self.prefix)
+    }
+
+    /// Hash of running task id -> `trainer<TAB>attempt`.
+    pub fn running(&self) -> String {
+        format!("{}:running", self.prefix)
+    }
+
+    /// Sorted set of every task id by submission time, for listing.
+    pub fn index(&self) -> String {
+        format!("{}:tasks", self.prefix)
+    }
+
+    /// Hash of data set id -> JSON `DatasetInfo`.
+    pub fn datasets(&self) -> String {
+        format!("{}:datasets", self.prefix)
+    }
+
+    /// String: an uploaded data set's CSV bytes.
+    pub fn dataset_csv(&self, id: Uuid) -> String {
+        format!("{}:dataset:{id}", self.prefix)
+    }
+}

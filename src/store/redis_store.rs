@@ -1,0 +1,457 @@
+//! The Redis store, for clusters. Each change that touches several keys is one Lua script
+//! (`lua/*.lua`). A change to a task record is a compare-and-set: the record is read, the next
+//! record computed in Rust (the same transitions as every store), and the script writes it only
+//! if the record is still the one read; on a conflict the change is retried.
+
+use ::redis::aio::ConnectionManager;
+use ::redis::{AsyncCommands, Script};
+use std::sync::Arc;
+
+use uuid::Uuid;
+
+use super::keys::Keys;
+use super::*;
+
+/// Most times a change is retried after losing a compare-and-set race.
+const MAX_CAS_RETRIES: usize = 64;
+/// Most index entries checked per sweep.
+const SWEEP_BATCH: isize = 1000;
+
+struct Scripts {
+    submit: Script,
+    claim: Script,
+    update: Script,
+    finish: Script,
+    requeue: Script,
+}
+
+#[derive(Clone)]
+pub struct RedisStore {
+    con: ConnectionManager,
+    keys: Keys,
+    settings: StoreSettings,
+    scripts: Arc<Scripts>,
+}
+
+impl From<::redis::RedisError> for StoreError {
+    fn from(e: ::redis::RedisError) -> Self {
+        StoreError::Unavailable(e.to_string())
+    }
+}
+
+fn decode<T: serde::de::DeserializeOwned>(bytes: &str) -> Result<T, StoreError> {
+    serde_json::from_str(bytes).map_err(|e| StoreError::Corrupt(e.to_string()))
+}
+
+fn encode<T: Serialize>(value: &T) -> String {
+    serde_json::to_string(value).expect("store records serialize")
+}
+
+impl RedisStore {
+    /// Connects to `url` (`redis://HOST:PORT/DB`); keys start with `prefix`. The connection
+    /// reconnects by itself when Redis comes back.
+    pub async fn connect(
+        url: &str,
+        prefix: &str,
+        settings: StoreSettings,
+    ) -> Result<Self, StoreError> {
+        let client = ::redis::Client::open(url)?;
+        let con = client.get_connection_manager().await?;
+        Ok(RedisStore {
+            con,
+            keys: Keys::new(prefix),
+            settings,
+            scripts: Arc::new(Scripts {
+                submit: Script::new(include_str!("lua/submit.lua")),
+                claim: Script::new(include_str!("lua/claim.lua")),
+                update: Script::new(include_str!("lua/update.lua")),
+                finish: Script::new(include_str!("lua/finish.lua")),
+                requeue: Script::new(include_str!("lua/requeue.lua")),
+            }),
+        })
+    }
+
+    async fn raw(&self, id: Uuid) -> Result<Option<String>, StoreError> {
+        Ok(self.con.clone().get(self.keys.task(id)).await?)
+    }
+
+    /// Runs a compare-and-set script: ARGV[1] the record read, ARGV[2] the new one, then
+    /// `extra`. True if the record was still the one read and the change was made.
+    async fn swap(
+        &self,
+        script: &Script,
+        keys: &[String],
+        old: &str,
+        new: &TaskRecord,
+        extra: &[&[u8]],
+    ) -> Result<bool, StoreError> {
+        let mut invocation = script.prepare_invoke();
+        for key in keys {
+            invocation.key(key);
+        }
+        invocation.arg(old).arg(encode(new));
+        for arg in extra {
+            invocation.arg(*arg);
+        }
+        let changed: i64 = invocation.invoke_async(&mut self.con.clone()).await?;
+        Ok(changed == 1)
+    }
+
+    fn conflict(id: Uuid) -> StoreError {
+        StoreError::Unavailable(format!(
+            "task {id} kept changing; gave up after {MAX_CAS_RETRIES} tries"
+        ))
+    }
+
+    /// Ends the running `attempt` of `id` with the record `next` makes from it.
+    async fn end_running(
+        &self,
+        id: Uuid,
+        attempt: u32,
+        next: impl Fn(TaskRecord) -> (TaskRecord, Option<Vec<u8>>),
+    ) -> Result<bool, StoreError> {
+        let k = &self.keys;
+        let keys = [
+            k.task(id),
+            k.running(),
+            k.model(id),
+            k.tombstone(id),
+            k.queue(),
+        ];
+        for _ in 0..MAX_CAS_RETRIES {
+            let Some(old) = self.raw(id).await? else {
+                return Ok(false);
+            };
+            let task: TaskRecord = decode(&old)?;
+            if !task.runs_attempt(attempt) {
+                return Ok(false);
+            }
+            let (new, model) = next(task);
+            if self
+                .finish_swap(&keys, &old, &new, model.as_deref())
+                .await?
+            {
+                return Ok(true);
+            }
+        }
+        Err(Self::conflict(id))
+    }
+
+    async fn finish_swap(
+        &self,
+        keys: &[String],
+        old: &str,
+        new: &TaskRecord,
+        model: Option<&[u8]>,
+    ) -> Result<bool, StoreError> {
+        let ttl = self.settings.result_expires_s.ceil().max(1.0) as u64;
+        let tombstone = ttl + self.settings.expired_memory_s.ceil().max(1.0) as u64;
+        let (ttl, tombstone, id) = (ttl.to_string(), tombstone.to_string(), new.id.to_string());
+        let extra: [&[u8]; 4] = [
+            model.unwrap_or(b""),
+            ttl.as_bytes(),
+            tombstone.as_bytes(),
+            id.as_bytes(),
+        ];
+        self.swap(&self.scripts.finish, keys, old, new, &extra)
+            .await
+    }
+}
+
+impl Store for RedisStore {
+    async fn submit(&self, task: &TaskRecord, queue_limit: u64) -> Result<(), StoreError> {
+        let k = &self.keys;
+        let answer: String = self
+            .scripts
+            .submit
+            .key(k.task(task.id))
+            .key(k.queue())
+            .key(k.seq())
+            .key(k.index())
+            .arg(encode(task))
+            .arg(task.priority.min(9))
+            .arg(task.submitted_at)
+            .arg(queue_limit)
+            .arg(task.id.to_string())
+            .invoke_async(&mut self.con.clone())
+            .await?;
+        match answer.as_str() {
+            "ok" => Ok(()),
+            _ => Err(StoreError::QueueFull { limit: queue_limit }),
+        }
+    }
+
+    async fn get(&self, id: Uuid) -> Result<Lookup, StoreError> {
+        match self.raw(id).await? {
+            Some(raw) => Ok(Lookup::Found(Box::new(decode(&raw)?))),
+            None => {
+                let expired: bool = self.con.clone().exists(self.keys.tombstone(id)).await?;
+                Ok(if expired {
+                    Lookup::Expired
+                } else {
+                    Lookup::Missing
+                })
+            }
+        }
+    }
+
+    async fn claim(&self, trainer: &str) -> Result<Option<TaskRecord>, StoreError> {
+        let k = &self.keys;
+        for _ in 0..MAX_CAS_RETRIES {
+            let head: Vec<String> = self.con.clone().zrange(k.queue(), 0, 0).await?;
+            let Some(id) = head.first() else {
+                return Ok(None);
+            };
+            let id = Uuid::parse_str(id)
+                .map_err(|e| StoreError::Corrupt(format!("queue holds {id:?}: {e}")))?;
+            let Some(old) = self.raw(id).await? else {
+                // A queued id without a record cannot run; drop it so it does not block the queue.
+                let _: i64 = self.con.clone().zrem(k.queue(), id.to_string()).await?;
+                continue;
+            };
+            let task: TaskRecord = decode(&old)?;
+            let task = task.claimed(trainer);
+            let lease = format!("{trainer}\t{}", task.attempt);
+            let keys = [k.task(id), k.queue(), k.running()];
+            let id_text = id.to_string();
+            if self
+                .swap(
+                    &self.scripts.claim,
+                    &keys,
+                    &old,
+                    &task,
+                    &[id_text.as_bytes(), lease.as_bytes()],
+                )
+                .await?
+            {
+                return Ok(Some(task));
+            }
+        }
+        Err(StoreError::Unavailable(
+            "the queue kept changing while claiming".into(),
+        ))
+    }
+
+    async fn progress(
+        &self,
+        id: Uuid,
+        attempt: u32,
+        progress: &TaskProgress,
+    ) -> Result<bool, StoreError> {
+        let keys = [self.keys.task(id)];
+        for _ in 0..MAX_CAS_RETRIES {
+            let Some(old) = self.raw(id).await? else {
+                return Ok(false);
+            };
+            let task: TaskRecord = decode(&old)?;
+            if !task.runs_attempt(attempt) {
+                return Ok(false);
+            }
+            if self
+                .swap(
+                    &self.scripts.update,
+                    &keys,
+                    &old,
+                    &task.progressed(progress),
+                    &[],
+                )
+                .await?
+            {
+                return Ok(true);
+            }
+        }
+        Err(Self::conflict(id))
+    }
+
+    async fn finish(&self, id: Uuid, attempt: u32, finish: Finish) -> Result<bool, StoreError> {
+        let settings = self.settings;
+        self.end_running(id, attempt, |task| task.finished(finish.clone(), &settings))
+            .await
+    }
+
+    async fn requeue(&self, id: Uuid, attempt: u32, error: TaskError) -> Result<bool, StoreError> {
+        let k = &self.keys;
+        let keys = [k.task(id), k.running(), k.queue(), k.seq()];
+        for _ in 0..MAX_CAS_RETRIES {
+            let Some(old) = self.raw(id).await? else {
+                return Ok(false);
+            };
+            let task: TaskRecord = decode(&old)?;
+            if !task.runs_attempt(attempt) {
+                return Ok(false);
+            }
+            let task = task.requeued(attempt, error.clone());
+            let (priority, id_text) = (task.priority.min(9).to_string(), id.to_string());
+            if self
+                .swap(
+                    &self.scripts.requeue,
+                    &keys,
+                    &old,
+                    &task,
+                    &[priority.as_bytes(), id_text.as_bytes()],
+                )
+                .await?
+            {
+                return Ok(true);
+            }
+        }
+        Err(Self::conflict(id))
+    }
+
+    async fn cancel(&self, id: Uuid) -> Result<CancelOutcome, StoreError> {
+        let k = &self.keys;
+        for _ in 0..MAX_CAS_RETRIES {
+            let Some(old) = self.raw(id).await? else {
+                return Ok(match self.get(id).await? {
+                    Lookup::Expired => CancelOutcome::Expired,
+                    _ => CancelOutcome::Missing,
+                });
+            };
+            let task: TaskRecord = decode(&old)?;
+            let done = match task.state {
+                TaskState::Pending => {
+                    let keys = [
+                        k.task(id),
+                        k.running(),
+                        k.model(id),
+                        k.tombstone(id),
+                        k.queue(),
+                    ];
+                    let new = task.revoked_pending(&self.settings);
+                    self.finish_swap(&keys, &old, &new, None)
+                        .await?
+                        .then_some(CancelOutcome::Revoked)
+                }
+                TaskState::Started | TaskState::Progress => {
+                    let lease = task.lease();
+                    let changed = self
+                        .swap(
+                            &self.scripts.update,
+                            &[k.task(id)],
+                            &old,
+                            &task.cancel_flagged(),
+                            &[],
+                        )
+                        .await?;
+                    changed.then_some(CancelOutcome::Running {
+                        trainer: lease.trainer,
+                        attempt: lease.attempt,
+                    })
+                }
+                state => Some(CancelOutcome::AlreadyFinished(state)),
+            };
+            if let Some(outcome) = done {
+                return Ok(outcome);
+            }
+        }
+        Err(Self::conflict(id))
+    }
+
+    async fn list(&self, filter: &TaskFilter) -> Result<Vec<TaskRecord>, StoreError> {
+        let mut con = self.con.clone();
+        let mut out = Vec::new();
+        let mut start = 0isize;
+        const PAGE: isize = 500;
+        while out.len() < filter.limit {
+            let ids: Vec<String> = con
+                .zrevrange(self.keys.index(), start, start + PAGE - 1)
+                .await?;
+            if ids.is_empty() {
+                break;
+            }
+            let keys: Vec<String> = ids
+                .iter()
+                .filter_map(|i| Uuid::parse_str(i).ok())
+                .map(|i| self.keys.task(i))
+                .collect();
+            let records: Vec<Option<String>> = ::redis::cmd("MGET")
+                .arg(&keys)
+                .query_async(&mut con)
+                .await?;
+            for raw in records.into_iter().flatten() {
+                let task: TaskRecord = decode(&raw)?;
+                if task.matches(filter) && out.len() < filter.limit {
+                    out.push(task);
+                }
+            }
+            start += PAGE;
+        }
+        Ok(out)
+    }
+
+    async fn model(&self, id: Uuid) -> Result<Option<Vec<u8>>, StoreError> {
+        Ok(self.con.clone().get(self.keys.model(id)).await?)
+    }
+
+    async fn put_dataset(&self, info: &DatasetInfo, csv: &[u8]) -> Result<(), StoreError> {
+        let _: () = ::redis::pipe()
+            .atomic()
+            .set(self.keys.dataset_csv(info.id), csv)
+            .hset(self.keys.datasets(), info.id.to_string(), encode(info))
+            .query_async(&mut self.con.clone())
+            .await?;
+        Ok(())
+    }
+
+    async fn dataset(&self, id: Uuid) -> Result<Option<(DatasetInfo, Vec<u8>)>, StoreError> {
+        let mut con = self.con.clone();
+        let info: Option<String> = con.hget(self.keys.datasets(), id.to_string()).await?;
+        let Some(info) = info else { return Ok(None) };
+        let csv: Option<Vec<u8>> = con.get(self.keys.dataset_csv(id)).await?;
+        let csv = csv.ok_or_else(|| StoreError::Corrupt(format!("data set {id} has no csv")))?;
+        Ok(Some((decode(&info)?, csv)))
+    }
+
+    async fn datasets(&self) -> Result<Vec<DatasetInfo>, StoreError> {
+        let all: Vec<String> = self.con.clone().hvals(self.keys.datasets()).await?;
+        let mut out = all
+            .iter()
+            .map(|s| decode::<DatasetInfo>(s))
+            .collect::<Result<Vec<_>, _>>()?;
+        out.sort_by(|a, b| b.uploaded_at.total_cmp(&a.uploaded_at));
+        Ok(out)
+    }
+
+    async fn queue_depth(&self) -> Result<u64, StoreError> {
+        Ok(self.con.clone().zcard(self.keys.queue()).await?)
+    }
+
+    async fn leases(&self) -> Result<Vec<Lease>, StoreError> {
+        let ids: Vec<String> = self.con.clone().hkeys(self.keys.running()).await?;
+        let mut out = Vec::new();
+        for id in ids.iter().filter_map(|i| Uuid::parse_str(i).ok()) {
+            if let Some(raw) = self.raw(id).await? {
+                let task: TaskRecord = decode(&raw)?;
+                if task.state.is_running() {
+                    out.push(task.lease());
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Redis expires records itself; this drops expired ids from the listing index.
+    async fn sweep(&self) -> Result<u64, StoreError> {
+        let mut con = self.con.clone();
+        let ids: Vec<String> = con.zrange(self.keys.index(), 0, SWEEP_BATCH - 1).await?;
+        let mut gone = 0;
+        for id in ids {
+            let Ok(uuid) = Uuid::parse_str(&id) else {
+                continue;
+            };
+            let exists: bool = con.exists(self.keys.task(uuid)).await?;
+            if !exists {
+                let _: i64 = con.zrem(self.keys.index(), &id).await?;
+                gone += 1;
+            }
+        }
+        Ok(gone)
+    }
+
+    async fn ping(&self) -> Result<(), StoreError> {
+        let _: String = ::redis::cmd("PING")
+            .query_async(&mut self.con.clone())
+            .await?;
+        Ok(())
+    }
+}
