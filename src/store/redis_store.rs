@@ -183,7 +183,15 @@ impl Store for RedisStore {
 
     async fn get(&self, id: Uuid) -> Result<Lookup, StoreError> {
         match self.raw(id).await? {
-            Some(raw) => Ok(Lookup::Found(Box::new(decode(&raw)?))),
+            Some(raw) => {
+                let task: TaskRecord = decode(&raw)?;
+                // Redis expires keys on whole seconds; the record's own expiry is exact.
+                Ok(if task.expired_at(now_s()) {
+                    Lookup::Expired
+                } else {
+                    Lookup::Found(Box::new(task))
+                })
+            }
             None => {
                 let expired: bool = self.con.clone().exists(self.keys.tombstone(id)).await?;
                 Ok(if expired {

@@ -1,0 +1,392 @@
+//! The store conformance suite: the same behaviour, checked against the embedded store and
+//! against Redis (a real `redis-server` on a free port).
+
+mod common;
+
+use std::time::Duration;
+
+use common::{RedisServer, temp_dir};
+use trainyard::store::{
+    CancelOutcome, DatasetInfo, EmbeddedStore, Finish, Lookup, RedisStore, Store, StoreError,
+    StoreSettings, TaskError, TaskFilter, TaskProgress, TaskRecord, TaskState, now_s,
+};
+use trainyard::training::{ModelType, TrainSpec};
+use uuid::Uuid;
+
+fn task(model: ModelType, priority: u8) -> TaskRecord {
+    TaskRecord::new(TrainSpec::new(model), None, priority, 2)
+}
+
+fn found(lookup: Lookup) -> TaskRecord {
+    match lookup {
+        Lookup::Found(t) => *t,
+        other => panic!("expected a task, got {other:?}"),
+    }
+}
+
+fn error(code: &str) -> TaskError {
+    TaskError {
+        code: code.into(),
+        message: format!("{code} happened"),
+    }
+}
+
+fn progress(current: u64) -> TaskProgress {
+    TaskProgress {
+        current,
+        total: 10,
+        percent: current as f64 * 10.0,
+        message: format!("Training epoch {current}/10"),
+        loss: Some(1.0),
+    }
+}
+
+async fn submit_get_and_unknown_ids<S: Store>(store: S) {
+    let t = task(ModelType::Mlp, 0);
+    store.submit(&t, 100).await.unwrap();
+    let got = found(store.get(t.id).await.unwrap());
+    assert_eq!(got, t);
+    assert_eq!(got.state, TaskState::Pending);
+    assert_eq!(store.get(Uuid::new_v4()).await.unwrap(), Lookup::Missing);
+    assert_eq!(store.queue_depth().await.unwrap(), 1);
+    store.ping().await.unwrap();
+}
+
+async fn claims_follow_priority_then_age<S: Store>(store: S) {
+    let (a, b, c) = (
+        task(ModelType::Mlp, 0),
+        task(ModelType::Linear, 0),
+        task(ModelType::Gbdt, 9),
+    );
+    for t in [&a, &b, &c] {
+        store.submit(t, 100).await.unwrap();
+    }
+    let order: Vec<Uuid> = [
+        store.claim("t1").await,
+        store.claim("t1").await,
+        store.claim("t1").await,
+    ]
+    .into_iter()
+    .map(|c| c.unwrap().unwrap().id)
+    .collect();
+    assert_eq!(order, [c.id, a.id, b.id]);
+    assert_eq!(store.claim("t1").await.unwrap(), None);
+    assert_eq!(store.queue_depth().await.unwrap(), 0);
+}
+
+async fn attempts_are_fenced<S: Store>(store: S) {
+    let t = task(ModelType::Mlp, 3);
+    store.submit(&t, 100).await.unwrap();
+    let claimed = store.claim("trainer-a").await.unwrap().unwrap();
+    assert_eq!(
+        (claimed.state, claimed.attempt, claimed.trainer.as_deref()),
+        (TaskState::Started, 1, Some("trainer-a"))
+    );
+    assert!(store.progress(t.id, 1, &progress(3)).await.unwrap());
+    assert!(
+        !store.progress(t.id, 2, &progress(4)).await.unwrap(),
+        "a stale attempt may not write"
+    );
+    let now = found(store.get(t.id).await.unwrap());
+    assert_eq!(
+        (now.state, now.progress.unwrap().current),
+        (TaskState::Progress, 3)
+    );
+    assert_eq!(store.leases().await.unwrap().len(), 1);
+
+    // The attempt is given up and requeued; the retry is attempt 2 and the old one is fenced.
+    assert!(
+        store
+            .requeue(t.id, 1, error("trainer_crashed"))
+            .await
+            .unwrap()
+    );
+    let pending = found(store.get(t.id).await.unwrap());
+    assert_eq!(
+        (pending.state, pending.attempts.len()),
+        (TaskState::Pending, 1)
+    );
+    assert_eq!(pending.attempts[0].trainer.as_deref(), Some("trainer-a"));
+    assert!(store.leases().await.unwrap().is_empty());
+    let retry = store.claim("trainer-b").await.unwrap().unwrap();
+    assert_eq!(retry.attempt, 2);
+    let result = serde_json::json!({"metrics": {"test_r2": 0.9}});
+    let stale = Finish::Success {
+        result: result.clone(),
+        model: vec![1],
+    };
+    assert!(!store.finish(t.id, 1, stale).await.unwrap());
+    assert!(!store.requeue(t.id, 1, error("late")).await.unwrap());
+    assert!(
+        store
+            .finish(
+                t.id,
+                2,
+                Finish::Success {
+                    result: result.clone(),
+                    model: vec![7, 8, 9]
+                }
+            )
+            .await
+            .unwrap()
+    );
+    let done = found(store.get(t.id).await.unwrap());
+    assert_eq!(
+        (done.state, done.result),
+        (TaskState::Success, Some(result))
+    );
+    assert!(done.expires_at.unwrap() > now_s());
+    assert_eq!(store.model(t.id).await.unwrap(), Some(vec![7, 8, 9]));
+    assert!(
+        !store
+            .finish(t.id, 2, Finish::Failure(error("again")))
+            .await
+            .unwrap(),
+        "a task ends once"
+    );
+    assert!(store.leases().await.unwrap().is_empty());
+}
+
+async fn failures_and_cancels<S: Store>(store: S) {
+    let (pending, running, failed) = (
+        task(ModelType::Mlp, 0),
+        task(ModelType::Mlp, 5),
+        task(ModelType::Mlp, 9),
+    );
+    for t in [&failed, &running, &pending] {
+        store.submit(t, 100).await.unwrap();
+    }
+    let f = store.claim("t").await.unwrap().unwrap();
+    assert_eq!(f.id, failed.id);
+    assert!(
+        store
+            .finish(f.id, 1, Finish::Failure(error("invalid_data")))
+            .await
+            .unwrap()
+    );
+    let f = found(store.get(f.id).await.unwrap());
+    assert_eq!(
+        (f.state, f.error.unwrap().code.as_str()),
+        (TaskState::Failure, "invalid_data")
+    );
+    assert_eq!(store.model(f.id).await.unwrap(), None);
+
+    let r = store.claim("t").await.unwrap().unwrap();
+    assert_eq!(r.id, running.id);
+    assert_eq!(
+        store.cancel(pending.id).await.unwrap(),
+        CancelOutcome::Revoked
+    );
+    assert_eq!(
+        found(store.get(pending.id).await.unwrap()).state,
+        TaskState::Revoked
+    );
+    assert_eq!(
+        store.claim("t").await.unwrap(),
+        None,
+        "a revoked task is not claimed"
+    );
+    assert_eq!(
+        store.cancel(running.id).await.unwrap(),
+        CancelOutcome::Running {
+            trainer: "t".into(),
+            attempt: 1
+        }
+    );
+    assert!(found(store.get(running.id).await.unwrap()).cancel_requested);
+    assert!(store.finish(running.id, 1, Finish::Revoked).await.unwrap());
+    assert_eq!(
+        store.cancel(running.id).await.unwrap(),
+        CancelOutcome::AlreadyFinished(TaskState::Revoked)
+    );
+    assert_eq!(
+        store.cancel(Uuid::new_v4()).await.unwrap(),
+        CancelOutcome::Missing
+    );
+}
+
+async fn a_full_queue_refuses_and_stores_nothing<S: Store>(store: S) {
+    store.submit(&task(ModelType::Mlp, 0), 2).await.unwrap();
+    store.submit(&task(ModelType::Mlp, 0), 2).await.unwrap();
+    let third = task(ModelType::Mlp, 0);
+    assert!(matches!(
+        store.submit(&third, 2).await,
+        Err(StoreError::QueueFull { limit: 2 })
+    ));
+    assert_eq!(store.get(third.id).await.unwrap(), Lookup::Missing);
+    assert_eq!(store.queue_depth().await.unwrap(), 2);
+}
+
+async fn finished_tasks_expire<S: Store>(store: S) {
+    let t = task(ModelType::Linear, 0);
+    store.submit(&t, 100).await.unwrap();
+    store.claim("t").await.unwrap().unwrap();
+    store
+        .finish(
+            t.id,
+            1,
+            Finish::Success {
+                result: serde_json::json!({}),
+                model: vec![1],
+            },
+        )
+        .await
+        .unwrap();
+    let unfinished = task(ModelType::Linear, 0);
+    store.submit(&unfinished, 100).await.unwrap();
+    assert!(matches!(store.get(t.id).await.unwrap(), Lookup::Found(_)));
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while store.get(t.id).await.unwrap() != Lookup::Expired {
+        store.sweep().await.unwrap();
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the result did not expire"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    store.sweep().await.unwrap();
+    assert_eq!(
+        store.get(t.id).await.unwrap(),
+        Lookup::Expired,
+        "still expired after the sweep"
+    );
+    assert_eq!(store.model(t.id).await.unwrap(), None);
+    assert_eq!(store.cancel(t.id).await.unwrap(), CancelOutcome::Expired);
+    let listed = store
+        .list(&TaskFilter {
+            limit: 10,
+            ..TaskFilter::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        listed.iter().map(|t| t.id).collect::<Vec<_>>(),
+        [unfinished.id],
+        "pending tasks never expire"
+    );
+}
+
+async fn lists_filter_newest_first<S: Store>(store: S) {
+    let mut ids = Vec::new();
+    for model in [
+        ModelType::Mlp,
+        ModelType::Gbdt,
+        ModelType::Mlp,
+        ModelType::Linear,
+    ] {
+        let t = task(model, 0);
+        store.submit(&t, 100).await.unwrap();
+        ids.push(t.id);
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let all = store
+        .list(&TaskFilter {
+            limit: 10,
+            ..TaskFilter::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        all.iter().map(|t| t.id).collect::<Vec<_>>(),
+        ids.iter().rev().copied().collect::<Vec<_>>()
+    );
+    let mlps = store
+        .list(&TaskFilter {
+            model_type: Some(ModelType::Mlp),
+            limit: 10,
+            ..TaskFilter::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        mlps.iter().map(|t| t.id).collect::<Vec<_>>(),
+        [ids[2], ids[0]]
+    );
+    let claimed = store.claim("t").await.unwrap().unwrap();
+    let started = store
+        .list(&TaskFilter {
+            state: Some(TaskState::Started),
+            limit: 10,
+            ..TaskFilter::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        started.iter().map(|t| t.id).collect::<Vec<_>>(),
+        [claimed.id]
+    );
+    assert_eq!(
+        store
+            .list(&TaskFilter {
+                limit: 2,
+                ..TaskFilter::default()
+            })
+            .await
+            .unwrap()
+            .len(),
+        2
+    );
+}
+
+async fn data_sets_round_trip<S: Store>(store: S) {
+    let info = DatasetInfo {
+        id: Uuid::new_v4(),
+        name: "prices".into(),
+        target: "y".into(),
+        rows: 2,
+        features: vec!["a".into()],
+        bytes: 12,
+        uploaded_at: now_s(),
+    };
+    store.put_dataset(&info, b"a,y\n1,2\n3,4\n").await.unwrap();
+    assert_eq!(
+        store.dataset(info.id).await.unwrap(),
+        Some((info.clone(), b"a,y\n1,2\n3,4\n".to_vec()))
+    );
+    assert_eq!(store.datasets().await.unwrap(), vec![info]);
+    assert_eq!(store.dataset(Uuid::new_v4()).await.unwrap(), None);
+}
+
+fn settings() -> StoreSettings {
+    StoreSettings {
+        result_expires_s: 1.0,
+        expired_memory_s: 60.0,
+    }
+}
+
+macro_rules! conformance {
+    ($($name:ident),* $(,)?) => {
+        mod embedded {
+            use super::*;
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    let path = temp_dir("store").join("store.redb");
+                    super::$name(EmbeddedStore::open(&path, settings()).unwrap()).await;
+                }
+            )*
+        }
+        mod redis {
+            use super::*;
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    let server = RedisServer::start();
+                    let store = RedisStore::connect(&server.url, stringify!($name), settings()).await.unwrap();
+                    super::$name(store).await;
+                }
+            )*
+        }
+    };
+}
+
+conformance!(
+    submit_get_and_unknown_ids,
+    claims_follow_priority_then_age,
+    attempts_are_fenced,
+    failures_and_cancels,
+    a_full_queue_refuses_and_stores_nothing,
+    finished_tasks_expire,
+    lists_filter_newest_first,
+    data_sets_round_trip,
+);
