@@ -9,6 +9,9 @@ use serde_json::{Value, json};
 
 const LONG: Duration = Duration::from_secs(120);
 
+/// Method, path, content type, body, expected status, expected error code.
+type BadRequest<'a> = (&'a str, &'a str, Option<&'a str>, Vec<u8>, u16, &'a str);
+
 /// A training that runs until it is stopped (or for minutes).
 fn endless() -> Value {
     json!({"epochs": 100000, "hidden_sizes": [64, 64]})
@@ -117,7 +120,7 @@ fn bad_requests_get_their_status_and_code_and_store_nothing(store: TestStore) {
         ],
     );
     let uuid = "9b2f2d7e-0000-4000-8000-000000000000";
-    let cases: Vec<(&str, &str, Option<&str>, Vec<u8>, u16, &str)> = vec![
+    let cases: Vec<BadRequest> = vec![
         (
             "POST",
             "/train/xgboost/async",

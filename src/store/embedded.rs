@@ -301,7 +301,7 @@ impl Store for EmbeddedStore {
     async fn model(&self, id: Uuid) -> Result<Option<Vec<u8>>, StoreError> {
         self.read(move |tx, _| {
             let key = id.to_string();
-            if !read_task(tx, &key)?.is_some_and(|t| !t.expired_at(now_s())) {
+            if read_task(tx, &key)?.is_none_or(|t| t.expired_at(now_s())) {
                 return Ok(None);
             }
             Ok(tx
