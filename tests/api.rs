@@ -586,6 +586,55 @@ fn tasks_survive_a_restart_and_interrupted_ones_run_again(store: TestStore) {
     assert_eq!(r["attempts"][0]["error"]["code"], "node_stopped", "{r}");
 }
 
+fn a_task_over_its_time_limit_fails_and_is_not_retried(store: TestStore) {
+    let node = Node::up(&store, 1, &[]);
+    let id = node.submit(
+        "mlp",
+        json!({"epochs": 100000, "time_limit_s": 0.3, "max_retries": 3}),
+    );
+    node.wait_for(&id, "FAILURE", LONG);
+    let (status, r) = node.get(&format!("/task/{id}/result"));
+    assert_eq!(status, 200);
+    assert_eq!(r["success"], false);
+    assert_eq!(r["error"]["code"], "time_limit", "{r}");
+    assert!(r["attempts"].is_null(), "a time limit is not retried: {r}");
+    let (status, p) = node.post(
+        &format!("/models/{id}/predict"),
+        json!({"rows": [vec![0.5; 8]]}),
+    );
+    assert_eq!(
+        (status, p["error"]["code"].as_str()),
+        (409, Some("model_not_ready"))
+    );
+}
+
+#[test]
+fn an_unreachable_redis_answers_503_and_stores_nothing() {
+    let store = TestStore::redis();
+    let node = Node::up(&store, 1, &[]);
+    let id = node.submit("linear", json!({"epochs": 1}));
+    node.wait_for(&id, "SUCCESS", LONG);
+    store.redis.as_ref().unwrap().kill();
+    let (status, answer) = node.post("/train/linear/async", json!({"epochs": 1}));
+    assert_eq!(
+        (status, answer["error"]["code"].as_str()),
+        (503, Some("store_unavailable")),
+        "{answer}"
+    );
+    let (status, answer) = node.get(&format!("/task/{id}/status"));
+    assert_eq!(
+        (status, answer["error"]["code"].as_str()),
+        (503, Some("store_unavailable")),
+        "{answer}"
+    );
+    let (status, health) = node.get("/cluster/health");
+    assert_eq!(
+        (status, health["status"].as_str()),
+        (503, Some("unhealthy")),
+        "{health}"
+    );
+}
+
 /// Every test above, once on the embedded store and once on Redis.
 macro_rules! on_both_stores {
     ($($name:ident),* $(,)?) => {
@@ -609,4 +658,5 @@ on_both_stores!(
     uploaded_csv_data_sets_train_and_predict,
     a_full_queue_answers_429_with_retry_after,
     tasks_survive_a_restart_and_interrupted_ones_run_again,
+    a_task_over_its_time_limit_fails_and_is_not_retried,
 );

@@ -79,6 +79,15 @@ impl RedisServer {
     }
 }
 
+impl RedisServer {
+    /// Kills the server now (the store becomes unreachable).
+    pub fn kill(&self) {
+        let _ = Command::new("kill")
+            .args(["-9", &self.child.id().to_string()])
+            .status();
+    }
+}
+
 impl Drop for RedisServer {
     fn drop(&mut self) {
         let _ = self.child.kill();
