@@ -77,6 +77,22 @@ pub struct TaskArgs {
     pub server: String,
 }
 
+/// Hyperparameters shared by `train` and `submit`; unset ones take the spec's defaults.
+#[derive(Debug, Args)]
+pub struct HyperArgs {
+    #[arg(long)]
+    pub epochs: Option<u32>,
+    #[arg(long)]
+    pub learning_rate: Option<f64>,
+    /// Hidden layer sizes, comma separated (e.g. 64,32,16).
+    #[arg(long, value_delimiter = ',')]
+    pub hidden_sizes: Option<Vec<u32>>,
+    #[arg(long)]
+    pub batch_size: Option<u32>,
+    #[arg(long)]
+    pub seed: Option<u64>,
+}
+
 #[derive(Debug, Args)]
 pub struct SubmitArgs {
     /// mlp, linear, gbdt or all.
@@ -84,16 +100,8 @@ pub struct SubmitArgs {
     /// A built-in data set name or an uploaded data set's id.
     #[arg(long)]
     pub dataset: Option<String>,
-    #[arg(long)]
-    pub epochs: Option<u32>,
-    #[arg(long)]
-    pub learning_rate: Option<f64>,
-    #[arg(long, value_delimiter = ',')]
-    pub hidden_sizes: Option<Vec<u32>>,
-    #[arg(long)]
-    pub batch_size: Option<u32>,
-    #[arg(long)]
-    pub seed: Option<u64>,
+    #[command(flatten)]
+    pub hyper: HyperArgs,
     #[arg(long)]
     pub priority: Option<u8>,
     #[arg(long)]
@@ -121,17 +129,8 @@ pub struct TrainArgs {
     /// Rows of the synthetic friedman1 data set.
     #[arg(long, default_value_t = FRIEDMAN1_DEFAULT_ROWS)]
     pub rows: usize,
-    #[arg(long)]
-    pub epochs: Option<u32>,
-    #[arg(long)]
-    pub learning_rate: Option<f64>,
-    /// Hidden layer sizes, comma separated (e.g. 64,32,16).
-    #[arg(long, value_delimiter = ',')]
-    pub hidden_sizes: Option<Vec<u32>>,
-    #[arg(long)]
-    pub batch_size: Option<u32>,
-    #[arg(long)]
-    pub seed: Option<u64>,
+    #[command(flatten)]
+    pub hyper: HyperArgs,
     #[arg(long)]
     pub test_fraction: Option<f64>,
     /// Trees of the gradient-boosted model.
@@ -162,11 +161,11 @@ impl TrainArgs {
         let d = TrainSpec::new(self.model);
         let g = GbdtParams::default();
         TrainSpec {
-            epochs: self.epochs.unwrap_or(d.epochs),
-            learning_rate: self.learning_rate.unwrap_or(d.learning_rate),
-            hidden_sizes: self.hidden_sizes.clone().unwrap_or(d.hidden_sizes),
-            batch_size: self.batch_size.unwrap_or(d.batch_size),
-            seed: self.seed.unwrap_or(d.seed),
+            epochs: self.hyper.epochs.unwrap_or(d.epochs),
+            learning_rate: self.hyper.learning_rate.unwrap_or(d.learning_rate),
+            hidden_sizes: self.hyper.hidden_sizes.clone().unwrap_or(d.hidden_sizes),
+            batch_size: self.hyper.batch_size.unwrap_or(d.batch_size),
+            seed: self.hyper.seed.unwrap_or(d.seed),
             test_fraction: self.test_fraction.unwrap_or(d.test_fraction),
             dataset: self.dataset.clone().unwrap_or(d.dataset),
             gbdt: GbdtParams {

@@ -89,11 +89,14 @@ pub fn submit(args: &SubmitArgs) -> anyhow::Result<()> {
         }
     };
     put("dataset", args.dataset.clone().map(Value::from));
-    put("epochs", args.epochs.map(Value::from));
-    put("learning_rate", args.learning_rate.map(Value::from));
-    put("hidden_sizes", args.hidden_sizes.clone().map(|h| json!(h)));
-    put("batch_size", args.batch_size.map(Value::from));
-    put("seed", args.seed.map(Value::from));
+    put("epochs", args.hyper.epochs.map(Value::from));
+    put("learning_rate", args.hyper.learning_rate.map(Value::from));
+    put(
+        "hidden_sizes",
+        args.hyper.hidden_sizes.clone().map(|h| json!(h)),
+    );
+    put("batch_size", args.hyper.batch_size.map(Value::from));
+    put("seed", args.hyper.seed.map(Value::from));
     put("priority", args.priority.map(Value::from));
     put("time_limit_s", args.time_limit_s.map(Value::from));
     let answer = call(

@@ -103,38 +103,29 @@ impl RedisStore {
         ))
     }
 
-    /// Ends the running `attempt` of `id` with the record `next` makes from it.
-    async fn end_running(
+    /// The record of `id` as read (for compare-and-set) and decoded, if `attempt` runs it.
+    async fn read_running(
         &self,
         id: Uuid,
         attempt: u32,
-        next: impl Fn(TaskRecord) -> (TaskRecord, Option<Vec<u8>>),
-    ) -> Result<bool, StoreError> {
+    ) -> Result<Option<(String, TaskRecord)>, StoreError> {
+        let Some(old) = self.raw(id).await? else {
+            return Ok(None);
+        };
+        let task: TaskRecord = decode(&old)?;
+        Ok(task.runs_attempt(attempt).then_some((old, task)))
+    }
+
+    /// The keys `finish.lua` touches.
+    fn finish_keys(&self, id: Uuid) -> [String; 5] {
         let k = &self.keys;
-        let keys = [
+        [
             k.task(id),
             k.running(),
             k.model(id),
             k.tombstone(id),
             k.queue(),
-        ];
-        for _ in 0..MAX_CAS_RETRIES {
-            let Some(old) = self.raw(id).await? else {
-                return Ok(false);
-            };
-            let task: TaskRecord = decode(&old)?;
-            if !task.runs_attempt(attempt) {
-                return Ok(false);
-            }
-            let (new, model) = next(task);
-            if self
-                .finish_swap(&keys, &old, &new, model.as_deref())
-                .await?
-            {
-                return Ok(true);
-            }
-        }
-        Err(Self::conflict(id))
+        ]
     }
 
     async fn finish_swap(
@@ -248,13 +239,9 @@ impl Store for RedisStore {
     ) -> Result<bool, StoreError> {
         let keys = [self.keys.task(id)];
         for _ in 0..MAX_CAS_RETRIES {
-            let Some(old) = self.raw(id).await? else {
+            let Some((old, task)) = self.read_running(id, attempt).await? else {
                 return Ok(false);
             };
-            let task: TaskRecord = decode(&old)?;
-            if !task.runs_attempt(attempt) {
-                return Ok(false);
-            }
             if self
                 .swap(
                     &self.scripts.update,
@@ -272,30 +259,37 @@ impl Store for RedisStore {
     }
 
     async fn finish(&self, id: Uuid, attempt: u32, finish: Finish) -> Result<bool, StoreError> {
-        let settings = self.settings;
-        self.end_running(id, attempt, |task| task.finished(finish.clone(), &settings))
-            .await
+        let keys = self.finish_keys(id);
+        for _ in 0..MAX_CAS_RETRIES {
+            let Some((old, task)) = self.read_running(id, attempt).await? else {
+                return Ok(false);
+            };
+            let (new, model) = task.finished(finish.clone(), &self.settings);
+            if self
+                .finish_swap(&keys, &old, &new, model.as_deref())
+                .await?
+            {
+                return Ok(true);
+            }
+        }
+        Err(Self::conflict(id))
     }
 
     async fn requeue(&self, id: Uuid, attempt: u32, error: TaskError) -> Result<bool, StoreError> {
         let k = &self.keys;
         let keys = [k.task(id), k.running(), k.queue(), k.seq()];
         for _ in 0..MAX_CAS_RETRIES {
-            let Some(old) = self.raw(id).await? else {
+            let Some((old, task)) = self.read_running(id, attempt).await? else {
                 return Ok(false);
             };
-            let task: TaskRecord = decode(&old)?;
-            if !task.runs_attempt(attempt) {
-                return Ok(false);
-            }
-            let task = task.requeued(attempt, error.clone());
-            let (priority, id_text) = (task.priority.min(9).to_string(), id.to_string());
+            let new = task.requeued(attempt, error.clone());
+            let (priority, id_text) = (new.priority.min(9).to_string(), id.to_string());
             if self
                 .swap(
                     &self.scripts.requeue,
                     &keys,
                     &old,
-                    &task,
+                    &new,
                     &[priority.as_bytes(), id_text.as_bytes()],
                 )
                 .await?
@@ -318,13 +312,7 @@ impl Store for RedisStore {
             let task: TaskRecord = decode(&old)?;
             let done = match task.state {
                 TaskState::Pending => {
-                    let keys = [
-                        k.task(id),
-                        k.running(),
-                        k.model(id),
-                        k.tombstone(id),
-                        k.queue(),
-                    ];
+                    let keys = self.finish_keys(id);
                     let new = task.revoked_pending(&self.settings);
                     self.finish_swap(&keys, &old, &new, None)
                         .await?
