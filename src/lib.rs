@@ -18,4 +18,5 @@ pub mod config;
 pub mod http;
 pub mod node;
 pub mod store;
+pub mod telemetry;
 pub mod training;

@@ -15,7 +15,10 @@ use crate::actors::{
 };
 use crate::config::Config;
 use crate::http::{self, Api};
-use crate::store::{EmbeddedStore, RedisStore, Store, StoreError, StoreSettings, TaskError};
+use crate::store::{
+    EmbeddedStore, Instrumented, RedisStore, Store, StoreError, StoreSettings, TaskError,
+};
+use crate::telemetry;
 
 /// How often expired results are swept from the store.
 const SWEEP_EVERY: Duration = Duration::from_secs(1);
@@ -41,6 +44,7 @@ pub async fn run(
     config: Config,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), NodeError> {
+    telemetry::init();
     let settings = StoreSettings {
         result_expires_s: config.tasks.result_expires_s,
         expired_memory_s: config.tasks.expired_memory_s,
@@ -55,11 +59,16 @@ pub async fn run(
                 StoreError::Unavailable(format!("cannot create {}: {e}", dir.display()))
             })?;
         }
-        let store = Arc::new(EmbeddedStore::open(path, settings)?);
+        telemetry::register_zeroes("embedded", &config.trainers.devices);
+        let store = Arc::new(Instrumented::new(
+            EmbeddedStore::open(path, settings)?,
+            "embedded",
+        ));
         serve(config, store, shutdown).await
     } else {
-        let store =
-            Arc::new(RedisStore::connect(&config.store.url, &config.store.prefix, settings).await?);
+        let redis = RedisStore::connect(&config.store.url, &config.store.prefix, settings).await?;
+        telemetry::register_zeroes("redis", &config.trainers.devices);
+        let store = Arc::new(Instrumented::new(redis, "redis"));
         store.ping().await?;
         serve(config, store, shutdown).await
     }
@@ -70,6 +79,8 @@ async fn serve<S: Store>(
     store: Arc<S>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), NodeError> {
+    // One node, so it is the whole cluster and its leader.
+    telemetry::membership(&config.node.name, 1, true);
     let addr: SocketAddr = config
         .http
         .listen
@@ -144,14 +155,7 @@ async fn serve<S: Store>(
             code: "node_stopped".into(),
             message: "the node stopped while the task ran".into(),
         };
-        recover_attempt(
-            &store,
-            lease.id,
-            lease.attempt,
-            lease.max_retries.max(lease.attempt),
-            error,
-        )
-        .await;
+        recover_attempt(&store, &lease, error, true).await;
     }
     sweeper.abort();
     supervisor.stop(None);

@@ -11,6 +11,7 @@ use uuid::Uuid;
 
 use super::TrainerMsg;
 use crate::store::Store;
+use crate::telemetry;
 
 /// How often the dispatcher looks at the queue when nothing wakes it.
 const POLL_INTERVAL: Duration = Duration::from_millis(250);
@@ -85,7 +86,14 @@ impl<S: Store> Actor for Dispatcher<S> {
         state: &mut Self::State,
     ) -> Result<(), ActorProcessingErr> {
         match msg {
-            DispatcherMsg::Poll => self.dispatch(state).await,
+            DispatcherMsg::Poll => {
+                self.dispatch(state).await;
+                // This node leads (one node, or the leader of a cluster): it publishes the
+                // cluster's queue depth.
+                if let Ok(depths) = self.store.queue_depths().await {
+                    telemetry::queue_depth(&depths);
+                }
+            }
             DispatcherMsg::TrainerUp {
                 name,
                 device,
@@ -130,17 +138,14 @@ impl<S: Store> Actor for Dispatcher<S> {
                     .map(|(name, slot)| TrainerInfo {
                         name: name.clone(),
                         device: slot.device.clone(),
-                        state: match (&slot.trainer, slot.task) {
-                            (None, _) => "down",
-                            (Some(_), Some(_)) => "busy",
-                            (Some(_), None) => "idle",
-                        },
+                        state: slot.state(),
                         task_id: slot.task,
                     })
                     .collect();
                 let _ = reply.send(infos);
             }
         }
+        publish(state);
         Ok(())
     }
 }
@@ -174,6 +179,26 @@ impl<S: Store> Dispatcher<S> {
                     return;
                 }
             }
+        }
+    }
+}
+
+/// Publishes the trainer gauges from the dispatcher's view.
+fn publish(state: &DispatcherState) {
+    let states: Vec<(String, &'static str)> = state
+        .trainers
+        .values()
+        .map(|slot| (slot.device.clone(), slot.state()))
+        .collect();
+    telemetry::trainers(&states);
+}
+
+impl Slot {
+    fn state(&self) -> &'static str {
+        match (&self.trainer, self.task) {
+            (None, _) => "down",
+            (Some(_), Some(_)) => "busy",
+            (Some(_), None) => "idle",
         }
     }
 }

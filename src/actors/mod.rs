@@ -18,7 +18,8 @@ pub use dispatcher::{Dispatcher, DispatcherMsg, TrainerInfo};
 pub use supervisor::{DISPATCHER_NAME, Supervisor, SupervisorArgs, SupervisorMsg};
 pub use trainer::{Trainer, TrainerArgs, TrainerMsg};
 
-use crate::store::{Finish, Store, TaskError};
+use crate::store::{Finish, Lease, Store, TaskError};
+use crate::telemetry::{self, TaskEvent};
 
 /// Settings of task execution, from the `[tasks]` config section.
 #[derive(Debug, Clone, Copy)]
@@ -27,20 +28,28 @@ pub struct TaskSettings {
     pub time_limit_s: f64,
 }
 
-/// Ends `attempt` of a task whose trainer died: retried while retries remain, failed after.
+/// Ends the leased attempt of a task whose trainer died: retried while retries remain (or
+/// always, with `always_retry`, for a node that stopped), failed after.
 pub async fn recover_attempt<S: Store>(
     store: &Arc<S>,
-    id: uuid::Uuid,
-    attempt: u32,
-    max_retries: u32,
+    lease: &Lease,
     error: TaskError,
+    always_retry: bool,
 ) {
-    let result = if attempt <= max_retries {
-        store.requeue(id, attempt, error).await
+    let (id, attempt) = (lease.id, lease.attempt);
+    let (result, event) = if always_retry || attempt <= lease.max_retries {
+        (store.requeue(id, attempt, error).await, TaskEvent::Retried)
     } else {
-        store.finish(id, attempt, Finish::Failure(error)).await
+        (
+            store.finish(id, attempt, Finish::Failure(error)).await,
+            TaskEvent::Failed,
+        )
     };
-    if let Err(e) = result {
-        tracing::error!(task_id = %id, error = %e, "cannot recover task of a failed trainer");
+    match result {
+        Ok(true) => telemetry::task_event(event, lease.model_type),
+        Ok(false) => {}
+        Err(e) => {
+            tracing::error!(task_id = %id, error = %e, "cannot recover task of a failed trainer")
+        }
     }
 }

@@ -10,6 +10,7 @@ use super::{
     Dispatcher, DispatcherMsg, TaskSettings, Trainer, TrainerArgs, TrainerMsg, recover_attempt,
 };
 use crate::store::{Store, TaskError};
+use crate::telemetry;
 use crate::training::DeviceSpec;
 
 /// Name of the dispatcher in ractor's registry.
@@ -67,14 +68,7 @@ impl<S: Store> Actor for Supervisor<S> {
                 code: "node_restarted".into(),
                 message: "the node restarted while the task ran".into(),
             };
-            recover_attempt(
-                &args.store,
-                lease.id,
-                lease.attempt,
-                lease.max_retries,
-                error,
-            )
-            .await;
+            recover_attempt(&args.store, &lease, error, false).await;
         }
         let (dispatcher, _) = Actor::spawn_linked(
             Some(DISPATCHER_NAME.into()),
@@ -161,14 +155,7 @@ impl<S: Store> Actor for Supervisor<S> {
                 code: "trainer_crashed".into(),
                 message: format!("trainer {name} failed: {error}"),
             };
-            recover_attempt(
-                &state.args.store,
-                lease.id,
-                lease.attempt,
-                lease.max_retries,
-                error,
-            )
-            .await;
+            recover_attempt(&state.args.store, &lease, error, false).await;
         }
         schedule_respawn(&myself, state, index);
         Ok(())
@@ -181,6 +168,7 @@ fn schedule_respawn<S>(
     index: usize,
 ) {
     let slot = &mut state.trainers[index];
+    telemetry::trainer_restarted(&slot.device.to_string());
     slot.failures += 1;
     let backoff = FIRST_BACKOFF
         .saturating_mul(1 << slot.failures.min(10))

@@ -10,7 +10,8 @@ use tracing::Instrument;
 use uuid::Uuid;
 
 use super::{DispatcherMsg, TaskSettings};
-use crate::store::{Finish, Store, TaskError, TaskProgress, TaskRecord};
+use crate::store::{Finish, Store, TaskError, TaskProgress, TaskRecord, now_s};
+use crate::telemetry::{self, TaskEvent};
 use crate::training::{
     self, CancelToken, Dataset, DeviceSpec, ModelType, TrainError, TrainOutcome,
 };
@@ -85,6 +86,11 @@ impl<S: Store> Actor for Trainer<S> {
     ) -> Result<(), ActorProcessingErr> {
         match msg {
             TrainerMsg::Train(task) => {
+                telemetry::task_event(TaskEvent::Started, task.model_type);
+                telemetry::task_running(task.model_type, true);
+                if let Some(started) = task.started_at {
+                    telemetry::task_waited(task.model_type, started - task.submitted_at);
+                }
                 let cancel = CancelToken::new();
                 if task.cancel_requested {
                     cancel.cancel();
@@ -101,6 +107,7 @@ impl<S: Store> Actor for Trainer<S> {
             }
             TrainerMsg::Ended { task, outcome } => {
                 state.running = None;
+                telemetry::task_running(task.model_type, false);
                 let args = &state.args;
                 match outcome {
                     Ended::Panicked(message) => {
@@ -109,7 +116,25 @@ impl<S: Store> Actor for Trainer<S> {
                             format!("training of task {} panicked: {message}", task.id).into()
                         );
                     }
-                    Ended::Done(result) => record(&args.store, &task, &args.name, result).await,
+                    Ended::Done(result) => {
+                        if let Some(started) = task.started_at {
+                            telemetry::task_ran(task.model_type, now_s() - started);
+                        }
+                        if let Ok(outcome) = &result {
+                            let device = args.device.to_string();
+                            for report in &outcome.reports {
+                                let m = &report.metrics;
+                                let samples = (m.train_rows * m.iterations as u64) as f64;
+                                let epochs = if report.model_type == ModelType::Gbdt {
+                                    0
+                                } else {
+                                    m.iterations as u64
+                                };
+                                telemetry::trained(&device, samples, m.samples_per_s, epochs);
+                            }
+                        }
+                        record(&args.store, &task, &args.name, result).await
+                    }
                 }
                 let _ = args.dispatcher.cast(DispatcherMsg::TrainerIdle {
                     name: args.name.clone(),
@@ -237,6 +262,7 @@ async fn record<S: Store>(
     result: Result<TrainOutcome, TrainError>,
 ) {
     let (id, attempt) = (task.id, task.attempt);
+    let event;
     let written = match result {
         Ok(outcome) => {
             tracing::info!(best = %outcome.best, "task succeeded");
@@ -252,6 +278,7 @@ async fn record<S: Store>(
                 "metrics": outcome.metrics_json(),
                 "trainer": trainer,
             });
+            event = TaskEvent::Succeeded;
             store
                 .finish(
                     id,
@@ -265,6 +292,7 @@ async fn record<S: Store>(
         }
         Err(TrainError::Cancelled) => {
             tracing::info!("task revoked while running");
+            event = TaskEvent::Revoked;
             store.finish(id, attempt, Finish::Revoked).await
         }
         Err(e) => {
@@ -274,15 +302,17 @@ async fn record<S: Store>(
             };
             if e.is_retryable() && attempt <= task.max_retries {
                 tracing::warn!(error = %e, "task attempt failed; retrying");
+                event = TaskEvent::Retried;
                 store.requeue(id, attempt, error).await
             } else {
                 tracing::warn!(error = %e, "task failed");
+                event = TaskEvent::Failed;
                 store.finish(id, attempt, Finish::Failure(error)).await
             }
         }
     };
     match written {
-        Ok(true) => {}
+        Ok(true) => telemetry::task_event(event, task.model_type),
         Ok(false) => tracing::warn!("task was taken over by another attempt; result dropped"),
         Err(e) => tracing::error!(error = %e, "cannot record the end of a task"),
     }

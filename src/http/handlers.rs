@@ -19,6 +19,7 @@ use crate::actors::{DISPATCHER_NAME, DispatcherMsg};
 use crate::store::{
     CancelOutcome, DatasetInfo, Lookup, Store, TaskFilter, TaskRecord, TaskState, now_s,
 };
+use crate::telemetry::{self, TaskEvent};
 use crate::training::{
     self, BUILTIN_DATASETS, Dataset, GbdtParams, ModelType, TrainSpec, TrainedModel,
 };
@@ -159,6 +160,7 @@ async fn submit<S: Store>(
 ) -> Result<TaskRecord, ApiError> {
     let task = build_task(api, model, content_type, body).await?;
     api.store.submit(&task, api.queue_limit).await?;
+    telemetry::task_event(TaskEvent::Submitted, task.model_type);
     tracing::info!(task_id = %task.id, model_type = %task.model_type, "task submitted");
     if let Some(d) = dispatcher() {
         let _ = d.cast(DispatcherMsg::Poll);
@@ -304,7 +306,12 @@ pub async fn cancel<S: Store>(id: String, api: Arc<Api<S>>) -> Reply_ {
         .map_err(|e| reject(ApiError::from(e)))?;
     let (state, message) = match outcome {
         CancelOutcome::Revoked => (
-            TaskState::Revoked,
+            {
+                if let Ok(Lookup::Found(task)) = api.store.get(task_id).await {
+                    telemetry::task_event(TaskEvent::Revoked, task.model_type);
+                }
+                TaskState::Revoked
+            },
             "Task revoked before it started".to_string(),
         ),
         CancelOutcome::Running { .. } => {
@@ -346,9 +353,9 @@ pub async fn cancel<S: Store>(id: String, api: Arc<Api<S>>) -> Reply_ {
 pub async fn tasks<S: Store>(api: Arc<Api<S>>, query: HashMap<String, String>) -> Reply_ {
     let mut problems = Vec::new();
     for key in query.keys() {
-        if !["state", "model_type", "limit"].contains(&key.as_str()) {
+        if !["state", "model_type", "node", "limit"].contains(&key.as_str()) {
             problems.push(format!(
-                "unknown query parameter {key:?}; expected state, model_type, limit"
+                "unknown query parameter {key:?}; expected state, model_type, node, limit"
             ));
         }
     }
@@ -383,6 +390,7 @@ pub async fn tasks<S: Store>(api: Arc<Api<S>>, query: HashMap<String, String>) -
         .list(&TaskFilter {
             state,
             model_type,
+            node: query.get("node").cloned(),
             limit,
         })
         .await
@@ -572,4 +580,58 @@ pub async fn predict<S: Store>(
     let (predictions, model_type) =
         predictions.map_err(|e| reject(ApiError::invalid(e.code(), e.to_string())))?;
     Ok(reply_json(&json!({"success": true, "task_id": task.id, "model_type": model_type, "predictions": predictions})).into_response())
+}
+
+/// `GET /task/{id}`: everything known about a task (what Flower's task page showed): the
+/// request, state, progress, each attempt with its node and trainer, timings and the outcome.
+pub async fn inspect<S: Store>(id: String, api: Arc<Api<S>>) -> Reply_ {
+    let task = find(&api, &id).await.map_err(reject)?;
+    let waited_s = task.started_at.map(|s| s - task.submitted_at);
+    let ran_s = match (task.started_at, task.finished_at) {
+        (Some(s), Some(f)) => Some(f - s),
+        (Some(s), None) => Some(now_s() - s),
+        _ => None,
+    };
+    let attempts: Vec<Value> = task
+        .attempts
+        .iter()
+        .map(|a| {
+            let node = a
+                .trainer
+                .as_deref()
+                .and_then(|t| t.split_once('/'))
+                .map(|(n, _)| n);
+            json!({"attempt": a.attempt, "node": node, "trainer": a.trainer, "error": a.error})
+        })
+        .collect();
+    Ok(reply_json(&json!({
+        "success": true,
+        "task_id": task.id,
+        "state": task.state,
+        "model_type": task.model_type,
+        "request": {
+            "spec": task.spec, "dataset_id": task.dataset_id, "priority": task.priority,
+            "max_retries": task.max_retries,
+        },
+        "progress": progress_json(&task),
+        "attempt": task.attempt,
+        "node": task.node(),
+        "trainer": task.trainer,
+        "cancel_requested": task.cancel_requested,
+        "attempts": attempts,
+        "timings": {
+            "submitted_at": task.submitted_at, "started_at": task.started_at,
+            "finished_at": task.finished_at, "expires_at": task.expires_at,
+            "waited_s": waited_s, "ran_s": ran_s,
+        },
+        "result": task.result,
+        "error": task.error,
+    }))
+    .into_response())
+}
+
+/// `GET /metrics`: Prometheus text.
+pub async fn metrics() -> Result<Response, Rejection> {
+    let body = telemetry::init().render();
+    Ok(warp::reply::with_header(body, "content-type", "text/plain; version=0.0.4").into_response())
 }

@@ -17,6 +17,7 @@ use warp::{Filter, Reply};
 pub use error::ApiError;
 
 use crate::store::Store;
+use crate::telemetry;
 
 /// What the handlers share.
 pub struct Api<S> {
@@ -31,7 +32,7 @@ pub struct Api<S> {
 /// Every route, with errors rendered as JSON.
 pub fn routes<S: Store>(
     api: Arc<Api<S>>,
-) -> impl Filter<Extract = (warp::reply::Response,), Error = Infallible> + Clone {
+) -> impl Filter<Extract = (impl Reply,), Error = Infallible> + Clone {
     let with = {
         let api = api.clone();
         warp::any().map(move || api.clone())
@@ -106,6 +107,15 @@ pub fn routes<S: Store>(
         .and_then(handlers::list_datasets)
         .recover(error::route_errors)
         .unify();
+    let inspect = warp::path!("task" / String)
+        .and(warp::get())
+        .and(with.clone())
+        .and_then(handlers::inspect)
+        .recover(error::route_errors)
+        .unify();
+    let metrics = warp::path!("metrics")
+        .and(warp::get())
+        .and_then(handlers::metrics);
     let predict = warp::path!("models" / String / "predict")
         .and(warp::post())
         .and(with.clone())
@@ -134,7 +144,39 @@ pub fn routes<S: Store>(
         .unify()
         .or(predict)
         .unify()
+        .or(inspect)
+        .unify()
+        .or(metrics)
+        .unify()
         .recover(error::recover)
         .unify()
-        .map(|r: warp::reply::Response| r.into_response())
+        .with(warp::log::custom(|info| {
+            telemetry::http_request(
+                route_label(info.method(), info.path()),
+                info.status().as_u16(),
+                info.elapsed(),
+            )
+        }))
+}
+
+/// The route a request was for, as a metric label from a fixed set (ids are never labels).
+pub fn route_label(method: &warp::http::Method, path: &str) -> &'static str {
+    let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
+    let post = method == warp::http::Method::POST;
+    match (post, segments.as_slice()) {
+        (true, ["train", _, "async"]) => "POST /train/{model_type}/async",
+        (true, ["train", _]) => "POST /train/{model_type}",
+        (false, ["task", _, "status"]) => "GET /task/{id}/status",
+        (false, ["task", _, "result"]) => "GET /task/{id}/result",
+        (false, ["task", _]) => "GET /task/{id}",
+        (true, ["task", _, "cancel"]) => "POST /task/{id}/cancel",
+        (false, ["tasks"]) => "GET /tasks",
+        (false, ["cluster", "health"]) => "GET /cluster/health",
+        (false, ["celery", "health"]) => "GET /celery/health",
+        (true, ["datasets"]) => "POST /datasets",
+        (false, ["datasets"]) => "GET /datasets",
+        (true, ["models", _, "predict"]) => "POST /models/{id}/predict",
+        (false, ["metrics"]) => "GET /metrics",
+        _ => "other",
+    }
 }

@@ -359,6 +359,19 @@ impl Store for EmbeddedStore {
         self.read(|tx, _| Ok(tx.open_table(QUEUE)?.len()?)).await
     }
 
+    async fn queue_depths(&self) -> Result<[u64; 10], StoreError> {
+        self.read(|tx, _| {
+            let mut depths = [0u64; 10];
+            for entry in tx.open_table(QUEUE)?.iter()? {
+                let (key, _) = entry?;
+                let (inverted, _) = key.value();
+                depths[9 - inverted.min(9) as usize] += 1;
+            }
+            Ok(depths)
+        })
+        .await
+    }
+
     async fn leases(&self) -> Result<Vec<Lease>, StoreError> {
         self.read(|tx, _| {
             let mut out = Vec::new();

@@ -11,6 +11,7 @@
 //! (not unknown, never PENDING) for `expired_memory_s` more.
 
 mod embedded;
+mod instrumented;
 mod keys;
 mod redis_store;
 
@@ -23,6 +24,7 @@ use uuid::Uuid;
 use crate::training::{ModelType, TrainSpec};
 
 pub use embedded::EmbeddedStore;
+pub use instrumented::Instrumented;
 pub use keys::Keys;
 pub use redis_store::RedisStore;
 
@@ -201,6 +203,8 @@ pub enum CancelOutcome {
 pub struct TaskFilter {
     pub state: Option<TaskState>,
     pub model_type: Option<ModelType>,
+    /// Tasks whose current or last trainer is on this node.
+    pub node: Option<String>,
     pub limit: usize,
 }
 
@@ -223,6 +227,7 @@ pub struct Lease {
     pub trainer: String,
     pub attempt: u32,
     pub max_retries: u32,
+    pub model_type: ModelType,
 }
 
 /// Timings the store applies.
@@ -309,6 +314,8 @@ pub trait Store: Send + Sync + 'static {
     ) -> impl Future<Output = Result<Option<(DatasetInfo, Vec<u8>)>, StoreError>> + Send;
     fn datasets(&self) -> impl Future<Output = Result<Vec<DatasetInfo>, StoreError>> + Send;
     fn queue_depth(&self) -> impl Future<Output = Result<u64, StoreError>> + Send;
+    /// Pending tasks by priority: index 0 is priority 0.
+    fn queue_depths(&self) -> impl Future<Output = Result<[u64; 10], StoreError>> + Send;
     /// Every running task's lease.
     fn leases(&self) -> impl Future<Output = Result<Vec<Lease>, StoreError>> + Send;
     /// Removes what has expired by now; returns how many tasks expired.
@@ -409,17 +416,31 @@ impl TaskRecord {
         self
     }
 
+    /// The node of the task's current (or last) trainer; trainer names are `node/device-N`.
+    pub fn node(&self) -> Option<&str> {
+        let trainer = self
+            .trainer
+            .as_deref()
+            .or_else(|| self.attempts.last().and_then(|a| a.trainer.as_deref()))?;
+        trainer.split_once('/').map(|(node, _)| node)
+    }
+
     fn lease(&self) -> Lease {
         Lease {
             id: self.id,
             trainer: self.trainer.clone().unwrap_or_default(),
             attempt: self.attempt,
             max_retries: self.max_retries,
+            model_type: self.model_type,
         }
     }
 
     fn matches(&self, filter: &TaskFilter) -> bool {
         filter.state.is_none_or(|s| s == self.state)
             && filter.model_type.is_none_or(|m| m == self.model_type)
+            && filter
+                .node
+                .as_ref()
+                .is_none_or(|n| self.node() == Some(n.as_str()))
     }
 }

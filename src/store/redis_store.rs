@@ -412,6 +412,19 @@ impl Store for RedisStore {
         Ok(self.con.clone().zcard(self.keys.queue()).await?)
     }
 
+    async fn queue_depths(&self) -> Result<[u64; 10], StoreError> {
+        let mut pipe = ::redis::pipe();
+        for priority in 0..10u64 {
+            // Scores of priority p lie in [(9 - p) * 1e12, (10 - p) * 1e12).
+            let low = (9 - priority) as f64 * 1e12;
+            pipe.zcount(self.keys.queue(), low, format!("({}", low + 1e12));
+        }
+        let counts: Vec<u64> = pipe.query_async(&mut self.con.clone()).await?;
+        let mut depths = [0u64; 10];
+        depths.iter_mut().zip(counts).for_each(|(d, c)| *d = c);
+        Ok(depths)
+    }
+
     async fn leases(&self) -> Result<Vec<Lease>, StoreError> {
         let ids: Vec<String> = self.con.clone().hkeys(self.keys.running()).await?;
         let mut out = Vec::new();

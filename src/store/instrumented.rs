@@ -1,0 +1,105 @@
+//! A store wrapper that times every operation and counts its failures
+//! (`trainyard_store_operation_duration_seconds`, `trainyard_store_errors_total`).
+
+use std::time::Instant;
+
+use uuid::Uuid;
+
+use super::*;
+use crate::telemetry;
+
+/// `inner`, with every operation measured under the label `store = name`.
+pub struct Instrumented<S> {
+    inner: S,
+    name: &'static str,
+}
+
+impl<S> Instrumented<S> {
+    pub fn new(inner: S, name: &'static str) -> Self {
+        Instrumented { inner, name }
+    }
+}
+
+impl<S: Store> Instrumented<S> {
+    async fn timed<T>(
+        &self,
+        op: &'static str,
+        work: impl Future<Output = Result<T, StoreError>>,
+    ) -> Result<T, StoreError> {
+        let started = Instant::now();
+        let result = work.await;
+        telemetry::store_operation(self.name, op, started.elapsed(), result.is_err());
+        result
+    }
+}
+
+impl<S: Store> Store for Instrumented<S> {
+    async fn submit(&self, task: &TaskRecord, queue_limit: u64) -> Result<(), StoreError> {
+        // A full queue is an answer, not a store failure.
+        let started = Instant::now();
+        let result = self.inner.submit(task, queue_limit).await;
+        let failed = matches!(
+            result,
+            Err(StoreError::Unavailable(_) | StoreError::Corrupt(_))
+        );
+        telemetry::store_operation(self.name, "submit", started.elapsed(), failed);
+        result
+    }
+    async fn get(&self, id: Uuid) -> Result<Lookup, StoreError> {
+        self.timed("get", self.inner.get(id)).await
+    }
+    async fn claim(&self, trainer: &str) -> Result<Option<TaskRecord>, StoreError> {
+        self.timed("claim", self.inner.claim(trainer)).await
+    }
+    async fn progress(
+        &self,
+        id: Uuid,
+        attempt: u32,
+        progress: &TaskProgress,
+    ) -> Result<bool, StoreError> {
+        self.timed("progress", self.inner.progress(id, attempt, progress))
+            .await
+    }
+    async fn finish(&self, id: Uuid, attempt: u32, finish: Finish) -> Result<bool, StoreError> {
+        self.timed("finish", self.inner.finish(id, attempt, finish))
+            .await
+    }
+    async fn requeue(&self, id: Uuid, attempt: u32, error: TaskError) -> Result<bool, StoreError> {
+        self.timed("requeue", self.inner.requeue(id, attempt, error))
+            .await
+    }
+    async fn cancel(&self, id: Uuid) -> Result<CancelOutcome, StoreError> {
+        self.timed("cancel", self.inner.cancel(id)).await
+    }
+    async fn list(&self, filter: &TaskFilter) -> Result<Vec<TaskRecord>, StoreError> {
+        self.timed("list", self.inner.list(filter)).await
+    }
+    async fn model(&self, id: Uuid) -> Result<Option<Vec<u8>>, StoreError> {
+        self.timed("model", self.inner.model(id)).await
+    }
+    async fn put_dataset(&self, info: &DatasetInfo, csv: &[u8]) -> Result<(), StoreError> {
+        self.timed("put_dataset", self.inner.put_dataset(info, csv))
+            .await
+    }
+    async fn dataset(&self, id: Uuid) -> Result<Option<(DatasetInfo, Vec<u8>)>, StoreError> {
+        self.timed("dataset", self.inner.dataset(id)).await
+    }
+    async fn datasets(&self) -> Result<Vec<DatasetInfo>, StoreError> {
+        self.timed("datasets", self.inner.datasets()).await
+    }
+    async fn queue_depth(&self) -> Result<u64, StoreError> {
+        self.timed("queue_depth", self.inner.queue_depth()).await
+    }
+    async fn queue_depths(&self) -> Result<[u64; 10], StoreError> {
+        self.timed("queue_depths", self.inner.queue_depths()).await
+    }
+    async fn leases(&self) -> Result<Vec<Lease>, StoreError> {
+        self.timed("leases", self.inner.leases()).await
+    }
+    async fn sweep(&self) -> Result<u64, StoreError> {
+        self.timed("sweep", self.inner.sweep()).await
+    }
+    async fn ping(&self) -> Result<(), StoreError> {
+        self.timed("ping", self.inner.ping()).await
+    }
+}

@@ -1,0 +1,339 @@
+//! Metrics on `/metrics`, task inspection, and a real Prometheus scraping a real node and
+//! evaluating every dashboard expression and alert rule.
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use common::{Node, TestStore, free_port, poll, temp_dir};
+use serde_json::{Value, json};
+use trainyard::telemetry::{Kind, METRICS};
+
+const LONG: Duration = Duration::from_secs(120);
+const PROCESS_METRICS: [&str; 3] = [
+    "process_resident_memory_bytes",
+    "process_cpu_seconds_total",
+    "process_open_fds",
+];
+
+fn repo(path: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join(path)
+}
+
+/// A node that has seen every kind of task event: success, failure, retry (after a trainer
+/// panic), and cancels of a pending and of a running task.
+fn node_with_a_workload() -> Node {
+    let node = Node::up(
+        &TestStore::embedded(),
+        1,
+        &[("TRAINYARD_TEST_PANIC_SEED", "99")],
+    );
+    let ok = node.submit("linear", json!({"epochs": 2}));
+    let retried = node.submit("linear", json!({"epochs": 2, "seed": 99}));
+    let failed = node.submit("mlp", json!({"epochs": 100000, "time_limit_s": 0.2}));
+    for (id, state) in [
+        (&ok, "SUCCESS"),
+        (&retried, "SUCCESS"),
+        (&failed, "FAILURE"),
+    ] {
+        node.wait_for(id, state, LONG);
+    }
+    let running = node.submit("mlp", json!({"epochs": 100000}));
+    node.wait_for(&running, "PROGRESS", LONG);
+    let pending = node.submit("gbdt", json!({}));
+    for id in [&pending, &running] {
+        node.post(&format!("/task/{id}/cancel"), json!(null));
+        node.wait_for(id, "REVOKED", LONG);
+    }
+    node
+}
+
+fn metrics_text(node: &Node) -> String {
+    let response = ureq::get(format!("{}/metrics", node.url)).call().unwrap();
+    response.into_body().read_to_string().unwrap()
+}
+
+#[test]
+fn every_declared_metric_is_exported_with_its_type_and_no_task_ids() {
+    let node = node_with_a_workload();
+    let text = metrics_text(&node);
+    for metric in METRICS {
+        let kind = match metric.kind {
+            Kind::Counter => "counter",
+            Kind::Gauge => "gauge",
+            Kind::Histogram => "histogram",
+        };
+        assert!(
+            text.contains(&format!("# TYPE {} {kind}", metric.name)),
+            "{} is not exported as a {kind}",
+            metric.name
+        );
+        assert!(metric.name.starts_with("trainyard_"));
+        if metric.kind == Kind::Counter {
+            assert!(metric.name.ends_with("_total"), "{}", metric.name);
+        }
+    }
+    for name in PROCESS_METRICS {
+        assert!(text.lines().any(|l| l.starts_with(name)), "{name} missing");
+    }
+    for (event, model) in [
+        ("succeeded", "linear"),
+        ("retried", "linear"),
+        ("failed", "mlp"),
+        ("revoked", "gbdt"),
+        ("revoked", "mlp"),
+    ] {
+        let line = format!("trainyard_tasks_{event}_total{{model_type=\"{model}\"}} ");
+        let value = text
+            .lines()
+            .find_map(|l| l.strip_prefix(line.as_str()))
+            .unwrap_or_else(|| panic!("no {line}"));
+        assert!(value.trim().parse::<f64>().unwrap() >= 1.0, "{line}{value}");
+    }
+    assert!(
+        text.contains("trainyard_trainer_restarts_total{device=\"cpu\"} 1"),
+        "one trainer restart"
+    );
+    // No label carries an id: nothing that looks like a UUID is on the page.
+    let uuid = regex_like_uuid(&text);
+    assert!(uuid.is_none(), "a task id leaked into a label: {uuid:?}");
+}
+
+/// The first UUID-shaped word of `text`, if any.
+fn regex_like_uuid(text: &str) -> Option<String> {
+    text.split(|c: char| !(c.is_ascii_hexdigit() || c == '-'))
+        .find(|w| w.len() == 36 && w.matches('-').count() == 4)
+        .map(str::to_string)
+}
+
+#[test]
+fn task_inspection_shows_request_attempts_and_timings() {
+    let node = Node::up(
+        &TestStore::embedded(),
+        1,
+        &[("TRAINYARD_TEST_PANIC_SEED", "5")],
+    );
+    let id = node.submit("linear", json!({"epochs": 3, "seed": 5, "priority": 4}));
+    node.wait_for(&id, "SUCCESS", LONG);
+    let (status, task) = node.get(&format!("/task/{id}"));
+    assert_eq!(status, 200, "{task}");
+    assert_eq!(task["request"]["spec"]["epochs"], 3);
+    assert_eq!(task["request"]["priority"], 4);
+    assert_eq!(task["attempt"], 2);
+    assert_eq!(task["node"], "node");
+    assert_eq!(task["attempts"][0]["node"], "node");
+    assert_eq!(task["attempts"][0]["error"]["code"], "trainer_crashed");
+    assert!(task["timings"]["waited_s"].as_f64().unwrap() >= 0.0);
+    assert!(task["timings"]["ran_s"].as_f64().unwrap() > 0.0);
+    assert!(task["result"]["metrics"]["test_r2"].is_f64());
+    assert_eq!(node.get("/tasks?node=node").1["count"], 1);
+    assert_eq!(node.get("/tasks?node=elsewhere").1["count"], 0);
+    assert_eq!(
+        node.get("/task/7e0ae3e6-1c8e-4b53-9d1f-0c1e2b3a4d5f").1["error"]["code"],
+        "task_not_found"
+    );
+}
+
+/// Every PromQL expression of the dashboards, with Grafana's variables filled in.
+fn dashboard_expressions() -> Vec<String> {
+    let mut out = Vec::new();
+    for file in [
+        "grafana/dashboards/overview.json",
+        "grafana/dashboards/training.json",
+    ] {
+        let dashboard: Value = serde_json::from_str(&std::fs::read_to_string(repo(file)).unwrap())
+            .expect("dashboard is JSON");
+        assert!(
+            dashboard["templating"]["list"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|v| v["name"] == "node")
+        );
+        assert!(
+            dashboard["templating"]["list"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|v| v["name"] == "model_type")
+        );
+        for panel in dashboard["panels"].as_array().unwrap() {
+            for target in panel["targets"].as_array().unwrap() {
+                let expr = target["expr"].as_str().unwrap();
+                out.push(
+                    expr.replace("$node", ".*")
+                        .replace("$model_type", ".*")
+                        .replace("$__rate_interval", "30s"),
+                );
+            }
+        }
+    }
+    out
+}
+
+#[test]
+fn dashboards_name_only_metrics_that_exist() {
+    let known: BTreeSet<&str> = METRICS
+        .iter()
+        .map(|m| m.name)
+        .chain(PROCESS_METRICS)
+        .chain(["up"])
+        .collect();
+    for expr in dashboard_expressions() {
+        for word in expr.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_')) {
+            if word.starts_with("trainyard_") || word.starts_with("process_") {
+                let base = word
+                    .trim_end_matches("_bucket")
+                    .trim_end_matches("_sum")
+                    .trim_end_matches("_count");
+                assert!(
+                    known.contains(base),
+                    "{expr} names {word}, which is not a metric"
+                );
+            }
+        }
+    }
+}
+
+struct Prometheus {
+    child: Child,
+    url: String,
+}
+
+impl Drop for Prometheus {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn query(prometheus: &Prometheus, expr: &str) -> Value {
+    let response = ureq::get(format!("{}/api/v1/query", prometheus.url))
+        .query("query", expr)
+        .call()
+        .unwrap();
+    response.into_body().read_json().unwrap()
+}
+
+#[test]
+fn promtool_accepts_the_shipped_config_and_rules() {
+    for (what, file) in [
+        ("config", "config/prometheus.yml"),
+        ("rules", "config/alerts.yml"),
+    ] {
+        let output = Command::new("promtool")
+            .args(["check", what])
+            .arg(repo(file))
+            .output()
+            .expect("promtool runs (scripts/test installs prometheus)");
+        assert!(
+            output.status.success(),
+            "promtool check {what}: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+}
+
+#[test]
+fn prometheus_scrapes_a_node_and_every_expression_returns_data() {
+    let node = node_with_a_workload();
+    let dir = temp_dir("prometheus");
+    let node_addr = node.url.trim_start_matches("http://");
+    let config = dir.join("prometheus.yml");
+    std::fs::write(
+        &config,
+        format!(
+            "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\nrule_files:\n  - {}\nscrape_configs:\n  - job_name: trainyard\n    static_configs:\n      - targets: [\"{node_addr}\"]\n        labels: {{node: node-test}}\n",
+            repo("config/alerts.yml").display()
+        ),
+    )
+    .unwrap();
+    let port = free_port();
+    let child = Command::new("prometheus")
+        .arg(format!("--config.file={}", config.display()))
+        .arg(format!(
+            "--storage.tsdb.path={}",
+            dir.join("data").display()
+        ))
+        .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("prometheus runs (scripts/test installs it)");
+    let prometheus = Prometheus {
+        child,
+        url: format!("http://127.0.0.1:{port}"),
+    };
+    // Wait for a few scrapes so that rates over 30 s have points.
+    poll(
+        Duration::from_secs(60),
+        "prometheus to scrape the node 4 times",
+        || {
+            let answer = ureq::get(format!("{}/api/v1/query", prometheus.url))
+                .query("query", "count_over_time(up{job=\"trainyard\"}[1m])")
+                .call()
+                .ok()?
+                .into_body()
+                .read_json::<Value>()
+                .ok()?;
+            (answer["data"]["result"][0]["value"][1]
+                .as_str()?
+                .parse::<f64>()
+                .ok()?
+                >= 4.0)
+                .then_some(())
+        },
+    );
+    // One more task after Prometheus started, so rates of task counters are not all zero.
+    let id = node.submit("linear", json!({"epochs": 1}));
+    node.wait_for(&id, "SUCCESS", LONG);
+    std::thread::sleep(Duration::from_secs(2));
+
+    for expr in dashboard_expressions() {
+        let answer = query(&prometheus, &expr);
+        assert_eq!(answer["status"], "success", "{expr}: {answer}");
+        let result = answer["data"]["result"].as_array().unwrap();
+        assert!(!result.is_empty(), "no data for {expr}");
+    }
+    let values: Value = ureq::get(format!("{}/api/v1/label/node/values", prometheus.url))
+        .call()
+        .unwrap()
+        .into_body()
+        .read_json()
+        .unwrap();
+    assert!(
+        values["data"]
+            .as_array()
+            .unwrap()
+            .contains(&json!("node-test"))
+    );
+
+    let rules = poll(
+        Duration::from_secs(30),
+        "every alert rule to be evaluated",
+        || {
+            let answer: Value = ureq::get(format!("{}/api/v1/rules", prometheus.url))
+                .call()
+                .ok()?
+                .into_body()
+                .read_json()
+                .ok()?;
+            let rules: Vec<Value> = answer["data"]["groups"][0]["rules"].as_array()?.clone();
+            rules
+                .iter()
+                .all(|r| {
+                    r["lastEvaluation"]
+                        .as_str()
+                        .is_some_and(|t| !t.starts_with("0001"))
+                })
+                .then_some(rules)
+        },
+    );
+    assert_eq!(rules.len(), 5);
+    for rule in rules {
+        assert_eq!(rule["health"], "ok", "{rule}");
+    }
+}
