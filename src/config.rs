@@ -6,7 +6,7 @@ use std::path::Path;
 use serde::Deserialize;
 use thiserror::Error;
 
-use crate::training::DeviceSpec;
+use crate::training::{DeviceSpec, resolve_devices};
 
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
@@ -53,6 +53,8 @@ pub struct StoreSection {
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct TrainersSection {
+    /// `"auto"`, or a list such as `["gpu:0", "gpu:1", "cpu"]`.
+    #[serde(deserialize_with = "one_or_many")]
     pub devices: Vec<String>,
 }
 
@@ -159,13 +161,11 @@ impl Config {
         Ok(config)
     }
 
-    /// The devices of the trainers, parsed.
-    pub fn devices(&self) -> Vec<DeviceSpec> {
-        self.trainers
-            .devices
-            .iter()
-            .filter_map(|d| d.parse().ok())
-            .collect()
+    /// The trainers' devices, resolved on this machine (`auto` finds the GPUs), and a note
+    /// when `auto` fell back to CPU trainers; an error names a device that does not exist.
+    pub fn devices(&self) -> Result<(Vec<DeviceSpec>, Option<String>), ConfigError> {
+        resolve_devices(&self.trainers.devices)
+            .map_err(|e| ConfigError::Invalid(vec![format!("trainers.devices: {e}")]))
     }
 
     pub fn validate(&self) -> Result<(), ConfigError> {
@@ -188,7 +188,8 @@ impl Config {
         if self.trainers.devices.is_empty() {
             problems.push("trainers.devices must name at least one device".into());
         }
-        for device in &self.trainers.devices {
+        let auto = self.trainers.devices.len() == 1 && self.trainers.devices[0] == "auto";
+        for device in self.trainers.devices.iter().filter(|_| !auto) {
             if let Err(e) = device.parse::<DeviceSpec>() {
                 problems.push(format!("trainers.devices: {e}"));
             }
@@ -221,6 +222,20 @@ impl Config {
             Err(ConfigError::Invalid(problems))
         }
     }
+}
+
+/// A string or a list of strings, as a list.
+fn one_or_many<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Vec<String>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum OneOrMany {
+        One(String),
+        Many(Vec<String>),
+    }
+    Ok(match OneOrMany::deserialize(deserializer)? {
+        OneOrMany::One(one) => vec![one],
+        OneOrMany::Many(many) => many,
+    })
 }
 
 /// Sets `[section] key` from each `TRAINYARD_SECTION__KEY=value`. A value is read as TOML

@@ -19,6 +19,7 @@ use crate::store::{
     EmbeddedStore, Instrumented, RedisStore, Store, StoreError, StoreSettings, TaskError,
 };
 use crate::telemetry;
+use crate::training::DeviceSpec;
 
 /// How often expired results are swept from the store.
 const SWEEP_EVERY: Duration = Duration::from_secs(1);
@@ -45,6 +46,13 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), NodeError> {
     telemetry::init();
+    let (devices, fallback) = config
+        .devices()
+        .map_err(|e| NodeError::Config(e.to_string()))?;
+    if let Some(why) = fallback {
+        tracing::info!("{why}");
+    }
+    let device_names: Vec<String> = devices.iter().map(|d| d.to_string()).collect();
     let settings = StoreSettings {
         result_expires_s: config.tasks.result_expires_s,
         expired_memory_s: config.tasks.expired_memory_s,
@@ -59,23 +67,24 @@ pub async fn run(
                 StoreError::Unavailable(format!("cannot create {}: {e}", dir.display()))
             })?;
         }
-        telemetry::register_zeroes("embedded", &config.trainers.devices);
+        telemetry::register_zeroes("embedded", &device_names);
         let store = Arc::new(Instrumented::new(
             EmbeddedStore::open(path, settings)?,
             "embedded",
         ));
-        serve(config, store, shutdown).await
+        serve(config, devices, store, shutdown).await
     } else {
         let redis = RedisStore::connect(&config.store.url, &config.store.prefix, settings).await?;
-        telemetry::register_zeroes("redis", &config.trainers.devices);
+        telemetry::register_zeroes("redis", &device_names);
         let store = Arc::new(Instrumented::new(redis, "redis"));
         store.ping().await?;
-        serve(config, store, shutdown).await
+        serve(config, devices, store, shutdown).await
     }
 }
 
 async fn serve<S: Store>(
     config: Config,
+    devices: Vec<DeviceSpec>,
     store: Arc<S>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), NodeError> {
@@ -97,7 +106,7 @@ async fn serve<S: Store>(
         Supervisor::<S>::default(),
         SupervisorArgs {
             node: config.node.name.clone(),
-            devices: config.devices(),
+            devices,
             store: store.clone(),
             settings: TaskSettings {
                 time_limit_s: config.tasks.time_limit_s,

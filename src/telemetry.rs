@@ -45,6 +45,7 @@ pub const NODES_CONNECTED: &str = "trainyard_nodes_connected";
 pub const LEADER: &str = "trainyard_leader";
 pub const TASK_RUN: &str = "trainyard_task_run_seconds";
 pub const TASK_WAIT: &str = "trainyard_task_wait_seconds";
+pub const TRAINER_BUSY: &str = "trainyard_trainer_busy_seconds";
 pub const SAMPLES_PER_SECOND: &str = "trainyard_training_samples_per_second";
 pub const SAMPLES: &str = "trainyard_training_samples_total";
 pub const EPOCHS: &str = "trainyard_training_epochs_total";
@@ -154,6 +155,13 @@ pub const METRICS: &[Metric] = &[
         help: "Time a task waited in the queue before it started.",
     },
     Metric {
+        name: TRAINER_BUSY,
+        kind: Kind::Histogram,
+        unit: Unit::Seconds,
+        labels: &["device"],
+        help: "Time trainers spent on tasks, by device (the sum is busy seconds).",
+    },
+    Metric {
         name: SAMPLES_PER_SECOND,
         kind: Kind::Gauge,
         unit: Unit::CountPerSecond,
@@ -207,7 +215,7 @@ pub const METRICS: &[Metric] = &[
 /// Histogram buckets, by exact name.
 fn buckets(name: &str) -> &'static [f64] {
     match name {
-        TASK_RUN | TASK_WAIT => &[
+        TASK_RUN | TASK_WAIT | TRAINER_BUSY => &[
             0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0, 3600.0,
         ],
         HTTP_DURATION => &[
@@ -291,8 +299,10 @@ pub fn task_waited(model_type: ModelType, seconds: f64) {
     histogram!(TASK_WAIT, "model_type" => model_type.as_str()).record(seconds.max(0.0));
 }
 
-pub fn task_ran(model_type: ModelType, seconds: f64) {
+/// A task ran `seconds` on a trainer on `device`.
+pub fn task_ran(model_type: ModelType, device: &str, seconds: f64) {
     histogram!(TASK_RUN, "model_type" => model_type.as_str()).record(seconds.max(0.0));
+    histogram!(TRAINER_BUSY, "device" => device.to_string()).record(seconds.max(0.0));
 }
 
 /// A model trained on `device`: `rows x iterations` samples at `samples_per_s`.

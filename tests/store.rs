@@ -10,7 +10,7 @@ use trainyard::store::{
     CancelOutcome, DatasetInfo, EmbeddedStore, Finish, Lookup, RedisStore, Store, StoreError,
     StoreSettings, TaskError, TaskFilter, TaskProgress, TaskRecord, TaskState, now_s,
 };
-use trainyard::training::{ModelType, TrainSpec};
+use trainyard::training::{DeviceClass, DeviceSpec, ModelType, TrainSpec};
 use uuid::Uuid;
 
 fn task(model: ModelType, priority: u8) -> TaskRecord {
@@ -62,22 +62,26 @@ async fn claims_follow_priority_then_age<S: Store>(store: S) {
         store.submit(t, 100).await.unwrap();
     }
     let order: Vec<Uuid> = [
-        store.claim("t1").await,
-        store.claim("t1").await,
-        store.claim("t1").await,
+        store.claim("t1", DeviceSpec::Cpu).await,
+        store.claim("t1", DeviceSpec::Cpu).await,
+        store.claim("t1", DeviceSpec::Cpu).await,
     ]
     .into_iter()
     .map(|c| c.unwrap().unwrap().id)
     .collect();
     assert_eq!(order, [c.id, a.id, b.id]);
-    assert_eq!(store.claim("t1").await.unwrap(), None);
+    assert_eq!(store.claim("t1", DeviceSpec::Cpu).await.unwrap(), None);
     assert_eq!(store.queue_depth().await.unwrap(), 0);
 }
 
 async fn attempts_are_fenced<S: Store>(store: S) {
     let t = task(ModelType::Mlp, 3);
     store.submit(&t, 100).await.unwrap();
-    let claimed = store.claim("trainer-a").await.unwrap().unwrap();
+    let claimed = store
+        .claim("trainer-a", DeviceSpec::Cpu)
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(
         (claimed.state, claimed.attempt, claimed.trainer.as_deref()),
         (TaskState::Started, 1, Some("trainer-a"))
@@ -108,7 +112,11 @@ async fn attempts_are_fenced<S: Store>(store: S) {
     );
     assert_eq!(pending.attempts[0].trainer.as_deref(), Some("trainer-a"));
     assert!(store.leases().await.unwrap().is_empty());
-    let retry = store.claim("trainer-b").await.unwrap().unwrap();
+    let retry = store
+        .claim("trainer-b", DeviceSpec::Cpu)
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(retry.attempt, 2);
     let result = serde_json::json!({"metrics": {"test_r2": 0.9}});
     let stale = Finish::Success {
@@ -156,7 +164,7 @@ async fn failures_and_cancels<S: Store>(store: S) {
     for t in [&failed, &running, &pending] {
         store.submit(t, 100).await.unwrap();
     }
-    let f = store.claim("t").await.unwrap().unwrap();
+    let f = store.claim("t", DeviceSpec::Cpu).await.unwrap().unwrap();
     assert_eq!(f.id, failed.id);
     assert!(
         store
@@ -171,7 +179,7 @@ async fn failures_and_cancels<S: Store>(store: S) {
     );
     assert_eq!(store.model(f.id).await.unwrap(), None);
 
-    let r = store.claim("t").await.unwrap().unwrap();
+    let r = store.claim("t", DeviceSpec::Cpu).await.unwrap().unwrap();
     assert_eq!(r.id, running.id);
     assert_eq!(
         store.cancel(pending.id).await.unwrap(),
@@ -182,7 +190,7 @@ async fn failures_and_cancels<S: Store>(store: S) {
         TaskState::Revoked
     );
     assert_eq!(
-        store.claim("t").await.unwrap(),
+        store.claim("t", DeviceSpec::Cpu).await.unwrap(),
         None,
         "a revoked task is not claimed"
     );
@@ -220,7 +228,7 @@ async fn a_full_queue_refuses_and_stores_nothing<S: Store>(store: S) {
 async fn finished_tasks_expire<S: Store>(store: S) {
     let t = task(ModelType::Linear, 0);
     store.submit(&t, 100).await.unwrap();
-    store.claim("t").await.unwrap().unwrap();
+    store.claim("t", DeviceSpec::Cpu).await.unwrap().unwrap();
     store
         .finish(
             t.id,
@@ -302,7 +310,7 @@ async fn lists_filter_newest_first<S: Store>(store: S) {
         mlps.iter().map(|t| t.id).collect::<Vec<_>>(),
         [ids[2], ids[0]]
     );
-    let claimed = store.claim("t").await.unwrap().unwrap();
+    let claimed = store.claim("t", DeviceSpec::Cpu).await.unwrap().unwrap();
     let started = store
         .list(&TaskFilter {
             state: Some(TaskState::Started),
@@ -347,6 +355,59 @@ async fn data_sets_round_trip<S: Store>(store: S) {
     assert_eq!(store.dataset(Uuid::new_v4()).await.unwrap(), None);
 }
 
+async fn tasks_wait_for_the_device_kind_they_ask_for<S: Store>(store: S) {
+    let mut on_gpu = task(ModelType::Mlp, 9);
+    on_gpu.device = DeviceClass::Gpu;
+    let mut on_cpu = task(ModelType::Mlp, 0);
+    on_cpu.device = DeviceClass::Cpu;
+    let anywhere = task(ModelType::Mlp, 5);
+    for t in [&on_gpu, &on_cpu, &anywhere] {
+        store.submit(t, 100).await.unwrap();
+    }
+    // A CPU trainer skips the GPU task however urgent, taking priority order among the rest.
+    assert_eq!(
+        store
+            .claim("cpu", DeviceSpec::Cpu)
+            .await
+            .unwrap()
+            .unwrap()
+            .id,
+        anywhere.id
+    );
+    assert_eq!(
+        store
+            .claim("cpu", DeviceSpec::Cpu)
+            .await
+            .unwrap()
+            .unwrap()
+            .id,
+        on_cpu.id
+    );
+    assert_eq!(store.claim("cpu", DeviceSpec::Cpu).await.unwrap(), None);
+    assert_eq!(store.queue_depth().await.unwrap(), 1);
+    assert_eq!(store.queue_depths().await.unwrap()[9], 1);
+    let claimed = store
+        .claim("gpu", DeviceSpec::Gpu(0))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!((claimed.id, claimed.device), (on_gpu.id, DeviceClass::Gpu));
+    // A requeued GPU task goes back to the GPU queue; cancelling it empties that queue.
+    assert!(
+        store
+            .requeue(on_gpu.id, 1, error("device_lost"))
+            .await
+            .unwrap()
+    );
+    assert_eq!(store.claim("cpu", DeviceSpec::Cpu).await.unwrap(), None);
+    assert_eq!(
+        store.cancel(on_gpu.id).await.unwrap(),
+        CancelOutcome::Revoked
+    );
+    assert_eq!(store.queue_depth().await.unwrap(), 0);
+    assert_eq!(store.claim("gpu", DeviceSpec::Gpu(0)).await.unwrap(), None);
+}
+
 fn settings() -> StoreSettings {
     StoreSettings {
         result_expires_s: 1.0,
@@ -389,4 +450,5 @@ conformance!(
     finished_tasks_expire,
     lists_filter_newest_first,
     data_sets_round_trip,
+    tasks_wait_for_the_device_kind_they_ask_for,
 );

@@ -12,6 +12,7 @@ use uuid::Uuid;
 use super::TrainerMsg;
 use crate::store::Store;
 use crate::telemetry;
+use crate::training::DeviceSpec;
 
 /// How often the dispatcher looks at the queue when nothing wakes it.
 const POLL_INTERVAL: Duration = Duration::from_millis(250);
@@ -22,7 +23,7 @@ pub enum DispatcherMsg {
     /// A trainer started (or restarted) and is idle.
     TrainerUp {
         name: String,
-        device: String,
+        device: DeviceSpec,
         trainer: ActorRef<TrainerMsg>,
     },
     /// A trainer died; it gets no more work until it is up again.
@@ -48,7 +49,7 @@ pub struct TrainerInfo {
 }
 
 struct Slot {
-    device: String,
+    device: DeviceSpec,
     trainer: Option<ActorRef<TrainerMsg>>,
     task: Option<Uuid>,
 }
@@ -137,7 +138,7 @@ impl<S: Store> Actor for Dispatcher<S> {
                     .iter()
                     .map(|(name, slot)| TrainerInfo {
                         name: name.clone(),
-                        device: slot.device.clone(),
+                        device: slot.device.to_string(),
                         state: slot.state(),
                         task_id: slot.task,
                     })
@@ -163,7 +164,7 @@ impl<S: Store> Dispatcher<S> {
             if slot.task.is_some() {
                 continue;
             }
-            match self.store.claim(name).await {
+            match self.store.claim(name, slot.device).await {
                 Ok(Some(task)) => {
                     slot.task = Some(task.id);
                     tracing::info!(task_id = %task.id, trainer = %name, attempt = task.attempt, "task dispatched");
@@ -188,7 +189,7 @@ fn publish(state: &DispatcherState) {
     let states: Vec<(String, &'static str)> = state
         .trainers
         .values()
-        .map(|slot| (slot.device.clone(), slot.state()))
+        .map(|slot| (slot.device.to_string(), slot.state()))
         .collect();
     telemetry::trainers(&states);
 }

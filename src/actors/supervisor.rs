@@ -196,7 +196,7 @@ async fn spawn_trainer<S: Store>(
     slot.actor = Some(trainer.get_cell());
     let _ = state.dispatcher.cast(DispatcherMsg::TrainerUp {
         name: slot.name.clone(),
-        device: slot.device.to_string(),
+        device: slot.device,
         trainer,
     });
     Ok(())

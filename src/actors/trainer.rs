@@ -118,7 +118,11 @@ impl<S: Store> Actor for Trainer<S> {
                     }
                     Ended::Done(result) => {
                         if let Some(started) = task.started_at {
-                            telemetry::task_ran(task.model_type, now_s() - started);
+                            telemetry::task_ran(
+                                task.model_type,
+                                &args.device.to_string(),
+                                now_s() - started,
+                            );
                         }
                         if let Ok(outcome) = &result {
                             let device = args.device.to_string();
@@ -219,7 +223,7 @@ fn start<S: Store>(
         let _ = writer.await;
         let outcome = match joined {
             Ok(result) => Ended::Done(result),
-            Err(e) => Ended::Panicked(e.to_string()),
+            Err(e) => classify_panic(e.to_string(), device),
         };
         let _ = myself.cast(TrainerMsg::Ended {
             task: Box::new(task),
@@ -315,5 +319,43 @@ async fn record<S: Store>(
         Ok(true) => telemetry::task_event(event, task.model_type),
         Ok(false) => tracing::warn!("task was taken over by another attempt; result dropped"),
         Err(e) => tracing::error!(error = %e, "cannot record the end of a task"),
+    }
+}
+
+/// A training thread that panicked: out of device memory is the task's own failure (not
+/// retried on the same kind of device); anything else is the trainer's, which restarts.
+fn classify_panic(message: String, device: DeviceSpec) -> Ended {
+    let lower = message.to_lowercase();
+    if lower.contains("out of memory") || lower.contains("outofmemory") {
+        Ended::Done(Err(TrainError::OutOfMemory {
+            device: device.to_string(),
+        }))
+    } else {
+        Ended::Panicked(message)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn out_of_memory_panics_fail_the_task_and_others_fail_the_trainer() {
+        let oom = classify_panic(
+            "task 3 panicked with message \"wgpu: OutOfMemory\"".into(),
+            DeviceSpec::Gpu(1),
+        );
+        match oom {
+            Ended::Done(Err(e)) => {
+                assert_eq!(e.code(), "device_out_of_memory");
+                assert!(!e.is_retryable());
+                assert!(e.to_string().contains("gpu:1"));
+            }
+            _ => panic!("an out-of-memory panic must fail the task"),
+        }
+        assert!(matches!(
+            classify_panic("index out of bounds".into(), DeviceSpec::Cpu),
+            Ended::Panicked(_)
+        ));
     }
 }

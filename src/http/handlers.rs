@@ -21,7 +21,7 @@ use crate::store::{
 };
 use crate::telemetry::{self, TaskEvent};
 use crate::training::{
-    self, BUILTIN_DATASETS, Dataset, GbdtParams, ModelType, TrainSpec, TrainedModel,
+    self, BUILTIN_DATASETS, Dataset, DeviceClass, GbdtParams, ModelType, TrainSpec, TrainedModel,
 };
 
 type Reply_ = Result<Response, Rejection>;
@@ -45,6 +45,8 @@ struct TrainRequest {
     max_retries: Option<u32>,
     time_limit_s: Option<f64>,
     gbdt: Option<GbdtParams>,
+    /// `any` (default), `cpu` or `gpu`.
+    device: Option<DeviceClass>,
 }
 
 /// Largest `max_retries` a request may ask for.
@@ -149,7 +151,9 @@ async fn build_task<S: Store>(
             ));
         }
     }
-    Ok(TaskRecord::new(spec, dataset_id, priority, max_retries))
+    let mut task = TaskRecord::new(spec, dataset_id, priority, max_retries);
+    task.device = request.device.unwrap_or_default();
+    Ok(task)
 }
 
 async fn submit<S: Store>(
@@ -634,4 +638,14 @@ pub async fn inspect<S: Store>(id: String, api: Arc<Api<S>>) -> Reply_ {
 pub async fn metrics() -> Result<Response, Rejection> {
     let body = telemetry::init().render();
     Ok(warp::reply::with_header(body, "content-type", "text/plain; version=0.0.4").into_response())
+}
+
+/// `GET /cluster/nodes`: each node with its trainers (name, device, state, task).
+pub async fn nodes<S: Store>(api: Arc<Api<S>>) -> Reply_ {
+    let trainers = match dispatcher() {
+        Some(d) => ractor::call_t!(d, DispatcherMsg::Trainers, 2000).unwrap_or_default(),
+        None => Vec::new(),
+    };
+    let node = json!({"name": api.node, "leader": true, "trainers": trainers});
+    Ok(reply_json(&json!({"success": true, "nodes": [node]})).into_response())
 }

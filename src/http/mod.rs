@@ -113,6 +113,10 @@ pub fn routes<S: Store>(
         .and_then(handlers::inspect)
         .recover(error::route_errors)
         .unify();
+    let nodes = warp::path!("cluster" / "nodes")
+        .and(warp::get())
+        .and(with.clone())
+        .and_then(handlers::nodes);
     let metrics = warp::path!("metrics")
         .and(warp::get())
         .and_then(handlers::metrics);
@@ -148,6 +152,8 @@ pub fn routes<S: Store>(
         .unify()
         .or(metrics)
         .unify()
+        .or(nodes)
+        .unify()
         .recover(error::recover)
         .unify()
         .with(warp::log::custom(|info| {
@@ -172,6 +178,7 @@ pub fn route_label(method: &warp::http::Method, path: &str) -> &'static str {
         (true, ["task", _, "cancel"]) => "POST /task/{id}/cancel",
         (false, ["tasks"]) => "GET /tasks",
         (false, ["cluster", "health"]) => "GET /cluster/health",
+        (false, ["cluster", "nodes"]) => "GET /cluster/nodes",
         (false, ["celery", "health"]) => "GET /celery/health",
         (true, ["datasets"]) => "POST /datasets",
         (false, ["datasets"]) => "GET /datasets",

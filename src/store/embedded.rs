@@ -10,14 +10,26 @@ use redb::{
 };
 use uuid::Uuid;
 
+use crate::training::{DeviceClass, DeviceSpec};
+
 use super::*;
 
 /// Task id -> JSON `TaskRecord`.
 const TASKS: TableDefinition<&str, &[u8]> = TableDefinition::new("tasks");
-/// (9 - priority, sequence) -> task id: the first entry is the next task to run.
-const QUEUE: TableDefinition<(u8, u64), &str> = TableDefinition::new("queue");
+/// (device class, 9 - priority, sequence) -> task id: within a class, the first entry is the
+/// next task to run.
+const QUEUE: TableDefinition<QueueKey, &str> = TableDefinition::new("queue");
 /// Task id -> its key in `QUEUE`, to take it out when cancelled.
-const QUEUED: TableDefinition<&str, (u8, u64)> = TableDefinition::new("queued");
+const QUEUED: TableDefinition<&str, QueueKey> = TableDefinition::new("queued");
+
+type QueueKey = (u8, u8, u64);
+
+fn class_index(class: DeviceClass) -> u8 {
+    DeviceClass::ALL
+        .iter()
+        .position(|c| *c == class)
+        .expect("every class is listed") as u8
+}
 /// Task id -> model artifact bytes.
 const MODELS: TableDefinition<&str, &[u8]> = TableDefinition::new("models");
 /// Data set id -> JSON `DatasetInfo`.
@@ -128,7 +140,7 @@ fn enqueue(tx: &WriteTransaction, task: &TaskRecord) -> Result<(), StoreError> {
     let mut meta = tx.open_table(META)?;
     let seq = meta.get("seq")?.map_or(0, |v| v.value()) + 1;
     meta.insert("seq", seq)?;
-    let key = (9 - task.priority.min(9), seq);
+    let key = (class_index(task.device), 9 - task.priority.min(9), seq);
     let id = task.id.to_string();
     tx.open_table(QUEUE)?.insert(key, id.as_str())?;
     tx.open_table(QUEUED)?.insert(id.as_str(), key)?;
@@ -176,14 +188,34 @@ impl Store for EmbeddedStore {
         .await
     }
 
-    async fn claim(&self, trainer: &str) -> Result<Option<TaskRecord>, StoreError> {
+    async fn claim(
+        &self,
+        trainer: &str,
+        device: DeviceSpec,
+    ) -> Result<Option<TaskRecord>, StoreError> {
         let trainer = trainer.to_string();
         self.write(move |tx, _| {
-            let next = tx
-                .open_table(QUEUE)?
-                .pop_first()?
-                .map(|(_, id)| id.value().to_string());
-            let Some(id) = next else { return Ok(None) };
+            let mut queue = tx.open_table(QUEUE)?;
+            // The head of each queue this trainer may take from; the best of them runs next.
+            let mut best: Option<(QueueKey, String)> = None;
+            for class in [DeviceClass::Any, device.class()] {
+                let c = class_index(class);
+                if let Some(entry) = queue.range((c, 0, 0)..=(c, u8::MAX, u64::MAX))?.next() {
+                    let (key, id) = entry?;
+                    let key = key.value();
+                    if best
+                        .as_ref()
+                        .is_none_or(|(b, _)| (key.1, key.2) < (b.1, b.2))
+                    {
+                        best = Some((key, id.value().to_string()));
+                    }
+                }
+            }
+            let Some((key, id)) = best else {
+                return Ok(None);
+            };
+            queue.remove(key)?;
+            drop(queue);
             tx.open_table(QUEUED)?.remove(id.as_str())?;
             let task = load(tx, &id)?
                 .ok_or_else(|| StoreError::Corrupt(format!("queued task {id} has no record")))?;
@@ -364,7 +396,7 @@ impl Store for EmbeddedStore {
             let mut depths = [0u64; 10];
             for entry in tx.open_table(QUEUE)?.iter()? {
                 let (key, _) = entry?;
-                let (inverted, _) = key.value();
+                let (_, inverted, _) = key.value();
                 depths[9 - inverted.min(9) as usize] += 1;
             }
             Ok(depths)

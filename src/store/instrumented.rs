@@ -7,6 +7,7 @@ use uuid::Uuid;
 
 use super::*;
 use crate::telemetry;
+use crate::training::DeviceSpec;
 
 /// `inner`, with every operation measured under the label `store = name`.
 pub struct Instrumented<S> {
@@ -48,8 +49,12 @@ impl<S: Store> Store for Instrumented<S> {
     async fn get(&self, id: Uuid) -> Result<Lookup, StoreError> {
         self.timed("get", self.inner.get(id)).await
     }
-    async fn claim(&self, trainer: &str) -> Result<Option<TaskRecord>, StoreError> {
-        self.timed("claim", self.inner.claim(trainer)).await
+    async fn claim(
+        &self,
+        trainer: &str,
+        device: DeviceSpec,
+    ) -> Result<Option<TaskRecord>, StoreError> {
+        self.timed("claim", self.inner.claim(trainer, device)).await
     }
     async fn progress(
         &self,

@@ -3,6 +3,8 @@
 
 use uuid::Uuid;
 
+use crate::training::DeviceClass;
+
 #[derive(Debug, Clone)]
 pub struct Keys {
     prefix: String,
@@ -31,10 +33,10 @@ impl Keys {
         format!("{}:model:{id}", self.prefix)
     }
 
-    /// Sorted set of pending task ids; score `(9 - priority) * 1e12 + sequence`, so the lowest
-    /// score is the next task to run.
-    pub fn queue(&self) -> String {
-        format!("{}:queue", self.prefix)
+    /// Sorted set of pending task ids that ask for device class `class`; score
+    /// `(9 - priority) * 1e12 + sequence`, so the lowest score is the next task to run.
+    pub fn queue(&self, class: DeviceClass) -> String {
+        format!("{}:queue:{}", self.prefix, class.as_str())
     }
 
     /// Counter ordering the queue.

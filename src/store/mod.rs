@@ -21,7 +21,7 @@ use serde::{Deserialize, Serialize};
 use thiserror::Error;
 use uuid::Uuid;
 
-use crate::training::{ModelType, TrainSpec};
+use crate::training::{DeviceClass, DeviceSpec, ModelType, TrainSpec};
 
 pub use embedded::EmbeddedStore;
 pub use instrumented::Instrumented;
@@ -115,6 +115,9 @@ pub struct TaskRecord {
     pub dataset_id: Option<Uuid>,
     /// 0 (lowest) to 9 (highest).
     pub priority: u8,
+    /// The kind of device the task must run on.
+    #[serde(default)]
+    pub device: DeviceClass,
     pub max_retries: u32,
     pub state: TaskState,
     /// 0 while pending the first time; each claim adds one.
@@ -144,6 +147,7 @@ impl TaskRecord {
             spec,
             dataset_id,
             priority,
+            device: DeviceClass::Any,
             max_retries,
             state: TaskState::Pending,
             attempt: 0,
@@ -273,6 +277,7 @@ pub trait Store: Send + Sync + 'static {
     fn claim(
         &self,
         trainer: &str,
+        device: DeviceSpec,
     ) -> impl Future<Output = Result<Option<TaskRecord>, StoreError>> + Send;
     /// Records progress of `attempt`; false if that attempt no longer runs the task.
     fn progress(

@@ -11,6 +11,7 @@ use uuid::Uuid;
 
 use super::keys::Keys;
 use super::*;
+use crate::training::{DeviceClass, DeviceSpec};
 
 /// Most times a change is retried after losing a compare-and-set race.
 const MAX_CAS_RETRIES: usize = 64;
@@ -117,14 +118,14 @@ impl RedisStore {
     }
 
     /// The keys `finish.lua` touches.
-    fn finish_keys(&self, id: Uuid) -> [String; 5] {
-        let k = &self.keys;
+    fn finish_keys(&self, task: &TaskRecord) -> [String; 5] {
+        let (k, id) = (&self.keys, task.id);
         [
             k.task(id),
             k.running(),
             k.model(id),
             k.tombstone(id),
-            k.queue(),
+            k.queue(task.device),
         ]
     }
 
@@ -156,9 +157,12 @@ impl Store for RedisStore {
             .scripts
             .submit
             .key(k.task(task.id))
-            .key(k.queue())
+            .key(k.queue(task.device))
             .key(k.seq())
             .key(k.index())
+            .key(k.queue(DeviceClass::Any))
+            .key(k.queue(DeviceClass::Cpu))
+            .key(k.queue(DeviceClass::Gpu))
             .arg(encode(task))
             .arg(task.priority.min(9))
             .arg(task.submitted_at)
@@ -194,24 +198,41 @@ impl Store for RedisStore {
         }
     }
 
-    async fn claim(&self, trainer: &str) -> Result<Option<TaskRecord>, StoreError> {
+    async fn claim(
+        &self,
+        trainer: &str,
+        device: DeviceSpec,
+    ) -> Result<Option<TaskRecord>, StoreError> {
         let k = &self.keys;
         for _ in 0..MAX_CAS_RETRIES {
-            let head: Vec<String> = self.con.clone().zrange(k.queue(), 0, 0).await?;
-            let Some(id) = head.first() else {
+            // The head of each queue this trainer may take from; the lowest score runs next.
+            let mut best: Option<(String, String, f64)> = None;
+            for class in [DeviceClass::Any, device.class()] {
+                let head: Vec<(String, f64)> = self
+                    .con
+                    .clone()
+                    .zrange_withscores(k.queue(class), 0, 0)
+                    .await?;
+                if let Some((id, score)) = head.into_iter().next()
+                    && best.as_ref().is_none_or(|(_, _, b)| score < *b)
+                {
+                    best = Some((k.queue(class), id, score));
+                }
+            }
+            let Some((queue, id, _)) = best else {
                 return Ok(None);
             };
-            let id = Uuid::parse_str(id)
+            let id = Uuid::parse_str(&id)
                 .map_err(|e| StoreError::Corrupt(format!("queue holds {id:?}: {e}")))?;
             let Some(old) = self.raw(id).await? else {
                 // A queued id without a record cannot run; drop it so it does not block the queue.
-                let _: i64 = self.con.clone().zrem(k.queue(), id.to_string()).await?;
+                let _: i64 = self.con.clone().zrem(&queue, id.to_string()).await?;
                 continue;
             };
             let task: TaskRecord = decode(&old)?;
             let task = task.claimed(trainer);
             let lease = format!("{trainer}\t{}", task.attempt);
-            let keys = [k.task(id), k.queue(), k.running()];
+            let keys = [k.task(id), queue.clone(), k.running()];
             let id_text = id.to_string();
             if self
                 .swap(
@@ -259,11 +280,11 @@ impl Store for RedisStore {
     }
 
     async fn finish(&self, id: Uuid, attempt: u32, finish: Finish) -> Result<bool, StoreError> {
-        let keys = self.finish_keys(id);
         for _ in 0..MAX_CAS_RETRIES {
             let Some((old, task)) = self.read_running(id, attempt).await? else {
                 return Ok(false);
             };
+            let keys = self.finish_keys(&task);
             let (new, model) = task.finished(finish.clone(), &self.settings);
             if self
                 .finish_swap(&keys, &old, &new, model.as_deref())
@@ -277,11 +298,11 @@ impl Store for RedisStore {
 
     async fn requeue(&self, id: Uuid, attempt: u32, error: TaskError) -> Result<bool, StoreError> {
         let k = &self.keys;
-        let keys = [k.task(id), k.running(), k.queue(), k.seq()];
         for _ in 0..MAX_CAS_RETRIES {
             let Some((old, task)) = self.read_running(id, attempt).await? else {
                 return Ok(false);
             };
+            let keys = [k.task(id), k.running(), k.queue(task.device), k.seq()];
             let new = task.requeued(attempt, error.clone());
             let (priority, id_text) = (new.priority.min(9).to_string(), id.to_string());
             if self
@@ -312,7 +333,7 @@ impl Store for RedisStore {
             let task: TaskRecord = decode(&old)?;
             let done = match task.state {
                 TaskState::Pending => {
-                    let keys = self.finish_keys(id);
+                    let keys = self.finish_keys(&task);
                     let new = task.revoked_pending(&self.settings);
                     self.finish_swap(&keys, &old, &new, None)
                         .await?
@@ -409,19 +430,28 @@ impl Store for RedisStore {
     }
 
     async fn queue_depth(&self) -> Result<u64, StoreError> {
-        Ok(self.con.clone().zcard(self.keys.queue()).await?)
+        let mut pipe = ::redis::pipe();
+        for class in DeviceClass::ALL {
+            pipe.zcard(self.keys.queue(class));
+        }
+        let counts: Vec<u64> = pipe.query_async(&mut self.con.clone()).await?;
+        Ok(counts.iter().sum())
     }
 
     async fn queue_depths(&self) -> Result<[u64; 10], StoreError> {
         let mut pipe = ::redis::pipe();
-        for priority in 0..10u64 {
-            // Scores of priority p lie in [(9 - p) * 1e12, (10 - p) * 1e12).
-            let low = (9 - priority) as f64 * 1e12;
-            pipe.zcount(self.keys.queue(), low, format!("({}", low + 1e12));
+        for class in DeviceClass::ALL {
+            for priority in 0..10u64 {
+                // Scores of priority p lie in [(9 - p) * 1e12, (10 - p) * 1e12).
+                let low = (9 - priority) as f64 * 1e12;
+                pipe.zcount(self.keys.queue(class), low, format!("({}", low + 1e12));
+            }
         }
         let counts: Vec<u64> = pipe.query_async(&mut self.con.clone()).await?;
         let mut depths = [0u64; 10];
-        depths.iter_mut().zip(counts).for_each(|(d, c)| *d = c);
+        for (i, count) in counts.into_iter().enumerate() {
+            depths[i % 10] += count;
+        }
         Ok(depths)
     }
 

@@ -77,6 +77,10 @@ pub enum TrainError {
     Diverged { epoch: u32 },
     #[error("device {device:?} is not available: {reason}")]
     DeviceUnavailable { device: String, reason: String },
+    #[error(
+        "device {device} ran out of memory; lower batch_size or hidden_sizes, or ask for another device"
+    )]
+    OutOfMemory { device: String },
     #[error("model artifact is invalid: {0}")]
     InvalidModel(String),
     #[error("prediction input is invalid: {0}")]
@@ -104,6 +108,7 @@ impl TrainError {
             TrainError::DeadlineExceeded { .. } => "time_limit",
             TrainError::Diverged { .. } => "diverged",
             TrainError::DeviceUnavailable { .. } => "device_unavailable",
+            TrainError::OutOfMemory { .. } => "device_out_of_memory",
             TrainError::InvalidModel(_) => "invalid_model",
             TrainError::InvalidInput(_) => "invalid_input",
             TrainError::Backend(_) => "backend_error",

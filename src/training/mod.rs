@@ -27,7 +27,7 @@ use serde::Serialize;
 pub use artifact::{MAX_PREDICT_ROWS, Predictor, TrainedModel, predict};
 pub use csv::{MAX_CSV_COLUMNS, MAX_CSV_ROWS};
 pub use data::{BUILTIN_DATASETS, Dataset, FRIEDMAN1_DEFAULT_ROWS, Split, Standardizer};
-pub use device::DeviceSpec;
+pub use device::{DeviceClass, DeviceSpec, gpu_count, resolve_devices};
 pub use error::{DataError, TrainError};
 pub use metrics::{Metrics, mse, r2, rmse};
 pub use spec::{GbdtParams, ModelType, TrainSpec, limits};

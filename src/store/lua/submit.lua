@@ -1,6 +1,11 @@
 -- Store a new task and queue it, unless the queue is full.
--- KEYS: task, queue, seq, index. ARGV: record json, priority, submitted_at, queue limit, id.
-if redis.call('ZCARD', KEYS[2]) >= tonumber(ARGV[4]) then
+-- KEYS: task, queue of its device class, seq, index, then every class's queue.
+-- ARGV: record json, priority, submitted_at, queue limit, id.
+local depth = 0
+for i = 5, #KEYS do
+  depth = depth + redis.call('ZCARD', KEYS[i])
+end
+if depth >= tonumber(ARGV[4]) then
   return 'full'
 end
 redis.call('SET', KEYS[1], ARGV[1])
