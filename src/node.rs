@@ -11,7 +11,7 @@ use thiserror::Error;
 use tokio::net::TcpListener;
 
 use crate::actors::{
-    DISPATCHER_NAME, DispatcherMsg, Supervisor, SupervisorArgs, TaskSettings, recover_attempt,
+    DispatcherMsg, Supervisor, SupervisorArgs, TaskSettings, local_dispatcher, recover_attempt,
 };
 use crate::config::Config;
 use crate::http::{self, Api};
@@ -148,8 +148,8 @@ async fn serve<S: Store>(
         .await;
 
     tracing::info!("stopping: no new work; waiting for running tasks");
-    if let Some(cell) = ractor::registry::where_is(DISPATCHER_NAME) {
-        let _ = ractor::ActorRef::<DispatcherMsg>::from(cell).cast(DispatcherMsg::Drain);
+    if let Some(dispatcher) = local_dispatcher() {
+        let _ = dispatcher.cast(DispatcherMsg::Drain);
     }
     let deadline = Instant::now() + Duration::from_secs_f64(config.tasks.shutdown_grace_s);
     loop {

@@ -298,31 +298,27 @@ async fn lists_filter_newest_first<S: Store>(store: S) {
         all.iter().map(|t| t.id).collect::<Vec<_>>(),
         ids.iter().rev().copied().collect::<Vec<_>>()
     );
-    let mlps = store
-        .list(&TaskFilter {
+    let mlps = listed(
+        &store,
+        TaskFilter {
             model_type: Some(ModelType::Mlp),
             limit: 10,
             ..TaskFilter::default()
-        })
-        .await
-        .unwrap();
-    assert_eq!(
-        mlps.iter().map(|t| t.id).collect::<Vec<_>>(),
-        [ids[2], ids[0]]
-    );
+        },
+    )
+    .await;
+    assert_eq!(mlps, [ids[2], ids[0]]);
     let claimed = store.claim("t", DeviceSpec::Cpu).await.unwrap().unwrap();
-    let started = store
-        .list(&TaskFilter {
+    let started = listed(
+        &store,
+        TaskFilter {
             state: Some(TaskState::Started),
             limit: 10,
             ..TaskFilter::default()
-        })
-        .await
-        .unwrap();
-    assert_eq!(
-        started.iter().map(|t| t.id).collect::<Vec<_>>(),
-        [claimed.id]
-    );
+        },
+    )
+    .await;
+    assert_eq!(started, [claimed.id]);
     assert_eq!(
         store
             .list(&TaskFilter {
@@ -406,6 +402,17 @@ async fn tasks_wait_for_the_device_kind_they_ask_for<S: Store>(store: S) {
     );
     assert_eq!(store.queue_depth().await.unwrap(), 0);
     assert_eq!(store.claim("gpu", DeviceSpec::Gpu(0)).await.unwrap(), None);
+}
+
+/// The ids `list` returns for `filter`, in its order.
+async fn listed<S: Store>(store: &S, filter: TaskFilter) -> Vec<Uuid> {
+    store
+        .list(&filter)
+        .await
+        .unwrap()
+        .iter()
+        .map(|t| t.id)
+        .collect()
 }
 
 fn settings() -> StoreSettings {

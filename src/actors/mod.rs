@@ -28,6 +28,11 @@ pub struct TaskSettings {
     pub time_limit_s: f64,
 }
 
+/// This node's dispatcher, if it runs.
+pub fn local_dispatcher() -> Option<ractor::ActorRef<DispatcherMsg>> {
+    ractor::registry::where_is(DISPATCHER_NAME).map(ractor::ActorRef::from)
+}
+
 /// Ends the leased attempt of a task whose trainer died: retried while retries remain (or
 /// always, with `always_retry`, for a node that stopped), failed after.
 pub async fn recover_attempt<S: Store>(

@@ -6,7 +6,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use ractor::ActorRef;
 use serde::Deserialize;
 use serde_json::{Value, json};
 use uuid::Uuid;
@@ -15,7 +14,7 @@ use warp::reply::{Response, json as reply_json, with_status};
 use warp::{Rejection, Reply};
 
 use super::{Api, ApiError};
-use crate::actors::{DISPATCHER_NAME, DispatcherMsg};
+use crate::actors::{DispatcherMsg, local_dispatcher};
 use crate::store::{
     CancelOutcome, DatasetInfo, Lookup, Store, TaskFilter, TaskRecord, TaskState, now_s,
 };
@@ -82,10 +81,6 @@ fn parse_id(raw: &str, what: &str) -> Result<Uuid, ApiError> {
     Uuid::parse_str(raw).map_err(|_| {
         ApiError::bad_request("invalid_id", format!("{what} id {raw:?} is not a UUID"))
     })
-}
-
-fn dispatcher() -> Option<ActorRef<DispatcherMsg>> {
-    ractor::registry::where_is(DISPATCHER_NAME).map(ActorRef::from)
 }
 
 /// Checks a training request and builds its task; nothing is stored yet.
@@ -166,7 +161,7 @@ async fn submit<S: Store>(
     api.store.submit(&task, api.queue_limit).await?;
     telemetry::task_event(TaskEvent::Submitted, task.model_type);
     tracing::info!(task_id = %task.id, model_type = %task.model_type, "task submitted");
-    if let Some(d) = dispatcher() {
+    if let Some(d) = local_dispatcher() {
         let _ = d.cast(DispatcherMsg::Poll);
     }
     Ok(task)
@@ -319,7 +314,7 @@ pub async fn cancel<S: Store>(id: String, api: Arc<Api<S>>) -> Reply_ {
             "Task revoked before it started".to_string(),
         ),
         CancelOutcome::Running { .. } => {
-            if let Some(d) = dispatcher() {
+            if let Some(d) = local_dispatcher() {
                 let _ = d.cast(DispatcherMsg::Cancel { id: task_id });
             }
             (TaskState::Progress, "Task is stopping".to_string())
@@ -419,7 +414,7 @@ pub async fn health<S: Store>(api: Arc<Api<S>>) -> Reply_ {
         Ok(()) => api.store.queue_depth().await.ok(),
         Err(_) => None,
     };
-    let trainers = match dispatcher() {
+    let trainers = match local_dispatcher() {
         Some(d) => ractor::call_t!(d, DispatcherMsg::Trainers, 2000).unwrap_or_default(),
         None => Vec::new(),
     };
@@ -642,7 +637,7 @@ pub async fn metrics() -> Result<Response, Rejection> {
 
 /// `GET /cluster/nodes`: each node with its trainers (name, device, state, task).
 pub async fn nodes<S: Store>(api: Arc<Api<S>>) -> Reply_ {
-    let trainers = match dispatcher() {
+    let trainers = match local_dispatcher() {
         Some(d) => ractor::call_t!(d, DispatcherMsg::Trainers, 2000).unwrap_or_default(),
         None => Vec::new(),
     };
