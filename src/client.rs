@@ -18,12 +18,31 @@ fn agent() -> ureq::Agent {
 
 /// Sends a request and returns the JSON answer; an error status becomes an error with the
 /// server's message.
+/// Sends the bearer token from `TRAINYARD_TOKEN` when it is set.
 fn call(method: &str, url: &str, body: Option<Value>) -> anyhow::Result<Value> {
     let agent = agent();
+    let auth = std::env::var("TRAINYARD_TOKEN")
+        .ok()
+        .filter(|t| !t.is_empty())
+        .map(|t| format!("Bearer {t}"));
     let response = match (method, body) {
-        ("GET", _) => agent.get(url).call(),
-        (_, Some(body)) => agent.post(url).send_json(body),
-        (_, None) => agent.post(url).send_empty(),
+        ("GET", _) => {
+            let mut request = agent.get(url);
+            if let Some(auth) = &auth {
+                request = request.header("authorization", auth);
+            }
+            request.call()
+        }
+        (_, body) => {
+            let mut request = agent.post(url);
+            if let Some(auth) = &auth {
+                request = request.header("authorization", auth);
+            }
+            match body {
+                Some(body) => request.send_json(body),
+                None => request.send_empty(),
+            }
+        }
     }
     .with_context(|| format!("cannot reach {url}"))?;
     let status = response.status();

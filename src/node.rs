@@ -135,6 +135,7 @@ async fn serve<S: Store>(
         max_retries: config.tasks.max_retries,
         max_body_bytes: config.http.max_body_bytes,
         max_upload_bytes: config.http.max_upload_bytes,
+        token: Some(config.http.token.clone()).filter(|t| !t.is_empty()),
     });
     let bound = listener.local_addr().map_err(|source| NodeError::Bind {
         addr: addr.to_string(),

@@ -184,3 +184,52 @@ fn bad_configs_are_refused_at_start_up() {
     let err = String::from_utf8_lossy(&output.stderr);
     assert!(err.contains("embedded store serves one node only"), "{err}");
 }
+
+#[test]
+fn a_token_guards_every_route_but_health_and_metrics() {
+    let node = Node::up(
+        &TestStore::embedded(),
+        1,
+        &[("TRAINYARD_HTTP__TOKEN", "s3cret")],
+    );
+    for (method, path) in [
+        ("POST", "/train/linear/async"),
+        ("GET", "/tasks"),
+        ("GET", "/datasets"),
+        ("GET", "/cluster/nodes"),
+    ] {
+        for auth in [
+            None,
+            Some("Bearer wrong"),
+            Some("s3cret"),
+            Some("Bearer s3cret2"),
+        ] {
+            let (status, answer) = node.with_auth(method, path, auth);
+            assert_eq!(
+                (status, answer["error"]["code"].as_str()),
+                (401, Some("unauthorized")),
+                "{method} {path} {auth:?}"
+            );
+        }
+    }
+    let (status, answer) = node.with_auth("POST", "/train/linear/async", Some("Bearer s3cret"));
+    assert_eq!(status, 202, "{answer}");
+    assert_eq!(node.with_auth("GET", "/cluster/health", None).0, 200);
+    assert_eq!(node.with_auth("GET", "/celery/health", None).0, 200);
+    let metrics = ureq::get(format!("{}/metrics", node.url)).call().unwrap();
+    assert_eq!(metrics.status().as_u16(), 200);
+
+    let id = answer["task_id"].as_str().unwrap();
+    let refused = trainyard(&["status", id, "--server", &node.url]);
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("401 unauthorized"));
+    let output = Command::new(env!("CARGO_BIN_EXE_trainyard"))
+        .args(["status", id, "--server", &node.url])
+        .env("TRAINYARD_TOKEN", "s3cret")
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+}

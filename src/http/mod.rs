@@ -27,6 +27,8 @@ pub struct Api<S> {
     pub max_retries: u32,
     pub max_body_bytes: u64,
     pub max_upload_bytes: u64,
+    /// Bearer token every route but health and metrics needs; none when empty.
+    pub token: Option<String>,
 }
 
 /// Every route, with errors rendered as JSON.
@@ -129,7 +131,7 @@ pub fn routes<S: Store>(
         .recover(error::route_errors)
         .unify();
 
-    submit_async
+    let protected = submit_async
         .or(submit_sync)
         .unify()
         .or(status)
@@ -140,8 +142,6 @@ pub fn routes<S: Store>(
         .unify()
         .or(tasks)
         .unify()
-        .or(health)
-        .unify()
         .or(upload_dataset)
         .unify()
         .or(list_datasets)
@@ -150,9 +150,12 @@ pub fn routes<S: Store>(
         .unify()
         .or(inspect)
         .unify()
+        .or(nodes)
+        .unify();
+    health
         .or(metrics)
         .unify()
-        .or(nodes)
+        .or(authorized(api.token.clone()).and(protected))
         .unify()
         .recover(error::recover)
         .unify()
@@ -185,5 +188,50 @@ pub fn route_label(method: &warp::http::Method, path: &str) -> &'static str {
         (true, ["models", _, "predict"]) => "POST /models/{id}/predict",
         (false, ["metrics"]) => "GET /metrics",
         _ => "other",
+    }
+}
+
+/// Passes a request that carries `Authorization: Bearer <token>` (compared in constant time),
+/// or any request when no token is set; refuses the rest with 401.
+fn authorized(token: Option<String>) -> impl Filter<Extract = (), Error = warp::Rejection> + Clone {
+    let token: Option<Arc<str>> = token.filter(|t| !t.is_empty()).map(Arc::from);
+    warp::header::optional::<String>("authorization")
+        .and_then(move |header: Option<String>| {
+            let token = token.clone();
+            async move {
+                let Some(expected) = token else { return Ok(()) };
+                let given = header
+                    .as_deref()
+                    .and_then(|h| h.strip_prefix("Bearer "))
+                    .unwrap_or("");
+                if constant_time_eq(given.as_bytes(), expected.as_bytes()) {
+                    Ok(())
+                } else {
+                    Err(warp::reject::custom(ApiError::new(
+                        warp::http::StatusCode::UNAUTHORIZED,
+                        "unauthorized",
+                        "a valid bearer token is required (Authorization: Bearer <token>)",
+                    )))
+                }
+            }
+        })
+        .untuple_one()
+}
+
+/// Equality whose time does not depend on where the inputs differ (only on their lengths).
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tokens_compare_whole() {
+        assert!(constant_time_eq(b"s3cret", b"s3cret"));
+        assert!(!constant_time_eq(b"s3cret", b"s3cres"));
+        assert!(!constant_time_eq(b"s3cret", b"s3cret!"));
+        assert!(!constant_time_eq(b"", b"x"));
     }
 }

@@ -207,6 +207,26 @@ impl Node {
         .unwrap_or_else(|| panic!("POST {path} failed"))
     }
 
+    /// A request with an `Authorization` header of `auth` (or none): method, path, JSON body.
+    pub fn with_auth(&self, method: &str, path: &str, auth: Option<&str>) -> (u16, Value) {
+        let url = format!("{}{path}", self.url);
+        let agent = Self::agent();
+        let response = if method == "GET" {
+            let mut request = agent.get(url);
+            if let Some(auth) = auth {
+                request = request.header("authorization", auth);
+            }
+            request.call()
+        } else {
+            let mut request = agent.post(url);
+            if let Some(auth) = auth {
+                request = request.header("authorization", auth);
+            }
+            request.send_json(serde_json::json!({"epochs": 1}))
+        };
+        Self::read(response).unwrap_or_else(|| panic!("{method} {path} failed"))
+    }
+
     /// POST with an explicit content type (or none) and raw bytes.
     pub fn post_raw(&self, path: &str, content_type: Option<&str>, body: &[u8]) -> (u16, Value) {
         let mut request = Self::agent().post(format!("{}{path}", self.url));
