@@ -301,10 +301,7 @@ fn train(args: &TrainArgs) -> anyhow::Result<()> {
     if args.json {
         let out = serde_json::json!({
             "success": true,
-            "message": match outcome.model_type {
-                ModelType::All => "All models trained successfully".to_string(),
-                model => format!("{} model trained successfully", model.title()),
-            },
+            "message": outcome.message(),
             "model_type": outcome.model_type,
             "best_model": outcome.best,
             "dataset": {"name": dataset.name, "rows": dataset.n_rows(), "features": dataset.n_features()},

@@ -260,15 +260,12 @@ async fn finished_tasks_expire<S: Store>(store: S) {
     );
     assert_eq!(store.model(t.id).await.unwrap(), None);
     assert_eq!(store.cancel(t.id).await.unwrap(), CancelOutcome::Expired);
-    let listed = store
-        .list(&TaskFilter {
-            limit: 10,
-            ..TaskFilter::default()
-        })
-        .await
-        .unwrap();
+    let all = TaskFilter {
+        limit: 10,
+        ..TaskFilter::default()
+    };
     assert_eq!(
-        listed.iter().map(|t| t.id).collect::<Vec<_>>(),
+        listed(&store, all).await,
         [unfinished.id],
         "pending tasks never expire"
     );
@@ -287,17 +284,15 @@ async fn lists_filter_newest_first<S: Store>(store: S) {
         ids.push(t.id);
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
-    let all = store
-        .list(&TaskFilter {
+    let all = listed(
+        &store,
+        TaskFilter {
             limit: 10,
             ..TaskFilter::default()
-        })
-        .await
-        .unwrap();
-    assert_eq!(
-        all.iter().map(|t| t.id).collect::<Vec<_>>(),
-        ids.iter().rev().copied().collect::<Vec<_>>()
-    );
+        },
+    )
+    .await;
+    assert_eq!(all, ids.iter().rev().copied().collect::<Vec<_>>());
     let mlps = listed(
         &store,
         TaskFilter {

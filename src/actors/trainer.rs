@@ -270,13 +270,9 @@ async fn record<S: Store>(
     let written = match result {
         Ok(outcome) => {
             tracing::info!(best = %outcome.best, "task succeeded");
-            let message = match outcome.model_type {
-                ModelType::All => "All models trained successfully".to_string(),
-                model => format!("{} model trained successfully", model.title()),
-            };
             let result = serde_json::json!({
                 "success": true,
-                "message": message,
+                "message": outcome.message(),
                 "model_type": outcome.model_type,
                 "best_model": outcome.best,
                 "metrics": outcome.metrics_json(),

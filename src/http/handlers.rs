@@ -298,11 +298,7 @@ pub async fn result<S: Store>(id: String, api: Arc<Api<S>>) -> Reply_ {
 
 pub async fn cancel<S: Store>(id: String, api: Arc<Api<S>>) -> Reply_ {
     let task_id = parse_id(&id, "task").map_err(reject)?;
-    let outcome = api
-        .store
-        .cancel(task_id)
-        .await
-        .map_err(|e| reject(ApiError::from(e)))?;
+    let outcome = api.store.cancel(task_id).await.map_err(reject)?;
     let (state, message) = match outcome {
         CancelOutcome::Revoked => (
             {
@@ -393,7 +389,7 @@ pub async fn tasks<S: Store>(api: Arc<Api<S>>, query: HashMap<String, String>) -
             limit,
         })
         .await
-        .map_err(|e| reject(ApiError::from(e)))?;
+        .map_err(reject)?;
     let tasks: Vec<Value> = found
         .iter()
         .map(|t| {
@@ -504,10 +500,7 @@ pub async fn upload_dataset<S: Store>(
         bytes: body.len() as u64,
         uploaded_at: now_s(),
     };
-    api.store
-        .put_dataset(&info, &body)
-        .await
-        .map_err(|e| reject(ApiError::from(e)))?;
+    api.store.put_dataset(&info, &body).await.map_err(reject)?;
     Ok(with_status(
         reply_json(&json!({"success": true, "dataset_id": info.id, "dataset": info})),
         StatusCode::CREATED,
@@ -516,11 +509,7 @@ pub async fn upload_dataset<S: Store>(
 }
 
 pub async fn list_datasets<S: Store>(api: Arc<Api<S>>) -> Reply_ {
-    let uploaded = api
-        .store
-        .datasets()
-        .await
-        .map_err(|e| reject(ApiError::from(e)))?;
+    let uploaded = api.store.datasets().await.map_err(reject)?;
     Ok(
         reply_json(&json!({"success": true, "builtin": BUILTIN_DATASETS, "datasets": uploaded}))
             .into_response(),
@@ -552,11 +541,7 @@ pub async fn predict<S: Store>(
             ),
         )));
     }
-    let bytes = api
-        .store
-        .model(task.id)
-        .await
-        .map_err(|e| reject(ApiError::from(e)))?;
+    let bytes = api.store.model(task.id).await.map_err(reject)?;
     let bytes = bytes.ok_or_else(|| {
         reject(ApiError::not_found(
             "model_not_found",

@@ -104,6 +104,14 @@ impl TrainOutcome {
             .metrics
     }
 
+    /// The result message the old API gave, e.g. `MLP model trained successfully`.
+    pub fn message(&self) -> String {
+        match self.model_type {
+            ModelType::All => "All models trained successfully".to_string(),
+            model => format!("{} model trained successfully", model.title()),
+        }
+    }
+
     /// Metrics as the API shows them: flat for one model, keyed by model type for `all`.
     pub fn metrics_json(&self) -> serde_json::Value {
         if self.model_type == ModelType::All {
