@@ -45,6 +45,14 @@ pub enum Command {
     Result(TaskArgs),
     /// Cancel a task.
     Cancel(TaskArgs),
+    /// Show the cluster: nodes, their trainers and what each runs, and the leader.
+    Nodes {
+        #[arg(long, default_value = DEFAULT_SERVER)]
+        server: String,
+        /// Print the JSON answer instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
     /// Predict with a task's trained model: one row per --row, values comma separated.
     Predict {
         id: String,
@@ -207,6 +215,7 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Status(args) => client::show(&args.server, &format!("/task/{}/status", args.id)),
         Command::Result(args) => client::show(&args.server, &format!("/task/{}/result", args.id)),
         Command::Cancel(args) => client::cancel(&args),
+        Command::Nodes { server, json } => client::nodes(&server, json),
         Command::Predict { id, rows, server } => client::predict(&server, &id, &rows),
     };
     match result {

@@ -70,6 +70,73 @@ pub fn show(server: &str, path: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// `trainyard nodes`: the cluster as a table, one row per trainer.
+pub fn nodes(server: &str, json: bool) -> anyhow::Result<()> {
+    let answer = call("GET", &format!("{server}/cluster/nodes"), None)?;
+    if json {
+        print(&answer);
+        return Ok(());
+    }
+    println!("{}", nodes_table(&answer));
+    Ok(())
+}
+
+fn nodes_table(answer: &Value) -> String {
+    let text = |v: &Value| v.as_str().unwrap_or("-").to_string();
+    let mut rows = vec![[
+        "NODE", "ROLE", "LINK", "HTTP", "CLUSTER", "TRAINER", "DEVICE", "STATE", "TASK",
+    ]
+    .map(String::from)];
+    for node in answer["nodes"].as_array().into_iter().flatten() {
+        let role = if node["leader"] == true {
+            "leader"
+        } else {
+            "follower"
+        };
+        let link = match (node["alive"] == true, node["connected"] == true) {
+            (false, _) => "down",
+            (true, true) => "connected",
+            (true, false) => "unreachable",
+        };
+        let link = if node["draining"] == true {
+            format!("{link},draining")
+        } else {
+            link.to_string()
+        };
+        let trainers = node["trainers"].as_array().cloned().unwrap_or_default();
+        for (i, t) in trainers.iter().enumerate() {
+            let first = i == 0;
+            let keep = |s: String| if first { s } else { String::new() };
+            rows.push([
+                keep(text(&node["name"])),
+                keep(role.to_string()),
+                keep(link.clone()),
+                keep(text(&node["http"])),
+                keep(text(&node["cluster"])),
+                text(&t["name"]),
+                text(&t["device"]),
+                text(&t["state"]),
+                text(&t["task_id"]),
+            ]);
+        }
+    }
+    let widths: Vec<usize> = (0..9)
+        .map(|c| rows.iter().map(|r| r[c].len()).max().unwrap_or(0))
+        .collect();
+    rows.iter()
+        .map(|r| {
+            r.iter()
+                .zip(&widths)
+                .map(|(cell, w)| format!("{cell:<w$}"))
+                .collect::<Vec<_>>()
+                .join("  ")
+                .trim_end()
+                .to_string()
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
 pub fn cancel(args: &TaskArgs) -> anyhow::Result<()> {
     print(&call(
         "POST",
@@ -156,4 +223,29 @@ pub fn submit(args: &SubmitArgs) -> anyhow::Result<()> {
         bail!("task {id} ended as {}", result["state"]);
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn nodes_print_as_a_table() {
+        let answer = serde_json::json!({"nodes": [
+            {"name": "node-a", "leader": true, "alive": true, "connected": true,
+             "http": "127.0.0.1:5000", "cluster": "127.0.0.1:4700", "trainers": [
+                {"name": "node-a/cpu-0", "device": "cpu", "state": "busy", "task_id": "t1"},
+                {"name": "node-a/cpu-1", "device": "cpu", "state": "idle", "task_id": null}]},
+            {"name": "node-b", "leader": false, "alive": false, "connected": false,
+             "http": "127.0.0.1:5001", "cluster": "127.0.0.1:4701", "trainers": [
+                {"name": "node-b/cpu-0", "device": "cpu", "state": "down", "task_id": null}]}
+        ]});
+        let table = nodes_table(&answer);
+        let lines: Vec<&str> = table.lines().collect();
+        assert_eq!(lines.len(), 4, "{table}");
+        assert!(lines[0].starts_with("NODE"));
+        assert!(lines[1].contains("leader") && lines[1].contains("busy") && lines[1].contains("t1"));
+        assert!(lines[2].trim_start().starts_with("node-a/cpu-1"));
+        assert!(lines[3].contains("down") && lines[3].contains("follower"));
+    }
 }

@@ -23,9 +23,11 @@ pub struct Config {
 #[serde(deny_unknown_fields, default)]
 pub struct NodeSection {
     pub name: String,
-    /// Cluster port (used once nodes join a cluster).
+    /// Cluster address (ractor_cluster) of a node on Redis.
     pub listen: String,
+    /// Shared secret of the cluster; required on Redis.
     pub cookie: String,
+    /// Cluster addresses of peers to join.
     pub seeds: Vec<String>,
 }
 
@@ -69,6 +71,9 @@ pub struct TasksSection {
     pub queue_limit: u64,
     /// Seconds a stopping node waits for running tasks before requeueing them.
     pub shutdown_grace_s: f64,
+    /// Seconds a running task's lease lasts without renewal; a hung node's tasks are requeued
+    /// this long after it stopped renewing.
+    pub lease_s: f64,
 }
 
 impl Default for NodeSection {
@@ -119,6 +124,7 @@ impl Default for TasksSection {
             max_retries: 3,
             queue_limit: 100_000,
             shutdown_grace_s: 30.0,
+            lease_s: 5.0,
         }
     }
 }
@@ -173,6 +179,12 @@ impl Config {
         if self.node.name.trim().is_empty() {
             problems.push("node.name must not be empty".to_string());
         }
+        if self.node.name.contains('/') {
+            problems.push(format!("node.name {:?} must not contain '/'", self.node.name));
+        }
+        if self.store.url.starts_with("redis://") {
+            problems.extend(self.cluster_problems());
+        }
         if self.http.listen.parse::<std::net::SocketAddr>().is_err() {
             problems.push(format!(
                 "http.listen {:?} is not an address like 127.0.0.1:5000",
@@ -200,6 +212,7 @@ impl Config {
             ("result_expires_s", t.result_expires_s),
             ("expired_memory_s", t.expired_memory_s),
             ("shutdown_grace_s", t.shutdown_grace_s),
+            ("lease_s", t.lease_s),
         ] {
             if !(value.is_finite() && value >= 0.0) {
                 problems.push(format!(
@@ -209,6 +222,9 @@ impl Config {
         }
         if t.time_limit_s <= 0.0 {
             problems.push("tasks.time_limit_s must be above 0".into());
+        }
+        if t.lease_s < 0.5 {
+            problems.push("tasks.lease_s must be at least 0.5".into());
         }
         if t.queue_limit == 0 {
             problems.push("tasks.queue_limit must be at least 1".into());
@@ -221,6 +237,43 @@ impl Config {
         } else {
             Err(ConfigError::Invalid(problems))
         }
+    }
+}
+
+/// The cookie shipped in the example configs; refused off loopback.
+pub const EXAMPLE_COOKIE: &str = "change-me";
+
+impl Config {
+    /// Problems of the `[node]` section of a cluster node (one on Redis).
+    fn cluster_problems(&self) -> Vec<String> {
+        let mut problems = Vec::new();
+        match self.node.listen.parse::<std::net::SocketAddr>() {
+            Err(_) => problems.push(format!(
+                "node.listen {:?} is not an address like 127.0.0.1:4700",
+                self.node.listen
+            )),
+            Ok(addr) if !addr.ip().is_loopback() && self.node.cookie == EXAMPLE_COOKIE => {
+                problems.push(format!(
+                    "node.cookie is the example cookie {EXAMPLE_COOKIE:?}; a node listening on \
+                     {addr} (not loopback) needs a secret of its own"
+                ))
+            }
+            Ok(_) => {}
+        }
+        if self.node.cookie.is_empty() {
+            problems.push(
+                "node.cookie is empty: a cluster node needs the shared secret of its cluster"
+                    .into(),
+            );
+        }
+        for seed in &self.node.seeds {
+            if seed.parse::<std::net::SocketAddr>().is_err() {
+                problems.push(format!(
+                    "node.seeds: {seed:?} is not an address like 127.0.0.1:4701"
+                ));
+            }
+        }
+        problems
     }
 }
 

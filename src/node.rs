@@ -11,18 +11,21 @@ use thiserror::Error;
 use tokio::net::TcpListener;
 
 use crate::actors::{
-    DispatcherMsg, Supervisor, SupervisorArgs, TaskSettings, local_dispatcher, recover_attempt,
+    self, DispatcherMsg, Supervisor, SupervisorArgs, TaskSettings, local_dispatcher,
+    recover_attempt,
 };
+use crate::cluster::{self, Membership};
 use crate::config::Config;
 use crate::http::{self, Api};
 use crate::store::{
-    EmbeddedStore, Instrumented, RedisStore, Store, StoreError, StoreSettings, TaskError,
+    EmbeddedStore, Instrumented, NodeInfo, RedisStore, Store, StoreError, StoreSettings,
+    TaskError, TrainerSeat, now_s,
 };
 use crate::telemetry;
 use crate::training::DeviceSpec;
 
-/// How often expired results are swept from the store.
-const SWEEP_EVERY: Duration = Duration::from_secs(1);
+/// How often expired results are swept from the store, and the node announces itself.
+const HOUSEKEEPING_EVERY: Duration = Duration::from_secs(1);
 
 #[derive(Debug, Error)]
 pub enum NodeError {
@@ -56,6 +59,7 @@ pub async fn run(
     let settings = StoreSettings {
         result_expires_s: config.tasks.result_expires_s,
         expired_memory_s: config.tasks.expired_memory_s,
+        lease_s: config.tasks.lease_s,
     };
     if let Some(path) = config.store.url.strip_prefix("embedded:") {
         if !config.node.seeds.is_empty() {
@@ -72,13 +76,27 @@ pub async fn run(
             EmbeddedStore::open(path, settings)?,
             "embedded",
         ));
-        serve(config, devices, store, shutdown).await
+        let membership = Membership::alone(&config.node.name);
+        serve(config, devices, store, membership, shutdown).await
     } else {
         let redis = RedisStore::connect(&config.store.url, &config.store.prefix, settings).await?;
         telemetry::register_zeroes("redis", &device_names);
         let store = Arc::new(Instrumented::new(redis, "redis"));
         store.ping().await?;
-        serve(config, devices, store, shutdown).await
+        let listen: SocketAddr = config
+            .node
+            .listen
+            .parse()
+            .map_err(|e| NodeError::Config(format!("node.listen: {e}")))?;
+        let membership = cluster::start(
+            &config.node.name,
+            listen,
+            &config.node.cookie,
+            &config.node.seeds,
+        )
+        .await
+        .map_err(NodeError::Config)?;
+        serve(config, devices, store, membership, shutdown).await
     }
 }
 
@@ -86,10 +104,10 @@ async fn serve<S: Store>(
     config: Config,
     devices: Vec<DeviceSpec>,
     store: Arc<S>,
+    membership: Arc<Membership>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), NodeError> {
-    // One node, so it is the whole cluster and its leader.
-    telemetry::membership(&config.node.name, 1, true);
+    let node = config.node.name.clone();
     let addr: SocketAddr = config
         .http
         .listen
@@ -106,26 +124,41 @@ async fn serve<S: Store>(
         Supervisor::<S>::default(),
         SupervisorArgs {
             node: config.node.name.clone(),
-            devices,
+            devices: devices.clone(),
             store: store.clone(),
             settings: TaskSettings {
                 time_limit_s: config.tasks.time_limit_s,
+                lease_s: config.tasks.lease_s,
             },
+            membership: membership.clone(),
         },
     )
     .await
     .map_err(|e| NodeError::Actors(e.to_string()))?;
 
-    let sweeper = {
-        let store = store.clone();
-        tokio::spawn(async move {
-            loop {
-                tokio::time::sleep(SWEEP_EVERY).await;
-                if let Err(e) = store.sweep().await {
-                    tracing::warn!(error = %e, "cannot sweep expired tasks");
-                }
-            }
-        })
+    let bound = listener.local_addr().map_err(|source| NodeError::Bind {
+        addr: addr.to_string(),
+        source,
+    })?;
+    let mut info = NodeInfo {
+        name: node.clone(),
+        http: bound.to_string(),
+        cluster: membership.address().to_string(),
+        trainers: devices
+            .iter()
+            .enumerate()
+            .map(|(i, device)| TrainerSeat {
+                name: actors::trainer_name(&node, device, i),
+                device: device.to_string(),
+            })
+            .collect(),
+        started_at: now_s(),
+        seen_at: now_s(),
+        draining: false,
+    };
+    let housekeeping = {
+        let (store, membership, info) = (store.clone(), membership.clone(), info.clone());
+        tokio::spawn(housekeeping(store, membership, info))
     };
 
     let api = Arc::new(Api {
@@ -136,11 +169,8 @@ async fn serve<S: Store>(
         max_body_bytes: config.http.max_body_bytes,
         max_upload_bytes: config.http.max_upload_bytes,
         token: Some(config.http.token.clone()).filter(|t| !t.is_empty()),
+        membership: membership.clone(),
     });
-    let bound = listener.local_addr().map_err(|source| NodeError::Bind {
-        addr: addr.to_string(),
-        source,
-    })?;
     tracing::info!(http = %bound, node = %config.node.name, trainers = config.trainers.devices.len(), "node ready");
     warp::serve(http::routes(api))
         .incoming(listener)
@@ -149,27 +179,56 @@ async fn serve<S: Store>(
         .await;
 
     tracing::info!("stopping: no new work; waiting for running tasks");
+    housekeeping.abort();
+    actors::set_draining();
+    info.draining = true;
+    info.seen_at = now_s();
+    if let Err(e) = store.announce(&info).await {
+        tracing::warn!(error = %e, "cannot announce that this node drains");
+    }
     if let Some(dispatcher) = local_dispatcher() {
         let _ = dispatcher.cast(DispatcherMsg::Drain);
     }
+    let ours = async || -> Vec<_> {
+        let leases = store.leases().await.unwrap_or_default();
+        leases.into_iter().filter(|l| l.node() == node).collect()
+    };
     let deadline = Instant::now() + Duration::from_secs_f64(config.tasks.shutdown_grace_s);
-    loop {
-        let running = store.leases().await.map(|l| l.len()).unwrap_or(0);
-        if running == 0 || Instant::now() >= deadline {
-            break;
-        }
+    while !ours().await.is_empty() && Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    for lease in store.leases().await.unwrap_or_default() {
+    for lease in ours().await {
         let error = TaskError {
             code: "node_stopped".into(),
             message: "the node stopped while the task ran".into(),
         };
         recover_attempt(&store, &lease, error, true).await;
     }
-    sweeper.abort();
+    membership.leave();
     supervisor.stop(None);
     let _ = supervisor_done.await;
     tracing::info!("stopped");
     Ok(())
+}
+
+/// Every second: announce the node in the store, publish membership gauges, and sweep expired
+/// results.
+async fn housekeeping<S: Store>(store: Arc<S>, membership: Arc<Membership>, mut info: NodeInfo) {
+    loop {
+        info.seen_at = now_s();
+        if let Err(e) = store.announce(&info).await {
+            tracing::warn!(error = %e, "cannot announce this node");
+        }
+        let leader = store.leader().await.ok().flatten();
+        let peers = membership.connected().len();
+        telemetry::membership(
+            membership.name(),
+            peers + 1,
+            leader.as_deref() == Some(membership.name()),
+        );
+        if let Err(e) = store.sweep().await {
+            tracing::warn!(error = %e, "cannot sweep expired tasks");
+        }
+        tokio::time::sleep(HOUSEKEEPING_EVERY).await;
+    }
 }

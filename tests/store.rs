@@ -7,8 +7,9 @@ use std::time::Duration;
 
 use common::{RedisServer, temp_dir};
 use trainyard::store::{
-    CancelOutcome, DatasetInfo, EmbeddedStore, Finish, Lookup, RedisStore, Store, StoreError,
-    StoreSettings, TaskError, TaskFilter, TaskProgress, TaskRecord, TaskState, now_s,
+    CancelOutcome, DatasetInfo, EmbeddedStore, Finish, Lookup, NodeInfo, RedisStore, Renewal,
+    Store, StoreError, StoreSettings, TaskError, TaskFilter, TaskProgress, TaskRecord, TaskState,
+    TrainerSeat, now_s,
 };
 use trainyard::training::{DeviceClass, DeviceSpec, ModelType, TrainSpec};
 use uuid::Uuid;
@@ -399,6 +400,58 @@ async fn tasks_wait_for_the_device_kind_they_ask_for<S: Store>(store: S) {
     assert_eq!(store.claim("gpu", DeviceSpec::Gpu(0)).await.unwrap(), None);
 }
 
+async fn leases_are_renewed_and_run_out<S: Store>(store: S) {
+    let t = task(ModelType::Mlp, 0);
+    store.submit(&t, 100).await.unwrap();
+    let claimed = store.claim("n/cpu-0", DeviceSpec::Cpu).await.unwrap().unwrap();
+    let lease = store.leases().await.unwrap().pop().unwrap();
+    assert_eq!((lease.id, lease.attempt, lease.node()), (t.id, 1, "n"));
+    assert!(lease.until > now_s() && lease.until <= now_s() + 1.0);
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    assert_eq!(
+        store.renew(t.id, 1).await.unwrap(),
+        Renewal::Held { cancel: false }
+    );
+    let renewed = store.leases().await.unwrap().pop().unwrap();
+    assert!(renewed.until > lease.until, "renewal moves the lease on");
+    assert!(matches!(
+        store.cancel(t.id).await.unwrap(),
+        CancelOutcome::Running { .. }
+    ));
+    assert_eq!(
+        store.renew(t.id, 1).await.unwrap(),
+        Renewal::Held { cancel: true }
+    );
+    // Not renewed: the lease runs out; the stale attempt learns it lost the task.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    assert!(store.leases().await.unwrap()[0].until < now_s());
+    assert!(store.requeue(t.id, claimed.attempt, error("lease_expired")).await.unwrap());
+    assert_eq!(store.renew(t.id, 1).await.unwrap(), Renewal::Lost);
+    assert!(store.leases().await.unwrap().is_empty());
+    assert_eq!(store.renew(Uuid::new_v4(), 1).await.unwrap(), Renewal::Lost);
+}
+
+async fn nodes_announce_themselves<S: Store>(store: S) {
+    let mut node = NodeInfo {
+        name: "node-a".into(),
+        http: "127.0.0.1:5000".into(),
+        cluster: "127.0.0.1:4700".into(),
+        trainers: vec![TrainerSeat {
+            name: "node-a/cpu-0".into(),
+            device: "cpu".into(),
+        }],
+        started_at: now_s(),
+        seen_at: now_s(),
+        draining: false,
+    };
+    store.announce(&node).await.unwrap();
+    node.draining = true;
+    store.announce(&node).await.unwrap();
+    assert_eq!(store.nodes().await.unwrap(), vec![node]);
+    assert!(store.lead("node-a", 3.0).await.unwrap());
+    assert_eq!(store.leader().await.unwrap().as_deref(), Some("node-a"));
+}
+
 /// The ids `list` returns for `filter`, in its order.
 async fn listed<S: Store>(store: &S, filter: TaskFilter) -> Vec<Uuid> {
     store
@@ -414,6 +467,7 @@ fn settings() -> StoreSettings {
     StoreSettings {
         result_expires_s: 1.0,
         expired_memory_s: 60.0,
+        lease_s: 1.0,
     }
 }
 
@@ -453,4 +507,24 @@ conformance!(
     lists_filter_newest_first,
     data_sets_round_trip,
     tasks_wait_for_the_device_kind_they_ask_for,
+    leases_are_renewed_and_run_out,
+    nodes_announce_themselves,
 );
+
+/// The leader lease on Redis: one holder at a time, renewed by its holder, free once it lapses.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_leader_at_a_time_on_redis() {
+    let server = RedisServer::start();
+    let store = RedisStore::connect(&server.url, "lead", settings())
+        .await
+        .unwrap();
+    assert_eq!(store.leader().await.unwrap(), None);
+    assert!(store.lead("a", 0.5).await.unwrap());
+    assert!(!store.lead("b", 0.5).await.unwrap());
+    assert!(store.lead("a", 0.5).await.unwrap(), "the holder renews");
+    assert_eq!(store.leader().await.unwrap().as_deref(), Some("a"));
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    assert!(store.lead("b", 0.5).await.unwrap(), "a lapsed lease is free");
+    assert!(!store.lead("a", 0.5).await.unwrap());
+    assert_eq!(store.leader().await.unwrap().as_deref(), Some("b"));
+}

@@ -1,65 +1,56 @@
-//! The Dispatcher: knows the node's trainers and whether each is idle, claims the next queued
-//! task from the store for every idle trainer, and routes cancels to the trainer running a task.
+//! The Dispatcher: every node runs one; the one whose node holds the leader lease dispatches.
+//!
+//! It knows every trainer of the cluster from the trainer process group, and which are busy
+//! from the store's leases. As leader it claims the next queued task for each idle trainer
+//! (spreading work over nodes), requeues the task of a trainer that vanished, and requeues tasks
+//! whose lease ran out (a hung node). A new leader rebuilds all of this from the store and the
+//! group: nothing lives only in the old leader's memory.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
-use serde::Serialize;
+use ractor::{Actor, ActorCell, ActorProcessingErr, ActorRef};
 use uuid::Uuid;
 
-use super::TrainerMsg;
-use crate::store::Store;
+use super::{DispatcherMsg, TrainerInfo, TrainerMsg, recover_attempt};
+use crate::cluster::{self, Membership};
+use crate::store::{Lease, Store, TaskError, now_s};
 use crate::telemetry;
-use crate::training::DeviceSpec;
+use crate::training::{DeviceClass, DeviceSpec};
 
-/// How often the dispatcher looks at the queue when nothing wakes it.
+/// How often the dispatcher looks at the queue and the trainer group when nothing wakes it.
 const POLL_INTERVAL: Duration = Duration::from_millis(250);
+/// How often the leader lease is taken or renewed.
+const LEAD_EVERY: Duration = Duration::from_secs(1);
+/// How long the leader lease lasts without renewal.
+const LEADER_TTL: Duration = Duration::from_secs(3);
+/// A leader stops dispatching this long before its lease could have lapsed.
+const LEAD_MARGIN: Duration = Duration::from_millis(500);
+/// How often busy trainers are re-read from the leases, and expired leases requeued.
+const RECONCILE_EVERY: Duration = Duration::from_secs(1);
 
-pub enum DispatcherMsg {
-    /// Look for queued work now (a task was submitted, or the poll timer fired).
-    Poll,
-    /// A trainer started (or restarted) and is idle.
-    TrainerUp {
-        name: String,
-        device: DeviceSpec,
-        trainer: ActorRef<TrainerMsg>,
-    },
-    /// A trainer died; it gets no more work until it is up again.
-    TrainerDown { name: String },
-    /// A trainer finished its task and is idle.
-    TrainerIdle { name: String },
-    /// Stop the task `id` on whichever trainer runs it.
-    Cancel { id: Uuid },
-    /// Stop handing out work (the node is shutting down).
-    Drain,
-    /// The trainers and what they are doing.
-    Trainers(RpcReplyPort<Vec<TrainerInfo>>),
-}
-
-/// A trainer as the health endpoint shows it.
-#[derive(Debug, Clone, Serialize)]
-pub struct TrainerInfo {
-    pub name: String,
-    pub device: String,
-    /// `idle`, `busy` or `down`.
-    pub state: &'static str,
-    pub task_id: Option<Uuid>,
+pub struct Dispatcher<S: Store> {
+    pub store: Arc<S>,
+    pub membership: Arc<Membership>,
 }
 
 struct Slot {
     device: DeviceSpec,
-    trainer: Option<ActorRef<TrainerMsg>>,
-    task: Option<Uuid>,
-}
-
-pub struct Dispatcher<S: Store> {
-    pub store: Arc<S>,
+    actor: ActorRef<TrainerMsg>,
+    /// The attempt it runs, as far as this dispatcher knows.
+    task: Option<(Uuid, u32)>,
 }
 
 pub struct DispatcherState {
     trainers: BTreeMap<String, Slot>,
+    /// Until when this node surely holds the leader lease (None: it does not lead).
+    leads_until: Option<Instant>,
+    next_lead: Instant,
+    next_reconcile: Instant,
+    /// When each node last got a task, to spread work.
+    last_given: HashMap<String, u64>,
+    given: u64,
     draining: bool,
 }
 
@@ -73,9 +64,16 @@ impl<S: Store> Actor for Dispatcher<S> {
         myself: ActorRef<Self::Msg>,
         _: (),
     ) -> Result<Self::State, ActorProcessingErr> {
+        cluster::join(cluster::DISPATCHERS, myself.get_cell());
         myself.send_interval(POLL_INTERVAL, || DispatcherMsg::Poll);
+        let now = Instant::now();
         Ok(DispatcherState {
             trainers: BTreeMap::new(),
+            leads_until: None,
+            next_lead: now,
+            next_reconcile: now,
+            last_given: HashMap::new(),
+            given: 0,
             draining: false,
         })
     }
@@ -88,50 +86,28 @@ impl<S: Store> Actor for Dispatcher<S> {
     ) -> Result<(), ActorProcessingErr> {
         match msg {
             DispatcherMsg::Poll => {
-                self.dispatch(state).await;
-                // This node leads (one node, or the leader of a cluster): it publishes the
-                // cluster's queue depth.
-                if let Ok(depths) = self.store.queue_depths().await {
-                    telemetry::queue_depth(&depths);
+                let now = Instant::now();
+                if now >= state.next_lead {
+                    state.next_lead = now + LEAD_EVERY;
+                    self.contend(state).await;
                 }
-            }
-            DispatcherMsg::TrainerUp {
-                name,
-                device,
-                trainer,
-            } => {
-                state.trainers.insert(
-                    name,
-                    Slot {
-                        device,
-                        trainer: Some(trainer),
-                        task: None,
-                    },
-                );
+                self.sync_members(state).await;
+                if now >= state.next_reconcile {
+                    state.next_reconcile = now + RECONCILE_EVERY;
+                    self.reconcile(state).await;
+                }
                 self.dispatch(state).await;
             }
-            DispatcherMsg::TrainerDown { name } => {
-                if let Some(slot) = state.trainers.get_mut(&name) {
-                    slot.trainer = None;
-                    slot.task = None;
-                }
-            }
-            DispatcherMsg::TrainerIdle { name } => {
-                if let Some(slot) = state.trainers.get_mut(&name) {
+            DispatcherMsg::TrainerIdle { trainer } => {
+                if let Some(slot) = state.trainers.get_mut(&trainer) {
                     slot.task = None;
                 }
                 self.dispatch(state).await;
             }
-            DispatcherMsg::Cancel { id } => {
-                for slot in state.trainers.values() {
-                    if slot.task == Some(id)
-                        && let Some(trainer) = &slot.trainer
-                    {
-                        let _ = trainer.cast(TrainerMsg::Cancel { id });
-                    }
-                }
+            DispatcherMsg::Drain => {
+                state.draining = true;
+                state.leads_until = None;
             }
-            DispatcherMsg::Drain => state.draining = true,
             DispatcherMsg::Trainers(reply) => {
                 let infos = state
                     .trainers
@@ -139,42 +115,219 @@ impl<S: Store> Actor for Dispatcher<S> {
                     .map(|(name, slot)| TrainerInfo {
                         name: name.clone(),
                         device: slot.device.to_string(),
-                        state: slot.state(),
-                        task_id: slot.task,
+                        state: if slot.task.is_some() { "busy" } else { "idle" },
+                        task_id: slot.task.map(|(id, _)| id),
                     })
                     .collect();
                 let _ = reply.send(infos);
             }
         }
-        publish(state);
+        publish(self.membership.name(), state);
         Ok(())
     }
 }
 
 impl<S: Store> Dispatcher<S> {
-    /// Gives each idle trainer the next queued task, until the queue or the trainers run out.
-    async fn dispatch(&self, state: &mut DispatcherState) {
-        if state.draining {
-            return;
+    fn leads(state: &DispatcherState) -> bool {
+        state.leads_until.is_some_and(|t| Instant::now() < t)
+    }
+
+    /// Takes or renews the leader lease.
+    async fn contend(&self, state: &mut DispatcherState) {
+        let was = state.leads_until.is_some();
+        if state.draining || !self.membership.may_lead() {
+            state.leads_until = None;
+        } else {
+            let asked = Instant::now();
+            match self
+                .store
+                .lead(self.membership.name(), LEADER_TTL.as_secs_f64())
+                .await
+            {
+                Ok(true) => state.leads_until = Some(asked + LEADER_TTL - LEAD_MARGIN),
+                Ok(false) => state.leads_until = None,
+                Err(e) => {
+                    // Unconfirmed: keep leading only until the lease could lapse.
+                    tracing::warn!(error = %e, "cannot renew the leader lease");
+                }
+            }
         }
-        for (name, slot) in state.trainers.iter_mut() {
-            let Some(trainer) = &slot.trainer else {
-                continue;
-            };
-            if slot.task.is_some() {
+        let now = state.leads_until.is_some();
+        if now && !was {
+            tracing::info!(node = %self.membership.name(), "this node leads the cluster");
+            // Rebuild the view of busy trainers before dispatching anything.
+            state.next_reconcile = Instant::now();
+        } else if was && !now {
+            tracing::info!(node = %self.membership.name(), "this node no longer leads");
+        }
+    }
+
+    /// Follows the trainer group: new trainers are idle; the task of a trainer that left (its
+    /// node died or disconnected, or the actor failed) is requeued at once by the leader.
+    async fn sync_members(&self, state: &mut DispatcherState) {
+        let mut present: HashMap<String, ActorCell> = HashMap::new();
+        for cell in cluster::trainers() {
+            if let Some(name) = cell.get_name() {
+                present.insert(name, cell);
+            }
+        }
+        let gone: Vec<String> = state
+            .trainers
+            .iter()
+            .filter(|(name, slot)| {
+                present
+                    .get(*name)
+                    .is_none_or(|cell| cell.get_id() != slot.actor.get_id())
+            })
+            .map(|(name, _)| name.clone())
+            .collect();
+        let mut lost = Vec::new();
+        for name in gone {
+            if let Some(slot) = state.trainers.remove(&name) {
+                tracing::info!(trainer = %name, "trainer left");
+                if let Some(task) = slot.task {
+                    lost.push((name, task));
+                }
+            }
+        }
+        if !lost.is_empty() && Self::leads(state) {
+            self.requeue_lost(&lost).await;
+        }
+        for (name, cell) in present {
+            if state.trainers.contains_key(&name) {
                 continue;
             }
-            match self.store.claim(name, slot.device).await {
+            let Some(device) = device_of(&name) else {
+                tracing::warn!(trainer = %name, "trainer name without a device; ignored");
+                continue;
+            };
+            tracing::info!(trainer = %name, "trainer joined");
+            state.trainers.insert(
+                name,
+                Slot {
+                    device,
+                    actor: ActorRef::from(cell),
+                    task: None,
+                },
+            );
+        }
+    }
+
+    async fn requeue_lost(&self, lost: &[(String, (Uuid, u32))]) {
+        let leases = match self.store.leases().await {
+            Ok(leases) => leases,
+            Err(e) => {
+                // Their leases run out and they are requeued then.
+                tracing::warn!(error = %e, "cannot read leases to requeue lost tasks");
+                return;
+            }
+        };
+        for (trainer, (id, attempt)) in lost {
+            let Some(lease) = leases
+                .iter()
+                .find(|l| l.id == *id && l.attempt == *attempt && &l.trainer == trainer)
+            else {
+                continue;
+            };
+            tracing::warn!(task_id = %id, trainer = %trainer, "trainer left while running a task; requeueing it");
+            let error = TaskError {
+                code: "trainer_lost".into(),
+                message: format!(
+                    "trainer {trainer} left the cluster (its node stopped or disconnected)"
+                ),
+            };
+            recover_attempt(&self.store, lease, error, false).await;
+        }
+    }
+
+    /// Re-reads which trainers are busy from the leases; the leader requeues expired leases.
+    async fn reconcile(&self, state: &mut DispatcherState) {
+        let leases = match self.store.leases().await {
+            Ok(leases) => leases,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot read leases");
+                return;
+            }
+        };
+        let now = now_s();
+        let leads = Self::leads(state);
+        let mut running: HashMap<&str, &Lease> = HashMap::new();
+        for lease in &leases {
+            if lease.until < now {
+                if leads {
+                    tracing::warn!(task_id = %lease.id, trainer = %lease.trainer, "task lease expired (its node hung or lost the store); requeueing it");
+                    let error = TaskError {
+                        code: "lease_expired".into(),
+                        message: format!(
+                            "trainer {} stopped renewing the task's lease",
+                            lease.trainer
+                        ),
+                    };
+                    recover_attempt(&self.store, lease, error, false).await;
+                }
+                continue;
+            }
+            running.insert(lease.trainer.as_str(), lease);
+        }
+        for (name, slot) in state.trainers.iter_mut() {
+            slot.task = running.get(name.as_str()).map(|l| (l.id, l.attempt));
+        }
+        if leads && let Ok(depths) = self.store.queue_depths().await {
+            telemetry::queue_depth(&depths);
+        }
+    }
+
+    /// Gives idle trainers queued tasks, node with the least work first, until the queue or
+    /// the trainers run out.
+    async fn dispatch(&self, state: &mut DispatcherState) {
+        if state.draining || !Self::leads(state) {
+            return;
+        }
+        // Device classes whose queues came up empty this round.
+        let mut dry: HashSet<DeviceClass> = HashSet::new();
+        loop {
+            let mut busy: HashMap<&str, usize> = HashMap::new();
+            for (name, slot) in &state.trainers {
+                if slot.task.is_some() {
+                    *busy.entry(node_of(name)).or_default() += 1;
+                }
+            }
+            let pick = state
+                .trainers
+                .iter()
+                .filter(|(_, slot)| slot.task.is_none() && !dry.contains(&slot.device.class()))
+                .min_by_key(|(name, _)| {
+                    let node = node_of(name);
+                    (
+                        busy.get(node).copied().unwrap_or(0),
+                        state.last_given.get(node).copied().unwrap_or(0),
+                    )
+                })
+                .map(|(name, slot)| (name.clone(), slot.device));
+            let Some((name, device)) = pick else {
+                return;
+            };
+            match self.store.claim(&name, device).await {
                 Ok(Some(task)) => {
-                    slot.task = Some(task.id);
+                    state.given += 1;
+                    state
+                        .last_given
+                        .insert(node_of(&name).to_string(), state.given);
+                    let slot = state.trainers.get_mut(&name).expect("picked slot exists");
+                    slot.task = Some((task.id, task.attempt));
                     tracing::info!(task_id = %task.id, trainer = %name, attempt = task.attempt, "task dispatched");
-                    if trainer.cast(TrainerMsg::Train(Box::new(task))).is_err() {
-                        // The trainer died between its last message and now; the supervisor
-                        // recovers the task from its lease.
-                        slot.trainer = None;
+                    let sent = slot.actor.cast(TrainerMsg::Train {
+                        id: task.id,
+                        attempt: task.attempt,
+                    });
+                    if sent.is_err() {
+                        // The trainer is gone; the group sync requeues its task.
+                        tracing::warn!(trainer = %name, "cannot reach trainer");
                     }
                 }
-                Ok(None) => return,
+                Ok(None) => {
+                    dry.insert(device.class());
+                }
                 Err(e) => {
                     tracing::warn!(error = %e, "cannot claim a task");
                     return;
@@ -184,22 +337,41 @@ impl<S: Store> Dispatcher<S> {
     }
 }
 
-/// Publishes the trainer gauges from the dispatcher's view.
-fn publish(state: &DispatcherState) {
+/// The node of a trainer named `node/device-N`.
+fn node_of(trainer: &str) -> &str {
+    trainer.split_once('/').map_or(trainer, |(node, _)| node)
+}
+
+/// The device of a trainer named `node/device-N`.
+fn device_of(trainer: &str) -> Option<DeviceSpec> {
+    let (_, seat) = trainer.split_once('/')?;
+    let (device, _) = seat.rsplit_once('-')?;
+    device.parse().ok()
+}
+
+/// Publishes the gauges of this node's trainers from the dispatcher's view.
+fn publish(node: &str, state: &DispatcherState) {
     let states: Vec<(String, &'static str)> = state
         .trainers
-        .values()
-        .map(|slot| (slot.device.to_string(), slot.state()))
+        .iter()
+        .filter(|(name, _)| node_of(name) == node)
+        .map(|(_, slot)| {
+            let s = if slot.task.is_some() { "busy" } else { "idle" };
+            (slot.device.to_string(), s)
+        })
         .collect();
     telemetry::trainers(&states);
 }
 
-impl Slot {
-    fn state(&self) -> &'static str {
-        match (&self.trainer, self.task) {
-            (None, _) => "down",
-            (Some(_), Some(_)) => "busy",
-            (Some(_), None) => "idle",
-        }
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn trainer_names_give_node_and_device() {
+        assert_eq!(node_of("node-b/cpu-1"), "node-b");
+        assert_eq!(device_of("node-b/cpu-1"), Some(DeviceSpec::Cpu));
+        assert_eq!(device_of("n/gpu:2-0"), Some(DeviceSpec::Gpu(2)));
+        assert_eq!(device_of("nonsense"), None);
     }
 }

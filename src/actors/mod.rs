@@ -1,31 +1,58 @@
 //! The node's actors (ractor):
 //!
 //! ```text
-//! Supervisor ─┬─ Dispatcher        claims queued tasks from the store, hands them to idle trainers
+//! Supervisor ─┬─ Dispatcher        while it holds the leader lease: claims queued tasks from the
+//!             │                    store and hands them to idle trainers on any node
 //!             └─ Trainer × N       one per device; runs train() on a blocking thread
 //! ```
+//!
+//! Every node runs all three; only the dispatcher of the leader (the holder of the leader lease
+//! in the store) dispatches. Trainers and dispatchers find each other through process groups
+//! synced across nodes (`crate::cluster`).
 //!
 //! The Supervisor restarts a failed trainer (a panic inside training included) after a backoff;
 //! the task it was running is put back in the queue (or failed, once its retries are spent).
 
 mod dispatcher;
+mod messages;
 mod supervisor;
 mod trainer;
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
-pub use dispatcher::{Dispatcher, DispatcherMsg, TrainerInfo};
-pub use supervisor::{DISPATCHER_NAME, Supervisor, SupervisorArgs, SupervisorMsg};
-pub use trainer::{Trainer, TrainerArgs, TrainerMsg};
+pub use dispatcher::Dispatcher;
+pub use messages::{DispatcherMsg, Ended, SupervisorMsg, TrainerInfo, TrainerMsg};
+pub use supervisor::{DISPATCHER_NAME, Supervisor, SupervisorArgs};
+pub use trainer::{Trainer, TrainerArgs};
 
 use crate::store::{Finish, Lease, Store, TaskError};
 use crate::telemetry::{self, TaskEvent};
+use crate::training::DeviceSpec;
 
 /// Settings of task execution, from the `[tasks]` config section.
 #[derive(Debug, Clone, Copy)]
 pub struct TaskSettings {
     /// Applied when a task sets no time limit of its own.
     pub time_limit_s: f64,
+    /// Seconds a running attempt's lease lasts; trainers renew it three times as often.
+    pub lease_s: f64,
+}
+
+/// Set once this node stops taking work: its trainers give back tasks sent to them.
+static DRAINING: AtomicBool = AtomicBool::new(false);
+
+pub fn set_draining() {
+    DRAINING.store(true, Ordering::SeqCst);
+}
+
+pub fn draining() -> bool {
+    DRAINING.load(Ordering::SeqCst)
+}
+
+/// The cluster-wide name of trainer `index` of `node`: `node/device-index`.
+pub fn trainer_name(node: &str, device: &DeviceSpec, index: usize) -> String {
+    format!("{node}/{device}-{index}")
 }
 
 /// This node's dispatcher, if it runs.

@@ -7,8 +7,10 @@ use std::time::Duration;
 use ractor::{Actor, ActorCell, ActorProcessingErr, ActorRef, SupervisionEvent};
 
 use super::{
-    Dispatcher, DispatcherMsg, TaskSettings, Trainer, TrainerArgs, TrainerMsg, recover_attempt,
+    Dispatcher, DispatcherMsg, SupervisorMsg, TaskSettings, Trainer, TrainerArgs, TrainerMsg,
+    recover_attempt,
 };
+use crate::cluster::Membership;
 use crate::store::{Store, TaskError};
 use crate::telemetry;
 use crate::training::DeviceSpec;
@@ -18,16 +20,12 @@ pub const DISPATCHER_NAME: &str = "trainyard.dispatcher";
 const FIRST_BACKOFF: Duration = Duration::from_millis(200);
 const MAX_BACKOFF: Duration = Duration::from_secs(30);
 
-pub enum SupervisorMsg {
-    /// Start trainer `index` again after its backoff.
-    Respawn { index: usize },
-}
-
 pub struct SupervisorArgs<S> {
     pub node: String,
     pub devices: Vec<DeviceSpec>,
     pub store: Arc<S>,
     pub settings: TaskSettings,
+    pub membership: Arc<Membership>,
 }
 
 pub struct Supervisor<S>(std::marker::PhantomData<S>);
@@ -62,7 +60,13 @@ impl<S: Store> Actor for Supervisor<S> {
         args: SupervisorArgs<S>,
     ) -> Result<Self::State, ActorProcessingErr> {
         // Tasks left running by an earlier run of this node cannot be running now.
-        for lease in args.store.leases().await? {
+        for lease in args
+            .store
+            .leases()
+            .await?
+            .into_iter()
+            .filter(|l| l.node() == args.node)
+        {
             tracing::info!(task_id = %lease.id, "requeueing a task left running by an earlier run");
             let error = TaskError {
                 code: "node_restarted".into(),
@@ -74,6 +78,7 @@ impl<S: Store> Actor for Supervisor<S> {
             Some(DISPATCHER_NAME.into()),
             Dispatcher {
                 store: args.store.clone(),
+                membership: args.membership.clone(),
             },
             (),
             myself.get_cell(),
@@ -84,7 +89,7 @@ impl<S: Store> Actor for Supervisor<S> {
             .iter()
             .enumerate()
             .map(|(i, &device)| TrainerSlot {
-                name: format!("{}/{}-{}", args.node, device, i),
+                name: super::trainer_name(&args.node, &device, i),
                 device,
                 actor: None,
                 failures: 0,
@@ -140,9 +145,6 @@ impl<S: Store> Actor for Supervisor<S> {
         let name = state.trainers[index].name.clone();
         tracing::error!(trainer = %name, error = %error, "trainer failed; recovering its task");
         state.trainers[index].actor = None;
-        let _ = state
-            .dispatcher
-            .cast(DispatcherMsg::TrainerDown { name: name.clone() });
         for lease in state
             .args
             .store
@@ -187,17 +189,17 @@ async fn spawn_trainer<S: Store>(
         name: slot.name.clone(),
         device: slot.device,
         store: state.args.store.clone(),
-        dispatcher: state.dispatcher.clone(),
         settings: state.args.settings,
     };
-    let (trainer, _): (ActorRef<TrainerMsg>, _) =
-        Actor::spawn_linked(None, Trainer::<S>::default(), args, myself.get_cell()).await?;
-    let slot = &mut state.trainers[index];
-    slot.actor = Some(trainer.get_cell());
-    let _ = state.dispatcher.cast(DispatcherMsg::TrainerUp {
-        name: slot.name.clone(),
-        device: slot.device,
-        trainer,
-    });
+    let (trainer, _): (ActorRef<TrainerMsg>, _) = Actor::spawn_linked(
+        Some(slot.name.clone()),
+        Trainer::<S>::default(),
+        args,
+        myself.get_cell(),
+    )
+    .await?;
+    state.trainers[index].actor = Some(trainer.get_cell());
+    // The leader learns of it from the trainer group; wake it.
+    let _ = state.dispatcher.cast(DispatcherMsg::Poll);
     Ok(())
 }

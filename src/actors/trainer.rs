@@ -9,8 +9,9 @@ use tokio::sync::watch;
 use tracing::Instrument;
 use uuid::Uuid;
 
-use super::{DispatcherMsg, TaskSettings};
-use crate::store::{Finish, Store, TaskError, TaskProgress, TaskRecord, now_s};
+use super::{DispatcherMsg, Ended, TaskSettings, TrainerMsg};
+use crate::cluster;
+use crate::store::{Finish, Lookup, Renewal, Store, TaskError, TaskProgress, TaskRecord, now_s};
 use crate::telemetry::{self, TaskEvent};
 use crate::training::{
     self, CancelToken, Dataset, DeviceSpec, ModelType, TrainError, TrainOutcome,
@@ -23,29 +24,10 @@ const PROGRESS_EVERY: Duration = Duration::from_millis(200);
 /// that a crashed trainer's task is retried. Unset in normal use.
 const PANIC_SEED_ENV: &str = "TRAINYARD_TEST_PANIC_SEED";
 
-pub enum TrainerMsg {
-    /// Run this task (it is already STARTED under this trainer in the store).
-    Train(Box<TaskRecord>),
-    /// Stop task `id` if it is the one running.
-    Cancel { id: Uuid },
-    /// The training of `id`, attempt `attempt`, ended.
-    Ended {
-        task: Box<TaskRecord>,
-        outcome: Ended,
-    },
-}
-
-pub enum Ended {
-    Done(Result<TrainOutcome, TrainError>),
-    /// The training thread panicked.
-    Panicked(String),
-}
-
 pub struct TrainerArgs<S> {
     pub name: String,
     pub device: DeviceSpec,
     pub store: Arc<S>,
-    pub dispatcher: ActorRef<DispatcherMsg>,
     pub settings: TaskSettings,
 }
 
@@ -69,9 +51,10 @@ impl<S: Store> Actor for Trainer<S> {
 
     async fn pre_start(
         &self,
-        _: ActorRef<Self::Msg>,
+        myself: ActorRef<Self::Msg>,
         args: TrainerArgs<S>,
     ) -> Result<Self::State, ActorProcessingErr> {
+        cluster::join(cluster::TRAINERS, myself.get_cell());
         Ok(TrainerState {
             args,
             running: None,
@@ -85,7 +68,11 @@ impl<S: Store> Actor for Trainer<S> {
         state: &mut Self::State,
     ) -> Result<(), ActorProcessingErr> {
         match msg {
-            TrainerMsg::Train(task) => {
+            TrainerMsg::Train { id, attempt } => {
+                let Some(task) = take(&state.args, state.running.is_some(), id, attempt).await
+                else {
+                    return Ok(());
+                };
                 telemetry::task_event(TaskEvent::Started, task.model_type);
                 telemetry::task_running(task.model_type, true);
                 if let Some(started) = task.started_at {
@@ -96,7 +83,7 @@ impl<S: Store> Actor for Trainer<S> {
                     cancel.cancel();
                 }
                 state.running = Some((task.id, cancel.clone()));
-                start(&state.args, *task, cancel, myself);
+                start(&state.args, task, cancel, myself);
             }
             TrainerMsg::Cancel { id } => {
                 if let Some((running, cancel)) = &state.running
@@ -140,12 +127,56 @@ impl<S: Store> Actor for Trainer<S> {
                         record(&args.store, &task, &args.name, result).await
                     }
                 }
-                let _ = args.dispatcher.cast(DispatcherMsg::TrainerIdle {
-                    name: args.name.clone(),
-                });
+                idle(&args.name);
             }
         }
         Ok(())
+    }
+}
+
+/// Tells the dispatchers (the leader's among them) that `trainer` is idle.
+fn idle(trainer: &str) {
+    cluster::tell_dispatchers(|| DispatcherMsg::TrainerIdle {
+        trainer: trainer.to_string(),
+    });
+}
+
+/// The record of the task the leader sent, if this trainer should run it. A trainer that is
+/// busy (the leader's view was stale) gives the attempt back to the queue at once.
+async fn take<S: Store>(
+    args: &TrainerArgs<S>,
+    busy: bool,
+    id: Uuid,
+    attempt: u32,
+) -> Option<TaskRecord> {
+    if busy || super::draining() {
+        tracing::warn!(task_id = %id, trainer = %args.name, "sent a task while busy or draining; giving it back");
+        let error = TaskError {
+            code: "trainer_busy".into(),
+            message: format!("trainer {} was busy or its node was stopping", args.name),
+        };
+        if let Err(e) = args.store.requeue(id, attempt, error).await {
+            tracing::error!(task_id = %id, error = %e, "cannot give a task back");
+        }
+        return None;
+    }
+    match args.store.get(id).await {
+        Ok(Lookup::Found(task))
+            if task.runs_attempt(attempt) && task.trainer.as_deref() == Some(&args.name) =>
+        {
+            Some(*task)
+        }
+        Ok(_) => {
+            tracing::info!(task_id = %id, attempt, "task no longer runs this attempt; skipped");
+            idle(&args.name);
+            None
+        }
+        Err(e) => {
+            // The lease runs out and the leader requeues the task.
+            tracing::warn!(task_id = %id, error = %e, "cannot read the task sent to this trainer");
+            idle(&args.name);
+            None
+        }
     }
 }
 
@@ -159,6 +190,7 @@ fn start<S: Store>(
     let store = args.store.clone();
     let device = args.device;
     let default_limit = args.settings.time_limit_s;
+    let renew_every = Duration::from_secs_f64(args.settings.lease_s / 3.0);
     let trainer = args.name.clone();
     let span =
         tracing::info_span!("task", task_id = %task.id, attempt = task.attempt, trainer = %trainer);
@@ -187,6 +219,13 @@ fn start<S: Store>(
                 }
             },
         };
+        let renewer = tokio::spawn(renew_lease(
+            store.clone(),
+            task.id,
+            task.attempt,
+            renew_every,
+            cancel.clone(),
+        ));
         let (progress_tx, progress_rx) = watch::channel(None);
         let writer = tokio::spawn(write_progress(
             store.clone(),
@@ -221,6 +260,7 @@ fn start<S: Store>(
         })
         .await;
         let _ = writer.await;
+        renewer.abort();
         let outcome = match joined {
             Ok(result) => Ended::Done(result),
             Err(e) => classify_panic(e.to_string(), device),
@@ -231,6 +271,30 @@ fn start<S: Store>(
         });
     };
     tokio::spawn(run.instrument(span));
+}
+
+/// Renews the attempt's lease while it trains; cancels the training when someone asked to stop
+/// the task, or when the attempt lost its lease (it was requeued and runs elsewhere).
+async fn renew_lease<S: Store>(
+    store: Arc<S>,
+    id: Uuid,
+    attempt: u32,
+    every: Duration,
+    cancel: CancelToken,
+) {
+    loop {
+        tokio::time::sleep(every).await;
+        match store.renew(id, attempt).await {
+            Ok(Renewal::Held { cancel: false }) => {}
+            Ok(Renewal::Held { cancel: true }) => cancel.cancel(),
+            Ok(Renewal::Lost) => {
+                tracing::warn!("this attempt lost its lease (the task was requeued); stopping it");
+                cancel.cancel();
+                return;
+            }
+            Err(e) => tracing::warn!(error = %e, "cannot renew the task's lease"),
+        }
+    }
 }
 
 /// Writes the latest progress, at most every `PROGRESS_EVERY`, until the training ends.

@@ -14,7 +14,8 @@ use warp::reply::{Response, json as reply_json, with_status};
 use warp::{Rejection, Reply};
 
 use super::{Api, ApiError};
-use crate::actors::{DispatcherMsg, local_dispatcher};
+use crate::actors::{DispatcherMsg, TrainerMsg, local_dispatcher};
+use crate::cluster;
 use crate::store::{
     CancelOutcome, DatasetInfo, Lookup, Store, TaskFilter, TaskRecord, TaskState, now_s,
 };
@@ -161,9 +162,8 @@ async fn submit<S: Store>(
     api.store.submit(&task, api.queue_limit).await?;
     telemetry::task_event(TaskEvent::Submitted, task.model_type);
     tracing::info!(task_id = %task.id, model_type = %task.model_type, "task submitted");
-    if let Some(d) = local_dispatcher() {
-        let _ = d.cast(DispatcherMsg::Poll);
-    }
+    // Wake the leader, wherever it runs.
+    cluster::tell_dispatchers(|| DispatcherMsg::Poll);
     Ok(task)
 }
 
@@ -309,9 +309,11 @@ pub async fn cancel<S: Store>(id: String, api: Arc<Api<S>>) -> Reply_ {
             },
             "Task revoked before it started".to_string(),
         ),
-        CancelOutcome::Running { .. } => {
-            if let Some(d) = local_dispatcher() {
-                let _ = d.cast(DispatcherMsg::Cancel { id: task_id });
+        CancelOutcome::Running { trainer, .. } => {
+            // Straight to the trainer, on whichever node; it also sees the flag when it renews
+            // its lease.
+            if let Some(trainer) = cluster::trainer(&trainer) {
+                let _ = trainer.cast(TrainerMsg::Cancel { id: task_id });
             }
             (TaskState::Progress, "Task is stopping".to_string())
         }
@@ -404,6 +406,8 @@ pub async fn tasks<S: Store>(api: Arc<Api<S>>, query: HashMap<String, String>) -
     Ok(reply_json(&json!({"success": true, "count": tasks.len(), "tasks": tasks})).into_response())
 }
 
+/// `GET /cluster/health` (and `/celery/health`): the store, the queue, and a summary of the
+/// cluster: nodes alive and connected, trainers idle and busy, the leader.
 pub async fn health<S: Store>(api: Arc<Api<S>>) -> Reply_ {
     let store = api.store.ping().await;
     let depth = match &store {
@@ -414,6 +418,29 @@ pub async fn health<S: Store>(api: Arc<Api<S>>) -> Reply_ {
         Some(d) => ractor::call_t!(d, DispatcherMsg::Trainers, 2000).unwrap_or_default(),
         None => Vec::new(),
     };
+    let view = match &store {
+        Ok(()) => cluster_view(&api).await.ok(),
+        Err(_) => None,
+    };
+    let cluster = view.map(|v| {
+        let count = |key: &str| v.nodes.iter().filter(|n| n[key] == true).count();
+        let seats: Vec<&Value> = v
+            .nodes
+            .iter()
+            .flat_map(|n| n["trainers"].as_array().into_iter().flatten())
+            .collect();
+        let in_state = |s: &str| seats.iter().filter(|t| t["state"] == s).count();
+        json!({
+            "leader": v.leader,
+            "nodes": v.nodes.len(),
+            "alive": count("alive"),
+            "connected": count("connected"),
+            "trainers": seats.len(),
+            "idle": in_state("idle"),
+            "busy": in_state("busy"),
+            "down": in_state("down"),
+        })
+    });
     let healthy = store.is_ok() && !trainers.is_empty();
     let answer = json!({
         "success": healthy,
@@ -423,6 +450,7 @@ pub async fn health<S: Store>(api: Arc<Api<S>>) -> Reply_ {
         "queue_depth": depth,
         "workers": trainers.len(),
         "trainers": trainers,
+        "cluster": cluster,
     });
     let status = if healthy {
         StatusCode::OK
@@ -620,12 +648,63 @@ pub async fn metrics() -> Result<Response, Rejection> {
     Ok(warp::reply::with_header(body, "content-type", "text/plain; version=0.0.4").into_response())
 }
 
-/// `GET /cluster/nodes`: each node with its trainers (name, device, state, task).
+/// A node that has not announced itself for this long is shown as down.
+const NODE_STALE_S: f64 = 5.0;
+
+/// `GET /cluster/nodes`: every node, its addresses, whether this node is connected to it, its
+/// trainers (device, idle, busy or down, current task), and which node leads.
 pub async fn nodes<S: Store>(api: Arc<Api<S>>) -> Reply_ {
-    let trainers = match local_dispatcher() {
-        Some(d) => ractor::call_t!(d, DispatcherMsg::Trainers, 2000).unwrap_or_default(),
-        None => Vec::new(),
-    };
-    let node = json!({"name": api.node, "leader": true, "trainers": trainers});
-    Ok(reply_json(&json!({"success": true, "nodes": [node]})).into_response())
+    let view = cluster_view(&api).await.map_err(reject)?;
+    Ok(reply_json(&json!({
+        "success": true,
+        "node": api.node,
+        "leader": view.leader,
+        "nodes": view.nodes,
+    }))
+    .into_response())
+}
+
+struct ClusterView {
+    leader: Option<String>,
+    nodes: Vec<Value>,
+}
+
+/// The cluster as the store and this node's sessions show it, the same from every node.
+async fn cluster_view<S: Store>(api: &Api<S>) -> Result<ClusterView, ApiError> {
+    let known = api.store.nodes().await?;
+    let leases = api.store.leases().await?;
+    let leader = api.store.leader().await?;
+    let peers = api.membership.connected();
+    let now = now_s();
+    let nodes = known
+        .iter()
+        .map(|n| {
+            let alive = now - n.seen_at < NODE_STALE_S;
+            let trainers: Vec<Value> = n
+                .trainers
+                .iter()
+                .map(|seat| {
+                    let task = leases.iter().find(|l| l.trainer == seat.name).map(|l| l.id);
+                    let state = match (alive, task) {
+                        (false, _) => "down",
+                        (true, Some(_)) => "busy",
+                        (true, None) => "idle",
+                    };
+                    json!({"name": seat.name, "device": seat.device, "state": state, "task_id": task})
+                })
+                .collect();
+            json!({
+                "name": n.name,
+                "http": n.http,
+                "cluster": n.cluster,
+                "connected": n.name == api.node || peers.contains(&n.name),
+                "alive": alive,
+                "leader": leader.as_deref() == Some(n.name.as_str()),
+                "draining": n.draining,
+                "last_seen_s": ((now - n.seen_at) * 10.0).round() / 10.0,
+                "trainers": trainers,
+            })
+        })
+        .collect();
+    Ok(ClusterView { leader, nodes })
 }

@@ -29,6 +29,8 @@ pub struct Api<S> {
     pub max_upload_bytes: u64,
     /// Bearer token every route but health and metrics needs; none when empty.
     pub token: Option<String>,
+    /// This node's place in the cluster (which peers are connected).
+    pub membership: Arc<crate::cluster::Membership>,
 }
 
 /// Every route, with errors rendered as JSON.

@@ -2,7 +2,7 @@
 //! transaction, run on tokio's blocking pool so no async worker waits on the disk.
 
 use std::path::Path;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use redb::{
     Database, ReadTransaction, ReadableDatabase, ReadableTable, ReadableTableMetadata,
@@ -45,6 +45,8 @@ const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 pub struct EmbeddedStore {
     db: Arc<Database>,
     settings: StoreSettings,
+    /// The node this store serves alone: it always leads, and its announcement lives here.
+    node: Arc<Mutex<Option<NodeInfo>>>,
 }
 
 impl From<redb::Error> for StoreError {
@@ -95,7 +97,12 @@ impl EmbeddedStore {
         Ok(EmbeddedStore {
             db: Arc::new(db),
             settings,
+            node: Arc::new(Mutex::new(None)),
         })
+    }
+
+    fn announced(&self) -> Option<NodeInfo> {
+        self.node.lock().expect("node lock").clone()
     }
 
     async fn write<T: Send + 'static>(
@@ -194,7 +201,7 @@ impl Store for EmbeddedStore {
         device: DeviceSpec,
     ) -> Result<Option<TaskRecord>, StoreError> {
         let trainer = trainer.to_string();
-        self.write(move |tx, _| {
+        self.write(move |tx, settings| {
             let mut queue = tx.open_table(QUEUE)?;
             // The head of each queue this trainer may take from; the best of them runs next.
             let mut best: Option<(QueueKey, String)> = None;
@@ -219,7 +226,7 @@ impl Store for EmbeddedStore {
             tx.open_table(QUEUED)?.remove(id.as_str())?;
             let task = load(tx, &id)?
                 .ok_or_else(|| StoreError::Corrupt(format!("queued task {id} has no record")))?;
-            let task = task.claimed(&trainer);
+            let task = task.claimed(&trainer, settings);
             save(tx, &task)?;
             Ok(Some(task))
         })
@@ -233,11 +240,11 @@ impl Store for EmbeddedStore {
         progress: &TaskProgress,
     ) -> Result<bool, StoreError> {
         let progress = progress.clone();
-        self.write(move |tx, _| {
+        self.write(move |tx, settings| {
             let Some(task) = load_running(tx, id, attempt)? else {
                 return Ok(false);
             };
-            save(tx, &task.progressed(&progress))?;
+            save(tx, &task.progressed(&progress, settings))?;
             Ok(true)
         })
         .await
@@ -416,6 +423,36 @@ impl Store for EmbeddedStore {
             Ok(out)
         })
         .await
+    }
+
+    async fn renew(&self, id: Uuid, attempt: u32) -> Result<Renewal, StoreError> {
+        self.write(move |tx, settings| {
+            let Some(task) = load_running(tx, id, attempt)? else {
+                return Ok(Renewal::Lost);
+            };
+            let cancel = task.cancel_requested;
+            save(tx, &task.renewed(settings))?;
+            Ok(Renewal::Held { cancel })
+        })
+        .await
+    }
+
+    /// One node, so it leads.
+    async fn lead(&self, _node: &str, _ttl_s: f64) -> Result<bool, StoreError> {
+        Ok(true)
+    }
+
+    async fn leader(&self) -> Result<Option<String>, StoreError> {
+        Ok(self.announced().map(|n| n.name))
+    }
+
+    async fn announce(&self, node: &NodeInfo) -> Result<(), StoreError> {
+        *self.node.lock().expect("node lock") = Some(node.clone());
+        Ok(())
+    }
+
+    async fn nodes(&self) -> Result<Vec<NodeInfo>, StoreError> {
+        Ok(self.announced().into_iter().collect())
     }
 
     async fn sweep(&self) -> Result<u64, StoreError> {

@@ -101,6 +101,21 @@ impl<S: Store> Store for Instrumented<S> {
     async fn leases(&self) -> Result<Vec<Lease>, StoreError> {
         self.timed("leases", self.inner.leases()).await
     }
+    async fn renew(&self, id: Uuid, attempt: u32) -> Result<Renewal, StoreError> {
+        self.timed("renew", self.inner.renew(id, attempt)).await
+    }
+    async fn lead(&self, node: &str, ttl_s: f64) -> Result<bool, StoreError> {
+        self.timed("lead", self.inner.lead(node, ttl_s)).await
+    }
+    async fn leader(&self) -> Result<Option<String>, StoreError> {
+        self.timed("leader", self.inner.leader()).await
+    }
+    async fn announce(&self, node: &NodeInfo) -> Result<(), StoreError> {
+        self.timed("announce", self.inner.announce(node)).await
+    }
+    async fn nodes(&self) -> Result<Vec<NodeInfo>, StoreError> {
+        self.timed("nodes", self.inner.nodes()).await
+    }
     async fn sweep(&self) -> Result<u64, StoreError> {
         self.timed("sweep", self.inner.sweep()).await
     }

@@ -44,6 +44,16 @@ impl Keys {
         format!("{}:seq", self.prefix)
     }
 
+    /// String: the name of the node holding the leader lease, with the lease's TTL.
+    pub fn leader(&self) -> String {
+        format!("{}:leader", self.prefix)
+    }
+
+    /// Hash of node name -> JSON `NodeInfo`, refreshed by each node about every second.
+    pub fn nodes(&self) -> String {
+        format!("{}:nodes", self.prefix)
+    }
+
     /// Hash of running task id -> `trainer<TAB>attempt`.
     pub fn running(&self) -> String {
         format!("{}:running", self.prefix)

@@ -136,6 +136,10 @@ pub struct TaskRecord {
     pub error: Option<TaskError>,
     /// Earlier attempts that failed and were retried.
     pub attempts: Vec<AttemptRecord>,
+    /// While running: when the attempt's lease ends (Unix seconds) unless its trainer renews
+    /// it. A task whose lease ended is requeued by the leader.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lease_until: Option<f64>,
 }
 
 impl TaskRecord {
@@ -161,6 +165,7 @@ impl TaskRecord {
             result: None,
             error: None,
             attempts: Vec::new(),
+            lease_until: None,
         }
     }
 }
@@ -232,6 +237,49 @@ pub struct Lease {
     pub attempt: u32,
     pub max_retries: u32,
     pub model_type: ModelType,
+    /// When the lease ends unless renewed (Unix seconds).
+    pub until: f64,
+}
+
+impl Lease {
+    /// The node of the trainer holding the lease (trainer names are `node/device-N`).
+    pub fn node(&self) -> &str {
+        self.trainer
+            .split_once('/')
+            .map_or(self.trainer.as_str(), |(node, _)| node)
+    }
+}
+
+/// A node as it announces itself in the store, about every second.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct NodeInfo {
+    pub name: String,
+    /// The HTTP address (REST, SSE, panel, metrics).
+    pub http: String,
+    /// The cluster address (ractor_cluster), empty on a node without a cluster.
+    pub cluster: String,
+    pub trainers: Vec<TrainerSeat>,
+    pub started_at: f64,
+    /// When it last announced itself (Unix seconds).
+    pub seen_at: f64,
+    /// Takes no new work.
+    pub draining: bool,
+}
+
+/// A trainer a node runs.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TrainerSeat {
+    pub name: String,
+    pub device: String,
+}
+
+/// What a trainer learns when it renews its lease.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Renewal {
+    /// The attempt still runs; `cancel` if someone asked to stop it.
+    Held { cancel: bool },
+    /// The attempt no longer runs the task (it was requeued, or ended): stop working on it.
+    Lost,
 }
 
 /// Timings the store applies.
@@ -241,6 +289,8 @@ pub struct StoreSettings {
     pub result_expires_s: f64,
     /// Seconds an expired id is still reported as expired.
     pub expired_memory_s: f64,
+    /// Seconds a running attempt's lease lasts without renewal.
+    pub lease_s: f64,
 }
 
 impl Default for StoreSettings {
@@ -248,6 +298,7 @@ impl Default for StoreSettings {
         StoreSettings {
             result_expires_s: 3600.0,
             expired_memory_s: 86_400.0,
+            lease_s: 5.0,
         }
     }
 }
@@ -323,10 +374,27 @@ pub trait Store: Send + Sync + 'static {
     fn queue_depths(&self) -> impl Future<Output = Result<[u64; 10], StoreError>> + Send;
     /// Every running task's lease.
     fn leases(&self) -> impl Future<Output = Result<Vec<Lease>, StoreError>> + Send;
+    /// Renews the lease of `attempt` for another `lease_s`, and says whether to cancel it.
+    fn renew(
+        &self,
+        id: Uuid,
+        attempt: u32,
+    ) -> impl Future<Output = Result<Renewal, StoreError>> + Send;
+    /// Takes or renews the leader lease for `node` for `ttl_s`; true if `node` leads now.
+    fn lead(&self, node: &str, ttl_s: f64) -> impl Future<Output = Result<bool, StoreError>> + Send;
+    /// The node holding the leader lease.
+    fn leader(&self) -> impl Future<Output = Result<Option<String>, StoreError>> + Send;
+    /// Records (or refreshes) a node's announcement.
+    fn announce(&self, node: &NodeInfo) -> impl Future<Output = Result<(), StoreError>> + Send;
+    /// Every node that announced itself in the last `NODE_MEMORY_S`, by name.
+    fn nodes(&self) -> impl Future<Output = Result<Vec<NodeInfo>, StoreError>> + Send;
     /// Removes what has expired by now; returns how many tasks expired.
     fn sweep(&self) -> impl Future<Output = Result<u64, StoreError>> + Send;
     fn ping(&self) -> impl Future<Output = Result<(), StoreError>> + Send;
 }
+
+/// How long a node that stopped announcing itself is still listed (as disconnected).
+pub const NODE_MEMORY_S: f64 = 600.0;
 
 /// Seconds since the Unix epoch.
 pub fn now_s() -> f64 {
@@ -348,18 +416,27 @@ impl TaskRecord {
         self.expires_at.is_some_and(|at| at <= now)
     }
 
-    fn claimed(mut self, trainer: &str) -> Self {
+    fn claimed(mut self, trainer: &str, settings: &StoreSettings) -> Self {
+        let now = now_s();
         self.state = TaskState::Started;
         self.attempt += 1;
         self.trainer = Some(trainer.to_string());
-        self.started_at = Some(now_s());
+        self.started_at = Some(now);
         self.progress = None;
+        self.lease_until = Some(now + settings.lease_s);
         self
     }
 
-    fn progressed(mut self, progress: &TaskProgress) -> Self {
+    /// A progress write renews the lease too.
+    fn progressed(mut self, progress: &TaskProgress, settings: &StoreSettings) -> Self {
         self.state = TaskState::Progress;
         self.progress = Some(progress.clone());
+        self.lease_until = Some(now_s() + settings.lease_s);
+        self
+    }
+
+    fn renewed(mut self, settings: &StoreSettings) -> Self {
+        self.lease_until = Some(now_s() + settings.lease_s);
         self
     }
 
@@ -400,6 +477,7 @@ impl TaskRecord {
     fn ended(mut self, state: TaskState, settings: &StoreSettings) -> Self {
         let now = now_s();
         self.state = state;
+        self.lease_until = None;
         self.finished_at = Some(now);
         self.expires_at = Some(now + settings.result_expires_s);
         self
@@ -413,6 +491,7 @@ impl TaskRecord {
         });
         self.state = TaskState::Pending;
         self.progress = None;
+        self.lease_until = None;
         self
     }
 
@@ -437,6 +516,7 @@ impl TaskRecord {
             attempt: self.attempt,
             max_retries: self.max_retries,
             model_type: self.model_type,
+            until: self.lease_until.unwrap_or(f64::INFINITY),
         }
     }
 

@@ -24,6 +24,7 @@ struct Scripts {
     update: Script,
     finish: Script,
     requeue: Script,
+    lead: Script,
 }
 
 #[derive(Clone)]
@@ -68,6 +69,7 @@ impl RedisStore {
                 update: Script::new(include_str!("lua/update.lua")),
                 finish: Script::new(include_str!("lua/finish.lua")),
                 requeue: Script::new(include_str!("lua/requeue.lua")),
+                lead: Script::new(include_str!("lua/lead.lua")),
             }),
         })
     }
@@ -230,7 +232,7 @@ impl Store for RedisStore {
                 continue;
             };
             let task: TaskRecord = decode(&old)?;
-            let task = task.claimed(trainer);
+            let task = task.claimed(trainer, &self.settings);
             let lease = format!("{trainer}\t{}", task.attempt);
             let keys = [k.task(id), queue.clone(), k.running()];
             let id_text = id.to_string();
@@ -268,7 +270,7 @@ impl Store for RedisStore {
                     &self.scripts.update,
                     &keys,
                     &old,
-                    &task.progressed(progress),
+                    &task.progressed(progress, &self.settings),
                     &[],
                 )
                 .await?
@@ -466,6 +468,67 @@ impl Store for RedisStore {
                 }
             }
         }
+        Ok(out)
+    }
+
+    async fn renew(&self, id: Uuid, attempt: u32) -> Result<Renewal, StoreError> {
+        let keys = [self.keys.task(id)];
+        for _ in 0..MAX_CAS_RETRIES {
+            let Some((old, task)) = self.read_running(id, attempt).await? else {
+                return Ok(Renewal::Lost);
+            };
+            let cancel = task.cancel_requested;
+            let renewed = task.renewed(&self.settings);
+            if self
+                .swap(&self.scripts.update, &keys, &old, &renewed, &[])
+                .await?
+            {
+                return Ok(Renewal::Held { cancel });
+            }
+        }
+        Err(Self::conflict(id))
+    }
+
+    async fn lead(&self, node: &str, ttl_s: f64) -> Result<bool, StoreError> {
+        let ttl_ms = (ttl_s * 1000.0).ceil().max(1.0) as u64;
+        let held: i64 = self
+            .scripts
+            .lead
+            .key(self.keys.leader())
+            .arg(node)
+            .arg(ttl_ms)
+            .invoke_async(&mut self.con.clone())
+            .await?;
+        Ok(held == 1)
+    }
+
+    async fn leader(&self) -> Result<Option<String>, StoreError> {
+        Ok(self.con.clone().get(self.keys.leader()).await?)
+    }
+
+    async fn announce(&self, node: &NodeInfo) -> Result<(), StoreError> {
+        let _: i64 = self
+            .con
+            .clone()
+            .hset(self.keys.nodes(), &node.name, encode(node))
+            .await?;
+        Ok(())
+    }
+
+    async fn nodes(&self) -> Result<Vec<NodeInfo>, StoreError> {
+        let mut con = self.con.clone();
+        let all: Vec<(String, String)> = con.hgetall(self.keys.nodes()).await?;
+        let now = now_s();
+        let mut out = Vec::new();
+        for (name, raw) in all {
+            let node: NodeInfo = decode(&raw)?;
+            if now - node.seen_at > NODE_MEMORY_S {
+                let _: i64 = con.hdel(self.keys.nodes(), &name).await?;
+            } else {
+                out.push(node);
+            }
+        }
+        out.sort_by(|a, b| a.name.cmp(&b.name));
         Ok(out)
     }
 

@@ -151,7 +151,12 @@ impl Node {
         if let Some(redis) = &store.redis {
             command
                 .env("TRAINYARD_STORE__URL", &redis.url)
-                .env("TRAINYARD_STORE__PREFIX", &store.prefix);
+                .env("TRAINYARD_STORE__PREFIX", &store.prefix)
+                .env("TRAINYARD_NODE__COOKIE", "test-cookie")
+                .env(
+                    "TRAINYARD_NODE__LISTEN",
+                    format!("\"127.0.0.1:{}\"", free_port()),
+                );
         }
         for (k, v) in env {
             command.env(k, v);

@@ -1,0 +1,140 @@
+//! The actors' messages. Those that cross nodes (`Train`, `Cancel`, `Poll`, `TrainerIdle`) have
+//! a plain wire form encoded by [`crate::cluster::codec`]; the rest stay on their node.
+
+use ractor::message::SerializedMessage;
+use ractor::RpcReplyPort;
+use ractor::message::BoxedDowncastErr;
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use crate::cluster::codec;
+use crate::store::TaskRecord;
+use crate::training::{TrainError, TrainOutcome};
+
+pub enum TrainerMsg {
+    /// Run attempt `attempt` of task `id`, which the leader claimed for this trainer.
+    Train { id: Uuid, attempt: u32 },
+    /// Stop task `id` if it is the one running.
+    Cancel { id: Uuid },
+    /// The training of `task` ended (local).
+    Ended {
+        task: Box<TaskRecord>,
+        outcome: Ended,
+    },
+}
+
+pub enum Ended {
+    Done(Result<TrainOutcome, TrainError>),
+    /// The training thread panicked.
+    Panicked(String),
+}
+
+pub enum DispatcherMsg {
+    /// Look for queued work now (a task was submitted, or the poll timer fired).
+    Poll,
+    /// A trainer finished its task and is idle.
+    TrainerIdle { trainer: String },
+    /// Stop handing out work and leading (the node is shutting down) (local).
+    Drain,
+    /// The trainers this dispatcher knows and what they do (local).
+    Trainers(RpcReplyPort<Vec<TrainerInfo>>),
+}
+
+/// A trainer as the health endpoint shows it.
+#[derive(Debug, Clone, Serialize)]
+pub struct TrainerInfo {
+    pub name: String,
+    pub device: String,
+    /// `idle` or `busy`.
+    pub state: &'static str,
+    pub task_id: Option<Uuid>,
+}
+
+pub enum SupervisorMsg {
+    /// Start trainer `index` again after its backoff.
+    Respawn { index: usize },
+}
+
+impl ractor::Message for SupervisorMsg {}
+
+#[derive(Serialize, Deserialize)]
+enum TrainerWire {
+    Train { id: Uuid, attempt: u32 },
+    Cancel { id: Uuid },
+}
+
+#[derive(Serialize, Deserialize)]
+enum DispatcherWire {
+    Poll,
+    TrainerIdle { trainer: String },
+}
+
+impl ractor::Message for TrainerMsg {
+    fn serializable() -> bool {
+        true
+    }
+
+    fn serialize(self) -> Result<SerializedMessage, BoxedDowncastErr> {
+        let wire = match self {
+            TrainerMsg::Train { id, attempt } => TrainerWire::Train { id, attempt },
+            TrainerMsg::Cancel { id } => TrainerWire::Cancel { id },
+            TrainerMsg::Ended { .. } => return Err(BoxedDowncastErr),
+        };
+        codec::to_cast(&wire)
+    }
+
+    fn deserialize(message: SerializedMessage) -> Result<Self, BoxedDowncastErr> {
+        Ok(match codec::from_cast(message)? {
+            TrainerWire::Train { id, attempt } => TrainerMsg::Train { id, attempt },
+            TrainerWire::Cancel { id } => TrainerMsg::Cancel { id },
+        })
+    }
+}
+
+impl ractor::Message for DispatcherMsg {
+    fn serializable() -> bool {
+        true
+    }
+
+    fn serialize(self) -> Result<SerializedMessage, BoxedDowncastErr> {
+        let wire = match self {
+            DispatcherMsg::Poll => DispatcherWire::Poll,
+            DispatcherMsg::TrainerIdle { trainer } => DispatcherWire::TrainerIdle { trainer },
+            DispatcherMsg::Drain | DispatcherMsg::Trainers(_) => return Err(BoxedDowncastErr),
+        };
+        codec::to_cast(&wire)
+    }
+
+    fn deserialize(message: SerializedMessage) -> Result<Self, BoxedDowncastErr> {
+        Ok(match codec::from_cast(message)? {
+            DispatcherWire::Poll => DispatcherMsg::Poll,
+            DispatcherWire::TrainerIdle { trainer } => DispatcherMsg::TrainerIdle { trainer },
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cross_node_messages_survive_the_wire_and_local_ones_refuse_it() {
+        use ractor::Message;
+        let id = Uuid::new_v4();
+        let wire = TrainerMsg::Train { id, attempt: 2 }.serialize().unwrap();
+        match TrainerMsg::deserialize(wire).unwrap() {
+            TrainerMsg::Train { id: got, attempt } => assert_eq!((got, attempt), (id, 2)),
+            _ => panic!("wrong variant"),
+        }
+        let wire = DispatcherMsg::TrainerIdle {
+            trainer: "node-b/cpu-0".into(),
+        }
+        .serialize()
+        .unwrap();
+        match DispatcherMsg::deserialize(wire).unwrap() {
+            DispatcherMsg::TrainerIdle { trainer } => assert_eq!(trainer, "node-b/cpu-0"),
+            _ => panic!("wrong variant"),
+        }
+        assert!(DispatcherMsg::Drain.serialize().is_err());
+    }
+}
