@@ -83,10 +83,12 @@ pub fn nodes(server: &str, json: bool) -> anyhow::Result<()> {
 
 fn nodes_table(answer: &Value) -> String {
     let text = |v: &Value| v.as_str().unwrap_or("-").to_string();
-    let mut rows = vec![[
-        "NODE", "ROLE", "LINK", "HTTP", "CLUSTER", "TRAINER", "DEVICE", "STATE", "TASK",
-    ]
-    .map(String::from)];
+    let mut rows = vec![
+        [
+            "NODE", "ROLE", "LINK", "HTTP", "CLUSTER", "TRAINER", "DEVICE", "STATE", "TASK",
+        ]
+        .map(String::from),
+    ];
     for node in answer["nodes"].as_array().into_iter().flatten() {
         let role = if node["leader"] == true {
             "leader"
@@ -244,7 +246,9 @@ mod tests {
         let lines: Vec<&str> = table.lines().collect();
         assert_eq!(lines.len(), 4, "{table}");
         assert!(lines[0].starts_with("NODE"));
-        assert!(lines[1].contains("leader") && lines[1].contains("busy") && lines[1].contains("t1"));
+        assert!(
+            lines[1].contains("leader") && lines[1].contains("busy") && lines[1].contains("t1")
+        );
         assert!(lines[2].trim_start().starts_with("node-a/cpu-1"));
         assert!(lines[3].contains("down") && lines[3].contains("follower"));
     }

@@ -180,7 +180,10 @@ impl Config {
             problems.push("node.name must not be empty".to_string());
         }
         if self.node.name.contains('/') {
-            problems.push(format!("node.name {:?} must not contain '/'", self.node.name));
+            problems.push(format!(
+                "node.name {:?} must not contain '/'",
+                self.node.name
+            ));
         }
         if self.store.url.starts_with("redis://") {
             problems.extend(self.cluster_problems());
@@ -252,12 +255,11 @@ impl Config {
                 "node.listen {:?} is not an address like 127.0.0.1:4700",
                 self.node.listen
             )),
-            Ok(addr) if !addr.ip().is_loopback() && self.node.cookie == EXAMPLE_COOKIE => {
-                problems.push(format!(
+            Ok(addr) if !addr.ip().is_loopback() && self.node.cookie == EXAMPLE_COOKIE => problems
+                .push(format!(
                     "node.cookie is the example cookie {EXAMPLE_COOKIE:?}; a node listening on \
                      {addr} (not loopback) needs a secret of its own"
-                ))
-            }
+                )),
             Ok(_) => {}
         }
         if self.node.cookie.is_empty() {

@@ -18,8 +18,8 @@ use crate::cluster::{self, Membership};
 use crate::config::Config;
 use crate::http::{self, Api};
 use crate::store::{
-    EmbeddedStore, Instrumented, NodeInfo, RedisStore, Store, StoreError, StoreSettings,
-    TaskError, TrainerSeat, now_s,
+    EmbeddedStore, Instrumented, NodeInfo, RedisStore, Store, StoreError, StoreSettings, TaskError,
+    TrainerSeat, now_s,
 };
 use crate::telemetry;
 use crate::training::DeviceSpec;

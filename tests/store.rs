@@ -403,7 +403,11 @@ async fn tasks_wait_for_the_device_kind_they_ask_for<S: Store>(store: S) {
 async fn leases_are_renewed_and_run_out<S: Store>(store: S) {
     let t = task(ModelType::Mlp, 0);
     store.submit(&t, 100).await.unwrap();
-    let claimed = store.claim("n/cpu-0", DeviceSpec::Cpu).await.unwrap().unwrap();
+    let claimed = store
+        .claim("n/cpu-0", DeviceSpec::Cpu)
+        .await
+        .unwrap()
+        .unwrap();
     let lease = store.leases().await.unwrap().pop().unwrap();
     assert_eq!((lease.id, lease.attempt, lease.node()), (t.id, 1, "n"));
     assert!(lease.until > now_s() && lease.until <= now_s() + 1.0);
@@ -425,7 +429,12 @@ async fn leases_are_renewed_and_run_out<S: Store>(store: S) {
     // Not renewed: the lease runs out; the stale attempt learns it lost the task.
     tokio::time::sleep(Duration::from_millis(1100)).await;
     assert!(store.leases().await.unwrap()[0].until < now_s());
-    assert!(store.requeue(t.id, claimed.attempt, error("lease_expired")).await.unwrap());
+    assert!(
+        store
+            .requeue(t.id, claimed.attempt, error("lease_expired"))
+            .await
+            .unwrap()
+    );
     assert_eq!(store.renew(t.id, 1).await.unwrap(), Renewal::Lost);
     assert!(store.leases().await.unwrap().is_empty());
     assert_eq!(store.renew(Uuid::new_v4(), 1).await.unwrap(), Renewal::Lost);
@@ -524,7 +533,10 @@ async fn one_leader_at_a_time_on_redis() {
     assert!(store.lead("a", 0.5).await.unwrap(), "the holder renews");
     assert_eq!(store.leader().await.unwrap().as_deref(), Some("a"));
     tokio::time::sleep(Duration::from_millis(700)).await;
-    assert!(store.lead("b", 0.5).await.unwrap(), "a lapsed lease is free");
+    assert!(
+        store.lead("b", 0.5).await.unwrap(),
+        "a lapsed lease is free"
+    );
     assert!(!store.lead("a", 0.5).await.unwrap());
     assert_eq!(store.leader().await.unwrap().as_deref(), Some("b"));
 }

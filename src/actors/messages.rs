@@ -1,9 +1,9 @@
 //! The actors' messages. Those that cross nodes (`Train`, `Cancel`, `Poll`, `TrainerIdle`) have
 //! a plain wire form encoded by [`crate::cluster::codec`]; the rest stay on their node.
 
-use ractor::message::SerializedMessage;
 use ractor::RpcReplyPort;
 use ractor::message::BoxedDowncastErr;
+use ractor::message::SerializedMessage;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 

@@ -71,7 +71,11 @@ mod tests {
         let big = Wire::Idle {
             trainer: "x".repeat(MAX_MESSAGE_BYTES + 1),
         };
-        assert!(encode(&big).is_err());
+        let bytes = bincode::serde::encode_to_vec(&big, bincode::config::standard()).unwrap();
+        assert!(
+            decode::<Wire>(&bytes).is_err(),
+            "oversized messages are refused"
+        );
         assert!(decode::<Wire>(&[0xff; 5]).is_err());
     }
 }

@@ -67,7 +67,7 @@ impl Membership {
     /// refused it (a node with the wrong cookie must not lead a cluster it is not part of).
     pub fn may_lead(&self) -> bool {
         let peers = self.peers.lock().expect("peers lock");
-        !(peers.refused && !peers.joined)
+        !peers.refused || peers.joined
     }
 
     /// Names of the peers with a ready session.
@@ -96,6 +96,11 @@ pub async fn start(
     cookie: &str,
     seeds: &[String],
 ) -> Result<Arc<Membership>, String> {
+    // The node server binds in the background and only logs a failure; check the port first.
+    drop(
+        std::net::TcpListener::bind(listen)
+            .map_err(|e| format!("cannot listen for the cluster on {listen}: {e}"))?,
+    );
     let server = NodeServer::new(
         listen.port(),
         cookie.to_string(),
@@ -109,8 +114,6 @@ pub async fn start(
     let (server, _) = Actor::spawn(None, server, ())
         .await
         .map_err(|e| format!("cannot start the cluster server on {listen}: {e}"))?;
-    // The listener binds in the background; check the port is ours before going on.
-    wait_for_listener(listen).await?;
     let membership = Arc::new(Membership {
         name: name.to_string(),
         address: listen.to_string(),
@@ -133,36 +136,20 @@ pub async fn start(
     Ok(membership)
 }
 
-async fn wait_for_listener(listen: SocketAddr) -> Result<(), String> {
-    let deadline = Instant::now() + Duration::from_secs(5);
-    loop {
-        match tokio::net::TcpStream::connect(listen).await {
-            Ok(_) => return Ok(()),
-            Err(e) if Instant::now() >= deadline => {
-                return Err(format!("the cluster server does not listen on {listen}: {e}"));
-            }
-            Err(_) => tokio::time::sleep(Duration::from_millis(20)).await,
-        }
-    }
-}
-
 /// Dials every seed that has no session, with a backoff per seed, until the server stops.
 async fn redial(server: ActorRef<NodeServerMessage>, seeds: Vec<String>) {
     let mut next_try: HashMap<String, (Instant, Duration)> = HashMap::new();
     loop {
-        let sessions = match ractor::call_t!(
-            server,
-            NodeServerMessage::GetSessions,
-            CALL_TIMEOUT_MS
-        ) {
-            Ok(sessions) => sessions,
-            Err(_) if server.get_status() == ractor::ActorStatus::Stopped => return,
-            Err(e) => {
-                tracing::warn!(error = %e, "cannot list cluster sessions");
-                tokio::time::sleep(CHECK_EVERY).await;
-                continue;
-            }
-        };
+        let sessions =
+            match ractor::call_t!(server, NodeServerMessage::GetSessions, CALL_TIMEOUT_MS) {
+                Ok(sessions) => sessions,
+                Err(_) if server.get_status() == ractor::ActorStatus::Stopped => return,
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot list cluster sessions");
+                    tokio::time::sleep(CHECK_EVERY).await;
+                    continue;
+                }
+            };
         let present: HashSet<String> = sessions
             .values()
             .flat_map(|s| {
@@ -176,10 +163,7 @@ async fn redial(server: ActorRef<NodeServerMessage>, seeds: Vec<String>) {
                 next_try.remove(seed);
                 continue;
             }
-            let (when, backoff) = next_try
-                .get(seed)
-                .copied()
-                .unwrap_or((now, FIRST_REDIAL));
+            let (when, backoff) = next_try.get(seed).copied().unwrap_or((now, FIRST_REDIAL));
             if now < when {
                 continue;
             }
@@ -196,6 +180,13 @@ async fn redial(server: ActorRef<NodeServerMessage>, seeds: Vec<String>) {
         }
         tokio::time::sleep(CHECK_EVERY).await;
     }
+}
+
+/// A peer's node name: ractor_cluster names peers `name@host`.
+fn node_name(peer: &str) -> String {
+    peer.split_once('@')
+        .map_or(peer, |(name, _)| name)
+        .to_string()
 }
 
 /// Session events from the node server, kept in the membership and logged.
@@ -222,7 +213,7 @@ impl NodeEventSubscription for Events {
     }
 
     fn node_session_authenticated(&self, ses: ractor_cluster::node::NodeServerSessionInformation) {
-        let name = ses.peer_name.map(|n| n.name);
+        let name = ses.peer_name.map(|n| node_name(&n.name));
         self.with(|p| {
             if let Some(s) = p.sessions.get_mut(&ses.actor.get_id()) {
                 s.name = name;
@@ -231,7 +222,7 @@ impl NodeEventSubscription for Events {
     }
 
     fn node_session_ready(&self, ses: ractor_cluster::node::NodeServerSessionInformation) {
-        let name = ses.peer_name.map(|n| n.name);
+        let name = ses.peer_name.map(|n| node_name(&n.name));
         tracing::info!(peer = name.as_deref().unwrap_or("?"), addr = %ses.peer_addr, "peer joined");
         self.with(|p| {
             p.joined = true;
@@ -250,7 +241,7 @@ impl NodeEventSubscription for Events {
             (true, Some(name)) => tracing::warn!(peer = %name, addr = %session.addr, "peer left"),
             (true, None) => tracing::warn!(addr = %session.addr, "peer left"),
             (false, name) => {
-                let name = name.or_else(|| ses.peer_name.map(|n| n.name));
+                let name = name.or_else(|| ses.peer_name.map(|n| node_name(&n.name)));
                 self.with(|p| p.refused = true);
                 tracing::warn!(
                     addr = %session.addr,

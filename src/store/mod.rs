@@ -381,7 +381,8 @@ pub trait Store: Send + Sync + 'static {
         attempt: u32,
     ) -> impl Future<Output = Result<Renewal, StoreError>> + Send;
     /// Takes or renews the leader lease for `node` for `ttl_s`; true if `node` leads now.
-    fn lead(&self, node: &str, ttl_s: f64) -> impl Future<Output = Result<bool, StoreError>> + Send;
+    fn lead(&self, node: &str, ttl_s: f64)
+    -> impl Future<Output = Result<bool, StoreError>> + Send;
     /// The node holding the leader lease.
     fn leader(&self) -> impl Future<Output = Result<Option<String>, StoreError>> + Send;
     /// Records (or refreshes) a node's announcement.

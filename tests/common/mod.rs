@@ -43,55 +43,89 @@ pub fn poll<T>(timeout: Duration, what: &str, mut check: impl FnMut() -> Option<
     }
 }
 
-/// A `redis-server` on a free loopback port, with no persistence, stopped on drop.
+/// A `redis-server` on a free loopback port, stopped on drop. `start` keeps nothing on disk;
+/// `durable` keeps an append-only file (as `config/redis.conf` does) and can be restarted.
 pub struct RedisServer {
-    child: Child,
+    child: std::sync::Mutex<Child>,
+    args: Vec<String>,
+    port: u16,
     pub url: String,
 }
 
 impl RedisServer {
     pub fn start() -> RedisServer {
+        Self::launch(&["--save", "", "--appendonly", "no"])
+    }
+
+    /// With AOF on (`appendfsync everysec`) in a fresh folder.
+    pub fn durable() -> RedisServer {
+        let dir = temp_dir("redis");
+        Self::launch(&[
+            "--save",
+            "",
+            "--appendonly",
+            "yes",
+            "--appendfsync",
+            "everysec",
+            "--dir",
+            dir.to_str().unwrap(),
+        ])
+    }
+
+    fn launch(extra: &[&str]) -> RedisServer {
         let port = free_port();
+        let mut args = vec![
+            "--port".to_string(),
+            port.to_string(),
+            "--bind".into(),
+            "127.0.0.1".into(),
+        ];
+        args.extend(extra.iter().map(|a| a.to_string()));
+        RedisServer {
+            child: std::sync::Mutex::new(Self::spawn(&args, port)),
+            args,
+            port,
+            url: format!("redis://127.0.0.1:{port}/0"),
+        }
+    }
+
+    fn spawn(args: &[String], port: u16) -> Child {
         let child = Command::new("redis-server")
-            .args([
-                "--port",
-                &port.to_string(),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-            ])
+            .args(args)
             .stdout(Stdio::null())
             .spawn()
             .expect("redis-server runs (scripts/test installs it)");
-        let server = RedisServer {
-            child,
-            url: format!("redis://127.0.0.1:{port}/0"),
-        };
         poll(Duration::from_secs(20), "redis-server to listen", || {
             std::net::TcpStream::connect(("127.0.0.1", port))
                 .ok()
                 .map(|_| ())
         });
-        server
+        child
     }
-}
 
-impl RedisServer {
     /// Kills the server now (the store becomes unreachable).
     pub fn kill(&self) {
+        let _ = self.child.lock().unwrap().kill();
+    }
+
+    /// Stops the server the way an operator would (SIGTERM: it writes its AOF and exits),
+    /// waits `down`, and starts it again on the same port and files.
+    pub fn restart(&self, down: Duration) {
+        let mut child = self.child.lock().unwrap();
         let _ = Command::new("kill")
-            .args(["-9", &self.child.id().to_string()])
+            .args(["-TERM", &child.id().to_string()])
             .status();
+        let _ = child.wait();
+        std::thread::sleep(down);
+        *child = Self::spawn(&self.args, self.port);
     }
 }
 
 impl Drop for RedisServer {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        let child = self.child.get_mut().unwrap();
+        let _ = child.kill();
+        let _ = child.wait();
     }
 }
 

@@ -1,0 +1,499 @@
+//! The cluster, end to end: real `trainyard node` processes on loopback joined over
+//! ractor_cluster, a real `redis-server`, real HTTP. Nodes are killed (`kill -9`), frozen
+//! (`SIGSTOP`), refused (wrong cookie) and restarted; no accepted task may be lost or end with
+//! two results.
+
+mod common;
+
+use std::collections::{HashMap, HashSet};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use common::{RedisServer, free_port, poll, temp_dir};
+use serde_json::{Value, json};
+
+/// The cluster tests run one at a time: each starts three nodes on a 2-core machine.
+static SERIAL: Mutex<()> = Mutex::new(());
+
+const COOKIE: &str = "cluster-test-cookie";
+/// Short task leases, so a frozen node's tasks come back quickly.
+const LEASE_S: &str = "2";
+
+/// A training that takes a few seconds on one core.
+fn slow_task() -> Value {
+    json!({"epochs": 60, "hidden_sizes": [64, 64], "seed": 1})
+}
+
+fn quick_task() -> Value {
+    json!({"epochs": 2, "hidden_sizes": [8]})
+}
+
+struct Cluster {
+    redis: Arc<RedisServer>,
+    prefix: String,
+    dir: PathBuf,
+    /// Cluster port of each node name, fixed across restarts.
+    ports: HashMap<String, (u16, u16)>,
+}
+
+struct Node {
+    name: String,
+    child: Child,
+    url: String,
+    log: PathBuf,
+}
+
+impl Cluster {
+    fn new(redis: RedisServer) -> Cluster {
+        Cluster {
+            redis: Arc::new(redis),
+            prefix: format!("cl{}", free_port()),
+            dir: temp_dir("cluster"),
+            ports: HashMap::new(),
+        }
+    }
+
+    /// Starts node `name` (one CPU trainer) that dials `seeds` (names of other nodes).
+    fn start(&mut self, name: &str, seeds: &[&str], cookie: &str) -> Node {
+        for n in std::iter::once(name).chain(seeds.iter().copied()) {
+            self.ports
+                .entry(n.to_string())
+                .or_insert_with(|| (free_port(), free_port()));
+        }
+        let (cluster_port, http_port) = self.ports[name];
+        let seeds: Vec<String> = seeds
+            .iter()
+            .map(|s| format!("\"127.0.0.1:{}\"", self.ports[*s].0))
+            .collect();
+        let config = format!(
+            "[node]\nname = \"{name}\"\nlisten = \"127.0.0.1:{cluster_port}\"\ncookie = \"{cookie}\"\nseeds = [{}]\n\
+             [http]\nlisten = \"127.0.0.1:{http_port}\"\n\
+             [store]\nurl = \"{}\"\nprefix = \"{}\"\n\
+             [trainers]\ndevices = [\"cpu\"]\n\
+             [tasks]\nlease_s = {LEASE_S}\nmax_retries = 3\nshutdown_grace_s = 5\n",
+            seeds.join(", "),
+            self.redis.url,
+            self.prefix,
+        );
+        let path = self.dir.join(format!("{name}.toml"));
+        std::fs::write(&path, config).unwrap();
+        let log = self.dir.join(format!("{name}.log"));
+        let child = Command::new(env!("CARGO_BIN_EXE_trainyard"))
+            .arg("node")
+            .arg("--config")
+            .arg(&path)
+            .env("RUST_LOG", "info")
+            .env("NO_COLOR", "1")
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .expect("trainyard starts");
+        let node = Node {
+            name: name.to_string(),
+            child,
+            url: format!("http://127.0.0.1:{http_port}"),
+            log,
+        };
+        poll(
+            Duration::from_secs(60),
+            &format!("{name} to answer"),
+            || {
+                let (status, _) = node.try_get("/cluster/health")?;
+                (status == 200).then_some(())
+            },
+        );
+        node
+    }
+
+    /// Three nodes: b and c join through a (and find each other through it).
+    fn three(&mut self) -> Vec<Node> {
+        let a = self.start("node-a", &[], COOKIE);
+        let b = self.start("node-b", &["node-a"], COOKIE);
+        let c = self.start("node-c", &["node-a"], COOKIE);
+        let nodes = vec![a, b, c];
+        wait_connected(&nodes[0], &["node-a", "node-b", "node-c"]);
+        wait_connected(&nodes[1], &["node-a", "node-b", "node-c"]);
+        wait_connected(&nodes[2], &["node-a", "node-b", "node-c"]);
+        nodes
+    }
+}
+
+impl Node {
+    fn agent() -> ureq::Agent {
+        ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .timeout_global(Some(Duration::from_secs(30)))
+            .build()
+            .into()
+    }
+
+    fn read(
+        response: Result<ureq::http::Response<ureq::Body>, ureq::Error>,
+    ) -> Option<(u16, Value)> {
+        let response = response.ok()?;
+        let status = response.status().as_u16();
+        let text = response.into_body().read_to_string().ok()?;
+        Some((
+            status,
+            serde_json::from_str(&text).unwrap_or(Value::String(text)),
+        ))
+    }
+
+    fn try_get(&self, path: &str) -> Option<(u16, Value)> {
+        Self::read(Self::agent().get(format!("{}{path}", self.url)).call())
+    }
+
+    fn get(&self, path: &str) -> Value {
+        let (status, body) = self
+            .try_get(path)
+            .unwrap_or_else(|| panic!("GET {path} on {} failed", self.name));
+        assert_eq!(status, 200, "GET {path}: {body}");
+        body
+    }
+
+    fn submit(&self, body: Value) -> String {
+        let (status, answer) = Self::read(
+            Self::agent()
+                .post(format!("{}/train/mlp/async", self.url))
+                .send_json(body),
+        )
+        .expect("submit answers");
+        assert_eq!(status, 202, "{answer}");
+        answer["task_id"].as_str().unwrap().to_string()
+    }
+
+    fn task(&self, id: &str) -> Value {
+        self.get(&format!("/task/{id}"))
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    fn kill9(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    fn signal(&self, sig: &str) {
+        let ok = Command::new("kill")
+            .args([sig, &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(ok.success());
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        let _ = Command::new("kill")
+            .args(["-CONT", &self.child.id().to_string()])
+            .stderr(Stdio::null())
+            .status();
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Waits until `node` sees every node in `names` alive and connected.
+fn wait_connected(node: &Node, names: &[&str]) {
+    poll(
+        Duration::from_secs(30),
+        &format!("{} to see {names:?} connected", node.name),
+        || {
+            let nodes = node.get("/cluster/nodes");
+            let connected: HashSet<String> = nodes["nodes"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .filter(|n| n["connected"] == true && n["alive"] == true)
+                .map(|n| n["name"].as_str().unwrap().to_string())
+                .collect();
+            names.iter().all(|n| connected.contains(*n)).then_some(())
+        },
+    );
+}
+
+fn leader(node: &Node) -> Option<String> {
+    node.get("/cluster/nodes")["leader"]
+        .as_str()
+        .map(String::from)
+}
+
+/// Waits until every task in `ids` is SUCCESS; returns their records.
+fn wait_all_succeed(node: &Node, ids: &[String], timeout: Duration) -> Vec<Value> {
+    poll(timeout, "every task to succeed", || {
+        let records: Vec<Value> = ids.iter().map(|id| node.task(id)).collect();
+        for r in &records {
+            let state = r["state"].as_str().unwrap();
+            assert!(
+                state != "FAILURE" && state != "REVOKED",
+                "a task ended as {state}: {r}"
+            );
+        }
+        records
+            .iter()
+            .all(|r| r["state"] == "SUCCESS")
+            .then_some(records)
+    })
+}
+
+/// The node whose trainer produced a task's result.
+fn ran_on(record: &Value) -> String {
+    let trainer = record["result"]["trainer"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no trainer in {record}"));
+    trainer.split('/').next().unwrap().to_string()
+}
+
+/// Waits until the trainers of every node in `names` are busy; returns which task each runs.
+fn wait_busy(node: &Node, names: &[&str]) -> HashMap<String, String> {
+    poll(Duration::from_secs(60), "trainers to be busy", || {
+        let nodes = node.get("/cluster/nodes");
+        let mut tasks = HashMap::new();
+        for n in nodes["nodes"].as_array().unwrap() {
+            let name = n["name"].as_str().unwrap();
+            if !names.contains(&name) {
+                continue;
+            }
+            let t = &n["trainers"][0];
+            if t["state"] != "busy" {
+                return None;
+            }
+            tasks.insert(name.to_string(), t["task_id"].as_str()?.to_string());
+        }
+        (tasks.len() == names.len()).then_some(tasks)
+    })
+}
+
+fn attempt_codes(record: &Value) -> Vec<String> {
+    record["attempts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["error"]["code"].as_str().unwrap().to_string())
+        .collect()
+}
+
+#[test]
+fn tasks_submitted_to_one_node_run_on_every_node() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let mut cluster = Cluster::new(RedisServer::start());
+    let nodes = cluster.three();
+    let view = nodes[1].get("/cluster/nodes");
+    assert_eq!(view["nodes"].as_array().unwrap().len(), 3, "{view}");
+    let leaders: Vec<&Value> = view["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|n| n["leader"] == true)
+        .collect();
+    assert_eq!(leaders.len(), 1, "exactly one leader: {view}");
+    let health = nodes[2].get("/cluster/health");
+    assert_eq!(health["cluster"]["nodes"], 3, "{health}");
+    assert_eq!(health["cluster"]["trainers"], 3, "{health}");
+
+    let ids: Vec<String> = (0..9).map(|_| nodes[0].submit(quick_task())).collect();
+    let records = wait_all_succeed(&nodes[0], &ids, Duration::from_secs(120));
+    let used: HashSet<String> = records.iter().map(ran_on).collect();
+    assert_eq!(
+        used,
+        HashSet::from(["node-a".into(), "node-b".into(), "node-c".into()]),
+        "tasks ran on every node"
+    );
+    for r in &records {
+        assert_eq!(r["attempt"], 1, "{r}");
+    }
+}
+
+#[test]
+fn a_killed_node_loses_no_task() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let mut cluster = Cluster::new(RedisServer::start());
+    let mut nodes = cluster.three();
+    let ids: Vec<String> = (0..3).map(|_| nodes[0].submit(slow_task())).collect();
+    let running = wait_busy(&nodes[0], &["node-a", "node-b", "node-c"]);
+    let lead = leader(&nodes[0]).unwrap();
+    let victim = nodes
+        .iter()
+        .position(|n| n.name != lead)
+        .expect("a follower");
+    let victim_name = nodes[victim].name.clone();
+    let lost_task = running[&victim_name].clone();
+    nodes[victim].kill9();
+    let survivor = nodes.iter().find(|n| n.name != victim_name).unwrap();
+    let records = wait_all_succeed(survivor, &ids, Duration::from_secs(180));
+    for r in &records {
+        if r["task_id"] == lost_task.as_str() {
+            assert_eq!(r["attempt"], 2, "the lost task ran again: {r}");
+            assert_eq!(attempt_codes(r), ["trainer_lost"], "{r}");
+            assert_ne!(ran_on(r), victim_name);
+        } else {
+            assert_eq!(r["attempt"], 1, "{r}");
+        }
+    }
+}
+
+#[test]
+fn a_killed_leader_is_replaced_and_work_keeps_flowing() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let mut cluster = Cluster::new(RedisServer::start());
+    let mut nodes = cluster.three();
+    let lead = leader(&nodes[0]).unwrap();
+    let mut ids: Vec<String> = (0..9).map(|_| nodes[0].submit(quick_task())).collect();
+    let victim = nodes.iter().position(|n| n.name == lead).unwrap();
+    // Let some work start, then kill the leader mid-stream.
+    std::thread::sleep(Duration::from_millis(1500));
+    nodes[victim].kill9();
+    let killed = Instant::now();
+    let survivor = nodes.iter().find(|n| n.name != lead).unwrap();
+    let new_leader = poll(Duration::from_secs(15), "a new leader", || {
+        leader(survivor).filter(|l| *l != lead)
+    });
+    let took = killed.elapsed();
+    assert!(took < Duration::from_secs(10), "failover took {took:?}");
+    eprintln!("leader {lead} killed; {new_leader} leads after {took:?}");
+    ids.extend((0..3).map(|_| survivor.submit(quick_task())));
+    let records = wait_all_succeed(survivor, &ids, Duration::from_secs(180));
+    for r in &records {
+        assert_ne!(ran_on(r), "", "{r}");
+        assert!(r["result"].is_object(), "one result: {r}");
+    }
+}
+
+#[test]
+fn a_frozen_node_loses_its_tasks_when_the_lease_runs_out_and_its_late_writes_are_refused() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let mut cluster = Cluster::new(RedisServer::start());
+    let nodes = cluster.three();
+    let ids: Vec<String> = (0..3).map(|_| nodes[0].submit(slow_task())).collect();
+    let running = wait_busy(&nodes[0], &["node-a", "node-b", "node-c"]);
+    let lead = leader(&nodes[0]).unwrap();
+    let frozen = nodes.iter().find(|n| n.name != lead).unwrap();
+    let frozen_task = running[&frozen.name].clone();
+    frozen.signal("-STOP");
+    let watcher = nodes.iter().find(|n| n.name == lead).unwrap();
+    // The lease (2 s) runs out and the task goes back to the queue, then runs elsewhere.
+    let requeued = poll(
+        Duration::from_secs(30),
+        "the frozen task to be requeued",
+        || {
+            let r = watcher.task(&frozen_task);
+            (r["attempt"].as_u64() >= Some(2) || r["state"] == "PENDING").then_some(r)
+        },
+    );
+    assert_eq!(attempt_codes(&requeued), ["lease_expired"], "{requeued}");
+    let others: Vec<String> = ids.iter().filter(|i| **i != frozen_task).cloned().collect();
+    wait_all_succeed(watcher, &others, Duration::from_secs(180));
+    let done = wait_all_succeed(
+        watcher,
+        std::slice::from_ref(&frozen_task),
+        Duration::from_secs(180),
+    );
+    assert_ne!(ran_on(&done[0]), frozen.name);
+    // Thawed, the old attempt learns it lost the task and its writes change nothing.
+    frozen.signal("-CONT");
+    poll(Duration::from_secs(20), "the thawed node to notice", || {
+        frozen.log().contains("lost its lease").then_some(())
+    });
+    std::thread::sleep(Duration::from_secs(2));
+    let after = watcher.task(&frozen_task);
+    assert_eq!(after["state"], "SUCCESS");
+    assert_eq!(
+        after["result"], done[0]["result"],
+        "the result did not change"
+    );
+    assert_eq!(after["attempt"], done[0]["attempt"]);
+}
+
+#[test]
+fn a_node_with_the_wrong_cookie_cannot_join() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let mut cluster = Cluster::new(RedisServer::start());
+    let a = cluster.start("node-a", &[], COOKIE);
+    let b = cluster.start("node-b", &["node-a"], COOKIE);
+    wait_connected(&a, &["node-a", "node-b"]);
+    let intruder = cluster.start("node-x", &["node-a"], "not-the-cookie");
+    poll(Duration::from_secs(20), "the refusal in the log", || {
+        let log = intruder.log();
+        (log.contains("authentication") && log.contains("cookie")).then_some(())
+    });
+    std::thread::sleep(Duration::from_secs(2));
+    let view = a.get("/cluster/nodes");
+    let x = view["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|n| n["name"] == "node-x")
+        .cloned()
+        .unwrap_or(json!({}));
+    assert_ne!(x["connected"], true, "node-x is not a peer: {view}");
+    assert_ne!(leader(&a).as_deref(), Some("node-x"));
+    // Work submitted anywhere runs on the real cluster, never on the intruder.
+    let ids: Vec<String> = (0..4).map(|_| intruder.submit(quick_task())).collect();
+    let records = wait_all_succeed(&a, &ids, Duration::from_secs(120));
+    for r in &records {
+        assert_ne!(ran_on(r), "node-x", "{r}");
+    }
+    drop(b);
+}
+
+#[test]
+fn a_redis_restart_loses_no_accepted_task() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let mut cluster = Cluster::new(RedisServer::durable());
+    let a = cluster.start("node-a", &[], COOKIE);
+    let b = cluster.start("node-b", &["node-a"], COOKIE);
+    wait_connected(&a, &["node-a", "node-b"]);
+    let mut ids: Vec<String> = (0..30).map(|_| a.submit(quick_task())).collect();
+    std::thread::sleep(Duration::from_millis(500));
+    cluster.redis.restart(Duration::from_secs(2));
+    // Nodes reconnect by themselves; submissions work again.
+    poll(
+        Duration::from_secs(30),
+        "the API to reach Redis again",
+        || {
+            let (status, _) = b.try_get("/cluster/health")?;
+            (status == 200).then_some(())
+        },
+    );
+    ids.extend((0..10).map(|_| b.submit(quick_task())));
+    let records = wait_all_succeed(&a, &ids, Duration::from_secs(240));
+    assert_eq!(records.len(), 40);
+    let unique: HashSet<&str> = records
+        .iter()
+        .map(|r| r["task_id"].as_str().unwrap())
+        .collect();
+    assert_eq!(unique.len(), 40);
+}
+
+#[test]
+fn a_restarted_node_rejoins_and_takes_work() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let mut cluster = Cluster::new(RedisServer::start());
+    let a = cluster.start("node-a", &["node-b"], COOKIE);
+    let mut b = cluster.start("node-b", &["node-a"], COOKIE);
+    wait_connected(&a, &["node-a", "node-b"]);
+    b.kill9();
+    poll(Duration::from_secs(20), "node-b to be seen gone", || {
+        let view = a.get("/cluster/nodes");
+        let b = view["nodes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|n| n["name"] == "node-b")?
+            .clone();
+        (b["connected"] == false).then_some(())
+    });
+    let b = cluster.start("node-b", &["node-a"], COOKIE);
+    wait_connected(&a, &["node-a", "node-b"]);
+    wait_connected(&b, &["node-a", "node-b"]);
+    let ids: Vec<String> = (0..6).map(|_| a.submit(slow_task())).collect();
+    let records = wait_all_succeed(&a, &ids, Duration::from_secs(240));
+    assert!(
+        records.iter().any(|r| ran_on(r) == "node-b"),
+        "the restarted node-b took work"
+    );
+}
