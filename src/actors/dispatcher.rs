@@ -48,6 +48,9 @@ pub struct DispatcherState {
     leads_until: Option<Instant>,
     next_lead: Instant,
     next_reconcile: Instant,
+    /// Trainers that left the group (and have not come back): a lease one of them still holds
+    /// is requeued by the leader, even one that left before this node led.
+    departed: HashSet<String>,
     /// When each node last got a task, to spread work.
     last_given: HashMap<String, u64>,
     given: u64,
@@ -72,6 +75,7 @@ impl<S: Store> Actor for Dispatcher<S> {
             leads_until: None,
             next_lead: now,
             next_reconcile: now,
+            departed: HashSet::new(),
             last_given: HashMap::new(),
             given: 0,
             draining: false,
@@ -185,6 +189,7 @@ impl<S: Store> Dispatcher<S> {
         for name in gone {
             if let Some(slot) = state.trainers.remove(&name) {
                 tracing::info!(trainer = %name, "trainer left");
+                state.departed.insert(name.clone());
                 if let Some(task) = slot.task {
                     lost.push((name, task));
                 }
@@ -202,6 +207,7 @@ impl<S: Store> Dispatcher<S> {
                 continue;
             };
             tracing::info!(trainer = %name, "trainer joined");
+            state.departed.remove(&name);
             state.trainers.insert(
                 name,
                 Slot {
@@ -252,7 +258,12 @@ impl<S: Store> Dispatcher<S> {
         let now = now_s();
         let leads = Self::leads(state);
         let mut running: HashMap<&str, &Lease> = HashMap::new();
+        let mut lost = Vec::new();
         for lease in &leases {
+            if state.departed.contains(&lease.trainer) {
+                lost.push((lease.trainer.clone(), (lease.id, lease.attempt)));
+                continue;
+            }
             if lease.until < now {
                 if leads {
                     tracing::warn!(task_id = %lease.id, trainer = %lease.trainer, "task lease expired (its node hung or lost the store); requeueing it");
@@ -271,6 +282,9 @@ impl<S: Store> Dispatcher<S> {
         }
         for (name, slot) in state.trainers.iter_mut() {
             slot.task = running.get(name.as_str()).map(|l| (l.id, l.attempt));
+        }
+        if leads && !lost.is_empty() {
+            self.requeue_lost(&lost).await;
         }
         if leads && let Ok(depths) = self.store.queue_depths().await {
             telemetry::queue_depth(&depths);
