@@ -74,6 +74,10 @@ pub struct TasksSection {
     /// Seconds a running task's lease lasts without renewal; a hung node's tasks are requeued
     /// this long after it stopped renewing.
     pub lease_s: f64,
+    /// First retry backoff in seconds; it doubles with each attempt, with jitter.
+    pub retry_backoff_s: f64,
+    /// Longest retry backoff in seconds.
+    pub retry_backoff_max_s: f64,
 }
 
 impl Default for NodeSection {
@@ -125,6 +129,8 @@ impl Default for TasksSection {
             queue_limit: 100_000,
             shutdown_grace_s: 30.0,
             lease_s: 5.0,
+            retry_backoff_s: 1.0,
+            retry_backoff_max_s: 60.0,
         }
     }
 }
@@ -216,6 +222,8 @@ impl Config {
             ("expired_memory_s", t.expired_memory_s),
             ("shutdown_grace_s", t.shutdown_grace_s),
             ("lease_s", t.lease_s),
+            ("retry_backoff_s", t.retry_backoff_s),
+            ("retry_backoff_max_s", t.retry_backoff_max_s),
         ] {
             if !(value.is_finite() && value >= 0.0) {
                 problems.push(format!(

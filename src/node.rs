@@ -129,6 +129,8 @@ async fn serve<S: Store>(
             settings: TaskSettings {
                 time_limit_s: config.tasks.time_limit_s,
                 lease_s: config.tasks.lease_s,
+                retry_backoff_s: config.tasks.retry_backoff_s,
+                retry_backoff_max_s: config.tasks.retry_backoff_max_s,
             },
             membership: membership.clone(),
         },
@@ -202,7 +204,7 @@ async fn serve<S: Store>(
             code: "node_stopped".into(),
             message: "the node stopped while the task ran".into(),
         };
-        recover_attempt(&store, &lease, error, true).await;
+        recover_attempt(&store, &lease, error, true, 0.0).await;
     }
     membership.leave();
     supervisor.stop(None);

@@ -516,6 +516,36 @@ fn a_trainer_that_panics_is_restarted_and_its_task_retried(store: TestStore) {
     assert_eq!(health["trainers"][0]["state"], "idle", "{health}");
 }
 
+fn retries_back_off_with_jitter_and_stop_at_their_limit(store: TestStore) {
+    let node = Node::up(
+        &store,
+        1,
+        &[
+            ("TRAINYARD_TEST_PANIC_SEED", "777"),
+            ("TRAINYARD_TASKS__RETRY_BACKOFF_S", "1"),
+        ],
+    );
+    // Seed 778 crashes its trainer on every attempt.
+    let id = node.submit("linear", json!({"epochs": 1, "seed": 778, "max_retries": 2}));
+    node.wait_for(&id, "FAILURE", LONG);
+    let (_, r) = node.get(&format!("/task/{id}"));
+    let attempts = r["attempts"].as_array().unwrap();
+    assert_eq!(attempts.len(), 2, "two retries, then the end: {r}");
+    assert_eq!(r["attempt"], 3, "{r}");
+    assert_eq!(r["error"]["code"], "trainer_crashed", "{r}");
+    for a in attempts {
+        assert_eq!(a["error"]["code"], "trainer_crashed", "{r}");
+    }
+    // Backoff: at least half of 1 s before the second attempt, half of 2 s before the third.
+    let failed: Vec<f64> = attempts
+        .iter()
+        .map(|a| a["failed_at"].as_f64().unwrap())
+        .collect();
+    assert!(failed[1] - failed[0] >= 0.5, "{failed:?}");
+    let started_last = r["timings"]["started_at"].as_f64().unwrap();
+    assert!(started_last - failed[1] >= 1.0, "{started_last} after {failed:?}");
+}
+
 fn uploaded_csv_data_sets_train_and_predict(store: TestStore) {
     let node = Node::up(&store, 1, &[]);
     let mut csv = String::from("a,b,price\n");
@@ -655,6 +685,7 @@ on_both_stores!(
     the_sync_route_waits_for_the_result_or_answers_504_with_the_task,
     finished_tasks_expire_and_then_answer_task_expired,
     a_trainer_that_panics_is_restarted_and_its_task_retried,
+    retries_back_off_with_jitter_and_stop_at_their_limit,
     uploaded_csv_data_sets_train_and_predict,
     a_full_queue_answers_429_with_retry_after,
     tasks_survive_a_restart_and_interrupted_ones_run_again,

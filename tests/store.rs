@@ -102,7 +102,7 @@ async fn attempts_are_fenced<S: Store>(store: S) {
     // The attempt is given up and requeued; the retry is attempt 2 and the old one is fenced.
     assert!(
         store
-            .requeue(t.id, 1, error("trainer_crashed"))
+            .requeue(t.id, 1, error("trainer_crashed"), 0.0)
             .await
             .unwrap()
     );
@@ -125,7 +125,7 @@ async fn attempts_are_fenced<S: Store>(store: S) {
         model: vec![1],
     };
     assert!(!store.finish(t.id, 1, stale).await.unwrap());
-    assert!(!store.requeue(t.id, 1, error("late")).await.unwrap());
+    assert!(!store.requeue(t.id, 1, error("late"), 0.0).await.unwrap());
     assert!(
         store
             .finish(
@@ -387,7 +387,7 @@ async fn tasks_wait_for_the_device_kind_they_ask_for<S: Store>(store: S) {
     // A requeued GPU task goes back to the GPU queue; cancelling it empties that queue.
     assert!(
         store
-            .requeue(on_gpu.id, 1, error("device_lost"))
+            .requeue(on_gpu.id, 1, error("device_lost"), 0.0)
             .await
             .unwrap()
     );
@@ -431,7 +431,7 @@ async fn leases_are_renewed_and_run_out<S: Store>(store: S) {
     assert!(store.leases().await.unwrap()[0].until < now_s());
     assert!(
         store
-            .requeue(t.id, claimed.attempt, error("lease_expired"))
+            .requeue(t.id, claimed.attempt, error("lease_expired"), 0.0)
             .await
             .unwrap()
     );
@@ -459,6 +459,33 @@ async fn nodes_announce_themselves<S: Store>(store: S) {
     assert_eq!(store.nodes().await.unwrap(), vec![node]);
     assert!(store.lead("node-a", 3.0).await.unwrap());
     assert_eq!(store.leader().await.unwrap().as_deref(), Some("node-a"));
+}
+
+async fn retries_wait_out_their_delay<S: Store>(store: S) {
+    let (t, other) = (task(ModelType::Mlp, 9), task(ModelType::Linear, 0));
+    store.submit(&t, 100).await.unwrap();
+    store.claim("n/cpu-0", DeviceSpec::Cpu).await.unwrap().unwrap();
+    assert!(store.requeue(t.id, 1, error("backend"), 0.6).await.unwrap());
+    let waiting = found(store.get(t.id).await.unwrap());
+    assert_eq!(waiting.state, TaskState::Pending);
+    assert!(waiting.retry_at.unwrap() > now_s());
+    assert!(waiting.attempts[0].failed_at.is_some());
+    // Not due: a lower-priority task runs first; nothing is promoted yet.
+    store.submit(&other, 100).await.unwrap();
+    assert_eq!(store.promote().await.unwrap(), 0);
+    let next = store.claim("n/cpu-0", DeviceSpec::Cpu).await.unwrap().unwrap();
+    assert_eq!(next.id, other.id);
+    assert_eq!(store.claim("n/cpu-1", DeviceSpec::Cpu).await.unwrap(), None);
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    assert_eq!(store.promote().await.unwrap(), 1);
+    let again = store.claim("n/cpu-1", DeviceSpec::Cpu).await.unwrap().unwrap();
+    assert_eq!((again.id, again.attempt, again.retry_at), (t.id, 2, None));
+    // A task cancelled while it waits is revoked and never comes back.
+    assert!(store.requeue(t.id, 2, error("backend"), 0.2).await.unwrap());
+    assert_eq!(store.cancel(t.id).await.unwrap(), CancelOutcome::Revoked);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(store.promote().await.unwrap(), 0);
+    assert_eq!(store.claim("n/cpu-1", DeviceSpec::Cpu).await.unwrap(), None);
 }
 
 /// The ids `list` returns for `filter`, in its order.
@@ -518,6 +545,7 @@ conformance!(
     tasks_wait_for_the_device_kind_they_ask_for,
     leases_are_renewed_and_run_out,
     nodes_announce_themselves,
+    retries_wait_out_their_delay,
 );
 
 /// The leader lease on Redis: one holder at a time, renewed by its holder, free once it lapses.

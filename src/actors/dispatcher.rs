@@ -100,6 +100,11 @@ impl<S: Store> Actor for Dispatcher<S> {
                     state.next_reconcile = now + RECONCILE_EVERY;
                     self.reconcile(state).await;
                 }
+                if Self::leads(state)
+                    && let Err(e) = self.store.promote().await
+                {
+                    tracing::warn!(error = %e, "cannot move due retries into the queue");
+                }
                 self.dispatch(state).await;
             }
             DispatcherMsg::TrainerIdle { trainer } => {
@@ -242,7 +247,7 @@ impl<S: Store> Dispatcher<S> {
                     "trainer {trainer} left the cluster (its node stopped or disconnected)"
                 ),
             };
-            recover_attempt(&self.store, lease, error, false).await;
+            recover_attempt(&self.store, lease, error, false, 0.0).await;
         }
     }
 
@@ -274,7 +279,7 @@ impl<S: Store> Dispatcher<S> {
                             lease.trainer
                         ),
                     };
-                    recover_attempt(&self.store, lease, error, false).await;
+                    recover_attempt(&self.store, lease, error, false, 0.0).await;
                 }
                 continue;
             }

@@ -37,6 +37,21 @@ pub struct TaskSettings {
     pub time_limit_s: f64,
     /// Seconds a running attempt's lease lasts; trainers renew it three times as often.
     pub lease_s: f64,
+    /// The first retry waits about this long; each further one twice as long as the one before.
+    pub retry_backoff_s: f64,
+    /// The longest wait before a retry.
+    pub retry_backoff_max_s: f64,
+}
+
+impl TaskSettings {
+    /// How long to wait before running a task again after its `attempt` failed: exponential
+    /// backoff with "equal jitter" (half fixed, half random), so retries of many tasks that
+    /// failed together spread out.
+    pub fn retry_delay_s(&self, attempt: u32) -> f64 {
+        let exp = self.retry_backoff_s * 2f64.powi(attempt.saturating_sub(1).min(30) as i32);
+        let capped = exp.min(self.retry_backoff_max_s);
+        capped / 2.0 + rand::random::<f64>() * capped / 2.0
+    }
 }
 
 /// Set once this node stops taking work: its trainers give back tasks sent to them.
@@ -60,17 +75,21 @@ pub fn local_dispatcher() -> Option<ractor::ActorRef<DispatcherMsg>> {
     ractor::registry::where_is(DISPATCHER_NAME).map(ractor::ActorRef::from)
 }
 
-/// Ends the leased attempt of a task whose trainer died: retried while retries remain (or
-/// always, with `always_retry`, for a node that stopped), failed after.
+/// Ends the leased attempt of a task whose trainer died: retried (after `delay_s`) while
+/// retries remain (or always, with `always_retry`, for a node that stopped), failed after.
 pub async fn recover_attempt<S: Store>(
     store: &Arc<S>,
     lease: &Lease,
     error: TaskError,
     always_retry: bool,
+    delay_s: f64,
 ) {
     let (id, attempt) = (lease.id, lease.attempt);
     let (result, event) = if always_retry || attempt <= lease.max_retries {
-        (store.requeue(id, attempt, error).await, TaskEvent::Retried)
+        (
+            store.requeue(id, attempt, error, delay_s).await,
+            TaskEvent::Retried,
+        )
     } else {
         (
             store.finish(id, attempt, Finish::Failure(error)).await,
@@ -83,5 +102,30 @@ pub async fn recover_attempt<S: Store>(
         Err(e) => {
             tracing::error!(task_id = %id, error = %e, "cannot recover task of a failed trainer")
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retry_delays_double_with_jitter_up_to_the_cap() {
+        let settings = TaskSettings {
+            time_limit_s: 60.0,
+            lease_s: 5.0,
+            retry_backoff_s: 1.0,
+            retry_backoff_max_s: 10.0,
+        };
+        for _ in 0..200 {
+            for (attempt, full) in [(1, 1.0), (2, 2.0), (3, 4.0), (4, 8.0), (5, 10.0), (40, 10.0)] {
+                let d = settings.retry_delay_s(attempt);
+                assert!(d >= full / 2.0 && d <= full, "attempt {attempt}: {d}");
+            }
+        }
+        let spread: std::collections::HashSet<u64> = (0..50)
+            .map(|_| (settings.retry_delay_s(3) * 1e6) as u64)
+            .collect();
+        assert!(spread.len() > 40, "jitter spreads retries");
     }
 }

@@ -72,7 +72,7 @@ impl<S: Store> Actor for Supervisor<S> {
                 code: "node_restarted".into(),
                 message: "the node restarted while the task ran".into(),
             };
-            recover_attempt(&args.store, &lease, error, false).await;
+            recover_attempt(&args.store, &lease, error, false, 0.0).await;
         }
         let (dispatcher, _) = Actor::spawn_linked(
             Some(DISPATCHER_NAME.into()),
@@ -157,7 +157,8 @@ impl<S: Store> Actor for Supervisor<S> {
                 code: "trainer_crashed".into(),
                 message: format!("trainer {name} failed: {error}"),
             };
-            recover_attempt(&state.args.store, &lease, error, false).await;
+            let delay = state.args.settings.retry_delay_s(lease.attempt);
+            recover_attempt(&state.args.store, &lease, error, false, delay).await;
         }
         schedule_respawn(&myself, state, index);
         Ok(())

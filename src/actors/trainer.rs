@@ -20,8 +20,9 @@ use crate::training::{
 /// Least time between two progress writes of one task.
 const PROGRESS_EVERY: Duration = Duration::from_millis(200);
 
-/// Test hook: a task with this seed panics its trainer on its first attempt, so tests can show
-/// that a crashed trainer's task is retried. Unset in normal use.
+/// Test hook: a task with this seed panics its trainer on its first attempt, and one with this
+/// seed + 1 on every attempt, so tests can show that a crashed trainer's task is retried, with
+/// backoff, up to its limit. Unset in normal use.
 const PANIC_SEED_ENV: &str = "TRAINYARD_TEST_PANIC_SEED";
 
 pub struct TrainerArgs<S> {
@@ -124,7 +125,7 @@ impl<S: Store> Actor for Trainer<S> {
                                 telemetry::trained(&device, samples, m.samples_per_s, epochs);
                             }
                         }
-                        record(&args.store, &task, &args.name, result).await
+                        record(args, &task, result).await
                     }
                 }
                 idle(&args.name);
@@ -155,7 +156,7 @@ async fn take<S: Store>(
             code: "trainer_busy".into(),
             message: format!("trainer {} was busy or its node was stopping", args.name),
         };
-        if let Err(e) = args.store.requeue(id, attempt, error).await {
+        if let Err(e) = args.store.requeue(id, attempt, error, 0.0).await {
             tracing::error!(task_id = %id, error = %e, "cannot give a task back");
         }
         return None;
@@ -235,11 +236,12 @@ fn start<S: Store>(
         ));
         let mut spec = task.spec.clone();
         spec.time_limit_s = spec.time_limit_s.or(Some(default_limit));
-        let panic_now = std::env::var(PANIC_SEED_ENV)
-            .ok()
-            .and_then(|s| s.parse::<u64>().ok())
-            == Some(spec.seed)
-            && task.attempt == 1;
+        let panic_now = match std::env::var(PANIC_SEED_ENV).map(|s| s.parse::<u64>()) {
+            Ok(Ok(seed)) => {
+                (spec.seed == seed && task.attempt == 1) || spec.seed == seed.wrapping_add(1)
+            }
+            _ => false,
+        };
         let joined = tokio::task::spawn_blocking(move || {
             if panic_now {
                 panic!("test hook {PANIC_SEED_ENV} asked for a panic");
@@ -324,11 +326,11 @@ async fn write_progress<S: Store>(
 
 /// Writes how a training ended: the result, a retry, or the failure.
 async fn record<S: Store>(
-    store: &Arc<S>,
+    args: &TrainerArgs<S>,
     task: &TaskRecord,
-    trainer: &str,
     result: Result<TrainOutcome, TrainError>,
 ) {
+    let (store, trainer) = (&args.store, &args.name);
     let (id, attempt) = (task.id, task.attempt);
     let event;
     let written = match result {
@@ -365,9 +367,10 @@ async fn record<S: Store>(
                 message: e.to_string(),
             };
             if e.is_retryable() && attempt <= task.max_retries {
-                tracing::warn!(error = %e, "task attempt failed; retrying");
+                let retry_delay_s = args.settings.retry_delay_s(attempt);
+                tracing::warn!(error = %e, retry_in_s = retry_delay_s, "task attempt failed; retrying");
                 event = TaskEvent::Retried;
-                store.requeue(id, attempt, error).await
+                store.requeue(id, attempt, error, retry_delay_s).await
             } else {
                 tracing::warn!(error = %e, "task failed");
                 event = TaskEvent::Failed;

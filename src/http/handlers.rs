@@ -613,7 +613,10 @@ pub async fn inspect<S: Store>(id: String, api: Arc<Api<S>>) -> Reply_ {
                 .as_deref()
                 .and_then(|t| t.split_once('/'))
                 .map(|(n, _)| n);
-            json!({"attempt": a.attempt, "node": node, "trainer": a.trainer, "error": a.error})
+            json!({
+                "attempt": a.attempt, "node": node, "trainer": a.trainer, "error": a.error,
+                "failed_at": a.failed_at,
+            })
         })
         .collect();
     Ok(reply_json(&json!({
@@ -634,6 +637,7 @@ pub async fn inspect<S: Store>(id: String, api: Arc<Api<S>>) -> Reply_ {
         "timings": {
             "submitted_at": task.submitted_at, "started_at": task.started_at,
             "finished_at": task.finished_at, "expires_at": task.expires_at,
+            "retry_at": task.retry_at,
             "waited_s": waited_s, "ran_s": ran_s,
         },
         "result": task.result,

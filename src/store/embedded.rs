@@ -36,6 +36,11 @@ const MODELS: TableDefinition<&str, &[u8]> = TableDefinition::new("models");
 const DATASET_INFO: TableDefinition<&str, &[u8]> = TableDefinition::new("dataset_info");
 /// Data set id -> CSV bytes.
 const DATASET_CSV: TableDefinition<&str, &[u8]> = TableDefinition::new("dataset_csv");
+/// (when it may run, in Unix milliseconds; sequence) -> id of a task waiting out its retry
+/// backoff.
+const DELAYED: TableDefinition<(u64, u64), &str> = TableDefinition::new("delayed");
+/// Task id -> its key in `DELAYED`.
+const DELAYED_AT: TableDefinition<&str, (u64, u64)> = TableDefinition::new("delayed_at");
 /// Expired task id -> when to forget it (Unix seconds).
 const EXPIRED: TableDefinition<&str, f64> = TableDefinition::new("expired");
 /// Counters; `seq` orders the queue.
@@ -93,6 +98,8 @@ impl EmbeddedStore {
         tx.open_table(DATASET_CSV)?;
         tx.open_table(EXPIRED)?;
         tx.open_table(META)?;
+        tx.open_table(DELAYED)?;
+        tx.open_table(DELAYED_AT)?;
         tx.commit()?;
         Ok(EmbeddedStore {
             db: Arc::new(db),
@@ -143,10 +150,35 @@ fn save(tx: &WriteTransaction, task: &TaskRecord) -> Result<(), StoreError> {
     Ok(())
 }
 
-fn enqueue(tx: &WriteTransaction, task: &TaskRecord) -> Result<(), StoreError> {
+fn next_seq(tx: &WriteTransaction) -> Result<u64, StoreError> {
     let mut meta = tx.open_table(META)?;
     let seq = meta.get("seq")?.map_or(0, |v| v.value()) + 1;
     meta.insert("seq", seq)?;
+    Ok(seq)
+}
+
+/// Parks a pending task until `retry_at` (Unix seconds).
+fn delay(tx: &WriteTransaction, task: &TaskRecord, retry_at: f64) -> Result<(), StoreError> {
+    let key = ((retry_at * 1000.0).ceil() as u64, next_seq(tx)?);
+    let id = task.id.to_string();
+    tx.open_table(DELAYED)?.insert(key, id.as_str())?;
+    tx.open_table(DELAYED_AT)?.insert(id.as_str(), key)?;
+    Ok(())
+}
+
+/// Takes a task out of the queue or the delayed set, wherever it waits.
+fn unqueue(tx: &WriteTransaction, id: &str) -> Result<(), StoreError> {
+    if let Some(qkey) = tx.open_table(QUEUED)?.remove(id)?.map(|v| v.value()) {
+        tx.open_table(QUEUE)?.remove(qkey)?;
+    }
+    if let Some(dkey) = tx.open_table(DELAYED_AT)?.remove(id)?.map(|v| v.value()) {
+        tx.open_table(DELAYED)?.remove(dkey)?;
+    }
+    Ok(())
+}
+
+fn enqueue(tx: &WriteTransaction, task: &TaskRecord) -> Result<(), StoreError> {
+    let seq = next_seq(tx)?;
     let key = (class_index(task.device), 9 - task.priority.min(9), seq);
     let id = task.id.to_string();
     tx.open_table(QUEUE)?.insert(key, id.as_str())?;
@@ -266,15 +298,56 @@ impl Store for EmbeddedStore {
         .await
     }
 
-    async fn requeue(&self, id: Uuid, attempt: u32, error: TaskError) -> Result<bool, StoreError> {
+    async fn requeue(
+        &self,
+        id: Uuid,
+        attempt: u32,
+        error: TaskError,
+        delay_s: f64,
+    ) -> Result<bool, StoreError> {
         self.write(move |tx, _| {
             let Some(task) = load_running(tx, id, attempt)? else {
                 return Ok(false);
             };
-            let task = task.requeued(attempt, error);
+            let task = task.requeued(attempt, error, delay_s);
             save(tx, &task)?;
-            enqueue(tx, &task)?;
+            match task.retry_at {
+                Some(at) => delay(tx, &task, at)?,
+                None => enqueue(tx, &task)?,
+            }
             Ok(true)
+        })
+        .await
+    }
+
+    async fn promote(&self) -> Result<u64, StoreError> {
+        let now_ms = (now_s() * 1000.0) as u64;
+        let due = self
+            .read(move |tx, _| {
+                let mut due = Vec::new();
+                for entry in tx.open_table(DELAYED)?.range(..=(now_ms, u64::MAX))? {
+                    due.push(entry?.1.value().to_string());
+                }
+                Ok(due)
+            })
+            .await?;
+        if due.is_empty() {
+            return Ok(0);
+        }
+        self.write(move |tx, _| {
+            let mut moved = 0;
+            for id in due {
+                let Some(dkey) = tx.open_table(DELAYED_AT)?.remove(id.as_str())?.map(|v| v.value())
+                else {
+                    continue;
+                };
+                tx.open_table(DELAYED)?.remove(dkey)?;
+                if let Some(task) = load(tx, &id)? {
+                    enqueue(tx, &task)?;
+                    moved += 1;
+                }
+            }
+            Ok(moved)
         })
         .await
     }
@@ -295,13 +368,7 @@ impl Store for EmbeddedStore {
             }
             match task.state {
                 TaskState::Pending => {
-                    if let Some(qkey) = tx
-                        .open_table(QUEUED)?
-                        .remove(key.as_str())?
-                        .map(|v| v.value())
-                    {
-                        tx.open_table(QUEUE)?.remove(qkey)?;
-                    }
+                    unqueue(tx, &key)?;
                     save(tx, &task.revoked_pending(settings))?;
                     Ok(CancelOutcome::Revoked)
                 }

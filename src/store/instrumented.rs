@@ -69,9 +69,18 @@ impl<S: Store> Store for Instrumented<S> {
         self.timed("finish", self.inner.finish(id, attempt, finish))
             .await
     }
-    async fn requeue(&self, id: Uuid, attempt: u32, error: TaskError) -> Result<bool, StoreError> {
-        self.timed("requeue", self.inner.requeue(id, attempt, error))
+    async fn requeue(
+        &self,
+        id: Uuid,
+        attempt: u32,
+        error: TaskError,
+        delay_s: f64,
+    ) -> Result<bool, StoreError> {
+        self.timed("requeue", self.inner.requeue(id, attempt, error, delay_s))
             .await
+    }
+    async fn promote(&self) -> Result<u64, StoreError> {
+        self.timed("promote", self.inner.promote()).await
     }
     async fn cancel(&self, id: Uuid) -> Result<CancelOutcome, StoreError> {
         self.timed("cancel", self.inner.cancel(id)).await

@@ -39,6 +39,12 @@ impl Keys {
         format!("{}:queue:{}", self.prefix, class.as_str())
     }
 
+    /// Sorted set of pending task ids waiting out a retry backoff; score: when they may run
+    /// (Unix seconds).
+    pub fn delayed(&self) -> String {
+        format!("{}:delayed", self.prefix)
+    }
+
     /// Counter ordering the queue.
     pub fn seq(&self) -> String {
         format!("{}:seq", self.prefix)

@@ -103,6 +103,9 @@ pub struct AttemptRecord {
     pub attempt: u32,
     pub trainer: Option<String>,
     pub error: TaskError,
+    /// When the attempt ended (Unix seconds).
+    #[serde(default)]
+    pub failed_at: Option<f64>,
 }
 
 /// Everything the store keeps about a task.
@@ -140,6 +143,9 @@ pub struct TaskRecord {
     /// it. A task whose lease ended is requeued by the leader.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub lease_until: Option<f64>,
+    /// While pending after a failed attempt: when it may run again (retry backoff).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry_at: Option<f64>,
 }
 
 impl TaskRecord {
@@ -166,6 +172,7 @@ impl TaskRecord {
             error: None,
             attempts: Vec::new(),
             lease_until: None,
+            retry_at: None,
         }
     }
 }
@@ -344,14 +351,18 @@ pub trait Store: Send + Sync + 'static {
         attempt: u32,
         finish: Finish,
     ) -> impl Future<Output = Result<bool, StoreError>> + Send;
-    /// Puts a running task back in the queue after `attempt` failed with `error`; false if that
-    /// attempt no longer runs it.
+    /// Puts a running task back in the queue after `attempt` failed with `error`, at once or,
+    /// with `delay_s` above 0, once that many seconds have passed (see `promote`); false if
+    /// that attempt no longer runs it.
     fn requeue(
         &self,
         id: Uuid,
         attempt: u32,
         error: TaskError,
+        delay_s: f64,
     ) -> impl Future<Output = Result<bool, StoreError>> + Send;
+    /// Moves tasks whose retry delay has passed into the queue; returns how many.
+    fn promote(&self) -> impl Future<Output = Result<u64, StoreError>> + Send;
     fn cancel(&self, id: Uuid) -> impl Future<Output = Result<CancelOutcome, StoreError>> + Send;
     fn list(
         &self,
@@ -425,6 +436,7 @@ impl TaskRecord {
         self.started_at = Some(now);
         self.progress = None;
         self.lease_until = Some(now + settings.lease_s);
+        self.retry_at = None;
         self
     }
 
@@ -484,15 +496,18 @@ impl TaskRecord {
         self
     }
 
-    fn requeued(mut self, attempt: u32, error: TaskError) -> Self {
+    fn requeued(mut self, attempt: u32, error: TaskError, delay_s: f64) -> Self {
+        let now = now_s();
         self.attempts.push(AttemptRecord {
             attempt,
             trainer: self.trainer.take(),
             error,
+            failed_at: Some(now),
         });
         self.state = TaskState::Pending;
         self.progress = None;
         self.lease_until = None;
+        self.retry_at = (delay_s > 0.0).then_some(now + delay_s);
         self
     }
 

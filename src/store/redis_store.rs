@@ -25,6 +25,7 @@ struct Scripts {
     finish: Script,
     requeue: Script,
     lead: Script,
+    promote: Script,
 }
 
 #[derive(Clone)]
@@ -70,6 +71,7 @@ impl RedisStore {
                 finish: Script::new(include_str!("lua/finish.lua")),
                 requeue: Script::new(include_str!("lua/requeue.lua")),
                 lead: Script::new(include_str!("lua/lead.lua")),
+                promote: Script::new(include_str!("lua/promote.lua")),
             }),
         })
     }
@@ -120,7 +122,7 @@ impl RedisStore {
     }
 
     /// The keys `finish.lua` touches.
-    fn finish_keys(&self, task: &TaskRecord) -> [String; 5] {
+    fn finish_keys(&self, task: &TaskRecord) -> [String; 6] {
         let (k, id) = (&self.keys, task.id);
         [
             k.task(id),
@@ -128,6 +130,7 @@ impl RedisStore {
             k.model(id),
             k.tombstone(id),
             k.queue(task.device),
+            k.delayed(),
         ]
     }
 
@@ -298,22 +301,35 @@ impl Store for RedisStore {
         Err(Self::conflict(id))
     }
 
-    async fn requeue(&self, id: Uuid, attempt: u32, error: TaskError) -> Result<bool, StoreError> {
+    async fn requeue(
+        &self,
+        id: Uuid,
+        attempt: u32,
+        error: TaskError,
+        delay_s: f64,
+    ) -> Result<bool, StoreError> {
         let k = &self.keys;
         for _ in 0..MAX_CAS_RETRIES {
             let Some((old, task)) = self.read_running(id, attempt).await? else {
                 return Ok(false);
             };
-            let keys = [k.task(id), k.running(), k.queue(task.device), k.seq()];
-            let new = task.requeued(attempt, error.clone());
+            let keys = [
+                k.task(id),
+                k.running(),
+                k.queue(task.device),
+                k.seq(),
+                k.delayed(),
+            ];
+            let new = task.requeued(attempt, error.clone(), delay_s);
             let (priority, id_text) = (new.priority.min(9).to_string(), id.to_string());
+            let retry_at = new.retry_at.unwrap_or(0.0).to_string();
             if self
                 .swap(
                     &self.scripts.requeue,
                     &keys,
                     &old,
                     &new,
-                    &[priority.as_bytes(), id_text.as_bytes()],
+                    &[priority.as_bytes(), id_text.as_bytes(), retry_at.as_bytes()],
                 )
                 .await?
             {
@@ -469,6 +485,38 @@ impl Store for RedisStore {
             }
         }
         Ok(out)
+    }
+
+    async fn promote(&self) -> Result<u64, StoreError> {
+        let k = &self.keys;
+        let mut con = self.con.clone();
+        let due: Vec<String> = con
+            .zrangebyscore_limit(k.delayed(), "-inf", now_s(), 0, SWEEP_BATCH)
+            .await?;
+        let mut moved = 0;
+        for id in due {
+            let Ok(uuid) = Uuid::parse_str(&id) else {
+                let _: i64 = con.zrem(k.delayed(), &id).await?;
+                continue;
+            };
+            let Some(raw) = self.raw(uuid).await? else {
+                let _: i64 = con.zrem(k.delayed(), &id).await?;
+                continue;
+            };
+            let task: TaskRecord = decode(&raw)?;
+            let done: i64 = self
+                .scripts
+                .promote
+                .key(k.delayed())
+                .key(k.queue(task.device))
+                .key(k.seq())
+                .arg(&id)
+                .arg(task.priority.min(9))
+                .invoke_async(&mut con)
+                .await?;
+            moved += done as u64;
+        }
+        Ok(moved)
     }
 
     async fn renew(&self, id: Uuid, attempt: u32) -> Result<Renewal, StoreError> {

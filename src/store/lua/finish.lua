@@ -1,13 +1,14 @@
 -- End a task: the final record and its model expire after ARGV[4] seconds; its tombstone
 -- outlives them by the expired-memory window. Only if the record is unchanged since read.
--- KEYS: task, running, model, tombstone, queue. ARGV: old, new, model bytes ('' for none),
--- ttl seconds, tombstone ttl seconds, id.
+-- KEYS: task, running, model, tombstone, queue, delayed. ARGV: old, new, model bytes ('' for
+-- none), ttl seconds, tombstone ttl seconds, id.
 if redis.call('GET', KEYS[1]) ~= ARGV[1] then
   return 0
 end
 redis.call('SET', KEYS[1], ARGV[2], 'EX', ARGV[4])
 redis.call('HDEL', KEYS[2], ARGV[6])
 redis.call('ZREM', KEYS[5], ARGV[6])
+redis.call('ZREM', KEYS[6], ARGV[6])
 if ARGV[3] ~= '' then
   redis.call('SET', KEYS[3], ARGV[3], 'EX', ARGV[4])
 end
