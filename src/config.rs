@@ -63,7 +63,11 @@ pub struct TrainersSection {
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct TasksSection {
+    /// Soft time limit of a task that sets none: the training stops between batches.
     pub time_limit_s: f64,
+    /// Seconds past the soft limit when a training that did not stop has its trainer replaced
+    /// and its task failed (the hard limit).
+    pub hard_time_limit_grace_s: f64,
     pub result_expires_s: f64,
     /// How long an expired task id is still answered with `task_expired`.
     pub expired_memory_s: f64,
@@ -123,6 +127,7 @@ impl Default for TasksSection {
     fn default() -> Self {
         TasksSection {
             time_limit_s: 3600.0,
+            hard_time_limit_grace_s: 30.0,
             result_expires_s: 3600.0,
             expired_memory_s: 86_400.0,
             max_retries: 3,
@@ -218,6 +223,7 @@ impl Config {
         let t = &self.tasks;
         for (name, value) in [
             ("time_limit_s", t.time_limit_s),
+            ("hard_time_limit_grace_s", t.hard_time_limit_grace_s),
             ("result_expires_s", t.result_expires_s),
             ("expired_memory_s", t.expired_memory_s),
             ("shutdown_grace_s", t.shutdown_grace_s),

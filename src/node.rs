@@ -128,6 +128,7 @@ async fn serve<S: Store>(
             store: store.clone(),
             settings: TaskSettings {
                 time_limit_s: config.tasks.time_limit_s,
+                hard_time_limit_grace_s: config.tasks.hard_time_limit_grace_s,
                 lease_s: config.tasks.lease_s,
                 retry_backoff_s: config.tasks.retry_backoff_s,
                 retry_backoff_max_s: config.tasks.retry_backoff_max_s,

@@ -616,6 +616,42 @@ fn tasks_survive_a_restart_and_interrupted_ones_run_again(store: TestStore) {
     assert_eq!(r["attempts"][0]["error"]["code"], "node_stopped", "{r}");
 }
 
+fn a_training_deaf_to_its_time_limit_hits_the_hard_limit_and_its_trainer_is_replaced(
+    store: TestStore,
+) {
+    let node = Node::up(
+        &store,
+        1,
+        &[
+            ("TRAINYARD_TEST_HANG_SEED", "4242"),
+            ("TRAINYARD_TASKS__HARD_TIME_LIMIT_GRACE_S", "1"),
+        ],
+    );
+    let started = std::time::Instant::now();
+    let id = node.submit("linear", json!({"seed": 4242, "time_limit_s": 0.5}));
+    node.wait_for(&id, "FAILURE", LONG);
+    let took = started.elapsed();
+    assert!(took < Duration::from_secs(30), "hard limit after {took:?}");
+    let (_, r) = node.get(&format!("/task/{id}/result"));
+    assert_eq!(r["error"]["code"], "time_limit", "{r}");
+    assert!(
+        r["error"]["message"].as_str().unwrap().contains("hard"),
+        "{r}"
+    );
+    assert!(r["attempts"].is_null(), "not retried: {r}");
+    // A fresh trainer took the stuck one's place and keeps working.
+    let next = node.submit("linear", json!({"epochs": 1}));
+    node.wait_for(&next, "SUCCESS", LONG);
+    let (_, metrics) = node.get("/metrics");
+    let metrics = metrics.as_str().unwrap().to_string();
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l.starts_with("trainyard_trainer_restarts_total") && !l.ends_with(" 0")),
+        "the replacement is counted"
+    );
+}
+
 fn a_task_over_its_time_limit_fails_and_is_not_retried(store: TestStore) {
     let node = Node::up(&store, 1, &[]);
     let id = node.submit(
@@ -690,4 +726,5 @@ on_both_stores!(
     a_full_queue_answers_429_with_retry_after,
     tasks_survive_a_restart_and_interrupted_ones_run_again,
     a_task_over_its_time_limit_fails_and_is_not_retried,
+    a_training_deaf_to_its_time_limit_hits_the_hard_limit_and_its_trainer_is_replaced,
 );

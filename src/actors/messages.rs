@@ -16,6 +16,8 @@ pub enum TrainerMsg {
     Train { id: Uuid, attempt: u32 },
     /// Stop task `id` if it is the one running.
     Cancel { id: Uuid },
+    /// Attempt `attempt` of `id` reached its hard time limit of `after_s` (local).
+    HardLimit { id: Uuid, attempt: u32, after_s: f64 },
     /// The training of `task` ended (local).
     Ended {
         task: Box<TaskRecord>,
@@ -78,7 +80,9 @@ impl ractor::Message for TrainerMsg {
         let wire = match self {
             TrainerMsg::Train { id, attempt } => TrainerWire::Train { id, attempt },
             TrainerMsg::Cancel { id } => TrainerWire::Cancel { id },
-            TrainerMsg::Ended { .. } => return Err(BoxedDowncastErr),
+            TrainerMsg::Ended { .. } | TrainerMsg::HardLimit { .. } => {
+                return Err(BoxedDowncastErr);
+            }
         };
         codec::to_cast(&wire)
     }

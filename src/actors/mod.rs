@@ -35,6 +35,9 @@ use crate::training::DeviceSpec;
 pub struct TaskSettings {
     /// Applied when a task sets no time limit of its own.
     pub time_limit_s: f64,
+    /// Seconds past a task's (soft) time limit when, if its training has not stopped, its
+    /// trainer is replaced and the task fails (the hard limit).
+    pub hard_time_limit_grace_s: f64,
     /// Seconds a running attempt's lease lasts; trainers renew it three times as often.
     pub lease_s: f64,
     /// The first retry waits about this long; each further one twice as long as the one before.
@@ -113,6 +116,7 @@ mod tests {
     fn retry_delays_double_with_jitter_up_to_the_cap() {
         let settings = TaskSettings {
             time_limit_s: 60.0,
+            hard_time_limit_grace_s: 30.0,
             lease_s: 5.0,
             retry_backoff_s: 1.0,
             retry_backoff_max_s: 10.0,

@@ -25,6 +25,10 @@ const PROGRESS_EVERY: Duration = Duration::from_millis(200);
 /// backoff, up to its limit. Unset in normal use.
 const PANIC_SEED_ENV: &str = "TRAINYARD_TEST_PANIC_SEED";
 
+/// Test hook: a task with this seed blocks its training thread for a minute, deaf to cancel
+/// and to the soft time limit (as a stuck kernel would), so tests can show the hard limit.
+const HANG_SEED_ENV: &str = "TRAINYARD_TEST_HANG_SEED";
+
 pub struct TrainerArgs<S> {
     pub name: String,
     pub device: DeviceSpec,
@@ -42,7 +46,8 @@ impl<S> Default for Trainer<S> {
 
 pub struct TrainerState<S> {
     args: TrainerArgs<S>,
-    running: Option<(Uuid, CancelToken)>,
+    /// The task running, its attempt, and its cancel token.
+    running: Option<(Uuid, u32, CancelToken)>,
 }
 
 impl<S: Store> Actor for Trainer<S> {
@@ -83,15 +88,69 @@ impl<S: Store> Actor for Trainer<S> {
                 if task.cancel_requested {
                     cancel.cancel();
                 }
-                state.running = Some((task.id, cancel.clone()));
+                state.running = Some((task.id, task.attempt, cancel.clone()));
+                // The soft limit stops the training between batches; the hard one, later,
+                // replaces this trainer if the training did not stop.
+                let soft = task
+                    .spec
+                    .time_limit_s
+                    .unwrap_or(state.args.settings.time_limit_s);
+                let hard = soft + state.args.settings.hard_time_limit_grace_s;
+                let (tid, attempt) = (task.id, task.attempt);
+                myself.send_after(Duration::from_secs_f64(hard), move || {
+                    TrainerMsg::HardLimit {
+                        id: tid,
+                        attempt,
+                        after_s: hard,
+                    }
+                });
                 start(&state.args, task, cancel, myself);
             }
             TrainerMsg::Cancel { id } => {
-                if let Some((running, cancel)) = &state.running
+                if let Some((running, _, cancel)) = &state.running
                     && *running == id
                 {
                     cancel.cancel();
                 }
+            }
+            TrainerMsg::HardLimit {
+                id,
+                attempt,
+                after_s,
+            } => {
+                let Some((running, running_attempt, cancel)) = &state.running else {
+                    return Ok(());
+                };
+                if (*running, *running_attempt) != (id, attempt) {
+                    return Ok(());
+                }
+                cancel.cancel();
+                let error = TaskError {
+                    code: "time_limit".into(),
+                    message: format!(
+                        "the training did not stop at its time limit; after {after_s:.1} s (the \
+                         hard limit) its trainer was replaced"
+                    ),
+                };
+                tracing::error!(task_id = %id, "hard time limit reached; failing the task and replacing the trainer");
+                match state
+                    .args
+                    .store
+                    .finish(id, attempt, Finish::Failure(error))
+                    .await
+                {
+                    Ok(true) => {
+                        if let Ok(Lookup::Found(task)) = state.args.store.get(id).await {
+                            telemetry::task_event(TaskEvent::Failed, task.model_type);
+                            telemetry::task_running(task.model_type, false);
+                        }
+                    }
+                    Ok(false) => {}
+                    Err(e) => tracing::error!(task_id = %id, error = %e, "cannot fail the task"),
+                }
+                // The training thread cannot be stopped from outside: leave it behind (its
+                // writes are fenced) and let the supervisor start a fresh trainer.
+                return Err(format!("task {id} ran past its hard time limit").into());
             }
             TrainerMsg::Ended { task, outcome } => {
                 state.running = None;
@@ -242,7 +301,14 @@ fn start<S: Store>(
             }
             _ => false,
         };
+        let hang_now = std::env::var(HANG_SEED_ENV)
+            .ok()
+            .and_then(|s| s.parse::<u64>().ok())
+            == Some(spec.seed);
         let joined = tokio::task::spawn_blocking(move || {
+            if hang_now {
+                std::thread::sleep(Duration::from_secs(60));
+            }
             if panic_now {
                 panic!("test hook {PANIC_SEED_ENV} asked for a panic");
             }
