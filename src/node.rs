@@ -173,6 +173,7 @@ async fn serve<S: Store>(
         max_upload_bytes: config.http.max_upload_bytes,
         token: Some(config.http.token.clone()).filter(|t| !t.is_empty()),
         membership: membership.clone(),
+        result_expires_s: config.tasks.result_expires_s,
     });
     tracing::info!(http = %bound, node = %config.node.name, trainers = config.trainers.devices.len(), "node ready");
     warp::serve(http::routes(api))

@@ -526,7 +526,10 @@ fn retries_back_off_with_jitter_and_stop_at_their_limit(store: TestStore) {
         ],
     );
     // Seed 778 crashes its trainer on every attempt.
-    let id = node.submit("linear", json!({"epochs": 1, "seed": 778, "max_retries": 2}));
+    let id = node.submit(
+        "linear",
+        json!({"epochs": 1, "seed": 778, "max_retries": 2}),
+    );
     node.wait_for(&id, "FAILURE", LONG);
     let (_, r) = node.get(&format!("/task/{id}"));
     let attempts = r["attempts"].as_array().unwrap();
@@ -543,7 +546,54 @@ fn retries_back_off_with_jitter_and_stop_at_their_limit(store: TestStore) {
         .collect();
     assert!(failed[1] - failed[0] >= 0.5, "{failed:?}");
     let started_last = r["timings"]["started_at"].as_f64().unwrap();
-    assert!(started_last - failed[1] >= 1.0, "{started_last} after {failed:?}");
+    assert!(
+        started_last - failed[1] >= 1.0,
+        "{started_last} after {failed:?}"
+    );
+}
+
+fn an_idempotency_key_submits_once(store: TestStore) {
+    let node = Node::up(&store, 1, &[]);
+    let body = json!({"epochs": 1, "seed": 5});
+    let key = [("idempotency-key", "order-42:retrain")];
+    let (status, headers, first) = node.post_with("/train/linear/async", &key, body.clone());
+    assert_eq!(status, 202, "{first}");
+    let replayed = |h: &[(String, String)]| {
+        h.iter()
+            .find(|(k, _)| k == "idempotent-replayed")
+            .map(|(_, v)| v.clone())
+    };
+    assert_eq!(replayed(&headers).as_deref(), Some("false"));
+    let (status, headers, again) = node.post_with("/train/linear/async", &key, body.clone());
+    assert_eq!(status, 202, "{again}");
+    assert_eq!(again["task_id"], first["task_id"], "the same task");
+    assert_eq!(replayed(&headers).as_deref(), Some("true"));
+    let id = first["task_id"].as_str().unwrap();
+    node.wait_for(id, "SUCCESS", LONG);
+    // Still the same task after it ended, and only one was ever stored.
+    let (_, _, late) = node.post_with("/train/linear/async", &key, body);
+    assert_eq!(late["task_id"], first["task_id"]);
+    assert_eq!(node.get("/tasks").1["count"], 1);
+    // The same key for another request is refused; a malformed key too.
+    let (status, _, other) = node.post_with("/train/linear/async", &key, json!({"epochs": 2}));
+    assert_eq!(
+        (status, other["error"]["code"].as_str()),
+        (422, Some("idempotency_key_reused")),
+        "{other}"
+    );
+    for bad in ["", "has space", &"k".repeat(256)] {
+        let (status, _, answer) = node.post_with(
+            "/train/linear/async",
+            &[("idempotency-key", bad)],
+            json!({"epochs": 1}),
+        );
+        assert_eq!(
+            (status, answer["error"]["code"].as_str()),
+            (400, Some("invalid_idempotency_key")),
+            "{bad:?}: {answer}"
+        );
+    }
+    assert_eq!(node.get("/tasks").1["count"], 1, "nothing else was stored");
 }
 
 fn uploaded_csv_data_sets_train_and_predict(store: TestStore) {
@@ -722,6 +772,7 @@ on_both_stores!(
     finished_tasks_expire_and_then_answer_task_expired,
     a_trainer_that_panics_is_restarted_and_its_task_retried,
     retries_back_off_with_jitter_and_stop_at_their_limit,
+    an_idempotency_key_submits_once,
     uploaded_csv_data_sets_train_and_predict,
     a_full_queue_answers_429_with_retry_after,
     tasks_survive_a_restart_and_interrupted_ones_run_again,

@@ -7,9 +7,9 @@ use std::time::Duration;
 
 use common::{RedisServer, temp_dir};
 use trainyard::store::{
-    CancelOutcome, DatasetInfo, EmbeddedStore, Finish, Lookup, NodeInfo, RedisStore, Renewal,
-    Store, StoreError, StoreSettings, TaskError, TaskFilter, TaskProgress, TaskRecord, TaskState,
-    TrainerSeat, now_s,
+    CancelOutcome, DatasetInfo, EmbeddedStore, Finish, IdempotencyKey, Lookup, NodeInfo,
+    RedisStore, Renewal, Store, StoreError, StoreSettings, Submitted, TaskError, TaskFilter,
+    TaskProgress, TaskRecord, TaskState, TrainerSeat, now_s,
 };
 use trainyard::training::{DeviceClass, DeviceSpec, ModelType, TrainSpec};
 use uuid::Uuid;
@@ -464,7 +464,11 @@ async fn nodes_announce_themselves<S: Store>(store: S) {
 async fn retries_wait_out_their_delay<S: Store>(store: S) {
     let (t, other) = (task(ModelType::Mlp, 9), task(ModelType::Linear, 0));
     store.submit(&t, 100).await.unwrap();
-    store.claim("n/cpu-0", DeviceSpec::Cpu).await.unwrap().unwrap();
+    store
+        .claim("n/cpu-0", DeviceSpec::Cpu)
+        .await
+        .unwrap()
+        .unwrap();
     assert!(store.requeue(t.id, 1, error("backend"), 0.6).await.unwrap());
     let waiting = found(store.get(t.id).await.unwrap());
     assert_eq!(waiting.state, TaskState::Pending);
@@ -473,12 +477,20 @@ async fn retries_wait_out_their_delay<S: Store>(store: S) {
     // Not due: a lower-priority task runs first; nothing is promoted yet.
     store.submit(&other, 100).await.unwrap();
     assert_eq!(store.promote().await.unwrap(), 0);
-    let next = store.claim("n/cpu-0", DeviceSpec::Cpu).await.unwrap().unwrap();
+    let next = store
+        .claim("n/cpu-0", DeviceSpec::Cpu)
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(next.id, other.id);
     assert_eq!(store.claim("n/cpu-1", DeviceSpec::Cpu).await.unwrap(), None);
     tokio::time::sleep(Duration::from_millis(700)).await;
     assert_eq!(store.promote().await.unwrap(), 1);
-    let again = store.claim("n/cpu-1", DeviceSpec::Cpu).await.unwrap().unwrap();
+    let again = store
+        .claim("n/cpu-1", DeviceSpec::Cpu)
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!((again.id, again.attempt, again.retry_at), (t.id, 2, None));
     // A task cancelled while it waits is revoked and never comes back.
     assert!(store.requeue(t.id, 2, error("backend"), 0.2).await.unwrap());
@@ -486,6 +498,49 @@ async fn retries_wait_out_their_delay<S: Store>(store: S) {
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(store.promote().await.unwrap(), 0);
     assert_eq!(store.claim("n/cpu-1", DeviceSpec::Cpu).await.unwrap(), None);
+}
+
+async fn idempotency_keys_submit_once_while_they_live<S: Store>(store: S) {
+    let key = IdempotencyKey {
+        key: "k1".into(),
+        fingerprint: "f1".into(),
+        ttl_s: 1.0,
+    };
+    let (first, second) = (task(ModelType::Mlp, 0), task(ModelType::Mlp, 0));
+    assert_eq!(
+        store.submit_keyed(&first, 100, &key).await.unwrap(),
+        Submitted::New
+    );
+    assert_eq!(
+        store.submit_keyed(&second, 100, &key).await.unwrap(),
+        Submitted::Existing {
+            id: first.id,
+            fingerprint: "f1".into()
+        }
+    );
+    assert_eq!(store.get(second.id).await.unwrap(), Lookup::Missing);
+    assert_eq!(store.queue_depth().await.unwrap(), 1);
+    // A full queue stores neither the task nor the key.
+    let other = IdempotencyKey {
+        key: "k2".into(),
+        ..key.clone()
+    };
+    assert!(matches!(
+        store.submit_keyed(&second, 1, &other).await,
+        Err(StoreError::QueueFull { .. })
+    ));
+    assert_eq!(
+        store.submit_keyed(&second, 100, &other).await.unwrap(),
+        Submitted::New
+    );
+    // Once the key expires it may be used again.
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+    store.sweep().await.unwrap();
+    let third = task(ModelType::Mlp, 0);
+    assert_eq!(
+        store.submit_keyed(&third, 100, &key).await.unwrap(),
+        Submitted::New
+    );
 }
 
 /// The ids `list` returns for `filter`, in its order.
@@ -546,6 +601,7 @@ conformance!(
     leases_are_renewed_and_run_out,
     nodes_announce_themselves,
     retries_wait_out_their_delay,
+    idempotency_keys_submit_once_while_they_live,
 );
 
 /// The leader lease on Redis: one holder at a time, renewed by its holder, free once it lapses.

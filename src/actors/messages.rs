@@ -17,7 +17,11 @@ pub enum TrainerMsg {
     /// Stop task `id` if it is the one running.
     Cancel { id: Uuid },
     /// Attempt `attempt` of `id` reached its hard time limit of `after_s` (local).
-    HardLimit { id: Uuid, attempt: u32, after_s: f64 },
+    HardLimit {
+        id: Uuid,
+        attempt: u32,
+        after_s: f64,
+    },
     /// The training of `task` ended (local).
     Ended {
         task: Box<TaskRecord>,

@@ -122,7 +122,14 @@ mod tests {
             retry_backoff_max_s: 10.0,
         };
         for _ in 0..200 {
-            for (attempt, full) in [(1, 1.0), (2, 2.0), (3, 4.0), (4, 8.0), (5, 10.0), (40, 10.0)] {
+            for (attempt, full) in [
+                (1, 1.0),
+                (2, 2.0),
+                (3, 4.0),
+                (4, 8.0),
+                (5, 10.0),
+                (40, 10.0),
+            ] {
                 let d = settings.retry_delay_s(attempt);
                 assert!(d >= full / 2.0 && d <= full, "attempt {attempt}: {d}");
             }

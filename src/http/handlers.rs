@@ -17,7 +17,8 @@ use super::{Api, ApiError};
 use crate::actors::{DispatcherMsg, TrainerMsg, local_dispatcher};
 use crate::cluster;
 use crate::store::{
-    CancelOutcome, DatasetInfo, Lookup, Store, TaskFilter, TaskRecord, TaskState, now_s,
+    CancelOutcome, DatasetInfo, IdempotencyKey, Lookup, Store, Submitted, TaskFilter, TaskRecord,
+    TaskState, now_s,
 };
 use crate::telemetry::{self, TaskEvent};
 use crate::training::{
@@ -152,28 +153,95 @@ async fn build_task<S: Store>(
     Ok(task)
 }
 
+/// Longest `Idempotency-Key`.
+const MAX_IDEMPOTENCY_KEY: usize = 255;
+
+/// Stores and queues a submission; with an `Idempotency-Key` already used for the same request,
+/// answers with that earlier task instead (`true`: replayed).
 async fn submit<S: Store>(
     api: &Api<S>,
     model: &str,
     content_type: &Option<String>,
+    idempotency_key: &Option<String>,
     body: &Bytes,
-) -> Result<TaskRecord, ApiError> {
+) -> Result<(TaskRecord, bool), ApiError> {
+    let key = idempotency_key
+        .as_deref()
+        .map(|k| idempotency(api, k, model, body))
+        .transpose()?;
     let task = build_task(api, model, content_type, body).await?;
-    api.store.submit(&task, api.queue_limit).await?;
+    if let Some(key) = &key {
+        match api.store.submit_keyed(&task, api.queue_limit, key).await? {
+            Submitted::New => {}
+            Submitted::Existing { id, fingerprint } if fingerprint == key.fingerprint => {
+                return match api.store.get(id).await? {
+                    Lookup::Found(earlier) => Ok((*earlier, true)),
+                    _ => Err(ApiError::not_found(
+                        "task_expired",
+                        format!("the task of this Idempotency-Key ({id}) expired"),
+                    )),
+                };
+            }
+            Submitted::Existing { id, .. } => {
+                return Err(ApiError::new(
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    "idempotency_key_reused",
+                    format!(
+                        "this Idempotency-Key was used for a different request (task {id}); use a new key"
+                    ),
+                ));
+            }
+        }
+    } else {
+        api.store.submit(&task, api.queue_limit).await?;
+    }
     telemetry::task_event(TaskEvent::Submitted, task.model_type);
     tracing::info!(task_id = %task.id, model_type = %task.model_type, "task submitted");
     // Wake the leader, wherever it runs.
     cluster::tell_dispatchers(|| DispatcherMsg::Poll);
-    Ok(task)
+    Ok((task, false))
+}
+
+/// Checks a client's `Idempotency-Key` and fingerprints the request it comes with.
+fn idempotency<S>(
+    api: &Api<S>,
+    key: &str,
+    model: &str,
+    body: &[u8],
+) -> Result<IdempotencyKey, ApiError> {
+    let valid = !key.is_empty()
+        && key.len() <= MAX_IDEMPOTENCY_KEY
+        && key
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_.:".contains(&b));
+    if !valid {
+        return Err(ApiError::bad_request(
+            "invalid_idempotency_key",
+            format!(
+                "Idempotency-Key must be 1 to {MAX_IDEMPOTENCY_KEY} characters of letters, digits, '-', '_', '.' or ':'"
+            ),
+        ));
+    }
+    // FNV-1a: stable across nodes and versions, unlike std's hasher.
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in model.bytes().chain([0]).chain(body.iter().copied()) {
+        hash = (hash ^ b as u64).wrapping_mul(0x0100_0000_01b3);
+    }
+    Ok(IdempotencyKey {
+        key: key.to_string(),
+        fingerprint: format!("{hash:016x}"),
+        ttl_s: api.result_expires_s,
+    })
 }
 
 pub async fn submit_async<S: Store>(
     model: String,
     api: Arc<Api<S>>,
     content_type: Option<String>,
+    idempotency_key: Option<String>,
     body: Bytes,
 ) -> Reply_ {
-    let task = submit(&api, &model, &content_type, &body)
+    let (task, replayed) = submit(&api, &model, &content_type, &idempotency_key, &body)
         .await
         .map_err(reject)?;
     let answer = json!({
@@ -182,7 +250,11 @@ pub async fn submit_async<S: Store>(
         "message": format!("Training task submitted for {}", task.model_type),
         "model_type": task.model_type,
     });
-    Ok(with_status(reply_json(&answer), StatusCode::ACCEPTED).into_response())
+    let reply = with_status(reply_json(&answer), StatusCode::ACCEPTED);
+    Ok(
+        warp::reply::with_header(reply, "idempotent-replayed", replayed.to_string())
+            .into_response(),
+    )
 }
 
 pub async fn submit_sync<S: Store>(
@@ -190,6 +262,7 @@ pub async fn submit_sync<S: Store>(
     api: Arc<Api<S>>,
     query: HashMap<String, String>,
     content_type: Option<String>,
+    idempotency_key: Option<String>,
     body: Bytes,
 ) -> Reply_ {
     let wait_s = match query.get("wait_s") {
@@ -206,7 +279,7 @@ pub async fn submit_sync<S: Store>(
             }
         },
     };
-    let task = submit(&api, &model, &content_type, &body)
+    let (task, _) = submit(&api, &model, &content_type, &idempotency_key, &body)
         .await
         .map_err(reject)?;
     let deadline = Instant::now() + Duration::from_secs_f64(wait_s);

@@ -31,6 +31,8 @@ pub struct Api<S> {
     pub token: Option<String>,
     /// This node's place in the cluster (which peers are connected).
     pub membership: Arc<crate::cluster::Membership>,
+    /// How long results (and idempotency keys) are kept.
+    pub result_expires_s: f64,
 }
 
 /// Every route, with errors rendered as JSON.
@@ -43,6 +45,7 @@ pub fn routes<S: Store>(
     };
     let query = warp::query::<HashMap<String, String>>();
     let content_type = warp::header::optional::<String>("content-type");
+    let idempotency_key = warp::header::optional::<String>("idempotency-key");
     let body = warp::body::content_length_limit(api.max_body_bytes).and(warp::body::bytes());
     let upload = warp::body::content_length_limit(api.max_upload_bytes).and(warp::body::bytes());
 
@@ -50,6 +53,7 @@ pub fn routes<S: Store>(
         .and(warp::post())
         .and(with.clone())
         .and(content_type)
+        .and(idempotency_key)
         .and(body)
         .and_then(handlers::submit_async)
         .recover(error::route_errors)
@@ -59,6 +63,7 @@ pub fn routes<S: Store>(
         .and(with.clone())
         .and(query)
         .and(content_type)
+        .and(idempotency_key)
         .and(body)
         .and_then(handlers::submit_sync)
         .recover(error::route_errors)

@@ -41,6 +41,16 @@ const DATASET_CSV: TableDefinition<&str, &[u8]> = TableDefinition::new("dataset_
 const DELAYED: TableDefinition<(u64, u64), &str> = TableDefinition::new("delayed");
 /// Task id -> its key in `DELAYED`.
 const DELAYED_AT: TableDefinition<&str, (u64, u64)> = TableDefinition::new("delayed_at");
+/// Idempotency key -> JSON `KeyUse`.
+const IDEMPOTENCY: TableDefinition<&str, &[u8]> = TableDefinition::new("idempotency");
+
+#[derive(Serialize, Deserialize)]
+struct KeyUse {
+    id: Uuid,
+    fingerprint: String,
+    expires_at: f64,
+}
+
 /// Expired task id -> when to forget it (Unix seconds).
 const EXPIRED: TableDefinition<&str, f64> = TableDefinition::new("expired");
 /// Counters; `seq` orders the queue.
@@ -100,6 +110,7 @@ impl EmbeddedStore {
         tx.open_table(META)?;
         tx.open_table(DELAYED)?;
         tx.open_table(DELAYED_AT)?;
+        tx.open_table(IDEMPOTENCY)?;
         tx.commit()?;
         Ok(EmbeddedStore {
             db: Arc::new(db),
@@ -210,6 +221,44 @@ impl Store for EmbeddedStore {
             }
             save(tx, &task)?;
             enqueue(tx, &task)
+        })
+        .await
+    }
+
+    async fn submit_keyed(
+        &self,
+        task: &TaskRecord,
+        queue_limit: u64,
+        key: &IdempotencyKey,
+    ) -> Result<Submitted, StoreError> {
+        let (task, key) = (task.clone(), key.clone());
+        self.write(move |tx, _| {
+            let now = now_s();
+            let mut keys = tx.open_table(IDEMPOTENCY)?;
+            let used = keys
+                .get(key.key.as_str())?
+                .map(|v| decode::<KeyUse>(v.value()))
+                .transpose()?;
+            if let Some(used) = used.filter(|u| u.expires_at > now) {
+                return Ok(Submitted::Existing {
+                    id: used.id,
+                    fingerprint: used.fingerprint,
+                });
+            }
+            let depth = tx.open_table(QUEUE)?.len()?;
+            if depth >= queue_limit {
+                return Err(StoreError::QueueFull { limit: queue_limit });
+            }
+            let record = KeyUse {
+                id: task.id,
+                fingerprint: key.fingerprint.clone(),
+                expires_at: now + key.ttl_s,
+            };
+            keys.insert(key.key.as_str(), encode(&record).as_slice())?;
+            drop(keys);
+            save(tx, &task)?;
+            enqueue(tx, &task)?;
+            Ok(Submitted::New)
         })
         .await
     }
@@ -337,7 +386,10 @@ impl Store for EmbeddedStore {
         self.write(move |tx, _| {
             let mut moved = 0;
             for id in due {
-                let Some(dkey) = tx.open_table(DELAYED_AT)?.remove(id.as_str())?.map(|v| v.value())
+                let Some(dkey) = tx
+                    .open_table(DELAYED_AT)?
+                    .remove(id.as_str())?
+                    .map(|v| v.value())
                 else {
                     continue;
                 };
@@ -543,6 +595,17 @@ impl Store for EmbeddedStore {
                 expired.insert(id.as_str(), now + settings.expired_memory_s)?;
             }
             expired.retain(|_, forget_at| forget_at > now)?;
+            let mut keys = tx.open_table(IDEMPOTENCY)?;
+            let mut stale = Vec::new();
+            for entry in keys.iter()? {
+                let (k, v) = entry?;
+                if decode::<KeyUse>(v.value())?.expires_at <= now {
+                    stale.push(k.value().to_string());
+                }
+            }
+            for k in stale {
+                keys.remove(k.as_str())?;
+            }
             Ok(gone.len() as u64)
         })
         .await

@@ -46,6 +46,21 @@ impl<S: Store> Store for Instrumented<S> {
         telemetry::store_operation(self.name, "submit", started.elapsed(), failed);
         result
     }
+    async fn submit_keyed(
+        &self,
+        task: &TaskRecord,
+        queue_limit: u64,
+        key: &IdempotencyKey,
+    ) -> Result<Submitted, StoreError> {
+        let started = Instant::now();
+        let result = self.inner.submit_keyed(task, queue_limit, key).await;
+        let failed = matches!(
+            result,
+            Err(StoreError::Unavailable(_) | StoreError::Corrupt(_))
+        );
+        telemetry::store_operation(self.name, "submit", started.elapsed(), failed);
+        result
+    }
     async fn get(&self, id: Uuid) -> Result<Lookup, StoreError> {
         self.timed("get", self.inner.get(id)).await
     }

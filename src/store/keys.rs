@@ -45,6 +45,11 @@ impl Keys {
         format!("{}:delayed", self.prefix)
     }
 
+    /// String: `task-id fingerprint` of a client's idempotency key, with the key's TTL.
+    pub fn idempotency(&self, key: &str) -> String {
+        format!("{}:idempotency:{key}", self.prefix)
+    }
+
     /// Counter ordering the queue.
     pub fn seq(&self) -> String {
         format!("{}:seq", self.prefix)

@@ -177,6 +177,26 @@ impl TaskRecord {
     }
 }
 
+/// A client's `Idempotency-Key`: the same key submits once; later submissions with it get the
+/// first task back while the key lives.
+#[derive(Debug, Clone, PartialEq)]
+pub struct IdempotencyKey {
+    pub key: String,
+    /// A digest of the request, so a key reused for a different request is told apart.
+    pub fingerprint: String,
+    /// How long the key is remembered.
+    pub ttl_s: f64,
+}
+
+/// What `submit_keyed` did.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Submitted {
+    /// The task is stored and queued.
+    New,
+    /// The key was already used, for task `id` and a request with `fingerprint`.
+    Existing { id: Uuid, fingerprint: String },
+}
+
 /// What `get` found.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Lookup {
@@ -329,6 +349,13 @@ pub trait Store: Send + Sync + 'static {
         task: &TaskRecord,
         queue_limit: u64,
     ) -> impl Future<Output = Result<(), StoreError>> + Send;
+    /// As `submit`, once per idempotency key: a key already used answers with its task.
+    fn submit_keyed(
+        &self,
+        task: &TaskRecord,
+        queue_limit: u64,
+        key: &IdempotencyKey,
+    ) -> impl Future<Output = Result<Submitted, StoreError>> + Send;
     fn get(&self, id: Uuid) -> impl Future<Output = Result<Lookup, StoreError>> + Send;
     /// Takes the next queued task (highest priority, then oldest) for `trainer`: it becomes
     /// STARTED with its attempt number one higher.

@@ -76,6 +76,56 @@ impl RedisStore {
         })
     }
 
+    async fn submit_script(
+        &self,
+        task: &TaskRecord,
+        queue_limit: u64,
+        key: Option<&IdempotencyKey>,
+    ) -> Result<Submitted, StoreError> {
+        let k = &self.keys;
+        let (idem_key, idem_value, ttl) = match key {
+            Some(key) => (
+                k.idempotency(&key.key),
+                format!("{} {}", task.id, key.fingerprint),
+                key.ttl_s.ceil().max(1.0) as u64,
+            ),
+            None => (k.idempotency(""), String::new(), 0),
+        };
+        let answer: String = self
+            .scripts
+            .submit
+            .key(k.task(task.id))
+            .key(k.queue(task.device))
+            .key(k.seq())
+            .key(k.index())
+            .key(idem_key)
+            .key(k.queue(DeviceClass::Any))
+            .key(k.queue(DeviceClass::Cpu))
+            .key(k.queue(DeviceClass::Gpu))
+            .arg(encode(task))
+            .arg(task.priority.min(9))
+            .arg(task.submitted_at)
+            .arg(queue_limit)
+            .arg(task.id.to_string())
+            .arg(idem_value)
+            .arg(ttl)
+            .invoke_async(&mut self.con.clone())
+            .await?;
+        if answer == "ok" {
+            return Ok(Submitted::New);
+        }
+        if let Some(used) = answer.strip_prefix("used ") {
+            let (id, fingerprint) = used.split_once(' ').unwrap_or((used, ""));
+            let id = Uuid::parse_str(id)
+                .map_err(|e| StoreError::Corrupt(format!("idempotency key holds {used:?}: {e}")))?;
+            return Ok(Submitted::Existing {
+                id,
+                fingerprint: fingerprint.to_string(),
+            });
+        }
+        Err(StoreError::QueueFull { limit: queue_limit })
+    }
+
     async fn raw(&self, id: Uuid) -> Result<Option<String>, StoreError> {
         Ok(self.con.clone().get(self.keys.task(id)).await?)
     }
@@ -157,28 +207,19 @@ impl RedisStore {
 
 impl Store for RedisStore {
     async fn submit(&self, task: &TaskRecord, queue_limit: u64) -> Result<(), StoreError> {
-        let k = &self.keys;
-        let answer: String = self
-            .scripts
-            .submit
-            .key(k.task(task.id))
-            .key(k.queue(task.device))
-            .key(k.seq())
-            .key(k.index())
-            .key(k.queue(DeviceClass::Any))
-            .key(k.queue(DeviceClass::Cpu))
-            .key(k.queue(DeviceClass::Gpu))
-            .arg(encode(task))
-            .arg(task.priority.min(9))
-            .arg(task.submitted_at)
-            .arg(queue_limit)
-            .arg(task.id.to_string())
-            .invoke_async(&mut self.con.clone())
-            .await?;
-        match answer.as_str() {
-            "ok" => Ok(()),
-            _ => Err(StoreError::QueueFull { limit: queue_limit }),
+        match self.submit_script(task, queue_limit, None).await? {
+            Submitted::New => Ok(()),
+            Submitted::Existing { .. } => unreachable!("no key, no earlier submission"),
         }
+    }
+
+    async fn submit_keyed(
+        &self,
+        task: &TaskRecord,
+        queue_limit: u64,
+        key: &IdempotencyKey,
+    ) -> Result<Submitted, StoreError> {
+        self.submit_script(task, queue_limit, Some(key)).await
     }
 
     async fn get(&self, id: Uuid) -> Result<Lookup, StoreError> {

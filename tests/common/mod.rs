@@ -266,6 +266,34 @@ impl Node {
         Self::read(response).unwrap_or_else(|| panic!("{method} {path} failed"))
     }
 
+    /// POST a JSON body with extra headers; the answer's status, headers and JSON.
+    pub fn post_with(
+        &self,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: Value,
+    ) -> (u16, Vec<(String, String)>, Value) {
+        let mut request = Self::agent().post(format!("{}{path}", self.url));
+        for (k, v) in headers {
+            request = request.header(*k, *v);
+        }
+        let response = request
+            .send_json(body)
+            .unwrap_or_else(|e| panic!("POST {path} failed: {e}"));
+        let status = response.status().as_u16();
+        let headers = response
+            .headers()
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_str().unwrap_or("").to_string()))
+            .collect();
+        let text = response.into_body().read_to_string().unwrap();
+        (
+            status,
+            headers,
+            serde_json::from_str(&text).unwrap_or(Value::String(text)),
+        )
+    }
+
     /// POST with an explicit content type (or none) and raw bytes.
     pub fn post_raw(&self, path: &str, content_type: Option<&str>, body: &[u8]) -> (u16, Value) {
         let mut request = Self::agent().post(format!("{}{path}", self.url));
