@@ -41,6 +41,12 @@ pub struct HttpSection {
     pub max_body_bytes: u64,
     /// Largest CSV upload.
     pub max_upload_bytes: u64,
+    /// Requests per second one client (IP address) may make on average; 0: unlimited.
+    pub rate_limit_per_s: f64,
+    /// Requests one client may make at once after being idle.
+    pub rate_limit_burst: f64,
+    /// Requests of one client answered at once; 0: unlimited.
+    pub max_in_flight_per_client: usize,
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq)]
@@ -102,6 +108,9 @@ impl Default for HttpSection {
             token: String::new(),
             max_body_bytes: 1 << 20,
             max_upload_bytes: 64 << 20,
+            rate_limit_per_s: 20_000.0,
+            rate_limit_burst: 40_000.0,
+            max_in_flight_per_client: 512,
         }
     }
 }
@@ -245,6 +254,12 @@ impl Config {
         }
         if t.queue_limit == 0 {
             problems.push("tasks.queue_limit must be at least 1".into());
+        }
+        if !(self.http.rate_limit_per_s.is_finite() && self.http.rate_limit_per_s >= 0.0) {
+            problems.push("http.rate_limit_per_s must be 0 (no limit) or more".into());
+        }
+        if self.http.rate_limit_per_s > 0.0 && self.http.rate_limit_burst < 1.0 {
+            problems.push("http.rate_limit_burst must be at least 1".into());
         }
         if self.http.max_body_bytes == 0 || self.http.max_upload_bytes == 0 {
             problems.push("http.max_body_bytes and http.max_upload_bytes must be above 0".into());

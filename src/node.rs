@@ -174,6 +174,11 @@ async fn serve<S: Store>(
         token: Some(config.http.token.clone()).filter(|t| !t.is_empty()),
         membership: membership.clone(),
         result_expires_s: config.tasks.result_expires_s,
+        limits: http::limits::Limits::new(http::limits::LimitSettings {
+            rate_per_s: config.http.rate_limit_per_s,
+            burst: config.http.rate_limit_burst,
+            max_in_flight: config.http.max_in_flight_per_client,
+        }),
     });
     tracing::info!(http = %bound, node = %config.node.name, trainers = config.trainers.devices.len(), "node ready");
     warp::serve(http::routes(api))

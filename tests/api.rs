@@ -779,3 +779,36 @@ on_both_stores!(
     a_task_over_its_time_limit_fails_and_is_not_retried,
     a_training_deaf_to_its_time_limit_hits_the_hard_limit_and_its_trainer_is_replaced,
 );
+
+#[test]
+fn a_client_over_its_rate_gets_429_with_retry_after_and_health_stays_open() {
+    let store = TestStore::embedded();
+    let node = Node::up(
+        &store,
+        1,
+        &[
+            ("TRAINYARD_HTTP__RATE_LIMIT_PER_S", "5"),
+            ("TRAINYARD_HTTP__RATE_LIMIT_BURST", "5"),
+        ],
+    );
+    let answers: Vec<(u16, Value)> = (0..12).map(|_| node.get("/tasks")).collect();
+    let refused: Vec<&Value> = answers
+        .iter()
+        .filter(|(s, _)| *s == 429)
+        .map(|(_, a)| a)
+        .collect();
+    assert!(refused.len() >= 5, "over the burst is refused: {answers:?}");
+    assert_eq!(refused[0]["error"]["code"], "rate_limited");
+    let (status, headers, _) =
+        node.post_with("/train/linear/async", &[], serde_json::json!({"epochs": 1}));
+    assert_eq!(status, 429);
+    assert!(
+        headers.iter().any(|(k, v)| k == "retry-after" && v == "1"),
+        "{headers:?}"
+    );
+    // Health and metrics are never limited; the client gets through again after a second.
+    assert_eq!(node.get("/cluster/health").0, 200);
+    std::thread::sleep(Duration::from_millis(1200));
+    assert_eq!(node.get("/tasks").0, 200);
+    assert_eq!(node.get("/tasks").1["count"], 0, "nothing was stored");
+}

@@ -16,6 +16,8 @@ pub struct ApiError {
     pub message: String,
     /// Extra fields for the error object (e.g. a task id on a timeout).
     pub extra: Option<serde_json::Value>,
+    /// Seconds for the `Retry-After` header of a 429 (5 when unset).
+    pub retry_after_s: Option<u64>,
 }
 
 impl warp::reject::Reject for ApiError {}
@@ -27,7 +29,13 @@ impl ApiError {
             code,
             message: message.into(),
             extra: None,
+            retry_after_s: None,
         }
+    }
+
+    pub fn retry_after(mut self, seconds: u64) -> Self {
+        self.retry_after_s = Some(seconds);
+        self
     }
 
     pub fn bad_request(code: &'static str, message: impl Into<String>) -> Self {
@@ -55,9 +63,10 @@ impl ApiError {
         )
         .into_response();
         if self.status == StatusCode::TOO_MANY_REQUESTS {
-            reply
-                .headers_mut()
-                .insert("retry-after", warp::http::HeaderValue::from_static("5"));
+            reply.headers_mut().insert(
+                "retry-after",
+                warp::http::HeaderValue::from(self.retry_after_s.unwrap_or(5)),
+            );
         }
         reply
     }

@@ -7,6 +7,7 @@
 
 mod error;
 mod handlers;
+pub mod limits;
 
 use std::collections::HashMap;
 use std::convert::Infallible;
@@ -33,6 +34,8 @@ pub struct Api<S> {
     pub membership: Arc<crate::cluster::Membership>,
     /// How long results (and idempotency keys) are kept.
     pub result_expires_s: f64,
+    /// Per-client request rate and requests in flight.
+    pub limits: Arc<limits::Limits>,
 }
 
 /// Every route, with errors rendered as JSON.
@@ -162,7 +165,14 @@ pub fn routes<S: Store>(
     health
         .or(metrics)
         .unify()
-        .or(authorized(api.token.clone()).and(protected))
+        .or(limits::admit(api.limits.clone())
+            .and(authorized(api.token.clone()))
+            .and(protected)
+            .map(|permit: limits::Permit, reply| {
+                // Held until the answer is ready.
+                drop(permit);
+                reply
+            }))
         .unify()
         .recover(error::recover)
         .unify()
