@@ -79,6 +79,23 @@ fn a_training_goes_from_submit_to_predictions(store: TestStore) {
         (422, json!("invalid_input")),
         "{p}"
     );
+    // More bad predictions: NaN cannot be sent as JSON; strings, empty input, ragged rows.
+    let predict = format!("/models/{id}/predict");
+    for (body, status, code) in [
+        (r#"{"rows": [[NaN, 1, 1, 1, 1, 1, 1, 1]]}"#, 400, "invalid_json"),
+        (r#"{"rows": [["x", 1, 1, 1, 1, 1, 1, 1]]}"#, 422, "invalid_request"),
+        (r#"{"rows": []}"#, 422, "invalid_input"),
+        (r#"{"rows": [[1,1,1,1,1,1,1,1], [1]]}"#, 422, "invalid_input"),
+        (r#"{"rows": [[1e999,1,1,1,1,1,1,1]]}"#, 400, "invalid_json"),
+        (r#"{"row": [1]}"#, 422, "invalid_request"),
+    ] {
+        let (got, p) = node.post_raw(&predict, Some("application/json"), body.as_bytes());
+        assert_eq!(
+            (got, p["error"]["code"].as_str()),
+            (status, Some(code)),
+            "{body}: {p}"
+        );
+    }
 
     let (status, list) = node.get("/tasks?state=SUCCESS&model_type=mlp&limit=5");
     assert_eq!(status, 200);
@@ -116,11 +133,11 @@ fn bad_requests_get_their_status_and_code_and_store_nothing(store: TestStore) {
         1,
         &[
             ("TRAINYARD_HTTP__MAX_BODY_BYTES", "1000"),
-            ("TRAINYARD_HTTP__MAX_UPLOAD_BYTES", "2000"),
+            ("TRAINYARD_HTTP__MAX_UPLOAD_BYTES", "50000"),
         ],
     );
     let uuid = "9b2f2d7e-0000-4000-8000-000000000000";
-    let cases: Vec<BadRequest> = vec![
+    let mut cases: Vec<BadRequest> = vec![
         (
             "POST",
             "/train/xgboost/async",
@@ -374,7 +391,7 @@ fn bad_requests_get_their_status_and_code_and_store_nothing(store: TestStore) {
             "POST",
             "/datasets?name=d&target=y",
             Some("text/csv"),
-            vec![b'1'; 3000],
+            vec![b'1'; 60000],
             413,
             "body_too_large",
         ),
@@ -388,19 +405,157 @@ fn bad_requests_get_their_status_and_code_and_store_nothing(store: TestStore) {
             "method_not_allowed",
         ),
     ];
+    let json_case = |path: &str, body: &str, status: u16, code: &'static str| -> BadRequest {
+        (
+            "POST",
+            Box::leak(path.to_string().into_boxed_str()),
+            Some("application/json"),
+            body.as_bytes().to_vec(),
+            status,
+            code,
+        )
+    };
+    let csv_case = |body: Vec<u8>, code: &'static str| -> BadRequest {
+        (
+            "POST",
+            "/datasets?name=d&target=y",
+            Some("text/csv"),
+            body,
+            422,
+            code,
+        )
+    };
+    let get_case = |path: &str, status: u16, code: &'static str| -> BadRequest {
+        (
+            "GET",
+            Box::leak(path.to_string().into_boxed_str()),
+            None,
+            vec![],
+            status,
+            code,
+        )
+    };
+    let mlp = "/train/mlp/async";
+    let deep = format!("{}{}", "[".repeat(400), "]".repeat(400));
+    let wide_csv = format!(
+        "{},y\n",
+        (0..5000)
+            .map(|i| format!("c{i}"))
+            .collect::<Vec<_>>()
+            .join(",")
+    )
+    .into_bytes();
+    cases.extend([
+        json_case(mlp, "{\"learning_rate\": NaN}", 400, "invalid_json"),
+        json_case(mlp, "{\"learning_rate\": Infinity}", 400, "invalid_json"),
+        json_case(mlp, "{\"learning_rate\": 1e999}", 400, "invalid_json"),
+        json_case(mlp, "{\"learning_rate\": -0.1}", 422, "invalid_parameters"),
+        json_case(mlp, "{\"learning_rate\": 11}", 422, "invalid_parameters"),
+        json_case(
+            mlp,
+            "{\"hidden_sizes\": [5000000]}",
+            422,
+            "invalid_parameters",
+        ),
+        json_case(mlp, "{\"hidden_sizes\": \"64,32\"}", 422, "invalid_request"),
+        json_case(mlp, "{\"hidden_sizes\": [-1]}", 422, "invalid_request"),
+        json_case(mlp, "{\"batch_size\": 0}", 422, "invalid_parameters"),
+        json_case(mlp, "{\"batch_size\": 2.5}", 422, "invalid_request"),
+        json_case(mlp, "{\"epochs\": 5.5}", 422, "invalid_request"),
+        json_case(
+            mlp,
+            "{\"epochs\": 99999999999999999999}",
+            422,
+            "invalid_request",
+        ),
+        json_case(mlp, "{\"seed\": -1}", 422, "invalid_request"),
+        json_case(mlp, "{\"test_fraction\": 0}", 422, "invalid_parameters"),
+        json_case(mlp, "{\"test_fraction\": 1.5}", 422, "invalid_parameters"),
+        json_case(
+            "/train/gbdt/async",
+            "{\"gbdt\": {\"n_trees\": 0}}",
+            422,
+            "invalid_parameters",
+        ),
+        json_case(
+            "/train/gbdt/async",
+            "{\"gbdt\": {\"max_depth\": 100}}",
+            422,
+            "invalid_parameters",
+        ),
+        json_case(
+            "/train/gbdt/async",
+            "{\"gbdt\": {\"trees\": 5}}",
+            422,
+            "invalid_request",
+        ),
+        json_case(mlp, "{\"max_retries\": -1}", 422, "invalid_request"),
+        json_case(mlp, "{\"time_limit_s\": 0}", 422, "invalid_parameters"),
+        json_case(mlp, "{\"device\": \"tpu\"}", 422, "invalid_request"),
+        json_case(mlp, "{\"priority\": -1}", 422, "invalid_request"),
+        json_case(mlp, "\"just a string\"", 422, "invalid_request"),
+        json_case(mlp, "[1, 2]", 422, "invalid_request"),
+        json_case(mlp, "{\"epochs\": 5} trailing", 400, "invalid_json"),
+        json_case(mlp, &deep, 422, "invalid_request"),
+        (
+            "POST",
+            mlp,
+            Some("application/json"),
+            b"{\"epochs\": \"\xff\"}".to_vec(),
+            400,
+            "invalid_json",
+        ),
+        json_case("/train/mlp?wait_s=100000", "{}", 400, "invalid_query"),
+        json_case("/task/not-a-uuid/cancel", "", 400, "invalid_id"),
+        json_case(
+            "/models/not-a-uuid/predict",
+            "{\"rows\": [[1]]}",
+            400,
+            "invalid_id",
+        ),
+        get_case("/task/not-a-uuid", 400, "invalid_id"),
+        get_case("/task/12345/result", 400, "invalid_id"),
+        get_case(&format!("/task/{uuid}"), 404, "task_not_found"),
+        get_case("/tasks?limit=100000000", 400, "invalid_query"),
+        get_case("/tasks?limit=ten", 400, "invalid_query"),
+        get_case("/tasks?model_type=xgboost", 400, "invalid_query"),
+        json_case("/datasets?name=&target=y", "", 400, "invalid_query"),
+        csv_case(b"a,y\n".to_vec(), "invalid_csv"),
+        csv_case(b"a,a,y\n1,2,3\n".to_vec(), "invalid_csv"),
+        csv_case(b",y\n1,2\n".to_vec(), "invalid_csv"),
+        csv_case(b"y\n1\n2\n".to_vec(), "invalid_csv"),
+        csv_case(b"a,y\n1,inf\n".to_vec(), "invalid_csv"),
+        csv_case(b"a,y\n1,NaN\n".to_vec(), "invalid_csv"),
+        csv_case(b"a,y\n1,2,3\n".to_vec(), "invalid_csv"),
+        csv_case(b"\"a,y\n1,2\n".to_vec(), "invalid_csv"),
+        csv_case(wide_csv, "invalid_csv"),
+        (
+            "POST",
+            "/cluster/nodes",
+            Some("application/json"),
+            b"{}".to_vec(),
+            405,
+            "method_not_allowed",
+        ),
+    ]);
+    assert!(cases.len() >= 60, "{} bad requests", cases.len());
+    let mut wrong = Vec::new();
     for (method, path, content_type, body, status, code) in &cases {
         let (got, answer) = match *method {
             "GET" => node.get(path),
             _ => node.post_raw(path, *content_type, body),
         };
-        assert_eq!(
-            (got, answer["error"]["code"].as_str()),
-            (*status, Some(*code)),
-            "{method} {path}: {answer}"
-        );
-        assert_eq!(answer["success"], false, "{answer}");
-        assert!(!answer["error"]["message"].as_str().unwrap().is_empty());
+        let fine = (got, answer["error"]["code"].as_str()) == (*status, Some(*code))
+            && answer["success"] == false
+            && !answer["error"]["message"].as_str().unwrap_or("").is_empty();
+        if !fine {
+            let shown = String::from_utf8_lossy(&body[..body.len().min(60)]).to_string();
+            wrong.push(format!(
+                "{method} {path} {shown:?}: expected {status} {code}, got {got} {answer}"
+            ));
+        }
     }
+    assert!(wrong.is_empty(), "{}", wrong.join("\n"));
     // Each invalid value is listed, and unknown fields are named.
     let (_, answer) = node.post(
         "/train/mlp/async",
