@@ -57,7 +57,7 @@ const MAX_WAIT_S: f64 = 3600.0;
 
 fn parse_json<T: serde::de::DeserializeOwned + Default>(
     content_type: &Option<String>,
-    body: &Bytes,
+    body: &[u8],
 ) -> Result<T, ApiError> {
     if body.iter().all(u8::is_ascii_whitespace) {
         return Ok(T::default());
@@ -85,19 +85,31 @@ fn parse_id(raw: &str, what: &str) -> Result<Uuid, ApiError> {
     })
 }
 
-/// Checks a training request and builds its task; nothing is stored yet.
-async fn build_task<S: Store>(
-    api: &Api<S>,
+/// A training request that parsed and passed every check but the data set lookup.
+#[derive(Debug, Clone)]
+pub struct ParsedRequest {
+    pub spec: TrainSpec,
+    /// A built-in data set's name or an uploaded one's id, as the request named it.
+    pub dataset: Option<String>,
+    pub priority: u8,
+    pub max_retries: u32,
+    pub device: DeviceClass,
+}
+
+/// Parses and checks the body of `POST /train/{model}`: no store, no I/O, so it can be fuzzed.
+/// Every refusal is an `ApiError` with its status and code.
+pub fn parse_train_request(
     model: &str,
     content_type: &Option<String>,
-    body: &Bytes,
-) -> Result<TaskRecord, ApiError> {
+    body: &[u8],
+    default_max_retries: u32,
+) -> Result<ParsedRequest, ApiError> {
     let model_type: ModelType = model
         .parse()
         .map_err(|e: String| ApiError::not_found("unknown_model_type", e))?;
     let request: TrainRequest = parse_json(content_type, body)?;
     let defaults = TrainSpec::new(model_type);
-    let mut spec = TrainSpec {
+    let spec = TrainSpec {
         epochs: request.epochs.unwrap_or(defaults.epochs),
         learning_rate: request.learning_rate.unwrap_or(defaults.learning_rate),
         hidden_sizes: request
@@ -118,7 +130,7 @@ async fn build_task<S: Store>(
     if priority > 9 {
         problems.push(format!("priority must be between 0 and 9, got {priority}"));
     }
-    let max_retries = request.max_retries.unwrap_or(api.max_retries);
+    let max_retries = request.max_retries.unwrap_or(default_max_retries);
     if max_retries > MAX_RETRIES_LIMIT {
         problems.push(format!(
             "max_retries must be at most {MAX_RETRIES_LIMIT}, got {max_retries}"
@@ -127,8 +139,31 @@ async fn build_task<S: Store>(
     if !problems.is_empty() {
         return Err(ApiError::invalid("invalid_parameters", problems.join("; ")));
     }
+    Ok(ParsedRequest {
+        spec,
+        dataset: request.dataset,
+        priority,
+        max_retries,
+        device: request.device.unwrap_or_default(),
+    })
+}
+
+/// Checks a training request and builds its task; nothing is stored yet.
+async fn build_task<S: Store>(
+    api: &Api<S>,
+    model: &str,
+    content_type: &Option<String>,
+    body: &Bytes,
+) -> Result<TaskRecord, ApiError> {
+    let ParsedRequest {
+        mut spec,
+        dataset,
+        priority,
+        max_retries,
+        device,
+    } = parse_train_request(model, content_type, body, api.max_retries)?;
     let mut dataset_id = None;
-    if let Some(name) = request.dataset {
+    if let Some(name) = dataset {
         if let Ok(id) = Uuid::parse_str(&name) {
             let found = api.store.dataset(id).await?;
             let (info, _) = found.ok_or_else(|| {
@@ -149,7 +184,7 @@ async fn build_task<S: Store>(
         }
     }
     let mut task = TaskRecord::new(spec, dataset_id, priority, max_retries);
-    task.device = request.device.unwrap_or_default();
+    task.device = device;
     Ok(task)
 }
 

@@ -9,6 +9,8 @@ mod error;
 mod handlers;
 pub mod limits;
 
+pub use handlers::{ParsedRequest, parse_train_request};
+
 use std::collections::HashMap;
 use std::convert::Infallible;
 use std::sync::Arc;
