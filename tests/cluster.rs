@@ -441,32 +441,59 @@ fn a_node_with_the_wrong_cookie_cannot_join() {
 }
 
 #[test]
-fn a_redis_restart_loses_no_accepted_task() {
+fn a_redis_restart_under_load_loses_no_accepted_task() {
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let mut cluster = Cluster::new(RedisServer::durable());
     let a = cluster.start("node-a", &[], COOKIE);
     let b = cluster.start("node-b", &["node-a"], COOKIE);
     wait_connected(&a, &["node-a", "node-b"]);
-    let mut ids: Vec<String> = (0..30).map(|_| a.submit(quick_task())).collect();
-    std::thread::sleep(Duration::from_millis(500));
-    cluster.redis.restart(Duration::from_secs(2));
-    // Nodes reconnect by themselves; submissions work again.
-    poll(
-        Duration::from_secs(30),
-        "the API to reach Redis again",
-        || {
-            let (status, _) = b.try_get("/cluster/health")?;
-            (status == 200).then_some(())
-        },
-    );
-    ids.extend((0..10).map(|_| b.submit(quick_task())));
-    let records = wait_all_succeed(&a, &ids, Duration::from_secs(240));
-    assert_eq!(records.len(), 40);
+    let tiny = json!({"epochs": 1, "hidden_sizes": [4]});
+    let mut ids: Vec<String> = (0..150).map(|_| a.submit(tiny.clone())).collect();
+    // Keep submitting through the restart: what is accepted (202) must finish; what is
+    // refused (503, store unavailable) was never promised.
+    let (accepted, refused) = std::thread::scope(|scope| {
+        let submitter = scope.spawn(|| {
+            let (mut accepted, mut refused) = (Vec::new(), 0);
+            for _ in 0..150 {
+                let reply = Node::read(
+                    Node::agent()
+                        .post(format!("{}/train/mlp/async", b.url))
+                        .send_json(json!({"epochs": 1, "hidden_sizes": [4]})),
+                );
+                match reply {
+                    Some((202, answer)) => {
+                        accepted.push(answer["task_id"].as_str().unwrap().to_string())
+                    }
+                    Some((503, answer)) => {
+                        assert_eq!(answer["error"]["code"], "store_unavailable", "{answer}");
+                        refused += 1;
+                    }
+                    other => panic!("unexpected answer {other:?}"),
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            (accepted, refused)
+        });
+        std::thread::sleep(Duration::from_millis(500));
+        cluster.redis.restart(Duration::from_secs(2));
+        submitter.join().unwrap()
+    });
+    eprintln!("{} accepted and {refused} refused during the restart", accepted.len());
+    ids.extend(accepted);
+    poll(Duration::from_secs(30), "the API to reach Redis again", || {
+        let (status, _) = b.try_get("/cluster/health")?;
+        (status == 200).then_some(())
+    });
+    ids.extend((0..50).map(|_| b.submit(tiny.clone())));
+    let records = wait_all_succeed(&a, &ids, Duration::from_secs(400));
     let unique: HashSet<&str> = records
         .iter()
         .map(|r| r["task_id"].as_str().unwrap())
         .collect();
-    assert_eq!(unique.len(), 40);
+    assert_eq!(unique.len(), ids.len(), "every accepted task, once");
+    for r in &records {
+        assert!(r["result"]["metrics"].is_object(), "one result: {r}");
+    }
 }
 
 #[test]
