@@ -405,4 +405,43 @@ mod tests {
             "{text}"
         );
     }
+
+    #[test]
+    fn a_cluster_node_needs_a_cookie_of_its_own_off_loopback() {
+        let load = |extra: &[(&str, &str)]| {
+            let mut env = vec![(
+                "TRAINYARD_STORE__URL".to_string(),
+                "redis://127.0.0.1:6379/0".to_string(),
+            )];
+            env.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+            Config::load(None, env)
+        };
+        let empty = load(&[]).unwrap_err().to_string();
+        assert!(empty.contains("node.cookie is empty"), "{empty}");
+        assert!(
+            load(&[("TRAINYARD_NODE__COOKIE", "change-me")]).is_ok(),
+            "loopback may use it"
+        );
+        let exposed = load(&[
+            ("TRAINYARD_NODE__COOKIE", "change-me"),
+            ("TRAINYARD_NODE__LISTEN", "\"10.1.2.3:4700\""),
+        ])
+        .unwrap_err()
+        .to_string();
+        assert!(exposed.contains("example cookie"), "{exposed}");
+        assert!(
+            load(&[
+                ("TRAINYARD_NODE__COOKIE", "s3cret"),
+                ("TRAINYARD_NODE__LISTEN", "\"10.1.2.3:4700\""),
+            ])
+            .is_ok()
+        );
+        let seeds = load(&[
+            ("TRAINYARD_NODE__COOKIE", "s3cret"),
+            ("TRAINYARD_NODE__SEEDS", "[\"nowhere\"]"),
+        ])
+        .unwrap_err()
+        .to_string();
+        assert!(seeds.contains("node.seeds"), "{seeds}");
+    }
 }

@@ -82,10 +82,22 @@ fn a_training_goes_from_submit_to_predictions(store: TestStore) {
     // More bad predictions: NaN cannot be sent as JSON; strings, empty input, ragged rows.
     let predict = format!("/models/{id}/predict");
     for (body, status, code) in [
-        (r#"{"rows": [[NaN, 1, 1, 1, 1, 1, 1, 1]]}"#, 400, "invalid_json"),
-        (r#"{"rows": [["x", 1, 1, 1, 1, 1, 1, 1]]}"#, 422, "invalid_request"),
+        (
+            r#"{"rows": [[NaN, 1, 1, 1, 1, 1, 1, 1]]}"#,
+            400,
+            "invalid_json",
+        ),
+        (
+            r#"{"rows": [["x", 1, 1, 1, 1, 1, 1, 1]]}"#,
+            422,
+            "invalid_request",
+        ),
         (r#"{"rows": []}"#, 422, "invalid_input"),
-        (r#"{"rows": [[1,1,1,1,1,1,1,1], [1]]}"#, 422, "invalid_input"),
+        (
+            r#"{"rows": [[1,1,1,1,1,1,1,1], [1]]}"#,
+            422,
+            "invalid_input",
+        ),
         (r#"{"rows": [[1e999,1,1,1,1,1,1,1]]}"#, 400, "invalid_json"),
         (r#"{"row": [1]}"#, 422, "invalid_request"),
     ] {
@@ -821,6 +833,20 @@ fn tasks_survive_a_restart_and_interrupted_ones_run_again(store: TestStore) {
     assert_eq!(r["attempts"][0]["error"]["code"], "node_stopped", "{r}");
 }
 
+fn a_drained_node_finishes_running_work_within_its_grace(store: TestStore) {
+    let node = Node::up(&store, 1, &[("TRAINYARD_TASKS__SHUTDOWN_GRACE_S", "60")]);
+    let running = node.submit("mlp", json!({"epochs": 40, "hidden_sizes": [32]}));
+    node.wait_for(&running, "PROGRESS", LONG);
+    let queued = node.submit("linear", json!({"epochs": 1}));
+    assert!(node.terminate().success());
+    // The running task finished during the drain; the queued one was not started.
+    let node = Node::up(&store, 1, &[]);
+    let (_, r) = node.get(&format!("/task/{running}"));
+    assert_eq!(r["state"], "SUCCESS", "{r}");
+    assert_eq!(r["attempt"], 1, "finished, not requeued: {r}");
+    node.wait_for(&queued, "SUCCESS", LONG);
+}
+
 fn a_training_deaf_to_its_time_limit_hits_the_hard_limit_and_its_trainer_is_replaced(
     store: TestStore,
 ) {
@@ -933,6 +959,7 @@ on_both_stores!(
     tasks_survive_a_restart_and_interrupted_ones_run_again,
     a_task_over_its_time_limit_fails_and_is_not_retried,
     a_training_deaf_to_its_time_limit_hits_the_hard_limit_and_its_trainer_is_replaced,
+    a_drained_node_finishes_running_work_within_its_grace,
 );
 
 #[test]

@@ -478,12 +478,19 @@ fn a_redis_restart_under_load_loses_no_accepted_task() {
         cluster.redis.restart(Duration::from_secs(2));
         submitter.join().unwrap()
     });
-    eprintln!("{} accepted and {refused} refused during the restart", accepted.len());
+    eprintln!(
+        "{} accepted and {refused} refused during the restart",
+        accepted.len()
+    );
     ids.extend(accepted);
-    poll(Duration::from_secs(30), "the API to reach Redis again", || {
-        let (status, _) = b.try_get("/cluster/health")?;
-        (status == 200).then_some(())
-    });
+    poll(
+        Duration::from_secs(30),
+        "the API to reach Redis again",
+        || {
+            let (status, _) = b.try_get("/cluster/health")?;
+            (status == 200).then_some(())
+        },
+    );
     ids.extend((0..50).map(|_| b.submit(tiny.clone())));
     let records = wait_all_succeed(&a, &ids, Duration::from_secs(400));
     let unique: HashSet<&str> = records
@@ -523,4 +530,37 @@ fn a_restarted_node_rejoins_and_takes_work() {
         records.iter().any(|r| ran_on(r) == "node-b"),
         "the restarted node-b took work"
     );
+}
+
+#[test]
+fn a_cancel_sent_to_any_node_stops_the_task_where_it_runs() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let mut cluster = Cluster::new(RedisServer::start());
+    let nodes = cluster.three();
+    let ids: Vec<String> = (0..3)
+        .map(|_| nodes[0].submit(json!({"epochs": 100000, "hidden_sizes": [64, 64]})))
+        .collect();
+    let running = wait_busy(&nodes[0], &["node-a", "node-b", "node-c"]);
+    // Cancel each task through a node other than the one running it.
+    for (i, (runner, task)) in running.iter().enumerate() {
+        let via = nodes.iter().find(|n| &n.name != runner).unwrap();
+        let asked = Instant::now();
+        let (status, answer) = Node::read(
+            Node::agent()
+                .post(format!("{}/task/{task}/cancel", via.url))
+                .send_json(json!(null)),
+        )
+        .unwrap();
+        assert_eq!(status, 202, "{answer}");
+        poll(Duration::from_secs(10), "the task to stop", || {
+            (via.task(task)["state"] == "REVOKED").then_some(())
+        });
+        let took = asked.elapsed();
+        eprintln!(
+            "cancel {i} of a task on {runner} via {}: {took:?}",
+            via.name
+        );
+        assert!(took < Duration::from_secs(3), "stopped after {took:?}");
+    }
+    assert_eq!(ids.len(), 3);
 }

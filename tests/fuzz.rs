@@ -97,7 +97,8 @@ fn json() -> impl Strategy<Value = Value> {
         any::<bool>().prop_map(Value::Bool),
         any::<i64>().prop_map(|n| Value::from(n)),
         any::<u64>().prop_map(|n| Value::from(n)),
-        any::<f64>().prop_map(|f| serde_json::Number::from_f64(f).map_or(Value::Null, Value::Number)),
+        any::<f64>()
+            .prop_map(|f| serde_json::Number::from_f64(f).map_or(Value::Null, Value::Number)),
         ".{0,12}".prop_map(Value::String),
     ];
     leaf.prop_recursive(4, 32, 6, move |inner| {
@@ -136,7 +137,12 @@ fn check_csv(bytes: &[u8]) {
             assert!(data.n_features() < MAX_CSV_COLUMNS);
             assert_eq!(data.features().len(), data.n_rows() * data.n_features());
             assert_eq!(data.targets().len(), data.n_rows());
-            assert!(data.features().iter().chain(data.targets()).all(|v| v.is_finite()));
+            assert!(
+                data.features()
+                    .iter()
+                    .chain(data.targets())
+                    .all(|v| v.is_finite())
+            );
         }
         Err(e) => assert!(!e.to_string().is_empty()),
     }
@@ -195,7 +201,10 @@ fn the_corpus_parses_as_expected() {
     }
     assert!(parse_train_request("mlp", &ct, br#"{"epochs": 50}"#, 3).is_ok());
     let refused = parse_train_request("mlp", &ct, br#"{"epochs": 0}"#, 3).unwrap_err();
-    assert_eq!((refused.status.as_u16(), refused.code), (422, "invalid_parameters"));
+    assert_eq!(
+        (refused.status.as_u16(), refused.code),
+        (422, "invalid_parameters")
+    );
     for csv in corpus("csv") {
         check_csv(&csv);
     }
