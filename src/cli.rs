@@ -53,6 +53,26 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Revoke every pending task (they become REVOKED, code `purged`).
+    Purge {
+        #[arg(long, default_value = DEFAULT_SERVER)]
+        server: String,
+    },
+    /// Stop giving NODE new work; its running tasks finish.
+    Drain {
+        node: String,
+        /// Wait until the node's running tasks have ended.
+        #[arg(long)]
+        wait: bool,
+        #[arg(long, default_value = DEFAULT_SERVER)]
+        server: String,
+    },
+    /// Give a drained NODE work again.
+    Resume {
+        node: String,
+        #[arg(long, default_value = DEFAULT_SERVER)]
+        server: String,
+    },
     /// Predict with a task's trained model: one row per --row, values comma separated.
     Predict {
         id: String,
@@ -216,6 +236,9 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Result(args) => client::show(&args.server, &format!("/task/{}/result", args.id)),
         Command::Cancel(args) => client::cancel(&args),
         Command::Nodes { server, json } => client::nodes(&server, json),
+        Command::Purge { server } => client::purge(&server),
+        Command::Drain { node, wait, server } => client::drain(&server, &node, "drain", wait),
+        Command::Resume { node, server } => client::drain(&server, &node, "resume", false),
         Command::Predict { id, rows, server } => client::predict(&server, &id, &rows),
     };
     match result {

@@ -33,6 +33,13 @@ fn call(method: &str, url: &str, body: Option<Value>) -> anyhow::Result<Value> {
             }
             request.call()
         }
+        ("DELETE", _) => {
+            let mut request = agent.delete(url);
+            if let Some(auth) = &auth {
+                request = request.header("authorization", auth);
+            }
+            request.call()
+        }
         (_, body) => {
             let mut request = agent.post(url);
             if let Some(auth) = &auth {
@@ -68,6 +75,39 @@ fn print(value: &Value) {
 pub fn show(server: &str, path: &str) -> anyhow::Result<()> {
     print(&call("GET", &format!("{server}{path}"), None)?);
     Ok(())
+}
+
+/// `trainyard purge`: revokes every pending task.
+pub fn purge(server: &str) -> anyhow::Result<()> {
+    let answer = call("DELETE", &format!("{server}/queue"), None)?;
+    println!("{} pending tasks revoked", answer["purged"]);
+    Ok(())
+}
+
+/// `trainyard drain NODE` (or `resume`): with `wait`, until the node's running tasks ended.
+pub fn drain(server: &str, node: &str, action: &str, wait: bool) -> anyhow::Result<()> {
+    let answer = call(
+        "POST",
+        &format!("{server}/cluster/nodes/{node}/{action}"),
+        None,
+    )?;
+    println!("{}", answer["message"].as_str().unwrap_or(""));
+    if !(wait && action == "drain") {
+        return Ok(());
+    }
+    loop {
+        let nodes = call("GET", &format!("{server}/cluster/nodes"), None)?;
+        let drained = nodes["nodes"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .any(|n| n["name"] == node && n["drained"] == true);
+        if drained {
+            println!("node {node} is drained");
+            return Ok(());
+        }
+        std::thread::sleep(std::time::Duration::from_millis(500));
+    }
 }
 
 /// `trainyard nodes`: the cluster as a table, one row per trainer.

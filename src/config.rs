@@ -17,6 +17,31 @@ pub struct Config {
     pub store: StoreSection,
     pub trainers: TrainersSection,
     pub tasks: TasksSection,
+    pub notifications: NotificationsSection,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct NotificationsSection {
+    /// Hosts (`host` or `host:port`) a task's `callback_url` may name; none when empty.
+    pub allowed_hosts: Vec<String>,
+    /// Key of the HMAC-SHA256 signature of each delivery (`X-Trainyard-Signature`).
+    pub hmac_key: String,
+    /// Seconds one delivery may take.
+    pub timeout_s: f64,
+    /// Tries before a delivery is given up.
+    pub max_attempts: u32,
+}
+
+impl Default for NotificationsSection {
+    fn default() -> Self {
+        NotificationsSection {
+            allowed_hosts: Vec::new(),
+            hmac_key: String::new(),
+            timeout_s: 5.0,
+            max_attempts: 5,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq)]
@@ -263,6 +288,18 @@ impl Config {
         }
         if self.http.max_body_bytes == 0 || self.http.max_upload_bytes == 0 {
             problems.push("http.max_body_bytes and http.max_upload_bytes must be above 0".into());
+        }
+        let n = &self.notifications;
+        if !n.allowed_hosts.is_empty() && n.hmac_key.is_empty() {
+            problems.push(
+                "notifications.hmac_key must be set when notifications.allowed_hosts is".into(),
+            );
+        }
+        if !(n.timeout_s.is_finite() && n.timeout_s > 0.0 && n.timeout_s <= 300.0) {
+            problems.push("notifications.timeout_s must be above 0 and at most 300".into());
+        }
+        if n.max_attempts == 0 {
+            problems.push("notifications.max_attempts must be at least 1".into());
         }
         if problems.is_empty() {
             Ok(())

@@ -18,6 +18,7 @@ pub mod cluster;
 pub mod config;
 pub mod http;
 pub mod node;
+pub mod notify;
 pub mod store;
 pub mod telemetry;
 pub mod training;

@@ -179,7 +179,17 @@ async fn serve<S: Store>(
             burst: config.http.rate_limit_burst,
             max_in_flight: config.http.max_in_flight_per_client,
         }),
+        callback_hosts: config.notifications.allowed_hosts.clone(),
     });
+    let notifier = tokio::spawn(crate::notify::run(
+        store.clone(),
+        crate::notify::NotifySettings {
+            allowed_hosts: config.notifications.allowed_hosts.clone(),
+            hmac_key: config.notifications.hmac_key.clone(),
+            timeout_s: config.notifications.timeout_s,
+            max_attempts: config.notifications.max_attempts,
+        },
+    ));
     tracing::info!(http = %bound, node = %config.node.name, trainers = config.trainers.devices.len(), "node ready");
     warp::serve(http::routes(api))
         .incoming(listener)
@@ -189,7 +199,7 @@ async fn serve<S: Store>(
 
     tracing::info!("stopping: no new work; waiting for running tasks");
     housekeeping.abort();
-    actors::set_draining();
+    actors::set_draining(true);
     info.draining = true;
     info.seen_at = now_s();
     if let Err(e) = store.announce(&info).await {
@@ -213,6 +223,7 @@ async fn serve<S: Store>(
         };
         recover_attempt(&store, &lease, error, true, 0.0).await;
     }
+    notifier.abort();
     membership.leave();
     supervisor.stop(None);
     let _ = supervisor_done.await;
@@ -225,6 +236,15 @@ async fn serve<S: Store>(
 async fn housekeeping<S: Store>(store: Arc<S>, membership: Arc<Membership>, mut info: NodeInfo) {
     loop {
         info.seen_at = now_s();
+        // An operator may drain this node (or take it back) through any node's API.
+        if let Ok(names) = store.draining().await {
+            let drained = names.iter().any(|n| n == membership.name());
+            if drained != info.draining {
+                tracing::info!(draining = drained, "drain state changed by an operator");
+            }
+            info.draining = drained;
+            actors::set_draining(drained);
+        }
         if let Err(e) = store.announce(&info).await {
             tracing::warn!(error = %e, "cannot announce this node");
         }

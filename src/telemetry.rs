@@ -53,6 +53,7 @@ pub const HTTP_REQUESTS: &str = "trainyard_http_requests_total";
 pub const HTTP_DURATION: &str = "trainyard_http_request_duration_seconds";
 pub const STORE_DURATION: &str = "trainyard_store_operation_duration_seconds";
 pub const STORE_ERRORS: &str = "trainyard_store_errors_total";
+pub const CALLBACKS: &str = "trainyard_callbacks_total";
 
 /// Every trainyard metric.
 pub const METRICS: &[Metric] = &[
@@ -118,6 +119,13 @@ pub const METRICS: &[Metric] = &[
         unit: Unit::Count,
         labels: &["state", "device"],
         help: "This node's trainers by state (idle, busy, down) and device.",
+    },
+    Metric {
+        name: CALLBACKS,
+        kind: Kind::Counter,
+        unit: Unit::Count,
+        labels: &["outcome"],
+        help: "Deliveries of task ends to callback URLs: delivered, retried (a try failed), failed (given up).",
     },
     Metric {
         name: TRAINER_RESTARTS,
@@ -341,7 +349,7 @@ pub fn task_running(model_type: ModelType, running: bool) {
 }
 
 /// Store operations, for zeroed error counters.
-pub const STORE_OPS: [&str; 17] = [
+pub const STORE_OPS: [&str; 29] = [
     "submit",
     "get",
     "claim",
@@ -359,7 +367,26 @@ pub const STORE_OPS: [&str; 17] = [
     "leases",
     "sweep",
     "ping",
+    "submit_keyed",
+    "renew",
+    "lead",
+    "leader",
+    "announce",
+    "nodes",
+    "promote",
+    "purge",
+    "set_draining",
+    "draining",
+    "due_callbacks",
+    "callback_tried",
 ];
+
+/// Outcomes of a callback delivery try.
+pub const CALLBACK_OUTCOMES: [&str; 3] = ["delivered", "retried", "failed"];
+
+pub fn callback(outcome: &'static str) {
+    counter!(CALLBACKS, "outcome" => outcome).increment(1);
+}
 
 /// Starts every fixed-label counter and gauge at zero, so rates and sums answer 0, not
 /// nothing, before the first event.
@@ -384,6 +411,9 @@ pub fn register_zeroes(store: &'static str, devices: &[String]) {
     }
     for op in STORE_OPS {
         counter!(STORE_ERRORS, "store" => store, "op" => op).increment(0);
+    }
+    for outcome in CALLBACK_OUTCOMES {
+        counter!(CALLBACKS, "outcome" => outcome).increment(0);
     }
 }
 

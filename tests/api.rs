@@ -833,6 +833,46 @@ fn tasks_survive_a_restart_and_interrupted_ones_run_again(store: TestStore) {
     assert_eq!(r["attempts"][0]["error"]["code"], "node_stopped", "{r}");
 }
 
+fn priority_9_overtakes_a_queue_of_priority_0_and_purge_revokes_the_rest(store: TestStore) {
+    let node = Node::up(&store, 1, &[]);
+    let blocker = node.submit("mlp", endless());
+    node.wait_for(&blocker, "PROGRESS", LONG);
+    let low: Vec<String> = (0..5)
+        .map(|_| node.submit("linear", json!({"epochs": 1, "priority": 0})))
+        .collect();
+    let high = node.submit("linear", json!({"epochs": 1, "priority": 9}));
+    node.post(&format!("/task/{blocker}/cancel"), json!(null));
+    node.wait_for(&high, "SUCCESS", LONG);
+    let started = |id: &str| node.get(&format!("/task/{id}")).1["timings"]["started_at"].as_f64();
+    let high_at = started(&high).unwrap();
+    for id in &low {
+        node.wait_for(id, "SUCCESS", LONG);
+        assert!(started(id).unwrap() > high_at, "priority 9 ran first");
+    }
+    // Purge: every pending task becomes REVOKED (code purged); the running one is untouched.
+    let running = node.submit("mlp", endless());
+    node.wait_for(&running, "PROGRESS", LONG);
+    let pending: Vec<String> = (0..4)
+        .map(|_| node.submit("linear", json!({"epochs": 1})))
+        .collect();
+    let (status, answer) = node.delete("/queue");
+    assert_eq!(
+        (status, answer["purged"].as_u64()),
+        (200, Some(4)),
+        "{answer}"
+    );
+    for id in &pending {
+        let (_, r) = node.get(&format!("/task/{id}/result"));
+        assert_eq!(r["state"], "REVOKED", "{r}");
+        assert_eq!(r["error"]["code"], "purged", "{r}");
+    }
+    assert_eq!(node.state(&running), "PROGRESS");
+    assert_eq!(node.get("/cluster/health").1["queue_depth"], 0);
+    assert_eq!(node.delete("/queue").1["purged"], 0);
+    node.post(&format!("/task/{running}/cancel"), json!(null));
+    node.wait_for(&running, "REVOKED", LONG);
+}
+
 fn a_drained_node_finishes_running_work_within_its_grace(store: TestStore) {
     let node = Node::up(&store, 1, &[("TRAINYARD_TASKS__SHUTDOWN_GRACE_S", "60")]);
     let running = node.submit("mlp", json!({"epochs": 40, "hidden_sizes": [32]}));
@@ -960,6 +1000,8 @@ on_both_stores!(
     a_task_over_its_time_limit_fails_and_is_not_retried,
     a_training_deaf_to_its_time_limit_hits_the_hard_limit_and_its_trainer_is_replaced,
     a_drained_node_finishes_running_work_within_its_grace,
+    priority_9_overtakes_a_queue_of_priority_0_and_purge_revokes_the_rest,
+    finished_tasks_notify_their_callback_signed_and_retried,
 );
 
 #[test]
@@ -993,4 +1035,149 @@ fn a_client_over_its_rate_gets_429_with_retry_after_and_health_stays_open() {
     std::thread::sleep(Duration::from_millis(1200));
     assert_eq!(node.get("/tasks").0, 200);
     assert_eq!(node.get("/tasks").1["count"], 0, "nothing was stored");
+}
+
+/// A webhook receiver on a free port: answers 500 to the first delivery of each task (and to
+/// every delivery on `/fail`), 200 after; keeps every request's signature header and body.
+struct Receiver {
+    port: u16,
+    got: std::sync::Arc<std::sync::Mutex<Vec<(String, String, Vec<u8>, u16)>>>,
+}
+
+impl Receiver {
+    fn start() -> Receiver {
+        use std::io::{BufRead, BufReader, Read, Write};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let got = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let log = got.clone();
+        std::thread::spawn(move || {
+            let mut seen = std::collections::HashSet::new();
+            for stream in listener.incoming() {
+                let Ok(mut stream) = stream else { continue };
+                let mut reader = BufReader::new(stream.try_clone().unwrap());
+                let mut line = String::new();
+                reader.read_line(&mut line).unwrap();
+                let path = line.split_whitespace().nth(1).unwrap_or("").to_string();
+                let (mut length, mut signature) = (0usize, String::new());
+                loop {
+                    let mut header = String::new();
+                    reader.read_line(&mut header).unwrap();
+                    let header = header.trim_end();
+                    if header.is_empty() {
+                        break;
+                    }
+                    let (k, v) = header.split_once(':').unwrap();
+                    match k.to_ascii_lowercase().as_str() {
+                        "content-length" => length = v.trim().parse().unwrap(),
+                        "x-trainyard-signature" => signature = v.trim().to_string(),
+                        _ => {}
+                    }
+                }
+                let mut body = vec![0; length];
+                reader.read_exact(&mut body).unwrap();
+                let id = serde_json::from_slice::<Value>(&body).unwrap()["task_id"]
+                    .as_str()
+                    .unwrap()
+                    .to_string();
+                let status = if path == "/fail" || seen.insert(id) {
+                    500
+                } else {
+                    200
+                };
+                log.lock().unwrap().push((path, signature, body, status));
+                let _ = write!(
+                    stream,
+                    "HTTP/1.1 {status} X\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"
+                );
+            }
+        });
+        Receiver { port, got }
+    }
+}
+
+fn finished_tasks_notify_their_callback_signed_and_retried(store: TestStore) {
+    let receiver = Receiver::start();
+    let hosts = format!("[\"127.0.0.1:{}\"]", receiver.port);
+    let node = Node::up(
+        &store,
+        1,
+        &[
+            ("TRAINYARD_NOTIFICATIONS__ALLOWED_HOSTS", hosts.as_str()),
+            ("TRAINYARD_NOTIFICATIONS__HMAC_KEY", "hook-secret"),
+            ("TRAINYARD_NOTIFICATIONS__MAX_ATTEMPTS", "2"),
+        ],
+    );
+    let hook = format!("http://127.0.0.1:{}/hook", receiver.port);
+    let ids: Vec<String> = (0..2)
+        .map(|_| node.submit("linear", json!({"epochs": 1, "callback_url": hook})))
+        .collect();
+    let failing = node.submit(
+        "linear",
+        json!({"epochs": 1, "callback_url": format!("http://127.0.0.1:{}/fail", receiver.port)}),
+    );
+    for id in ids.iter().chain([&failing]) {
+        node.wait_for(id, "SUCCESS", LONG);
+    }
+    poll(LONG, "every callback to settle", || {
+        let settled = ids.iter().chain([&failing]).all(|id| {
+            let c = &node.get(&format!("/task/{id}")).1["callback"];
+            c["delivered_at"].is_f64() || c["failed"] == true
+        });
+        settled.then_some(())
+    });
+    let got = receiver.got.lock().unwrap().clone();
+    for id in &ids {
+        let tries: Vec<_> = got
+            .iter()
+            .filter(|(path, _, body, _)| {
+                path == "/hook"
+                    && serde_json::from_slice::<Value>(body).unwrap()["task_id"] == id.as_str()
+            })
+            .collect();
+        assert_eq!(
+            tries.len(),
+            2,
+            "one failed try, then one delivery: {tries:?}"
+        );
+        assert_eq!(tries[1].3, 200);
+        for (_, signature, body, _) in &tries {
+            assert_eq!(signature, &trainyard::notify::sign("hook-secret", body));
+            let sent: Value = serde_json::from_slice(body).unwrap();
+            assert_eq!(sent["state"], "SUCCESS");
+            assert!(sent["result"]["metrics"]["test_r2"].is_f64(), "{sent}");
+        }
+        let (_, r) = node.get(&format!("/task/{id}"));
+        assert_eq!(r["callback"]["attempts"], 2, "{r}");
+    }
+    let (_, r) = node.get(&format!("/task/{failing}"));
+    assert_eq!(r["callback"]["failed"], true, "{r}");
+    assert!(
+        r["callback"]["last_error"]
+            .as_str()
+            .unwrap()
+            .contains("500"),
+        "{r}"
+    );
+    let (_, metrics) = node.get("/metrics");
+    let metrics = metrics.as_str().unwrap().to_string();
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l.starts_with("trainyard_callbacks_total{outcome=\"failed\"} 1")),
+        "a failed delivery is counted"
+    );
+    // Hosts that are not allowed, and schemes that are not http, are refused.
+    for url in [
+        "http://10.0.0.1/steal",
+        "ftp://127.0.0.1/x",
+        "http://169.254.169.254/",
+    ] {
+        let (status, answer) = node.post("/train/linear/async", json!({"callback_url": url}));
+        assert_eq!(
+            (status, answer["error"]["code"].as_str()),
+            (422, Some("callback_not_allowed")),
+            "{url}: {answer}"
+        );
+    }
 }

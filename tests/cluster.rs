@@ -564,3 +564,69 @@ fn a_cancel_sent_to_any_node_stops_the_task_where_it_runs() {
     }
     assert_eq!(ids.len(), 3);
 }
+
+#[test]
+fn a_drained_node_finishes_its_work_takes_no_more_and_can_resume() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let mut cluster = Cluster::new(RedisServer::start());
+    let a = cluster.start("node-a", &[], COOKIE);
+    let b = cluster.start("node-b", &["node-a"], COOKIE);
+    wait_connected(&a, &["node-a", "node-b"]);
+    let first: Vec<String> = (0..2).map(|_| a.submit(slow_task())).collect();
+    let running = wait_busy(&a, &["node-a", "node-b"]);
+    let on_b = running["node-b"].clone();
+    let (status, answer) = Node::read(
+        Node::agent()
+            .post(format!("{}/cluster/nodes/node-b/drain", a.url))
+            .send_empty(),
+    )
+    .unwrap();
+    assert_eq!(status, 202, "{answer}");
+    let later: Vec<String> = (0..3).map(|_| b.submit(quick_task())).collect();
+    let records = wait_all_succeed(&a, &later, Duration::from_secs(120));
+    for r in &records {
+        assert_eq!(
+            ran_on(r),
+            "node-a",
+            "a draining node takes no new work: {r}"
+        );
+    }
+    let done = wait_all_succeed(&a, &first, Duration::from_secs(120));
+    let b_task = done.iter().find(|r| r["task_id"] == on_b.as_str()).unwrap();
+    assert_eq!(
+        (ran_on(b_task).as_str(), &b_task["attempt"]),
+        ("node-b", &json!(1))
+    );
+    poll(Duration::from_secs(10), "node-b to report drained", || {
+        let view = a.get("/cluster/nodes");
+        let node = view["nodes"]
+            .as_array()?
+            .iter()
+            .find(|n| n["name"] == "node-b")?
+            .clone();
+        (node["drained"] == true).then_some(())
+    });
+    let (status, _) = Node::read(
+        Node::agent()
+            .post(format!("{}/cluster/nodes/node-b/resume", a.url))
+            .send_empty(),
+    )
+    .unwrap();
+    assert_eq!(status, 202);
+    let (status, missing) = Node::read(
+        Node::agent()
+            .post(format!("{}/cluster/nodes/node-z/drain", a.url))
+            .send_empty(),
+    )
+    .unwrap();
+    assert_eq!(
+        (status, missing["error"]["code"].as_str()),
+        (404, Some("node_not_found"))
+    );
+    let again: Vec<String> = (0..4).map(|_| a.submit(slow_task())).collect();
+    let records = wait_all_succeed(&a, &again, Duration::from_secs(240));
+    assert!(
+        records.iter().any(|r| ran_on(r) == "node-b"),
+        "node-b works again"
+    );
+}

@@ -51,6 +51,8 @@ pub struct DispatcherState {
     /// Trainers that left the group (and have not come back): a lease one of them still holds
     /// is requeued by the leader, even one that left before this node led.
     departed: HashSet<String>,
+    /// Nodes an operator is draining: their trainers get no new work.
+    draining_nodes: HashSet<String>,
     /// When each node last got a task, to spread work.
     last_given: HashMap<String, u64>,
     given: u64,
@@ -76,6 +78,7 @@ impl<S: Store> Actor for Dispatcher<S> {
             next_lead: now,
             next_reconcile: now,
             departed: HashSet::new(),
+            draining_nodes: HashSet::new(),
             last_given: HashMap::new(),
             given: 0,
             draining: false,
@@ -260,6 +263,9 @@ impl<S: Store> Dispatcher<S> {
                 return;
             }
         };
+        if let Ok(names) = self.store.draining().await {
+            state.draining_nodes = names.into_iter().collect();
+        }
         let now = now_s();
         let leads = Self::leads(state);
         let mut running: HashMap<&str, &Lease> = HashMap::new();
@@ -314,7 +320,11 @@ impl<S: Store> Dispatcher<S> {
             let pick = state
                 .trainers
                 .iter()
-                .filter(|(_, slot)| slot.task.is_none() && !dry.contains(&slot.device.class()))
+                .filter(|(name, slot)| {
+                    slot.task.is_none()
+                        && !dry.contains(&slot.device.class())
+                        && !state.draining_nodes.contains(node_of(name))
+                })
                 .min_by_key(|(name, _)| {
                     let node = node_of(name);
                     (

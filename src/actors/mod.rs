@@ -57,11 +57,12 @@ impl TaskSettings {
     }
 }
 
-/// Set once this node stops taking work: its trainers give back tasks sent to them.
+/// Set while this node takes no new work (it stops, or an operator drains it): its trainers
+/// give back tasks sent to them.
 static DRAINING: AtomicBool = AtomicBool::new(false);
 
-pub fn set_draining() {
-    DRAINING.store(true, Ordering::SeqCst);
+pub fn set_draining(draining: bool) {
+    DRAINING.store(draining, Ordering::SeqCst);
 }
 
 pub fn draining() -> bool {

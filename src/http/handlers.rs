@@ -48,6 +48,8 @@ struct TrainRequest {
     gbdt: Option<GbdtParams>,
     /// `any` (default), `cpu` or `gpu`.
     device: Option<DeviceClass>,
+    /// Where to POST the final status when the task ends.
+    callback_url: Option<String>,
 }
 
 /// Largest `max_retries` a request may ask for.
@@ -94,6 +96,7 @@ pub struct ParsedRequest {
     pub priority: u8,
     pub max_retries: u32,
     pub device: DeviceClass,
+    pub callback_url: Option<String>,
 }
 
 /// Parses and checks the body of `POST /train/{model}`: no store, no I/O, so it can be fuzzed.
@@ -145,6 +148,7 @@ pub fn parse_train_request(
         priority,
         max_retries,
         device: request.device.unwrap_or_default(),
+        callback_url: request.callback_url,
     })
 }
 
@@ -161,7 +165,12 @@ async fn build_task<S: Store>(
         priority,
         max_retries,
         device,
+        callback_url,
     } = parse_train_request(model, content_type, body, api.max_retries)?;
+    if let Some(url) = &callback_url {
+        crate::notify::check_url(url, &api.callback_hosts)
+            .map_err(|e| ApiError::invalid("callback_not_allowed", e))?;
+    }
     let mut dataset_id = None;
     if let Some(name) = dataset {
         if let Ok(id) = Uuid::parse_str(&name) {
@@ -185,6 +194,7 @@ async fn build_task<S: Store>(
     }
     let mut task = TaskRecord::new(spec, dataset_id, priority, max_retries);
     task.device = device;
+    task.callback_url = callback_url;
     Ok(task)
 }
 
@@ -750,6 +760,9 @@ pub async fn inspect<S: Store>(id: String, api: Arc<Api<S>>) -> Reply_ {
         },
         "result": task.result,
         "error": task.error,
+        "schedule": task.schedule,
+        "callback_url": task.callback_url,
+        "callback": task.callback,
     }))
     .into_response())
 }
@@ -785,6 +798,7 @@ struct ClusterView {
 async fn cluster_view<S: Store>(api: &Api<S>) -> Result<ClusterView, ApiError> {
     let known = api.store.nodes().await?;
     let leases = api.store.leases().await?;
+    let draining = api.store.draining().await?;
     let leader = api.store.leader().await?;
     let peers = api.membership.connected();
     let now = now_s();
@@ -792,6 +806,11 @@ async fn cluster_view<S: Store>(api: &Api<S>) -> Result<ClusterView, ApiError> {
         .iter()
         .map(|n| {
             let alive = now - n.seen_at < NODE_STALE_S;
+            let drain = n.draining || draining.contains(&n.name);
+            let busy = n
+                .trainers
+                .iter()
+                .any(|seat| leases.iter().any(|l| l.trainer == seat.name));
             let trainers: Vec<Value> = n
                 .trainers
                 .iter()
@@ -812,11 +831,63 @@ async fn cluster_view<S: Store>(api: &Api<S>) -> Result<ClusterView, ApiError> {
                 "connected": n.name == api.node || peers.contains(&n.name),
                 "alive": alive,
                 "leader": leader.as_deref() == Some(n.name.as_str()),
-                "draining": n.draining,
+                "draining": drain,
+                "drained": drain && !busy,
                 "last_seen_s": ((now - n.seen_at) * 10.0).round() / 10.0,
                 "trainers": trainers,
             })
         })
         .collect();
     Ok(ClusterView { leader, nodes })
+}
+
+/// `DELETE /queue`: revokes every pending task (never drops one silently).
+pub async fn purge<S: Store>(api: Arc<Api<S>>) -> Reply_ {
+    let purged = api.store.purge().await.map_err(reject)?;
+    tracing::warn!(purged, "queue purged by an operator");
+    Ok(reply_json(&json!({
+        "success": true,
+        "purged": purged,
+        "message": format!("{purged} pending tasks revoked"),
+    }))
+    .into_response())
+}
+
+/// `POST /cluster/nodes/{name}/drain` and `/resume`: stop giving a node work (its running
+/// tasks finish; `GET /cluster/nodes` shows it `drained` once they have), or take it back.
+pub async fn drain<S: Store>(name: String, action: String, api: Arc<Api<S>>) -> Reply_ {
+    let known = api.store.nodes().await.map_err(reject)?;
+    if !known.iter().any(|n| n.name == name) {
+        return Err(reject(ApiError::not_found(
+            "node_not_found",
+            format!("no node named {name:?} in the cluster"),
+        )));
+    }
+    let draining = match action.as_str() {
+        "drain" => true,
+        "resume" => false,
+        _ => {
+            return Err(reject(ApiError::not_found(
+                "not_found",
+                format!("no such action {action:?}; use drain or resume"),
+            )));
+        }
+    };
+    api.store
+        .set_draining(&name, draining)
+        .await
+        .map_err(reject)?;
+    tracing::warn!(node = %name, draining, "drain state set by an operator");
+    let message = if draining {
+        format!("node {name} gets no new work; its running tasks finish")
+    } else {
+        format!("node {name} takes work again")
+    };
+    Ok(with_status(
+        reply_json(
+            &json!({"success": true, "node": name, "draining": draining, "message": message}),
+        ),
+        StatusCode::ACCEPTED,
+    )
+    .into_response())
 }

@@ -38,6 +38,8 @@ pub struct Api<S> {
     pub result_expires_s: f64,
     /// Per-client request rate and requests in flight.
     pub limits: Arc<limits::Limits>,
+    /// Hosts a task's `callback_url` may name.
+    pub callback_hosts: Vec<String>,
 }
 
 /// Every route, with errors rendered as JSON.
@@ -131,6 +133,18 @@ pub fn routes<S: Store>(
         .and(warp::get())
         .and(with.clone())
         .and_then(handlers::nodes);
+    let purge = warp::path!("queue")
+        .and(warp::delete())
+        .and(with.clone())
+        .and_then(handlers::purge)
+        .recover(error::route_errors)
+        .unify();
+    let drain = warp::path!("cluster" / "nodes" / String / String)
+        .and(warp::post())
+        .and(with.clone())
+        .and_then(handlers::drain)
+        .recover(error::route_errors)
+        .unify();
     let metrics = warp::path!("metrics")
         .and(warp::get())
         .and_then(handlers::metrics);
@@ -163,6 +177,10 @@ pub fn routes<S: Store>(
         .or(inspect)
         .unify()
         .or(nodes)
+        .unify()
+        .or(purge)
+        .unify()
+        .or(drain)
         .unify();
     health
         .or(metrics)
@@ -206,6 +224,8 @@ pub fn route_label(method: &warp::http::Method, path: &str) -> &'static str {
         (false, ["datasets"]) => "GET /datasets",
         (true, ["models", _, "predict"]) => "POST /models/{id}/predict",
         (false, ["metrics"]) => "GET /metrics",
+        (false, ["queue"]) => "DELETE /queue",
+        (true, ["cluster", "nodes", _, _]) => "POST /cluster/nodes/{name}/{action}",
         _ => "other",
     }
 }

@@ -41,6 +41,11 @@ const DATASET_CSV: TableDefinition<&str, &[u8]> = TableDefinition::new("dataset_
 const DELAYED: TableDefinition<(u64, u64), &str> = TableDefinition::new("delayed");
 /// Task id -> its key in `DELAYED`.
 const DELAYED_AT: TableDefinition<&str, (u64, u64)> = TableDefinition::new("delayed_at");
+/// (when to try, Unix milliseconds; sequence) -> id of an ended task whose callback is due.
+const CALLBACKS: TableDefinition<(u64, u64), &str> = TableDefinition::new("callbacks");
+/// Task id -> its key in `CALLBACKS`.
+const CALLBACK_AT: TableDefinition<&str, (u64, u64)> = TableDefinition::new("callback_at");
+
 /// Idempotency key -> JSON `KeyUse`.
 const IDEMPOTENCY: TableDefinition<&str, &[u8]> = TableDefinition::new("idempotency");
 
@@ -62,6 +67,8 @@ pub struct EmbeddedStore {
     settings: StoreSettings,
     /// The node this store serves alone: it always leads, and its announcement lives here.
     node: Arc<Mutex<Option<NodeInfo>>>,
+    /// Nodes marked as draining (this one, or none).
+    draining: Arc<Mutex<Vec<String>>>,
 }
 
 impl From<redb::Error> for StoreError {
@@ -111,11 +118,14 @@ impl EmbeddedStore {
         tx.open_table(DELAYED)?;
         tx.open_table(DELAYED_AT)?;
         tx.open_table(IDEMPOTENCY)?;
+        tx.open_table(CALLBACKS)?;
+        tx.open_table(CALLBACK_AT)?;
         tx.commit()?;
         Ok(EmbeddedStore {
             db: Arc::new(db),
             settings,
             node: Arc::new(Mutex::new(None)),
+            draining: Arc::new(Mutex::new(Vec::new())),
         })
     }
 
@@ -174,6 +184,28 @@ fn delay(tx: &WriteTransaction, task: &TaskRecord, retry_at: f64) -> Result<(), 
     let id = task.id.to_string();
     tx.open_table(DELAYED)?.insert(key, id.as_str())?;
     tx.open_table(DELAYED_AT)?.insert(id.as_str(), key)?;
+    Ok(())
+}
+
+/// (Re)schedules the callback of task `id` for `at` (Unix seconds), or drops it with `None`.
+fn schedule_callback(tx: &WriteTransaction, id: &str, at: Option<f64>) -> Result<(), StoreError> {
+    if let Some(old) = tx.open_table(CALLBACK_AT)?.remove(id)?.map(|v| v.value()) {
+        tx.open_table(CALLBACKS)?.remove(old)?;
+    }
+    if let Some(at) = at {
+        let key = ((at * 1000.0) as u64, next_seq(tx)?);
+        tx.open_table(CALLBACKS)?.insert(key, id)?;
+        tx.open_table(CALLBACK_AT)?.insert(id, key)?;
+    }
+    Ok(())
+}
+
+/// Saves an ended task, queueing its callback if it has one.
+fn save_ended(tx: &WriteTransaction, task: &TaskRecord) -> Result<(), StoreError> {
+    save(tx, task)?;
+    if task.callback_url.is_some() {
+        schedule_callback(tx, &task.id.to_string(), Some(now_s()))?;
+    }
     Ok(())
 }
 
@@ -341,7 +373,7 @@ impl Store for EmbeddedStore {
                 tx.open_table(MODELS)?
                     .insert(id.to_string().as_str(), model.as_slice())?;
             }
-            save(tx, &task)?;
+            save_ended(tx, &task)?;
             Ok(true)
         })
         .await
@@ -421,7 +453,7 @@ impl Store for EmbeddedStore {
             match task.state {
                 TaskState::Pending => {
                     unqueue(tx, &key)?;
-                    save(tx, &task.revoked_pending(settings))?;
+                    save_ended(tx, &task.revoked_pending(settings))?;
                     Ok(CancelOutcome::Revoked)
                 }
                 TaskState::Started | TaskState::Progress => {
@@ -568,6 +600,77 @@ impl Store for EmbeddedStore {
     async fn announce(&self, node: &NodeInfo) -> Result<(), StoreError> {
         *self.node.lock().expect("node lock") = Some(node.clone());
         Ok(())
+    }
+
+    async fn due_callbacks(&self, limit: usize, hold_s: f64) -> Result<Vec<Uuid>, StoreError> {
+        self.write(move |tx, _| {
+            let now = now_s();
+            let mut due = Vec::new();
+            for entry in tx
+                .open_table(CALLBACKS)?
+                .range(..=((now * 1000.0) as u64, u64::MAX))?
+                .take(limit)
+            {
+                due.push(entry?.1.value().to_string());
+            }
+            for id in &due {
+                schedule_callback(tx, id, Some(now + hold_s))?;
+            }
+            Ok(due.iter().filter_map(|i| Uuid::parse_str(i).ok()).collect())
+        })
+        .await
+    }
+
+    async fn callback_tried(
+        &self,
+        id: Uuid,
+        error: Option<String>,
+        retry_in_s: Option<f64>,
+    ) -> Result<(), StoreError> {
+        self.write(move |tx, _| {
+            let key = id.to_string();
+            let Some(task) = load(tx, &key)? else {
+                return schedule_callback(tx, &key, None);
+            };
+            save(tx, &task.callback_noted(error, retry_in_s.is_some()))?;
+            schedule_callback(tx, &key, retry_in_s.map(|w| now_s() + w))
+        })
+        .await
+    }
+
+    async fn purge(&self) -> Result<u64, StoreError> {
+        self.write(|tx, settings| {
+            let mut ids = Vec::new();
+            for entry in tx.open_table(QUEUE)?.iter()? {
+                ids.push(entry?.1.value().to_string());
+            }
+            for entry in tx.open_table(DELAYED)?.iter()? {
+                ids.push(entry?.1.value().to_string());
+            }
+            let mut purged = 0;
+            for id in ids {
+                unqueue(tx, &id)?;
+                if let Some(task) = load(tx, &id)?.filter(|t| t.state == TaskState::Pending) {
+                    save_ended(tx, &task.purged(settings))?;
+                    purged += 1;
+                }
+            }
+            Ok(purged)
+        })
+        .await
+    }
+
+    async fn set_draining(&self, name: &str, draining: bool) -> Result<(), StoreError> {
+        let mut names = self.draining.lock().expect("draining lock");
+        names.retain(|n| n != name);
+        if draining {
+            names.push(name.to_string());
+        }
+        Ok(())
+    }
+
+    async fn draining(&self) -> Result<Vec<String>, StoreError> {
+        Ok(self.draining.lock().expect("draining lock").clone())
     }
 
     async fn nodes(&self) -> Result<Vec<NodeInfo>, StoreError> {

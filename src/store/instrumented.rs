@@ -58,7 +58,7 @@ impl<S: Store> Store for Instrumented<S> {
             result,
             Err(StoreError::Unavailable(_) | StoreError::Corrupt(_))
         );
-        telemetry::store_operation(self.name, "submit", started.elapsed(), failed);
+        telemetry::store_operation(self.name, "submit_keyed", started.elapsed(), failed);
         result
     }
     async fn get(&self, id: Uuid) -> Result<Lookup, StoreError> {
@@ -136,6 +136,32 @@ impl<S: Store> Store for Instrumented<S> {
     }
     async fn announce(&self, node: &NodeInfo) -> Result<(), StoreError> {
         self.timed("announce", self.inner.announce(node)).await
+    }
+    async fn due_callbacks(&self, limit: usize, hold_s: f64) -> Result<Vec<Uuid>, StoreError> {
+        self.timed("due_callbacks", self.inner.due_callbacks(limit, hold_s))
+            .await
+    }
+    async fn callback_tried(
+        &self,
+        id: Uuid,
+        error: Option<String>,
+        retry_in_s: Option<f64>,
+    ) -> Result<(), StoreError> {
+        self.timed(
+            "callback_tried",
+            self.inner.callback_tried(id, error, retry_in_s),
+        )
+        .await
+    }
+    async fn purge(&self) -> Result<u64, StoreError> {
+        self.timed("purge", self.inner.purge()).await
+    }
+    async fn set_draining(&self, name: &str, draining: bool) -> Result<(), StoreError> {
+        self.timed("set_draining", self.inner.set_draining(name, draining))
+            .await
+    }
+    async fn draining(&self) -> Result<Vec<String>, StoreError> {
+        self.timed("draining", self.inner.draining()).await
     }
     async fn nodes(&self) -> Result<Vec<NodeInfo>, StoreError> {
         self.timed("nodes", self.inner.nodes()).await

@@ -50,6 +50,16 @@ impl Keys {
         format!("{}:idempotency:{key}", self.prefix)
     }
 
+    /// Set of the names of nodes an operator is draining.
+    pub fn draining(&self) -> String {
+        format!("{}:draining", self.prefix)
+    }
+
+    /// Sorted set of ended task ids whose callback is to be delivered; score: when to try.
+    pub fn callbacks(&self) -> String {
+        format!("{}:callbacks", self.prefix)
+    }
+
     /// Counter ordering the queue.
     pub fn seq(&self) -> String {
         format!("{}:seq", self.prefix)

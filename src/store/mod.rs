@@ -146,6 +146,27 @@ pub struct TaskRecord {
     /// While pending after a failed attempt: when it may run again (retry backoff).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub retry_at: Option<f64>,
+    /// The schedule that fired this task, if one did.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub schedule: Option<String>,
+    /// Where to POST the final status when the task ends.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub callback_url: Option<String>,
+    /// How the delivery to `callback_url` went.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub callback: Option<CallbackState>,
+}
+
+/// Deliveries of a task's end to its `callback_url`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct CallbackState {
+    /// Tries so far.
+    pub attempts: u32,
+    /// When the receiver accepted it (Unix seconds).
+    pub delivered_at: Option<f64>,
+    /// True once it was given up after the last try.
+    pub failed: bool,
+    pub last_error: Option<String>,
 }
 
 impl TaskRecord {
@@ -173,6 +194,9 @@ impl TaskRecord {
             attempts: Vec::new(),
             lease_until: None,
             retry_at: None,
+            schedule: None,
+            callback_url: None,
+            callback: None,
         }
     }
 }
@@ -425,6 +449,31 @@ pub trait Store: Send + Sync + 'static {
     fn leader(&self) -> impl Future<Output = Result<Option<String>, StoreError>> + Send;
     /// Records (or refreshes) a node's announcement.
     fn announce(&self, node: &NodeInfo) -> impl Future<Output = Result<(), StoreError>> + Send;
+    /// Up to `limit` ended tasks whose callback is due now; each is held for `hold_s` (so one
+    /// deliverer at a time tries it) until `callback_tried` says how it went.
+    fn due_callbacks(
+        &self,
+        limit: usize,
+        hold_s: f64,
+    ) -> impl Future<Output = Result<Vec<Uuid>, StoreError>> + Send;
+    /// Records a delivery try: `error` None when delivered; with `retry_in_s`, try again then,
+    /// else give up.
+    fn callback_tried(
+        &self,
+        id: Uuid,
+        error: Option<String>,
+        retry_in_s: Option<f64>,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+    /// Revokes every pending task (queued, or waiting out a retry backoff); returns how many.
+    fn purge(&self) -> impl Future<Output = Result<u64, StoreError>> + Send;
+    /// Marks node `name` as draining (it gets no new work) or, with `false`, takes it back.
+    fn set_draining(
+        &self,
+        name: &str,
+        draining: bool,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+    /// The nodes marked as draining.
+    fn draining(&self) -> impl Future<Output = Result<Vec<String>, StoreError>> + Send;
     /// Every node that announced itself in the last `NODE_MEMORY_S`, by name.
     fn nodes(&self) -> impl Future<Output = Result<Vec<NodeInfo>, StoreError>> + Send;
     /// Removes what has expired by now; returns how many tasks expired.
@@ -514,6 +563,14 @@ impl TaskRecord {
         self.ended(TaskState::Revoked, settings)
     }
 
+    fn purged(mut self, settings: &StoreSettings) -> Self {
+        self.error = Some(TaskError {
+            code: "purged".into(),
+            message: "task was purged from the queue before it started".into(),
+        });
+        self.ended(TaskState::Revoked, settings)
+    }
+
     fn ended(mut self, state: TaskState, settings: &StoreSettings) -> Self {
         let now = now_s();
         self.state = state;
@@ -535,6 +592,20 @@ impl TaskRecord {
         self.progress = None;
         self.lease_until = None;
         self.retry_at = (delay_s > 0.0).then_some(now + delay_s);
+        self
+    }
+
+    /// The record after a delivery try of its callback.
+    fn callback_noted(mut self, error: Option<String>, retry: bool) -> Self {
+        let state = self.callback.get_or_insert_with(CallbackState::default);
+        state.attempts += 1;
+        match error {
+            None => state.delivered_at = Some(now_s()),
+            Some(e) => {
+                state.last_error = Some(e);
+                state.failed = !retry;
+            }
+        }
         self
     }
 

@@ -26,6 +26,7 @@ struct Scripts {
     requeue: Script,
     lead: Script,
     promote: Script,
+    hold: Script,
 }
 
 #[derive(Clone)]
@@ -72,6 +73,7 @@ impl RedisStore {
                 requeue: Script::new(include_str!("lua/requeue.lua")),
                 lead: Script::new(include_str!("lua/lead.lua")),
                 promote: Script::new(include_str!("lua/promote.lua")),
+                hold: Script::new(include_str!("lua/hold.lua")),
             }),
         })
     }
@@ -126,6 +128,27 @@ impl RedisStore {
         Err(StoreError::QueueFull { limit: queue_limit })
     }
 
+    /// Revokes task `id` if it is pending; true if it did.
+    async fn purge_one(&self, id: Uuid) -> Result<bool, StoreError> {
+        for _ in 0..MAX_CAS_RETRIES {
+            let Some(old) = self.raw(id).await? else {
+                return Ok(false);
+            };
+            let task: TaskRecord = decode(&old)?;
+            if task.state != TaskState::Pending {
+                return Ok(false);
+            }
+            let keys = self.finish_keys(&task);
+            if self
+                .finish_swap(&keys, &old, &task.purged(&self.settings), None)
+                .await?
+            {
+                return Ok(true);
+            }
+        }
+        Err(Self::conflict(id))
+    }
+
     async fn raw(&self, id: Uuid) -> Result<Option<String>, StoreError> {
         Ok(self.con.clone().get(self.keys.task(id)).await?)
     }
@@ -172,7 +195,7 @@ impl RedisStore {
     }
 
     /// The keys `finish.lua` touches.
-    fn finish_keys(&self, task: &TaskRecord) -> [String; 6] {
+    fn finish_keys(&self, task: &TaskRecord) -> [String; 7] {
         let (k, id) = (&self.keys, task.id);
         [
             k.task(id),
@@ -181,6 +204,7 @@ impl RedisStore {
             k.tombstone(id),
             k.queue(task.device),
             k.delayed(),
+            k.callbacks(),
         ]
     }
 
@@ -194,11 +218,17 @@ impl RedisStore {
         let ttl = self.settings.result_expires_s.ceil().max(1.0) as u64;
         let tombstone = ttl + self.settings.expired_memory_s.ceil().max(1.0) as u64;
         let (ttl, tombstone, id) = (ttl.to_string(), tombstone.to_string(), new.id.to_string());
-        let extra: [&[u8]; 4] = [
+        let callback = if new.callback_url.is_some() && new.state.is_terminal() {
+            now_s().to_string()
+        } else {
+            String::new()
+        };
+        let extra: [&[u8]; 5] = [
             model.unwrap_or(b""),
             ttl.as_bytes(),
             tombstone.as_bytes(),
             id.as_bytes(),
+            callback.as_bytes(),
         ];
         self.swap(&self.scripts.finish, keys, old, new, &extra)
             .await
@@ -602,6 +632,98 @@ impl Store for RedisStore {
             .hset(self.keys.nodes(), &node.name, encode(node))
             .await?;
         Ok(())
+    }
+
+    async fn due_callbacks(&self, limit: usize, hold_s: f64) -> Result<Vec<Uuid>, StoreError> {
+        let now = now_s();
+        let ids: Vec<String> = self
+            .scripts
+            .hold
+            .key(self.keys.callbacks())
+            .arg(now)
+            .arg(limit)
+            .arg(now + hold_s)
+            .invoke_async(&mut self.con.clone())
+            .await?;
+        Ok(ids.iter().filter_map(|i| Uuid::parse_str(i).ok()).collect())
+    }
+
+    async fn callback_tried(
+        &self,
+        id: Uuid,
+        error: Option<String>,
+        retry_in_s: Option<f64>,
+    ) -> Result<(), StoreError> {
+        let mut con = self.con.clone();
+        let keys = [self.keys.task(id)];
+        for _ in 0..MAX_CAS_RETRIES {
+            let Some(old) = self.raw(id).await? else {
+                // Expired meanwhile: nothing left to tell anyone about.
+                let _: i64 = con.zrem(self.keys.callbacks(), id.to_string()).await?;
+                return Ok(());
+            };
+            let task: TaskRecord = decode(&old)?;
+            let noted = task.callback_noted(error.clone(), retry_in_s.is_some());
+            if self
+                .swap(&self.scripts.update, &keys, &old, &noted, &[])
+                .await?
+            {
+                let _: i64 = match retry_in_s {
+                    Some(wait) => {
+                        con.zadd(self.keys.callbacks(), id.to_string(), now_s() + wait)
+                            .await?
+                    }
+                    None => con.zrem(self.keys.callbacks(), id.to_string()).await?,
+                };
+                return Ok(());
+            }
+        }
+        Err(Self::conflict(id))
+    }
+
+    async fn purge(&self) -> Result<u64, StoreError> {
+        let k = &self.keys;
+        let mut con = self.con.clone();
+        let mut purged = 0;
+        let mut queues: Vec<String> = DeviceClass::ALL.iter().map(|c| k.queue(*c)).collect();
+        queues.push(k.delayed());
+        for queue in queues {
+            loop {
+                let ids: Vec<String> = con.zrange(&queue, 0, SWEEP_BATCH - 1).await?;
+                if ids.is_empty() {
+                    break;
+                }
+                for id in ids {
+                    let Ok(uuid) = Uuid::parse_str(&id) else {
+                        let _: i64 = con.zrem(&queue, &id).await?;
+                        continue;
+                    };
+                    if self.purge_one(uuid).await? {
+                        purged += 1;
+                    } else {
+                        // Claimed, cancelled or gone meanwhile: it is no longer pending here.
+                        let _: i64 = con.zrem(&queue, &id).await?;
+                    }
+                }
+            }
+        }
+        Ok(purged)
+    }
+
+    async fn set_draining(&self, name: &str, draining: bool) -> Result<(), StoreError> {
+        let mut con = self.con.clone();
+        let _: i64 = if draining {
+            con.sadd(self.keys.draining(), name).await?
+        } else {
+            con.srem(self.keys.draining(), name).await?
+        };
+        Ok(())
+    }
+
+    async fn draining(&self) -> Result<Vec<String>, StoreError> {
+        let mut names: Vec<String> = self.con.clone().smembers(self.keys.draining()).await?;
+        names.sort();
+        Ok(names)
     }
 
     async fn nodes(&self) -> Result<Vec<NodeInfo>, StoreError> {

@@ -266,6 +266,11 @@ impl Node {
         Self::read(response).unwrap_or_else(|| panic!("{method} {path} failed"))
     }
 
+    pub fn delete(&self, path: &str) -> (u16, Value) {
+        Self::read(Self::agent().delete(format!("{}{path}", self.url)).call())
+            .unwrap_or_else(|| panic!("DELETE {path} failed"))
+    }
+
     /// POST a JSON body with extra headers; the answer's status, headers and JSON.
     pub fn post_with(
         &self,

@@ -1,7 +1,8 @@
 -- End a task: the final record and its model expire after ARGV[4] seconds; its tombstone
--- outlives them by the expired-memory window. Only if the record is unchanged since read.
--- KEYS: task, running, model, tombstone, queue, delayed. ARGV: old, new, model bytes ('' for
--- none), ttl seconds, tombstone ttl seconds, id.
+-- outlives them by the expired-memory window; a task with a callback is queued for delivery.
+-- Only if the record is unchanged since read.
+-- KEYS: task, running, model, tombstone, queue, delayed, callbacks. ARGV: old, new, model bytes
+-- ('' for none), ttl seconds, tombstone ttl seconds, id, callback due time ('' for none).
 if redis.call('GET', KEYS[1]) ~= ARGV[1] then
   return 0
 end
@@ -13,4 +14,7 @@ if ARGV[3] ~= '' then
   redis.call('SET', KEYS[3], ARGV[3], 'EX', ARGV[4])
 end
 redis.call('SET', KEYS[4], '1', 'EX', ARGV[5])
+if ARGV[7] ~= '' then
+  redis.call('ZADD', KEYS[7], ARGV[7], ARGV[6])
+end
 return 1
