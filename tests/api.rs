@@ -1039,9 +1039,12 @@ fn a_client_over_its_rate_gets_429_with_retry_after_and_health_stays_open() {
 
 /// A webhook receiver on a free port: answers 500 to the first delivery of each task (and to
 /// every delivery on `/fail`), 200 after; keeps every request's signature header and body.
+/// One request the receiver got: path, signature header, body, and the status it answered.
+type Delivery = (String, String, Vec<u8>, u16);
+
 struct Receiver {
     port: u16,
-    got: std::sync::Arc<std::sync::Mutex<Vec<(String, String, Vec<u8>, u16)>>>,
+    got: std::sync::Arc<std::sync::Mutex<Vec<Delivery>>>,
 }
 
 impl Receiver {
