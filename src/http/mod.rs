@@ -64,7 +64,8 @@ pub fn routes<S: Store>(
         .and(body)
         .and_then(handlers::submit_async)
         .recover(error::route_errors)
-        .unify();
+        .unify()
+        .boxed();
     let submit_sync = warp::path!("train" / String)
         .and(warp::post())
         .and(with.clone())
@@ -74,32 +75,37 @@ pub fn routes<S: Store>(
         .and(body)
         .and_then(handlers::submit_sync)
         .recover(error::route_errors)
-        .unify();
+        .unify()
+        .boxed();
     let status = warp::path!("task" / String / "status")
         .and(warp::get())
         .and(with.clone())
         .and_then(handlers::status)
         .recover(error::route_errors)
-        .unify();
+        .unify()
+        .boxed();
     let result = warp::path!("task" / String / "result")
         .and(warp::get())
         .and(with.clone())
         .and_then(handlers::result)
         .recover(error::route_errors)
-        .unify();
+        .unify()
+        .boxed();
     let cancel = warp::path!("task" / String / "cancel")
         .and(warp::post())
         .and(with.clone())
         .and_then(handlers::cancel)
         .recover(error::route_errors)
-        .unify();
+        .unify()
+        .boxed();
     let tasks = warp::path!("tasks")
         .and(warp::get())
         .and(with.clone())
         .and(query)
         .and_then(handlers::tasks)
         .recover(error::route_errors)
-        .unify();
+        .unify()
+        .boxed();
     let health = warp::path!("cluster" / "health")
         .or(warp::path!("celery" / "health"))
         .unify()
@@ -107,7 +113,8 @@ pub fn routes<S: Store>(
         .and(with.clone())
         .and_then(handlers::health)
         .recover(error::route_errors)
-        .unify();
+        .unify()
+        .boxed();
     let upload_dataset = warp::path!("datasets")
         .and(warp::post())
         .and(with.clone())
@@ -116,19 +123,22 @@ pub fn routes<S: Store>(
         .and(upload)
         .and_then(handlers::upload_dataset)
         .recover(error::route_errors)
-        .unify();
+        .unify()
+        .boxed();
     let list_datasets = warp::path!("datasets")
         .and(warp::get())
         .and(with.clone())
         .and_then(handlers::list_datasets)
         .recover(error::route_errors)
-        .unify();
+        .unify()
+        .boxed();
     let inspect = warp::path!("task" / String)
         .and(warp::get())
         .and(with.clone())
         .and_then(handlers::inspect)
         .recover(error::route_errors)
-        .unify();
+        .unify()
+        .boxed();
     let nodes = warp::path!("cluster" / "nodes")
         .and(warp::get())
         .and(with.clone())
@@ -138,13 +148,15 @@ pub fn routes<S: Store>(
         .and(with.clone())
         .and_then(handlers::purge)
         .recover(error::route_errors)
-        .unify();
+        .unify()
+        .boxed();
     let drain = warp::path!("cluster" / "nodes" / String / String)
         .and(warp::post())
         .and(with.clone())
         .and_then(handlers::drain)
         .recover(error::route_errors)
-        .unify();
+        .unify()
+        .boxed();
     let metrics = warp::path!("metrics")
         .and(warp::get())
         .and_then(handlers::metrics);
@@ -155,7 +167,8 @@ pub fn routes<S: Store>(
         .and(body)
         .and_then(handlers::predict)
         .recover(error::route_errors)
-        .unify();
+        .unify()
+        .boxed();
 
     let protected = submit_async
         .or(submit_sync)
@@ -181,7 +194,8 @@ pub fn routes<S: Store>(
         .or(purge)
         .unify()
         .or(drain)
-        .unify();
+        .unify()
+        .boxed();
     health
         .or(metrics)
         .unify()
