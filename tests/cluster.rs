@@ -11,7 +11,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::{RedisServer, free_port, poll, temp_dir};
+use common::{RedisServer, free_port, http_agent, poll, read_json, temp_dir};
 use serde_json::{Value, json};
 
 /// The cluster tests run one at a time: each starts three nodes on a 2-core machine.
@@ -122,27 +122,11 @@ impl Cluster {
 
 impl Node {
     fn agent() -> ureq::Agent {
-        ureq::Agent::config_builder()
-            .http_status_as_error(false)
-            .timeout_global(Some(Duration::from_secs(30)))
-            .build()
-            .into()
-    }
-
-    fn read(
-        response: Result<ureq::http::Response<ureq::Body>, ureq::Error>,
-    ) -> Option<(u16, Value)> {
-        let response = response.ok()?;
-        let status = response.status().as_u16();
-        let text = response.into_body().read_to_string().ok()?;
-        Some((
-            status,
-            serde_json::from_str(&text).unwrap_or(Value::String(text)),
-        ))
+        http_agent(Duration::from_secs(30))
     }
 
     fn try_get(&self, path: &str) -> Option<(u16, Value)> {
-        Self::read(Self::agent().get(format!("{}{path}", self.url)).call())
+        read_json(Self::agent().get(format!("{}{path}", self.url)).call())
     }
 
     fn get(&self, path: &str) -> Value {
@@ -154,7 +138,7 @@ impl Node {
     }
 
     fn submit(&self, body: Value) -> String {
-        let (status, answer) = Self::read(
+        let (status, answer) = read_json(
             Self::agent()
                 .post(format!("{}/train/mlp/async", self.url))
                 .send_json(body),
@@ -455,7 +439,7 @@ fn a_redis_restart_under_load_loses_no_accepted_task() {
         let submitter = scope.spawn(|| {
             let (mut accepted, mut refused) = (Vec::new(), 0);
             for _ in 0..150 {
-                let reply = Node::read(
+                let reply = read_json(
                     Node::agent()
                         .post(format!("{}/train/mlp/async", b.url))
                         .send_json(json!({"epochs": 1, "hidden_sizes": [4]})),
@@ -545,7 +529,7 @@ fn a_cancel_sent_to_any_node_stops_the_task_where_it_runs() {
     for (i, (runner, task)) in running.iter().enumerate() {
         let via = nodes.iter().find(|n| &n.name != runner).unwrap();
         let asked = Instant::now();
-        let (status, answer) = Node::read(
+        let (status, answer) = read_json(
             Node::agent()
                 .post(format!("{}/task/{task}/cancel", via.url))
                 .send_json(json!(null)),
@@ -575,7 +559,7 @@ fn a_drained_node_finishes_its_work_takes_no_more_and_can_resume() {
     let first: Vec<String> = (0..2).map(|_| a.submit(slow_task())).collect();
     let running = wait_busy(&a, &["node-a", "node-b"]);
     let on_b = running["node-b"].clone();
-    let (status, answer) = Node::read(
+    let (status, answer) = read_json(
         Node::agent()
             .post(format!("{}/cluster/nodes/node-b/drain", a.url))
             .send_empty(),
@@ -606,14 +590,14 @@ fn a_drained_node_finishes_its_work_takes_no_more_and_can_resume() {
             .clone();
         (node["drained"] == true).then_some(())
     });
-    let (status, _) = Node::read(
+    let (status, _) = read_json(
         Node::agent()
             .post(format!("{}/cluster/nodes/node-b/resume", a.url))
             .send_empty(),
     )
     .unwrap();
     assert_eq!(status, 202);
-    let (status, missing) = Node::read(
+    let (status, missing) = read_json(
         Node::agent()
             .post(format!("{}/cluster/nodes/node-z/drain", a.url))
             .send_empty(),

@@ -15,7 +15,7 @@ use uuid::Uuid;
 
 use super::{DispatcherMsg, TrainerInfo, TrainerMsg, recover_attempt};
 use crate::cluster::{self, Membership};
-use crate::store::{Lease, Store, TaskError, now_s};
+use crate::store::{Lease, Store, TaskError, now_s, trainer_node};
 use crate::telemetry;
 use crate::training::{DeviceClass, DeviceSpec};
 
@@ -40,6 +40,13 @@ struct Slot {
     actor: ActorRef<TrainerMsg>,
     /// The attempt it runs, as far as this dispatcher knows.
     task: Option<(Uuid, u32)>,
+}
+
+impl Slot {
+    /// `busy` or `idle`, as health and the trainer gauges show it.
+    fn state(&self) -> &'static str {
+        if self.task.is_some() { "busy" } else { "idle" }
+    }
 }
 
 pub struct DispatcherState {
@@ -127,7 +134,7 @@ impl<S: Store> Actor for Dispatcher<S> {
                     .map(|(name, slot)| TrainerInfo {
                         name: name.clone(),
                         device: slot.device.to_string(),
-                        state: if slot.task.is_some() { "busy" } else { "idle" },
+                        state: slot.state(),
                         task_id: slot.task.map(|(id, _)| id),
                     })
                     .collect();
@@ -314,7 +321,7 @@ impl<S: Store> Dispatcher<S> {
             let mut busy: HashMap<&str, usize> = HashMap::new();
             for (name, slot) in &state.trainers {
                 if slot.task.is_some() {
-                    *busy.entry(node_of(name)).or_default() += 1;
+                    *busy.entry(trainer_node(name)).or_default() += 1;
                 }
             }
             let pick = state
@@ -323,10 +330,10 @@ impl<S: Store> Dispatcher<S> {
                 .filter(|(name, slot)| {
                     slot.task.is_none()
                         && !dry.contains(&slot.device.class())
-                        && !state.draining_nodes.contains(node_of(name))
+                        && !state.draining_nodes.contains(trainer_node(name))
                 })
                 .min_by_key(|(name, _)| {
-                    let node = node_of(name);
+                    let node = trainer_node(name);
                     (
                         busy.get(node).copied().unwrap_or(0),
                         state.last_given.get(node).copied().unwrap_or(0),
@@ -341,7 +348,7 @@ impl<S: Store> Dispatcher<S> {
                     state.given += 1;
                     state
                         .last_given
-                        .insert(node_of(&name).to_string(), state.given);
+                        .insert(trainer_node(&name).to_string(), state.given);
                     let slot = state.trainers.get_mut(&name).expect("picked slot exists");
                     slot.task = Some((task.id, task.attempt));
                     tracing::info!(task_id = %task.id, trainer = %name, attempt = task.attempt, "task dispatched");
@@ -366,11 +373,6 @@ impl<S: Store> Dispatcher<S> {
     }
 }
 
-/// The node of a trainer named `node/device-N`.
-fn node_of(trainer: &str) -> &str {
-    trainer.split_once('/').map_or(trainer, |(node, _)| node)
-}
-
 /// The device of a trainer named `node/device-N`.
 fn device_of(trainer: &str) -> Option<DeviceSpec> {
     let (_, seat) = trainer.split_once('/')?;
@@ -383,11 +385,8 @@ fn publish(node: &str, state: &DispatcherState) {
     let states: Vec<(String, &'static str)> = state
         .trainers
         .iter()
-        .filter(|(name, _)| node_of(name) == node)
-        .map(|(_, slot)| {
-            let s = if slot.task.is_some() { "busy" } else { "idle" };
-            (slot.device.to_string(), s)
-        })
+        .filter(|(name, _)| trainer_node(name) == node)
+        .map(|(_, slot)| (slot.device.to_string(), slot.state()))
         .collect();
     telemetry::trainers(&states);
 }
@@ -398,7 +397,7 @@ mod tests {
 
     #[test]
     fn trainer_names_give_node_and_device() {
-        assert_eq!(node_of("node-b/cpu-1"), "node-b");
+        assert_eq!(trainer_node("node-b/cpu-1"), "node-b");
         assert_eq!(device_of("node-b/cpu-1"), Some(DeviceSpec::Cpu));
         assert_eq!(device_of("n/gpu:2-0"), Some(DeviceSpec::Gpu(2)));
         assert_eq!(device_of("nonsense"), None);

@@ -46,6 +46,11 @@ impl ApiError {
         Self::new(StatusCode::NOT_FOUND, code, message)
     }
 
+    /// A failure inside this node (a worker thread that died), not the request's fault.
+    pub fn internal(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", message)
+    }
+
     pub fn invalid(code: &'static str, message: impl Into<String>) -> Self {
         Self::new(StatusCode::UNPROCESSABLE_ENTITY, code, message)
     }
@@ -129,11 +134,7 @@ pub async fn recover(rejection: Rejection) -> Result<warp::reply::Response, Infa
         )
     } else {
         tracing::warn!(?rejection, "unhandled rejection");
-        ApiError::new(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "internal",
-            "internal error",
-        )
+        ApiError::internal("internal error")
     };
     Ok(error.reply())
 }

@@ -18,7 +18,7 @@ use crate::actors::{DispatcherMsg, TrainerMsg, local_dispatcher};
 use crate::cluster;
 use crate::store::{
     CancelOutcome, DatasetInfo, IdempotencyKey, Lookup, Store, Submitted, TaskFilter, TaskRecord,
-    TaskState, now_s,
+    TaskState, now_s, trainer_node,
 };
 use crate::telemetry::{self, TaskEvent};
 use crate::training::{
@@ -629,13 +629,7 @@ pub async fn upload_dataset<S: Store>(
     let (n, t) = (name.clone(), target.clone());
     let parsed = tokio::task::spawn_blocking(move || Dataset::from_csv(&csv, &n, &t))
         .await
-        .map_err(|e| {
-            reject(ApiError::new(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "internal",
-                e.to_string(),
-            ))
-        })?
+        .map_err(|e| reject(ApiError::internal(e.to_string())))?
         .map_err(|e| reject(ApiError::invalid("invalid_csv", e.to_string())))?;
     let info = DatasetInfo {
         id: Uuid::new_v4(),
@@ -700,13 +694,7 @@ pub async fn predict<S: Store>(
         Ok::<_, training::TrainError>((predictions, model.chosen_type()))
     })
     .await
-    .map_err(|e| {
-        reject(ApiError::new(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "internal",
-            e.to_string(),
-        ))
-    })?;
+    .map_err(|e| reject(ApiError::internal(e.to_string())))?;
     let (predictions, model_type) =
         predictions.map_err(|e| reject(ApiError::invalid(e.code(), e.to_string())))?;
     Ok(reply_json(&json!({"success": true, "task_id": task.id, "model_type": model_type, "predictions": predictions})).into_response())
@@ -729,8 +717,8 @@ pub async fn inspect<S: Store>(id: String, api: Arc<Api<S>>) -> Reply_ {
             let node = a
                 .trainer
                 .as_deref()
-                .and_then(|t| t.split_once('/'))
-                .map(|(n, _)| n);
+                .filter(|t| t.contains('/'))
+                .map(trainer_node);
             json!({
                 "attempt": a.attempt, "node": node, "trainer": a.trainer, "error": a.error,
                 "failed_at": a.failed_at,
@@ -807,10 +795,6 @@ async fn cluster_view<S: Store>(api: &Api<S>) -> Result<ClusterView, ApiError> {
         .map(|n| {
             let alive = now - n.seen_at < NODE_STALE_S;
             let drain = n.draining || draining.contains(&n.name);
-            let busy = n
-                .trainers
-                .iter()
-                .any(|seat| leases.iter().any(|l| l.trainer == seat.name));
             let trainers: Vec<Value> = n
                 .trainers
                 .iter()
@@ -824,6 +808,7 @@ async fn cluster_view<S: Store>(api: &Api<S>) -> Result<ClusterView, ApiError> {
                     json!({"name": seat.name, "device": seat.device, "state": state, "task_id": task})
                 })
                 .collect();
+            let busy = trainers.iter().any(|t| !t["task_id"].is_null());
             json!({
                 "name": n.name,
                 "http": n.http,

@@ -32,19 +32,28 @@ impl<S: Store> Instrumented<S> {
         telemetry::store_operation(self.name, op, started.elapsed(), result.is_err());
         result
     }
-}
 
-impl<S: Store> Store for Instrumented<S> {
-    async fn submit(&self, task: &TaskRecord, queue_limit: u64) -> Result<(), StoreError> {
-        // A full queue is an answer, not a store failure.
+    /// As `timed`, for submissions: a full queue is an answer, not a store failure.
+    async fn timed_submit<T>(
+        &self,
+        op: &'static str,
+        work: impl Future<Output = Result<T, StoreError>>,
+    ) -> Result<T, StoreError> {
         let started = Instant::now();
-        let result = self.inner.submit(task, queue_limit).await;
+        let result = work.await;
         let failed = matches!(
             result,
             Err(StoreError::Unavailable(_) | StoreError::Corrupt(_))
         );
-        telemetry::store_operation(self.name, "submit", started.elapsed(), failed);
+        telemetry::store_operation(self.name, op, started.elapsed(), failed);
         result
+    }
+}
+
+impl<S: Store> Store for Instrumented<S> {
+    async fn submit(&self, task: &TaskRecord, queue_limit: u64) -> Result<(), StoreError> {
+        self.timed_submit("submit", self.inner.submit(task, queue_limit))
+            .await
     }
     async fn submit_keyed(
         &self,
@@ -52,14 +61,11 @@ impl<S: Store> Store for Instrumented<S> {
         queue_limit: u64,
         key: &IdempotencyKey,
     ) -> Result<Submitted, StoreError> {
-        let started = Instant::now();
-        let result = self.inner.submit_keyed(task, queue_limit, key).await;
-        let failed = matches!(
-            result,
-            Err(StoreError::Unavailable(_) | StoreError::Corrupt(_))
-        );
-        telemetry::store_operation(self.name, "submit_keyed", started.elapsed(), failed);
-        result
+        self.timed_submit(
+            "submit_keyed",
+            self.inner.submit_keyed(task, queue_limit, key),
+        )
+        .await
     }
     async fn get(&self, id: Uuid) -> Result<Lookup, StoreError> {
         self.timed("get", self.inner.get(id)).await

@@ -292,12 +292,16 @@ pub struct Lease {
     pub until: f64,
 }
 
+/// The node of a trainer: trainer names are `node/device-N` (see `actors::trainer_name`);
+/// a name without a node is its own.
+pub fn trainer_node(trainer: &str) -> &str {
+    trainer.split_once('/').map_or(trainer, |(node, _)| node)
+}
+
 impl Lease {
-    /// The node of the trainer holding the lease (trainer names are `node/device-N`).
+    /// The node of the trainer holding the lease.
     pub fn node(&self) -> &str {
-        self.trainer
-            .split_once('/')
-            .map_or(self.trainer.as_str(), |(node, _)| node)
+        trainer_node(&self.trainer)
     }
 }
 
@@ -614,13 +618,13 @@ impl TaskRecord {
         self
     }
 
-    /// The node of the task's current (or last) trainer; trainer names are `node/device-N`.
+    /// The node of the task's current (or last) trainer.
     pub fn node(&self) -> Option<&str> {
         let trainer = self
             .trainer
             .as_deref()
             .or_else(|| self.attempts.last().and_then(|a| a.trainer.as_deref()))?;
-        trainer.split_once('/').map(|(node, _)| node)
+        trainer.contains('/').then(|| trainer_node(trainer))
     }
 
     fn lease(&self) -> Lease {

@@ -31,6 +31,29 @@ pub fn temp_dir(tag: &str) -> PathBuf {
     dir
 }
 
+/// An HTTP client that returns error statuses as answers and gives up after `timeout`.
+pub fn http_agent(timeout: Duration) -> ureq::Agent {
+    ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .timeout_global(Some(timeout))
+        .build()
+        .into()
+}
+
+/// An answer's status and JSON body (a body that is not JSON as a string); None when the
+/// request failed.
+pub fn read_json(
+    response: Result<ureq::http::Response<ureq::Body>, ureq::Error>,
+) -> Option<(u16, Value)> {
+    let response = response.ok()?;
+    let status = response.status().as_u16();
+    let text = response.into_body().read_to_string().ok()?;
+    Some((
+        status,
+        serde_json::from_str(&text).unwrap_or(Value::String(text)),
+    ))
+}
+
 /// Polls `check` until it returns `Some`, failing after `timeout`.
 pub fn poll<T>(timeout: Duration, what: &str, mut check: impl FnMut() -> Option<T>) -> T {
     let deadline = Instant::now() + timeout;
@@ -209,27 +232,11 @@ impl Node {
     }
 
     fn agent() -> ureq::Agent {
-        ureq::Agent::config_builder()
-            .http_status_as_error(false)
-            .timeout_global(Some(Duration::from_secs(120)))
-            .build()
-            .into()
-    }
-
-    fn read(
-        response: Result<ureq::http::Response<ureq::Body>, ureq::Error>,
-    ) -> Option<(u16, Value)> {
-        let response = response.ok()?;
-        let status = response.status().as_u16();
-        let text = response.into_body().read_to_string().ok()?;
-        Some((
-            status,
-            serde_json::from_str(&text).unwrap_or(Value::String(text)),
-        ))
+        http_agent(Duration::from_secs(120))
     }
 
     fn try_get(&self, path: &str) -> Option<(u16, Value)> {
-        Self::read(Self::agent().get(format!("{}{path}", self.url)).call())
+        read_json(Self::agent().get(format!("{}{path}", self.url)).call())
     }
 
     pub fn get(&self, path: &str) -> (u16, Value) {
@@ -238,7 +245,7 @@ impl Node {
     }
 
     pub fn post(&self, path: &str, body: Value) -> (u16, Value) {
-        Self::read(
+        read_json(
             Self::agent()
                 .post(format!("{}{path}", self.url))
                 .send_json(body),
@@ -263,11 +270,11 @@ impl Node {
             }
             request.send_json(serde_json::json!({"epochs": 1}))
         };
-        Self::read(response).unwrap_or_else(|| panic!("{method} {path} failed"))
+        read_json(response).unwrap_or_else(|| panic!("{method} {path} failed"))
     }
 
     pub fn delete(&self, path: &str) -> (u16, Value) {
-        Self::read(Self::agent().delete(format!("{}{path}", self.url)).call())
+        read_json(Self::agent().delete(format!("{}{path}", self.url)).call())
             .unwrap_or_else(|| panic!("DELETE {path} failed"))
     }
 
@@ -305,7 +312,7 @@ impl Node {
         if let Some(ct) = content_type {
             request = request.header("content-type", ct);
         }
-        Self::read(request.send(body)).unwrap_or_else(|| panic!("POST {path} failed"))
+        read_json(request.send(body)).unwrap_or_else(|| panic!("POST {path} failed"))
     }
 
     /// Submits a training and returns its task id.
