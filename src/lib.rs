@@ -19,6 +19,7 @@ pub mod config;
 pub mod http;
 pub mod node;
 pub mod notify;
+pub mod schedule;
 pub mod store;
 pub mod telemetry;
 pub mod training;

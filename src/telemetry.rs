@@ -349,7 +349,7 @@ pub fn task_running(model_type: ModelType, running: bool) {
 }
 
 /// Store operations, for zeroed error counters.
-pub const STORE_OPS: [&str; 29] = [
+pub const STORE_OPS: [&str; 34] = [
     "submit",
     "get",
     "claim",
@@ -376,6 +376,11 @@ pub const STORE_OPS: [&str; 29] = [
     "promote",
     "purge",
     "set_draining",
+    "create_schedule",
+    "schedules",
+    "delete_schedule",
+    "pause_schedule",
+    "advance_schedule",
     "draining",
     "due_callbacks",
     "callback_tried",

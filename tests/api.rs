@@ -972,6 +972,225 @@ fn an_unreachable_redis_answers_503_and_stores_nothing() {
     );
 }
 
+/// The due times each task fired by `schedule` stood for: `(due_at, due_times)`, in order.
+fn firings(node: &Node, schedule: &str) -> Vec<(i64, u64)> {
+    let (_, list) = node.get("/tasks?limit=1000");
+    let mut out = Vec::new();
+    for t in list["tasks"].as_array().unwrap() {
+        let (_, task) = node.get(&format!("/task/{}", t["task_id"].as_str().unwrap()));
+        if task["schedule"]["name"] == schedule {
+            let link = &task["schedule"];
+            out.push((
+                link["due_at"].as_i64().unwrap(),
+                link["due_times"].as_u64().unwrap(),
+            ));
+        }
+    }
+    out.sort();
+    out
+}
+
+fn every_second(name: &str, missed: &str) -> Value {
+    json!({
+        "name": name,
+        "cron": "* * * * * *",
+        "timezone": "Europe/Paris",
+        "model_type": "linear",
+        "request": {"epochs": 1, "priority": 5},
+        "missed": missed,
+        "misfire_grace_s": 1,
+    })
+}
+
+fn schedules_fire_each_due_time_once_and_missed_times_once_or_never(store: TestStore) {
+    let node = Node::up(&store, 2, &[]);
+    let bad = [
+        (
+            json!({"name": "x", "cron": "61 * * * *", "model_type": "linear"}),
+            422,
+            "invalid_cron",
+        ),
+        (
+            json!({"name": "x", "cron": "* * *", "model_type": "linear"}),
+            422,
+            "invalid_cron",
+        ),
+        (
+            json!({"name": "x", "cron": "* * * * *", "timezone": "Mars/Base", "model_type": "linear"}),
+            422,
+            "invalid_timezone",
+        ),
+        (
+            json!({"name": "a b", "cron": "* * * * *", "model_type": "linear"}),
+            422,
+            "invalid_schedule_name",
+        ),
+        (
+            json!({"cron": "* * * * *", "model_type": "linear"}),
+            422,
+            "invalid_schedule",
+        ),
+        (
+            json!({"name": "x", "cron": "* * * * *", "model_type": "linear", "request": [1]}),
+            422,
+            "invalid_schedule",
+        ),
+        (
+            json!({"name": "x", "cron": "* * * * *", "model_type": "linear", "request": {"epochs": 0}}),
+            422,
+            "invalid_parameters",
+        ),
+        (
+            json!({"name": "x", "cron": "* * * * *", "model_type": "linear", "request": {"dataset": "nope"}}),
+            404,
+            "dataset_not_found",
+        ),
+        (
+            json!({"name": "x", "cron": "* * * * *", "model_type": "nope"}),
+            404,
+            "unknown_model_type",
+        ),
+        (
+            json!({"name": "x", "cron": "* * * * *", "model_type": "linear", "missed": "always"}),
+            422,
+            "invalid_request",
+        ),
+        (
+            json!({"name": "x", "cron": "* * * * *", "model_type": "linear", "bogus": 1}),
+            422,
+            "invalid_request",
+        ),
+    ];
+    for (body, status, code) in bad {
+        let (got, answer) = node.post("/schedules", body.clone());
+        assert_eq!(
+            (got, answer["error"]["code"].as_str()),
+            (status, Some(code)),
+            "{body} -> {answer}"
+        );
+        assert!(!answer["error"]["message"].as_str().unwrap().is_empty());
+    }
+    let (_, reason) = node.post(
+        "/schedules",
+        json!({"name": "x", "cron": "61 * * * *", "model_type": "linear"}),
+    );
+    assert!(
+        reason["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("61 * * * *"),
+        "{reason}"
+    );
+    assert_eq!(node.get("/schedules").1["count"], 0);
+    assert_eq!(node.get("/schedules/x").0, 404);
+    assert_eq!(
+        node.delete("/schedules/x").1["error"]["code"],
+        "schedule_not_found"
+    );
+
+    let (status, created) = node.post("/schedules", every_second("once", "run_once"));
+    assert_eq!(status, 201, "{created}");
+    assert_eq!(created["schedule"]["missed"], "run_once");
+    assert!(
+        created["schedule"]["next_due_at"].as_i64().is_some(),
+        "{created}"
+    );
+    assert_eq!(
+        node.post("/schedules", every_second("once", "skip")).1["error"]["code"],
+        "schedule_exists"
+    );
+    assert_eq!(node.post("/schedules", every_second("skip", "skip")).0, 201);
+
+    let fired = |name: &str| {
+        node.get(&format!("/schedules/{name}")).1["schedule"]["fired"]
+            .as_u64()
+            .unwrap()
+    };
+    poll(LONG, "both schedules to fire three times", || {
+        (fired("once") >= 3 && fired("skip") >= 3).then_some(())
+    });
+    // A fired task links back to its schedule and runs its request.
+    let (_, schedule) = node.get("/schedules/once");
+    let last = schedule["schedule"]["last_task_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    node.wait_for(&last, "SUCCESS", LONG);
+    let (_, task) = node.get(&format!("/task/{last}"));
+    assert_eq!(task["schedule"]["name"], "once", "{task}");
+    assert_eq!(task["request"]["priority"], 5, "{task}");
+
+    // Paused, it fires nothing (one firing may have been under way).
+    let (_, paused) = node.post("/schedules/skip/pause", json!(null));
+    assert_eq!(paused["schedule"]["paused"], true, "{paused}");
+    assert!(paused["schedule"]["next_due_at"].is_null());
+    let paused_through = paused["schedule"]["done_through"].as_i64().unwrap();
+    std::thread::sleep(Duration::from_millis(2500));
+    let (_, resumed) = node.post("/schedules/skip/resume", json!(null));
+    assert_eq!(resumed["schedule"]["paused"], false);
+    let resumed_at = resumed["schedule"]["done_through"].as_i64().unwrap();
+
+    // The whole cluster stops for 4 s: the missed due times fire once ("once") or not at all
+    // ("skip"); every due time fires at most once.
+    std::thread::sleep(Duration::from_millis(1500));
+    let before = |name: &str| firings(&node, name).last().unwrap().0;
+    let (once_stop, skip_stop) = (before("once"), before("skip"));
+    assert!(node.terminate().success());
+    std::thread::sleep(Duration::from_secs(4));
+    let node = Node::up(&store, 2, &[]);
+    poll(LONG, "the schedules to fire after the restart", || {
+        let (_, s) = node.get("/schedules/skip");
+        (s["schedule"]["done_through"].as_i64().unwrap() > skip_stop + 5).then_some(())
+    });
+    node.delete("/schedules/once");
+    node.delete("/schedules/skip");
+    assert_eq!(node.get("/schedules").1["count"], 0);
+
+    let once = firings(&node, "once");
+    let skip = firings(&node, "skip");
+    for list in [&once, &skip] {
+        let mut dues: Vec<i64> = list.iter().map(|f| f.0).collect();
+        dues.dedup();
+        assert_eq!(dues.len(), list.len(), "a due time fired twice: {list:?}");
+    }
+    // Before the stop, every due time fired, one by one (but those "skip" was paused through).
+    let in_order = |list: &[(i64, u64)], from: i64, to: i64| {
+        list.iter().filter(|f| f.0 > from && f.0 <= to).count() as i64
+    };
+    let first_once = once[0].0;
+    assert_eq!(
+        in_order(&once, first_once - 1, once_stop),
+        once_stop - first_once + 1,
+        "{once:?}"
+    );
+    let after: Vec<&(i64, u64)> = once.iter().filter(|f| f.0 > once_stop).collect();
+    let catch_up: Vec<_> = after.iter().filter(|f| f.1 > 1).collect();
+    assert_eq!(
+        catch_up.len(),
+        1,
+        "one firing for the missed times: {after:?}"
+    );
+    assert!(catch_up[0].1 >= 2, "{after:?}");
+    assert!(
+        after.windows(2).all(|w| w[1].0 == w[0].0 + 1),
+        "then one per second: {after:?}"
+    );
+
+    let after: Vec<&(i64, u64)> = skip.iter().filter(|f| f.0 > skip_stop).collect();
+    assert!(after.iter().all(|f| f.1 == 1), "{after:?}");
+    assert!(
+        after[0].0 >= skip_stop + 3,
+        "missed times skipped: {after:?}"
+    );
+    assert!(after.windows(2).all(|w| w[1].0 == w[0].0 + 1), "{after:?}");
+    // Nothing fired for the due times "skip" was paused through.
+    let paused_window = (paused_through + 2)..=resumed_at;
+    assert!(
+        skip.iter().all(|f| !paused_window.contains(&f.0)),
+        "{paused_through} {resumed_at} {skip:?}"
+    );
+}
+
 /// Every test above, once on the embedded store and once on Redis.
 macro_rules! on_both_stores {
     ($($name:ident),* $(,)?) => {
@@ -1002,6 +1221,7 @@ on_both_stores!(
     a_drained_node_finishes_running_work_within_its_grace,
     priority_9_overtakes_a_queue_of_priority_0_and_purge_revokes_the_rest,
     finished_tasks_notify_their_callback_signed_and_retried,
+    schedules_fire_each_due_time_once_and_missed_times_once_or_never,
 );
 
 #[test]

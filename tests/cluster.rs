@@ -348,6 +348,69 @@ fn a_killed_leader_is_replaced_and_work_keeps_flowing() {
 }
 
 #[test]
+fn a_schedule_fires_once_per_due_time_while_the_leader_is_killed() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let mut cluster = Cluster::new(RedisServer::start());
+    let mut nodes = cluster.three();
+    let schedule = json!({
+        "name": "every-second",
+        "cron": "* * * * * *",
+        "model_type": "linear",
+        "request": {"epochs": 1},
+    });
+    let (status, created) = read_json(
+        Node::agent()
+            .post(format!("{}/schedules", nodes[1].url))
+            .send_json(schedule),
+    )
+    .unwrap();
+    assert_eq!(status, 201, "{created}");
+    std::thread::sleep(Duration::from_secs(3));
+    let lead = leader(&nodes[0]).unwrap();
+    let victim = nodes.iter().position(|n| n.name == lead).unwrap();
+    nodes[victim].kill9();
+    let survivor = nodes.iter().find(|n| n.name != lead).unwrap();
+    poll(Duration::from_secs(15), "a new leader", || {
+        leader(survivor).filter(|l| *l != lead)
+    });
+    std::thread::sleep(Duration::from_secs(3));
+    let (status, _) = read_json(
+        Node::agent()
+            .delete(format!("{}/schedules/every-second", survivor.url))
+            .call(),
+    )
+    .unwrap();
+    assert_eq!(status, 200);
+
+    let (status, _) = survivor.try_get("/schedules/every-second").unwrap();
+    assert_eq!(status, 404, "deleted");
+    let list = survivor.get("/tasks?limit=1000");
+    let mut dues: Vec<i64> = Vec::new();
+    let mut ids = Vec::new();
+    for t in list["tasks"].as_array().unwrap() {
+        let id = t["task_id"].as_str().unwrap().to_string();
+        let record = survivor.task(&id);
+        assert_eq!(record["schedule"]["name"], "every-second", "{record}");
+        assert_eq!(
+            record["schedule"]["due_times"], 1,
+            "no time was missed: {record}"
+        );
+        dues.push(record["schedule"]["due_at"].as_i64().unwrap());
+        ids.push(id);
+    }
+    dues.sort();
+    let (first, last) = (dues[0], *dues.last().unwrap());
+    let expected: Vec<i64> = (first..=last).collect();
+    assert_eq!(dues, expected, "every due time once, across the failover");
+    assert!(dues.len() >= 7, "{dues:?}");
+    eprintln!(
+        "{} due times fired once each across the leader kill",
+        dues.len()
+    );
+    wait_all_succeed(survivor, &ids, Duration::from_secs(120));
+}
+
+#[test]
 fn a_frozen_node_loses_its_tasks_when_the_lease_runs_out_and_its_late_writes_are_refused() {
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let mut cluster = Cluster::new(RedisServer::start());

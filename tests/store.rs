@@ -7,9 +7,9 @@ use std::time::Duration;
 
 use common::{RedisServer, temp_dir};
 use trainyard::store::{
-    CancelOutcome, DatasetInfo, EmbeddedStore, Finish, IdempotencyKey, Lookup, NodeInfo,
-    RedisStore, Renewal, Store, StoreError, StoreSettings, Submitted, TaskError, TaskFilter,
-    TaskProgress, TaskRecord, TaskState, TrainerSeat, now_s,
+    CancelOutcome, DatasetInfo, EmbeddedStore, Finish, IdempotencyKey, Lookup, Missed, NodeInfo,
+    RedisStore, Renewal, Schedule, Store, StoreError, StoreSettings, Submitted, TaskError,
+    TaskFilter, TaskProgress, TaskRecord, TaskState, TrainerSeat, now_s,
 };
 use trainyard::training::{DeviceClass, DeviceSpec, ModelType, TrainSpec};
 use uuid::Uuid;
@@ -544,6 +544,82 @@ async fn idempotency_keys_submit_once_while_they_live<S: Store>(store: S) {
 }
 
 /// The ids `list` returns for `filter`, in its order.
+async fn schedules_are_kept_and_advance_only_forward<S: Store>(store: S) {
+    let mut template = task(ModelType::Linear, 3);
+    template.spec.learning_rate = 0.001_234_567_890_123_456_7;
+    let schedule = Schedule {
+        name: "nightly".into(),
+        cron: "0 2 * * *".into(),
+        timezone: "Europe/Paris".into(),
+        missed: Missed::Skip,
+        misfire_grace_s: 60,
+        model_type: ModelType::Linear,
+        request: serde_json::json!({"epochs": 1, "learning_rate": 0.001_234_567_890_123_456_7}),
+        template,
+        created_at: now_s(),
+        paused: false,
+        through: 1_000,
+        fired: 0,
+        skipped: 0,
+        last_task: None,
+        last_fired_at: None,
+    };
+    assert!(store.create_schedule(&schedule).await.unwrap());
+    assert!(
+        !store.create_schedule(&schedule).await.unwrap(),
+        "name taken"
+    );
+    assert_eq!(store.schedules().await.unwrap(), vec![schedule.clone()]);
+
+    let fired = Uuid::new_v4();
+    assert!(
+        store
+            .advance_schedule("nightly", 2_000, Some(fired), 1)
+            .await
+            .unwrap()
+    );
+    // A step already taken (another leader's, or a retry) changes nothing.
+    assert!(
+        store
+            .advance_schedule("nightly", 2_000, Some(Uuid::new_v4()), 1)
+            .await
+            .unwrap()
+    );
+    assert!(
+        store
+            .advance_schedule("nightly", 1_500, None, 4)
+            .await
+            .unwrap()
+    );
+    assert!(
+        store
+            .advance_schedule("nightly", 3_000, None, 7)
+            .await
+            .unwrap()
+    );
+    let now = store.schedules().await.unwrap().remove(0);
+    assert_eq!(
+        (now.through, now.fired, now.skipped, now.last_task),
+        (3_000, 1, 7, Some(fired))
+    );
+    assert!(now.last_fired_at.is_some());
+    assert_eq!(now.template, schedule.template, "floats survive");
+
+    // Resuming skips the due times the schedule was paused through.
+    assert!(store.pause_schedule("nightly", true).await.unwrap());
+    assert!(store.schedules().await.unwrap()[0].paused);
+    assert!(store.pause_schedule("nightly", false).await.unwrap());
+    let resumed = store.schedules().await.unwrap().remove(0);
+    assert!(!resumed.paused);
+    assert!(resumed.through >= now_s() as i64 - 1, "{}", resumed.through);
+
+    assert!(!store.pause_schedule("other", true).await.unwrap());
+    assert!(!store.advance_schedule("other", 1, None, 1).await.unwrap());
+    assert!(store.delete_schedule("nightly").await.unwrap());
+    assert!(!store.delete_schedule("nightly").await.unwrap());
+    assert!(store.schedules().await.unwrap().is_empty());
+}
+
 async fn listed<S: Store>(store: &S, filter: TaskFilter) -> Vec<Uuid> {
     store
         .list(&filter)
@@ -602,6 +678,7 @@ conformance!(
     nodes_announce_themselves,
     retries_wait_out_their_delay,
     idempotency_keys_submit_once_while_they_live,
+    schedules_are_kept_and_advance_only_forward,
 );
 
 /// The leader lease on Redis: one holder at a time, renewed by its holder, free once it lapses.

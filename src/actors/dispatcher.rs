@@ -110,10 +110,13 @@ impl<S: Store> Actor for Dispatcher<S> {
                     state.next_reconcile = now + RECONCILE_EVERY;
                     self.reconcile(state).await;
                 }
-                if Self::leads(state)
-                    && let Err(e) = self.store.promote().await
-                {
-                    tracing::warn!(error = %e, "cannot move due retries into the queue");
+                if Self::leads(state) {
+                    if let Err(e) = self.store.promote().await {
+                        tracing::warn!(error = %e, "cannot move due retries into the queue");
+                    }
+                    if let Err(e) = crate::schedule::fire_due(&*self.store).await {
+                        tracing::warn!(error = %e, "cannot fire due schedules");
+                    }
                 }
                 self.dispatch(state).await;
             }

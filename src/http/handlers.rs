@@ -25,9 +25,9 @@ use crate::training::{
     self, BUILTIN_DATASETS, Dataset, DeviceClass, GbdtParams, ModelType, TrainSpec, TrainedModel,
 };
 
-type Reply_ = Result<Response, Rejection>;
+pub(super) type Reply_ = Result<Response, Rejection>;
 
-fn reject(e: impl Into<ApiError>) -> Rejection {
+pub(super) fn reject(e: impl Into<ApiError>) -> Rejection {
     warp::reject::custom(e.into())
 }
 
@@ -57,7 +57,7 @@ const MAX_RETRIES_LIMIT: u32 = 10;
 /// Longest a synchronous training request waits.
 const MAX_WAIT_S: f64 = 3600.0;
 
-fn parse_json<T: serde::de::DeserializeOwned + Default>(
+pub(super) fn parse_json<T: serde::de::DeserializeOwned + Default>(
     content_type: &Option<String>,
     body: &[u8],
 ) -> Result<T, ApiError> {
@@ -153,7 +153,7 @@ pub fn parse_train_request(
 }
 
 /// Checks a training request and builds its task; nothing is stored yet.
-async fn build_task<S: Store>(
+pub(super) async fn build_task<S: Store>(
     api: &Api<S>,
     model: &str,
     content_type: &Option<String>,

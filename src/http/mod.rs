@@ -8,6 +8,7 @@
 mod error;
 mod handlers;
 pub mod limits;
+mod schedules;
 
 pub use handlers::{ParsedRequest, parse_train_request};
 
@@ -157,6 +158,43 @@ pub fn routes<S: Store>(
         .recover(error::route_errors)
         .unify()
         .boxed();
+    let create_schedule = warp::path!("schedules")
+        .and(warp::post())
+        .and(with.clone())
+        .and(content_type)
+        .and(body)
+        .and_then(schedules::create)
+        .recover(error::route_errors)
+        .unify()
+        .boxed();
+    let list_schedules = warp::path!("schedules")
+        .and(warp::get())
+        .and(with.clone())
+        .and_then(schedules::list)
+        .recover(error::route_errors)
+        .unify()
+        .boxed();
+    let show_schedule = warp::path!("schedules" / String)
+        .and(warp::get())
+        .and(with.clone())
+        .and_then(schedules::show)
+        .recover(error::route_errors)
+        .unify()
+        .boxed();
+    let delete_schedule = warp::path!("schedules" / String)
+        .and(warp::delete())
+        .and(with.clone())
+        .and_then(schedules::delete)
+        .recover(error::route_errors)
+        .unify()
+        .boxed();
+    let pause_schedule = warp::path!("schedules" / String / String)
+        .and(warp::post())
+        .and(with.clone())
+        .and_then(schedules::pause)
+        .recover(error::route_errors)
+        .unify()
+        .boxed();
     let metrics = warp::path!("metrics")
         .and(warp::get())
         .and_then(handlers::metrics);
@@ -194,6 +232,16 @@ pub fn routes<S: Store>(
         .or(purge)
         .unify()
         .or(drain)
+        .unify()
+        .or(create_schedule)
+        .unify()
+        .or(list_schedules)
+        .unify()
+        .or(show_schedule)
+        .unify()
+        .or(delete_schedule)
+        .unify()
+        .or(pause_schedule)
         .unify()
         .boxed();
     health
@@ -240,6 +288,13 @@ pub fn route_label(method: &warp::http::Method, path: &str) -> &'static str {
         (false, ["metrics"]) => "GET /metrics",
         (false, ["queue"]) => "DELETE /queue",
         (true, ["cluster", "nodes", _, _]) => "POST /cluster/nodes/{name}/{action}",
+        (true, ["schedules"]) => "POST /schedules",
+        (false, ["schedules"]) => "GET /schedules",
+        (false, ["schedules", _]) if method == warp::http::Method::DELETE => {
+            "DELETE /schedules/{name}"
+        }
+        (false, ["schedules", _]) => "GET /schedules/{name}",
+        (true, ["schedules", _, _]) => "POST /schedules/{name}/{action}",
         _ => "other",
     }
 }

@@ -56,6 +56,9 @@ struct KeyUse {
     expires_at: f64,
 }
 
+/// Schedule name -> JSON `Schedule`.
+const SCHEDULES: TableDefinition<&str, &[u8]> = TableDefinition::new("schedules");
+
 /// Expired task id -> when to forget it (Unix seconds).
 const EXPIRED: TableDefinition<&str, f64> = TableDefinition::new("expired");
 /// Counters; `seq` orders the queue.
@@ -120,6 +123,7 @@ impl EmbeddedStore {
         tx.open_table(IDEMPOTENCY)?;
         tx.open_table(CALLBACKS)?;
         tx.open_table(CALLBACK_AT)?;
+        tx.open_table(SCHEDULES)?;
         tx.commit()?;
         Ok(EmbeddedStore {
             db: Arc::new(db),
@@ -146,6 +150,29 @@ impl EmbeddedStore {
         })
         .await
         .map_err(|e| StoreError::Unavailable(format!("store task failed: {e}")))?
+    }
+
+    /// Applies `change` to schedule `name`; false if there is none.
+    async fn change_schedule(
+        &self,
+        name: &str,
+        change: impl FnOnce(&mut Schedule) + Send + 'static,
+    ) -> Result<bool, StoreError> {
+        let name = name.to_string();
+        self.write(move |tx, _| {
+            let mut table = tx.open_table(SCHEDULES)?;
+            let Some(mut schedule) = table
+                .get(name.as_str())?
+                .map(|v| decode::<Schedule>(v.value()))
+                .transpose()?
+            else {
+                return Ok(false);
+            };
+            change(&mut schedule);
+            table.insert(name.as_str(), encode(&schedule).as_slice())?;
+            Ok(true)
+        })
+        .await
     }
 
     async fn read<T: Send + 'static>(
@@ -675,6 +702,52 @@ impl Store for EmbeddedStore {
 
     async fn nodes(&self) -> Result<Vec<NodeInfo>, StoreError> {
         Ok(self.announced().into_iter().collect())
+    }
+
+    async fn create_schedule(&self, schedule: &Schedule) -> Result<bool, StoreError> {
+        let schedule = schedule.clone();
+        self.write(move |tx, _| {
+            let mut table = tx.open_table(SCHEDULES)?;
+            if table.get(schedule.name.as_str())?.is_some() {
+                return Ok(false);
+            }
+            table.insert(schedule.name.as_str(), encode(&schedule).as_slice())?;
+            Ok(true)
+        })
+        .await
+    }
+
+    async fn schedules(&self) -> Result<Vec<Schedule>, StoreError> {
+        self.read(|tx, _| {
+            let mut out = Vec::new();
+            for entry in tx.open_table(SCHEDULES)?.iter()? {
+                out.push(decode::<Schedule>(entry?.1.value())?);
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    async fn delete_schedule(&self, name: &str) -> Result<bool, StoreError> {
+        let name = name.to_string();
+        self.write(move |tx, _| Ok(tx.open_table(SCHEDULES)?.remove(name.as_str())?.is_some()))
+            .await
+    }
+
+    async fn pause_schedule(&self, name: &str, paused: bool) -> Result<bool, StoreError> {
+        self.change_schedule(name, move |s| s.paused_at(paused, now_s()))
+            .await
+    }
+
+    async fn advance_schedule(
+        &self,
+        name: &str,
+        through: i64,
+        fired: Option<Uuid>,
+        due_times: u64,
+    ) -> Result<bool, StoreError> {
+        self.change_schedule(name, move |s| s.advanced(through, fired, due_times))
+            .await
     }
 
     async fn sweep(&self) -> Result<u64, StoreError> {

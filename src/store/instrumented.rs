@@ -162,6 +162,34 @@ impl<S: Store> Store for Instrumented<S> {
     async fn purge(&self) -> Result<u64, StoreError> {
         self.timed("purge", self.inner.purge()).await
     }
+    async fn create_schedule(&self, schedule: &Schedule) -> Result<bool, StoreError> {
+        self.timed("create_schedule", self.inner.create_schedule(schedule))
+            .await
+    }
+    async fn schedules(&self) -> Result<Vec<Schedule>, StoreError> {
+        self.timed("schedules", self.inner.schedules()).await
+    }
+    async fn delete_schedule(&self, name: &str) -> Result<bool, StoreError> {
+        self.timed("delete_schedule", self.inner.delete_schedule(name))
+            .await
+    }
+    async fn pause_schedule(&self, name: &str, paused: bool) -> Result<bool, StoreError> {
+        self.timed("pause_schedule", self.inner.pause_schedule(name, paused))
+            .await
+    }
+    async fn advance_schedule(
+        &self,
+        name: &str,
+        through: i64,
+        fired: Option<Uuid>,
+        due_times: u64,
+    ) -> Result<bool, StoreError> {
+        self.timed(
+            "advance_schedule",
+            self.inner.advance_schedule(name, through, fired, due_times),
+        )
+        .await
+    }
     async fn set_draining(&self, name: &str, draining: bool) -> Result<(), StoreError> {
         self.timed("set_draining", self.inner.set_draining(name, draining))
             .await

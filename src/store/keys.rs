@@ -60,6 +60,17 @@ impl Keys {
         format!("{}:callbacks", self.prefix)
     }
 
+    /// Hash of schedule name -> JSON `Schedule` as created.
+    pub fn schedules(&self) -> String {
+        format!("{}:schedules", self.prefix)
+    }
+
+    /// Hash of what changes in a schedule: paused, through, fired, skipped, last_task,
+    /// last_fired_at.
+    pub fn schedule_state(&self, name: &str) -> String {
+        format!("{}:schedule:{name}", self.prefix)
+    }
+
     /// Counter ordering the queue.
     pub fn seq(&self) -> String {
         format!("{}:seq", self.prefix)

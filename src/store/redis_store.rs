@@ -5,6 +5,7 @@
 
 use ::redis::aio::ConnectionManager;
 use ::redis::{AsyncCommands, Script};
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use uuid::Uuid;
@@ -27,6 +28,7 @@ struct Scripts {
     lead: Script,
     promote: Script,
     hold: Script,
+    schedule: Script,
 }
 
 #[derive(Clone)]
@@ -74,6 +76,7 @@ impl RedisStore {
                 lead: Script::new(include_str!("lua/lead.lua")),
                 promote: Script::new(include_str!("lua/promote.lua")),
                 hold: Script::new(include_str!("lua/hold.lua")),
+                schedule: Script::new(include_str!("lua/schedule.lua")),
             }),
         })
     }
@@ -126,6 +129,21 @@ impl RedisStore {
             });
         }
         Err(StoreError::QueueFull { limit: queue_limit })
+    }
+
+    /// Runs one operation of `schedule.lua` on schedule `name`; true if it applied.
+    async fn schedule_op(&self, op: &str, name: &str, args: &[String]) -> Result<bool, StoreError> {
+        let mut invocation = self.scripts.schedule.prepare_invoke();
+        invocation
+            .key(self.keys.schedules())
+            .key(self.keys.schedule_state(name))
+            .arg(op)
+            .arg(name);
+        for arg in args {
+            invocation.arg(arg);
+        }
+        let applied: i64 = invocation.invoke_async(&mut self.con.clone()).await?;
+        Ok(applied == 1)
     }
 
     /// Revokes task `id` if it is pending; true if it did.
@@ -708,6 +726,70 @@ impl Store for RedisStore {
             }
         }
         Ok(purged)
+    }
+
+    async fn create_schedule(&self, schedule: &Schedule) -> Result<bool, StoreError> {
+        let paused = if schedule.paused { "1" } else { "0" };
+        let args = [
+            encode(schedule),
+            schedule.through.to_string(),
+            paused.into(),
+        ];
+        self.schedule_op("create", &schedule.name, &args).await
+    }
+
+    async fn schedules(&self) -> Result<Vec<Schedule>, StoreError> {
+        let mut con = self.con.clone();
+        let defs: Vec<(String, String)> = con.hgetall(self.keys.schedules()).await?;
+        if defs.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut pipe = ::redis::pipe();
+        for (name, _) in &defs {
+            pipe.hgetall(self.keys.schedule_state(name));
+        }
+        let states: Vec<HashMap<String, String>> = pipe.query_async(&mut con).await?;
+        let mut out = Vec::with_capacity(defs.len());
+        for ((_, def), state) in defs.iter().zip(states) {
+            let mut schedule: Schedule = decode(def)?;
+            let number = |field: &str| state.get(field).and_then(|v| v.parse::<f64>().ok());
+            schedule.paused = state.get("paused").is_some_and(|v| v == "1");
+            schedule.through = number("through").map_or(schedule.through, |v| v as i64);
+            schedule.fired = number("fired").map_or(0, |v| v as u64);
+            schedule.skipped = number("skipped").map_or(0, |v| v as u64);
+            schedule.last_task = state.get("last_task").and_then(|v| Uuid::parse_str(v).ok());
+            schedule.last_fired_at = number("last_fired_at");
+            out.push(schedule);
+        }
+        out.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(out)
+    }
+
+    async fn delete_schedule(&self, name: &str) -> Result<bool, StoreError> {
+        self.schedule_op("delete", name, &[]).await
+    }
+
+    async fn pause_schedule(&self, name: &str, paused: bool) -> Result<bool, StoreError> {
+        let flag = if paused { "1" } else { "0" };
+        let now = (now_s().floor() as i64).to_string();
+        self.schedule_op("pause", name, &[flag.into(), now]).await
+    }
+
+    async fn advance_schedule(
+        &self,
+        name: &str,
+        through: i64,
+        fired: Option<Uuid>,
+        due_times: u64,
+    ) -> Result<bool, StoreError> {
+        let task = fired.map(|id| id.to_string()).unwrap_or_default();
+        let args = [
+            through.to_string(),
+            task,
+            now_s().to_string(),
+            due_times.to_string(),
+        ];
+        self.schedule_op("advance", name, &args).await
     }
 
     async fn set_draining(&self, name: &str, draining: bool) -> Result<(), StoreError> {
