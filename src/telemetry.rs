@@ -349,7 +349,7 @@ pub fn task_running(model_type: ModelType, running: bool) {
 }
 
 /// Store operations, for zeroed error counters.
-pub const STORE_OPS: [&str; 34] = [
+pub const STORE_OPS: [&str; 36] = [
     "submit",
     "get",
     "claim",
@@ -381,6 +381,8 @@ pub const STORE_OPS: [&str; 34] = [
     "delete_schedule",
     "pause_schedule",
     "advance_schedule",
+    "task_events",
+    "events_since",
     "draining",
     "due_callbacks",
     "callback_tried",

@@ -7,9 +7,9 @@ use std::time::Duration;
 
 use common::{RedisServer, temp_dir};
 use trainyard::store::{
-    CancelOutcome, DatasetInfo, EmbeddedStore, Finish, IdempotencyKey, Lookup, Missed, NodeInfo,
-    RedisStore, Renewal, Schedule, Store, StoreError, StoreSettings, Submitted, TaskError,
-    TaskFilter, TaskProgress, TaskRecord, TaskState, TrainerSeat, now_s,
+    CancelOutcome, DatasetInfo, EmbeddedStore, EventId, EventKind, Finish, IdempotencyKey, Lookup,
+    Missed, NodeInfo, RedisStore, Renewal, Schedule, Store, StoreError, StoreSettings, Submitted,
+    TaskError, TaskFilter, TaskProgress, TaskRecord, TaskState, TrainerSeat, now_s,
 };
 use trainyard::training::{DeviceClass, DeviceSpec, ModelType, TrainSpec};
 use uuid::Uuid;
@@ -620,6 +620,95 @@ async fn schedules_are_kept_and_advance_only_forward<S: Store>(store: S) {
     assert!(store.schedules().await.unwrap().is_empty());
 }
 
+async fn events_log_every_change_in_order<S: Store>(store: S) {
+    let mut live = store.subscribe();
+    let t = task(ModelType::Linear, 0);
+    store.submit(&t, 100).await.unwrap();
+    let claimed = store
+        .claim("n/cpu-0", DeviceSpec::Cpu)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(store.progress(t.id, 1, &progress(1)).await.unwrap());
+    assert_eq!(
+        store.renew(t.id, 1).await.unwrap(),
+        Renewal::Held { cancel: false }
+    );
+    assert!(store.progress(t.id, 1, &progress(2)).await.unwrap());
+    let finish = Finish::Success {
+        result: serde_json::json!({"metrics": {"test_r2": 0.5}}),
+        model: vec![1, 2, 3],
+    };
+    assert!(store.finish(t.id, claimed.attempt, finish).await.unwrap());
+
+    let events = store.task_events(t.id, EventId::ZERO).await.unwrap();
+    let kinds: Vec<(EventKind, bool)> = events.iter().map(|e| (e.kind, e.terminal)).collect();
+    use EventKind::{Progress, State};
+    assert_eq!(
+        kinds,
+        vec![
+            (State, false),
+            (State, false),
+            (Progress, false),
+            (Progress, false),
+            (State, true)
+        ],
+        "the renewal is no event"
+    );
+    let states: Vec<String> = events
+        .iter()
+        .map(|e| serde_json::from_str::<serde_json::Value>(&e.data).unwrap()["state"].to_string())
+        .collect();
+    assert_eq!(
+        states,
+        [
+            "\"PENDING\"",
+            "\"STARTED\"",
+            "\"PROGRESS\"",
+            "\"PROGRESS\"",
+            "\"SUCCESS\""
+        ]
+    );
+    let last: serde_json::Value = serde_json::from_str(&events[4].data).unwrap();
+    assert_eq!(last["result"]["metrics"]["test_r2"], 0.5, "{last}");
+    assert!(events.windows(2).all(|w| w[0].id < w[1].id), "ordered");
+    assert!(events.iter().all(|e| e.task == t.id));
+    // Resuming after an id gives exactly the later ones.
+    assert_eq!(
+        store.task_events(t.id, events[1].id).await.unwrap(),
+        events[2..]
+    );
+    assert!(
+        store
+            .task_events(Uuid::new_v4(), EventId::ZERO)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+
+    let other = task(ModelType::Mlp, 0);
+    store.submit(&other, 100).await.unwrap();
+    let all = store.events_since(EventId::ZERO, 100).await.unwrap();
+    assert_eq!(all.len(), 6);
+    assert_eq!(all[..5], events[..]);
+    let latest = store.events_since(events[1].id, 2).await.unwrap();
+    assert_eq!(
+        latest.iter().map(|e| e.id).collect::<Vec<_>>(),
+        vec![events[4].id, all[5].id]
+    );
+
+    // Subscribers get every event as it is logged.
+    let mut got = Vec::new();
+    while got.len() < 6 {
+        let event = tokio::time::timeout(Duration::from_secs(5), live.recv())
+            .await
+            .expect("live events arrive")
+            .unwrap();
+        got.push(event);
+    }
+    assert_eq!(got, all);
+}
+
 async fn listed<S: Store>(store: &S, filter: TaskFilter) -> Vec<Uuid> {
     store
         .list(&filter)
@@ -679,6 +768,7 @@ conformance!(
     retries_wait_out_their_delay,
     idempotency_keys_submit_once_while_they_live,
     schedules_are_kept_and_advance_only_forward,
+    events_log_every_change_in_order,
 );
 
 /// The leader lease on Redis: one holder at a time, renewed by its holder, free once it lapses.

@@ -59,6 +59,13 @@ struct KeyUse {
 /// Schedule name -> JSON `Schedule`.
 const SCHEDULES: TableDefinition<&str, &[u8]> = TableDefinition::new("schedules");
 
+/// (task id, event sequence) -> the event as `events::Pending::encode` writes it.
+const EVENTS: TableDefinition<(&str, u64), &[u8]> = TableDefinition::new("events");
+/// Event sequence -> task id: every task's events in order, the latest `GLOBAL_EVENTS`.
+const EVENT_LOG: TableDefinition<u64, &str> = TableDefinition::new("event_log");
+/// How many of the latest events `EVENT_LOG` keeps (for `/events` resume).
+const GLOBAL_EVENTS: u64 = 10_000;
+
 /// Expired task id -> when to forget it (Unix seconds).
 const EXPIRED: TableDefinition<&str, f64> = TableDefinition::new("expired");
 /// Counters; `seq` orders the queue.
@@ -72,6 +79,8 @@ pub struct EmbeddedStore {
     node: Arc<Mutex<Option<NodeInfo>>>,
     /// Nodes marked as draining (this one, or none).
     draining: Arc<Mutex<Vec<String>>>,
+    /// Live events, sent once their transaction commits.
+    events: tokio::sync::broadcast::Sender<Event>,
 }
 
 impl From<redb::Error> for StoreError {
@@ -124,12 +133,15 @@ impl EmbeddedStore {
         tx.open_table(CALLBACKS)?;
         tx.open_table(CALLBACK_AT)?;
         tx.open_table(SCHEDULES)?;
+        tx.open_table(EVENTS)?;
+        tx.open_table(EVENT_LOG)?;
         tx.commit()?;
         Ok(EmbeddedStore {
             db: Arc::new(db),
             settings,
             node: Arc::new(Mutex::new(None)),
             draining: Arc::new(Mutex::new(Vec::new())),
+            events: tokio::sync::broadcast::channel(events::LIVE_BUFFER).0,
         })
     }
 
@@ -141,11 +153,17 @@ impl EmbeddedStore {
         &self,
         f: impl FnOnce(&WriteTransaction, &StoreSettings) -> Result<T, StoreError> + Send + 'static,
     ) -> Result<T, StoreError> {
-        let (db, settings) = (self.db.clone(), self.settings);
+        let (db, settings, live) = (self.db.clone(), self.settings, self.events.clone());
         tokio::task::spawn_blocking(move || {
             let tx = db.begin_write()?;
-            let out = f(&tx, &settings)?;
+            let out = f(&tx, &settings);
+            let logged = LOGGED.with(|logged| logged.take());
+            let out = out?;
             tx.commit()?;
+            for event in logged {
+                // No subscriber is fine.
+                let _ = live.send(event);
+            }
             Ok(out)
         })
         .await
@@ -192,10 +210,69 @@ fn load(tx: &WriteTransaction, id: &str) -> Result<Option<TaskRecord>, StoreErro
     found.map(|v| decode(v.value())).transpose()
 }
 
+/// Writes a task record and logs the event of the change, if clients see one.
 fn save(tx: &WriteTransaction, task: &TaskRecord) -> Result<(), StoreError> {
-    tx.open_table(TASKS)?
-        .insert(task.id.to_string().as_str(), encode(task).as_slice())?;
+    let id = task.id.to_string();
+    let old: Option<TaskRecord> = tx
+        .open_table(TASKS)?
+        .insert(id.as_str(), encode(task).as_slice())?
+        .map(|v| decode(v.value()))
+        .transpose()?;
+    if let Some(pending) = events::Pending::of(old.as_ref(), task) {
+        log_event(tx, &id, pending)?;
+    }
     Ok(())
+}
+
+thread_local! {
+    /// Events logged by the write transaction running on this thread, sent to subscribers
+    /// once it commits (see `EmbeddedStore::write`).
+    static LOGGED: std::cell::RefCell<Vec<Event>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+fn log_event(tx: &WriteTransaction, id: &str, pending: events::Pending) -> Result<(), StoreError> {
+    let mut meta = tx.open_table(META)?;
+    let seq = meta.get("event_seq")?.map_or(0, |v| v.value()) + 1;
+    meta.insert("event_seq", seq)?;
+    tx.open_table(EVENTS)?
+        .insert((id, seq), pending.encode().as_bytes())?;
+    let mut log = tx.open_table(EVENT_LOG)?;
+    log.insert(seq, id)?;
+    if seq > GLOBAL_EVENTS {
+        log.remove(seq - GLOBAL_EVENTS)?;
+    }
+    let event = pending.with_id(EventId {
+        major: seq,
+        minor: 0,
+    });
+    LOGGED.with(|logged| logged.borrow_mut().push(event));
+    Ok(())
+}
+
+/// Drops the events of task `id` (it expired).
+fn forget_events(tx: &WriteTransaction, id: &str) -> Result<(), StoreError> {
+    tx.open_table(EVENTS)?
+        .retain_in((id, 0)..=(id, u64::MAX), |_, _| false)?;
+    Ok(())
+}
+
+fn read_event(
+    events: &impl ReadableTable<(&'static str, u64), &'static [u8]>,
+    id: &str,
+    seq: u64,
+) -> Result<Option<Event>, StoreError> {
+    let Some(logged) = events.get((id, seq))? else {
+        return Ok(None);
+    };
+    let text = std::str::from_utf8(logged.value())
+        .map_err(|e| StoreError::Corrupt(format!("event {seq}: {e}")))?;
+    let id = EventId {
+        major: seq,
+        minor: 0,
+    };
+    Event::decode(id, text)
+        .map(Some)
+        .ok_or_else(|| StoreError::Corrupt(format!("event {seq} does not parse")))
 }
 
 fn next_seq(tx: &WriteTransaction) -> Result<u64, StoreError> {
@@ -704,6 +781,43 @@ impl Store for EmbeddedStore {
         Ok(self.announced().into_iter().collect())
     }
 
+    async fn task_events(&self, id: Uuid, after: EventId) -> Result<Vec<Event>, StoreError> {
+        let id = id.to_string();
+        self.read(move |tx, _| {
+            let events = tx.open_table(EVENTS)?;
+            let mut out = Vec::new();
+            let first = after.major.saturating_add(1);
+            for entry in events.range((id.as_str(), first)..=(id.as_str(), u64::MAX))? {
+                let seq = entry?.0.value().1;
+                out.extend(read_event(&events, &id, seq)?);
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    async fn events_since(&self, after: EventId, limit: usize) -> Result<Vec<Event>, StoreError> {
+        self.read(move |tx, _| {
+            let (log, events) = (tx.open_table(EVENT_LOG)?, tx.open_table(EVENTS)?);
+            let mut out = Vec::new();
+            for entry in log
+                .range(after.major.saturating_add(1)..)?
+                .rev()
+                .take(limit)
+            {
+                let (seq, id) = entry?;
+                out.extend(read_event(&events, id.value(), seq.value())?);
+            }
+            out.reverse();
+            Ok(out)
+        })
+        .await
+    }
+
+    fn subscribe(&self) -> tokio::sync::broadcast::Receiver<Event> {
+        self.events.subscribe()
+    }
+
     async fn create_schedule(&self, schedule: &Schedule) -> Result<bool, StoreError> {
         let schedule = schedule.clone();
         self.write(move |tx, _| {
@@ -768,6 +882,7 @@ impl Store for EmbeddedStore {
             for id in &gone {
                 tasks.remove(id.as_str())?;
                 models.remove(id.as_str())?;
+                forget_events(tx, id)?;
                 expired.insert(id.as_str(), now + settings.expired_memory_s)?;
             }
             expired.retain(|_, forget_at| forget_at > now)?;

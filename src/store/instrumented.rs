@@ -162,6 +162,17 @@ impl<S: Store> Store for Instrumented<S> {
     async fn purge(&self) -> Result<u64, StoreError> {
         self.timed("purge", self.inner.purge()).await
     }
+    async fn task_events(&self, id: Uuid, after: EventId) -> Result<Vec<Event>, StoreError> {
+        self.timed("task_events", self.inner.task_events(id, after))
+            .await
+    }
+    async fn events_since(&self, after: EventId, limit: usize) -> Result<Vec<Event>, StoreError> {
+        self.timed("events_since", self.inner.events_since(after, limit))
+            .await
+    }
+    fn subscribe(&self) -> tokio::sync::broadcast::Receiver<Event> {
+        self.inner.subscribe()
+    }
     async fn create_schedule(&self, schedule: &Schedule) -> Result<bool, StoreError> {
         self.timed("create_schedule", self.inner.create_schedule(schedule))
             .await

@@ -71,6 +71,16 @@ impl Keys {
         format!("{}:schedule:{name}", self.prefix)
     }
 
+    /// Stream of every task's events (the latest `EVENTS_KEPT`); its ids order all events.
+    pub fn events(&self) -> String {
+        format!("{}:events", self.prefix)
+    }
+
+    /// Stream of one task's events, with the ids they have in `events`; expires with the task.
+    pub fn task_events(&self, id: Uuid) -> String {
+        format!("{}:events:{id}", self.prefix)
+    }
+
     /// Counter ordering the queue.
     pub fn seq(&self) -> String {
         format!("{}:seq", self.prefix)

@@ -11,6 +11,7 @@
 //! (not unknown, never PENDING) for `expired_memory_s` more.
 
 mod embedded;
+pub mod events;
 mod instrumented;
 mod keys;
 mod redis_store;
@@ -24,6 +25,7 @@ use uuid::Uuid;
 use crate::training::{DeviceClass, DeviceSpec, ModelType, TrainSpec};
 
 pub use embedded::EmbeddedStore;
+pub use events::{Event, EventId, EventKind};
 pub use instrumented::Instrumented;
 pub use keys::Keys;
 pub use redis_store::RedisStore;
@@ -561,6 +563,22 @@ pub trait Store: Send + Sync + 'static {
         fired: Option<Uuid>,
         due_times: u64,
     ) -> impl Future<Output = Result<bool, StoreError>> + Send;
+    /// The events of task `id` after `after` (all of them after `EventId::ZERO`), oldest
+    /// first.
+    fn task_events(
+        &self,
+        id: Uuid,
+        after: EventId,
+    ) -> impl Future<Output = Result<Vec<Event>, StoreError>> + Send;
+    /// The events of every task after `after`, oldest first: the latest `limit` of them.
+    fn events_since(
+        &self,
+        after: EventId,
+        limit: usize,
+    ) -> impl Future<Output = Result<Vec<Event>, StoreError>> + Send;
+    /// Every event logged from now on, by any node. A receiver more than
+    /// `events::LIVE_BUFFER` events behind loses the oldest (`RecvError::Lagged`).
+    fn subscribe(&self) -> tokio::sync::broadcast::Receiver<Event>;
     /// Removes what has expired by now; returns how many tasks expired.
     fn sweep(&self) -> impl Future<Output = Result<u64, StoreError>> + Send;
     fn ping(&self) -> impl Future<Output = Result<(), StoreError>> + Send;

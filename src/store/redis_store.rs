@@ -4,9 +4,11 @@
 //! if the record is still the one read; on a conflict the change is retried.
 
 use ::redis::aio::ConnectionManager;
+use ::redis::streams::{StreamId, StreamRangeReply, StreamReadOptions, StreamReadReply};
 use ::redis::{AsyncCommands, Script};
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::time::Duration;
 
 use uuid::Uuid;
 
@@ -37,6 +39,8 @@ pub struct RedisStore {
     keys: Keys,
     settings: StoreSettings,
     scripts: Arc<Scripts>,
+    /// Live events, read from the stream of every event by `follow_events`.
+    live: tokio::sync::broadcast::Sender<Event>,
 }
 
 impl From<::redis::RedisError> for StoreError {
@@ -53,6 +57,14 @@ fn encode<T: Serialize>(value: &T) -> String {
     serde_json::to_string(value).expect("store records serialize")
 }
 
+/// A script that changes a task record, with the event preamble (`lua/events.lua`).
+fn with_events(script: &str) -> String {
+    format!("{}{script}", include_str!("lua/events.lua"))
+}
+
+/// How many events the stream of every event keeps (for `/events` resume), about.
+const EVENTS_KEPT: u64 = 10_000;
+
 impl RedisStore {
     /// Connects to `url` (`redis://HOST:PORT/DB`); keys start with `prefix`. The connection
     /// reconnects by itself when Redis comes back.
@@ -63,16 +75,20 @@ impl RedisStore {
     ) -> Result<Self, StoreError> {
         let client = ::redis::Client::open(url)?;
         let con = client.get_connection_manager().await?;
+        let keys = Keys::new(prefix);
+        let live = tokio::sync::broadcast::channel(events::LIVE_BUFFER).0;
+        tokio::spawn(follow_events(client, keys.events(), live.clone()));
         Ok(RedisStore {
             con,
-            keys: Keys::new(prefix),
+            keys,
+            live,
             settings,
             scripts: Arc::new(Scripts {
-                submit: Script::new(include_str!("lua/submit.lua")),
-                claim: Script::new(include_str!("lua/claim.lua")),
-                update: Script::new(include_str!("lua/update.lua")),
-                finish: Script::new(include_str!("lua/finish.lua")),
-                requeue: Script::new(include_str!("lua/requeue.lua")),
+                submit: Script::new(&with_events(include_str!("lua/submit.lua"))),
+                claim: Script::new(&with_events(include_str!("lua/claim.lua"))),
+                update: Script::new(&with_events(include_str!("lua/update.lua"))),
+                finish: Script::new(&with_events(include_str!("lua/finish.lua"))),
+                requeue: Script::new(&with_events(include_str!("lua/requeue.lua"))),
                 lead: Script::new(include_str!("lua/lead.lua")),
                 promote: Script::new(include_str!("lua/promote.lua")),
                 hold: Script::new(include_str!("lua/hold.lua")),
@@ -96,9 +112,8 @@ impl RedisStore {
             ),
             None => (k.idempotency(""), String::new(), 0),
         };
-        let answer: String = self
-            .scripts
-            .submit
+        let mut invocation = self.scripts.submit.prepare_invoke();
+        invocation
             .key(k.task(task.id))
             .key(k.queue(task.device))
             .key(k.seq())
@@ -113,9 +128,9 @@ impl RedisStore {
             .arg(queue_limit)
             .arg(task.id.to_string())
             .arg(idem_value)
-            .arg(ttl)
-            .invoke_async(&mut self.con.clone())
-            .await?;
+            .arg(ttl);
+        self.add_event(&mut invocation, None, task);
+        let answer: String = invocation.invoke_async(&mut self.con.clone()).await?;
         if answer == "ok" {
             return Ok(Submitted::New);
         }
@@ -181,6 +196,7 @@ impl RedisStore {
         new: &TaskRecord,
         extra: &[&[u8]],
     ) -> Result<bool, StoreError> {
+        let before: TaskRecord = decode(old)?;
         let mut invocation = script.prepare_invoke();
         for key in keys {
             invocation.key(key);
@@ -189,8 +205,31 @@ impl RedisStore {
         for arg in extra {
             invocation.arg(*arg);
         }
+        self.add_event(&mut invocation, Some(&before), new);
         let changed: i64 = invocation.invoke_async(&mut self.con.clone()).await?;
         Ok(changed == 1)
+    }
+
+    /// Appends the keys and arguments of `lua/events.lua`: the event of the change from `old`
+    /// to `new`, if there is one.
+    fn add_event(
+        &self,
+        invocation: &mut ::redis::ScriptInvocation<'_>,
+        old: Option<&TaskRecord>,
+        new: &TaskRecord,
+    ) {
+        let event = events::Pending::of(old, new).map_or_else(String::new, |p| p.encode());
+        let ttl = if new.state.is_terminal() {
+            (self.settings.result_expires_s.ceil().max(1.0) as u64).to_string()
+        } else {
+            String::new()
+        };
+        invocation
+            .key(self.keys.events())
+            .key(self.keys.task_events(new.id))
+            .arg(event)
+            .arg(ttl)
+            .arg(EVENTS_KEPT);
     }
 
     fn conflict(id: Uuid) -> StoreError {
@@ -728,6 +767,30 @@ impl Store for RedisStore {
         Ok(purged)
     }
 
+    async fn task_events(&self, id: Uuid, after: EventId) -> Result<Vec<Event>, StoreError> {
+        let reply: StreamRangeReply = self
+            .con
+            .clone()
+            .xrange(self.keys.task_events(id), format!("({after}"), "+")
+            .await?;
+        Ok(parse_events(reply.ids))
+    }
+
+    async fn events_since(&self, after: EventId, limit: usize) -> Result<Vec<Event>, StoreError> {
+        let reply: StreamRangeReply = self
+            .con
+            .clone()
+            .xrevrange_count(self.keys.events(), "+", format!("({after}"), limit)
+            .await?;
+        let mut out = parse_events(reply.ids);
+        out.reverse();
+        Ok(out)
+    }
+
+    fn subscribe(&self) -> tokio::sync::broadcast::Receiver<Event> {
+        self.live.subscribe()
+    }
+
     async fn create_schedule(&self, schedule: &Schedule) -> Result<bool, StoreError> {
         let paused = if schedule.paused { "1" } else { "0" };
         let args = [
@@ -848,5 +911,87 @@ impl Store for RedisStore {
             .query_async(&mut self.con.clone())
             .await?;
         Ok(())
+    }
+}
+
+/// Events as stream entries hold them (field `e`); an entry that does not parse is skipped
+/// (logged), so one bad entry cannot stop a stream.
+fn parse_events(entries: Vec<StreamId>) -> Vec<Event> {
+    let mut out = Vec::with_capacity(entries.len());
+    for entry in entries {
+        let parsed = entry.id.parse::<EventId>().ok().and_then(|id| {
+            let logged: String = entry.get("e")?;
+            Event::decode(id, &logged)
+        });
+        match parsed {
+            Some(event) => out.push(event),
+            None => tracing::warn!(entry = %entry.id, "event entry does not parse; skipped"),
+        }
+    }
+    out
+}
+
+/// How long one read of the event stream waits for news.
+const FOLLOW_BLOCK: Duration = Duration::from_secs(2);
+
+/// Reads the stream of every event as it grows and hands each event to this node's
+/// subscribers. On its own connection (a blocking read would hold up every other command on a
+/// shared one). After an error it reconnects and goes on from the last event it read, so
+/// nothing is skipped.
+async fn follow_events(
+    client: ::redis::Client,
+    key: String,
+    live: tokio::sync::broadcast::Sender<Event>,
+) {
+    let config = ::redis::AsyncConnectionConfig::new()
+        .set_response_timeout(Some(FOLLOW_BLOCK + Duration::from_secs(3)));
+    let mut last: Option<String> = None;
+    loop {
+        let mut con = match client
+            .get_multiplexed_async_connection_with_config(&config)
+            .await
+        {
+            Ok(con) => con,
+            Err(e) => {
+                tracing::debug!(error = %e, "cannot connect to follow events; retrying");
+                tokio::time::sleep(Duration::from_millis(500)).await;
+                continue;
+            }
+        };
+        if last.is_none() {
+            let newest: Result<StreamRangeReply, _> = con.xrevrange_count(&key, "+", "-", 1).await;
+            match newest {
+                Ok(reply) => {
+                    last = Some(reply.ids.first().map_or("0-0".into(), |e| e.id.clone()));
+                }
+                Err(_) => continue,
+            }
+        }
+        let options = StreamReadOptions::default()
+            .block(FOLLOW_BLOCK.as_millis() as usize)
+            .count(512);
+        loop {
+            let from = last.clone().expect("set above");
+            let reply: Result<Option<StreamReadReply>, _> =
+                con.xread_options(&[&key], &[&from], &options).await;
+            match reply {
+                Ok(reply) => {
+                    for stream in reply.map(|r| r.keys).unwrap_or_default() {
+                        if let Some(entry) = stream.ids.last() {
+                            last = Some(entry.id.clone());
+                        }
+                        for event in parse_events(stream.ids) {
+                            // No subscriber is fine.
+                            let _ = live.send(event);
+                        }
+                    }
+                }
+                Err(e) => {
+                    tracing::debug!(error = %e, "lost the event stream; reconnecting");
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                    break;
+                }
+            }
+        }
     }
 }

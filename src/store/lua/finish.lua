@@ -1,7 +1,7 @@
 -- End a task: the final record and its model expire after ARGV[4] seconds; its tombstone
 -- outlives them by the expired-memory window; a task with a callback is queued for delivery.
 -- Only if the record is unchanged since read.
--- KEYS: task, running, model, tombstone, queue, delayed, callbacks. ARGV: old, new, model bytes
+-- (Takes an event, see events.lua.) KEYS: task, running, model, tombstone, queue, delayed, callbacks. ARGV: old, new, model bytes
 -- ('' for none), ttl seconds, tombstone ttl seconds, id, callback due time ('' for none).
 if redis.call('GET', KEYS[1]) ~= ARGV[1] then
   return 0
@@ -17,4 +17,5 @@ redis.call('SET', KEYS[4], '1', 'EX', ARGV[5])
 if ARGV[7] ~= '' then
   redis.call('ZADD', KEYS[7], ARGV[7], ARGV[6])
 end
+emit()
 return 1

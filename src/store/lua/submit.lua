@@ -1,5 +1,5 @@
 -- Store a new task and queue it, unless the queue is full or its idempotency key was used.
--- KEYS: task, queue of its device class, seq, index, idempotency key, then every class's queue.
+-- (Takes an event, see events.lua.) KEYS: task, queue of its device class, seq, index, idempotency key, then every class's queue.
 -- ARGV: record json, priority, submitted_at, queue limit, id, idempotency value ('' for no
 -- key), idempotency ttl in seconds.
 if ARGV[6] ~= '' then
@@ -22,4 +22,5 @@ redis.call('ZADD', KEYS[4], ARGV[3], ARGV[5])
 if ARGV[6] ~= '' then
   redis.call('SET', KEYS[5], ARGV[6], 'EX', ARGV[7])
 end
+emit()
 return 'ok'

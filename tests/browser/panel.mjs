@@ -1,0 +1,202 @@
+// Drives the web panel of a running trainyard node in Debian's headless Chromium.
+//
+// usage: node tests/browser/panel.mjs <base-url> <screenshot-path>
+//
+// Trains a short mlp and waits for its bar, state and metrics; cancels a long one; checks the
+// nodes list, a prediction, an API error and phone width; saves a full-page screenshot.
+// Exits 0 when every step passed, 1 with the failed step's message otherwise.
+import { chromium } from 'playwright-core';
+
+const CHROMIUM = process.env.CHROMIUM || '/usr/bin/chromium';
+const CHROMIUM_ARGS = [
+  '--headless', '--no-sandbox', '--disable-gpu', '--disable-background-networking',
+  '--disable-component-update',
+];
+const OVERALL_TIMEOUT_MS = 90_000;
+const STEP_TIMEOUT_MS = 30_000;
+// The built-in friedman1 has 8 features (src/training/data.rs), not scikit-learn's 10.
+const FRIEDMAN1_FEATURES = 8;
+const PHONE = { width: 375, height: 800 };
+
+const started = Date.now();
+
+function log(message) {
+  const seconds = ((Date.now() - started) / 1000).toFixed(1).padStart(5);
+  console.log(`[${seconds}s] ${message}`);
+}
+
+const row = (taskId) => `[data-testid="task-row"][data-task-id="${taskId}"]`;
+
+/** Submits the form with these values and answers the new task's id. */
+async function submitTraining(page, { model, epochs }) {
+  await page.selectOption('[data-testid="model-type"]', model);
+  await page.fill('[data-testid="epochs"]', String(epochs));
+  const [response] = await Promise.all([
+    page.waitForResponse((r) => r.url().includes(`/train/${model}/async`) && r.request().method() === 'POST'),
+    page.click('[data-testid="submit"]'),
+  ]);
+  const body = await response.json().catch(() => null);
+  if (response.status() !== 202 || !body?.task_id) {
+    throw new Error(`submit answered ${response.status()}: ${JSON.stringify(body)}`);
+  }
+  await page.waitForSelector(row(body.task_id));
+  return body.task_id;
+}
+
+/** Waits until the task's row carries this state (and, when asked, a bar at 100 %). */
+async function waitForRowState(page, taskId, state, { fullBar = false } = {}) {
+  try {
+    await page.waitForFunction(
+      ({ selector, state, fullBar }) => {
+        const element = document.querySelector(selector);
+        if (!element || element.dataset.state !== state) return false;
+        const bar = element.querySelector('[data-testid="progress-bar"]');
+        return !fullBar || Number(bar?.getAttribute('aria-valuenow')) >= 100;
+      },
+      { selector: row(taskId), state, fullBar },
+      { timeout: STEP_TIMEOUT_MS, polling: 100 },
+    );
+  } catch {
+    const seen = await page.$eval(row(taskId), (element) => ({
+      state: element.dataset.state,
+      percent: element.querySelector('[data-testid="progress-bar"]')?.getAttribute('aria-valuenow'),
+      text: element.innerText,
+    })).catch(() => 'no row');
+    throw new Error(`task ${taskId} did not reach ${state}${fullBar ? ' at 100%' : ''}; row: ${JSON.stringify(seen)}`);
+  }
+}
+
+async function checkTrainingSucceeds(page) {
+  log('submit mlp, 30 epochs');
+  const taskId = await submitTraining(page, { model: 'mlp', epochs: 30 });
+  log(`task ${taskId} submitted; waiting for SUCCESS with a full bar`);
+  await waitForRowState(page, taskId, 'SUCCESS', { fullBar: true });
+  const metric = page.locator('[data-testid="metrics"] [data-metric="test_r2"]');
+  await metric.waitFor({ state: 'visible', timeout: STEP_TIMEOUT_MS });
+  const r2 = Number(await metric.innerText());
+  if (!Number.isFinite(r2)) throw new Error(`metrics show test_r2 "${await metric.innerText()}", not a number`);
+  const chartPoints = await page.$eval('[data-testid="loss-chart"] polyline', (line) => line.getAttribute('points').split(' ').length)
+    .catch(() => 0);
+  if (chartPoints < 2) throw new Error(`loss chart has ${chartPoints} points`);
+  log(`SUCCESS, bar at 100, test_r2 = ${r2}, loss chart has ${chartPoints} points`);
+  return taskId;
+}
+
+async function checkCancel(page) {
+  log('submit mlp, 2000 epochs');
+  const taskId = await submitTraining(page, { model: 'mlp', epochs: 2000 });
+  await page.waitForFunction(
+    (selector) => ['STARTED', 'PROGRESS'].includes(document.querySelector(selector)?.dataset.state),
+    row(taskId),
+    { timeout: STEP_TIMEOUT_MS, polling: 100 },
+  );
+  log(`task ${taskId} running; cancel it from its row`);
+  await page.click(`${row(taskId)} [data-testid="cancel"]`);
+  await waitForRowState(page, taskId, 'REVOKED');
+  log('REVOKED');
+}
+
+async function checkNodes(page) {
+  const trainers = page.locator('[data-testid="nodes"] [data-testid="trainer"]');
+  await trainers.first().waitFor({ timeout: STEP_TIMEOUT_MS });
+  const names = await trainers.evaluateAll((items) => items.map((item) => item.dataset.trainer));
+  log(`nodes list trainers: ${names.join(', ')}`);
+}
+
+async function checkPredict(page, taskId) {
+  log(`open task ${taskId} and predict on ${FRIEDMAN1_FEATURES} values`);
+  await page.click(`${row(taskId)} .id`);
+  await page.locator('[data-testid="predict-input"]').waitFor({ state: 'visible', timeout: STEP_TIMEOUT_MS });
+  const values = Array.from({ length: FRIEDMAN1_FEATURES }, (_, i) => ((i + 1) / 10).toFixed(1));
+  await page.fill('[data-testid="predict-input"]', values.join(', '));
+  await page.click('[data-testid="predict-button"]');
+  const output = page.locator('[data-testid="predict-output"]');
+  try {
+    await page.waitForFunction(
+      () => /-?\d+(\.\d+)?/.test(document.querySelector('[data-testid="predict-output"]')?.textContent || ''),
+      null,
+      { timeout: STEP_TIMEOUT_MS, polling: 100 },
+    );
+  } catch {
+    const shown = await page.locator('[data-testid="predict-error"]').innerText().catch(() => '');
+    throw new Error(`no prediction shown; error area says: ${shown || '(nothing)'}`);
+  }
+  log(`predict output: ${await output.innerText()}`);
+}
+
+async function checkApiError(page) {
+  log('submit epochs = 0, expect the 422 message');
+  await page.selectOption('[data-testid="model-type"]', 'mlp');
+  await page.fill('[data-testid="epochs"]', '0');
+  const [response] = await Promise.all([
+    page.waitForResponse((r) => r.url().includes('/train/mlp/async')),
+    page.click('[data-testid="submit"]'),
+  ]);
+  if (response.status() !== 422) throw new Error(`epochs = 0 answered ${response.status()}, expected 422`);
+  const error = page.locator('[data-testid="error"]');
+  await error.waitFor({ state: 'visible', timeout: STEP_TIMEOUT_MS });
+  const text = await error.innerText();
+  if (!/epochs/i.test(text)) throw new Error(`error area says "${text}", expected it to name epochs`);
+  log(`error shown: ${text.replace(/\s+/g, ' ')}`);
+}
+
+async function checkPhoneWidth(page) {
+  await page.setViewportSize(PHONE);
+  await page.waitForTimeout(300); // let layout settle after the resize
+  const { scrollWidth, innerWidth } = await page.evaluate(() => ({
+    scrollWidth: document.documentElement.scrollWidth,
+    innerWidth: window.innerWidth,
+  }));
+  if (scrollWidth > innerWidth) {
+    throw new Error(`horizontal scroll at ${PHONE.width} px: scrollWidth ${scrollWidth} > innerWidth ${innerWidth}`);
+  }
+  log(`phone width ${PHONE.width} px: scrollWidth ${scrollWidth} <= innerWidth ${innerWidth}`);
+}
+
+async function run(baseUrl, screenshotPath) {
+  log(`launch ${CHROMIUM}`);
+  const browser = await chromium.launch({ executablePath: CHROMIUM, args: CHROMIUM_ARGS });
+  try {
+    const page = await browser.newPage({ viewport: { width: 1280, height: 900 } });
+    const pageErrors = [];
+    page.on('pageerror', (error) => pageErrors.push(error.message));
+    log(`open ${baseUrl}`);
+    await page.goto(baseUrl, { waitUntil: 'domcontentloaded' });
+    await page.waitForSelector('[data-testid="submit-form"]');
+
+    const finishedTaskId = await checkTrainingSucceeds(page);
+    await checkCancel(page);
+    await checkNodes(page);
+    await checkPredict(page, finishedTaskId);
+    await checkApiError(page);
+    await checkPhoneWidth(page);
+
+    await page.screenshot({ path: screenshotPath, fullPage: true });
+    log(`screenshot saved to ${screenshotPath}`);
+    if (pageErrors.length) throw new Error(`the page threw: ${pageErrors.join('; ')}`);
+  } finally {
+    await browser.close();
+  }
+}
+
+async function main() {
+  const [baseUrl, screenshotPath] = process.argv.slice(2);
+  if (!baseUrl || !screenshotPath) {
+    console.error('usage: node tests/browser/panel.mjs <base-url> <screenshot-path>');
+    process.exit(2);
+  }
+  const deadline = setTimeout(() => {
+    console.error(`FAIL: the panel test ran past ${OVERALL_TIMEOUT_MS / 1000} s`);
+    process.exit(1);
+  }, OVERALL_TIMEOUT_MS);
+  try {
+    await run(baseUrl, screenshotPath);
+    log('PASS: panel works');
+    clearTimeout(deadline);
+  } catch (error) {
+    console.error(`FAIL: ${error.message}`);
+    process.exit(1);
+  }
+}
+
+main();
