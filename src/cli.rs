@@ -40,7 +40,7 @@ pub enum Command {
     /// Submit a training to a server.
     Submit(SubmitArgs),
     /// Show a task's state and progress.
-    Status(TaskArgs),
+    Status(StatusArgs),
     /// Show a task's result.
     Result(TaskArgs),
     /// Cancel a task.
@@ -103,6 +103,16 @@ pub struct TaskArgs {
     pub id: String,
     #[arg(long, default_value = DEFAULT_SERVER)]
     pub server: String,
+}
+
+#[derive(Debug, Args)]
+pub struct StatusArgs {
+    pub id: String,
+    #[arg(long, default_value = DEFAULT_SERVER)]
+    pub server: String,
+    /// Follow the task's live events with a progress bar until it ends, then show its result.
+    #[arg(long)]
+    pub follow: bool,
 }
 
 /// Hyperparameters shared by `train` and `submit`; unset ones take the spec's defaults.
@@ -232,6 +242,7 @@ pub fn run(cli: Cli) -> ExitCode {
             .map_err(Into::into)
             .and_then(run_node),
         Command::Submit(args) => client::submit(&args),
+        Command::Status(args) if args.follow => client::follow(&args.server, &args.id),
         Command::Status(args) => client::show(&args.server, &format!("/task/{}/status", args.id)),
         Command::Result(args) => client::show(&args.server, &format!("/task/{}/result", args.id)),
         Command::Cancel(args) => client::cancel(&args),

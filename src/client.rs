@@ -21,10 +21,7 @@ fn agent() -> ureq::Agent {
 /// Sends the bearer token from `TRAINYARD_TOKEN` when it is set.
 fn call(method: &str, url: &str, body: Option<Value>) -> anyhow::Result<Value> {
     let agent = agent();
-    let auth = std::env::var("TRAINYARD_TOKEN")
-        .ok()
-        .filter(|t| !t.is_empty())
-        .map(|t| format!("Bearer {t}"));
+    let auth = authorization();
     let response = match (method, body) {
         ("GET", _) => {
             let mut request = agent.get(url);
@@ -241,30 +238,106 @@ pub fn submit(args: &SubmitArgs) -> anyhow::Result<()> {
         .context("answer has no task_id")?
         .to_string();
     eprintln!("task {id} submitted");
+    follow(&args.server, &id)
+}
+
+/// The bearer token from `TRAINYARD_TOKEN`, as an `Authorization` value.
+fn authorization() -> Option<String> {
+    std::env::var("TRAINYARD_TOKEN")
+        .ok()
+        .filter(|t| !t.is_empty())
+        .map(|t| format!("Bearer {t}"))
+}
+
+/// Most times `follow` reconnects to a stream that dropped before the task ended.
+const MAX_RECONNECTS: u32 = 20;
+
+/// Follows task `id` over its event stream (`GET /task/{id}/events`) with a progress bar until
+/// it ends, then prints its result. A dropped connection resumes with `Last-Event-ID`.
+pub fn follow(server: &str, id: &str) -> anyhow::Result<()> {
     let bar = ProgressBar::new(100);
     bar.set_style(
         ProgressStyle::with_template("{bar:40} {pos:>3}% {msg}").expect("template is valid"),
     );
-    loop {
-        let status = call("GET", &format!("{}/task/{id}/status", args.server), None)?;
-        let state = status["state"].as_str().unwrap_or("");
-        bar.set_position(status["progress"]["percent"].as_f64().unwrap_or(0.0) as u64);
-        bar.set_message(format!(
-            "{state} {}",
-            status["progress"]["message"].as_str().unwrap_or("")
-        ));
-        if matches!(state, "SUCCESS" | "FAILURE" | "REVOKED") {
-            break;
+    let mut last_id: Option<String> = None;
+    let mut reconnects = 0;
+    while !read_events(server, id, &mut last_id, &bar)? {
+        reconnects += 1;
+        if reconnects > MAX_RECONNECTS {
+            bail!("the event stream of task {id} kept dropping");
         }
-        std::thread::sleep(Duration::from_millis(250));
+        std::thread::sleep(Duration::from_millis(500));
     }
     bar.finish_and_clear();
-    let result = call("GET", &format!("{}/task/{id}/result", args.server), None)?;
+    let result = call("GET", &format!("{server}/task/{id}/result"), None)?;
     print(&result);
     if result["state"] != "SUCCESS" {
         bail!("task {id} ended as {}", result["state"]);
     }
     Ok(())
+}
+
+/// Reads task `id`'s events into `bar` until the stream ends; true if the task ended. A
+/// refusal (unknown task, bad token) is an error; a dropped connection is `false`.
+fn read_events(
+    server: &str,
+    id: &str,
+    last_id: &mut Option<String>,
+    bar: &ProgressBar,
+) -> anyhow::Result<bool> {
+    use std::io::BufRead;
+    let url = format!("{server}/task/{id}/events");
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .timeout_connect(Some(Duration::from_secs(10)))
+        .timeout_recv_response(Some(Duration::from_secs(30)))
+        .build()
+        .into();
+    let mut request = agent.get(&url).header("accept", "text/event-stream");
+    if let Some(auth) = authorization() {
+        request = request.header("authorization", auth);
+    }
+    if let Some(last) = last_id.as_deref() {
+        request = request.header("last-event-id", last);
+    }
+    let Ok(response) = request.call() else {
+        return Ok(false);
+    };
+    if !response.status().is_success() {
+        let status = response.status().as_u16();
+        let value: Value = response.into_body().read_json().unwrap_or(Value::Null);
+        let code = value["error"]["code"].as_str().unwrap_or("error");
+        let message = value["error"]["message"].as_str().unwrap_or("");
+        bail!("{status} {code}: {message}");
+    }
+    let reader = std::io::BufReader::new(response.into_body().into_reader());
+    let (mut event_id, mut data) = (None, String::new());
+    for line in reader.lines() {
+        let Ok(line) = line else { return Ok(false) };
+        if let Some(value) = line.strip_prefix("id:") {
+            event_id = Some(value.trim().to_string());
+        } else if let Some(value) = line.strip_prefix("data:") {
+            data.push_str(value.strip_prefix(' ').unwrap_or(value));
+        } else if line.is_empty() && !data.is_empty() {
+            let event: Value = serde_json::from_str(&data).unwrap_or(Value::Null);
+            data.clear();
+            if let Some(id) = event_id.take() {
+                *last_id = Some(id);
+            }
+            let state = event["state"].as_str().unwrap_or("");
+            if let Some(percent) = event["progress"]["percent"].as_f64() {
+                bar.set_position(percent as u64);
+            }
+            bar.set_message(format!(
+                "{state} {}",
+                event["progress"]["message"].as_str().unwrap_or("")
+            ));
+            if matches!(state, "SUCCESS" | "FAILURE" | "REVOKED") {
+                return Ok(true);
+            }
+        }
+    }
+    Ok(false)
 }
 
 #[cfg(test)]

@@ -4,7 +4,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{Node, TestStore, poll};
+use common::{Node, SseMessage, TestStore, poll, read_sse};
 use serde_json::{Value, json};
 
 const LONG: Duration = Duration::from_secs(120);
@@ -1191,6 +1191,123 @@ fn schedules_fire_each_due_time_once_and_missed_times_once_or_never(store: TestS
     );
 }
 
+fn ids(events: &[SseMessage]) -> Vec<String> {
+    events.iter().map(|e| e.id.clone().unwrap()).collect()
+}
+
+fn a_task_event_stream_is_ordered_resumable_ends_and_fans_out(store: TestStore) {
+    let node = Node::up(&store, 1, &[]);
+    let unknown = format!("{}/task/{}/events", node.url, uuid_like());
+    let (status, answer) = node.get(&unknown.replace(&node.url, ""));
+    assert_eq!(
+        (status, answer["error"]["code"].as_str()),
+        (404, Some("task_not_found")),
+        "{answer}"
+    );
+
+    let id = node.submit("mlp", json!({"epochs": 40, "hidden_sizes": [32]}));
+    let url = format!("{}/task/{id}/events", node.url);
+    let bad = common::http_agent(LONG)
+        .get(&url)
+        .header("last-event-id", "nope")
+        .call();
+    let (status, answer) = common::read_json(bad).unwrap();
+    assert_eq!(
+        (status, answer["error"]["code"].as_str()),
+        (400, Some("invalid_event_id"))
+    );
+
+    // 20 subscribers at once, plus this one: each gets the same events, in order, to the end.
+    let subscribers: Vec<_> = (0..20)
+        .map(|_| {
+            let url = url.clone();
+            std::thread::spawn(move || read_sse(&url, None, |_| false))
+        })
+        .collect();
+    let (events, ended) = read_sse(&url, None, |_| false);
+    assert!(ended, "the stream ends after the terminal state");
+    let states: Vec<&str> = events
+        .iter()
+        .map(|e| e.data["state"].as_str().unwrap())
+        .collect();
+    assert_eq!(states[0], "PENDING", "{states:?}");
+    assert_eq!(*states.last().unwrap(), "SUCCESS", "{states:?}");
+    assert_eq!(events.last().unwrap().event, "state");
+    assert!(events.last().unwrap().data["result"]["metrics"]["test_r2"].is_f64());
+    assert!(
+        events.windows(2).all(|w| w[0].order() < w[1].order()),
+        "ordered ids"
+    );
+    let progress: Vec<f64> = events
+        .iter()
+        .filter(|e| e.event == "progress")
+        .map(|e| e.data["progress"]["percent"].as_f64().unwrap())
+        .collect();
+    assert!(progress.len() >= 2, "{states:?}");
+    assert!(progress.windows(2).all(|w| w[0] <= w[1]), "{progress:?}");
+    assert!(
+        events
+            .iter()
+            .filter(|e| e.event == "progress")
+            .all(|e| e.data["progress"]["loss"].is_f64())
+    );
+    for subscriber in subscribers {
+        let (theirs, ended) = subscriber.join().unwrap();
+        assert!(ended);
+        assert_eq!(ids(&theirs), ids(&events));
+    }
+    // Resuming after the second event gives exactly the rest; after the last, nothing.
+    let (rest, ended) = read_sse(&url, events[1].id.as_deref(), |_| false);
+    assert!(ended);
+    assert_eq!(ids(&rest), ids(&events)[2..]);
+    let (none, ended) = read_sse(&url, events.last().unwrap().id.as_deref(), |_| false);
+    assert!(ended && none.is_empty(), "{none:?}");
+}
+
+fn uuid_like() -> &'static str {
+    "00000000-0000-4000-8000-000000000000"
+}
+
+fn the_event_stream_of_all_tasks_follows_every_task_and_resumes(store: TestStore) {
+    let node = Node::up(&store, 2, &[]);
+    let url = format!("{}/events", node.url);
+    let terminal_count = |events: &[SseMessage]| {
+        events
+            .iter()
+            .filter(|e| {
+                ["SUCCESS", "FAILURE", "REVOKED"].contains(&e.data["state"].as_str().unwrap_or(""))
+            })
+            .count()
+    };
+    let listener = {
+        let url = url.clone();
+        std::thread::spawn(move || read_sse(&url, None, |events| terminal_count(events) >= 3))
+    };
+    std::thread::sleep(Duration::from_millis(500));
+    let tasks: Vec<String> = (0..3)
+        .map(|_| node.submit("linear", json!({"epochs": 2})))
+        .collect();
+    let (events, ended) = listener.join().unwrap();
+    assert!(!ended, "the stream of all tasks stays open");
+    assert!(events.iter().all(|e| e.event != "lagged"));
+    assert!(events.windows(2).all(|w| w[0].order() < w[1].order()));
+    for id in &tasks {
+        let states: Vec<&str> = events
+            .iter()
+            .filter(|e| e.data["task_id"] == id.as_str())
+            .map(|e| e.data["state"].as_str().unwrap())
+            .collect();
+        assert_eq!(states.first(), Some(&"PENDING"), "{states:?}");
+        assert_eq!(states.last(), Some(&"SUCCESS"), "{states:?}");
+    }
+    // Resume after the third event: the rest, no gap, no repeat.
+    let last = events.last().unwrap().id.clone().unwrap();
+    let (resumed, _) = read_sse(&url, events[2].id.as_deref(), |got| {
+        got.last().and_then(|e| e.id.as_deref()) == Some(last.as_str())
+    });
+    assert_eq!(ids(&resumed), ids(&events)[3..]);
+}
+
 /// Every test above, once on the embedded store and once on Redis.
 macro_rules! on_both_stores {
     ($($name:ident),* $(,)?) => {
@@ -1222,6 +1339,8 @@ on_both_stores!(
     priority_9_overtakes_a_queue_of_priority_0_and_purge_revokes_the_rest,
     finished_tasks_notify_their_callback_signed_and_retried,
     schedules_fire_each_due_time_once_and_missed_times_once_or_never,
+    a_task_event_stream_is_ordered_resumable_ends_and_fans_out,
+    the_event_stream_of_all_tasks_follows_every_task_and_resumes,
 );
 
 #[test]

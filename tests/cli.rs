@@ -94,6 +94,28 @@ fn client_verbs_talk_to_a_node() {
     let status: Value =
         serde_json::from_str(&stdout(&trainyard(&["status", id, "--server", &node.url]))).unwrap();
     assert_eq!(status["state"], "SUCCESS");
+    // `status --follow` follows a running task's event stream to its end.
+    let running = node.submit(
+        "mlp",
+        serde_json::json!({"epochs": 30, "hidden_sizes": [16]}),
+    );
+    let output = trainyard(&["status", &running, "--follow", "--server", &node.url]);
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let followed: Value = serde_json::from_str(&stdout(&output)).unwrap();
+    assert_eq!(followed["state"], "SUCCESS", "{followed}");
+    let unknown = trainyard(&[
+        "status",
+        "00000000-0000-4000-8000-000000000000",
+        "--follow",
+        "--server",
+        &node.url,
+    ]);
+    assert!(!unknown.status.success());
+    assert!(String::from_utf8_lossy(&unknown.stderr).contains("task_not_found"));
     let result: Value =
         serde_json::from_str(&stdout(&trainyard(&["result", id, "--server", &node.url]))).unwrap();
     assert!(result["result"]["metrics"]["test_r2"].is_f64());
@@ -220,6 +242,18 @@ fn a_token_guards_every_route_but_health_and_metrics() {
     assert_eq!(metrics.status().as_u16(), 200);
 
     let id = answer["task_id"].as_str().unwrap();
+    // The event streams take the token as `?token=` too (a browser's EventSource sends no
+    // headers), percent-encoded or not; the panel itself needs none.
+    for (query, status) in [
+        ("", 401),
+        ("?token=wrong", 401),
+        ("?token=s3cret", 200),
+        ("?token=s3cr%65t", 200),
+    ] {
+        let (got, _) = node.with_auth("GET", &format!("/task/{id}/events{query}"), None);
+        assert_eq!(got, status, "{query}");
+    }
+    assert_eq!(node.with_auth("GET", "/", None).0, 200);
     let refused = trainyard(&["status", id, "--server", &node.url]);
     assert!(String::from_utf8_lossy(&refused.stderr).contains("401 unauthorized"));
     let output = Command::new(env!("CARGO_BIN_EXE_trainyard"))

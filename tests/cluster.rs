@@ -411,6 +411,41 @@ fn a_schedule_fires_once_per_due_time_while_the_leader_is_killed() {
 }
 
 #[test]
+fn every_node_streams_the_events_of_a_task_trained_anywhere() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let mut cluster = Cluster::new(RedisServer::start());
+    let nodes = cluster.three();
+    let id = nodes[0].submit(json!({"epochs": 30, "hidden_sizes": [32], "seed": 2}));
+    let readers: Vec<_> = nodes
+        .iter()
+        .map(|n| {
+            let url = format!("{}/task/{id}/events", n.url);
+            std::thread::spawn(move || common::read_sse(&url, None, |_| false))
+        })
+        .collect();
+    let streams: Vec<Vec<common::SseMessage>> = readers
+        .into_iter()
+        .map(|r| {
+            let (events, ended) = r.join().unwrap();
+            assert!(ended);
+            events
+        })
+        .collect();
+    let trained_on = ran_on(&nodes[0].task(&id));
+    for events in &streams {
+        assert_eq!(events, &streams[0], "the same events through every node");
+    }
+    let last = streams[0].last().unwrap();
+    assert_eq!(last.data["state"], "SUCCESS");
+    assert_eq!(last.data["node"], trained_on.as_str());
+    assert!(streams[0].iter().any(|e| e.event == "progress"));
+    eprintln!(
+        "{} events through each of 3 nodes; trained on {trained_on}",
+        streams[0].len()
+    );
+}
+
+#[test]
 fn a_frozen_node_loses_its_tasks_when_the_lease_runs_out_and_its_late_writes_are_refused() {
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let mut cluster = Cluster::new(RedisServer::start());

@@ -350,7 +350,7 @@ pub async fn submit_sync<S: Store>(
     }
 }
 
-async fn find<S: Store>(api: &Api<S>, raw_id: &str) -> Result<TaskRecord, ApiError> {
+pub(super) async fn find<S: Store>(api: &Api<S>, raw_id: &str) -> Result<TaskRecord, ApiError> {
     let id = parse_id(raw_id, "task")?;
     match api.store.get(id).await? {
         Lookup::Found(task) => Ok(*task),
@@ -517,7 +517,8 @@ pub async fn tasks<S: Store>(api: Arc<Api<S>>, query: HashMap<String, String>) -
                 "task_id": t.id, "state": t.state, "model_type": t.model_type, "priority": t.priority,
                 "attempt": t.attempt, "submitted_at": t.submitted_at, "started_at": t.started_at,
                 "finished_at": t.finished_at, "trainer": t.trainer, "dataset": t.spec.dataset,
-                "progress": progress_json(t),
+                "progress": progress_json(t), "error": t.error,
+                "schedule": t.schedule.as_ref().map(|s| &s.name),
             })
         })
         .collect();

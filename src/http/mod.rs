@@ -6,6 +6,7 @@
 //! Filters here, handlers in `handlers.rs`, every error through `error::recover`.
 
 mod error;
+mod events;
 mod handlers;
 pub mod limits;
 mod schedules;
@@ -22,6 +23,9 @@ pub use error::ApiError;
 
 use crate::store::Store;
 use crate::telemetry;
+
+/// The web panel (`GET /`), embedded in the binary.
+const PANEL: &str = include_str!("panel/index.html");
 
 /// What the handlers share.
 pub struct Api<S> {
@@ -158,6 +162,22 @@ pub fn routes<S: Store>(
         .recover(error::route_errors)
         .unify()
         .boxed();
+    let task_events = warp::path!("task" / String / "events")
+        .and(warp::get())
+        .and(warp::header::optional::<String>("last-event-id"))
+        .and(with.clone())
+        .and_then(events::task)
+        .recover(error::route_errors)
+        .unify()
+        .boxed();
+    let all_events = warp::path!("events")
+        .and(warp::get())
+        .and(warp::header::optional::<String>("last-event-id"))
+        .and(with.clone())
+        .and_then(events::all)
+        .recover(error::route_errors)
+        .unify()
+        .boxed();
     let create_schedule = warp::path!("schedules")
         .and(warp::post())
         .and(with.clone())
@@ -198,6 +218,10 @@ pub fn routes<S: Store>(
     let metrics = warp::path!("metrics")
         .and(warp::get())
         .and_then(handlers::metrics);
+    // The web panel: one page, no data of its own (it asks the API, with the user's token).
+    let panel = warp::path::end()
+        .and(warp::get())
+        .map(|| warp::reply::html(PANEL).into_response());
     let predict = warp::path!("models" / String / "predict")
         .and(warp::post())
         .and(with.clone())
@@ -233,6 +257,10 @@ pub fn routes<S: Store>(
         .unify()
         .or(drain)
         .unify()
+        .or(task_events)
+        .unify()
+        .or(all_events)
+        .unify()
         .or(create_schedule)
         .unify()
         .or(list_schedules)
@@ -246,6 +274,8 @@ pub fn routes<S: Store>(
         .boxed();
     health
         .or(metrics)
+        .unify()
+        .or(panel)
         .unify()
         .or(limits::admit(api.limits.clone())
             .and(authorized(api.token.clone()))
@@ -277,6 +307,8 @@ pub fn route_label(method: &warp::http::Method, path: &str) -> &'static str {
         (false, ["task", _, "status"]) => "GET /task/{id}/status",
         (false, ["task", _, "result"]) => "GET /task/{id}/result",
         (false, ["task", _]) => "GET /task/{id}",
+        (false, ["task", _, "events"]) => "GET /task/{id}/events",
+        (false, ["events"]) => "GET /events",
         (true, ["task", _, "cancel"]) => "POST /task/{id}/cancel",
         (false, ["tasks"]) => "GET /tasks",
         (false, ["cluster", "health"]) => "GET /cluster/health",
@@ -286,6 +318,7 @@ pub fn route_label(method: &warp::http::Method, path: &str) -> &'static str {
         (false, ["datasets"]) => "GET /datasets",
         (true, ["models", _, "predict"]) => "POST /models/{id}/predict",
         (false, ["metrics"]) => "GET /metrics",
+        (false, [""]) => "GET /",
         (false, ["queue"]) => "DELETE /queue",
         (true, ["cluster", "nodes", _, _]) => "POST /cluster/nodes/{name}/{action}",
         (true, ["schedules"]) => "POST /schedules",
@@ -303,14 +336,21 @@ pub fn route_label(method: &warp::http::Method, path: &str) -> &'static str {
 /// or any request when no token is set; refuses the rest with 401.
 fn authorized(token: Option<String>) -> impl Filter<Extract = (), Error = warp::Rejection> + Clone {
     let token: Option<Arc<str>> = token.filter(|t| !t.is_empty()).map(Arc::from);
+    // A browser's EventSource cannot send headers: it may give the token as `?token=`.
+    let query_token = warp::query::<HashMap<String, String>>()
+        .or(warp::any().map(HashMap::new))
+        .unify()
+        .map(|mut query: HashMap<String, String>| query.remove("token"));
     warp::header::optional::<String>("authorization")
-        .and_then(move |header: Option<String>| {
+        .and(query_token)
+        .and_then(move |header: Option<String>, from_query: Option<String>| {
             let token = token.clone();
             async move {
                 let Some(expected) = token else { return Ok(()) };
                 let given = header
                     .as_deref()
                     .and_then(|h| h.strip_prefix("Bearer "))
+                    .or(from_query.as_deref())
                     .unwrap_or("");
                 if constant_time_eq(given.as_bytes(), expected.as_bytes()) {
                     Ok(())

@@ -62,7 +62,9 @@ async function waitForRowState(page, taskId, state, { fullBar = false } = {}) {
       percent: element.querySelector('[data-testid="progress-bar"]')?.getAttribute('aria-valuenow'),
       text: element.innerText,
     })).catch(() => 'no row');
-    throw new Error(`task ${taskId} did not reach ${state}${fullBar ? ' at 100%' : ''}; row: ${JSON.stringify(seen)}`);
+    const live = await page.locator('[data-testid="live"]').innerText().catch(() => '?');
+    throw new Error(`task ${taskId} did not reach ${state}${fullBar ? ' at 100%' : ''}; `
+      + `row: ${JSON.stringify(seen)}; live updates: ${live}`);
   }
 }
 
@@ -161,8 +163,9 @@ async function run(baseUrl, screenshotPath) {
     const pageErrors = [];
     page.on('pageerror', (error) => pageErrors.push(error.message));
     log(`open ${baseUrl}`);
-    await page.goto(baseUrl, { waitUntil: 'domcontentloaded' });
-    await page.waitForSelector('[data-testid="submit-form"]');
+    const response = await page.goto(baseUrl, { waitUntil: 'domcontentloaded' });
+    if (!response?.ok()) throw new Error(`GET ${baseUrl} answered ${response?.status()}: does the node serve the panel?`);
+    await page.waitForSelector('[data-testid="submit-form"]', { timeout: STEP_TIMEOUT_MS });
 
     const finishedTaskId = await checkTrainingSucceeds(page);
     await checkCancel(page);

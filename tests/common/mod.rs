@@ -361,3 +361,70 @@ impl Drop for Node {
         let _ = self.child.wait();
     }
 }
+
+/// One Server-Sent Event as a client reads it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SseMessage {
+    pub id: Option<String>,
+    pub event: String,
+    pub data: Value,
+}
+
+impl SseMessage {
+    /// The id as an ordered pair (`a-b`).
+    pub fn order(&self) -> (u64, u64) {
+        let id = self.id.as_deref().expect("event has an id");
+        let (a, b) = id.split_once('-').expect("id is a-b");
+        (a.parse().unwrap(), b.parse().unwrap())
+    }
+}
+
+/// Reads the event stream at `url`, sent `Last-Event-ID: last_id`, until the server ends it
+/// (then `true`) or `enough` says so. Fails on a status other than 200.
+pub fn read_sse(
+    url: &str,
+    last_id: Option<&str>,
+    mut enough: impl FnMut(&[SseMessage]) -> bool,
+) -> (Vec<SseMessage>, bool) {
+    use std::io::BufRead;
+    let mut request = http_agent(Duration::from_secs(120)).get(url);
+    if let Some(id) = last_id {
+        request = request.header("last-event-id", id);
+    }
+    let response = request.call().expect("the stream opens");
+    assert_eq!(response.status().as_u16(), 200, "GET {url}");
+    let content_type = response.headers()["content-type"]
+        .to_str()
+        .unwrap()
+        .to_string();
+    assert!(
+        content_type.starts_with("text/event-stream"),
+        "{content_type}"
+    );
+    let reader = std::io::BufReader::new(response.into_body().into_reader());
+    let mut out = Vec::new();
+    let (mut id, mut event, mut data) = (None, String::from("message"), String::new());
+    for line in reader.lines() {
+        let line = line.expect("the stream reads");
+        if line.is_empty() {
+            if !data.is_empty() {
+                out.push(SseMessage {
+                    id: id.take(),
+                    event: std::mem::replace(&mut event, "message".into()),
+                    data: serde_json::from_str(&data).expect("data is JSON"),
+                });
+                data.clear();
+                if enough(&out) {
+                    return (out, false);
+                }
+            }
+        } else if let Some(v) = line.strip_prefix("id:") {
+            id = Some(v.trim().to_string());
+        } else if let Some(v) = line.strip_prefix("event:") {
+            event = v.trim().to_string();
+        } else if let Some(v) = line.strip_prefix("data:") {
+            data.push_str(v.strip_prefix(' ').unwrap_or(v));
+        }
+    }
+    (out, true)
+}

@@ -1,0 +1,37 @@
+//! The web panel in a real browser: Debian's headless Chromium driven by playwright-core
+//! (`tests/browser/panel.mjs`), against a real node. `scripts/test` installs both.
+
+mod common;
+
+use std::path::Path;
+use std::process::Command;
+
+use common::{Node, TestStore, temp_dir};
+
+const CHROMIUM: &str = "/usr/bin/chromium";
+
+#[test]
+fn the_panel_trains_cancels_predicts_and_shows_errors_in_a_browser() {
+    let browser_tests = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/browser");
+    assert!(
+        Path::new(CHROMIUM).exists() && browser_tests.join("node_modules/playwright-core").exists(),
+        "the browser test needs {CHROMIUM} and tests/browser/node_modules: run scripts/test, \
+         which installs them (apt-get install chromium; npm ci in tests/browser)"
+    );
+    let node = Node::up(&TestStore::embedded(), 1, &[]);
+    let screenshot = temp_dir("panel").join("panel.png");
+    let output = Command::new("node")
+        .arg(browser_tests.join("panel.mjs"))
+        .arg(&node.url)
+        .arg(&screenshot)
+        .output()
+        .expect("node runs");
+    let log = String::from_utf8_lossy(&output.stdout);
+    eprintln!("{log}{}", String::from_utf8_lossy(&output.stderr));
+    assert!(
+        output.status.success(),
+        "the browser test failed; see its steps above"
+    );
+    assert!(std::fs::metadata(&screenshot).unwrap().len() > 10_000);
+    eprintln!("screenshot: {}", screenshot.display());
+}
