@@ -32,6 +32,9 @@ pub enum Command {
     Train(TrainArgs),
     /// Run one node with the embedded store: the API, the trainers, the panel.
     Up(UpArgs),
+    /// Benchmark the whole system on this machine: starts redis-server and nodes, prints a
+    /// table and writes it as JSON (see BENCHMARKS.md).
+    Bench(BenchArgs),
     /// Run a node from a config file.
     Node {
         #[arg(long)]
@@ -96,6 +99,25 @@ pub struct UpArgs {
     /// CPU trainers (tasks trained at once).
     #[arg(long, default_value_t = 1)]
     pub trainers: usize,
+}
+
+#[derive(Debug, Args)]
+pub struct BenchArgs {
+    /// A tenth of the tasks and shorter runs, for a quick look.
+    #[arg(long)]
+    pub quick: bool,
+    /// Tiny trainings in the throughput run.
+    #[arg(long, default_value_t = 5_000)]
+    pub tasks: usize,
+    /// Concurrent HTTP clients submitting.
+    #[arg(long, default_value_t = 16)]
+    pub clients: usize,
+    /// CPU trainers of the node in the main runs.
+    #[arg(long, default_value_t = 2)]
+    pub trainers: usize,
+    /// Where to write the results as JSON.
+    #[arg(long, default_value = "bench.json")]
+    pub out: PathBuf,
 }
 
 #[derive(Debug, Args)]
@@ -238,6 +260,7 @@ pub fn run(cli: Cli) -> ExitCode {
     let result = match cli.command {
         Command::Train(args) => train(&args),
         Command::Up(args) => up(&args),
+        Command::Bench(args) => crate::bench::run(&args),
         Command::Node { config } => Config::load(Some(&config), std::env::vars())
             .map_err(Into::into)
             .and_then(run_node),

@@ -12,6 +12,7 @@
 //! CSV) -> `train()` -> progress bar on the terminal -> metrics (text or JSON).
 
 pub mod actors;
+pub mod bench;
 pub mod cli;
 pub mod client;
 pub mod cluster;

@@ -1,0 +1,779 @@
+//! `trainyard bench`: the benchmark of the whole system, run on this machine from scratch. It
+//! starts a `redis-server` (AOF on, `appendfsync everysec`) on a free port and `trainyard node`
+//! processes of this binary, drives them over HTTP like real clients, prints a table and
+//! writes it as JSON. See BENCHMARKS.md for the figures and what bounds each.
+
+use std::collections::{HashMap, HashSet};
+use std::io::BufRead;
+use std::net::TcpListener;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use serde_json::{Value, json};
+
+use crate::cli::BenchArgs;
+
+/// Features of the benchmark's data set (200 rows, a linear target with noise).
+const FEATURES: usize = 8;
+const ROWS: usize = 200;
+
+pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
+    let dir = std::env::temp_dir().join(format!("trainyard-bench-{}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    let redis = Redis::start(&dir)?;
+    let scale = |n: usize| if args.quick { n / 10 } else { n };
+    let mut report = serde_json::Map::new();
+    report.insert("machine".into(), json!(machine()));
+
+    eprintln!("== one node, {} trainers", args.trainers);
+    {
+        let cluster = Cluster::start(&redis, &dir, "one", &[args.trainers])?;
+        let node = &cluster.nodes[0];
+        std::thread::sleep(Duration::from_secs(2));
+        let idle_rss = node.rss_mb();
+        let dataset = upload_dataset(&node.url)?;
+        let throughput = throughput(&node.url, &dataset, scale(args.tasks), args.clients)?;
+        let after_rss = node.rss_mb();
+        eprintln!("   {throughput}");
+        let latency = submit_to_start(&node.url, &dataset, scale(500))?;
+        eprintln!("   {latency}");
+        let ids: Vec<String> = throughput["sample_ids"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|v| v.as_str().map(String::from))
+            .collect();
+        let seconds = if args.quick { 3 } else { 10 };
+        let status = status_load(&node.url, &ids, 64, Duration::from_secs(seconds))?;
+        eprintln!("   {status}");
+        report.insert("throughput".into(), throughput);
+        report.insert("submit_to_start".into(), latency);
+        report.insert("status".into(), status);
+        report.insert(
+            "memory_mb".into(),
+            json!({"idle": idle_rss, "after_throughput": after_rss}),
+        );
+        let depths: Vec<usize> = if args.quick {
+            vec![1_000, 10_000]
+        } else {
+            vec![1_000, 10_000, 100_000]
+        };
+        let mut dispatch = Vec::new();
+        for depth in depths {
+            let row = dispatch_cost(node, &dataset, depth, args.clients)?;
+            eprintln!("   {row}");
+            dispatch.push(row);
+        }
+        report.insert("dispatch".into(), json!(dispatch));
+    }
+
+    let mut scaling = Vec::new();
+    for (name, trainers) in [
+        ("1 node x 1", vec![1]),
+        ("1 node x 2", vec![2]),
+        ("1 node x 4", vec![4]),
+        ("1 node x 8", vec![8]),
+        ("3 nodes x 1", vec![1, 1, 1]),
+    ] {
+        eprintln!("== scaling: {name}");
+        let prefix = format!("s{}", scaling.len());
+        let cluster = Cluster::start(&redis, &dir, &prefix, &trainers)?;
+        let dataset = upload_dataset(&cluster.nodes[0].url)?;
+        let urls: Vec<String> = cluster.nodes.iter().map(|n| n.url.clone()).collect();
+        let mut row = throughput_on(&urls, &dataset, scale(2_000), args.clients)?;
+        row.as_object_mut().unwrap().remove("sample_ids");
+        row["setup"] = json!(name);
+        eprintln!("   {row}");
+        scaling.push(row);
+    }
+    report.insert("scaling".into(), json!(scaling));
+
+    let report = Value::Object(report);
+    println!("{}", table(&report));
+    std::fs::write(&args.out, serde_json::to_string_pretty(&report)?)?;
+    eprintln!("written to {}", args.out.display());
+    let _ = std::fs::remove_dir_all(&dir);
+    Ok(())
+}
+
+fn machine() -> String {
+    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
+    let memory = std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|m| {
+            m.lines()
+                .find(|l| l.starts_with("MemTotal:"))
+                .and_then(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
+        })
+        .map_or(0, |kb| kb / 1024 / 1024);
+    format!("{cores} cores, {memory} GB")
+}
+
+fn free_port() -> anyhow::Result<u16> {
+    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}
+
+fn agent() -> ureq::Agent {
+    ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .timeout_global(Some(Duration::from_secs(60)))
+        .max_idle_connections_per_host(4)
+        .build()
+        .into()
+}
+
+fn get(agent: &ureq::Agent, url: &str) -> anyhow::Result<(u16, Value)> {
+    let response = agent.get(url).call()?;
+    let status = response.status().as_u16();
+    Ok((status, response.into_body().read_json()?))
+}
+
+fn post(agent: &ureq::Agent, url: &str, body: &Value) -> anyhow::Result<(u16, Value)> {
+    let response = agent.post(url).send_json(body)?;
+    let status = response.status().as_u16();
+    Ok((status, response.into_body().read_json()?))
+}
+
+/// A `redis-server` on a free port with AOF on, killed on drop.
+struct Redis {
+    child: Child,
+    url: String,
+}
+
+impl Redis {
+    fn start(dir: &Path) -> anyhow::Result<Redis> {
+        let port = free_port()?;
+        let child = Command::new("redis-server")
+            .args([
+                "--port",
+                &port.to_string(),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+            ])
+            .args(["--appendonly", "yes", "--appendfsync", "everysec"])
+            .arg("--dir")
+            .arg(dir)
+            .stdout(Stdio::null())
+            .spawn()
+            .context("cannot start redis-server (apt-get install redis-server)")?;
+        let redis = Redis {
+            child,
+            url: format!("redis://127.0.0.1:{port}/"),
+        };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            if Instant::now() > deadline {
+                bail!("redis-server did not start");
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Ok(redis)
+    }
+}
+
+impl Drop for Redis {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+struct NodeProcess {
+    name: String,
+    child: Child,
+    url: String,
+}
+
+impl NodeProcess {
+    fn rss_mb(&self) -> f64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
+            .unwrap_or_default();
+        status
+            .lines()
+            .find(|l| l.starts_with("VmRSS:"))
+            .and_then(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok())
+            .map_or(0.0, |kb| (kb / 1024.0 * 10.0).round() / 10.0)
+    }
+}
+
+impl Drop for NodeProcess {
+    fn drop(&mut self) {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Nodes of one cluster on `redis` under key prefix `prefix`; node i has `trainers[i]` CPU
+/// trainers.
+struct Cluster {
+    nodes: Vec<NodeProcess>,
+}
+
+impl Cluster {
+    fn start(
+        redis: &Redis,
+        dir: &Path,
+        prefix: &str,
+        trainers: &[usize],
+    ) -> anyhow::Result<Cluster> {
+        let ports: Vec<(u16, u16)> = trainers
+            .iter()
+            .map(|_| Ok((free_port()?, free_port()?)))
+            .collect::<anyhow::Result<_>>()?;
+        let mut nodes = Vec::new();
+        for (i, count) in trainers.iter().enumerate() {
+            let name = format!("{prefix}-{i}");
+            let (cluster_port, http_port) = ports[i];
+            let seeds = if i == 0 {
+                String::new()
+            } else {
+                format!("\"127.0.0.1:{}\"", ports[0].0)
+            };
+            let devices = vec!["\"cpu\""; *count].join(", ");
+            let config = format!(
+                "[node]\nname = \"{name}\"\nlisten = \"127.0.0.1:{cluster_port}\"\n\
+                 cookie = \"bench-cookie\"\nseeds = [{seeds}]\n\
+                 [http]\nlisten = \"127.0.0.1:{http_port}\"\nrate_limit_per_s = 0\n\
+                 max_in_flight_per_client = 100000\n\
+                 [store]\nurl = \"{}\"\nprefix = \"{prefix}\"\n\
+                 [trainers]\ndevices = [{devices}]\n\
+                 [tasks]\nqueue_limit = 1000000\n",
+                redis.url
+            );
+            let path = dir.join(format!("{name}.toml"));
+            std::fs::write(&path, config)?;
+            let log = std::fs::File::create(dir.join(format!("{name}.log")))?;
+            let child = Command::new(std::env::current_exe()?)
+                .arg("node")
+                .arg("--config")
+                .arg(&path)
+                .env("RUST_LOG", "warn")
+                .stdout(Stdio::null())
+                .stderr(log)
+                .spawn()?;
+            let node = NodeProcess {
+                name,
+                child,
+                url: format!("http://127.0.0.1:{http_port}"),
+            };
+            let agent = agent();
+            let deadline = Instant::now() + Duration::from_secs(60);
+            while !matches!(
+                get(&agent, &format!("{}/cluster/health", node.url)),
+                Ok((200, _))
+            ) {
+                if Instant::now() > deadline {
+                    bail!(
+                        "node {} did not start (log in {})",
+                        node.name,
+                        dir.display()
+                    );
+                }
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            nodes.push(node);
+        }
+        // Every trainer of every node known to the leader.
+        let want: usize = trainers.iter().sum();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let (_, health) = get(&agent(), &format!("{}/cluster/health", nodes[0].url))?;
+            let known = health["cluster"]["trainers"]["idle"].as_u64().unwrap_or(0) as usize;
+            if known >= want {
+                break;
+            }
+            if Instant::now() > deadline {
+                bail!("only {known} of {want} trainers joined: {health}");
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        Ok(Cluster { nodes })
+    }
+}
+
+/// Uploads the 200-row data set; returns its id.
+fn upload_dataset(url: &str) -> anyhow::Result<String> {
+    let mut csv = (0..FEATURES).map(|i| format!("x{i}")).collect::<Vec<_>>();
+    csv.push("y".into());
+    let mut text = csv.join(",") + "\n";
+    let mut state = 12_345u64;
+    let mut next = || {
+        state = state
+            .wrapping_mul(6_364_136_223_846_793_005)
+            .wrapping_add(1);
+        (state >> 11) as f64 / (1u64 << 53) as f64
+    };
+    for _ in 0..ROWS {
+        let x: Vec<f64> = (0..FEATURES).map(|_| next()).collect();
+        let y: f64 = x
+            .iter()
+            .enumerate()
+            .map(|(i, v)| v * (i + 1) as f64)
+            .sum::<f64>()
+            + 0.1 * next();
+        let row: Vec<String> = x.iter().chain([&y]).map(|v| format!("{v:.6}")).collect();
+        text.push_str(&(row.join(",") + "\n"));
+    }
+    let response = agent()
+        .post(format!("{url}/datasets?name=bench&target=y"))
+        .header("content-type", "text/csv")
+        .send(text.as_bytes())?;
+    let answer: Value = response.into_body().read_json()?;
+    answer["dataset"]["id"]
+        .as_str()
+        .or(answer["id"].as_str())
+        .map(String::from)
+        .with_context(|| format!("upload answered {answer}"))
+}
+
+fn tiny_training(dataset: &str) -> Value {
+    json!({"epochs": 1, "dataset": dataset})
+}
+
+/// Follows `/events` and records each task's terminal events.
+struct Ends {
+    ended: Arc<Mutex<HashMap<String, (String, u32)>>>,
+    lagged: Arc<AtomicBool>,
+    stop: Arc<AtomicBool>,
+}
+
+impl Ends {
+    fn follow(url: &str) -> anyhow::Result<Ends> {
+        let ends = Ends {
+            ended: Arc::default(),
+            lagged: Arc::default(),
+            stop: Arc::default(),
+        };
+        let response = ureq::Agent::config_builder()
+            .timeout_global(None)
+            .build()
+            .new_agent()
+            .get(format!("{url}/events"))
+            .call()?;
+        let (ended, lagged, stop) = (ends.ended.clone(), ends.lagged.clone(), ends.stop.clone());
+        std::thread::spawn(move || {
+            let reader = std::io::BufReader::new(response.into_body().into_reader());
+            let mut event = String::new();
+            for line in reader.lines() {
+                let Ok(line) = line else { return };
+                if stop.load(Ordering::Relaxed) {
+                    return;
+                }
+                if let Some(name) = line.strip_prefix("event:") {
+                    event = name.trim().to_string();
+                    if event == "lagged" {
+                        lagged.store(true, Ordering::Relaxed);
+                    }
+                } else if let Some(data) = line.strip_prefix("data:")
+                    && event == "state"
+                {
+                    let data: Value = serde_json::from_str(data.trim()).unwrap_or(Value::Null);
+                    let state = data["state"].as_str().unwrap_or("");
+                    if matches!(state, "SUCCESS" | "FAILURE" | "REVOKED") {
+                        let id = data["task_id"].as_str().unwrap_or("").to_string();
+                        let mut ended = ended.lock().unwrap();
+                        let entry = ended.entry(id).or_insert((state.to_string(), 0));
+                        entry.1 += 1;
+                    }
+                }
+            }
+        });
+        Ok(ends)
+    }
+
+    fn count_of(&self, ids: &HashSet<String>) -> usize {
+        let ended = self.ended.lock().unwrap();
+        ids.iter().filter(|id| ended.contains_key(*id)).count()
+    }
+}
+
+impl Drop for Ends {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+    }
+}
+
+/// Submits `n` tasks from `clients` threads, round robin over `urls`; returns the ids.
+fn submit_all(
+    urls: &[String],
+    dataset: &str,
+    n: usize,
+    clients: usize,
+) -> anyhow::Result<Vec<String>> {
+    let body = tiny_training(dataset);
+    let results: Vec<anyhow::Result<Vec<String>>> = std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..clients)
+            .map(|c| {
+                let body = &body;
+                scope.spawn(move || {
+                    let agent = agent();
+                    let url = format!("{}/train/linear/async", urls[c % urls.len()]);
+                    let mut ids = Vec::new();
+                    for _ in (c..n).step_by(clients) {
+                        let (status, answer) = post(&agent, &url, body)?;
+                        if status != 202 {
+                            bail!("submit answered {status}: {answer}");
+                        }
+                        ids.push(answer["task_id"].as_str().unwrap_or("").to_string());
+                    }
+                    Ok(ids)
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    let mut ids = Vec::with_capacity(n);
+    for r in results {
+        ids.extend(r?);
+    }
+    Ok(ids)
+}
+
+fn throughput(url: &str, dataset: &str, n: usize, clients: usize) -> anyhow::Result<Value> {
+    throughput_on(&[url.to_string()], dataset, n, clients)
+}
+
+/// End-to-end throughput: `n` tiny trainings submitted over HTTP, timed until every one is
+/// SUCCESS; then every task is checked for exactly one result.
+fn throughput_on(
+    urls: &[String],
+    dataset: &str,
+    n: usize,
+    clients: usize,
+) -> anyhow::Result<Value> {
+    let ends = Ends::follow(&urls[0])?;
+    let started = Instant::now();
+    let ids = submit_all(urls, dataset, n, clients)?;
+    let submitted_s = started.elapsed().as_secs_f64();
+    let wanted: HashSet<String> = ids.iter().cloned().collect();
+    let deadline = Instant::now() + Duration::from_secs(600);
+    let mut last_count = 0;
+    let mut last_change = Instant::now();
+    loop {
+        let count = ends.count_of(&wanted);
+        if count == n {
+            break;
+        }
+        if count != last_count {
+            (last_count, last_change) = (count, Instant::now());
+        }
+        // Events missed (a lagged stream): ask for the rest directly.
+        if ends.lagged.load(Ordering::Relaxed) || last_change.elapsed() > Duration::from_secs(5) {
+            wait_by_status(&urls[0], &wanted, &ends)?;
+            break;
+        }
+        if Instant::now() > deadline {
+            bail!("only {count} of {n} tasks ended in time");
+        }
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    drop(ends);
+    // Exactly one result each: SUCCESS, one attempt, a result, no earlier attempts.
+    let agent = agent();
+    let mut bad = Vec::new();
+    for id in &ids {
+        let (_, task) = get(&agent, &format!("{}/task/{id}", urls[0]))?;
+        let ok = task["state"] == "SUCCESS"
+            && task["attempt"] == 1
+            && task["result"].is_object()
+            && task["attempts"].as_array().is_some_and(|a| a.is_empty());
+        if !ok {
+            bad.push(id.clone());
+        }
+    }
+    if !bad.is_empty() {
+        bail!(
+            "{} tasks did not end with exactly one result: {:?}",
+            bad.len(),
+            &bad[..bad.len().min(5)]
+        );
+    }
+    Ok(json!({
+        "tasks": n,
+        "clients": clients,
+        "seconds": round(elapsed, 3),
+        "tasks_per_s": round(n as f64 / elapsed, 1),
+        "submit_per_s": round(n as f64 / submitted_s, 1),
+        "exactly_one_result": true,
+        "sample_ids": ids.iter().take(1000).collect::<Vec<_>>(),
+    }))
+}
+
+fn wait_by_status(url: &str, wanted: &HashSet<String>, ends: &Ends) -> anyhow::Result<()> {
+    let agent = agent();
+    let remaining: Vec<String> = {
+        let ended = ends.ended.lock().unwrap();
+        wanted
+            .iter()
+            .filter(|id| !ended.contains_key(*id))
+            .cloned()
+            .collect()
+    };
+    for id in remaining {
+        loop {
+            let (_, status) = get(&agent, &format!("{url}/task/{id}/status"))?;
+            if matches!(
+                status["state"].as_str(),
+                Some("SUCCESS" | "FAILURE" | "REVOKED")
+            ) {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+    Ok(())
+}
+
+/// Submit-to-start latency of `n` tasks, one at a time on an idle node: the time from the
+/// API accepting a task to a trainer claiming it (the task's own `submitted_at` and
+/// `started_at`).
+fn submit_to_start(url: &str, dataset: &str, n: usize) -> anyhow::Result<Value> {
+    let agent = agent();
+    let submit = format!("{url}/train/linear/async");
+    let mut waits_ms = Vec::with_capacity(n);
+    for _ in 0..n {
+        let (status, answer) = post(&agent, &submit, &tiny_training(dataset))?;
+        if status != 202 {
+            bail!("submit answered {status}: {answer}");
+        }
+        let id = answer["task_id"].as_str().unwrap_or("");
+        // The task's event stream ends when the task does.
+        agent
+            .get(format!("{url}/task/{id}/events"))
+            .call()?
+            .into_body()
+            .read_to_string()?;
+        let (_, task) = get(&agent, &format!("{url}/task/{id}"))?;
+        if task["state"] != "SUCCESS" {
+            bail!("task {id} ended {}", task["state"]);
+        }
+        let timings = &task["timings"];
+        let started = timings["started_at"].as_f64().unwrap_or(0.0);
+        let submitted = timings["submitted_at"].as_f64().unwrap_or(0.0);
+        waits_ms.push((started - submitted) * 1000.0);
+    }
+    waits_ms.sort_by(f64::total_cmp);
+    Ok(json!({
+        "tasks": n,
+        "p50_ms": round(percentile(&waits_ms, 0.50), 3),
+        "p99_ms": round(percentile(&waits_ms, 0.99), 3),
+        "max_ms": round(*waits_ms.last().unwrap_or(&0.0), 3),
+    }))
+}
+
+/// `GET /task/{id}/status` from `connections` keep-alive clients for `duration`.
+fn status_load(
+    url: &str,
+    ids: &[String],
+    connections: usize,
+    duration: Duration,
+) -> anyhow::Result<Value> {
+    if ids.is_empty() {
+        bail!("no task ids to ask for");
+    }
+    let deadline = Instant::now() + duration;
+    let per_thread: Vec<(Vec<u32>, usize)> = std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..connections)
+            .map(|c| {
+                scope.spawn(move || {
+                    let agent: ureq::Agent = ureq::Agent::config_builder()
+                        .http_status_as_error(false)
+                        .max_idle_connections_per_host(1)
+                        .build()
+                        .into();
+                    let mut latencies_us = Vec::new();
+                    let mut errors = 0;
+                    let mut i = c;
+                    while Instant::now() < deadline {
+                        let path = format!("{url}/task/{}/status", ids[i % ids.len()]);
+                        i += connections;
+                        let sent = Instant::now();
+                        let ok = agent
+                            .get(&path)
+                            .call()
+                            .ok()
+                            .filter(|r| r.status().as_u16() == 200)
+                            .and_then(|r| r.into_body().read_to_vec().ok())
+                            .is_some();
+                        if ok {
+                            latencies_us.push(sent.elapsed().as_micros() as u32);
+                        } else {
+                            errors += 1;
+                        }
+                    }
+                    (latencies_us, errors)
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    let errors: usize = per_thread.iter().map(|(_, e)| e).sum();
+    let mut all: Vec<f64> = per_thread
+        .into_iter()
+        .flat_map(|(l, _)| l)
+        .map(|us| us as f64 / 1000.0)
+        .collect();
+    all.sort_by(f64::total_cmp);
+    Ok(json!({
+        "connections": connections,
+        "seconds": duration.as_secs_f64(),
+        "requests_per_s": round(all.len() as f64 / duration.as_secs_f64(), 0),
+        "p50_ms": round(percentile(&all, 0.50), 3),
+        "p99_ms": round(percentile(&all, 0.99), 3),
+        "errors": errors,
+    }))
+}
+
+/// The store's claim cost (mean `claim` duration from the node's own metrics) and the dispatch
+/// rate of the first tasks, with `depth` tasks queued.
+fn dispatch_cost(
+    node: &NodeProcess,
+    dataset: &str,
+    depth: usize,
+    clients: usize,
+) -> anyhow::Result<Value> {
+    let agent = agent();
+    let drain = format!("{}/cluster/nodes/{}/drain", node.url, node.name);
+    post(&agent, &drain, &Value::Null)?;
+    std::thread::sleep(Duration::from_millis(1500));
+    submit_all(std::slice::from_ref(&node.url), dataset, depth, clients)?;
+    let (count0, sum0) = claim_metrics(&node.url)?;
+    let ends = Ends::follow(&node.url)?;
+    let resumed = Instant::now();
+    post(
+        &agent,
+        &format!("{}/cluster/nodes/{}/resume", node.url, node.name),
+        &Value::Null,
+    )?;
+    let first = 500;
+    loop {
+        if ends.ended.lock().unwrap().len() >= first {
+            break;
+        }
+        if resumed.elapsed() > Duration::from_secs(300) {
+            bail!("queued tasks did not run after resume");
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let took = resumed.elapsed().as_secs_f64();
+    let (count1, sum1) = claim_metrics(&node.url)?;
+    drop(ends);
+    let (_, purged) = read_delete(&agent, &format!("{}/queue", node.url))?;
+    let claims = count1 - count0;
+    Ok(json!({
+        "queued": depth,
+        "claim_mean_ms": round(if claims > 0.0 { (sum1 - sum0) / claims * 1000.0 } else { 0.0 }, 3),
+        "first_500_tasks_per_s": round(first as f64 / took, 1),
+        "purged_after": purged["purged"],
+    }))
+}
+
+fn read_delete(agent: &ureq::Agent, url: &str) -> anyhow::Result<(u16, Value)> {
+    let response = agent.delete(url).call()?;
+    let status = response.status().as_u16();
+    Ok((status, response.into_body().read_json()?))
+}
+
+/// `(count, sum)` of the node's `claim` store operation histogram.
+fn claim_metrics(url: &str) -> anyhow::Result<(f64, f64)> {
+    let text = agent()
+        .get(format!("{url}/metrics"))
+        .call()?
+        .into_body()
+        .read_to_string()?;
+    let find = |suffix: &str| {
+        text.lines()
+            .find(|l| {
+                l.starts_with(&format!(
+                    "trainyard_store_operation_duration_seconds_{suffix}"
+                )) && l.contains("op=\"claim\"")
+            })
+            .and_then(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    Ok((find("count"), find("sum")))
+}
+
+fn percentile(sorted: &[f64], q: f64) -> f64 {
+    if sorted.is_empty() {
+        return 0.0;
+    }
+    let index = ((sorted.len() as f64 - 1.0) * q).round() as usize;
+    sorted[index]
+}
+
+fn round(v: f64, digits: i32) -> f64 {
+    let scale = 10f64.powi(digits);
+    (v * scale).round() / scale
+}
+
+/// The report as a Markdown table.
+fn table(r: &Value) -> String {
+    let mut out = String::from("| measure | trainyard |\n|---|---|\n");
+    let mut row = |name: &str, value: String| out.push_str(&format!("| {name} | {value} |\n"));
+    let t = &r["throughput"];
+    row(
+        &format!(
+            "tiny trainings end to end ({} tasks, Redis AOF)",
+            t["tasks"]
+        ),
+        format!(
+            "{} tasks/s (submit {} /s)",
+            t["tasks_per_s"], t["submit_per_s"]
+        ),
+    );
+    let l = &r["submit_to_start"];
+    row(
+        &format!("submit to start, {} sequential", l["tasks"]),
+        format!("p50 {} ms, p99 {} ms", l["p50_ms"], l["p99_ms"]),
+    );
+    let s = &r["status"];
+    row(
+        &format!("GET /task/{{id}}/status, {} connections", s["connections"]),
+        format!(
+            "{} req/s, p50 {} ms, p99 {} ms",
+            s["requests_per_s"], s["p50_ms"], s["p99_ms"]
+        ),
+    );
+    let m = &r["memory_mb"];
+    row(
+        "node resident memory",
+        format!(
+            "idle {} MB, after throughput {} MB",
+            m["idle"], m["after_throughput"]
+        ),
+    );
+    for d in r["dispatch"].as_array().into_iter().flatten() {
+        row(
+            &format!("dispatch with {} queued", d["queued"]),
+            format!(
+                "claim {} ms, first 500 at {} tasks/s",
+                d["claim_mean_ms"], d["first_500_tasks_per_s"]
+            ),
+        );
+    }
+    for s in r["scaling"].as_array().into_iter().flatten() {
+        row(
+            &format!("scaling: {}", s["setup"].as_str().unwrap_or("")),
+            format!("{} tasks/s", s["tasks_per_s"]),
+        );
+    }
+    out
+}
