@@ -36,13 +36,15 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
         std::thread::sleep(Duration::from_secs(2));
         let idle_rss = node.rss_mb();
         let dataset = upload_dataset(&node.url)?;
-        let throughput = throughput(&node.url, &dataset, scale(args.tasks), args.clients)?;
+        let mut throughput = throughput(&node.url, &dataset, scale(args.tasks), args.clients)?;
         let after_rss = node.rss_mb();
+        let sample_ids = throughput.as_object_mut().unwrap().remove("sample_ids");
         eprintln!("   {throughput}");
         let latency = submit_to_start(&node.url, &dataset, scale(500))?;
         eprintln!("   {latency}");
-        let ids: Vec<String> = throughput["sample_ids"]
-            .as_array()
+        let ids: Vec<String> = sample_ids
+            .as_ref()
+            .and_then(Value::as_array)
             .into_iter()
             .flatten()
             .filter_map(|v| v.as_str().map(String::from))
@@ -294,7 +296,7 @@ impl Cluster {
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
             let (_, health) = get(&agent(), &format!("{}/cluster/health", nodes[0].url))?;
-            let known = health["cluster"]["trainers"]["idle"].as_u64().unwrap_or(0) as usize;
+            let known = health["cluster"]["idle"].as_u64().unwrap_or(0) as usize;
             if known >= want {
                 break;
             }

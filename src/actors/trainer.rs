@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use ractor::{Actor, ActorProcessingErr, ActorRef};
-use tokio::sync::watch;
+use tokio::sync::{Notify, watch};
 use tracing::Instrument;
 use uuid::Uuid;
 
@@ -287,11 +287,13 @@ fn start<S: Store>(
             cancel.clone(),
         ));
         let (progress_tx, progress_rx) = watch::channel(None);
+        let training_over = Arc::new(Notify::new());
         let writer = tokio::spawn(write_progress(
             store.clone(),
             task.id,
             task.attempt,
             progress_rx,
+            training_over.clone(),
         ));
         let mut spec = task.spec.clone();
         spec.time_limit_s = spec.time_limit_s.or(Some(default_limit));
@@ -327,6 +329,7 @@ fn start<S: Store>(
             )
         })
         .await;
+        training_over.notify_one();
         let _ = writer.await;
         renewer.abort();
         let outcome = match joined {
@@ -365,28 +368,54 @@ async fn renew_lease<S: Store>(
     }
 }
 
-/// Writes the latest progress, at most every `PROGRESS_EVERY`, until the training ends.
+/// Writes the latest progress, at most every `PROGRESS_EVERY`, until the training ends; then
+/// the last report if it was not written yet, at once (the task's end waits for this).
 async fn write_progress<S: Store>(
     store: Arc<S>,
     id: Uuid,
     attempt: u32,
     mut rx: watch::Receiver<Option<training::Progress>>,
+    training_over: Arc<Notify>,
 ) {
-    while rx.changed().await.is_ok() {
-        let Some(p) = rx.borrow_and_update().clone() else {
-            continue;
-        };
-        let progress = TaskProgress {
-            current: p.current,
-            total: p.total,
-            percent: (p.percent() * 100.0).round() / 100.0,
-            message: p.message,
-            loss: p.loss,
-        };
-        if let Err(e) = store.progress(id, attempt, &progress).await {
-            tracing::warn!(error = %e, "cannot write progress");
+    let over = training_over.notified();
+    tokio::pin!(over);
+    loop {
+        tokio::select! {
+            changed = rx.changed() => if changed.is_err() { break },
+            _ = &mut over => break,
         }
-        tokio::time::sleep(PROGRESS_EVERY).await;
+        let latest = rx.borrow_and_update().clone();
+        write_one(&*store, id, attempt, latest).await;
+        tokio::select! {
+            _ = tokio::time::sleep(PROGRESS_EVERY) => {}
+            _ = &mut over => break,
+        }
+    }
+    let unwritten = {
+        let last = rx.borrow_and_update();
+        last.has_changed().then(|| last.clone())
+    };
+    if let Some(latest) = unwritten {
+        write_one(&*store, id, attempt, latest).await;
+    }
+}
+
+async fn write_one<S: Store>(
+    store: &S,
+    id: Uuid,
+    attempt: u32,
+    report: Option<training::Progress>,
+) {
+    let Some(p) = report else { return };
+    let progress = TaskProgress {
+        current: p.current,
+        total: p.total,
+        percent: (p.percent() * 100.0).round() / 100.0,
+        message: p.message,
+        loss: p.loss,
+    };
+    if let Err(e) = store.progress(id, attempt, &progress).await {
+        tracing::warn!(error = %e, "cannot write progress");
     }
 }
 
