@@ -123,6 +123,7 @@ async fn attempts_are_fenced<S: Store>(store: S) {
     let stale = Finish::Success {
         result: result.clone(),
         model: vec![1],
+        progress: None,
     };
     assert!(!store.finish(t.id, 1, stale).await.unwrap());
     assert!(!store.requeue(t.id, 1, error("late"), 0.0).await.unwrap());
@@ -133,7 +134,8 @@ async fn attempts_are_fenced<S: Store>(store: S) {
                 2,
                 Finish::Success {
                     result: result.clone(),
-                    model: vec![7, 8, 9]
+                    model: vec![7, 8, 9],
+                    progress: None,
                 }
             )
             .await
@@ -237,6 +239,7 @@ async fn finished_tasks_expire<S: Store>(store: S) {
             Finish::Success {
                 result: serde_json::json!({}),
                 model: vec![1],
+                progress: None,
             },
         )
         .await
@@ -638,6 +641,7 @@ async fn events_log_every_change_in_order<S: Store>(store: S) {
     let finish = Finish::Success {
         result: serde_json::json!({"metrics": {"test_r2": 0.5}}),
         model: vec![1, 2, 3],
+        progress: None,
     };
     assert!(store.finish(t.id, claimed.attempt, finish).await.unwrap());
 

@@ -19,6 +19,8 @@ use crate::training::{
 
 /// Least time between two progress writes of one task.
 const PROGRESS_EVERY: Duration = Duration::from_millis(200);
+/// How long the first progress report of a training waits for more before it is written.
+const FIRST_WRITE_AFTER: Duration = Duration::from_millis(50);
 
 /// Test hook: a task with this seed panics its trainer on its first attempt, and one with this
 /// seed + 1 on every attempt, so tests can show that a crashed trainer's task is retried, with
@@ -330,7 +332,15 @@ fn start<S: Store>(
         })
         .await;
         training_over.notify_one();
-        let _ = writer.await;
+        let unwritten = writer.await.ok().flatten().map(task_progress);
+        // A success writes its last progress with its result (one write less); any other end
+        // writes it now.
+        let mut task = task;
+        if matches!(joined, Ok(Ok(_))) {
+            task.progress = unwritten.or(task.progress);
+        } else if let Some(progress) = unwritten {
+            write_one(&*store, task.id, task.attempt, progress).await;
+        }
         renewer.abort();
         let outcome = match joined {
             Ok(result) => Ended::Done(result),
@@ -368,52 +378,54 @@ async fn renew_lease<S: Store>(
     }
 }
 
-/// Writes the latest progress, at most every `PROGRESS_EVERY`, until the training ends; then
-/// the last report if it was not written yet, at once (the task's end waits for this).
+/// Writes the latest progress, at most every `PROGRESS_EVERY`, until the training ends, and
+/// returns the last report if it was not written. Reports gather for `FIRST_WRITE_AFTER` before
+/// the first write, so a training that ends sooner writes none: its end says it all.
 async fn write_progress<S: Store>(
     store: Arc<S>,
     id: Uuid,
     attempt: u32,
     mut rx: watch::Receiver<Option<training::Progress>>,
     training_over: Arc<Notify>,
-) {
+) -> Option<training::Progress> {
     let over = training_over.notified();
     tokio::pin!(over);
+    let mut pause = FIRST_WRITE_AFTER;
+    let mut unwritten = None;
     loop {
         tokio::select! {
             changed = rx.changed() => if changed.is_err() { break },
             _ = &mut over => break,
         }
-        let latest = rx.borrow_and_update().clone();
-        write_one(&*store, id, attempt, latest).await;
+        unwritten = rx.borrow_and_update().clone();
         tokio::select! {
-            _ = tokio::time::sleep(PROGRESS_EVERY) => {}
+            _ = tokio::time::sleep(pause) => {}
             _ = &mut over => break,
         }
+        pause = PROGRESS_EVERY;
+        let latest = rx.borrow_and_update().clone().or(unwritten.take());
+        if let Some(report) = latest {
+            write_one(&*store, id, attempt, task_progress(report)).await;
+        }
     }
-    let unwritten = {
-        let last = rx.borrow_and_update();
-        last.has_changed().then(|| last.clone())
-    };
-    if let Some(latest) = unwritten {
-        write_one(&*store, id, attempt, latest).await;
+    let last = rx.borrow_and_update();
+    if last.has_changed() {
+        unwritten = last.clone();
     }
+    unwritten
 }
 
-async fn write_one<S: Store>(
-    store: &S,
-    id: Uuid,
-    attempt: u32,
-    report: Option<training::Progress>,
-) {
-    let Some(p) = report else { return };
-    let progress = TaskProgress {
+fn task_progress(p: training::Progress) -> TaskProgress {
+    TaskProgress {
         current: p.current,
         total: p.total,
         percent: (p.percent() * 100.0).round() / 100.0,
         message: p.message,
         loss: p.loss,
-    };
+    }
+}
+
+async fn write_one<S: Store>(store: &S, id: Uuid, attempt: u32, progress: TaskProgress) {
     if let Err(e) = store.progress(id, attempt, &progress).await {
         tracing::warn!(error = %e, "cannot write progress");
     }
@@ -447,6 +459,7 @@ async fn record<S: Store>(
                     Finish::Success {
                         result,
                         model: outcome.model_bytes,
+                        progress: task.progress.clone(),
                     },
                 )
                 .await

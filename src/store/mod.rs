@@ -293,6 +293,8 @@ pub enum Finish {
     Success {
         result: serde_json::Value,
         model: Vec<u8>,
+        /// The last progress report, if it is newer than the stored one.
+        progress: Option<TaskProgress>,
     },
     Failure(TaskError),
     /// Stopped on request while running.
@@ -661,7 +663,14 @@ impl TaskRecord {
     /// The ended record, and the model to store with it.
     fn finished(mut self, finish: Finish, settings: &StoreSettings) -> (Self, Option<Vec<u8>>) {
         let (state, model) = match finish {
-            Finish::Success { result, model } => {
+            Finish::Success {
+                result,
+                model,
+                progress,
+            } => {
+                if progress.is_some() {
+                    self.progress = progress;
+                }
                 if let Some(p) = &mut self.progress {
                     p.current = p.total;
                     p.percent = 100.0;

@@ -41,6 +41,37 @@ pub struct RedisStore {
     scripts: Arc<Scripts>,
     /// Live events, read from the stream of every event by `follow_events`.
     live: tokio::sync::broadcast::Sender<Event>,
+    /// Uploaded data sets this node has read: they never change once stored.
+    datasets: Arc<DatasetCache>,
+}
+
+/// Data sets by id, up to `DATASET_CACHE_BYTES` of CSV; over that, it starts afresh.
+#[derive(Default)]
+struct DatasetCache {
+    entries: std::sync::Mutex<(HashMap<Uuid, (DatasetInfo, Arc<[u8]>)>, usize)>,
+}
+
+const DATASET_CACHE_BYTES: usize = 64 << 20;
+
+impl DatasetCache {
+    fn get(&self, id: Uuid) -> Option<(DatasetInfo, Vec<u8>)> {
+        let entries = self.entries.lock().expect("dataset cache lock");
+        entries
+            .0
+            .get(&id)
+            .map(|(info, csv)| (info.clone(), csv.to_vec()))
+    }
+
+    fn put(&self, id: Uuid, info: &DatasetInfo, csv: &[u8]) {
+        let mut entries = self.entries.lock().expect("dataset cache lock");
+        if entries.1 + csv.len() > DATASET_CACHE_BYTES {
+            *entries = (HashMap::new(), 0);
+        }
+        if csv.len() <= DATASET_CACHE_BYTES {
+            entries.1 += csv.len();
+            entries.0.insert(id, (info.clone(), Arc::from(csv)));
+        }
+    }
 }
 
 impl From<::redis::RedisError> for StoreError {
@@ -82,6 +113,7 @@ impl RedisStore {
             con,
             keys,
             live,
+            datasets: Arc::default(),
             settings,
             scripts: Arc::new(Scripts {
                 submit: Script::new(&with_events(include_str!("lua/submit.lua"))),
@@ -340,12 +372,13 @@ impl Store for RedisStore {
         for _ in 0..MAX_CAS_RETRIES {
             // The head of each queue this trainer may take from; the lowest score runs next.
             let mut best: Option<(String, String, f64)> = None;
-            for class in [DeviceClass::Any, device.class()] {
-                let head: Vec<(String, f64)> = self
-                    .con
-                    .clone()
-                    .zrange_withscores(k.queue(class), 0, 0)
-                    .await?;
+            let classes = [DeviceClass::Any, device.class()];
+            let mut pipe = ::redis::pipe();
+            for class in classes {
+                pipe.zrange_withscores(k.queue(class), 0, 0);
+            }
+            let heads: Vec<Vec<(String, f64)>> = pipe.query_async(&mut self.con.clone()).await?;
+            for (class, head) in classes.into_iter().zip(heads) {
                 if let Some((id, score)) = head.into_iter().next()
                     && best.as_ref().is_none_or(|(_, _, b)| score < *b)
                 {
@@ -557,12 +590,17 @@ impl Store for RedisStore {
     }
 
     async fn dataset(&self, id: Uuid) -> Result<Option<(DatasetInfo, Vec<u8>)>, StoreError> {
+        if let Some(found) = self.datasets.get(id) {
+            return Ok(Some(found));
+        }
         let mut con = self.con.clone();
         let info: Option<String> = con.hget(self.keys.datasets(), id.to_string()).await?;
         let Some(info) = info else { return Ok(None) };
         let csv: Option<Vec<u8>> = con.get(self.keys.dataset_csv(id)).await?;
         let csv = csv.ok_or_else(|| StoreError::Corrupt(format!("data set {id} has no csv")))?;
-        Ok(Some((decode(&info)?, csv)))
+        let info: DatasetInfo = decode(&info)?;
+        self.datasets.put(id, &info, &csv);
+        Ok(Some((info, csv)))
     }
 
     async fn datasets(&self) -> Result<Vec<DatasetInfo>, StoreError> {
