@@ -120,8 +120,12 @@ impl<S: Store> Actor for Dispatcher<S> {
                 }
                 self.dispatch(state).await;
             }
-            DispatcherMsg::TrainerIdle { trainer } => {
-                if let Some(slot) = state.trainers.get_mut(&trainer) {
+            DispatcherMsg::TrainerIdle { trainer, done } => {
+                // A late notice (the trainer already runs a newer task this dispatcher gave it,
+                // after a lease read showed it idle) changes nothing.
+                if let Some(slot) = state.trainers.get_mut(&trainer)
+                    && slot.task.is_none_or(|(id, _)| id == done)
+                {
                     slot.task = None;
                 }
                 self.dispatch(state).await;

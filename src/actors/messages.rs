@@ -38,8 +38,8 @@ pub enum Ended {
 pub enum DispatcherMsg {
     /// Look for queued work now (a task was submitted, or the poll timer fired).
     Poll,
-    /// A trainer finished its task and is idle.
-    TrainerIdle { trainer: String },
+    /// A trainer is done with task `done` and idle.
+    TrainerIdle { trainer: String, done: Uuid },
     /// Stop handing out work and leading (the node is shutting down) (local).
     Drain,
     /// The trainers this dispatcher knows and what they do (local).
@@ -72,7 +72,7 @@ enum TrainerWire {
 #[derive(Serialize, Deserialize)]
 enum DispatcherWire {
     Poll,
-    TrainerIdle { trainer: String },
+    TrainerIdle { trainer: String, done: Uuid },
 }
 
 impl ractor::Message for TrainerMsg {
@@ -107,7 +107,9 @@ impl ractor::Message for DispatcherMsg {
     fn serialize(self) -> Result<SerializedMessage, BoxedDowncastErr> {
         let wire = match self {
             DispatcherMsg::Poll => DispatcherWire::Poll,
-            DispatcherMsg::TrainerIdle { trainer } => DispatcherWire::TrainerIdle { trainer },
+            DispatcherMsg::TrainerIdle { trainer, done } => {
+                DispatcherWire::TrainerIdle { trainer, done }
+            }
             DispatcherMsg::Drain | DispatcherMsg::Trainers(_) => return Err(BoxedDowncastErr),
         };
         codec::to_cast(&wire)
@@ -116,7 +118,9 @@ impl ractor::Message for DispatcherMsg {
     fn deserialize(message: SerializedMessage) -> Result<Self, BoxedDowncastErr> {
         Ok(match codec::from_cast(message)? {
             DispatcherWire::Poll => DispatcherMsg::Poll,
-            DispatcherWire::TrainerIdle { trainer } => DispatcherMsg::TrainerIdle { trainer },
+            DispatcherWire::TrainerIdle { trainer, done } => {
+                DispatcherMsg::TrainerIdle { trainer, done }
+            }
         })
     }
 }
@@ -134,13 +138,17 @@ mod tests {
             TrainerMsg::Train { id: got, attempt } => assert_eq!((got, attempt), (id, 2)),
             _ => panic!("wrong variant"),
         }
+        let done = uuid::Uuid::new_v4();
         let wire = DispatcherMsg::TrainerIdle {
             trainer: "node-b/cpu-0".into(),
+            done,
         }
         .serialize()
         .unwrap();
         match DispatcherMsg::deserialize(wire).unwrap() {
-            DispatcherMsg::TrainerIdle { trainer } => assert_eq!(trainer, "node-b/cpu-0"),
+            DispatcherMsg::TrainerIdle { trainer, done: got } => {
+                assert_eq!((trainer.as_str(), got), ("node-b/cpu-0", done))
+            }
             _ => panic!("wrong variant"),
         }
         assert!(DispatcherMsg::Drain.serialize().is_err());

@@ -189,17 +189,19 @@ impl<S: Store> Actor for Trainer<S> {
                         record(args, &task, result).await
                     }
                 }
-                idle(&args.name);
+                idle(&args.name, task.id);
             }
         }
         Ok(())
     }
 }
 
-/// Tells the dispatchers (the leader's among them) that `trainer` is idle.
-fn idle(trainer: &str) {
+/// Tells the dispatchers (the leader's among them) that `trainer` is done with task `done`
+/// and idle.
+fn idle(trainer: &str, done: Uuid) {
     cluster::tell_dispatchers(|| DispatcherMsg::TrainerIdle {
         trainer: trainer.to_string(),
+        done,
     });
 }
 
@@ -230,13 +232,13 @@ async fn take<S: Store>(
         }
         Ok(_) => {
             tracing::info!(task_id = %id, attempt, "task no longer runs this attempt; skipped");
-            idle(&args.name);
+            idle(&args.name, id);
             None
         }
         Err(e) => {
             // The lease runs out and the leader requeues the task.
             tracing::warn!(task_id = %id, error = %e, "cannot read the task sent to this trainer");
-            idle(&args.name);
+            idle(&args.name, id);
             None
         }
     }

@@ -48,8 +48,11 @@ pub struct RedisStore {
 /// Data sets by id, up to `DATASET_CACHE_BYTES` of CSV; over that, it starts afresh.
 #[derive(Default)]
 struct DatasetCache {
-    entries: std::sync::Mutex<(HashMap<Uuid, (DatasetInfo, Arc<[u8]>)>, usize)>,
+    /// The data sets and their total CSV bytes.
+    entries: std::sync::Mutex<(CachedDatasets, usize)>,
 }
+
+type CachedDatasets = HashMap<Uuid, (DatasetInfo, Arc<[u8]>)>;
 
 const DATASET_CACHE_BYTES: usize = 64 << 20;
 
