@@ -55,6 +55,8 @@ pub struct DispatcherState {
     leads_until: Option<Instant>,
     next_lead: Instant,
     next_reconcile: Instant,
+    /// When retries are next promoted and schedules next fired.
+    next_periodic: Instant,
     /// Trainers that left the group (and have not come back): a lease one of them still holds
     /// is requeued by the leader, even one that left before this node led.
     departed: HashSet<String>,
@@ -84,6 +86,7 @@ impl<S: Store> Actor for Dispatcher<S> {
             leads_until: None,
             next_lead: now,
             next_reconcile: now,
+            next_periodic: now,
             departed: HashSet::new(),
             draining_nodes: HashSet::new(),
             last_given: HashMap::new(),
@@ -110,7 +113,10 @@ impl<S: Store> Actor for Dispatcher<S> {
                     state.next_reconcile = now + RECONCILE_EVERY;
                     self.reconcile(state).await;
                 }
-                if Self::leads(state) {
+                // Every submission wakes the leader with a Poll: the periodic work runs at most
+                // once per POLL_INTERVAL, so a burst of submissions costs only dispatching.
+                if Self::leads(state) && now >= state.next_periodic {
+                    state.next_periodic = now + POLL_INTERVAL;
                     if let Err(e) = self.store.promote().await {
                         tracing::warn!(error = %e, "cannot move due retries into the queue");
                     }

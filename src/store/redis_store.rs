@@ -933,18 +933,28 @@ impl Store for RedisStore {
     async fn sweep(&self) -> Result<u64, StoreError> {
         let mut con = self.con.clone();
         let ids: Vec<String> = con.zrange(self.keys.index(), 0, SWEEP_BATCH - 1).await?;
-        let mut gone = 0;
-        for id in ids {
-            let Ok(uuid) = Uuid::parse_str(&id) else {
-                continue;
-            };
-            let exists: bool = con.exists(self.keys.task(uuid)).await?;
-            if !exists {
-                let _: i64 = con.zrem(self.keys.index(), &id).await?;
-                gone += 1;
-            }
+        let ids: Vec<(String, Uuid)> = ids
+            .into_iter()
+            .filter_map(|id| Uuid::parse_str(&id).ok().map(|uuid| (id, uuid)))
+            .collect();
+        if ids.is_empty() {
+            return Ok(0);
         }
-        Ok(gone)
+        let mut pipe = ::redis::pipe();
+        for (_, uuid) in &ids {
+            pipe.exists(self.keys.task(*uuid));
+        }
+        let exists: Vec<bool> = pipe.query_async(&mut con).await?;
+        let gone: Vec<&String> = ids
+            .iter()
+            .zip(exists)
+            .filter(|(_, exists)| !exists)
+            .map(|((id, _), _)| id)
+            .collect();
+        if !gone.is_empty() {
+            let _: i64 = con.zrem(self.keys.index(), &gone).await?;
+        }
+        Ok(gone.len() as u64)
     }
 
     async fn ping(&self) -> Result<(), StoreError> {
