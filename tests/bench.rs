@@ -1,0 +1,34 @@
+//! `trainyard bench --quick` runs end to end (redis-server, nodes, every workload) and writes
+//! its JSON. Only that it works is checked here; its figures are in BENCHMARKS.md.
+
+mod common;
+
+use std::process::Command;
+
+use common::temp_dir;
+use serde_json::Value;
+
+#[test]
+fn the_quick_benchmark_runs_every_workload_and_writes_its_report() {
+    let out = temp_dir("bench").join("bench.json");
+    let output = Command::new(env!("CARGO_BIN_EXE_trainyard"))
+        .args(["bench", "--quick", "--tasks", "2000", "--out"])
+        .arg(&out)
+        .output()
+        .expect("trainyard runs");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    eprintln!("{stdout}");
+    let report: Value = serde_json::from_str(&std::fs::read_to_string(&out).unwrap()).unwrap();
+    assert_eq!(report["throughput"]["exactly_one_result"], true, "{report}");
+    assert!(report["throughput"]["tasks_per_s"].as_f64().unwrap() > 0.0);
+    assert_eq!(report["status"]["errors"], 0, "{report}");
+    assert!(report["memory_mb"]["idle"].as_f64().unwrap() > 0.0);
+    assert_eq!(report["dispatch"].as_array().unwrap().len(), 2);
+    assert_eq!(report["scaling"].as_array().unwrap().len(), 5);
+    assert!(stdout.contains("| measure | trainyard |"));
+}
