@@ -334,8 +334,12 @@ pub fn route_label(method: &warp::http::Method, path: &str) -> &'static str {
 
 /// Passes a request that carries `Authorization: Bearer <token>` (compared in constant time),
 /// or any request when no token is set; refuses the rest with 401.
-fn authorized(token: Option<String>) -> impl Filter<Extract = (), Error = warp::Rejection> + Clone {
-    let token: Option<Arc<str>> = token.filter(|t| !t.is_empty()).map(Arc::from);
+fn authorized(token: Option<String>) -> warp::filters::BoxedFilter<()> {
+    let Some(token) = token.filter(|t| !t.is_empty()).map(Arc::<str>::from) else {
+        // No token: nothing to read from the request.
+        return warp::any().boxed();
+    };
+    let token = Some(token);
     // A browser's EventSource cannot send headers: it may give the token as `?token=`.
     let query_token = warp::query::<HashMap<String, String>>()
         .or(warp::any().map(HashMap::new))
@@ -364,6 +368,7 @@ fn authorized(token: Option<String>) -> impl Filter<Extract = (), Error = warp::
             }
         })
         .untuple_one()
+        .boxed()
 }
 
 /// Equality whose time does not depend on where the inputs differ (only on their lengths).
