@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use crate::cluster::codec;
-use crate::store::TaskRecord;
+use crate::store::{TaskProgress, TaskRecord};
 use crate::training::{TrainError, TrainOutcome};
 
 pub enum TrainerMsg {
@@ -22,10 +22,12 @@ pub enum TrainerMsg {
         attempt: u32,
         after_s: f64,
     },
-    /// The training of `task` ended (local).
+    /// The training of `task` ended (local). `last_progress`: a success's last report, not
+    /// written yet (the finish writes it with the result).
     Ended {
         task: Box<TaskRecord>,
         outcome: Ended,
+        last_progress: Option<TaskProgress>,
     },
 }
 

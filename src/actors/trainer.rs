@@ -154,7 +154,11 @@ impl<S: Store> Actor for Trainer<S> {
                 // writes are fenced) and let the supervisor start a fresh trainer.
                 return Err(format!("task {id} ran past its hard time limit").into());
             }
-            TrainerMsg::Ended { task, outcome } => {
+            TrainerMsg::Ended {
+                task,
+                outcome,
+                last_progress,
+            } => {
                 state.running = None;
                 telemetry::task_running(task.model_type, false);
                 let args = &state.args;
@@ -186,7 +190,7 @@ impl<S: Store> Actor for Trainer<S> {
                                 telemetry::trained(&device, samples, m.samples_per_s, epochs);
                             }
                         }
-                        record(args, &task, result).await
+                        record(args, &task, result, last_progress).await
                     }
                 }
                 idle(&args.name, task.id);
@@ -270,6 +274,7 @@ fn start<S: Store>(
                     let _ = myself.cast(TrainerMsg::Ended {
                         task: Box::new(task),
                         outcome: Ended::Done(Err(error)),
+                        last_progress: None,
                     });
                     return;
                 }
@@ -278,6 +283,7 @@ fn start<S: Store>(
                     let _ = myself.cast(TrainerMsg::Ended {
                         task: Box::new(task),
                         outcome: Ended::Done(Err(error)),
+                        last_progress: None,
                     });
                     return;
                 }
@@ -334,13 +340,12 @@ fn start<S: Store>(
         })
         .await;
         training_over.notify_one();
-        let unwritten = writer.await.ok().flatten().map(task_progress);
+        let mut last_progress = writer.await.ok().flatten().map(task_progress);
         // A success writes its last progress with its result (one write less); any other end
         // writes it now.
-        let mut task = task;
-        if matches!(joined, Ok(Ok(_))) {
-            task.progress = unwritten.or(task.progress);
-        } else if let Some(progress) = unwritten {
+        if !matches!(joined, Ok(Ok(_)))
+            && let Some(progress) = last_progress.take()
+        {
             write_one(&*store, task.id, task.attempt, progress).await;
         }
         renewer.abort();
@@ -351,6 +356,7 @@ fn start<S: Store>(
         let _ = myself.cast(TrainerMsg::Ended {
             task: Box::new(task),
             outcome,
+            last_progress,
         });
     };
     tokio::spawn(run.instrument(span));
@@ -393,28 +399,31 @@ async fn write_progress<S: Store>(
     let over = training_over.notified();
     tokio::pin!(over);
     let mut pause = FIRST_WRITE_AFTER;
-    let mut unwritten = None;
+    // A report was seen (`changed` marks it so) and not written yet.
+    let mut pending = false;
     loop {
         tokio::select! {
             changed = rx.changed() => if changed.is_err() { break },
             _ = &mut over => break,
         }
-        unwritten = rx.borrow_and_update().clone();
+        pending = true;
         tokio::select! {
             _ = tokio::time::sleep(pause) => {}
             _ = &mut over => break,
         }
         pause = PROGRESS_EVERY;
-        let latest = rx.borrow_and_update().clone().or(unwritten.take());
+        let latest = rx.borrow_and_update().clone();
+        pending = false;
         if let Some(report) = latest {
             write_one(&*store, id, attempt, task_progress(report)).await;
         }
     }
     let last = rx.borrow_and_update();
-    if last.has_changed() {
-        unwritten = last.clone();
+    if pending || last.has_changed() {
+        last.clone()
+    } else {
+        None
     }
-    unwritten
 }
 
 fn task_progress(p: training::Progress) -> TaskProgress {
@@ -438,6 +447,7 @@ async fn record<S: Store>(
     args: &TrainerArgs<S>,
     task: &TaskRecord,
     result: Result<TrainOutcome, TrainError>,
+    last_progress: Option<TaskProgress>,
 ) {
     let (store, trainer) = (&args.store, &args.name);
     let (id, attempt) = (task.id, task.attempt);
@@ -461,7 +471,7 @@ async fn record<S: Store>(
                     Finish::Success {
                         result,
                         model: outcome.model_bytes,
-                        progress: task.progress.clone(),
+                        progress: last_progress,
                     },
                 )
                 .await
