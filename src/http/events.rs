@@ -118,20 +118,20 @@ impl Feed {
         ended_before: bool,
     ) {
         match self.catch_up(store, id).await {
-            Ok(false) if ended_before && self.last.is_none() => {
-                // An ended task without logged events (they expired): its final state.
-                if let Ok(crate::store::Lookup::Found(task)) = store.get(id).await
+            // The terminal event was sent, or the client went away.
+            Err(_) => return,
+            Ok(()) if !ended_before => {}
+            Ok(()) => {
+                // An ended task whose terminal event was not sent now: the client resumed after
+                // it (nothing more to say), or the task's events expired (its final state).
+                if self.last.is_none()
+                    && let Ok(crate::store::Lookup::Found(task)) = store.get(id).await
                     && let Some(pending) = Pending::of(None, &task)
                 {
                     let _ = self.tx.send(sse(None, &pending.kind, &pending.data)).await;
                 }
                 return;
             }
-            // A task that had ended has nothing more to say (the client may have resumed
-            // after its last event).
-            Ok(false) if ended_before => return,
-            Ok(false) => {}
-            Ok(true) | Err(_) => return,
         }
         loop {
             let step = tokio::time::timeout(QUIET_REREAD, live.recv()).await;
@@ -140,11 +140,7 @@ impl Feed {
                 Ok(Ok(_)) => continue,
                 Ok(Err(RecvError::Closed)) => return,
                 // Fell behind, or quiet for a while: read what is logged.
-                Ok(Err(RecvError::Lagged(_))) | Err(_) => match self.catch_up(store, id).await {
-                    Ok(true) => Err(Stop::Ended),
-                    Ok(false) => Ok(()),
-                    Err(stop) => Err(stop),
-                },
+                Ok(Err(RecvError::Lagged(_))) | Err(_) => self.catch_up(store, id).await,
             };
             if outcome.is_err() {
                 return;
@@ -152,21 +148,17 @@ impl Feed {
         }
     }
 
-    /// Sends the logged events of task `id` after the last one sent; true once its terminal
-    /// event is sent.
-    async fn catch_up<S: Store>(&mut self, store: &S, id: uuid::Uuid) -> Result<bool, Stop> {
+    /// Sends the logged events of task `id` after the last one sent; `Err(Stop::Ended)` once
+    /// its terminal event is sent.
+    async fn catch_up<S: Store>(&mut self, store: &S, id: uuid::Uuid) -> Result<(), Stop> {
         let logged = store
             .task_events(id, self.last.unwrap_or(EventId::ZERO))
             .await
             .unwrap_or_default();
         for event in &logged {
-            match self.send(event).await {
-                Ok(()) => {}
-                Err(Stop::Ended) => return Ok(true),
-                Err(stop) => return Err(stop),
-            }
+            self.send(event).await?;
         }
-        Ok(false)
+        Ok(())
     }
 
     /// Sends `event` unless it was sent already; `Err(Stop::Ended)` after a terminal event.
