@@ -108,10 +108,14 @@ impl RedisStore {
         settings: StoreSettings,
     ) -> Result<Self, StoreError> {
         let client = ::redis::Client::open(url)?;
-        let con = client.get_connection_manager().await?;
+        let mut con = client.get_connection_manager().await?;
         let keys = Keys::new(prefix);
         let live = tokio::sync::broadcast::channel(events::LIVE_BUFFER).0;
-        tokio::spawn(follow_events(client, keys.events(), live.clone()));
+        // The follower starts after the newest event logged before this returns, so every
+        // event logged through this store reaches its subscribers.
+        let newest: StreamRangeReply = con.xrevrange_count(keys.events(), "+", "-", 1).await?;
+        let after = newest.ids.first().map_or("0-0".into(), |e| e.id.clone());
+        tokio::spawn(follow_events(client, keys.events(), after, live.clone()));
         Ok(RedisStore {
             con,
             keys,
@@ -208,7 +212,12 @@ impl RedisStore {
             }
             let keys = self.finish_keys(&task);
             if self
-                .finish_swap(&keys, &old, &task.purged(&self.settings), None)
+                .finish_swap(
+                    &keys,
+                    (&old, &task),
+                    &task.clone().purged(&self.settings),
+                    None,
+                )
                 .await?
             {
                 return Ok(true);
@@ -221,17 +230,17 @@ impl RedisStore {
         Ok(self.con.clone().get(self.keys.task(id)).await?)
     }
 
-    /// Runs a compare-and-set script: ARGV[1] the record read, ARGV[2] the new one, then
-    /// `extra`. True if the record was still the one read and the change was made.
+    /// Runs a compare-and-set script: ARGV[1] the record read (`old`, decoded as `before`),
+    /// ARGV[2] the new one, then `extra`. True if the record was still the one read and the
+    /// change was made.
     async fn swap(
         &self,
         script: &Script,
         keys: &[String],
-        old: &str,
+        (old, before): (&str, &TaskRecord),
         new: &TaskRecord,
         extra: &[&[u8]],
     ) -> Result<bool, StoreError> {
-        let before: TaskRecord = decode(old)?;
         let mut invocation = script.prepare_invoke();
         for key in keys {
             invocation.key(key);
@@ -240,7 +249,7 @@ impl RedisStore {
         for arg in extra {
             invocation.arg(*arg);
         }
-        self.add_event(&mut invocation, Some(&before), new);
+        self.add_event(&mut invocation, Some(before), new);
         let changed: i64 = invocation.invoke_async(&mut self.con.clone()).await?;
         Ok(changed == 1)
     }
@@ -303,7 +312,7 @@ impl RedisStore {
     async fn finish_swap(
         &self,
         keys: &[String],
-        old: &str,
+        old: (&str, &TaskRecord),
         new: &TaskRecord,
         model: Option<&[u8]>,
     ) -> Result<bool, StoreError> {
@@ -398,8 +407,8 @@ impl Store for RedisStore {
                 let _: i64 = self.con.clone().zrem(&queue, id.to_string()).await?;
                 continue;
             };
-            let task: TaskRecord = decode(&old)?;
-            let task = task.claimed(trainer, &self.settings);
+            let before: TaskRecord = decode(&old)?;
+            let task = before.clone().claimed(trainer, &self.settings);
             let lease = format!("{trainer}\t{}", task.attempt);
             let keys = [k.task(id), queue.clone(), k.running()];
             let id_text = id.to_string();
@@ -407,7 +416,7 @@ impl Store for RedisStore {
                 .swap(
                     &self.scripts.claim,
                     &keys,
-                    &old,
+                    (&old, &before),
                     &task,
                     &[id_text.as_bytes(), lease.as_bytes()],
                 )
@@ -436,8 +445,8 @@ impl Store for RedisStore {
                 .swap(
                     &self.scripts.update,
                     &keys,
-                    &old,
-                    &task.progressed(progress, &self.settings),
+                    (&old, &task),
+                    &task.clone().progressed(progress, &self.settings),
                     &[],
                 )
                 .await?
@@ -454,9 +463,9 @@ impl Store for RedisStore {
                 return Ok(false);
             };
             let keys = self.finish_keys(&task);
-            let (new, model) = task.finished(finish.clone(), &self.settings);
+            let (new, model) = task.clone().finished(finish.clone(), &self.settings);
             if self
-                .finish_swap(&keys, &old, &new, model.as_deref())
+                .finish_swap(&keys, (&old, &task), &new, model.as_deref())
                 .await?
             {
                 return Ok(true);
@@ -484,14 +493,14 @@ impl Store for RedisStore {
                 k.seq(),
                 k.delayed(),
             ];
-            let new = task.requeued(attempt, error.clone(), delay_s);
+            let new = task.clone().requeued(attempt, error.clone(), delay_s);
             let (priority, id_text) = (new.priority.min(9).to_string(), id.to_string());
             let retry_at = new.retry_at.unwrap_or(0.0).to_string();
             if self
                 .swap(
                     &self.scripts.requeue,
                     &keys,
-                    &old,
+                    (&old, &task),
                     &new,
                     &[priority.as_bytes(), id_text.as_bytes(), retry_at.as_bytes()],
                 )
@@ -516,8 +525,8 @@ impl Store for RedisStore {
             let done = match task.state {
                 TaskState::Pending => {
                     let keys = self.finish_keys(&task);
-                    let new = task.revoked_pending(&self.settings);
-                    self.finish_swap(&keys, &old, &new, None)
+                    let new = task.clone().revoked_pending(&self.settings);
+                    self.finish_swap(&keys, (&old, &task), &new, None)
                         .await?
                         .then_some(CancelOutcome::Revoked)
                 }
@@ -527,8 +536,8 @@ impl Store for RedisStore {
                         .swap(
                             &self.scripts.update,
                             &[k.task(id)],
-                            &old,
-                            &task.cancel_flagged(),
+                            (&old, &task),
+                            &task.clone().cancel_flagged(),
                             &[],
                         )
                         .await?;
@@ -695,9 +704,9 @@ impl Store for RedisStore {
                 return Ok(Renewal::Lost);
             };
             let cancel = task.cancel_requested;
-            let renewed = task.renewed(&self.settings);
+            let renewed = task.clone().renewed(&self.settings);
             if self
-                .swap(&self.scripts.update, &keys, &old, &renewed, &[])
+                .swap(&self.scripts.update, &keys, (&old, &task), &renewed, &[])
                 .await?
             {
                 return Ok(Renewal::Held { cancel });
@@ -761,9 +770,11 @@ impl Store for RedisStore {
                 return Ok(());
             };
             let task: TaskRecord = decode(&old)?;
-            let noted = task.callback_noted(error.clone(), retry_in_s.is_some());
+            let noted = task
+                .clone()
+                .callback_noted(error.clone(), retry_in_s.is_some());
             if self
-                .swap(&self.scripts.update, &keys, &old, &noted, &[])
+                .swap(&self.scripts.update, &keys, (&old, &task), &noted, &[])
                 .await?
             {
                 let _: i64 = match retry_in_s {
@@ -992,11 +1003,11 @@ const FOLLOW_BLOCK: Duration = Duration::from_secs(2);
 async fn follow_events(
     client: ::redis::Client,
     key: String,
+    mut last: String,
     live: tokio::sync::broadcast::Sender<Event>,
 ) {
     let config = ::redis::AsyncConnectionConfig::new()
         .set_response_timeout(Some(FOLLOW_BLOCK + Duration::from_secs(3)));
-    let mut last: Option<String> = None;
     loop {
         let mut con = match client
             .get_multiplexed_async_connection_with_config(&config)
@@ -1009,27 +1020,17 @@ async fn follow_events(
                 continue;
             }
         };
-        if last.is_none() {
-            let newest: Result<StreamRangeReply, _> = con.xrevrange_count(&key, "+", "-", 1).await;
-            match newest {
-                Ok(reply) => {
-                    last = Some(reply.ids.first().map_or("0-0".into(), |e| e.id.clone()));
-                }
-                Err(_) => continue,
-            }
-        }
         let options = StreamReadOptions::default()
             .block(FOLLOW_BLOCK.as_millis() as usize)
             .count(512);
         loop {
-            let from = last.clone().expect("set above");
             let reply: Result<Option<StreamReadReply>, _> =
-                con.xread_options(&[&key], &[&from], &options).await;
+                con.xread_options(&[&key], &[&last], &options).await;
             match reply {
                 Ok(reply) => {
                     for stream in reply.map(|r| r.keys).unwrap_or_default() {
                         if let Some(entry) = stream.ids.last() {
-                            last = Some(entry.id.clone());
+                            last = entry.id.clone();
                         }
                         for event in parse_events(stream.ids) {
                             // No subscriber is fine.
