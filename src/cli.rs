@@ -118,6 +118,10 @@ pub struct BenchArgs {
     /// Where to write the results as JSON.
     #[arg(long, default_value = "bench.json")]
     pub out: PathBuf,
+    /// Run only these workloads (comma-separated: throughput, latency, status, dispatch,
+    /// scaling); all by default.
+    #[arg(long, value_delimiter = ',', value_parser = ["throughput", "latency", "status", "dispatch", "scaling"])]
+    pub only: Vec<String>,
 }
 
 #[derive(Debug, Args)]

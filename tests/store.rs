@@ -7,9 +7,9 @@ use std::time::Duration;
 
 use common::{RedisServer, temp_dir};
 use trainyard::store::{
-    CancelOutcome, DatasetInfo, EmbeddedStore, EventId, EventKind, Finish, IdempotencyKey, Lookup,
-    Missed, NodeInfo, RedisStore, Renewal, Schedule, Store, StoreError, StoreSettings, Submitted,
-    TaskError, TaskFilter, TaskProgress, TaskRecord, TaskState, TrainerSeat, now_s,
+    CancelOutcome, Claimed, DatasetInfo, EmbeddedStore, EventId, EventKind, Finish, IdempotencyKey,
+    Lookup, Missed, NodeInfo, RedisStore, Renewal, Schedule, Store, StoreError, StoreSettings,
+    Submitted, TaskError, TaskFilter, TaskProgress, TaskRecord, TaskState, TrainerSeat, now_s,
 };
 use trainyard::training::{DeviceClass, DeviceSpec, ModelType, TrainSpec};
 use uuid::Uuid;
@@ -344,7 +344,7 @@ async fn data_sets_round_trip<S: Store>(store: S) {
     store.put_dataset(&info, b"a,y\n1,2\n3,4\n").await.unwrap();
     assert_eq!(
         store.dataset(info.id).await.unwrap(),
-        Some((info.clone(), b"a,y\n1,2\n3,4\n".to_vec()))
+        Some((info.clone(), std::sync::Arc::from(&b"a,y\n1,2\n3,4\n"[..])))
     );
     assert_eq!(store.datasets().await.unwrap(), vec![info]);
     assert_eq!(store.dataset(Uuid::new_v4()).await.unwrap(), None);
@@ -731,6 +731,102 @@ fn settings() -> StoreSettings {
     }
 }
 
+/// A finish from the claimed record as stored: the change is made when the record is still the
+/// claimed one, made from the current record when something changed it since, and refused for
+/// an attempt that no longer runs.
+async fn finishing_from_the_claimed_record<S: Store>(store: S) {
+    let success = |n: u8| Finish::Success {
+        result: serde_json::json!({"n": n}),
+        model: vec![n],
+        progress: None,
+    };
+    let stored_form = |claimed: &Claimed| match &claimed.stored {
+        Some(stored) => {
+            let decoded: TaskRecord = serde_json::from_str(stored).unwrap();
+            assert_eq!(
+                decoded, claimed.task,
+                "the stored form is the claimed record"
+            );
+            stored.clone()
+        }
+        None => serde_json::to_string(&claimed.task).unwrap(),
+    };
+    let (a, b, c) = (
+        task(ModelType::Linear, 0),
+        task(ModelType::Linear, 0),
+        task(ModelType::Linear, 0),
+    );
+    for t in [&a, &b, &c] {
+        store.submit(t, 100).await.unwrap();
+    }
+
+    let claimed = store.claim("t", DeviceSpec::Cpu).await.unwrap().unwrap();
+    assert_eq!(claimed.id, a.id);
+    let stored = stored_form(&claimed);
+    assert!(
+        store
+            .finish_from(&stored, a.id, 1, success(1))
+            .await
+            .unwrap()
+    );
+    let done = found(store.get(a.id).await.unwrap());
+    assert_eq!(
+        (done.state, done.result),
+        (TaskState::Success, Some(serde_json::json!({"n": 1})))
+    );
+    assert_eq!(store.model(a.id).await.unwrap(), Some(vec![1]));
+    assert!(
+        !store
+            .finish_from(&stored, a.id, 1, success(9))
+            .await
+            .unwrap(),
+        "a task ends once"
+    );
+
+    // Progress changed the record after the claim.
+    let claimed = store.claim("t", DeviceSpec::Cpu).await.unwrap().unwrap();
+    let stored = stored_form(&claimed);
+    assert!(store.progress(b.id, 1, &progress(5)).await.unwrap());
+    assert!(
+        store
+            .finish_from(&stored, b.id, 1, success(2))
+            .await
+            .unwrap()
+    );
+    let done = found(store.get(b.id).await.unwrap());
+    // A success completes the progress it had.
+    assert_eq!(
+        (done.state, done.progress.map(|p| (p.current, p.loss))),
+        (TaskState::Success, Some((10, Some(1.0))))
+    );
+
+    // The attempt was requeued and runs again: the old one is fenced.
+    let first = store.claim("t", DeviceSpec::Cpu).await.unwrap().unwrap();
+    let first_stored = stored_form(&first);
+    assert!(
+        store
+            .requeue(c.id, 1, error("trainer_lost"), 0.0)
+            .await
+            .unwrap()
+    );
+    let second = store.claim("u", DeviceSpec::Cpu).await.unwrap().unwrap();
+    assert_eq!(second.attempt, 2);
+    assert!(
+        !store
+            .finish_from(&first_stored, c.id, 1, success(3))
+            .await
+            .unwrap()
+    );
+    assert!(
+        store
+            .finish_from(&stored_form(&second), c.id, 2, success(4))
+            .await
+            .unwrap()
+    );
+    assert_eq!(store.model(c.id).await.unwrap(), Some(vec![4]));
+    assert!(store.leases().await.unwrap().is_empty());
+}
+
 macro_rules! conformance {
     ($($name:ident),* $(,)?) => {
         mod embedded {
@@ -773,6 +869,7 @@ conformance!(
     idempotency_keys_submit_once_while_they_live,
     schedules_are_kept_and_advance_only_forward,
     events_log_every_change_in_order,
+    finishing_from_the_claimed_record,
 );
 
 /// The leader lease on Redis: one holder at a time, renewed by its holder, free once it lapses.

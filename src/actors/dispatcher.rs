@@ -27,6 +27,9 @@ const LEAD_EVERY: Duration = Duration::from_secs(1);
 const LEADER_TTL: Duration = Duration::from_secs(3);
 /// A leader stops dispatching this long before its lease could have lapsed.
 const LEAD_MARGIN: Duration = Duration::from_millis(500);
+/// Largest stored record sent along with a task to its trainer (cluster messages are at most
+/// `codec::MAX_MESSAGE_BYTES`).
+const MAX_STORED_SENT: usize = 32 * 1024;
 /// How often busy trainers are re-read from the leases, and expired leases requeued.
 const RECONCILE_EVERY: Duration = Duration::from_secs(1);
 
@@ -365,9 +368,12 @@ impl<S: Store> Dispatcher<S> {
                     let slot = state.trainers.get_mut(&name).expect("picked slot exists");
                     slot.task = Some((task.id, task.attempt));
                     tracing::info!(task_id = %task.id, trainer = %name, attempt = task.attempt, "task dispatched");
+                    // A record too big for a cluster message is read by the trainer instead.
+                    let stored = task.stored.filter(|s| s.len() <= MAX_STORED_SENT);
                     let sent = slot.actor.cast(TrainerMsg::Train {
-                        id: task.id,
-                        attempt: task.attempt,
+                        id: task.task.id,
+                        attempt: task.task.attempt,
+                        stored,
                     });
                     if sent.is_err() {
                         // The trainer is gone; the group sync requeues its task.

@@ -13,7 +13,13 @@ use crate::training::{TrainError, TrainOutcome};
 
 pub enum TrainerMsg {
     /// Run attempt `attempt` of task `id`, which the leader claimed for this trainer.
-    Train { id: Uuid, attempt: u32 },
+    /// `stored`: the claimed record as the store keeps it (`Claimed::stored`), so the trainer
+    /// need not read it; None when the store has none or it is too big to send.
+    Train {
+        id: Uuid,
+        attempt: u32,
+        stored: Option<String>,
+    },
     /// Stop task `id` if it is the one running.
     Cancel { id: Uuid },
     /// Attempt `attempt` of `id` reached its hard time limit of `after_s` (local).
@@ -24,10 +30,13 @@ pub enum TrainerMsg {
     },
     /// The training of `task` ended (local). `last_progress`: a success's last report, not
     /// written yet (the finish writes it with the result).
+    /// `stored`: the record as the store keeps it, if nothing this attempt wrote has changed
+    /// it since the claim.
     Ended {
         task: Box<TaskRecord>,
         outcome: Ended,
         last_progress: Option<TaskProgress>,
+        stored: Option<String>,
     },
 }
 
@@ -67,8 +76,14 @@ impl ractor::Message for SupervisorMsg {}
 
 #[derive(Serialize, Deserialize)]
 enum TrainerWire {
-    Train { id: Uuid, attempt: u32 },
-    Cancel { id: Uuid },
+    Train {
+        id: Uuid,
+        attempt: u32,
+        stored: Option<String>,
+    },
+    Cancel {
+        id: Uuid,
+    },
 }
 
 #[derive(Serialize, Deserialize)]
@@ -84,7 +99,15 @@ impl ractor::Message for TrainerMsg {
 
     fn serialize(self) -> Result<SerializedMessage, BoxedDowncastErr> {
         let wire = match self {
-            TrainerMsg::Train { id, attempt } => TrainerWire::Train { id, attempt },
+            TrainerMsg::Train {
+                id,
+                attempt,
+                stored,
+            } => TrainerWire::Train {
+                id,
+                attempt,
+                stored,
+            },
             TrainerMsg::Cancel { id } => TrainerWire::Cancel { id },
             TrainerMsg::Ended { .. } | TrainerMsg::HardLimit { .. } => {
                 return Err(BoxedDowncastErr);
@@ -95,7 +118,15 @@ impl ractor::Message for TrainerMsg {
 
     fn deserialize(message: SerializedMessage) -> Result<Self, BoxedDowncastErr> {
         Ok(match codec::from_cast(message)? {
-            TrainerWire::Train { id, attempt } => TrainerMsg::Train { id, attempt },
+            TrainerWire::Train {
+                id,
+                attempt,
+                stored,
+            } => TrainerMsg::Train {
+                id,
+                attempt,
+                stored,
+            },
             TrainerWire::Cancel { id } => TrainerMsg::Cancel { id },
         })
     }
@@ -135,10 +166,22 @@ mod tests {
     fn cross_node_messages_survive_the_wire_and_local_ones_refuse_it() {
         use ractor::Message;
         let id = Uuid::new_v4();
-        let wire = TrainerMsg::Train { id, attempt: 2 }.serialize().unwrap();
-        match TrainerMsg::deserialize(wire).unwrap() {
-            TrainerMsg::Train { id: got, attempt } => assert_eq!((got, attempt), (id, 2)),
-            _ => panic!("wrong variant"),
+        for stored in [None, Some("{\"id\": 1}".to_string())] {
+            let wire = TrainerMsg::Train {
+                id,
+                attempt: 2,
+                stored: stored.clone(),
+            }
+            .serialize()
+            .unwrap();
+            match TrainerMsg::deserialize(wire).unwrap() {
+                TrainerMsg::Train {
+                    id: got,
+                    attempt,
+                    stored: got_stored,
+                } => assert_eq!((got, attempt, got_stored), (id, 2, stored)),
+                _ => panic!("wrong variant"),
+            }
         }
         let done = uuid::Uuid::new_v4();
         let wire = DispatcherMsg::TrainerIdle {

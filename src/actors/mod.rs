@@ -13,6 +13,7 @@
 //! The Supervisor restarts a failed trainer (a panic inside training included) after a backoff;
 //! the task it was running is put back in the queue (or failed, once its retries are spent).
 
+mod datasets;
 mod dispatcher;
 mod messages;
 mod supervisor;
@@ -21,6 +22,7 @@ mod trainer;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
+pub use datasets::ParsedDatasets;
 pub use dispatcher::Dispatcher;
 pub use messages::{DispatcherMsg, Ended, SupervisorMsg, TrainerInfo, TrainerMsg};
 pub use supervisor::{DISPATCHER_NAME, Supervisor, SupervisorArgs};

@@ -7,8 +7,8 @@ use std::time::Duration;
 use ractor::{Actor, ActorCell, ActorProcessingErr, ActorRef, SupervisionEvent};
 
 use super::{
-    Dispatcher, DispatcherMsg, SupervisorMsg, TaskSettings, Trainer, TrainerArgs, TrainerMsg,
-    recover_attempt,
+    Dispatcher, DispatcherMsg, ParsedDatasets, SupervisorMsg, TaskSettings, Trainer, TrainerArgs,
+    TrainerMsg, recover_attempt,
 };
 use crate::cluster::Membership;
 use crate::store::{Store, TaskError};
@@ -47,6 +47,8 @@ pub struct SupervisorState<S> {
     args: SupervisorArgs<S>,
     dispatcher: ActorRef<DispatcherMsg>,
     trainers: Vec<TrainerSlot>,
+    /// Parsed data sets, shared by this node's trainers (and their restarts).
+    datasets: Arc<ParsedDatasets>,
 }
 
 impl<S: Store> Actor for Supervisor<S> {
@@ -99,6 +101,7 @@ impl<S: Store> Actor for Supervisor<S> {
             args,
             dispatcher,
             trainers,
+            datasets: Arc::default(),
         };
         for index in 0..state.trainers.len() {
             spawn_trainer(&myself, &mut state, index).await?;
@@ -191,6 +194,7 @@ async fn spawn_trainer<S: Store>(
         device: slot.device,
         store: state.args.store.clone(),
         settings: state.args.settings,
+        datasets: state.datasets.clone(),
     };
     let (trainer, _): (ActorRef<TrainerMsg>, _) = Actor::spawn_linked(
         Some(slot.name.clone()),

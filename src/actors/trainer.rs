@@ -9,9 +9,11 @@ use tokio::sync::{Notify, watch};
 use tracing::Instrument;
 use uuid::Uuid;
 
-use super::{DispatcherMsg, Ended, TaskSettings, TrainerMsg};
+use super::{DispatcherMsg, Ended, ParsedDatasets, TaskSettings, TrainerMsg};
 use crate::cluster;
-use crate::store::{Finish, Lookup, Renewal, Store, TaskError, TaskProgress, TaskRecord, now_s};
+use crate::store::{
+    DatasetInfo, Finish, Lookup, Renewal, Store, TaskError, TaskProgress, TaskRecord, now_s,
+};
 use crate::telemetry::{self, TaskEvent};
 use crate::training::{
     self, CancelToken, Dataset, DeviceSpec, ModelType, TrainError, TrainOutcome,
@@ -36,6 +38,7 @@ pub struct TrainerArgs<S> {
     pub device: DeviceSpec,
     pub store: Arc<S>,
     pub settings: TaskSettings,
+    pub datasets: Arc<ParsedDatasets>,
 }
 
 pub struct Trainer<S>(std::marker::PhantomData<S>);
@@ -76,8 +79,13 @@ impl<S: Store> Actor for Trainer<S> {
         state: &mut Self::State,
     ) -> Result<(), ActorProcessingErr> {
         match msg {
-            TrainerMsg::Train { id, attempt } => {
-                let Some(task) = take(&state.args, state.running.is_some(), id, attempt).await
+            TrainerMsg::Train {
+                id,
+                attempt,
+                stored,
+            } => {
+                let busy = state.running.is_some();
+                let Some((task, stored)) = take(&state.args, busy, id, attempt, stored).await
                 else {
                     return Ok(());
                 };
@@ -106,7 +114,7 @@ impl<S: Store> Actor for Trainer<S> {
                         after_s: hard,
                     }
                 });
-                start(&state.args, task, cancel, myself);
+                start(&state.args, task, stored, cancel, myself);
             }
             TrainerMsg::Cancel { id } => {
                 if let Some((running, _, cancel)) = &state.running
@@ -158,6 +166,7 @@ impl<S: Store> Actor for Trainer<S> {
                 task,
                 outcome,
                 last_progress,
+                stored,
             } => {
                 state.running = None;
                 telemetry::task_running(task.model_type, false);
@@ -190,7 +199,7 @@ impl<S: Store> Actor for Trainer<S> {
                                 telemetry::trained(&device, samples, m.samples_per_s, epochs);
                             }
                         }
-                        record(args, &task, result, last_progress).await
+                        record(args, &task, result, last_progress, stored).await
                     }
                 }
                 idle(&args.name, task.id);
@@ -209,14 +218,16 @@ fn idle(trainer: &str, done: Uuid) {
     });
 }
 
-/// The record of the task the leader sent, if this trainer should run it. A trainer that is
-/// busy (the leader's view was stale) gives the attempt back to the queue at once.
+/// The record of the task the leader sent (and its stored form, when the leader sent it), if
+/// this trainer should run it. A trainer that is busy (the leader's view was stale) gives the
+/// attempt back to the queue at once.
 async fn take<S: Store>(
     args: &TrainerArgs<S>,
     busy: bool,
     id: Uuid,
     attempt: u32,
-) -> Option<TaskRecord> {
+    stored: Option<String>,
+) -> Option<(TaskRecord, Option<String>)> {
     if busy || super::draining() {
         tracing::warn!(task_id = %id, trainer = %args.name, "sent a task while busy or draining; giving it back");
         let error = TaskError {
@@ -228,11 +239,24 @@ async fn take<S: Store>(
         }
         return None;
     }
-    match args.store.get(id).await {
-        Ok(Lookup::Found(task))
+    // The claimed record as sent saves a read; a newer change (a cancel request) reaches the
+    // training through its lease renewals.
+    let sent = stored.and_then(|s| match serde_json::from_str::<TaskRecord>(&s) {
+        Ok(task) if task.id == id => Some((task, s)),
+        Ok(_) | Err(_) => {
+            tracing::warn!(task_id = %id, "the record sent with the task does not decode; reading it");
+            None
+        }
+    });
+    let found = match sent {
+        Some((task, stored)) => Ok((Lookup::Found(Box::new(task)), Some(stored))),
+        None => args.store.get(id).await.map(|lookup| (lookup, None)),
+    };
+    match found {
+        Ok((Lookup::Found(task), stored))
             if task.runs_attempt(attempt) && task.trainer.as_deref() == Some(&args.name) =>
         {
-            Some(*task)
+            Some((*task, stored))
         }
         Ok(_) => {
             tracing::info!(task_id = %id, attempt, "task no longer runs this attempt; skipped");
@@ -252,6 +276,7 @@ async fn take<S: Store>(
 fn start<S: Store>(
     args: &TrainerArgs<S>,
     task: TaskRecord,
+    stored: Option<String>,
     cancel: CancelToken,
     myself: ActorRef<TrainerMsg>,
 ) {
@@ -262,31 +287,37 @@ fn start<S: Store>(
     let trainer = args.name.clone();
     let span =
         tracing::info_span!("task", task_id = %task.id, attempt = task.attempt, trainer = %trainer);
+    let datasets = args.datasets.clone();
     let run = async move {
-        let csv = match task.dataset_id {
-            None => None,
-            Some(id) => match store.dataset(id).await {
-                Ok(Some(found)) => Some(found),
-                Ok(None) => {
-                    let error = TrainError::InvalidSpec {
-                        problems: vec![format!("data set {id} not found")],
-                    };
-                    let _ = myself.cast(TrainerMsg::Ended {
-                        task: Box::new(task),
-                        outcome: Ended::Done(Err(error)),
-                        last_progress: None,
-                    });
-                    return;
-                }
-                Err(e) => {
-                    let error = TrainError::Backend(format!("cannot load data set {id}: {e}"));
-                    let _ = myself.cast(TrainerMsg::Ended {
-                        task: Box::new(task),
-                        outcome: Ended::Done(Err(error)),
-                        last_progress: None,
-                    });
-                    return;
-                }
+        let source = match task.dataset_id {
+            None => Source::Builtin,
+            Some(id) => match datasets.get(id) {
+                Some(parsed) => Source::Parsed(parsed),
+                None => match store.dataset(id).await {
+                    Ok(Some((info, csv))) => Source::Csv { id, info, csv },
+                    Ok(None) => {
+                        let error = TrainError::InvalidSpec {
+                            problems: vec![format!("data set {id} not found")],
+                        };
+                        let _ = myself.cast(TrainerMsg::Ended {
+                            task: Box::new(task),
+                            outcome: Ended::Done(Err(error)),
+                            last_progress: None,
+                            stored: None,
+                        });
+                        return;
+                    }
+                    Err(e) => {
+                        let error = TrainError::Backend(format!("cannot load data set {id}: {e}"));
+                        let _ = myself.cast(TrainerMsg::Ended {
+                            task: Box::new(task),
+                            outcome: Ended::Done(Err(error)),
+                            last_progress: None,
+                            stored: None,
+                        });
+                        return;
+                    }
+                },
             },
         };
         let renewer = tokio::spawn(renew_lease(
@@ -324,9 +355,12 @@ fn start<S: Store>(
             if panic_now {
                 panic!("test hook {PANIC_SEED_ENV} asked for a panic");
             }
-            let dataset = match csv {
-                Some((info, bytes)) => Dataset::from_csv(&bytes, &info.name, &info.target)?,
-                None => Dataset::builtin(&spec.dataset, spec.seed)?,
+            let dataset = match source {
+                Source::Parsed(parsed) => parsed,
+                Source::Csv { id, info, csv } => {
+                    datasets.put(id, Dataset::from_csv(&csv, &info.name, &info.target)?)
+                }
+                Source::Builtin => Arc::new(Dataset::builtin(&spec.dataset, spec.seed)?),
             };
             training::train(
                 &spec,
@@ -340,13 +374,18 @@ fn start<S: Store>(
         })
         .await;
         training_over.notify_one();
-        let mut last_progress = writer.await.ok().flatten().map(task_progress);
+        let (mut last_progress, wrote) = match writer.await {
+            Ok((last, wrote)) => (last.map(task_progress), wrote),
+            Err(_) => (None, true),
+        };
         // A success writes its last progress with its result (one write less); any other end
         // writes it now.
+        let mut stored = stored.filter(|_| !wrote);
         if !matches!(joined, Ok(Ok(_)))
             && let Some(progress) = last_progress.take()
         {
             write_one(&*store, task.id, task.attempt, progress).await;
+            stored = None;
         }
         renewer.abort();
         let outcome = match joined {
@@ -357,9 +396,24 @@ fn start<S: Store>(
             task: Box::new(task),
             outcome,
             last_progress,
+            stored,
         });
     };
     tokio::spawn(run.instrument(span));
+}
+
+/// Where a task's data comes from.
+enum Source {
+    /// A built-in data set, generated from the task's seed.
+    Builtin,
+    /// An uploaded data set this node has parsed before.
+    Parsed(Arc<Dataset>),
+    /// An uploaded data set read from the store, to parse (and keep parsed).
+    Csv {
+        id: Uuid,
+        info: DatasetInfo,
+        csv: Arc<[u8]>,
+    },
 }
 
 /// Renews the attempt's lease while it trains; cancels the training when someone asked to stop
@@ -387,7 +441,7 @@ async fn renew_lease<S: Store>(
 }
 
 /// Writes the latest progress, at most every `PROGRESS_EVERY`, until the training ends, and
-/// returns the last report if it was not written. Reports gather for `FIRST_WRITE_AFTER` before
+/// returns the last report if it was not written, and whether it wrote any. Reports gather for `FIRST_WRITE_AFTER` before
 /// the first write, so a training that ends sooner writes none: its end says it all.
 async fn write_progress<S: Store>(
     store: Arc<S>,
@@ -395,12 +449,13 @@ async fn write_progress<S: Store>(
     attempt: u32,
     mut rx: watch::Receiver<Option<training::Progress>>,
     training_over: Arc<Notify>,
-) -> Option<training::Progress> {
+) -> (Option<training::Progress>, bool) {
     let over = training_over.notified();
     tokio::pin!(over);
     let mut pause = FIRST_WRITE_AFTER;
     // A report was seen (`changed` marks it so) and not written yet.
     let mut pending = false;
+    let mut wrote = false;
     loop {
         tokio::select! {
             changed = rx.changed() => if changed.is_err() { break },
@@ -416,14 +471,16 @@ async fn write_progress<S: Store>(
         pending = false;
         if let Some(report) = latest {
             write_one(&*store, id, attempt, task_progress(report)).await;
+            wrote = true;
         }
     }
     let last = rx.borrow_and_update();
-    if pending || last.has_changed() {
+    let unwritten = if pending || last.has_changed() {
         last.clone()
     } else {
         None
-    }
+    };
+    (unwritten, wrote)
 }
 
 fn task_progress(p: training::Progress) -> TaskProgress {
@@ -448,6 +505,7 @@ async fn record<S: Store>(
     task: &TaskRecord,
     result: Result<TrainOutcome, TrainError>,
     last_progress: Option<TaskProgress>,
+    stored: Option<String>,
 ) {
     let (store, trainer) = (&args.store, &args.name);
     let (id, attempt) = (task.id, task.attempt);
@@ -464,17 +522,15 @@ async fn record<S: Store>(
                 "trainer": trainer,
             });
             event = TaskEvent::Succeeded;
-            store
-                .finish(
-                    id,
-                    attempt,
-                    Finish::Success {
-                        result,
-                        model: outcome.model_bytes,
-                        progress: last_progress,
-                    },
-                )
-                .await
+            let finish = Finish::Success {
+                result,
+                model: outcome.model_bytes,
+                progress: last_progress,
+            };
+            match &stored {
+                Some(stored) => store.finish_from(stored, id, attempt, finish).await,
+                None => store.finish(id, attempt, finish).await,
+            }
         }
         Err(TrainError::Cancelled) => {
             tracing::info!("task revoked while running");

@@ -299,9 +299,21 @@ pub fn routes<S: Store>(
 
 /// The route a request was for, as a metric label from a fixed set (ids are never labels).
 pub fn route_label(method: &warp::http::Method, path: &str) -> &'static str {
-    let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
+    // Up to 4 segments, without allocating (this runs for every request); longer paths are
+    // "other".
+    let mut segments = [""; 5];
+    let mut count = 0;
+    for segment in path.trim_matches('/').split('/').take(segments.len()) {
+        segments[count] = segment;
+        count += 1;
+    }
+    let segments = if count > 4 {
+        &[][..]
+    } else {
+        &segments[..count]
+    };
     let post = method == warp::http::Method::POST;
-    match (post, segments.as_slice()) {
+    match (post, segments) {
         (true, ["train", _, "async"]) => "POST /train/{model_type}/async",
         (true, ["train", _]) => "POST /train/{model_type}",
         (false, ["task", _, "status"]) => "GET /task/{id}/status",
@@ -379,6 +391,35 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn routes_are_labelled_without_ids() {
+        use warp::http::Method;
+        let id = "0b5e4c1e-3f1c-4c39-9e4b-1d2f3a4b5c6d";
+        for (method, path, label) in [
+            (
+                Method::GET,
+                format!("/task/{id}/status"),
+                "GET /task/{id}/status",
+            ),
+            (Method::GET, format!("/task/{id}"), "GET /task/{id}"),
+            (
+                Method::POST,
+                "/train/mlp/async".into(),
+                "POST /train/{model_type}/async",
+            ),
+            (
+                Method::POST,
+                "/cluster/nodes/a/drain".into(),
+                "POST /cluster/nodes/{name}/{action}",
+            ),
+            (Method::GET, "/".into(), "GET /"),
+            (Method::GET, "/a/b/c/d/e".into(), "other"),
+            (Method::GET, "/nothing".into(), "other"),
+        ] {
+            assert_eq!(route_label(&method, &path), label, "{method} {path}");
+        }
+    }
 
     #[test]
     fn tokens_compare_whole() {

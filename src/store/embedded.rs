@@ -416,7 +416,7 @@ impl Store for EmbeddedStore {
         &self,
         trainer: &str,
         device: DeviceSpec,
-    ) -> Result<Option<TaskRecord>, StoreError> {
+    ) -> Result<Option<Claimed>, StoreError> {
         let trainer = trainer.to_string();
         self.write(move |tx, settings| {
             let mut queue = tx.open_table(QUEUE)?;
@@ -445,7 +445,7 @@ impl Store for EmbeddedStore {
                 .ok_or_else(|| StoreError::Corrupt(format!("queued task {id} has no record")))?;
             let task = task.claimed(&trainer, settings);
             save(tx, &task)?;
-            Ok(Some(task))
+            Ok(Some(Claimed { task, stored: None }))
         })
         .await
     }
@@ -619,7 +619,7 @@ impl Store for EmbeddedStore {
         .await
     }
 
-    async fn dataset(&self, id: Uuid) -> Result<Option<(DatasetInfo, Vec<u8>)>, StoreError> {
+    async fn dataset(&self, id: Uuid) -> Result<Option<StoredDataset>, StoreError> {
         self.read(move |tx, _| {
             let key = id.to_string();
             let Some(info) = tx.open_table(DATASET_INFO)?.get(key.as_str())? else {
@@ -629,7 +629,7 @@ impl Store for EmbeddedStore {
             let csv = tx
                 .open_table(DATASET_CSV)?
                 .get(key.as_str())?
-                .map(|v| v.value().to_vec());
+                .map(|v| Arc::from(v.value()));
             let csv =
                 csv.ok_or_else(|| StoreError::Corrupt(format!("data set {id} has no csv")))?;
             Ok(Some((info, csv)))

@@ -74,7 +74,7 @@ impl<S: Store> Store for Instrumented<S> {
         &self,
         trainer: &str,
         device: DeviceSpec,
-    ) -> Result<Option<TaskRecord>, StoreError> {
+    ) -> Result<Option<Claimed>, StoreError> {
         self.timed("claim", self.inner.claim(trainer, device)).await
     }
     async fn progress(
@@ -89,6 +89,19 @@ impl<S: Store> Store for Instrumented<S> {
     async fn finish(&self, id: Uuid, attempt: u32, finish: Finish) -> Result<bool, StoreError> {
         self.timed("finish", self.inner.finish(id, attempt, finish))
             .await
+    }
+    async fn finish_from(
+        &self,
+        stored: &str,
+        id: Uuid,
+        attempt: u32,
+        finish: Finish,
+    ) -> Result<bool, StoreError> {
+        self.timed(
+            "finish",
+            self.inner.finish_from(stored, id, attempt, finish),
+        )
+        .await
     }
     async fn requeue(
         &self,
@@ -116,7 +129,7 @@ impl<S: Store> Store for Instrumented<S> {
         self.timed("put_dataset", self.inner.put_dataset(info, csv))
             .await
     }
-    async fn dataset(&self, id: Uuid) -> Result<Option<(DatasetInfo, Vec<u8>)>, StoreError> {
+    async fn dataset(&self, id: Uuid) -> Result<Option<StoredDataset>, StoreError> {
         self.timed("dataset", self.inner.dataset(id)).await
     }
     async fn datasets(&self) -> Result<Vec<DatasetInfo>, StoreError> {

@@ -22,6 +22,11 @@ impl Keys {
         format!("{}:task:{id}", self.prefix)
     }
 
+    /// What every task key starts with (`task(id)` is this and the id).
+    pub fn task_prefix(&self) -> String {
+        format!("{}:task:", self.prefix)
+    }
+
     /// String: set when a task finishes, living `result_expires_s + expired_memory_s`, so an
     /// expired id is told apart from an unknown one.
     pub fn tombstone(&self, id: Uuid) -> String {

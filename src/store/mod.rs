@@ -17,6 +17,7 @@ mod keys;
 mod redis_store;
 
 use std::future::Future;
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
@@ -427,6 +428,27 @@ pub enum StoreError {
     Corrupt(String),
 }
 
+/// An uploaded data set: its description and its CSV bytes (shared: stores may cache them).
+pub type StoredDataset = (DatasetInfo, Arc<[u8]>);
+
+/// A task a trainer just claimed.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Claimed {
+    pub task: TaskRecord,
+    /// The record exactly as the store keeps it, from a store that compares records as stored
+    /// (Redis): carried to the trainer, it spares the trainer a read of the record, and
+    /// [`Store::finish_from`] the read before its compare-and-set.
+    pub stored: Option<String>,
+}
+
+impl std::ops::Deref for Claimed {
+    type Target = TaskRecord;
+
+    fn deref(&self) -> &TaskRecord {
+        &self.task
+    }
+}
+
 /// Durable task state. Every method is atomic: a change that touches several records happens
 /// whole or not at all.
 pub trait Store: Send + Sync + 'static {
@@ -450,7 +472,7 @@ pub trait Store: Send + Sync + 'static {
         &self,
         trainer: &str,
         device: DeviceSpec,
-    ) -> impl Future<Output = Result<Option<TaskRecord>, StoreError>> + Send;
+    ) -> impl Future<Output = Result<Option<Claimed>, StoreError>> + Send;
     /// Records progress of `attempt`; false if that attempt no longer runs the task.
     fn progress(
         &self,
@@ -465,6 +487,19 @@ pub trait Store: Send + Sync + 'static {
         attempt: u32,
         finish: Finish,
     ) -> impl Future<Output = Result<bool, StoreError>> + Send;
+    /// `finish`, for a store that compares records as stored: it first tries the change from
+    /// `stored` (a [`Claimed::stored`] no write has changed since, as far as the caller knows)
+    /// and reads the record only if that was not the current one.
+    fn finish_from(
+        &self,
+        stored: &str,
+        id: Uuid,
+        attempt: u32,
+        finish: Finish,
+    ) -> impl Future<Output = Result<bool, StoreError>> + Send {
+        let _ = stored;
+        self.finish(id, attempt, finish)
+    }
     /// Puts a running task back in the queue after `attempt` failed with `error`, at once or,
     /// with `delay_s` above 0, once that many seconds have passed (see `promote`); false if
     /// that attempt no longer runs it.
@@ -492,7 +527,7 @@ pub trait Store: Send + Sync + 'static {
     fn dataset(
         &self,
         id: Uuid,
-    ) -> impl Future<Output = Result<Option<(DatasetInfo, Vec<u8>)>, StoreError>> + Send;
+    ) -> impl Future<Output = Result<Option<StoredDataset>, StoreError>> + Send;
     fn datasets(&self) -> impl Future<Output = Result<Vec<DatasetInfo>, StoreError>> + Send;
     fn queue_depth(&self) -> impl Future<Output = Result<u64, StoreError>> + Send;
     /// Pending tasks by priority: index 0 is priority 0.

@@ -24,6 +24,7 @@ const SWEEP_BATCH: isize = 1000;
 struct Scripts {
     submit: Script,
     claim: Script,
+    peek: Script,
     update: Script,
     finish: Script,
     requeue: Script,
@@ -57,23 +58,24 @@ type CachedDatasets = HashMap<Uuid, (DatasetInfo, Arc<[u8]>)>;
 const DATASET_CACHE_BYTES: usize = 64 << 20;
 
 impl DatasetCache {
-    fn get(&self, id: Uuid) -> Option<(DatasetInfo, Vec<u8>)> {
+    fn get(&self, id: Uuid) -> Option<(DatasetInfo, Arc<[u8]>)> {
         let entries = self.entries.lock().expect("dataset cache lock");
         entries
             .0
             .get(&id)
-            .map(|(info, csv)| (info.clone(), csv.to_vec()))
+            .map(|(info, csv)| (info.clone(), csv.clone()))
     }
 
-    fn put(&self, id: Uuid, info: &DatasetInfo, csv: &[u8]) {
+    fn put(&self, id: Uuid, info: &DatasetInfo, csv: &Arc<[u8]>) {
         let mut entries = self.entries.lock().expect("dataset cache lock");
+        if csv.len() > DATASET_CACHE_BYTES {
+            return;
+        }
         if entries.1 + csv.len() > DATASET_CACHE_BYTES {
             *entries = (HashMap::new(), 0);
         }
-        if csv.len() <= DATASET_CACHE_BYTES {
-            entries.1 += csv.len();
-            entries.0.insert(id, (info.clone(), Arc::from(csv)));
-        }
+        entries.1 += csv.len();
+        entries.0.insert(id, (info.clone(), csv.clone()));
     }
 }
 
@@ -125,6 +127,7 @@ impl RedisStore {
             scripts: Arc::new(Scripts {
                 submit: Script::new(&with_events(include_str!("lua/submit.lua"))),
                 claim: Script::new(&with_events(include_str!("lua/claim.lua"))),
+                peek: Script::new(include_str!("lua/peek.lua")),
                 update: Script::new(&with_events(include_str!("lua/update.lua"))),
                 finish: Script::new(&with_events(include_str!("lua/finish.lua"))),
                 requeue: Script::new(&with_events(include_str!("lua/requeue.lua"))),
@@ -237,15 +240,28 @@ impl RedisStore {
         &self,
         script: &Script,
         keys: &[String],
-        (old, before): (&str, &TaskRecord),
+        old: (&str, &TaskRecord),
         new: &TaskRecord,
+        extra: &[&[u8]],
+    ) -> Result<bool, StoreError> {
+        self.swap_stored(script, keys, old, (&encode(new), new), extra)
+            .await
+    }
+
+    /// `swap`, with the new record already encoded (`stored`).
+    async fn swap_stored(
+        &self,
+        script: &Script,
+        keys: &[String],
+        (old, before): (&str, &TaskRecord),
+        (stored, new): (&str, &TaskRecord),
         extra: &[&[u8]],
     ) -> Result<bool, StoreError> {
         let mut invocation = script.prepare_invoke();
         for key in keys {
             invocation.key(key);
         }
-        invocation.arg(old).arg(encode(new));
+        invocation.arg(old).arg(stored);
         for arg in extra {
             invocation.arg(*arg);
         }
@@ -379,50 +395,54 @@ impl Store for RedisStore {
         &self,
         trainer: &str,
         device: DeviceSpec,
-    ) -> Result<Option<TaskRecord>, StoreError> {
+    ) -> Result<Option<Claimed>, StoreError> {
         let k = &self.keys;
+        let classes = [DeviceClass::Any, device.class()];
         for _ in 0..MAX_CAS_RETRIES {
-            // The head of each queue this trainer may take from; the lowest score runs next.
-            let mut best: Option<(String, String, f64)> = None;
-            let classes = [DeviceClass::Any, device.class()];
-            let mut pipe = ::redis::pipe();
+            // The next task of the queues this trainer may take from, and its record, in one
+            // round trip.
+            let mut peek = self.scripts.peek.prepare_invoke();
             for class in classes {
-                pipe.zrange_withscores(k.queue(class), 0, 0);
+                peek.key(k.queue(class));
             }
-            let heads: Vec<Vec<(String, f64)>> = pipe.query_async(&mut self.con.clone()).await?;
-            for (class, head) in classes.into_iter().zip(heads) {
-                if let Some((id, score)) = head.into_iter().next()
-                    && best.as_ref().is_none_or(|(_, _, b)| score < *b)
-                {
-                    best = Some((k.queue(class), id, score));
-                }
-            }
-            let Some((queue, id, _)) = best else {
+            peek.arg(k.task_prefix());
+            let head: Option<(usize, String, Option<String>)> =
+                peek.invoke_async(&mut self.con.clone()).await?;
+            let Some((queue, id, old)) = head else {
                 return Ok(None);
             };
+            let class = queue.checked_sub(1).and_then(|i| classes.get(i));
+            let queue =
+                k.queue(*class.ok_or_else(|| {
+                    StoreError::Corrupt(format!("peek.lua answered queue {queue}"))
+                })?);
             let id = Uuid::parse_str(&id)
                 .map_err(|e| StoreError::Corrupt(format!("queue holds {id:?}: {e}")))?;
-            let Some(old) = self.raw(id).await? else {
+            let Some(old) = old else {
                 // A queued id without a record cannot run; drop it so it does not block the queue.
                 let _: i64 = self.con.clone().zrem(&queue, id.to_string()).await?;
                 continue;
             };
             let before: TaskRecord = decode(&old)?;
             let task = before.clone().claimed(trainer, &self.settings);
+            let stored = encode(&task);
             let lease = format!("{trainer}\t{}", task.attempt);
             let keys = [k.task(id), queue.clone(), k.running()];
             let id_text = id.to_string();
             if self
-                .swap(
+                .swap_stored(
                     &self.scripts.claim,
                     &keys,
                     (&old, &before),
-                    &task,
+                    (&stored, &task),
                     &[id_text.as_bytes(), lease.as_bytes()],
                 )
                 .await?
             {
-                return Ok(Some(task));
+                return Ok(Some(Claimed {
+                    task,
+                    stored: Some(stored),
+                }));
             }
         }
         Err(StoreError::Unavailable(
@@ -455,6 +475,28 @@ impl Store for RedisStore {
             }
         }
         Err(Self::conflict(id))
+    }
+
+    async fn finish_from(
+        &self,
+        stored: &str,
+        id: Uuid,
+        attempt: u32,
+        finish: Finish,
+    ) -> Result<bool, StoreError> {
+        let task: TaskRecord = decode(stored)?;
+        if task.id == id && task.runs_attempt(attempt) {
+            let keys = self.finish_keys(&task);
+            let (new, model) = task.clone().finished(finish.clone(), &self.settings);
+            if self
+                .finish_swap(&keys, (stored, &task), &new, model.as_deref())
+                .await?
+            {
+                return Ok(true);
+            }
+        }
+        // Changed since (progress, a cancel request, a requeue): from the current record.
+        self.finish(id, attempt, finish).await
     }
 
     async fn finish(&self, id: Uuid, attempt: u32, finish: Finish) -> Result<bool, StoreError> {
@@ -601,7 +643,7 @@ impl Store for RedisStore {
         Ok(())
     }
 
-    async fn dataset(&self, id: Uuid) -> Result<Option<(DatasetInfo, Vec<u8>)>, StoreError> {
+    async fn dataset(&self, id: Uuid) -> Result<Option<StoredDataset>, StoreError> {
         if let Some(found) = self.datasets.get(id) {
             return Ok(Some(found));
         }
@@ -611,6 +653,7 @@ impl Store for RedisStore {
         let csv: Option<Vec<u8>> = con.get(self.keys.dataset_csv(id)).await?;
         let csv = csv.ok_or_else(|| StoreError::Corrupt(format!("data set {id} has no csv")))?;
         let info: DatasetInfo = decode(&info)?;
+        let csv: Arc<[u8]> = Arc::from(csv);
         self.datasets.put(id, &info, &csv);
         Ok(Some((info, csv)))
     }
