@@ -13,6 +13,7 @@
 
 pub mod actors;
 pub mod bench;
+pub mod cache;
 pub mod cli;
 pub mod client;
 pub mod cluster;

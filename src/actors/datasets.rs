@@ -2,42 +2,35 @@
 //! uploaded, so a parsed copy stays right; without it every task of a data set would fetch and
 //! parse its CSV again (for tiny trainings the parse cost more than the training).
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use uuid::Uuid;
 
+use crate::cache::BoundedCache;
 use crate::training::Dataset;
 
 /// Most values (features and targets, 4 bytes each) kept parsed: 64 MB. Over that, the cache
 /// starts afresh.
 const MAX_VALUES: usize = 16 << 20;
 
-#[derive(Default)]
-pub struct ParsedDatasets {
-    /// The data sets and how many values they hold together.
-    entries: Mutex<(HashMap<Uuid, Arc<Dataset>>, usize)>,
+pub struct ParsedDatasets(BoundedCache<Arc<Dataset>>);
+
+impl Default for ParsedDatasets {
+    fn default() -> Self {
+        ParsedDatasets(BoundedCache::new(MAX_VALUES))
+    }
 }
 
 impl ParsedDatasets {
     pub fn get(&self, id: Uuid) -> Option<Arc<Dataset>> {
-        let entries = self.entries.lock().expect("parsed data sets lock");
-        entries.0.get(&id).cloned()
+        self.0.get(id)
     }
 
     /// Keeps `dataset` (the data set `id`, parsed) if it fits, and returns it shared.
     pub fn put(&self, id: Uuid, dataset: Dataset) -> Arc<Dataset> {
         let values = dataset.features().len() + dataset.targets().len();
         let dataset = Arc::new(dataset);
-        let mut entries = self.entries.lock().expect("parsed data sets lock");
-        if values > MAX_VALUES {
-            return dataset;
-        }
-        if entries.1 + values > MAX_VALUES {
-            *entries = (HashMap::new(), 0);
-        }
-        entries.1 += values;
-        entries.0.insert(id, dataset.clone());
+        self.0.put(id, dataset.clone(), values);
         dataset
     }
 }

@@ -15,7 +15,7 @@ use uuid::Uuid;
 
 use super::{DispatcherMsg, TrainerInfo, TrainerMsg, recover_attempt};
 use crate::cluster::{self, Membership};
-use crate::store::{Lease, Store, TaskError, now_s, trainer_node};
+use crate::store::{Claimed, Lease, Store, TaskError, now_s, trainer_node};
 use crate::telemetry;
 use crate::training::{DeviceClass, DeviceSpec};
 
@@ -360,7 +360,7 @@ impl<S: Store> Dispatcher<S> {
                 return;
             };
             match self.store.claim(&name, device).await {
-                Ok(Some(task)) => {
+                Ok(Some(Claimed { task, stored })) => {
                     state.given += 1;
                     state
                         .last_given
@@ -369,10 +369,10 @@ impl<S: Store> Dispatcher<S> {
                     slot.task = Some((task.id, task.attempt));
                     tracing::info!(task_id = %task.id, trainer = %name, attempt = task.attempt, "task dispatched");
                     // A record too big for a cluster message is read by the trainer instead.
-                    let stored = task.stored.filter(|s| s.len() <= MAX_STORED_SENT);
+                    let stored = stored.filter(|s| s.len() <= MAX_STORED_SENT);
                     let sent = slot.actor.cast(TrainerMsg::Train {
-                        id: task.task.id,
-                        attempt: task.task.attempt,
+                        id: task.id,
+                        attempt: task.attempt,
                         stored,
                     });
                     if sent.is_err() {

@@ -293,31 +293,29 @@ fn start<S: Store>(
             None => Source::Builtin,
             Some(id) => match datasets.get(id) {
                 Some(parsed) => Source::Parsed(parsed),
-                None => match store.dataset(id).await {
-                    Ok(Some((info, csv))) => Source::Csv { id, info, csv },
-                    Ok(None) => {
-                        let error = TrainError::InvalidSpec {
+                None => {
+                    let loaded = match store.dataset(id).await {
+                        Ok(Some((info, csv))) => Ok(Source::Csv { id, info, csv }),
+                        Ok(None) => Err(TrainError::InvalidSpec {
                             problems: vec![format!("data set {id} not found")],
-                        };
-                        let _ = myself.cast(TrainerMsg::Ended {
-                            task: Box::new(task),
-                            outcome: Ended::Done(Err(error)),
-                            last_progress: None,
-                            stored: None,
-                        });
-                        return;
+                        }),
+                        Err(e) => Err(TrainError::Backend(format!(
+                            "cannot load data set {id}: {e}"
+                        ))),
+                    };
+                    match loaded {
+                        Ok(source) => source,
+                        Err(error) => {
+                            let _ = myself.cast(TrainerMsg::Ended {
+                                task: Box::new(task),
+                                outcome: Ended::Done(Err(error)),
+                                last_progress: None,
+                                stored: None,
+                            });
+                            return;
+                        }
                     }
-                    Err(e) => {
-                        let error = TrainError::Backend(format!("cannot load data set {id}: {e}"));
-                        let _ = myself.cast(TrainerMsg::Ended {
-                            task: Box::new(task),
-                            outcome: Ended::Done(Err(error)),
-                            last_progress: None,
-                            stored: None,
-                        });
-                        return;
-                    }
-                },
+                }
             },
         };
         let renewer = tokio::spawn(renew_lease(
@@ -441,8 +439,9 @@ async fn renew_lease<S: Store>(
 }
 
 /// Writes the latest progress, at most every `PROGRESS_EVERY`, until the training ends, and
-/// returns the last report if it was not written, and whether it wrote any. Reports gather for `FIRST_WRITE_AFTER` before
-/// the first write, so a training that ends sooner writes none: its end says it all.
+/// returns the last report if it was not written, and whether it wrote any. Reports gather for
+/// `FIRST_WRITE_AFTER` before the first write, so a training that ends sooner writes none: its
+/// end says it all.
 async fn write_progress<S: Store>(
     store: Arc<S>,
     id: Uuid,

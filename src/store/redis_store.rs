@@ -14,6 +14,7 @@ use uuid::Uuid;
 
 use super::keys::Keys;
 use super::*;
+use crate::cache::BoundedCache;
 use crate::training::{DeviceClass, DeviceSpec};
 
 /// Most times a change is retried after losing a compare-and-set race.
@@ -43,41 +44,11 @@ pub struct RedisStore {
     /// Live events, read from the stream of every event by `follow_events`.
     live: tokio::sync::broadcast::Sender<Event>,
     /// Uploaded data sets this node has read: they never change once stored.
-    datasets: Arc<DatasetCache>,
+    datasets: Arc<BoundedCache<StoredDataset>>,
 }
 
-/// Data sets by id, up to `DATASET_CACHE_BYTES` of CSV; over that, it starts afresh.
-#[derive(Default)]
-struct DatasetCache {
-    /// The data sets and their total CSV bytes.
-    entries: std::sync::Mutex<(CachedDatasets, usize)>,
-}
-
-type CachedDatasets = HashMap<Uuid, (DatasetInfo, Arc<[u8]>)>;
-
+/// Data sets this node has read, up to this many bytes of CSV.
 const DATASET_CACHE_BYTES: usize = 64 << 20;
-
-impl DatasetCache {
-    fn get(&self, id: Uuid) -> Option<(DatasetInfo, Arc<[u8]>)> {
-        let entries = self.entries.lock().expect("dataset cache lock");
-        entries
-            .0
-            .get(&id)
-            .map(|(info, csv)| (info.clone(), csv.clone()))
-    }
-
-    fn put(&self, id: Uuid, info: &DatasetInfo, csv: &Arc<[u8]>) {
-        let mut entries = self.entries.lock().expect("dataset cache lock");
-        if csv.len() > DATASET_CACHE_BYTES {
-            return;
-        }
-        if entries.1 + csv.len() > DATASET_CACHE_BYTES {
-            *entries = (HashMap::new(), 0);
-        }
-        entries.1 += csv.len();
-        entries.0.insert(id, (info.clone(), csv.clone()));
-    }
-}
 
 impl From<::redis::RedisError> for StoreError {
     fn from(e: ::redis::RedisError) -> Self {
@@ -122,7 +93,7 @@ impl RedisStore {
             con,
             keys,
             live,
-            datasets: Arc::default(),
+            datasets: Arc::new(BoundedCache::new(DATASET_CACHE_BYTES)),
             settings,
             scripts: Arc::new(Scripts {
                 submit: Script::new(&with_events(include_str!("lua/submit.lua"))),
@@ -325,6 +296,19 @@ impl RedisStore {
         ]
     }
 
+    /// One compare-and-set of `finish` on the running record `task`, read as `old`.
+    async fn finish_once(
+        &self,
+        old: &str,
+        task: &TaskRecord,
+        finish: &Finish,
+    ) -> Result<bool, StoreError> {
+        let keys = self.finish_keys(task);
+        let (new, model) = task.clone().finished(finish.clone(), &self.settings);
+        self.finish_swap(&keys, (old, task), &new, model.as_deref())
+            .await
+    }
+
     async fn finish_swap(
         &self,
         keys: &[String],
@@ -485,15 +469,11 @@ impl Store for RedisStore {
         finish: Finish,
     ) -> Result<bool, StoreError> {
         let task: TaskRecord = decode(stored)?;
-        if task.id == id && task.runs_attempt(attempt) {
-            let keys = self.finish_keys(&task);
-            let (new, model) = task.clone().finished(finish.clone(), &self.settings);
-            if self
-                .finish_swap(&keys, (stored, &task), &new, model.as_deref())
-                .await?
-            {
-                return Ok(true);
-            }
+        if task.id == id
+            && task.runs_attempt(attempt)
+            && self.finish_once(stored, &task, &finish).await?
+        {
+            return Ok(true);
         }
         // Changed since (progress, a cancel request, a requeue): from the current record.
         self.finish(id, attempt, finish).await
@@ -504,12 +484,7 @@ impl Store for RedisStore {
             let Some((old, task)) = self.read_running(id, attempt).await? else {
                 return Ok(false);
             };
-            let keys = self.finish_keys(&task);
-            let (new, model) = task.clone().finished(finish.clone(), &self.settings);
-            if self
-                .finish_swap(&keys, (&old, &task), &new, model.as_deref())
-                .await?
-            {
+            if self.finish_once(&old, &task, &finish).await? {
                 return Ok(true);
             }
         }
@@ -654,7 +629,8 @@ impl Store for RedisStore {
         let csv = csv.ok_or_else(|| StoreError::Corrupt(format!("data set {id} has no csv")))?;
         let info: DatasetInfo = decode(&info)?;
         let csv: Arc<[u8]> = Arc::from(csv);
-        self.datasets.put(id, &info, &csv);
+        self.datasets
+            .put(id, (info.clone(), csv.clone()), csv.len());
         Ok(Some((info, csv)))
     }
 
