@@ -628,7 +628,9 @@ fn submit_to_start(url: &str, dataset: &str, n: usize) -> anyhow::Result<Value> 
     }))
 }
 
-/// `GET /task/{id}/status` from `connections` keep-alive clients for `duration`.
+/// `GET /task/{id}/status` from `connections` keep-alive connections for `duration`, all driven
+/// from one thread, as wrk does: the load generator shares the 2 cores with the node and Redis,
+/// and a thread per connection would take much of them.
 fn status_load(
     url: &str,
     ids: &[String],
@@ -638,44 +640,28 @@ fn status_load(
     if ids.is_empty() {
         bail!("no task ids to ask for");
     }
+    let addr = url
+        .strip_prefix("http://")
+        .with_context(|| format!("not an http:// address: {url}"))?
+        .to_string();
+    let requests: Arc<[String]> = ids
+        .iter()
+        .map(|id| format!("GET /task/{id}/status HTTP/1.1\r\nHost: {addr}\r\n\r\n"))
+        .collect();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
     let deadline = Instant::now() + duration;
-    let per_thread: Vec<(Vec<u32>, usize)> = std::thread::scope(|scope| {
-        let handles: Vec<_> = (0..connections)
-            .map(|c| {
-                scope.spawn(move || {
-                    let agent: ureq::Agent = ureq::Agent::config_builder()
-                        .http_status_as_error(false)
-                        .max_idle_connections_per_host(1)
-                        .build()
-                        .into();
-                    let mut latencies_us = Vec::new();
-                    let mut errors = 0;
-                    let mut i = c;
-                    while Instant::now() < deadline {
-                        let path = format!("{url}/task/{}/status", ids[i % ids.len()]);
-                        i += connections;
-                        let sent = Instant::now();
-                        let ok = agent
-                            .get(&path)
-                            .call()
-                            .ok()
-                            .filter(|r| r.status().as_u16() == 200)
-                            .and_then(|r| r.into_body().read_to_vec().ok())
-                            .is_some();
-                        if ok {
-                            latencies_us.push(sent.elapsed().as_micros() as u32);
-                        } else {
-                            errors += 1;
-                        }
-                    }
-                    (latencies_us, errors)
-                })
-            })
-            .collect();
-        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    let per_connection = runtime.block_on(async {
+        let mut set = tokio::task::JoinSet::new();
+        for c in 0..connections {
+            let (addr, requests) = (addr.clone(), requests.clone());
+            set.spawn(status_connection(addr, requests, c, connections, deadline));
+        }
+        set.join_all().await
     });
-    let errors: usize = per_thread.iter().map(|(_, e)| e).sum();
-    let mut all: Vec<f64> = per_thread
+    let errors: usize = per_connection.iter().map(|(_, e)| e).sum();
+    let mut all: Vec<f64> = per_connection
         .into_iter()
         .flat_map(|(l, _)| l)
         .map(|us| us as f64 / 1000.0)
@@ -689,6 +675,76 @@ fn status_load(
         "p99_ms": round(percentile(&all, 0.99), 3),
         "errors": errors,
     }))
+}
+
+/// One keep-alive connection of the status load: request `c`, `c + step`, ... of `requests`,
+/// one at a time, until `deadline`. Returns each answer's latency (µs) and the error count
+/// (an error also reconnects).
+async fn status_connection(
+    addr: String,
+    requests: Arc<[String]>,
+    c: usize,
+    step: usize,
+    deadline: Instant,
+) -> (Vec<u32>, usize) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let (mut latencies_us, mut errors) = (Vec::new(), 0);
+    let mut buf = Vec::with_capacity(4096);
+    let mut i = c;
+    'connect: while Instant::now() < deadline {
+        let Ok(mut stream) = tokio::net::TcpStream::connect(&addr).await else {
+            errors += 1;
+            tokio::time::sleep(Duration::from_millis(10)).await;
+            continue;
+        };
+        let _ = stream.set_nodelay(true);
+        while Instant::now() < deadline {
+            let request = &requests[i % requests.len()];
+            i += step;
+            let sent = Instant::now();
+            if stream.write_all(request.as_bytes()).await.is_err() {
+                errors += 1;
+                continue 'connect;
+            }
+            buf.clear();
+            let status = loop {
+                let mut chunk = [0u8; 4096];
+                match stream.read(&mut chunk).await {
+                    Ok(0) | Err(_) => {
+                        errors += 1;
+                        continue 'connect;
+                    }
+                    Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                }
+                if let Some(status) = whole_response(&buf) {
+                    break status;
+                }
+            };
+            if status == 200 {
+                latencies_us.push(sent.elapsed().as_micros() as u32);
+            } else {
+                errors += 1;
+            }
+        }
+    }
+    (latencies_us, errors)
+}
+
+/// The status code of the HTTP/1.1 response in `buf` once all of it (head and
+/// `content-length` bytes of body) has arrived.
+fn whole_response(buf: &[u8]) -> Option<u16> {
+    let head_end = buf.windows(4).position(|w| w == b"\r\n\r\n")? + 4;
+    let head = std::str::from_utf8(&buf[..head_end]).ok()?;
+    let status = head.get(9..12)?.parse().ok()?;
+    let length: usize = head
+        .lines()
+        .find_map(|line| {
+            let (name, value) = line.split_once(':')?;
+            name.eq_ignore_ascii_case("content-length")
+                .then(|| value.trim().parse().ok())?
+        })
+        .unwrap_or(0);
+    (buf.len() >= head_end + length).then_some(status)
 }
 
 /// The store's claim cost (mean `claim` duration from the node's own metrics) and the dispatch
@@ -841,4 +897,26 @@ fn table(r: &Value) -> String {
         );
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn responses_are_whole_once_their_body_has_arrived() {
+        let head =
+            b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\nContent-Length: 7\r\n\r\n";
+        let mut buf = head.to_vec();
+        assert_eq!(whole_response(&buf[..10]), None);
+        assert_eq!(whole_response(&buf), None);
+        buf.extend_from_slice(b"{\"a\":1");
+        assert_eq!(whole_response(&buf), None);
+        buf.push(b'}');
+        assert_eq!(whole_response(&buf), Some(200));
+        assert_eq!(
+            whole_response(b"HTTP/1.1 404 Not Found\r\ncontent-length: 0\r\n\r\n"),
+            Some(404)
+        );
+    }
 }

@@ -75,6 +75,61 @@ async fn claims_follow_priority_then_age<S: Store>(store: S) {
     assert_eq!(store.queue_depth().await.unwrap(), 0);
 }
 
+/// A claim takes what is next now, whatever the last claim saw next: a task submitted since at
+/// a higher priority, or the next one revoked since.
+async fn claims_see_changes_since_the_last_claim<S: Store>(store: S) {
+    let (a, b, c) = (
+        task(ModelType::Linear, 5),
+        task(ModelType::Linear, 5),
+        task(ModelType::Linear, 5),
+    );
+    for t in [&a, &b, &c] {
+        store.submit(t, 100).await.unwrap();
+    }
+    let claim = async || {
+        store
+            .claim("t1", DeviceSpec::Cpu)
+            .await
+            .unwrap()
+            .map(|c| c.id)
+    };
+    assert_eq!(claim().await, Some(a.id));
+    let urgent = task(ModelType::Linear, 9);
+    store.submit(&urgent, 100).await.unwrap();
+    assert_eq!(claim().await, Some(urgent.id), "the higher priority first");
+    assert_eq!(store.cancel(b.id).await.unwrap(), CancelOutcome::Revoked);
+    assert_eq!(claim().await, Some(c.id), "the revoked one is skipped");
+    assert_eq!(claim().await, None);
+    let late = task(ModelType::Linear, 0);
+    store.submit(&late, 100).await.unwrap();
+    assert_eq!(
+        claim().await,
+        Some(late.id),
+        "an empty queue is looked at again"
+    );
+}
+
+/// `status` shows what `get` does, as far as the status endpoint needs.
+async fn status_reads_state_progress_and_attempt<S: Store>(store: S) {
+    let t = task(ModelType::Linear, 0);
+    store.submit(&t, 100).await.unwrap();
+    let status = |lookup: Lookup<trainyard::store::TaskStatus>| match lookup {
+        Lookup::Found(s) => (s.id, s.state, s.attempt, s.progress),
+        other => panic!("expected a status, got {other:?}"),
+    };
+    assert_eq!(
+        status(store.status(t.id).await.unwrap()),
+        (t.id, TaskState::Pending, 0, None)
+    );
+    store.claim("t", DeviceSpec::Cpu).await.unwrap().unwrap();
+    assert!(store.progress(t.id, 1, &progress(3)).await.unwrap());
+    assert_eq!(
+        status(store.status(t.id).await.unwrap()),
+        (t.id, TaskState::Progress, 1, Some(progress(3)))
+    );
+    assert_eq!(store.status(Uuid::new_v4()).await.unwrap(), Lookup::Missing);
+}
+
 async fn attempts_are_fenced<S: Store>(store: S) {
     let t = task(ModelType::Mlp, 3);
     store.submit(&t, 100).await.unwrap();
@@ -264,6 +319,7 @@ async fn finished_tasks_expire<S: Store>(store: S) {
     );
     assert_eq!(store.model(t.id).await.unwrap(), None);
     assert_eq!(store.cancel(t.id).await.unwrap(), CancelOutcome::Expired);
+    assert_eq!(store.status(t.id).await.unwrap(), Lookup::Expired);
     let all = TaskFilter {
         limit: 10,
         ..TaskFilter::default()
@@ -856,6 +912,8 @@ macro_rules! conformance {
 conformance!(
     submit_get_and_unknown_ids,
     claims_follow_priority_then_age,
+    claims_see_changes_since_the_last_claim,
+    status_reads_state_progress_and_attempt,
     attempts_are_fenced,
     failures_and_cancels,
     a_full_queue_refuses_and_stores_nothing,

@@ -291,7 +291,9 @@ impl<S: Store> Dispatcher<S> {
         }
         let now = now_s();
         let leads = Self::leads(state);
-        let mut running: HashMap<&str, &Lease> = HashMap::new();
+        // A trainer can hold two leases for a moment: the next task is claimed for it while
+        // the end of the last one is written.
+        let mut running: HashMap<&str, Vec<&Lease>> = HashMap::new();
         let mut lost = Vec::new();
         for lease in &leases {
             if state.departed.contains(&lease.trainer) {
@@ -312,10 +314,18 @@ impl<S: Store> Dispatcher<S> {
                 }
                 continue;
             }
-            running.insert(lease.trainer.as_str(), lease);
+            running
+                .entry(lease.trainer.as_str())
+                .or_default()
+                .push(lease);
         }
         for (name, slot) in state.trainers.iter_mut() {
-            slot.task = running.get(name.as_str()).map(|l| (l.id, l.attempt));
+            let leases = running.get(name.as_str()).map_or(&[][..], Vec::as_slice);
+            // The task this dispatcher gave it last, while a lease shows it still runs;
+            // otherwise the one a lease shows.
+            if !leases.iter().any(|l| Some((l.id, l.attempt)) == slot.task) {
+                slot.task = leases.first().map(|l| (l.id, l.attempt));
+            }
         }
         if leads && !lost.is_empty() {
             self.requeue_lost(&lost).await;

@@ -199,10 +199,12 @@ impl<S: Store> Actor for Trainer<S> {
                                 telemetry::trained(&device, samples, m.samples_per_s, epochs);
                             }
                         }
+                        // The leader claims this trainer's next task while the result is
+                        // written: that task's Train waits in the mailbox until this ends.
+                        idle(&args.name, task.id);
                         record(args, &task, result, last_progress, stored).await
                     }
                 }
-                idle(&args.name, task.id);
             }
         }
         Ok(())

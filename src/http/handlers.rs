@@ -17,8 +17,8 @@ use super::{Api, ApiError};
 use crate::actors::{DispatcherMsg, TrainerMsg, local_dispatcher};
 use crate::cluster;
 use crate::store::{
-    CancelOutcome, DatasetInfo, IdempotencyKey, Lookup, Store, Submitted, TaskFilter, TaskRecord,
-    TaskState, now_s, trainer_node,
+    CancelOutcome, DatasetInfo, IdempotencyKey, Lookup, Store, Submitted, TaskFilter, TaskProgress,
+    TaskRecord, TaskState, now_s, trainer_node,
 };
 use crate::telemetry::{self, TaskEvent};
 use crate::training::{
@@ -352,8 +352,13 @@ pub async fn submit_sync<S: Store>(
 
 pub(super) async fn find<S: Store>(api: &Api<S>, raw_id: &str) -> Result<TaskRecord, ApiError> {
     let id = parse_id(raw_id, "task")?;
-    match api.store.get(id).await? {
-        Lookup::Found(task) => Ok(*task),
+    found(id, api.store.get(id).await?).map(|task| *task)
+}
+
+/// The task a lookup found, or why not as the API answers it.
+fn found<T>(id: Uuid, lookup: Lookup<T>) -> Result<T, ApiError> {
+    match lookup {
+        Lookup::Found(task) => Ok(task),
         Lookup::Expired => Err(ApiError::not_found(
             "task_expired",
             format!("task {id} finished and its result expired"),
@@ -366,7 +371,13 @@ pub(super) async fn find<S: Store>(api: &Api<S>, raw_id: &str) -> Result<TaskRec
 }
 
 fn progress_json(task: &TaskRecord) -> Value {
-    match (&task.progress, task.state) {
+    progress_of(task.progress.as_ref(), task.state)
+}
+
+/// A task's progress as the API shows it: a task that reported none yet gets one from its
+/// state.
+fn progress_of(progress: Option<&TaskProgress>, state: TaskState) -> Value {
+    match (progress, state) {
         (Some(p), _) => json!(p),
         (None, TaskState::Pending) => {
             json!({"current": 0, "total": 0, "percent": 0.0, "message": "Task is waiting in the queue"})
@@ -381,11 +392,13 @@ fn progress_json(task: &TaskRecord) -> Value {
 }
 
 pub async fn status<S: Store>(id: String, api: Arc<Api<S>>) -> Reply_ {
-    let task = find(&api, &id).await.map_err(reject)?;
+    let id = parse_id(&id, "task").map_err(reject)?;
+    let lookup = api.store.status(id).await.map_err(reject)?;
+    let task = found(id, lookup).map_err(reject)?;
     Ok(reply_json(&json!({
         "task_id": task.id,
         "state": task.state,
-        "progress": progress_json(&task),
+        "progress": progress_of(task.progress.as_ref(), task.state),
         "attempt": task.attempt,
     }))
     .into_response())

@@ -70,6 +70,9 @@ impl<S: Store> Store for Instrumented<S> {
     async fn get(&self, id: Uuid) -> Result<Lookup, StoreError> {
         self.timed("get", self.inner.get(id)).await
     }
+    async fn status(&self, id: Uuid) -> Result<Lookup<TaskStatus>, StoreError> {
+        self.timed("status", self.inner.status(id)).await
+    }
     async fn claim(
         &self,
         trainer: &str,

@@ -279,13 +279,52 @@ pub enum Submitted {
     Existing { id: Uuid, fingerprint: String },
 }
 
-/// What `get` found.
+/// What `get` (or `status`) found.
 #[derive(Debug, Clone, PartialEq)]
-pub enum Lookup {
-    Found(Box<TaskRecord>),
+pub enum Lookup<T = Box<TaskRecord>> {
+    Found(T),
     /// The task existed and its record expired.
     Expired,
     Missing,
+}
+
+impl<T> Lookup<T> {
+    pub fn map<U>(self, f: impl FnOnce(T) -> U) -> Lookup<U> {
+        match self {
+            Lookup::Found(found) => Lookup::Found(f(found)),
+            Lookup::Expired => Lookup::Expired,
+            Lookup::Missing => Lookup::Missing,
+        }
+    }
+}
+
+/// The fields of a task record the status endpoint shows: decoded from a stored record without
+/// the rest of it (spec, result, attempts), which a status read does not need.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+pub struct TaskStatus {
+    pub id: Uuid,
+    pub state: TaskState,
+    pub attempt: u32,
+    pub progress: Option<TaskProgress>,
+    pub expires_at: Option<f64>,
+}
+
+impl TaskStatus {
+    fn expired_at(&self, now: f64) -> bool {
+        self.expires_at.is_some_and(|at| at <= now)
+    }
+}
+
+impl From<&TaskRecord> for TaskStatus {
+    fn from(task: &TaskRecord) -> Self {
+        TaskStatus {
+            id: task.id,
+            state: task.state,
+            attempt: task.attempt,
+            progress: task.progress.clone(),
+            expires_at: task.expires_at,
+        }
+    }
 }
 
 /// How a task ended, as its trainer reports it.
@@ -466,6 +505,14 @@ pub trait Store: Send + Sync + 'static {
         key: &IdempotencyKey,
     ) -> impl Future<Output = Result<Submitted, StoreError>> + Send;
     fn get(&self, id: Uuid) -> impl Future<Output = Result<Lookup, StoreError>> + Send;
+    /// What `get` finds, only as far as the status endpoint shows it; a store that can read
+    /// less than the whole record for that does.
+    fn status(
+        &self,
+        id: Uuid,
+    ) -> impl Future<Output = Result<Lookup<TaskStatus>, StoreError>> + Send {
+        async move { Ok(self.get(id).await?.map(|task| TaskStatus::from(&*task))) }
+    }
     /// Takes the next queued task (highest priority, then oldest) for `trainer`: it becomes
     /// STARTED with its attempt number one higher.
     fn claim(

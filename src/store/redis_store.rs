@@ -7,7 +7,7 @@ use ::redis::aio::ConnectionManager;
 use ::redis::streams::{StreamId, StreamRangeReply, StreamReadOptions, StreamReadReply};
 use ::redis::{AsyncCommands, Script};
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use uuid::Uuid;
@@ -45,7 +45,13 @@ pub struct RedisStore {
     live: tokio::sync::broadcast::Sender<Event>,
     /// Uploaded data sets this node has read: they never change once stored.
     datasets: Arc<BoundedCache<StoredDataset>>,
+    /// Per device class of trainer, the head of its queues as the last claim left them.
+    next_heads: Arc<Mutex<HashMap<DeviceClass, Head>>>,
 }
+
+/// The next task to claim, as `lua/head.lua` answers: its queue (1-based, of those asked
+/// about), its id, and its record if it has one.
+type Head = (usize, String, Option<String>);
 
 /// Data sets this node has read, up to this many bytes of CSV.
 const DATASET_CACHE_BYTES: usize = 64 << 20;
@@ -67,6 +73,11 @@ fn encode<T: Serialize>(value: &T) -> String {
 /// A script that changes a task record, with the event preamble (`lua/events.lua`).
 fn with_events(script: &str) -> String {
     format!("{}{script}", include_str!("lua/events.lua"))
+}
+
+/// A script that looks for the next task to claim, with `head` (`lua/head.lua`).
+fn with_head(script: &str) -> String {
+    format!("{}{script}", include_str!("lua/head.lua"))
 }
 
 /// How many events the stream of every event keeps (for `/events` resume), about.
@@ -94,11 +105,12 @@ impl RedisStore {
             keys,
             live,
             datasets: Arc::new(BoundedCache::new(DATASET_CACHE_BYTES)),
+            next_heads: Arc::default(),
             settings,
             scripts: Arc::new(Scripts {
                 submit: Script::new(&with_events(include_str!("lua/submit.lua"))),
-                claim: Script::new(&with_events(include_str!("lua/claim.lua"))),
-                peek: Script::new(include_str!("lua/peek.lua")),
+                claim: Script::new(&with_events(&with_head(include_str!("lua/claim.lua")))),
+                peek: Script::new(&with_head(include_str!("lua/peek.lua"))),
                 update: Script::new(&with_events(include_str!("lua/update.lua"))),
                 finish: Script::new(&with_events(include_str!("lua/finish.lua"))),
                 requeue: Script::new(&with_events(include_str!("lua/requeue.lua"))),
@@ -198,6 +210,27 @@ impl RedisStore {
             }
         }
         Err(Self::conflict(id))
+    }
+
+    /// What a read of task `id` that found no record means: expired (its tombstone is left) or
+    /// never known.
+    async fn missing<T>(&self, id: Uuid) -> Result<Lookup<T>, StoreError> {
+        let expired: bool = self.con.clone().exists(self.keys.tombstone(id)).await?;
+        Ok(if expired {
+            Lookup::Expired
+        } else {
+            Lookup::Missing
+        })
+    }
+
+    /// The next task of `queues` to claim and its record, in one round trip.
+    async fn peek(&self, queues: &[String]) -> Result<Option<Head>, StoreError> {
+        let mut peek = self.scripts.peek.prepare_invoke();
+        for queue in queues {
+            peek.key(queue);
+        }
+        peek.arg(self.keys.task_prefix());
+        Ok(peek.invoke_async(&mut self.con.clone()).await?)
     }
 
     async fn raw(&self, id: Uuid) -> Result<Option<String>, StoreError> {
@@ -364,14 +397,21 @@ impl Store for RedisStore {
                     Lookup::Found(Box::new(task))
                 })
             }
-            None => {
-                let expired: bool = self.con.clone().exists(self.keys.tombstone(id)).await?;
-                Ok(if expired {
+            None => Ok(self.missing(id).await?),
+        }
+    }
+
+    async fn status(&self, id: Uuid) -> Result<Lookup<TaskStatus>, StoreError> {
+        match self.raw(id).await? {
+            Some(raw) => {
+                let status: TaskStatus = decode(&raw)?;
+                Ok(if status.expired_at(now_s()) {
                     Lookup::Expired
                 } else {
-                    Lookup::Missing
+                    Lookup::Found(status)
                 })
             }
+            None => Ok(self.missing(id).await?),
         }
     }
 
@@ -382,52 +422,64 @@ impl Store for RedisStore {
     ) -> Result<Option<Claimed>, StoreError> {
         let k = &self.keys;
         let classes = [DeviceClass::Any, device.class()];
+        let queues = classes.map(|class| k.queue(class));
+        // The head the last claim from these queues saw after its change, if it saw one: the
+        // claim script checks it is still the head, so a stale one only costs a retry.
+        let mut head = self
+            .next_heads
+            .lock()
+            .expect("heads lock")
+            .remove(&device.class());
+        if head.is_none() {
+            head = self.peek(&queues).await?;
+        }
         for _ in 0..MAX_CAS_RETRIES {
-            // The next task of the queues this trainer may take from, and its record, in one
-            // round trip.
-            let mut peek = self.scripts.peek.prepare_invoke();
-            for class in classes {
-                peek.key(k.queue(class));
-            }
-            peek.arg(k.task_prefix());
-            let head: Option<(usize, String, Option<String>)> =
-                peek.invoke_async(&mut self.con.clone()).await?;
-            let Some((queue, id, old)) = head else {
+            let Some((queue, id, old)) = head.take() else {
                 return Ok(None);
             };
-            let class = queue.checked_sub(1).and_then(|i| classes.get(i));
-            let queue =
-                k.queue(*class.ok_or_else(|| {
-                    StoreError::Corrupt(format!("peek.lua answered queue {queue}"))
-                })?);
+            let queue = queue
+                .checked_sub(1)
+                .and_then(|i| queues.get(i))
+                .ok_or_else(|| StoreError::Corrupt(format!("head.lua answered queue {queue}")))?;
             let id = Uuid::parse_str(&id)
                 .map_err(|e| StoreError::Corrupt(format!("queue holds {id:?}: {e}")))?;
             let Some(old) = old else {
                 // A queued id without a record cannot run; drop it so it does not block the queue.
-                let _: i64 = self.con.clone().zrem(&queue, id.to_string()).await?;
+                let _: i64 = self.con.clone().zrem(queue, id.to_string()).await?;
+                head = self.peek(&queues).await?;
                 continue;
             };
             let before: TaskRecord = decode(&old)?;
             let task = before.clone().claimed(trainer, &self.settings);
             let stored = encode(&task);
             let lease = format!("{trainer}\t{}", task.attempt);
-            let keys = [k.task(id), queue.clone(), k.running()];
-            let id_text = id.to_string();
-            if self
-                .swap_stored(
-                    &self.scripts.claim,
-                    &keys,
-                    (&old, &before),
-                    (&stored, &task),
-                    &[id_text.as_bytes(), lease.as_bytes()],
-                )
-                .await?
-            {
+            let mut claim = self.scripts.claim.prepare_invoke();
+            claim.key(k.task(id)).key(queue).key(k.running());
+            for queue in &queues {
+                claim.key(queue);
+            }
+            claim
+                .arg(&old)
+                .arg(&stored)
+                .arg(id.to_string())
+                .arg(&lease)
+                .arg(k.task_prefix());
+            self.add_event(&mut claim, Some(&before), &task);
+            let (taken, next): (i64, Option<Head>) =
+                claim.invoke_async(&mut self.con.clone()).await?;
+            if taken == 1 {
+                if let Some(next) = next {
+                    self.next_heads
+                        .lock()
+                        .expect("heads lock")
+                        .insert(device.class(), next);
+                }
                 return Ok(Some(Claimed {
                     task,
                     stored: Some(stored),
                 }));
             }
+            head = next;
         }
         Err(StoreError::Unavailable(
             "the queue kept changing while claiming".into(),

@@ -1,10 +1,21 @@
--- Take queued task ARGV[3] for a trainer, if it is still queued and its record unchanged.
--- (Takes an event, see events.lua.) KEYS: task, queue, running. ARGV: old record, new record, id, lease.
-if redis.call('ZSCORE', KEYS[2], ARGV[3]) == false or redis.call('GET', KEYS[1]) ~= ARGV[1] then
-  return 0
+-- Take queued task ARGV[3] for a trainer, if it is still the next to run from the queues
+-- KEYS[4..] (the ones the trainer takes from; KEYS[2] is the one it is in) and its record is
+-- unchanged. (Takes an event, see events.lua.)
+-- KEYS: task, queue, running, then those queues. ARGV: old record, new record, id, lease, task
+-- key prefix.
+-- Returns {1 if taken else 0, the next task to claim after that, as `head` answers}: so the
+-- caller's next claim (or its retry) needs no peek of its own.
+local queues = {}
+for i = 4, #KEYS do
+  queues[#queues + 1] = KEYS[i]
+end
+local first = head(queues, ARGV[5])
+if not first or first[2] ~= ARGV[3] or queues[first[1]] ~= KEYS[2]
+    or first[3] ~= ARGV[1] then
+  return {0, first}
 end
 redis.call('ZREM', KEYS[2], ARGV[3])
 redis.call('SET', KEYS[1], ARGV[2])
 redis.call('HSET', KEYS[3], ARGV[3], ARGV[4])
 emit()
-return 1
+return {1, head(queues, ARGV[5])}
