@@ -76,6 +76,14 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
             let status = status_load(&node.url, &ids, 64, Duration::from_secs(seconds))?;
             eprintln!("   {status}");
             report.insert("status".into(), status);
+            // Tasks still queued (the node drained, so none runs): every answer reads Redis.
+            node.set_draining(true)?;
+            let queued = submit_all(std::slice::from_ref(&node.url), &dataset, 1_000, 16)?;
+            let status = status_load(&node.url, &queued, 64, Duration::from_secs(seconds))?;
+            node.purge()?;
+            node.set_draining(false)?;
+            eprintln!("   queued: {status}");
+            report.insert("status_queued".into(), status);
         }
         if wants("dispatch") {
             let depths: Vec<usize> = if args.quick {
@@ -223,6 +231,36 @@ impl NodeProcess {
             .find(|l| l.starts_with("VmRSS:"))
             .and_then(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok())
             .map_or(0.0, |kb| (kb / 1024.0 * 10.0).round() / 10.0)
+    }
+
+    /// Drains the node (its trainers take no new tasks) or resumes it. Draining waits for the
+    /// leader to see it (its next reconcile, within a second).
+    fn set_draining(&self, draining: bool) -> anyhow::Result<()> {
+        let action = if draining { "drain" } else { "resume" };
+        let url = format!("{}/cluster/nodes/{}/{action}", self.url, self.name);
+        let (status, answer) = post(&agent(), &url, &Value::Null)?;
+        if !(200..300).contains(&status) {
+            bail!("{action} answered {status}: {answer}");
+        }
+        if draining {
+            std::thread::sleep(Duration::from_millis(1500));
+        }
+        Ok(())
+    }
+
+    /// Purges the queue; returns how many tasks it held. Purging takes about a minute per
+    /// 100,000 tasks on 2 cores: no timeout.
+    fn purge(&self) -> anyhow::Result<u64> {
+        let patient: ureq::Agent = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .timeout_global(None)
+            .build()
+            .into();
+        let (status, purged) = read_delete(&patient, &format!("{}/queue", self.url))?;
+        if !(200..300).contains(&status) {
+            bail!("purge answered {status}: {purged}");
+        }
+        Ok(purged["purged"].as_u64().unwrap_or(0))
     }
 }
 
@@ -755,16 +793,9 @@ fn dispatch_cost(
     depth: usize,
     clients: usize,
 ) -> anyhow::Result<Value> {
-    let agent = agent();
-    let drain = format!("{}/cluster/nodes/{}/drain", node.url, node.name);
-    post(&agent, &drain, &Value::Null)?;
-    std::thread::sleep(Duration::from_millis(1500));
+    node.set_draining(true)?;
     submit_all(std::slice::from_ref(&node.url), dataset, depth, clients)?;
-    post(
-        &agent,
-        &format!("{}/cluster/nodes/{}/resume", node.url, node.name),
-        &Value::Null,
-    )?;
+    node.set_draining(false)?;
     // The leader sees the resume within its next reconcile (up to a second): wait for the
     // first claims, then count claims (from the node's own metrics) while the first half of the
     // queue is dispatched, for at most 3 s, so every claim counted finds a task.
@@ -786,19 +817,13 @@ fn dispatch_cost(
         }
     };
     let rate = (count1 - count0) / window.elapsed().as_secs_f64();
-    // Purging what is left takes about a minute per 100,000 tasks on 2 cores: no timeout.
-    let patient: ureq::Agent = ureq::Agent::config_builder()
-        .http_status_as_error(false)
-        .timeout_global(None)
-        .build()
-        .into();
-    let (_, purged) = read_delete(&patient, &format!("{}/queue", node.url))?;
+    let purged = node.purge()?;
     let claims = count1 - count0;
     Ok(json!({
         "queued": depth,
         "claim_mean_ms": round(if claims > 0.0 { (sum1 - sum0) / claims * 1000.0 } else { 0.0 }, 3),
         "dispatched_per_s": round(rate, 1),
-        "purged_after": purged["purged"],
+        "purged_after": purged,
     }))
 }
 
@@ -863,14 +888,19 @@ fn table(r: &Value) -> String {
             format!("p50 {} ms, p99 {} ms", l["p50_ms"], l["p99_ms"]),
         );
     }
-    if let Some(s) = r.get("status") {
-        row(
-            &format!("GET /task/{{id}}/status, {} connections", s["connections"]),
-            format!(
-                "{} req/s, p50 {} ms, p99 {} ms",
-                s["requests_per_s"], s["p50_ms"], s["p99_ms"]
-            ),
-        );
+    for (key, tasks) in [("status", "finished"), ("status_queued", "queued")] {
+        if let Some(s) = r.get(key) {
+            row(
+                &format!(
+                    "GET /task/{{id}}/status of {tasks} tasks, {} connections",
+                    s["connections"]
+                ),
+                format!(
+                    "{} req/s, p50 {} ms, p99 {} ms",
+                    s["requests_per_s"], s["p50_ms"], s["p99_ms"]
+                ),
+            );
+        }
     }
     if let Some(m) = r.get("memory_mb") {
         row(

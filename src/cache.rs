@@ -27,6 +27,7 @@ impl<V: Clone> BoundedCache<V> {
     }
 
     /// Keeps `value` (of `size`, in the limit's unit) unless it alone is over the limit.
+    /// (With `size` 1, the limit is a number of values.)
     pub fn put(&self, id: Uuid, value: V, size: usize) {
         if size > self.limit {
             return;

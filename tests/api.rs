@@ -952,13 +952,23 @@ fn an_unreachable_redis_answers_503_and_stores_nothing() {
     let id = node.submit("linear", json!({"epochs": 1}));
     node.wait_for(&id, "SUCCESS", LONG);
     store.redis.as_ref().unwrap().kill();
+    // The status of a task it saw finish is final: the node still answers it.
+    let (status, answer) = node.get(&format!("/task/{id}/status"));
+    assert_eq!((status, answer["state"].as_str()), (200, Some("SUCCESS")));
     let (status, answer) = node.post("/train/linear/async", json!({"epochs": 1}));
     assert_eq!(
         (status, answer["error"]["code"].as_str()),
         (503, Some("store_unavailable")),
         "{answer}"
     );
-    let (status, answer) = node.get(&format!("/task/{id}/status"));
+    // A task the node does not know finished has to be read from Redis.
+    let (status, answer) = node.get(&format!("/task/{}/status", uuid::Uuid::new_v4()));
+    assert_eq!(
+        (status, answer["error"]["code"].as_str()),
+        (503, Some("store_unavailable")),
+        "{answer}"
+    );
+    let (status, answer) = node.get(&format!("/task/{id}/result"));
     assert_eq!(
         (status, answer["error"]["code"].as_str()),
         (503, Some("store_unavailable")),

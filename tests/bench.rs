@@ -27,6 +27,8 @@ fn the_quick_benchmark_runs_every_workload_and_writes_its_report() {
     assert_eq!(report["throughput"]["exactly_one_result"], true, "{report}");
     assert!(report["throughput"]["tasks_per_s"].as_f64().unwrap() > 0.0);
     assert_eq!(report["status"]["errors"], 0, "{report}");
+    assert_eq!(report["status_queued"]["errors"], 0, "{report}");
+    assert!(report["status_queued"]["requests_per_s"].as_f64().unwrap() > 0.0);
     assert!(report["memory_mb"]["idle"].as_f64().unwrap() > 0.0);
     assert_eq!(report["dispatch"].as_array().unwrap().len(), 2);
     assert_eq!(report["scaling"].as_array().unwrap().len(), 5);

@@ -232,10 +232,11 @@ pub fn routes<S: Store>(
         .unify()
         .boxed();
 
-    let protected = submit_async
-        .or(submit_sync)
+    // The status route first: clients poll it most, and each route before it is tried first.
+    let protected = status
+        .or(submit_async)
         .unify()
-        .or(status)
+        .or(submit_sync)
         .unify()
         .or(result)
         .unify()

@@ -8,7 +8,7 @@ use ::redis::streams::{StreamId, StreamRangeReply, StreamReadOptions, StreamRead
 use ::redis::{AsyncCommands, Script};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use uuid::Uuid;
 
@@ -47,7 +47,16 @@ pub struct RedisStore {
     datasets: Arc<BoundedCache<StoredDataset>>,
     /// Per device class of trainer, the head of its queues as the last claim left them.
     next_heads: Arc<Mutex<HashMap<DeviceClass, Head>>>,
+    /// The status of finished tasks this node read, and when: a finished task's record no
+    /// longer changes what its status shows, and its expiry is in the status.
+    finished: Arc<BoundedCache<(TaskStatus, Instant)>>,
 }
+
+/// Most finished tasks' statuses a node keeps (a few hundred bytes each).
+const FINISHED_KEPT: usize = 50_000;
+/// How long a finished task's status is answered without reading the store again. Its record
+/// does not change; this bounds only what an outside deletion (an operator's FLUSHDB) leaves.
+const FINISHED_FRESH: Duration = Duration::from_secs(5);
 
 /// The next task to claim, as `lua/head.lua` answers: its queue (1-based, of those asked
 /// about), its id, and its record if it has one.
@@ -106,6 +115,7 @@ impl RedisStore {
             live,
             datasets: Arc::new(BoundedCache::new(DATASET_CACHE_BYTES)),
             next_heads: Arc::default(),
+            finished: Arc::new(BoundedCache::new(FINISHED_KEPT)),
             settings,
             scripts: Arc::new(Scripts {
                 submit: Script::new(&with_events(include_str!("lua/submit.lua"))),
@@ -402,17 +412,24 @@ impl Store for RedisStore {
     }
 
     async fn status(&self, id: Uuid) -> Result<Lookup<TaskStatus>, StoreError> {
-        match self.raw(id).await? {
-            Some(raw) => {
+        let status = match self.finished.get(id) {
+            Some((status, read)) if read.elapsed() < FINISHED_FRESH => status,
+            _ => {
+                let Some(raw) = self.raw(id).await? else {
+                    return self.missing(id).await;
+                };
                 let status: TaskStatus = decode(&raw)?;
-                Ok(if status.expired_at(now_s()) {
-                    Lookup::Expired
-                } else {
-                    Lookup::Found(status)
-                })
+                if status.state.is_terminal() {
+                    self.finished.put(id, (status.clone(), Instant::now()), 1);
+                }
+                status
             }
-            None => Ok(self.missing(id).await?),
-        }
+        };
+        Ok(if status.expired_at(now_s()) {
+            Lookup::Expired
+        } else {
+            Lookup::Found(status)
+        })
     }
 
     async fn claim(
