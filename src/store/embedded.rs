@@ -403,8 +403,7 @@ impl Store for EmbeddedStore {
         self.read(move |tx, _| {
             let key = id.to_string();
             match read_task(tx, &key)? {
-                Some(task) if task.expired_at(now_s()) => Ok(Lookup::Expired),
-                Some(task) => Ok(Lookup::Found(Box::new(task))),
+                Some(task) => Ok(found_unless_expired(task).map(Box::new)),
                 None if tx.open_table(EXPIRED)?.get(key.as_str())?.is_some() => Ok(Lookup::Expired),
                 None => Ok(Lookup::Missing),
             }

@@ -309,9 +309,33 @@ pub struct TaskStatus {
     pub expires_at: Option<f64>,
 }
 
-impl TaskStatus {
+/// A task record, whole or in part, that knows when its result expires.
+trait Expires {
+    fn expires_at(&self) -> Option<f64>;
+
     fn expired_at(&self, now: f64) -> bool {
-        self.expires_at.is_some_and(|at| at <= now)
+        self.expires_at().is_some_and(|at| at <= now)
+    }
+}
+
+impl Expires for TaskRecord {
+    fn expires_at(&self) -> Option<f64> {
+        self.expires_at
+    }
+}
+
+impl Expires for TaskStatus {
+    fn expires_at(&self) -> Option<f64> {
+        self.expires_at
+    }
+}
+
+/// `found`, or expired if its result has expired by now.
+fn found_unless_expired<T: Expires>(found: T) -> Lookup<T> {
+    if found.expired_at(now_s()) {
+        Lookup::Expired
+    } else {
+        Lookup::Found(found)
     }
 }
 
@@ -711,10 +735,6 @@ impl TaskRecord {
     /// Whether the task is running under `attempt` (fencing: a stale attempt may not write).
     pub fn runs_attempt(&self, attempt: u32) -> bool {
         self.state.is_running() && self.attempt == attempt
-    }
-
-    fn expired_at(&self, now: f64) -> bool {
-        self.expires_at.is_some_and(|at| at <= now)
     }
 
     fn claimed(mut self, trainer: &str, settings: &StoreSettings) -> Self {

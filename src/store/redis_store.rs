@@ -222,9 +222,16 @@ impl RedisStore {
         Err(Self::conflict(id))
     }
 
-    /// What a read of task `id` that found no record means: expired (its tombstone is left) or
-    /// never known.
-    async fn missing<T>(&self, id: Uuid) -> Result<Lookup<T>, StoreError> {
+    /// Task `id`'s record, decoded as `T` (the whole record, or part of it). Without a record,
+    /// it is expired if its tombstone is left, else never known.
+    async fn lookup<T: serde::de::DeserializeOwned + Expires>(
+        &self,
+        id: Uuid,
+    ) -> Result<Lookup<T>, StoreError> {
+        if let Some(raw) = self.raw(id).await? {
+            // Redis expires keys on whole seconds; the record's own expiry is exact.
+            return Ok(found_unless_expired(decode(&raw)?));
+        }
         let expired: bool = self.con.clone().exists(self.keys.tombstone(id)).await?;
         Ok(if expired {
             Lookup::Expired
@@ -254,28 +261,15 @@ impl RedisStore {
         &self,
         script: &Script,
         keys: &[String],
-        old: (&str, &TaskRecord),
-        new: &TaskRecord,
-        extra: &[&[u8]],
-    ) -> Result<bool, StoreError> {
-        self.swap_stored(script, keys, old, (&encode(new), new), extra)
-            .await
-    }
-
-    /// `swap`, with the new record already encoded (`stored`).
-    async fn swap_stored(
-        &self,
-        script: &Script,
-        keys: &[String],
         (old, before): (&str, &TaskRecord),
-        (stored, new): (&str, &TaskRecord),
+        new: &TaskRecord,
         extra: &[&[u8]],
     ) -> Result<bool, StoreError> {
         let mut invocation = script.prepare_invoke();
         for key in keys {
             invocation.key(key);
         }
-        invocation.arg(old).arg(stored);
+        invocation.arg(old).arg(encode(new));
         for arg in extra {
             invocation.arg(*arg);
         }
@@ -397,39 +391,22 @@ impl Store for RedisStore {
     }
 
     async fn get(&self, id: Uuid) -> Result<Lookup, StoreError> {
-        match self.raw(id).await? {
-            Some(raw) => {
-                let task: TaskRecord = decode(&raw)?;
-                // Redis expires keys on whole seconds; the record's own expiry is exact.
-                Ok(if task.expired_at(now_s()) {
-                    Lookup::Expired
-                } else {
-                    Lookup::Found(Box::new(task))
-                })
-            }
-            None => Ok(self.missing(id).await?),
-        }
+        Ok(self.lookup::<TaskRecord>(id).await?.map(Box::new))
     }
 
     async fn status(&self, id: Uuid) -> Result<Lookup<TaskStatus>, StoreError> {
-        let status = match self.finished.get(id) {
-            Some((status, read)) if read.elapsed() < FINISHED_FRESH => status,
-            _ => {
-                let Some(raw) = self.raw(id).await? else {
-                    return self.missing(id).await;
-                };
-                let status: TaskStatus = decode(&raw)?;
-                if status.state.is_terminal() {
-                    self.finished.put(id, (status.clone(), Instant::now()), 1);
-                }
-                status
-            }
-        };
-        Ok(if status.expired_at(now_s()) {
-            Lookup::Expired
-        } else {
-            Lookup::Found(status)
-        })
+        if let Some((status, read)) = self.finished.get(id)
+            && read.elapsed() < FINISHED_FRESH
+        {
+            return Ok(found_unless_expired(status));
+        }
+        let lookup = self.lookup::<TaskStatus>(id).await?;
+        if let Lookup::Found(status) = &lookup
+            && status.state.is_terminal()
+        {
+            self.finished.put(id, (status.clone(), Instant::now()), 1);
+        }
+        Ok(lookup)
     }
 
     async fn claim(
