@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use uuid::Uuid;
 use warp::http::StatusCode;
@@ -370,37 +370,62 @@ fn found<T>(id: Uuid, lookup: Lookup<T>) -> Result<T, ApiError> {
     }
 }
 
-fn progress_json(task: &TaskRecord) -> Value {
+fn progress_json(task: &TaskRecord) -> ShownProgress<'_> {
     progress_of(task.progress.as_ref(), task.state)
 }
 
-/// A task's progress as the API shows it: a task that reported none yet gets one from its
-/// state.
-fn progress_of(progress: Option<&TaskProgress>, state: TaskState) -> Value {
-    match (progress, state) {
-        (Some(p), _) => json!(p),
-        (None, TaskState::Pending) => {
-            json!({"current": 0, "total": 0, "percent": 0.0, "message": "Task is waiting in the queue"})
-        }
-        (None, TaskState::Started) => {
-            json!({"current": 0, "total": 0, "percent": 0.0, "message": "Task started"})
-        }
-        (None, state) => {
-            json!({"current": 0, "total": 0, "percent": if state == TaskState::Success { 100.0 } else { 0.0 }, "message": state.as_str()})
-        }
+/// A task's progress as the API shows it: what it reported, or, before its first report, one
+/// made from its state.
+#[derive(Serialize)]
+#[serde(untagged)]
+enum ShownProgress<'a> {
+    Reported(&'a TaskProgress),
+    FromState {
+        current: u64,
+        total: u64,
+        percent: f64,
+        message: &'static str,
+    },
+}
+
+fn progress_of(progress: Option<&TaskProgress>, state: TaskState) -> ShownProgress<'_> {
+    if let Some(p) = progress {
+        return ShownProgress::Reported(p);
     }
+    let (percent, message) = match state {
+        TaskState::Pending => (0.0, "Task is waiting in the queue"),
+        TaskState::Started => (0.0, "Task started"),
+        TaskState::Success => (100.0, state.as_str()),
+        state => (0.0, state.as_str()),
+    };
+    ShownProgress::FromState {
+        current: 0,
+        total: 0,
+        percent,
+        message,
+    }
+}
+
+/// The answer of `GET /task/{id}/status`, the hottest route: written straight from the
+/// status, with no JSON value built in between.
+#[derive(Serialize)]
+struct StatusAnswer<'a> {
+    task_id: Uuid,
+    state: TaskState,
+    progress: ShownProgress<'a>,
+    attempt: u32,
 }
 
 pub async fn status<S: Store>(id: String, api: Arc<Api<S>>) -> Reply_ {
     let id = parse_id(&id, "task").map_err(reject)?;
     let lookup = api.store.status(id).await.map_err(reject)?;
     let task = found(id, lookup).map_err(reject)?;
-    Ok(reply_json(&json!({
-        "task_id": task.id,
-        "state": task.state,
-        "progress": progress_of(task.progress.as_ref(), task.state),
-        "attempt": task.attempt,
-    }))
+    Ok(reply_json(&StatusAnswer {
+        task_id: task.id,
+        state: task.state,
+        progress: progress_of(task.progress.as_ref(), task.state),
+        attempt: task.attempt,
+    })
     .into_response())
 }
 

@@ -7,10 +7,11 @@ use std::fmt;
 use std::str::FromStr;
 use std::sync::Arc;
 
-use serde_json::json;
+use serde::Serialize;
 use uuid::Uuid;
 
-use super::{TaskRecord, TaskState, now_s};
+use super::{TaskError, TaskProgress, TaskRecord, TaskState, now_s};
+use crate::training::ModelType;
 
 /// Orders events: Redis stream ids (`milliseconds-sequence`); the embedded store uses
 /// `sequence-0`.
@@ -105,26 +106,29 @@ impl Pending {
             Some(old) if old.state != new.state => EventKind::State,
             Some(_) => return None,
         };
-        let data = json!({
-            "task_id": new.id,
-            "state": new.state.as_str(),
-            "model_type": new.model_type,
-            "dataset": new.spec.dataset,
-            "priority": new.priority,
-            "submitted_at": new.submitted_at,
-            "attempt": new.attempt,
-            "node": new.node(),
-            "trainer": new.trainer,
-            "progress": new.progress,
-            "result": if new.state == TaskState::Success { new.result.clone() } else { None },
-            "error": new.error,
-            "at": now_s(),
-        });
+        let data = EventData {
+            task_id: new.id,
+            state: new.state.as_str(),
+            model_type: new.model_type,
+            dataset: &new.spec.dataset,
+            priority: new.priority,
+            submitted_at: new.submitted_at,
+            attempt: new.attempt,
+            node: new.node(),
+            trainer: new.trainer.as_deref(),
+            progress: new.progress.as_ref(),
+            result: new
+                .result
+                .as_ref()
+                .filter(|_| new.state == TaskState::Success),
+            error: new.error.as_ref(),
+            at: now_s(),
+        };
         Some(Pending {
             task: new.id,
             kind,
             terminal: new.state.is_terminal(),
-            data: data.to_string(),
+            data: serde_json::to_string(&data).expect("an event serializes"),
         })
     }
 
@@ -166,6 +170,24 @@ impl Event {
             data: Arc::from(data),
         })
     }
+}
+
+/// The JSON clients get for an event: the task as it is after the change.
+#[derive(Serialize)]
+struct EventData<'a> {
+    task_id: Uuid,
+    state: &'static str,
+    model_type: ModelType,
+    dataset: &'a str,
+    priority: u8,
+    submitted_at: f64,
+    attempt: u32,
+    node: Option<&'a str>,
+    trainer: Option<&'a str>,
+    progress: Option<&'a TaskProgress>,
+    result: Option<&'a serde_json::Value>,
+    error: Option<&'a TaskError>,
+    at: f64,
 }
 
 /// Live events a node keeps for its subscribers; a subscriber more than this many behind

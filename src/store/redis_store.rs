@@ -1060,6 +1060,10 @@ fn parse_events(entries: Vec<StreamId>) -> Vec<Event> {
 
 /// How long one read of the event stream waits for news.
 const FOLLOW_BLOCK: Duration = Duration::from_secs(2);
+/// Events one read of the event stream takes at most.
+const FOLLOW_COUNT: usize = 512;
+/// How long events gather between two reads of the event stream while it is busy.
+const FOLLOW_GATHER: Duration = Duration::from_millis(5);
 
 /// Reads the stream of every event as it grows and hands each event to this node's
 /// subscribers. On its own connection (a blocking read would hold up every other command on a
@@ -1087,20 +1091,28 @@ async fn follow_events(
         };
         let options = StreamReadOptions::default()
             .block(FOLLOW_BLOCK.as_millis() as usize)
-            .count(512);
+            .count(FOLLOW_COUNT);
         loop {
             let reply: Result<Option<StreamReadReply>, _> =
                 con.xread_options(&[&key], &[&last], &options).await;
             match reply {
                 Ok(reply) => {
+                    let mut read = 0;
                     for stream in reply.map(|r| r.keys).unwrap_or_default() {
                         if let Some(entry) = stream.ids.last() {
                             last = entry.id.clone();
                         }
+                        read += stream.ids.len();
                         for event in parse_events(stream.ids) {
                             // No subscriber is fine.
                             let _ = live.send(event);
                         }
+                    }
+                    // The first event after a quiet spell comes at once; under load, events
+                    // gather for a moment, so the stream is read a few hundred times a second
+                    // at most rather than once or twice per event. A full read means more wait.
+                    if read > 0 && read < FOLLOW_COUNT {
+                        tokio::time::sleep(FOLLOW_GATHER).await;
                     }
                 }
                 Err(e) => {

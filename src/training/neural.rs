@@ -8,7 +8,7 @@ use burn::nn::loss::{MseLoss, Reduction};
 use burn::nn::{Linear, LinearConfig, Relu};
 use burn::optim::{AdamConfig, GradientsParams};
 use burn::store::ModuleRecord;
-use burn::tensor::{Bytes, Device, Int, Tensor, TensorData};
+use burn::tensor::{Bytes, Device, Tensor, TensorData};
 use rand::SeedableRng;
 use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
@@ -147,37 +147,37 @@ pub fn fit(
     let mut network = Network::new(cols, hidden, &ad);
     let mut optim = AdamConfig::new().init();
     let loss_fn = MseLoss::new();
-    let x_all = Tensor::<2>::from_data(
-        TensorData::new(scaler.transform_x(&train.x), [rows, cols]),
-        &ad,
-    );
-    let y_all = Tensor::<2>::from_data(
-        TensorData::new(scaler.transform_y(&train.y), [rows, 1]),
-        &ad,
-    );
-    let mut order: Vec<i64> = (0..rows as i64).collect();
+    let x_scaled = scaler.transform_x(&train.x);
+    let y_scaled = scaler.transform_y(&train.y);
+    let mut order: Vec<usize> = (0..rows).collect();
     let mut rng = StdRng::seed_from_u64(seed);
-    let batches = rows.div_ceil(batch_size);
+    // One batch's rows, gathered on the host: the batches are leaves of the graph, so the
+    // shuffle costs no tensor operations of its own.
+    let mut x_batch = Vec::with_capacity(batch_size * cols);
+    let mut y_batch = Vec::with_capacity(batch_size);
 
     let started = Instant::now();
     let mut last_epoch_loss = f64::NAN;
     for epoch in 1..=epochs {
         order.shuffle(&mut rng);
-        let index = Tensor::<1, Int>::from_data(TensorData::new(order.clone(), [rows]), &ad);
-        let x_epoch = x_all.clone().select(0, index.clone());
-        let y_epoch = y_all.clone().select(0, index);
-        let mut loss_sum = Tensor::<1>::zeros([1], &ad);
-        for b in 0..batches {
+        let mut loss_sum = 0.0f64;
+        for batch in order.chunks(batch_size) {
             control.check()?;
-            let (start, end) = (b * batch_size, ((b + 1) * batch_size).min(rows));
-            let x = x_epoch.clone().narrow(0, start, end - start);
-            let y = y_epoch.clone().narrow(0, start, end - start);
+            x_batch.clear();
+            y_batch.clear();
+            for &row in batch {
+                x_batch.extend_from_slice(&x_scaled[row * cols..(row + 1) * cols]);
+                y_batch.push(y_scaled[row]);
+            }
+            let n = batch.len();
+            let x = Tensor::<2>::from_data(TensorData::new(x_batch.clone(), [n, cols]), &ad);
+            let y = Tensor::<2>::from_data(TensorData::new(y_batch.clone(), [n, 1]), &ad);
             let loss = loss_fn.forward(network.forward(x), y, Reduction::Mean);
-            loss_sum = loss_sum + loss.clone().detach().reshape([1]) * ((end - start) as f32);
             let grads = GradientsParams::from_grads(loss.backward(), &network);
+            loss_sum += loss.into_scalar::<f32>() as f64 * n as f64;
             network = optim.step(learning_rate, network, grads);
         }
-        last_epoch_loss = loss_sum.into_scalar::<f32>() as f64 / rows as f64;
+        last_epoch_loss = loss_sum / rows as f64;
         if !last_epoch_loss.is_finite() {
             return Err(TrainError::Diverged { epoch });
         }
