@@ -54,6 +54,7 @@ pub const HTTP_DURATION: &str = "trainyard_http_request_duration_seconds";
 pub const STORE_DURATION: &str = "trainyard_store_operation_duration_seconds";
 pub const STORE_ERRORS: &str = "trainyard_store_errors_total";
 pub const CALLBACKS: &str = "trainyard_callbacks_total";
+pub const RUNTIME_TASKS: &str = "trainyard_runtime_tasks";
 
 /// Every trainyard metric.
 pub const METRICS: &[Metric] = &[
@@ -126,6 +127,14 @@ pub const METRICS: &[Metric] = &[
         unit: Unit::Count,
         labels: &["outcome"],
         help: "Deliveries of task ends to callback URLs: delivered, retried (a try failed), failed (given up).",
+    },
+    Metric {
+        name: RUNTIME_TASKS,
+        kind: Kind::Gauge,
+        unit: Unit::Count,
+        labels: &[],
+        help: "Tasks alive in the node's async runtime (connections, actors, timers). Flat while \
+               the node works: it does not grow with the training tasks run.",
     },
     Metric {
         name: TRAINER_RESTARTS,
@@ -276,6 +285,9 @@ impl Telemetry {
     /// The Prometheus text exposition of every metric, process figures freshly read.
     pub fn render(&self) -> String {
         self.process.collect();
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            gauge!(RUNTIME_TASKS).set(runtime.metrics().num_alive_tasks() as f64);
+        }
         self.handle.render()
     }
 }

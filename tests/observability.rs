@@ -174,6 +174,39 @@ fn dashboard_expressions() -> Vec<String> {
     out
 }
 
+/// The value of an unlabelled metric on `/metrics`.
+fn metric_value(node: &Node, name: &str) -> f64 {
+    let text = metrics_text(node);
+    let prefix = format!("{name} ");
+    text.lines()
+        .find_map(|l| l.strip_prefix(prefix.as_str()))
+        .unwrap_or_else(|| panic!("no {name} on /metrics"))
+        .trim()
+        .parse()
+        .unwrap()
+}
+
+#[test]
+fn finished_tasks_leave_nothing_running_behind() {
+    let node = Node::up(&TestStore::embedded(), 2, &[]);
+    let warm = node.submit("linear", json!({"epochs": 1}));
+    node.wait_for(&warm, "SUCCESS", LONG);
+    let before = metric_value(&node, "trainyard_runtime_tasks");
+    let ids: Vec<String> = (0..100)
+        .map(|_| node.submit("linear", json!({"epochs": 1})))
+        .collect();
+    for id in &ids {
+        node.wait_for(id, "SUCCESS", LONG);
+    }
+    // Each attempt's hard-limit timer (an hour by default), lease renewer and progress
+    // writer end with it: 100 tasks later the runtime holds about what it held before.
+    let after = metric_value(&node, "trainyard_runtime_tasks");
+    assert!(
+        after < before + 20.0,
+        "runtime tasks grew from {before} to {after} over 100 trainings"
+    );
+}
+
 #[test]
 fn dashboards_name_only_metrics_that_exist() {
     let known: BTreeSet<&str> = METRICS

@@ -4,8 +4,9 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use ractor::{Actor, ActorProcessingErr, ActorRef};
+use ractor::{Actor, ActorProcessingErr, ActorRef, MessagingErr};
 use tokio::sync::{Notify, watch};
+use tokio::task::JoinHandle;
 use tracing::Instrument;
 use uuid::Uuid;
 
@@ -51,8 +52,17 @@ impl<S> Default for Trainer<S> {
 
 pub struct TrainerState<S> {
     args: TrainerArgs<S>,
-    /// The task running, its attempt, and its cancel token.
-    running: Option<(Uuid, u32, CancelToken)>,
+    running: Option<Running>,
+}
+
+/// The attempt a trainer runs.
+struct Running {
+    id: Uuid,
+    attempt: u32,
+    cancel: CancelToken,
+    /// The timer of the hard time limit: stopped when the attempt ends, so a node does not
+    /// keep one sleeping timer per finished task until its limit (an hour by default).
+    hard_limit: JoinHandle<Result<(), MessagingErr<TrainerMsg>>>,
 }
 
 impl<S: Store> Actor for Trainer<S> {
@@ -98,7 +108,6 @@ impl<S: Store> Actor for Trainer<S> {
                 if task.cancel_requested {
                     cancel.cancel();
                 }
-                state.running = Some((task.id, task.attempt, cancel.clone()));
                 // The soft limit stops the training between batches; the hard one, later,
                 // replaces this trainer if the training did not stop.
                 let soft = task
@@ -107,20 +116,26 @@ impl<S: Store> Actor for Trainer<S> {
                     .unwrap_or(state.args.settings.time_limit_s);
                 let hard = soft + state.args.settings.hard_time_limit_grace_s;
                 let (tid, attempt) = (task.id, task.attempt);
-                myself.send_after(Duration::from_secs_f64(hard), move || {
+                let hard_limit = myself.send_after(Duration::from_secs_f64(hard), move || {
                     TrainerMsg::HardLimit {
                         id: tid,
                         attempt,
                         after_s: hard,
                     }
                 });
+                state.running = Some(Running {
+                    id: tid,
+                    attempt,
+                    cancel: cancel.clone(),
+                    hard_limit,
+                });
                 start(&state.args, task, stored, cancel, myself);
             }
             TrainerMsg::Cancel { id } => {
-                if let Some((running, _, cancel)) = &state.running
-                    && *running == id
+                if let Some(running) = &state.running
+                    && running.id == id
                 {
-                    cancel.cancel();
+                    running.cancel.cancel();
                 }
             }
             TrainerMsg::HardLimit {
@@ -128,13 +143,13 @@ impl<S: Store> Actor for Trainer<S> {
                 attempt,
                 after_s,
             } => {
-                let Some((running, running_attempt, cancel)) = &state.running else {
+                let Some(running) = &state.running else {
                     return Ok(());
                 };
-                if (*running, *running_attempt) != (id, attempt) {
+                if (running.id, running.attempt) != (id, attempt) {
                     return Ok(());
                 }
-                cancel.cancel();
+                running.cancel.cancel();
                 let error = TaskError {
                     code: "time_limit".into(),
                     message: format!(
@@ -168,7 +183,9 @@ impl<S: Store> Actor for Trainer<S> {
                 last_progress,
                 stored,
             } => {
-                state.running = None;
+                if let Some(running) = state.running.take() {
+                    running.hard_limit.abort();
+                }
                 telemetry::task_running(task.model_type, false);
                 let args = &state.args;
                 match outcome {
