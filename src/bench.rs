@@ -48,7 +48,23 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
         } else {
             200
         };
+        let processes = [
+            ("node", node.child.id()),
+            ("redis", redis.child.id()),
+            ("load_generator", std::process::id()),
+        ];
+        let cpu_before = processes.map(|(_, pid)| cpu_seconds(pid));
         let mut throughput = throughput(&node.url, &dataset, tasks, args.clients)?;
+        let cpu_after = processes.map(|(_, pid)| cpu_seconds(pid));
+        let cpu_ms_per_task: serde_json::Map<String, Value> = processes
+            .iter()
+            .zip(cpu_before.iter().zip(&cpu_after))
+            .map(|((name, _), (before, after))| {
+                let ms = (after - before) * 1000.0 / tasks.max(1) as f64;
+                (name.to_string(), json!((ms * 1000.0).round() / 1000.0))
+            })
+            .collect();
+        throughput["cpu_ms_per_task"] = Value::Object(cpu_ms_per_task);
         let after_rss = node.rss_mb();
         let sample_ids = throughput.as_object_mut().unwrap().remove("sample_ids");
         if wants("throughput") {
@@ -149,10 +165,19 @@ fn free_port() -> anyhow::Result<u16> {
     Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
 }
 
+/// The load generator's HTTP client. Its timeouts are per phase, not one global timeout: with
+/// a global one, ureq looks up the host of every request on a thread of its own (to bound the
+/// lookup), and on these loopback addresses that only took CPU from the node under test (a
+/// sixth of the load generator's own CPU in the throughput run).
 fn agent() -> ureq::Agent {
+    let limit = Some(Duration::from_secs(60));
     ureq::Agent::config_builder()
         .http_status_as_error(false)
-        .timeout_global(Some(Duration::from_secs(60)))
+        .timeout_connect(Some(Duration::from_secs(10)))
+        .timeout_send_request(limit)
+        .timeout_send_body(limit)
+        .timeout_recv_response(limit)
+        .timeout_recv_body(limit)
         .max_idle_connections_per_host(4)
         .build()
         .into()
@@ -207,6 +232,24 @@ impl Redis {
         }
         Ok(redis)
     }
+}
+
+/// CPU seconds (user and system) a process has used, with those of its children it has
+/// waited for (Redis's AOF rewrites); 0 if unknown. Linux's /proc, at 100 ticks a second.
+fn cpu_seconds(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // The fields after the command name (which may hold spaces), from the state on: utime,
+    // stime, cutime and cstime are the 12th to 15th.
+    let Some((_, fields)) = stat.rsplit_once(')') else {
+        return 0.0;
+    };
+    let ticks: f64 = fields
+        .split_whitespace()
+        .skip(11)
+        .take(4)
+        .filter_map(|t| t.parse::<f64>().ok())
+        .sum();
+    ticks / 100.0
 }
 
 impl Drop for Redis {
@@ -448,15 +491,23 @@ impl Ends {
                 } else if let Some(data) = line.strip_prefix("data:")
                     && event == "state"
                 {
-                    let data: Value = serde_json::from_str(data.trim()).unwrap_or(Value::Null);
-                    let state = data["state"].as_str().unwrap_or("");
-                    if matches!(state, "SUCCESS" | "FAILURE" | "REVOKED") {
-                        let id = data["task_id"].as_str().unwrap_or("").to_string();
+                    // Only the two fields it needs, borrowed: this thread shares the
+                    // machine with the node under test.
+                    #[derive(serde::Deserialize)]
+                    struct StateEvent<'a> {
+                        task_id: &'a str,
+                        state: &'a str,
+                    }
+                    let Ok(data) = serde_json::from_str::<StateEvent>(data.trim()) else {
+                        continue;
+                    };
+                    if matches!(data.state, "SUCCESS" | "FAILURE" | "REVOKED") {
                         let mut ended = ended.lock().unwrap();
-                        let entry =
-                            ended
-                                .entry(id)
-                                .or_insert((state.to_string(), 0, Instant::now()));
+                        let entry = ended.entry(data.task_id.to_string()).or_insert((
+                            data.state.to_string(),
+                            0,
+                            Instant::now(),
+                        ));
                         entry.1 += 1;
                     }
                 }
@@ -881,6 +932,16 @@ fn table(r: &Value) -> String {
                 t["tasks_per_s"], t["submit_per_s"]
             ),
         );
+        let cpu = &t["cpu_ms_per_task"];
+        if cpu.is_object() {
+            row(
+                "CPU per tiny task (the run above)",
+                format!(
+                    "node {} ms, Redis {} ms, load generator {} ms",
+                    cpu["node"], cpu["redis"], cpu["load_generator"]
+                ),
+            );
+        }
     }
     if let Some(l) = r.get("submit_to_start") {
         row(

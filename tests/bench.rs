@@ -26,6 +26,10 @@ fn the_quick_benchmark_runs_every_workload_and_writes_its_report() {
     let report: Value = serde_json::from_str(&std::fs::read_to_string(&out).unwrap()).unwrap();
     assert_eq!(report["throughput"]["exactly_one_result"], true, "{report}");
     assert!(report["throughput"]["tasks_per_s"].as_f64().unwrap() > 0.0);
+    for process in ["node", "redis", "load_generator"] {
+        let ms = &report["throughput"]["cpu_ms_per_task"][process];
+        assert!(ms.as_f64().unwrap() > 0.0, "{process} CPU per task: {ms}");
+    }
     assert_eq!(report["status"]["errors"], 0, "{report}");
     assert_eq!(report["status_queued"]["errors"], 0, "{report}");
     assert!(report["status_queued"]["requests_per_s"].as_f64().unwrap() > 0.0);
