@@ -370,7 +370,7 @@ fn found<T>(id: Uuid, lookup: Lookup<T>) -> Result<T, ApiError> {
     }
 }
 
-fn progress_json(task: &TaskRecord) -> ShownProgress<'_> {
+fn shown_progress(task: &TaskRecord) -> ShownProgress<'_> {
     progress_of(task.progress.as_ref(), task.state)
 }
 
@@ -555,7 +555,7 @@ pub async fn tasks<S: Store>(api: Arc<Api<S>>, query: HashMap<String, String>) -
                 "task_id": t.id, "state": t.state, "model_type": t.model_type, "priority": t.priority,
                 "attempt": t.attempt, "submitted_at": t.submitted_at, "started_at": t.started_at,
                 "finished_at": t.finished_at, "trainer": t.trainer, "dataset": t.spec.dataset,
-                "progress": progress_json(t), "error": t.error,
+                "progress": shown_progress(t), "error": t.error,
                 "schedule": t.schedule.as_ref().map(|s| &s.name),
             })
         })
@@ -773,7 +773,7 @@ pub async fn inspect<S: Store>(id: String, api: Arc<Api<S>>) -> Reply_ {
             "spec": task.spec, "dataset_id": task.dataset_id, "priority": task.priority,
             "max_retries": task.max_retries,
         },
-        "progress": progress_json(&task),
+        "progress": shown_progress(&task),
         "attempt": task.attempt,
         "node": task.node(),
         "trainer": task.trainer,

@@ -151,10 +151,6 @@ pub fn fit(
     let y_scaled = scaler.transform_y(&train.y);
     let mut order: Vec<usize> = (0..rows).collect();
     let mut rng = StdRng::seed_from_u64(seed);
-    // One batch's rows, gathered on the host: the batches are leaves of the graph, so the
-    // shuffle costs no tensor operations of its own.
-    let mut x_batch = Vec::with_capacity(batch_size * cols);
-    let mut y_batch = Vec::with_capacity(batch_size);
 
     let started = Instant::now();
     let mut last_epoch_loss = f64::NAN;
@@ -163,15 +159,17 @@ pub fn fit(
         let mut loss_sum = 0.0f64;
         for batch in order.chunks(batch_size) {
             control.check()?;
-            x_batch.clear();
-            y_batch.clear();
-            for &row in batch {
-                x_batch.extend_from_slice(&x_scaled[row * cols..(row + 1) * cols]);
-                y_batch.push(y_scaled[row]);
-            }
+            // The batch's rows, gathered on the host: the batches are leaves of the graph, so
+            // the shuffle costs no tensor operations of its own.
+            let x_batch: Vec<f32> = batch
+                .iter()
+                .flat_map(|&row| &x_scaled[row * cols..(row + 1) * cols])
+                .copied()
+                .collect();
+            let y_batch: Vec<f32> = batch.iter().map(|&row| y_scaled[row]).collect();
             let n = batch.len();
-            let x = Tensor::<2>::from_data(TensorData::new(x_batch.clone(), [n, cols]), &ad);
-            let y = Tensor::<2>::from_data(TensorData::new(y_batch.clone(), [n, 1]), &ad);
+            let x = Tensor::<2>::from_data(TensorData::new(x_batch, [n, cols]), &ad);
+            let y = Tensor::<2>::from_data(TensorData::new(y_batch, [n, 1]), &ad);
             let loss = loss_fn.forward(network.forward(x), y, Reduction::Mean);
             let grads = GradientsParams::from_grads(loss.backward(), &network);
             loss_sum += loss.into_scalar::<f32>() as f64 * n as f64;
