@@ -4,9 +4,9 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use ractor::{Actor, ActorProcessingErr, ActorRef, MessagingErr};
-use tokio::sync::{Notify, watch};
-use tokio::task::JoinHandle;
+use ractor::{Actor, ActorProcessingErr, ActorRef};
+use tokio::sync::watch;
+use tokio::time::Instant;
 use tracing::Instrument;
 use uuid::Uuid;
 
@@ -22,7 +22,8 @@ use crate::training::{
 
 /// Least time between two progress writes of one task.
 const PROGRESS_EVERY: Duration = Duration::from_millis(200);
-/// How long the first progress report of a training waits for more before it is written.
+/// When the first progress of a training is written (reports before then gather): a training
+/// that ends sooner writes none, its end says it all.
 const FIRST_WRITE_AFTER: Duration = Duration::from_millis(50);
 
 /// Test hook: a task with this seed panics its trainer on its first attempt, and one with this
@@ -60,9 +61,6 @@ struct Running {
     id: Uuid,
     attempt: u32,
     cancel: CancelToken,
-    /// The timer of the hard time limit: stopped when the attempt ends, so a node does not
-    /// keep one sleeping timer per finished task until its limit (an hour by default).
-    hard_limit: JoinHandle<Result<(), MessagingErr<TrainerMsg>>>,
 }
 
 impl<S: Store> Actor for Trainer<S> {
@@ -115,21 +113,12 @@ impl<S: Store> Actor for Trainer<S> {
                     .time_limit_s
                     .unwrap_or(state.args.settings.time_limit_s);
                 let hard = soft + state.args.settings.hard_time_limit_grace_s;
-                let (tid, attempt) = (task.id, task.attempt);
-                let hard_limit = myself.send_after(Duration::from_secs_f64(hard), move || {
-                    TrainerMsg::HardLimit {
-                        id: tid,
-                        attempt,
-                        after_s: hard,
-                    }
-                });
                 state.running = Some(Running {
-                    id: tid,
-                    attempt,
+                    id: task.id,
+                    attempt: task.attempt,
                     cancel: cancel.clone(),
-                    hard_limit,
                 });
-                start(&state.args, task, stored, cancel, myself);
+                start(&state.args, task, stored, cancel, hard, myself);
             }
             TrainerMsg::Cancel { id } => {
                 if let Some(running) = &state.running
@@ -183,9 +172,7 @@ impl<S: Store> Actor for Trainer<S> {
                 last_progress,
                 stored,
             } => {
-                if let Some(running) = state.running.take() {
-                    running.hard_limit.abort();
-                }
+                state.running = None;
                 telemetry::task_running(task.model_type, false);
                 let args = &state.args;
                 match outcome {
@@ -297,8 +284,10 @@ fn start<S: Store>(
     task: TaskRecord,
     stored: Option<String>,
     cancel: CancelToken,
+    hard_limit_s: f64,
     myself: ActorRef<TrainerMsg>,
 ) {
+    let hard_at = Instant::now() + Duration::from_secs_f64(hard_limit_s);
     let store = args.store.clone();
     let device = args.device;
     let default_limit = args.settings.time_limit_s;
@@ -337,22 +326,7 @@ fn start<S: Store>(
                 }
             },
         };
-        let renewer = tokio::spawn(renew_lease(
-            store.clone(),
-            task.id,
-            task.attempt,
-            renew_every,
-            cancel.clone(),
-        ));
         let (progress_tx, progress_rx) = watch::channel(None);
-        let training_over = Arc::new(Notify::new());
-        let writer = tokio::spawn(write_progress(
-            store.clone(),
-            task.id,
-            task.attempt,
-            progress_rx,
-            training_over.clone(),
-        ));
         let mut spec = task.spec.clone();
         spec.time_limit_s = spec.time_limit_s.or(Some(default_limit));
         let panic_now = match std::env::var(PANIC_SEED_ENV).map(|s| s.parse::<u64>()) {
@@ -365,7 +339,8 @@ fn start<S: Store>(
             .ok()
             .and_then(|s| s.parse::<u64>().ok())
             == Some(spec.seed);
-        let joined = tokio::task::spawn_blocking(move || {
+        let training_cancel = cancel.clone();
+        let training = tokio::task::spawn_blocking(move || {
             if hang_now {
                 std::thread::sleep(Duration::from_secs(60));
             }
@@ -383,17 +358,31 @@ fn start<S: Store>(
                 &spec,
                 &dataset,
                 &device,
+                // Only stored here: the watch wakes no one, the attempt's task reads it on
+                // its own timer.
                 &mut |p| {
                     progress_tx.send_replace(Some(p.clone()));
                 },
-                &cancel,
+                &training_cancel,
             )
-        })
-        .await;
-        training_over.notify_one();
-        let (mut last_progress, wrote) = match writer.await {
-            Ok((last, wrote)) => (last.map(task_progress), wrote),
-            Err(_) => (None, true),
+        });
+        let attempt = Attempt {
+            store: &*store,
+            id: task.id,
+            attempt: task.attempt,
+            cancel: &cancel,
+        };
+        let Some((joined, mut last_progress, wrote)) = attempt
+            .watch(training, progress_rx, renew_every, hard_at)
+            .await
+        else {
+            // Past the hard limit: the thread is left behind (its writes are fenced).
+            let _ = myself.cast(TrainerMsg::HardLimit {
+                id: task.id,
+                attempt: task.attempt,
+                after_s: hard_limit_s,
+            });
+            return;
         };
         // A success writes its last progress with its result (one write less); any other end
         // writes it now.
@@ -404,7 +393,6 @@ fn start<S: Store>(
             write_one(&*store, task.id, task.attempt, progress).await;
             stored = None;
         }
-        renewer.abort();
         let outcome = match joined {
             Ok(result) => Ended::Done(result),
             Err(e) => classify_panic(e.to_string(), device),
@@ -433,72 +421,91 @@ enum Source {
     },
 }
 
-/// Renews the attempt's lease while it trains; cancels the training when someone asked to stop
-/// the task, or when the attempt lost its lease (it was requeued and runs elsewhere).
-async fn renew_lease<S: Store>(
-    store: Arc<S>,
+/// The attempt a training thread runs, as its task on the runtime looks after it.
+struct Attempt<'a, S> {
+    store: &'a S,
     id: Uuid,
     attempt: u32,
-    every: Duration,
-    cancel: CancelToken,
-) {
-    loop {
-        tokio::time::sleep(every).await;
-        match store.renew(id, attempt).await {
+    cancel: &'a CancelToken,
+}
+
+impl<S: Store> Attempt<'_, S> {
+    /// Waits for `training` to end while renewing the attempt's lease every `renew_every`
+    /// (a cancel request, or a lost lease, cancels the training) and writing its latest
+    /// progress, at most every `PROGRESS_EVERY`. One timer does it all, so a training that ends
+    /// in a few milliseconds costs no wake-up but its end.
+    ///
+    /// Returns how the training ended, its last progress if not written, and whether any
+    /// progress was written; None if it ran past `hard_at`.
+    async fn watch(
+        &self,
+        training: tokio::task::JoinHandle<Result<TrainOutcome, TrainError>>,
+        mut progress: watch::Receiver<Option<training::Progress>>,
+        renew_every: Duration,
+        hard_at: Instant,
+    ) -> Option<(
+        Result<Result<TrainOutcome, TrainError>, tokio::task::JoinError>,
+        Option<TaskProgress>,
+        bool,
+    )> {
+        let start = Instant::now();
+        let mut next_write = start + FIRST_WRITE_AFTER;
+        let mut next_renew = start + renew_every;
+        let mut renewing = true;
+        let mut wrote = false;
+        tokio::pin!(training);
+        let joined = loop {
+            let wake = next_write.min(hard_at);
+            let wake = if renewing { wake.min(next_renew) } else { wake };
+            tokio::select! {
+                joined = &mut training => break joined,
+                _ = tokio::time::sleep_until(wake) => {}
+            }
+            let now = Instant::now();
+            if now >= hard_at {
+                return None;
+            }
+            if renewing && now >= next_renew {
+                next_renew = now + renew_every;
+                renewing = self.renew().await;
+            }
+            if now >= next_write {
+                next_write = now + PROGRESS_EVERY;
+                if let Some(report) = unseen(&mut progress) {
+                    write_one(self.store, self.id, self.attempt, task_progress(report)).await;
+                    wrote = true;
+                }
+            }
+        };
+        Some((joined, unseen(&mut progress).map(task_progress), wrote))
+    }
+
+    /// Renews the lease; false once it is lost (the task was requeued and runs elsewhere).
+    async fn renew(&self) -> bool {
+        match self.store.renew(self.id, self.attempt).await {
             Ok(Renewal::Held { cancel: false }) => {}
-            Ok(Renewal::Held { cancel: true }) => cancel.cancel(),
+            Ok(Renewal::Held { cancel: true }) => self.cancel.cancel(),
             Ok(Renewal::Lost) => {
                 tracing::warn!("this attempt lost its lease (the task was requeued); stopping it");
-                cancel.cancel();
-                return;
+                self.cancel.cancel();
+                return false;
             }
             Err(e) => tracing::warn!(error = %e, "cannot renew the task's lease"),
         }
+        true
     }
 }
 
-/// Writes the latest progress, at most every `PROGRESS_EVERY`, until the training ends, and
-/// returns the last report if it was not written, and whether it wrote any. Reports gather for
-/// `FIRST_WRITE_AFTER` before the first write, so a training that ends sooner writes none: its
-/// end says it all.
-async fn write_progress<S: Store>(
-    store: Arc<S>,
-    id: Uuid,
-    attempt: u32,
-    mut rx: watch::Receiver<Option<training::Progress>>,
-    training_over: Arc<Notify>,
-) -> (Option<training::Progress>, bool) {
-    let over = training_over.notified();
-    tokio::pin!(over);
-    let mut pause = FIRST_WRITE_AFTER;
-    // A report was seen (`changed` marks it so) and not written yet.
-    let mut pending = false;
-    let mut wrote = false;
-    loop {
-        tokio::select! {
-            changed = rx.changed() => if changed.is_err() { break },
-            _ = &mut over => break,
-        }
-        pending = true;
-        tokio::select! {
-            _ = tokio::time::sleep(pause) => {}
-            _ = &mut over => break,
-        }
-        pause = PROGRESS_EVERY;
-        let latest = rx.borrow_and_update().clone();
-        pending = false;
-        if let Some(report) = latest {
-            write_one(&*store, id, attempt, task_progress(report)).await;
-            wrote = true;
-        }
-    }
-    let last = rx.borrow_and_update();
-    let unwritten = if pending || last.has_changed() {
-        last.clone()
+/// The latest progress report, if not seen before (also once the training dropped its end).
+fn unseen(
+    progress: &mut watch::Receiver<Option<training::Progress>>,
+) -> Option<training::Progress> {
+    let latest = progress.borrow_and_update();
+    if latest.has_changed() {
+        latest.clone()
     } else {
         None
-    };
-    (unwritten, wrote)
+    }
 }
 
 fn task_progress(p: training::Progress) -> TaskProgress {
