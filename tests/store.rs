@@ -7,9 +7,10 @@ use std::time::Duration;
 
 use common::{RedisServer, temp_dir};
 use trainyard::store::{
-    CancelOutcome, Claimed, DatasetInfo, EmbeddedStore, EventId, EventKind, Finish, IdempotencyKey,
-    Lookup, Missed, NodeInfo, RedisStore, Renewal, Schedule, Store, StoreError, StoreSettings,
-    Submitted, TaskError, TaskFilter, TaskProgress, TaskRecord, TaskState, TrainerSeat, now_s,
+    CancelOutcome, Claimed, DatasetInfo, EmbeddedStore, Ending, EventId, EventKind, Finish,
+    IdempotencyKey, Lookup, Missed, NodeInfo, RedisStore, Renewal, Schedule, Store, StoreError,
+    StoreSettings, Submitted, TaskError, TaskFilter, TaskProgress, TaskRecord, TaskState,
+    TrainerSeat, now_s,
 };
 use trainyard::training::{DeviceClass, DeviceSpec, ModelType, TrainSpec};
 use uuid::Uuid;
@@ -883,6 +884,136 @@ async fn finishing_from_the_claimed_record<S: Store>(store: S) {
     assert!(store.leases().await.unwrap().is_empty());
 }
 
+/// A trainer running on: it claims its next task and ends its last in one step; not while
+/// its node drains.
+async fn running_on_claims_the_next_and_ends_the_last<S: Store>(store: S) {
+    let success = |n: u8| Finish::Success {
+        result: serde_json::json!({"n": n}),
+        model: vec![n],
+        progress: None,
+    };
+    let stored_form = |claimed: &Claimed| {
+        claimed
+            .stored
+            .clone()
+            .unwrap_or_else(|| serde_json::to_string(&claimed.task).unwrap())
+    };
+    let tasks: Vec<TaskRecord> = (0..4).map(|_| task(ModelType::Linear, 0)).collect();
+    for t in &tasks {
+        store.submit(t, 100).await.unwrap();
+    }
+    let trainer = "node-a/cpu-0";
+    let first = store
+        .claim(trainer, DeviceSpec::Cpu)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(first.id, tasks[0].id);
+    let ending = |claimed: &Claimed, n: u8| (stored_form(claimed), claimed.id, n);
+
+    let (stored, id, n) = ending(&first, 1);
+    let done = store
+        .claim_and_finish(
+            trainer,
+            DeviceSpec::Cpu,
+            Ending {
+                stored: Some(&stored),
+                id,
+                attempt: 1,
+                finish: success(n),
+            },
+        )
+        .await;
+    assert!(done.finished.unwrap());
+    let second = done.next.unwrap().expect("the next task is claimed");
+    assert_eq!(
+        (second.id, second.attempt, second.trainer.as_deref()),
+        (tasks[1].id, 1, Some(trainer))
+    );
+    assert_eq!(
+        found(store.get(tasks[0].id).await.unwrap()).state,
+        TaskState::Success
+    );
+    assert_eq!(store.model(tasks[0].id).await.unwrap(), Some(vec![1]));
+    let leases = store.leases().await.unwrap();
+    assert_eq!(
+        leases
+            .iter()
+            .map(|l| (l.id, l.trainer.as_str()))
+            .collect::<Vec<_>>(),
+        [(tasks[1].id, trainer)],
+        "the trainer holds the lease of its next task only"
+    );
+
+    // Progress changed the record since the claim; and no record at hand.
+    assert!(store.progress(second.id, 1, &progress(5)).await.unwrap());
+    let (stored, id, n) = ending(&second, 2);
+    let done = store
+        .claim_and_finish(
+            trainer,
+            DeviceSpec::Cpu,
+            Ending {
+                stored: Some(&stored),
+                id,
+                attempt: 1,
+                finish: success(n),
+            },
+        )
+        .await;
+    assert!(done.finished.unwrap());
+    let third = done.next.unwrap().unwrap();
+    assert_eq!(third.id, tasks[2].id);
+    let ended = found(store.get(tasks[1].id).await.unwrap());
+    assert_eq!(
+        (ended.state, ended.progress.map(|p| p.current)),
+        (TaskState::Success, Some(10))
+    );
+
+    // Its node drains: it ends its task and takes no other.
+    store.set_draining("node-a", true).await.unwrap();
+    let done = store
+        .claim_and_finish(
+            trainer,
+            DeviceSpec::Cpu,
+            Ending {
+                stored: None,
+                id: third.id,
+                attempt: 1,
+                finish: success(3),
+            },
+        )
+        .await;
+    assert!(done.finished.unwrap());
+    assert!(
+        done.next.unwrap().is_none(),
+        "a draining node takes no work"
+    );
+    assert_eq!(
+        found(store.get(tasks[2].id).await.unwrap()).state,
+        TaskState::Success
+    );
+    assert_eq!(store.queue_depth().await.unwrap(), 1);
+    assert!(store.leases().await.unwrap().is_empty());
+
+    // A stale attempt ends nothing, and its trainer still claims.
+    store.set_draining("node-a", false).await.unwrap();
+    let done = store
+        .claim_and_finish(
+            trainer,
+            DeviceSpec::Cpu,
+            Ending {
+                stored: None,
+                id: third.id,
+                attempt: 1,
+                finish: success(4),
+            },
+        )
+        .await;
+    assert!(!done.finished.unwrap(), "a task ends once");
+    assert_eq!(done.next.unwrap().unwrap().id, tasks[3].id);
+    assert_eq!(store.model(tasks[2].id).await.unwrap(), Some(vec![3]));
+}
+
 macro_rules! conformance {
     ($($name:ident),* $(,)?) => {
         mod embedded {
@@ -928,6 +1059,7 @@ conformance!(
     schedules_are_kept_and_advance_only_forward,
     events_log_every_change_in_order,
     finishing_from_the_claimed_record,
+    running_on_claims_the_next_and_ends_the_last,
 );
 
 /// The leader lease on Redis: one holder at a time, renewed by its holder, free once it lapses.

@@ -43,6 +43,8 @@ struct Slot {
     actor: ActorRef<TrainerMsg>,
     /// The attempt it runs, as far as this dispatcher knows.
     task: Option<(Uuid, u32)>,
+    /// The task this dispatcher last sent it (the trainer may have run on from it since).
+    given: Option<Uuid>,
 }
 
 impl Slot {
@@ -129,13 +131,18 @@ impl<S: Store> Actor for Dispatcher<S> {
                 }
                 self.dispatch(state).await;
             }
-            DispatcherMsg::TrainerIdle { trainer, done } => {
+            DispatcherMsg::TrainerIdle {
+                trainer,
+                done,
+                given,
+            } => {
                 // A late notice (the trainer already runs a newer task this dispatcher gave it,
                 // after a lease read showed it idle) changes nothing.
                 if let Some(slot) = state.trainers.get_mut(&trainer)
-                    && slot.task.is_none_or(|(id, _)| id == done)
+                    && (slot.task.is_none_or(|(id, _)| id == done) || slot.given == Some(given))
                 {
                     slot.task = None;
+                    slot.given = None;
                 }
                 self.dispatch(state).await;
             }
@@ -245,6 +252,7 @@ impl<S: Store> Dispatcher<S> {
                     device,
                     actor: ActorRef::from(cell),
                     task: None,
+                    given: None,
                 },
             );
         }
@@ -341,6 +349,13 @@ impl<S: Store> Dispatcher<S> {
         if state.draining || !Self::leads(state) {
             return;
         }
+        // Trainers may run on from the tasks they are sent while this node surely leads.
+        let run_on_until = state.leads_until.map_or(0.0, |until| {
+            now_s()
+                + until
+                    .saturating_duration_since(Instant::now())
+                    .as_secs_f64()
+        });
         // Device classes whose queues came up empty this round.
         let mut dry: HashSet<DeviceClass> = HashSet::new();
         loop {
@@ -377,6 +392,7 @@ impl<S: Store> Dispatcher<S> {
                         .insert(trainer_node(&name).to_string(), state.given);
                     let slot = state.trainers.get_mut(&name).expect("picked slot exists");
                     slot.task = Some((task.id, task.attempt));
+                    slot.given = Some(task.id);
                     tracing::info!(task_id = %task.id, trainer = %name, attempt = task.attempt, "task dispatched");
                     // A record too big for a cluster message is read by the trainer instead.
                     let stored = stored.filter(|s| s.len() <= MAX_STORED_SENT);
@@ -384,6 +400,7 @@ impl<S: Store> Dispatcher<S> {
                         id: task.id,
                         attempt: task.attempt,
                         stored,
+                        run_on_until,
                     });
                     if sent.is_err() {
                         // The trainer is gone; the group sync requeues its task.

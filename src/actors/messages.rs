@@ -15,10 +15,13 @@ pub enum TrainerMsg {
     /// Run attempt `attempt` of task `id`, which the leader claimed for this trainer.
     /// `stored`: the claimed record as the store keeps it (`Claimed::stored`), so the trainer
     /// need not read it; None when the store has none or it is too big to send.
+    /// Until `run_on_until` (`now_s` time; the leader's lease bounds it), a trainer that
+    /// succeeds may claim its next task itself, as it writes the result (see `Store::claim_and_finish`).
     Train {
         id: Uuid,
         attempt: u32,
         stored: Option<String>,
+        run_on_until: f64,
     },
     /// Stop task `id` if it is the one running.
     Cancel { id: Uuid },
@@ -49,8 +52,13 @@ pub enum Ended {
 pub enum DispatcherMsg {
     /// Look for queued work now (a task was submitted, or the poll timer fired).
     Poll,
-    /// A trainer is done with task `done` and idle.
-    TrainerIdle { trainer: String, done: Uuid },
+    /// A trainer is done with task `done` and idle; `given` is the task a dispatcher sent it
+    /// that it ran on from (`done` itself if it did not).
+    TrainerIdle {
+        trainer: String,
+        done: Uuid,
+        given: Uuid,
+    },
     /// Stop handing out work and leading (the node is shutting down) (local).
     Drain,
     /// The trainers this dispatcher knows and what they do (local).
@@ -80,6 +88,7 @@ enum TrainerWire {
         id: Uuid,
         attempt: u32,
         stored: Option<String>,
+        run_on_until: f64,
     },
     Cancel {
         id: Uuid,
@@ -89,7 +98,11 @@ enum TrainerWire {
 #[derive(Serialize, Deserialize)]
 enum DispatcherWire {
     Poll,
-    TrainerIdle { trainer: String, done: Uuid },
+    TrainerIdle {
+        trainer: String,
+        done: Uuid,
+        given: Uuid,
+    },
 }
 
 impl ractor::Message for TrainerMsg {
@@ -103,10 +116,12 @@ impl ractor::Message for TrainerMsg {
                 id,
                 attempt,
                 stored,
+                run_on_until,
             } => TrainerWire::Train {
                 id,
                 attempt,
                 stored,
+                run_on_until,
             },
             TrainerMsg::Cancel { id } => TrainerWire::Cancel { id },
             TrainerMsg::Ended { .. } | TrainerMsg::HardLimit { .. } => {
@@ -122,10 +137,12 @@ impl ractor::Message for TrainerMsg {
                 id,
                 attempt,
                 stored,
+                run_on_until,
             } => TrainerMsg::Train {
                 id,
                 attempt,
                 stored,
+                run_on_until,
             },
             TrainerWire::Cancel { id } => TrainerMsg::Cancel { id },
         })
@@ -140,9 +157,15 @@ impl ractor::Message for DispatcherMsg {
     fn serialize(self) -> Result<SerializedMessage, BoxedDowncastErr> {
         let wire = match self {
             DispatcherMsg::Poll => DispatcherWire::Poll,
-            DispatcherMsg::TrainerIdle { trainer, done } => {
-                DispatcherWire::TrainerIdle { trainer, done }
-            }
+            DispatcherMsg::TrainerIdle {
+                trainer,
+                done,
+                given,
+            } => DispatcherWire::TrainerIdle {
+                trainer,
+                done,
+                given,
+            },
             DispatcherMsg::Drain | DispatcherMsg::Trainers(_) => return Err(BoxedDowncastErr),
         };
         codec::to_cast(&wire)
@@ -151,9 +174,15 @@ impl ractor::Message for DispatcherMsg {
     fn deserialize(message: SerializedMessage) -> Result<Self, BoxedDowncastErr> {
         Ok(match codec::from_cast(message)? {
             DispatcherWire::Poll => DispatcherMsg::Poll,
-            DispatcherWire::TrainerIdle { trainer, done } => {
-                DispatcherMsg::TrainerIdle { trainer, done }
-            }
+            DispatcherWire::TrainerIdle {
+                trainer,
+                done,
+                given,
+            } => DispatcherMsg::TrainerIdle {
+                trainer,
+                done,
+                given,
+            },
         })
     }
 }
@@ -171,6 +200,7 @@ mod tests {
                 id,
                 attempt: 2,
                 stored: stored.clone(),
+                run_on_until: 12.5,
             }
             .serialize()
             .unwrap();
@@ -179,21 +209,32 @@ mod tests {
                     id: got,
                     attempt,
                     stored: got_stored,
-                } => assert_eq!((got, attempt, got_stored), (id, 2, stored)),
+                    run_on_until,
+                } => assert_eq!(
+                    (got, attempt, got_stored, run_on_until),
+                    (id, 2, stored, 12.5)
+                ),
                 _ => panic!("wrong variant"),
             }
         }
         let done = uuid::Uuid::new_v4();
+        let given = uuid::Uuid::new_v4();
         let wire = DispatcherMsg::TrainerIdle {
             trainer: "node-b/cpu-0".into(),
             done,
+            given,
         }
         .serialize()
         .unwrap();
         match DispatcherMsg::deserialize(wire).unwrap() {
-            DispatcherMsg::TrainerIdle { trainer, done: got } => {
-                assert_eq!((trainer.as_str(), got), ("node-b/cpu-0", done))
-            }
+            DispatcherMsg::TrainerIdle {
+                trainer,
+                done: got,
+                given: got_given,
+            } => assert_eq!(
+                (trainer.as_str(), got, got_given),
+                ("node-b/cpu-0", done, given)
+            ),
             _ => panic!("wrong variant"),
         }
         assert!(DispatcherMsg::Drain.serialize().is_err());

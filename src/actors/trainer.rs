@@ -1,5 +1,7 @@
 //! A Trainer: runs one task at a time on a blocking thread, writes its progress to the store
 //! (at most a few times a second), and writes the result, a retry or the failure when it ends.
+//! After a success, while the leader that sent it its task allows, it claims its next task in
+//! the same round trip as it writes the result, and runs on.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -13,7 +15,8 @@ use uuid::Uuid;
 use super::{DispatcherMsg, Ended, ParsedDatasets, TaskSettings, TrainerMsg};
 use crate::cluster;
 use crate::store::{
-    DatasetInfo, Finish, Lookup, Renewal, Store, TaskError, TaskProgress, TaskRecord, now_s,
+    Claimed, DatasetInfo, Ending, Finish, Lookup, Renewal, Store, TaskError, TaskProgress,
+    TaskRecord, now_s,
 };
 use crate::telemetry::{self, TaskEvent};
 use crate::training::{
@@ -61,6 +64,23 @@ struct Running {
     id: Uuid,
     attempt: u32,
     cancel: CancelToken,
+    /// How it came: see [`RunOn`].
+    run_on: RunOn,
+}
+
+/// How a trainer's run of tasks began: the task a dispatcher sent it, and until when (`now_s`
+/// time) it may claim its next task itself as it writes a success.
+#[derive(Clone, Copy)]
+struct RunOn {
+    given: Uuid,
+    until: f64,
+}
+
+impl RunOn {
+    /// Whether the trainer may claim its next task itself now.
+    fn allowed(&self) -> bool {
+        now_s() < self.until && !super::draining()
+    }
 }
 
 impl<S: Store> Actor for Trainer<S> {
@@ -91,34 +111,18 @@ impl<S: Store> Actor for Trainer<S> {
                 id,
                 attempt,
                 stored,
+                run_on_until,
             } => {
                 let busy = state.running.is_some();
                 let Some((task, stored)) = take(&state.args, busy, id, attempt, stored).await
                 else {
                     return Ok(());
                 };
-                telemetry::task_event(TaskEvent::Started, task.model_type);
-                telemetry::task_running(task.model_type, true);
-                if let Some(started) = task.started_at {
-                    telemetry::task_waited(task.model_type, started - task.submitted_at);
-                }
-                let cancel = CancelToken::new();
-                if task.cancel_requested {
-                    cancel.cancel();
-                }
-                // The soft limit stops the training between batches; the hard one, later,
-                // replaces this trainer if the training did not stop.
-                let soft = task
-                    .spec
-                    .time_limit_s
-                    .unwrap_or(state.args.settings.time_limit_s);
-                let hard = soft + state.args.settings.hard_time_limit_grace_s;
-                state.running = Some(Running {
-                    id: task.id,
-                    attempt: task.attempt,
-                    cancel: cancel.clone(),
-                });
-                start(&state.args, task, stored, cancel, hard, myself);
+                let run_on = RunOn {
+                    given: id,
+                    until: run_on_until,
+                };
+                begin(state, task, stored, run_on, myself);
             }
             TrainerMsg::Cancel { id } => {
                 if let Some(running) = &state.running
@@ -172,7 +176,7 @@ impl<S: Store> Actor for Trainer<S> {
                 last_progress,
                 stored,
             } => {
-                state.running = None;
+                let run_on = state.running.take().map(|running| running.run_on);
                 telemetry::task_running(task.model_type, false);
                 let args = &state.args;
                 match outcome {
@@ -203,10 +207,27 @@ impl<S: Store> Actor for Trainer<S> {
                                 telemetry::trained(&device, samples, m.samples_per_s, epochs);
                             }
                         }
-                        // The leader claims this trainer's next task while the result is
-                        // written: that task's Train waits in the mailbox until this ends.
-                        idle(&args.name, task.id);
-                        record(args, &task, result, last_progress, stored).await
+                        let given = run_on.map_or(task.id, |run_on| run_on.given);
+                        match (result, stored, run_on) {
+                            (Ok(outcome), stored, Some(run_on)) if run_on.allowed() => {
+                                let finish = success(args, outcome, last_progress);
+                                let next =
+                                    run_on_to_next(args, &task, stored.as_deref(), finish).await;
+                                match next {
+                                    Some(next) => {
+                                        begin(state, next.task, next.stored, run_on, myself)
+                                    }
+                                    None => idle(&args.name, task.id, given),
+                                }
+                            }
+                            (result, stored, _) => {
+                                // The leader claims this trainer's next task while the result
+                                // is written: that task's Train waits in the mailbox until
+                                // this ends.
+                                idle(&args.name, task.id, given);
+                                record(args, &task, result, last_progress, stored).await
+                            }
+                        }
                     }
                 }
             }
@@ -215,12 +236,46 @@ impl<S: Store> Actor for Trainer<S> {
     }
 }
 
+/// Starts attempt `task` (stored as `stored`, when known) on this trainer.
+fn begin<S: Store>(
+    state: &mut TrainerState<S>,
+    task: TaskRecord,
+    stored: Option<String>,
+    run_on: RunOn,
+    myself: ActorRef<TrainerMsg>,
+) {
+    telemetry::task_event(TaskEvent::Started, task.model_type);
+    telemetry::task_running(task.model_type, true);
+    if let Some(started) = task.started_at {
+        telemetry::task_waited(task.model_type, started - task.submitted_at);
+    }
+    let cancel = CancelToken::new();
+    if task.cancel_requested {
+        cancel.cancel();
+    }
+    // The soft limit stops the training between batches; the hard one, later, replaces this
+    // trainer if the training did not stop.
+    let soft = task
+        .spec
+        .time_limit_s
+        .unwrap_or(state.args.settings.time_limit_s);
+    let hard = soft + state.args.settings.hard_time_limit_grace_s;
+    state.running = Some(Running {
+        id: task.id,
+        attempt: task.attempt,
+        cancel: cancel.clone(),
+        run_on,
+    });
+    start(&state.args, task, stored, cancel, hard, myself);
+}
+
 /// Tells the dispatchers (the leader's among them) that `trainer` is done with task `done`
-/// and idle.
-fn idle(trainer: &str, done: Uuid) {
+/// and idle; `given` is the task a dispatcher sent it that it ran on from.
+fn idle(trainer: &str, done: Uuid, given: Uuid) {
     cluster::tell_dispatchers(|| DispatcherMsg::TrainerIdle {
         trainer: trainer.to_string(),
         done,
+        given,
     });
 }
 
@@ -266,13 +321,13 @@ async fn take<S: Store>(
         }
         Ok(_) => {
             tracing::info!(task_id = %id, attempt, "task no longer runs this attempt; skipped");
-            idle(&args.name, id);
+            idle(&args.name, id, id);
             None
         }
         Err(e) => {
             // The lease runs out and the leader requeues the task.
             tracing::warn!(task_id = %id, error = %e, "cannot read the task sent to this trainer");
-            idle(&args.name, id);
+            idle(&args.name, id, id);
             None
         }
     }
@@ -524,6 +579,65 @@ async fn write_one<S: Store>(store: &S, id: Uuid, attempt: u32, progress: TaskPr
     }
 }
 
+/// The end of a training that succeeded with `outcome`.
+fn success<S>(
+    args: &TrainerArgs<S>,
+    outcome: TrainOutcome,
+    last_progress: Option<TaskProgress>,
+) -> Finish {
+    tracing::info!(best = %outcome.best, "task succeeded");
+    let result = serde_json::json!({
+        "success": true,
+        "message": outcome.message(),
+        "model_type": outcome.model_type,
+        "best_model": outcome.best,
+        "metrics": outcome.metrics_json(),
+        "trainer": args.name,
+    });
+    Finish::Success {
+        result,
+        model: outcome.model_bytes,
+        progress: last_progress,
+    }
+}
+
+/// Writes the success of `task` (held as `stored`) and claims this trainer's next task in
+/// the same step; the task claimed, if any.
+async fn run_on_to_next<S: Store>(
+    args: &TrainerArgs<S>,
+    task: &TaskRecord,
+    stored: Option<&str>,
+    finish: Finish,
+) -> Option<Claimed> {
+    let ending = Ending {
+        stored,
+        id: task.id,
+        attempt: task.attempt,
+        finish,
+    };
+    let done = args
+        .store
+        .claim_and_finish(&args.name, args.device, ending)
+        .await;
+    match done.finished {
+        Ok(true) => telemetry::task_event(TaskEvent::Succeeded, task.model_type),
+        Ok(false) => tracing::warn!("task was taken over by another attempt; result dropped"),
+        Err(e) => tracing::error!(error = %e, "cannot record the end of a task"),
+    }
+    match done.next {
+        Ok(Some(next)) => {
+            tracing::info!(task_id = %next.task.id, trainer = %args.name, attempt = next.task.attempt, "task claimed by its trainer, running on");
+            Some(next)
+        }
+        Ok(None) => None,
+        Err(e) => {
+            // A task it did claim runs out its lease and is requeued.
+            tracing::warn!(error = %e, "cannot claim a next task");
+            None
+        }
+    }
+}
+
 /// Writes how a training ended: the result, a retry, or the failure.
 async fn record<S: Store>(
     args: &TrainerArgs<S>,
@@ -532,26 +646,13 @@ async fn record<S: Store>(
     last_progress: Option<TaskProgress>,
     stored: Option<String>,
 ) {
-    let (store, trainer) = (&args.store, &args.name);
+    let store = &args.store;
     let (id, attempt) = (task.id, task.attempt);
     let event;
     let written = match result {
         Ok(outcome) => {
-            tracing::info!(best = %outcome.best, "task succeeded");
-            let result = serde_json::json!({
-                "success": true,
-                "message": outcome.message(),
-                "model_type": outcome.model_type,
-                "best_model": outcome.best,
-                "metrics": outcome.metrics_json(),
-                "trainer": trainer,
-            });
             event = TaskEvent::Succeeded;
-            let finish = Finish::Success {
-                result,
-                model: outcome.model_bytes,
-                progress: last_progress,
-            };
+            let finish = success(args, outcome, last_progress);
             match &stored {
                 Some(stored) => store.finish_from(stored, id, attempt, finish).await,
                 None => store.finish(id, attempt, finish).await,

@@ -106,6 +106,18 @@ impl<S: Store> Store for Instrumented<S> {
         )
         .await
     }
+    async fn claim_and_finish(
+        &self,
+        trainer: &str,
+        device: DeviceSpec,
+        ended: Ending<'_>,
+    ) -> ClaimedAndFinished {
+        let started = Instant::now();
+        let done = self.inner.claim_and_finish(trainer, device, ended).await;
+        let failed = done.next.is_err() || done.finished.is_err();
+        telemetry::store_operation(self.name, "claim_and_finish", started.elapsed(), failed);
+        done
+    }
     async fn requeue(
         &self,
         id: Uuid,

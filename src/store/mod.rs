@@ -514,6 +514,22 @@ impl std::ops::Deref for Claimed {
 
 /// Durable task state. Every method is atomic: a change that touches several records happens
 /// whole or not at all.
+/// The end of an attempt, for [`Store::claim_and_finish`]: `finish` for attempt `attempt` of
+/// task `id`, whose record the trainer may hold as `stored` (see [`Store::finish_from`]).
+pub struct Ending<'a> {
+    pub stored: Option<&'a str>,
+    pub id: Uuid,
+    pub attempt: u32,
+    pub finish: Finish,
+}
+
+/// What [`Store::claim_and_finish`] did, each part with its own error: the task claimed next,
+/// and whether the end was written (as `finish` answers).
+pub struct ClaimedAndFinished {
+    pub next: Result<Option<Claimed>, StoreError>,
+    pub finished: Result<bool, StoreError>,
+}
+
 pub trait Store: Send + Sync + 'static {
     /// Stores a new PENDING task and queues it, unless `queue_limit` tasks are pending.
     fn submit(
@@ -570,6 +586,36 @@ pub trait Store: Send + Sync + 'static {
     ) -> impl Future<Output = Result<bool, StoreError>> + Send {
         let _ = stored;
         self.finish(id, attempt, finish)
+    }
+    /// A trainer running on from one task to the next: claims the next queued task for
+    /// `trainer` as `claim` does (none while its node is draining), then ends `attempt` of
+    /// `id` as `finish_from` does (`finish` without `stored`). Claiming first, the trainer
+    /// never looks idle in the leases.
+    /// A store may do both in one round trip.
+    fn claim_and_finish(
+        &self,
+        trainer: &str,
+        device: DeviceSpec,
+        ended: Ending<'_>,
+    ) -> impl Future<Output = ClaimedAndFinished> + Send {
+        async move {
+            let next = match self.draining().await {
+                Ok(nodes) if nodes.iter().any(|n| n == trainer_node(trainer)) => Ok(None),
+                Ok(_) => self.claim(trainer, device).await,
+                Err(e) => Err(e),
+            };
+            let Ending {
+                stored,
+                id,
+                attempt,
+                finish,
+            } = ended;
+            let finished = match stored {
+                Some(stored) => self.finish_from(stored, id, attempt, finish).await,
+                None => self.finish(id, attempt, finish).await,
+            };
+            ClaimedAndFinished { next, finished }
+        }
     }
     /// Puts a running task back in the queue after `attempt` failed with `error`, at once or,
     /// with `delay_s` above 0, once that many seconds have passed (see `promote`); false if

@@ -26,6 +26,7 @@ struct Scripts {
     submit: Script,
     claim: Script,
     peek: Script,
+    leases: Script,
     update: Script,
     finish: Script,
     requeue: Script,
@@ -47,6 +48,9 @@ pub struct RedisStore {
     datasets: Arc<BoundedCache<StoredDataset>>,
     /// Per device class of trainer, the head of its queues as the last claim left them.
     next_heads: Arc<Mutex<HashMap<DeviceClass, Head>>>,
+    /// Held by each claim of this node: the next claims from it then try the head the last one
+    /// left, rather than all the same head (where all but one would fail and retry).
+    claiming: Arc<tokio::sync::Mutex<()>>,
     /// The status of finished tasks this node read, and when: a finished task's record no
     /// longer changes what its status shows, and its expiry is in the status.
     finished: Arc<BoundedCache<(TaskStatus, Instant)>>,
@@ -61,6 +65,23 @@ const FINISHED_FRESH: Duration = Duration::from_secs(5);
 /// The next task to claim, as `lua/head.lua` answers: its queue (1-based, of those asked
 /// about), its id, and its record if it has one.
 type Head = (usize, String, Option<String>);
+
+/// A claim of a queue's head, ready to run.
+struct ClaimTry<'s> {
+    invocation: ::redis::ScriptInvocation<'s>,
+    /// The record as claimed, and as it is stored.
+    task: TaskRecord,
+    stored: String,
+}
+
+/// How a claim try went.
+enum ClaimAnswer {
+    Taken(Box<Claimed>),
+    /// The trainer's node is draining: it takes no work.
+    Draining,
+    /// The head was no longer the one tried; the next head, as the script saw it.
+    Moved(Option<Head>),
+}
 
 /// Data sets this node has read, up to this many bytes of CSV.
 const DATASET_CACHE_BYTES: usize = 64 << 20;
@@ -115,12 +136,14 @@ impl RedisStore {
             live,
             datasets: Arc::new(BoundedCache::new(DATASET_CACHE_BYTES)),
             next_heads: Arc::default(),
+            claiming: Arc::default(),
             finished: Arc::new(BoundedCache::new(FINISHED_KEPT)),
             settings,
             scripts: Arc::new(Scripts {
                 submit: Script::new(&with_events(include_str!("lua/submit.lua"))),
                 claim: Script::new(&with_events(&with_head(include_str!("lua/claim.lua")))),
                 peek: Script::new(&with_head(include_str!("lua/peek.lua"))),
+                leases: Script::new(include_str!("lua/leases.lua")),
                 update: Script::new(&with_events(include_str!("lua/update.lua"))),
                 finish: Script::new(&with_events(include_str!("lua/finish.lua"))),
                 requeue: Script::new(&with_events(include_str!("lua/requeue.lua"))),
@@ -261,10 +284,24 @@ impl RedisStore {
         &self,
         script: &Script,
         keys: &[String],
-        (old, before): (&str, &TaskRecord),
+        old: (&str, &TaskRecord),
         new: &TaskRecord,
         extra: &[&[u8]],
     ) -> Result<bool, StoreError> {
+        let invocation = self.swap_invocation(script, keys, old, new, extra);
+        let changed: i64 = invocation.invoke_async(&mut self.con.clone()).await?;
+        Ok(changed == 1)
+    }
+
+    /// The invocation `swap` runs.
+    fn swap_invocation<'s>(
+        &self,
+        script: &'s Script,
+        keys: &[String],
+        (old, before): (&str, &TaskRecord),
+        new: &TaskRecord,
+        extra: &[&[u8]],
+    ) -> ::redis::ScriptInvocation<'s> {
         let mut invocation = script.prepare_invoke();
         for key in keys {
             invocation.key(key);
@@ -274,8 +311,7 @@ impl RedisStore {
             invocation.arg(*arg);
         }
         self.add_event(&mut invocation, Some(before), new);
-        let changed: i64 = invocation.invoke_async(&mut self.con.clone()).await?;
-        Ok(changed == 1)
+        invocation
     }
 
     /// Appends the keys and arguments of `lua/events.lua`: the event of the change from `old`
@@ -319,6 +355,134 @@ impl RedisStore {
         Ok(task.runs_attempt(attempt).then_some((old, task)))
     }
 
+    /// The queues a trainer of `device` takes from: the ones for any device, then its class's.
+    fn queues_of(&self, device: DeviceSpec) -> [String; 2] {
+        [DeviceClass::Any, device.class()].map(|class| self.keys.queue(class))
+    }
+
+    /// The head of `device`'s queues as the last claim from them saw it after its change, or
+    /// else as read now. The claim script checks it is still the head, so a stale one only
+    /// costs a retry.
+    async fn last_head(&self, device: DeviceSpec) -> Result<Option<Head>, StoreError> {
+        let seen = self
+            .next_heads
+            .lock()
+            .expect("heads lock")
+            .remove(&device.class());
+        match seen {
+            Some(head) => Ok(Some(head)),
+            None => self.peek(&self.queues_of(device)).await,
+        }
+    }
+
+    /// Claims for `trainer` from `head` (see `claim.lua`), retrying from the head each failed
+    /// try answers.
+    async fn claim_from(
+        &self,
+        trainer: &str,
+        device: DeviceSpec,
+        mut head: Option<Head>,
+    ) -> Result<Option<Claimed>, StoreError> {
+        let queues = self.queues_of(device);
+        for _ in 0..MAX_CAS_RETRIES {
+            let Some(next) = head.take() else {
+                return Ok(None);
+            };
+            let claim = match self.claim_try(trainer, &queues, next)? {
+                Ok(claim) => claim,
+                Err((queue, id)) => {
+                    // A queued id without a record cannot run; drop it so it does not block
+                    // the queue.
+                    let _: i64 = self.con.clone().zrem(queue, id.to_string()).await?;
+                    head = self.peek(&queues).await?;
+                    continue;
+                }
+            };
+            let answer = claim.invocation.invoke_async(&mut self.con.clone()).await?;
+            match self.claim_answer(device, answer, claim.task, claim.stored) {
+                ClaimAnswer::Taken(claimed) => return Ok(Some(*claimed)),
+                ClaimAnswer::Draining => return Ok(None),
+                ClaimAnswer::Moved(next) => head = next,
+            }
+        }
+        Err(StoreError::Unavailable(
+            "the queue kept changing while claiming".into(),
+        ))
+    }
+
+    /// The claim of queue head `head` for `trainer`, ready to run; or, for a queued id without
+    /// a record, its queue and id.
+    fn claim_try<'s>(
+        &'s self,
+        trainer: &str,
+        queues: &[String; 2],
+        (queue, id, old): Head,
+    ) -> Result<Result<ClaimTry<'s>, (String, Uuid)>, StoreError> {
+        let k = &self.keys;
+        let queue = queue
+            .checked_sub(1)
+            .and_then(|i| queues.get(i))
+            .ok_or_else(|| StoreError::Corrupt(format!("head.lua answered queue {queue}")))?;
+        let id = Uuid::parse_str(&id)
+            .map_err(|e| StoreError::Corrupt(format!("queue holds {id:?}: {e}")))?;
+        let Some(old) = old else {
+            return Ok(Err((queue.clone(), id)));
+        };
+        let before: TaskRecord = decode(&old)?;
+        let task = before.clone().claimed(trainer, &self.settings);
+        let stored = encode(&task);
+        let lease = format!("{trainer}\t{}", task.attempt);
+        let mut invocation = self.scripts.claim.prepare_invoke();
+        invocation
+            .key(k.task(id))
+            .key(queue)
+            .key(k.running())
+            .key(k.draining());
+        for queue in queues {
+            invocation.key(queue);
+        }
+        invocation
+            .arg(&old)
+            .arg(&stored)
+            .arg(id.to_string())
+            .arg(&lease)
+            .arg(k.task_prefix())
+            .arg(trainer_node(trainer));
+        self.add_event(&mut invocation, Some(&before), &task);
+        Ok(Ok(ClaimTry {
+            invocation,
+            task,
+            stored,
+        }))
+    }
+
+    /// What `claim.lua` answered for a try of `task` (stored as `stored`); the head it saw
+    /// after a change is kept for the next claim from `device`'s queues.
+    fn claim_answer(
+        &self,
+        device: DeviceSpec,
+        (taken, next): (i64, Option<Head>),
+        task: TaskRecord,
+        stored: String,
+    ) -> ClaimAnswer {
+        match taken {
+            1 => {
+                if let Some(next) = next {
+                    self.next_heads
+                        .lock()
+                        .expect("heads lock")
+                        .insert(device.class(), next);
+                }
+                ClaimAnswer::Taken(Box::new(Claimed {
+                    task,
+                    stored: Some(stored),
+                }))
+            }
+            2 => ClaimAnswer::Draining,
+            _ => ClaimAnswer::Moved(next),
+        }
+    }
+
     /// The keys `finish.lua` touches.
     fn finish_keys(&self, task: &TaskRecord) -> [String; 7] {
         let (k, id) = (&self.keys, task.id);
@@ -353,6 +517,19 @@ impl RedisStore {
         new: &TaskRecord,
         model: Option<&[u8]>,
     ) -> Result<bool, StoreError> {
+        let invocation = self.finish_invocation(keys, old, new, model);
+        let changed: i64 = invocation.invoke_async(&mut self.con.clone()).await?;
+        Ok(changed == 1)
+    }
+
+    /// The invocation of `finish.lua` that `finish_swap` runs.
+    fn finish_invocation(
+        &self,
+        keys: &[String],
+        old: (&str, &TaskRecord),
+        new: &TaskRecord,
+        model: Option<&[u8]>,
+    ) -> ::redis::ScriptInvocation<'_> {
         let ttl = self.settings.result_expires_s.ceil().max(1.0) as u64;
         let tombstone = ttl + self.settings.expired_memory_s.ceil().max(1.0) as u64;
         let (ttl, tombstone, id) = (ttl.to_string(), tombstone.to_string(), new.id.to_string());
@@ -368,8 +545,7 @@ impl RedisStore {
             id.as_bytes(),
             callback.as_bytes(),
         ];
-        self.swap(&self.scripts.finish, keys, old, new, &extra)
-            .await
+        self.swap_invocation(&self.scripts.finish, keys, old, new, &extra)
     }
 }
 
@@ -414,70 +590,9 @@ impl Store for RedisStore {
         trainer: &str,
         device: DeviceSpec,
     ) -> Result<Option<Claimed>, StoreError> {
-        let k = &self.keys;
-        let classes = [DeviceClass::Any, device.class()];
-        let queues = classes.map(|class| k.queue(class));
-        // The head the last claim from these queues saw after its change, if it saw one: the
-        // claim script checks it is still the head, so a stale one only costs a retry.
-        let mut head = self
-            .next_heads
-            .lock()
-            .expect("heads lock")
-            .remove(&device.class());
-        if head.is_none() {
-            head = self.peek(&queues).await?;
-        }
-        for _ in 0..MAX_CAS_RETRIES {
-            let Some((queue, id, old)) = head.take() else {
-                return Ok(None);
-            };
-            let queue = queue
-                .checked_sub(1)
-                .and_then(|i| queues.get(i))
-                .ok_or_else(|| StoreError::Corrupt(format!("head.lua answered queue {queue}")))?;
-            let id = Uuid::parse_str(&id)
-                .map_err(|e| StoreError::Corrupt(format!("queue holds {id:?}: {e}")))?;
-            let Some(old) = old else {
-                // A queued id without a record cannot run; drop it so it does not block the queue.
-                let _: i64 = self.con.clone().zrem(queue, id.to_string()).await?;
-                head = self.peek(&queues).await?;
-                continue;
-            };
-            let before: TaskRecord = decode(&old)?;
-            let task = before.clone().claimed(trainer, &self.settings);
-            let stored = encode(&task);
-            let lease = format!("{trainer}\t{}", task.attempt);
-            let mut claim = self.scripts.claim.prepare_invoke();
-            claim.key(k.task(id)).key(queue).key(k.running());
-            for queue in &queues {
-                claim.key(queue);
-            }
-            claim
-                .arg(&old)
-                .arg(&stored)
-                .arg(id.to_string())
-                .arg(&lease)
-                .arg(k.task_prefix());
-            self.add_event(&mut claim, Some(&before), &task);
-            let (taken, next): (i64, Option<Head>) =
-                claim.invoke_async(&mut self.con.clone()).await?;
-            if taken == 1 {
-                if let Some(next) = next {
-                    self.next_heads
-                        .lock()
-                        .expect("heads lock")
-                        .insert(device.class(), next);
-                }
-                return Ok(Some(Claimed {
-                    task,
-                    stored: Some(stored),
-                }));
-            }
-            head = next;
-        }
-        Err(StoreError::Unavailable(
-            "the queue kept changing while claiming".into(),
-        ))
+        let _one = self.claiming.lock().await;
+        let head = self.last_head(device).await?;
+        self.claim_from(trainer, device, head).await
     }
 
     async fn progress(
@@ -523,6 +638,105 @@ impl Store for RedisStore {
         }
         // Changed since (progress, a cancel request, a requeue): from the current record.
         self.finish(id, attempt, finish).await
+    }
+
+    async fn claim_and_finish(
+        &self,
+        trainer: &str,
+        device: DeviceSpec,
+        ended: Ending<'_>,
+    ) -> ClaimedAndFinished {
+        let mut one = Some(self.claiming.lock().await);
+        let seen = self
+            .next_heads
+            .lock()
+            .expect("heads lock")
+            .remove(&device.class());
+        let task = ended
+            .stored
+            .and_then(|stored| decode::<TaskRecord>(stored).ok())
+            .filter(|task| task.id == ended.id && task.runs_attempt(ended.attempt));
+        let claim = match (seen, &task) {
+            (Some(head), Some(_)) => self
+                .claim_try(trainer, &self.queues_of(device), head)
+                .ok()
+                .and_then(Result::ok),
+            _ => None,
+        };
+        let (Some(claim), Some(task), Some(stored)) = (claim, task, ended.stored) else {
+            // Without the head or the attempt's record at hand: one after the other.
+            drop(one.take());
+            let next = self.claim(trainer, device).await;
+            let finished = match ended.stored {
+                Some(stored) => {
+                    self.finish_from(stored, ended.id, ended.attempt, ended.finish)
+                        .await
+                }
+                None => self.finish(ended.id, ended.attempt, ended.finish).await,
+            };
+            return ClaimedAndFinished { next, finished };
+        };
+        // Both scripts in one round trip (each atomic; a failure of one leaves the other).
+        let keys = self.finish_keys(&task);
+        let (new, model) = task.clone().finished(ended.finish.clone(), &self.settings);
+        let finish = self.finish_invocation(&keys, (stored, &task), &new, model.as_deref());
+        let answers: Result<Vec<::redis::RedisResult<::redis::Value>>, _> = ::redis::pipe()
+            .ignore_errors()
+            .invoke_script(&claim.invocation)
+            .invoke_script(&finish)
+            .query_async(&mut self.con.clone())
+            .await;
+        let (claimed, finished) = match answers {
+            Ok(answers) if answers.len() == 2 => {
+                let mut answers = answers.into_iter();
+                (answers.next().unwrap(), answers.next().unwrap())
+            }
+            Ok(answers) => {
+                let e = StoreError::Corrupt(format!("2 scripts got {} answers", answers.len()));
+                let again = StoreError::Corrupt(e.to_string());
+                return ClaimedAndFinished {
+                    next: Err(e),
+                    finished: Err(again),
+                };
+            }
+            Err(e) => {
+                return ClaimedAndFinished {
+                    next: Err(e.clone().into()),
+                    finished: Err(e.into()),
+                };
+            }
+        };
+        let next = match claimed.map(::redis::from_redis_value) {
+            Ok(Ok(answer)) => match self.claim_answer(device, answer, claim.task, claim.stored) {
+                ClaimAnswer::Taken(claimed) => Ok(Some(*claimed)),
+                ClaimAnswer::Draining => Ok(None),
+                ClaimAnswer::Moved(next) => self.claim_from(trainer, device, next).await,
+            },
+            Ok(Err(e)) => Err(StoreError::Corrupt(format!("claim.lua answered: {e}"))),
+            // Redis lost its scripts (it restarted): `claim` loads them.
+            Err(e)
+                if e.kind() == ::redis::ErrorKind::Server(::redis::ServerErrorKind::NoScript) =>
+            {
+                drop(one.take());
+                self.claim(trainer, device).await
+            }
+            Err(e) => Err(e.into()),
+        };
+        drop(one);
+        let finished = match finished.map(::redis::from_redis_value::<i64>) {
+            Ok(Ok(1)) => Ok(true),
+            // Changed since (progress, a cancel request, a requeue): from the current record.
+            Ok(Ok(_)) => self.finish(ended.id, ended.attempt, ended.finish).await,
+            Ok(Err(e)) => Err(StoreError::Corrupt(format!("finish.lua answered: {e}"))),
+            Err(e)
+                if e.kind() == ::redis::ErrorKind::Server(::redis::ServerErrorKind::NoScript) =>
+            {
+                self.finish_from(stored, ended.id, ended.attempt, ended.finish)
+                    .await
+            }
+            Err(e) => Err(e.into()),
+        };
+        ClaimedAndFinished { next, finished }
     }
 
     async fn finish(&self, id: Uuid, attempt: u32, finish: Finish) -> Result<bool, StoreError> {
@@ -717,11 +931,19 @@ impl Store for RedisStore {
     }
 
     async fn leases(&self) -> Result<Vec<Lease>, StoreError> {
-        let ids: Vec<String> = self.con.clone().hkeys(self.keys.running()).await?;
+        let read: Vec<Option<String>> = self
+            .scripts
+            .leases
+            .key(self.keys.running())
+            .arg(self.keys.task_prefix())
+            .invoke_async(&mut self.con.clone())
+            .await?;
         let mut out = Vec::new();
-        for id in ids.iter().filter_map(|i| Uuid::parse_str(i).ok()) {
-            if let Some(raw) = self.raw(id).await? {
-                let task: TaskRecord = decode(&raw)?;
+        for pair in read.chunks(2) {
+            if let [Some(id), Some(raw)] = pair
+                && Uuid::parse_str(id).is_ok()
+            {
+                let task: TaskRecord = decode(raw)?;
                 if task.state.is_running() {
                     out.push(task.lease());
                 }

@@ -1,12 +1,16 @@
 -- Take queued task ARGV[3] for a trainer, if it is still the next to run from the queues
--- KEYS[4..] (the ones the trainer takes from; KEYS[2] is the one it is in) and its record is
--- unchanged. (Takes an event, see events.lua.)
--- KEYS: task, queue, running, then those queues. ARGV: old record, new record, id, lease, task
--- key prefix.
--- Returns {1 if taken else 0, the next task to claim after that, as `head` answers}: so the
--- caller's next claim (or its retry) needs no peek of its own.
+-- KEYS[5..] (the ones the trainer takes from; KEYS[2] is the one it is in), its record is
+-- unchanged, and the trainer's node ARGV[6] is not in the draining set KEYS[4].
+-- (Takes an event, see events.lua.)
+-- KEYS: task, queue, running, draining, then those queues. ARGV: old record, new record, id,
+-- lease, task key prefix, node.
+-- Returns {1 if taken, 0 if not, 2 if the node is draining; the next task to claim after that,
+-- as `head` answers}: so the caller's next claim (or its retry) needs no peek of its own.
+if redis.call('SISMEMBER', KEYS[4], ARGV[6]) == 1 then
+  return {2, false}
+end
 local queues = {}
-for i = 4, #KEYS do
+for i = 5, #KEYS do
   queues[#queues + 1] = KEYS[i]
 end
 local first = head(queues, ARGV[5])
