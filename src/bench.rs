@@ -850,29 +850,36 @@ fn dispatch_cost(
     // The leader sees the resume within its next reconcile (up to a second): wait for the
     // first claims, then count claims (from the node's own metrics) while the first half of the
     // queue is dispatched, for at most 3 s, so every claim counted finds a task.
-    let (before, _) = claim_metrics(&node.url)?;
+    let before = claims(&claim_metrics(&node.url)?);
     let deadline = Instant::now() + Duration::from_secs(10);
-    let (count0, sum0) = loop {
+    let start = loop {
         let now = claim_metrics(&node.url)?;
-        if now.0 > before || Instant::now() > deadline {
+        if claims(&now) > before || Instant::now() > deadline {
             break now;
         }
         std::thread::sleep(Duration::from_millis(20));
     };
     let window = Instant::now();
-    let (count1, sum1) = loop {
+    let end = loop {
         std::thread::sleep(Duration::from_millis(50));
         let now = claim_metrics(&node.url)?;
-        if now.0 - count0 >= (depth / 2) as f64 || window.elapsed() > Duration::from_secs(3) {
+        if claims(&now) - claims(&start) >= (depth / 2) as f64
+            || window.elapsed() > Duration::from_secs(3)
+        {
             break now;
         }
     };
-    let rate = (count1 - count0) / window.elapsed().as_secs_f64();
+    let rate = (claims(&end) - claims(&start)) / window.elapsed().as_secs_f64();
     let purged = node.purge()?;
-    let claims = count1 - count0;
+    // Mean time of each kind of claim in the window, in ms (null: none of that kind).
+    let mean = |kind: usize| {
+        let (count, sum) = (end[kind].0 - start[kind].0, end[kind].1 - start[kind].1);
+        (count > 0.0).then(|| round(sum / count * 1000.0, 3))
+    };
     Ok(json!({
         "queued": depth,
-        "claim_mean_ms": round(if claims > 0.0 { (sum1 - sum0) / claims * 1000.0 } else { 0.0 }, 3),
+        "claim_mean_ms": mean(0),
+        "claim_and_finish_mean_ms": mean(1),
         "dispatched_per_s": round(rate, 1),
         "purged_after": purged,
     }))
@@ -884,24 +891,39 @@ fn read_delete(agent: &ureq::Agent, url: &str) -> anyhow::Result<(u16, Value)> {
     Ok((status, response.into_body().read_json()?))
 }
 
-/// `(count, sum)` of the node's `claim` store operation histogram.
-fn claim_metrics(url: &str) -> anyhow::Result<(f64, f64)> {
+/// `(count, sum)` of the node's store operation histograms that claim a task: `claim` (the
+/// leader's claims) and `claim_and_finish` (a trainer running on), in that order.
+fn claim_metrics(url: &str) -> anyhow::Result<[(f64, f64); 2]> {
     let text = agent()
         .get(format!("{url}/metrics"))
         .call()?
         .into_body()
         .read_to_string()?;
-    let find = |suffix: &str| {
+    let find = |suffix: &str, op: &str| {
         text.lines()
             .find(|l| {
                 l.starts_with(&format!(
                     "trainyard_store_operation_duration_seconds_{suffix}"
-                )) && l.contains("op=\"claim\"")
+                )) && l.contains(&format!("op=\"{op}\""))
             })
             .and_then(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
             .unwrap_or(0.0)
     };
-    Ok((find("count"), find("sum")))
+    Ok(["claim", "claim_and_finish"].map(|op| (find("count", op), find("sum", op))))
+}
+
+/// Claims counted by `claim_metrics`, of both kinds.
+fn claims(metrics: &[(f64, f64); 2]) -> f64 {
+    metrics[0].0 + metrics[1].0
+}
+
+/// A figure of the report for the table: `-` for none.
+fn shown(figure: &Value) -> String {
+    if figure.is_null() {
+        "-".into()
+    } else {
+        figure.to_string()
+    }
 }
 
 fn percentile(sorted: &[f64], q: f64) -> f64 {
@@ -976,8 +998,11 @@ fn table(r: &Value) -> String {
         row(
             &format!("dispatch with {} queued", d["queued"]),
             format!(
-                "claim {} ms, {} tasks/s dispatched",
-                d["claim_mean_ms"], d["dispatched_per_s"]
+                "claim {} ms (leader), claim and finish {} ms (trainer running on), {} tasks/s \
+                 dispatched",
+                shown(&d["claim_mean_ms"]),
+                shown(&d["claim_and_finish_mean_ms"]),
+                d["dispatched_per_s"]
             ),
         );
     }

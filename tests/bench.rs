@@ -34,7 +34,16 @@ fn the_quick_benchmark_runs_every_workload_and_writes_its_report() {
     assert_eq!(report["status_queued"]["errors"], 0, "{report}");
     assert!(report["status_queued"]["requests_per_s"].as_f64().unwrap() > 0.0);
     assert!(report["memory_mb"]["idle"].as_f64().unwrap() > 0.0);
-    assert_eq!(report["dispatch"].as_array().unwrap().len(), 2);
+    let dispatch = report["dispatch"].as_array().unwrap();
+    assert_eq!(dispatch.len(), 2);
+    for row in dispatch {
+        // Claims of both kinds (the leader's, and trainers' running on) are counted.
+        assert!(row["dispatched_per_s"].as_f64().unwrap() > 0.0, "{row}");
+        assert!(
+            row["claim_and_finish_mean_ms"].as_f64().unwrap() > 0.0,
+            "{row}"
+        );
+    }
     assert_eq!(report["scaling"].as_array().unwrap().len(), 5);
     assert!(stdout.contains("| measure | trainyard |"));
 }
