@@ -45,6 +45,8 @@ struct Slot {
     task: Option<(Uuid, u32)>,
     /// The task this dispatcher last sent it (the trainer may have run on from it since).
     given: Option<Uuid>,
+    /// The last lease read showed it without a lease while this dispatcher had it busy.
+    unleased: bool,
 }
 
 impl Slot {
@@ -253,6 +255,7 @@ impl<S: Store> Dispatcher<S> {
                     actor: ActorRef::from(cell),
                     task: None,
                     given: None,
+                    unleased: false,
                 },
             );
         }
@@ -330,7 +333,15 @@ impl<S: Store> Dispatcher<S> {
         for (name, slot) in state.trainers.iter_mut() {
             let leases = running.get(name.as_str()).map_or(&[][..], Vec::as_slice);
             // The task this dispatcher gave it last, while a lease shows it still runs;
-            // otherwise the one a lease shows.
+            // otherwise the one a lease shows. A busy trainer is taken for idle only when two
+            // reads in a row show it without a lease: one running on holds none for a moment
+            // when its claim lost the head to another node's (and it claims again).
+            let unleased = leases.is_empty() && slot.task.is_some();
+            if unleased && !slot.unleased {
+                slot.unleased = true;
+                continue;
+            }
+            slot.unleased = false;
             if !leases.iter().any(|l| Some((l.id, l.attempt)) == slot.task) {
                 slot.task = leases.first().map(|l| (l.id, l.attempt));
             }

@@ -348,8 +348,15 @@ fn start<S: Store>(
     let default_limit = args.settings.time_limit_s;
     let renew_every = Duration::from_secs_f64(args.settings.lease_s / 3.0);
     let trainer = args.name.clone();
-    let span =
-        tracing::info_span!("task", task_id = %task.id, attempt = task.attempt, trainer = %trainer);
+    // A root span: a task claimed while the last one ended would otherwise be its child, and a
+    // trainer running on would nest every task of its run in the one before.
+    let span = tracing::info_span!(
+        parent: None,
+        "task",
+        task_id = %task.id,
+        attempt = task.attempt,
+        trainer = %trainer
+    );
     let datasets = args.datasets.clone();
     let run = async move {
         let source = match task.dataset_id {
