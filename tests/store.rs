@@ -909,21 +909,20 @@ async fn running_on_claims_the_next_and_ends_the_last<S: Store>(store: S) {
         .unwrap()
         .unwrap();
     assert_eq!(first.id, tasks[0].id);
-    let ending = |claimed: &Claimed, n: u8| (stored_form(claimed), claimed.id, n);
+    // Ends attempt 1 of `id` and claims the trainer's next task.
+    let run_on = async |stored: Option<&str>, id: Uuid, finish: Finish| {
+        let ending = Ending {
+            stored,
+            id,
+            attempt: 1,
+            finish,
+        };
+        store
+            .claim_and_finish(trainer, DeviceSpec::Cpu, ending)
+            .await
+    };
 
-    let (stored, id, n) = ending(&first, 1);
-    let done = store
-        .claim_and_finish(
-            trainer,
-            DeviceSpec::Cpu,
-            Ending {
-                stored: Some(&stored),
-                id,
-                attempt: 1,
-                finish: success(n),
-            },
-        )
-        .await;
+    let done = run_on(Some(&stored_form(&first)), first.id, success(1)).await;
     assert!(done.finished.unwrap());
     let second = done.next.unwrap().expect("the next task is claimed");
     assert_eq!(
@@ -945,21 +944,9 @@ async fn running_on_claims_the_next_and_ends_the_last<S: Store>(store: S) {
         "the trainer holds the lease of its next task only"
     );
 
-    // Progress changed the record since the claim; and no record at hand.
+    // Progress changed the record since the claim.
     assert!(store.progress(second.id, 1, &progress(5)).await.unwrap());
-    let (stored, id, n) = ending(&second, 2);
-    let done = store
-        .claim_and_finish(
-            trainer,
-            DeviceSpec::Cpu,
-            Ending {
-                stored: Some(&stored),
-                id,
-                attempt: 1,
-                finish: success(n),
-            },
-        )
-        .await;
+    let done = run_on(Some(&stored_form(&second)), second.id, success(2)).await;
     assert!(done.finished.unwrap());
     let third = done.next.unwrap().unwrap();
     assert_eq!(third.id, tasks[2].id);
@@ -969,20 +956,9 @@ async fn running_on_claims_the_next_and_ends_the_last<S: Store>(store: S) {
         (TaskState::Success, Some(10))
     );
 
-    // Its node drains: it ends its task and takes no other.
+    // Its node drains (and no record at hand): it ends its task and takes no other.
     store.set_draining("node-a", true).await.unwrap();
-    let done = store
-        .claim_and_finish(
-            trainer,
-            DeviceSpec::Cpu,
-            Ending {
-                stored: None,
-                id: third.id,
-                attempt: 1,
-                finish: success(3),
-            },
-        )
-        .await;
+    let done = run_on(None, third.id, success(3)).await;
     assert!(done.finished.unwrap());
     assert!(
         done.next.unwrap().is_none(),
@@ -997,18 +973,7 @@ async fn running_on_claims_the_next_and_ends_the_last<S: Store>(store: S) {
 
     // A stale attempt ends nothing, and its trainer still claims.
     store.set_draining("node-a", false).await.unwrap();
-    let done = store
-        .claim_and_finish(
-            trainer,
-            DeviceSpec::Cpu,
-            Ending {
-                stored: None,
-                id: third.id,
-                attempt: 1,
-                finish: success(4),
-            },
-        )
-        .await;
+    let done = run_on(None, third.id, success(4)).await;
     assert!(!done.finished.unwrap(), "a task ends once");
     assert_eq!(done.next.unwrap().unwrap().id, tasks[3].id);
     assert_eq!(store.model(tasks[2].id).await.unwrap(), Some(vec![3]));

@@ -523,6 +523,20 @@ pub struct Ending<'a> {
     pub finish: Finish,
 }
 
+impl Ending<'_> {
+    /// Writes this end to `store`: from the record held (`finish_from`), else `finish`.
+    pub async fn write<S: Store + ?Sized>(self, store: &S) -> Result<bool, StoreError> {
+        match self.stored {
+            Some(stored) => {
+                store
+                    .finish_from(stored, self.id, self.attempt, self.finish)
+                    .await
+            }
+            None => store.finish(self.id, self.attempt, self.finish).await,
+        }
+    }
+}
+
 /// What [`Store::claim_and_finish`] did, each part with its own error: the task claimed next,
 /// and whether the end was written (as `finish` answers).
 pub struct ClaimedAndFinished {
@@ -604,16 +618,7 @@ pub trait Store: Send + Sync + 'static {
                 Ok(_) => self.claim(trainer, device).await,
                 Err(e) => Err(e),
             };
-            let Ending {
-                stored,
-                id,
-                attempt,
-                finish,
-            } = ended;
-            let finished = match stored {
-                Some(stored) => self.finish_from(stored, id, attempt, finish).await,
-                None => self.finish(id, attempt, finish).await,
-            };
+            let finished = ended.write(self).await;
             ClaimedAndFinished { next, finished }
         }
     }

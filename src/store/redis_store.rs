@@ -667,13 +667,7 @@ impl Store for RedisStore {
             // Without the head or the attempt's record at hand: one after the other.
             drop(one.take());
             let next = self.claim(trainer, device).await;
-            let finished = match ended.stored {
-                Some(stored) => {
-                    self.finish_from(stored, ended.id, ended.attempt, ended.finish)
-                        .await
-                }
-                None => self.finish(ended.id, ended.attempt, ended.finish).await,
-            };
+            let finished = ended.write(self).await;
             return ClaimedAndFinished { next, finished };
         };
         // Both scripts in one round trip (each atomic; a failure of one leaves the other).
