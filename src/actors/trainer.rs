@@ -15,8 +15,8 @@ use uuid::Uuid;
 use super::{DispatcherMsg, Ended, ParsedDatasets, TaskSettings, TrainerMsg};
 use crate::cluster;
 use crate::store::{
-    Claimed, DatasetInfo, Ending, Finish, Lookup, Renewal, Store, TaskError, TaskProgress,
-    TaskRecord, now_s,
+    Claimed, DatasetInfo, Ending, Finish, Lookup, Renewal, Store, StoreError, TaskError,
+    TaskProgress, TaskRecord, now_s,
 };
 use crate::telemetry::{self, TaskEvent};
 use crate::training::{
@@ -626,11 +626,7 @@ async fn run_on_to_next<S: Store>(
         .store
         .claim_and_finish(&args.name, args.device, ending)
         .await;
-    match done.finished {
-        Ok(true) => telemetry::task_event(TaskEvent::Succeeded, task.model_type),
-        Ok(false) => tracing::warn!("task was taken over by another attempt; result dropped"),
-        Err(e) => tracing::error!(error = %e, "cannot record the end of a task"),
-    }
+    note_end(done.finished, TaskEvent::Succeeded, task);
     match done.next {
         Ok(Some(next)) => {
             tracing::info!(task_id = %next.task.id, trainer = %args.name, attempt = next.task.attempt, "task claimed by its trainer, running on");
@@ -659,11 +655,13 @@ async fn record<S: Store>(
     let written = match result {
         Ok(outcome) => {
             event = TaskEvent::Succeeded;
-            let finish = success(args, outcome, last_progress);
-            match &stored {
-                Some(stored) => store.finish_from(stored, id, attempt, finish).await,
-                None => store.finish(id, attempt, finish).await,
-            }
+            let ending = Ending {
+                stored: stored.as_deref(),
+                id,
+                attempt,
+                finish: success(args, outcome, last_progress),
+            };
+            ending.write(&**store).await
         }
         Err(TrainError::Cancelled) => {
             tracing::info!("task revoked while running");
@@ -687,6 +685,11 @@ async fn record<S: Store>(
             }
         }
     };
+    note_end(written, event, task);
+}
+
+/// Counts the end of `task` as `event` if it was `written`, or logs why not.
+fn note_end(written: Result<bool, StoreError>, event: TaskEvent, task: &TaskRecord) {
     match written {
         Ok(true) => telemetry::task_event(event, task.model_type),
         Ok(false) => tracing::warn!("task was taken over by another attempt; result dropped"),

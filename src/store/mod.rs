@@ -512,8 +512,6 @@ impl std::ops::Deref for Claimed {
     }
 }
 
-/// Durable task state. Every method is atomic: a change that touches several records happens
-/// whole or not at all.
 /// The end of an attempt, for [`Store::claim_and_finish`]: `finish` for attempt `attempt` of
 /// task `id`, whose record the trainer may hold as `stored` (see [`Store::finish_from`]).
 pub struct Ending<'a> {
@@ -544,6 +542,8 @@ pub struct ClaimedAndFinished {
     pub finished: Result<bool, StoreError>,
 }
 
+/// Durable task state. Every method is atomic: a change that touches several records happens
+/// whole or not at all (`claim_and_finish` is two such changes).
 pub trait Store: Send + Sync + 'static {
     /// Stores a new PENDING task and queues it, unless `queue_limit` tasks are pending.
     fn submit(

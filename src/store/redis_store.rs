@@ -388,7 +388,7 @@ impl RedisStore {
             let Some(next) = head.take() else {
                 return Ok(None);
             };
-            let claim = match self.claim_try(trainer, &queues, next)? {
+            let claim = match self.claim_try(trainer, &queues, &next)? {
                 Ok(claim) => claim,
                 Err((queue, id)) => {
                     // A queued id without a record cannot run; drop it so it does not block
@@ -416,19 +416,19 @@ impl RedisStore {
         &'s self,
         trainer: &str,
         queues: &[String; 2],
-        (queue, id, old): Head,
+        (queue, id, old): &Head,
     ) -> Result<Result<ClaimTry<'s>, (String, Uuid)>, StoreError> {
         let k = &self.keys;
         let queue = queue
             .checked_sub(1)
             .and_then(|i| queues.get(i))
             .ok_or_else(|| StoreError::Corrupt(format!("head.lua answered queue {queue}")))?;
-        let id = Uuid::parse_str(&id)
+        let id = Uuid::parse_str(id)
             .map_err(|e| StoreError::Corrupt(format!("queue holds {id:?}: {e}")))?;
         let Some(old) = old else {
             return Ok(Err((queue.clone(), id)));
         };
-        let before: TaskRecord = decode(&old)?;
+        let before: TaskRecord = decode(old)?;
         let task = before.clone().claimed(trainer, &self.settings);
         let stored = encode(&task);
         let lease = format!("{trainer}\t{}", task.attempt);
@@ -442,7 +442,7 @@ impl RedisStore {
             invocation.key(queue);
         }
         invocation
-            .arg(&old)
+            .arg(old)
             .arg(&stored)
             .arg(id.to_string())
             .arg(&lease)
@@ -646,27 +646,36 @@ impl Store for RedisStore {
         device: DeviceSpec,
         ended: Ending<'_>,
     ) -> ClaimedAndFinished {
-        let mut one = Some(self.claiming.lock().await);
-        let seen = self
-            .next_heads
-            .lock()
-            .expect("heads lock")
-            .remove(&device.class());
+        let one = self.claiming.lock().await;
+        let head = match self.last_head(device).await {
+            Ok(head) => head,
+            Err(e) => {
+                drop(one);
+                let finished = ended.write(self).await;
+                return ClaimedAndFinished {
+                    next: Err(e),
+                    finished,
+                };
+            }
+        };
         let task = ended
             .stored
             .and_then(|stored| decode::<TaskRecord>(stored).ok())
             .filter(|task| task.id == ended.id && task.runs_attempt(ended.attempt));
-        let claim = match (seen, &task) {
-            (Some(head), Some(_)) => self
-                .claim_try(trainer, &self.queues_of(device), head)
-                .ok()
-                .and_then(Result::ok),
+        let pipelined = match (&head, task, ended.stored) {
+            (Some(next), Some(task), Some(stored)) => {
+                match self.claim_try(trainer, &self.queues_of(device), next) {
+                    Ok(Ok(claim)) => Some((claim, task, stored)),
+                    Ok(Err(_)) | Err(_) => None,
+                }
+            }
             _ => None,
         };
-        let (Some(claim), Some(task), Some(stored)) = (claim, task, ended.stored) else {
-            // Without the head or the attempt's record at hand: one after the other.
-            drop(one.take());
-            let next = self.claim(trainer, device).await;
+        let Some((claim, task, stored)) = pipelined else {
+            // With an empty queue, or without the attempt's record at hand: one after the
+            // other (the claim also drops a queued id without a record, or says what is wrong).
+            let next = self.claim_from(trainer, device, head).await;
+            drop(one);
             let finished = ended.write(self).await;
             return ClaimedAndFinished { next, finished };
         };
@@ -707,12 +716,14 @@ impl Store for RedisStore {
                 ClaimAnswer::Moved(next) => self.claim_from(trainer, device, next).await,
             },
             Ok(Err(e)) => Err(StoreError::Corrupt(format!("claim.lua answered: {e}"))),
-            // Redis lost its scripts (it restarted): `claim` loads them.
+            // Redis lost its scripts (it restarted): a claim on its own loads them.
             Err(e)
                 if e.kind() == ::redis::ErrorKind::Server(::redis::ServerErrorKind::NoScript) =>
             {
-                drop(one.take());
-                self.claim(trainer, device).await
+                match self.last_head(device).await {
+                    Ok(head) => self.claim_from(trainer, device, head).await,
+                    Err(e) => Err(e),
+                }
             }
             Err(e) => Err(e.into()),
         };
