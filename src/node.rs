@@ -199,7 +199,7 @@ async fn serve<S: Store>(
 
     tracing::info!("stopping: no new work; waiting for running tasks");
     housekeeping.abort();
-    actors::set_draining(true);
+    actors::set_stopping();
     info.draining = true;
     info.seen_at = now_s();
     if let Err(e) = store.announce(&info).await {

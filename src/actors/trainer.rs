@@ -280,8 +280,13 @@ fn idle(trainer: &str, done: Uuid, given: Uuid) {
 }
 
 /// The record of the task the leader sent (and its stored form, when the leader sent it), if
-/// this trainer should run it. A trainer that is busy (the leader's view was stale) gives the
-/// attempt back to the queue at once.
+/// this trainer should run it. A trainer that is busy (the leader's view was stale) or whose
+/// node stops gives the attempt back to the queue at once.
+///
+/// An operator's drain is not checked here: the claim of this task would have been refused if
+/// the node was drained, and this node's own view of the drain lags the store's by up to a
+/// second. Checked here, a node taken back from a drain gave back the first tasks sent to it
+/// and sat idle until the leader saw its trainers free again (about 2 s).
 async fn take<S: Store>(
     args: &TrainerArgs<S>,
     busy: bool,
@@ -289,8 +294,8 @@ async fn take<S: Store>(
     attempt: u32,
     stored: Option<String>,
 ) -> Option<(TaskRecord, Option<String>)> {
-    if busy || super::draining() {
-        tracing::warn!(task_id = %id, trainer = %args.name, "sent a task while busy or draining; giving it back");
+    if busy || super::stopping() {
+        tracing::warn!(task_id = %id, trainer = %args.name, "sent a task while busy or stopping; giving it back");
         let error = TaskError {
             code: "trainer_busy".into(),
             message: format!("trainer {} was busy or its node was stopping", args.name),
