@@ -243,7 +243,6 @@ async fn housekeeping<S: Store>(store: Arc<S>, membership: Arc<Membership>, mut 
                 tracing::info!(draining = drained, "drain state changed by an operator");
             }
             info.draining = drained;
-            actors::set_draining(drained);
         }
         if let Err(e) = store.announce(&info).await {
             tracing::warn!(error = %e, "cannot announce this node");

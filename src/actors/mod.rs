@@ -59,20 +59,10 @@ impl TaskSettings {
     }
 }
 
-/// Set while this node takes no new work (it stops, or an operator drains it): its trainers
-/// claim no next task of their own. An operator's drain reaches it within a second (the
-/// store's drain set is the truth: the claim script refuses this node's trainers at once).
-static DRAINING: AtomicBool = AtomicBool::new(false);
-/// Set once this node stops: its trainers give back tasks sent to them.
+/// Set once this node stops: its trainers give back tasks sent to them and claim no next task
+/// of their own. An operator's drain is not mirrored here: the store enforces it (the claim
+/// script refuses a drained node's trainers), and a copy refreshed once a second lagged it.
 static STOPPING: AtomicBool = AtomicBool::new(false);
-
-pub fn set_draining(draining: bool) {
-    DRAINING.store(draining, Ordering::SeqCst);
-}
-
-pub fn draining() -> bool {
-    DRAINING.load(Ordering::SeqCst) || stopping()
-}
 
 /// This node stops: it drains, and for good.
 pub fn set_stopping() {

@@ -77,9 +77,10 @@ struct RunOn {
 }
 
 impl RunOn {
-    /// Whether the trainer may claim its next task itself now.
+    /// Whether the trainer may claim its next task itself now (on a drained node, the claim is
+    /// refused by the store).
     fn allowed(&self) -> bool {
-        now_s() < self.until && !super::draining()
+        now_s() < self.until && !super::stopping()
     }
 }
 
@@ -284,9 +285,9 @@ fn idle(trainer: &str, done: Uuid, given: Uuid) {
 /// node stops gives the attempt back to the queue at once.
 ///
 /// An operator's drain is not checked here: the claim of this task would have been refused if
-/// the node was drained, and this node's own view of the drain lags the store's by up to a
-/// second. Checked here, a node taken back from a drain gave back the first tasks sent to it
-/// and sat idle until the leader saw its trainers free again (about 2 s).
+/// the node was drained. (A node's own copy of the drain, refreshed once a second, lagged the
+/// store's: a node taken back from a drain gave back the first tasks sent to it and sat idle
+/// until the leader saw its trainers free again, about 2 s.)
 async fn take<S: Store>(
     args: &TrainerArgs<S>,
     busy: bool,
