@@ -285,9 +285,7 @@ fn idle(trainer: &str, done: Uuid, given: Uuid) {
 /// node stops gives the attempt back to the queue at once.
 ///
 /// An operator's drain is not checked here: the claim of this task would have been refused if
-/// the node was drained. (A node's own copy of the drain, refreshed once a second, lagged the
-/// store's: a node taken back from a drain gave back the first tasks sent to it and sat idle
-/// until the leader saw its trainers free again, about 2 s.)
+/// the node was drained (see `super::STOPPING` for why nodes keep no copy of it).
 async fn take<S: Store>(
     args: &TrainerArgs<S>,
     busy: bool,
