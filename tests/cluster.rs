@@ -522,6 +522,44 @@ fn a_node_with_the_wrong_cookie_cannot_join() {
     drop(b);
 }
 
+/// A connection to the cluster port that never authenticates (a port scan, a health check
+/// aimed at the wrong port, a node with the wrong cookie dialling in) must not stop a node that
+/// has no peer yet from leading: one stray `curl` once stopped a lone node's dispatching for good.
+#[test]
+fn stray_connections_to_a_lone_node_do_not_stop_it_leading() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let mut cluster = Cluster::new(RedisServer::start());
+    let a = cluster.start("node-a", &[], COOKIE);
+    let first = a.submit(quick_task());
+    wait_all_succeed(&a, &[first], Duration::from_secs(60));
+
+    let cluster_port = cluster.ports["node-a"].0;
+    for junk in [
+        &b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n"[..],
+        &[0xff; 64][..],
+        &[][..],
+    ] {
+        let mut stray = std::net::TcpStream::connect(("127.0.0.1", cluster_port)).unwrap();
+        std::io::Write::write_all(&mut stray, junk).unwrap();
+        drop(stray);
+    }
+    let intruder = cluster.start("node-x", &["node-a"], "not-the-cookie");
+    poll(Duration::from_secs(20), "node-a to refuse node-x", || {
+        a.log()
+            .contains("closed before authentication")
+            .then_some(())
+    });
+    // Past the leader lease's lifetime: a node that gave up leading has lost it by now.
+    std::thread::sleep(Duration::from_secs(4));
+    assert_eq!(leader(&a).as_deref(), Some("node-a"));
+    let ids: Vec<String> = (0..4).map(|_| a.submit(quick_task())).collect();
+    let records = wait_all_succeed(&a, &ids, Duration::from_secs(60));
+    for r in &records {
+        assert_eq!(ran_on(r), "node-a", "{r}");
+    }
+    drop(intruder);
+}
+
 #[test]
 fn a_redis_restart_under_load_loses_no_accepted_task() {
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());

@@ -34,7 +34,8 @@ struct Peers {
     sessions: HashMap<ActorId, Session>,
     /// A session with a peer became ready at least once.
     joined: bool,
-    /// A session closed before it authenticated (most likely: our cookie was refused).
+    /// A session this node dialled closed before it authenticated (most likely: our cookie
+    /// was refused). Incoming ones do not count: a port scan must not stop a node leading.
     refused: bool,
 }
 
@@ -240,7 +241,8 @@ impl NodeEventSubscription for Events {
         match (session.ready, session.name) {
             (true, Some(name)) => tracing::warn!(peer = %name, addr = %session.addr, "peer left"),
             (true, None) => tracing::warn!(addr = %session.addr, "peer left"),
-            (false, name) => {
+            // One this node dialled: most likely its cookie was refused.
+            (false, name) if !ses.is_server => {
                 let name = name.or_else(|| ses.peer_name.map(|n| node_name(&n.name)));
                 self.with(|p| p.refused = true);
                 tracing::warn!(
@@ -248,6 +250,17 @@ impl NodeEventSubscription for Events {
                     peer = name.as_deref().unwrap_or("?"),
                     "cluster connection closed before authentication: the peer refused our cookie \
                      (or we refused its), or it is not a trainyard node; check [node] cookie"
+                );
+            }
+            // One that dialled in: anyone can open a TCP connection, so it says nothing of
+            // whether this node belongs to its cluster.
+            (false, name) => {
+                let name = name.or_else(|| ses.peer_name.map(|n| node_name(&n.name)));
+                tracing::warn!(
+                    addr = %session.addr,
+                    peer = name.as_deref().unwrap_or("?"),
+                    "incoming cluster connection closed before authentication: a node with \
+                     another cookie, or not a trainyard node"
                 );
             }
         }
