@@ -604,7 +604,7 @@ fn throughput_on(
         }
         // Events missed (a lagged stream): ask for the rest directly.
         if ends.lagged.load(Ordering::Relaxed) || last_change.elapsed() > Duration::from_secs(5) {
-            wait_by_status(&urls[0], &wanted, &ends)?;
+            wait_by_status(&urls[0], &wanted, &ends, deadline)?;
             break;
         }
         if Instant::now() > deadline {
@@ -655,7 +655,12 @@ fn throughput_on(
     }))
 }
 
-fn wait_by_status(url: &str, wanted: &HashSet<String>, ends: &Ends) -> anyhow::Result<()> {
+fn wait_by_status(
+    url: &str,
+    wanted: &HashSet<String>,
+    ends: &Ends,
+    deadline: Instant,
+) -> anyhow::Result<()> {
     let agent = agent();
     let remaining: Vec<String> = {
         let ended = ends.ended.lock().unwrap();
@@ -673,6 +678,9 @@ fn wait_by_status(url: &str, wanted: &HashSet<String>, ends: &Ends) -> anyhow::R
                 Some("SUCCESS" | "FAILURE" | "REVOKED")
             ) {
                 break;
+            }
+            if Instant::now() > deadline {
+                bail!("task {id} did not end in time: {status}");
             }
             std::thread::sleep(Duration::from_millis(5));
         }
