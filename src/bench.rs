@@ -53,18 +53,7 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
             ("redis", redis.child.id()),
             ("load_generator", std::process::id()),
         ];
-        let cpu_before = processes.map(|(_, pid)| cpu_seconds(pid));
-        let mut throughput = throughput(&node.url, &dataset, tasks, args.clients)?;
-        let cpu_after = processes.map(|(_, pid)| cpu_seconds(pid));
-        let cpu_ms_per_task: serde_json::Map<String, Value> = processes
-            .iter()
-            .zip(cpu_before.iter().zip(&cpu_after))
-            .map(|((name, _), (before, after))| {
-                let ms = (after - before) * 1000.0 / tasks.max(1) as f64;
-                (name.to_string(), json!((ms * 1000.0).round() / 1000.0))
-            })
-            .collect();
-        throughput["cpu_ms_per_task"] = Value::Object(cpu_ms_per_task);
+        let mut throughput = throughput(&node.url, &dataset, tasks, args.clients, &processes)?;
         let after_rss = node.rss_mb();
         let sample_ids = throughput.as_object_mut().unwrap().remove("sample_ids");
         if wants("throughput") {
@@ -131,7 +120,7 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
             let cluster = Cluster::start(&redis, &dir, &prefix, &trainers)?;
             let dataset = upload_dataset(&cluster.nodes[0].url)?;
             let urls: Vec<String> = cluster.nodes.iter().map(|n| n.url.clone()).collect();
-            let mut row = throughput_on(&urls, &dataset, scale(2_000), args.clients)?;
+            let mut row = throughput_on(&urls, &dataset, scale(2_000), args.clients, &[])?;
             row.as_object_mut().unwrap().remove("sample_ids");
             row["setup"] = json!(name);
             eprintln!("   {row}");
@@ -236,6 +225,22 @@ impl Redis {
 
 /// CPU seconds (user and system) a process has used, with those of its children it has
 /// waited for (Redis's AOF rewrites); 0 if unknown. Linux's /proc, at 100 ticks a second.
+/// The whole machine's CPU ticks so far, (busy, idle), from `/proc/stat` (zeros elsewhere).
+fn machine_ticks() -> (f64, f64) {
+    let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
+    let ticks: Vec<f64> = stat
+        .lines()
+        .next()
+        .unwrap_or_default()
+        .split_whitespace()
+        .skip(1)
+        .filter_map(|t| t.parse().ok())
+        .collect();
+    // user nice system idle iowait irq softirq steal ...
+    let idle = ticks.get(3).copied().unwrap_or(0.0) + ticks.get(4).copied().unwrap_or(0.0);
+    (ticks.iter().sum::<f64>() - idle, idle)
+}
+
 fn cpu_seconds(pid: u32) -> f64 {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
     // The fields after the command name (which may hold spaces), from the state on: utime,
@@ -569,8 +574,14 @@ fn submit_all(
     Ok(ids)
 }
 
-fn throughput(url: &str, dataset: &str, n: usize, clients: usize) -> anyhow::Result<Value> {
-    throughput_on(&[url.to_string()], dataset, n, clients)
+fn throughput(
+    url: &str,
+    dataset: &str,
+    n: usize,
+    clients: usize,
+    watched: &[(&str, u32)],
+) -> anyhow::Result<Value> {
+    throughput_on(&[url.to_string()], dataset, n, clients, watched)
 }
 
 /// End-to-end throughput: `n` tiny trainings submitted over HTTP, timed until every one is
@@ -580,8 +591,11 @@ fn throughput_on(
     dataset: &str,
     n: usize,
     clients: usize,
+    watched: &[(&str, u32)],
 ) -> anyhow::Result<Value> {
     let ends = Ends::follow(&urls[0])?;
+    let cpu_before: Vec<f64> = watched.iter().map(|(_, pid)| cpu_seconds(*pid)).collect();
+    let machine_before = machine_ticks();
     let started = Instant::now();
     let ids = submit_all(urls, dataset, n, clients)?;
     let submitted_s = started.elapsed().as_secs_f64();
@@ -613,6 +627,18 @@ fn throughput_on(
         std::thread::sleep(Duration::from_millis(5));
     }
     let elapsed = started.elapsed().as_secs_f64();
+    // CPU over the timed run only, not the checks below.
+    let (busy, idle) = machine_ticks();
+    let idle_share = (idle - machine_before.1)
+        / ((busy + idle) - (machine_before.0 + machine_before.1)).max(1.0);
+    let cpu_ms_per_task: serde_json::Map<String, Value> = watched
+        .iter()
+        .zip(&cpu_before)
+        .map(|((name, pid), before)| {
+            let ms = (cpu_seconds(*pid) - before) * 1000.0 / n.max(1) as f64;
+            (name.to_string(), json!(round(ms, 3)))
+        })
+        .collect();
     // Exactly one result each (one terminal event, SUCCESS with a result); attempts that were
     // retried are counted, with why.
     let agent = agent();
@@ -643,7 +669,7 @@ fn throughput_on(
             &bad[..bad.len().min(5)]
         );
     }
-    Ok(json!({
+    let mut row = json!({
         "tasks": n,
         "clients": clients,
         "seconds": round(elapsed, 3),
@@ -652,7 +678,12 @@ fn throughput_on(
         "exactly_one_result": true,
         "retried_attempts": retried,
         "sample_ids": ids.iter().take(1000).collect::<Vec<_>>(),
-    }))
+    });
+    if !cpu_ms_per_task.is_empty() {
+        row["cpu_ms_per_task"] = Value::Object(cpu_ms_per_task);
+    }
+    row["machine_idle_share"] = json!(round(idle_share, 3));
+    Ok(row)
 }
 
 fn wait_by_status(
@@ -967,8 +998,8 @@ fn table(r: &Value) -> String {
             row(
                 "CPU per tiny task (the run above)",
                 format!(
-                    "node {} ms, Redis {} ms, load generator {} ms",
-                    cpu["node"], cpu["redis"], cpu["load_generator"]
+                    "node {} ms, Redis {} ms, load generator {} ms; machine idle {}",
+                    cpu["node"], cpu["redis"], cpu["load_generator"], t["machine_idle_share"]
                 ),
             );
         }
