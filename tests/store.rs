@@ -110,6 +110,34 @@ async fn claims_see_changes_since_the_last_claim<S: Store>(store: S) {
     );
 }
 
+/// Claims under way at once (a node's trainers running on together) take different tasks, the
+/// first ones by priority then age, and the claims after them take the rest in order.
+async fn concurrent_claims_take_the_first_tasks_once_each<S: Store>(store: S) {
+    let tasks: Vec<TaskRecord> = [0, 5, 9, 0, 5, 1]
+        .into_iter()
+        .map(|priority| task(ModelType::Linear, priority))
+        .collect();
+    for t in &tasks {
+        store.submit(t, 100).await.unwrap();
+    }
+    let trainers = ["n/cpu-0", "n/cpu-1", "n/cpu-2", "n/cpu-3"];
+    let claims = trainers.map(|trainer| store.claim(trainer, DeviceSpec::Cpu));
+    let mut taken: Vec<Uuid> = futures_util::future::join_all(claims)
+        .await
+        .into_iter()
+        .map(|claimed| claimed.unwrap().expect("a task for every claim").id)
+        .collect();
+    taken.sort();
+    let mut first: Vec<Uuid> = [2, 1, 4, 5].map(|i| tasks[i].id).to_vec();
+    first.sort();
+    assert_eq!(taken, first, "the first four, once each");
+    for i in [0, 3] {
+        let next = store.claim("n/cpu-0", DeviceSpec::Cpu).await.unwrap();
+        assert_eq!(next.map(|c| c.id), Some(tasks[i].id));
+    }
+    assert!(store.claim("n/cpu-0", DeviceSpec::Cpu).await.unwrap().is_none());
+}
+
 /// `status` shows what `get` does, as far as the status endpoint needs.
 async fn status_reads_state_progress_and_attempt<S: Store>(store: S) {
     let t = task(ModelType::Linear, 0);
@@ -1009,6 +1037,7 @@ conformance!(
     submit_get_and_unknown_ids,
     claims_follow_priority_then_age,
     claims_see_changes_since_the_last_claim,
+    concurrent_claims_take_the_first_tasks_once_each,
     status_reads_state_progress_and_attempt,
     attempts_are_fenced,
     failures_and_cancels,

@@ -6,7 +6,7 @@
 use ::redis::aio::ConnectionManager;
 use ::redis::streams::{StreamId, StreamRangeReply, StreamReadOptions, StreamReadReply};
 use ::redis::{AsyncCommands, Script};
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -46,11 +46,8 @@ pub struct RedisStore {
     live: tokio::sync::broadcast::Sender<Event>,
     /// Uploaded data sets this node has read: they never change once stored.
     datasets: Arc<BoundedCache<StoredDataset>>,
-    /// Per device class of trainer, the head of its queues as the last claim left them.
-    next_heads: Arc<Mutex<HashMap<DeviceClass, Head>>>,
-    /// Held by each claim of this node: the next claims from it then try the head the last one
-    /// left, rather than all the same head (where all but one would fail and retry).
-    claiming: Arc<tokio::sync::Mutex<()>>,
+    /// The tasks the next claims of this node try, and the ones its claims try now.
+    heads: Arc<Mutex<Heads>>,
     /// The status of finished tasks this node read, and when: a finished task's record no
     /// longer changes what its status shows, and its expiry is in the status.
     finished: Arc<BoundedCache<(TaskStatus, Instant)>>,
@@ -62,9 +59,40 @@ const FINISHED_KEPT: usize = 50_000;
 /// does not change; this bounds only what an outside deletion (an operator's FLUSHDB) leaves.
 const FINISHED_FRESH: Duration = Duration::from_secs(5);
 
-/// The next task to claim, as `lua/head.lua` answers: its queue (1-based, of those asked
-/// about), its id, and its record if it has one.
+/// A task to claim, as `lua/head.lua` answers: its queue (1-based, of those asked about), its
+/// id, and its record if it has one.
 type Head = (usize, String, Option<String>);
+
+/// How many of the first queued tasks a peek or a claim's answer lists (while more claims of
+/// this node are under way than this, one more than them). A node's trainers claim at once,
+/// each a different one of these tasks, rather than one after the other: a claim waits for its
+/// round trip to Redis, and trainers waiting on each other's left the CPUs idle. A claim may
+/// take one of the first N tasks while N claims of its node are under way (see `claim.lua`).
+const CLAIM_WINDOW: usize = 4;
+
+/// Per device class of trainer, the tasks the last claim from its queues saw first, to try
+/// next; and the ids this node's claims try now, which no other claim of it tries.
+#[derive(Default)]
+struct Heads {
+    next: HashMap<DeviceClass, VecDeque<Head>>,
+    trying: HashSet<String>,
+}
+
+/// A task one claim of this node tries; others may try it again once this is dropped.
+struct Trying {
+    heads: Arc<Mutex<Heads>>,
+    head: Head,
+}
+
+impl Drop for Trying {
+    fn drop(&mut self) {
+        self.heads
+            .lock()
+            .expect("heads lock")
+            .trying
+            .remove(&self.head.1);
+    }
+}
 
 /// A claim of a queue's head, ready to run.
 struct ClaimTry<'s> {
@@ -79,8 +107,9 @@ enum ClaimAnswer {
     Taken(Box<Claimed>),
     /// The trainer's node is draining: it takes no work.
     Draining,
-    /// The head was no longer the one tried; the next head, as the script saw it.
-    Moved(Option<Head>),
+    /// The task was no longer queued, among the first, or unchanged: try the next one the
+    /// script saw.
+    Moved,
 }
 
 /// Data sets this node has read, up to this many bytes of CSV.
@@ -135,8 +164,7 @@ impl RedisStore {
             keys,
             live,
             datasets: Arc::new(BoundedCache::new(DATASET_CACHE_BYTES)),
-            next_heads: Arc::default(),
-            claiming: Arc::default(),
+            heads: Arc::default(),
             finished: Arc::new(BoundedCache::new(FINISHED_KEPT)),
             settings,
             scripts: Arc::new(Scripts {
@@ -263,13 +291,14 @@ impl RedisStore {
         })
     }
 
-    /// The next task of `queues` to claim and its record, in one round trip.
-    async fn peek(&self, queues: &[String]) -> Result<Option<Head>, StoreError> {
+    /// The first tasks of `queues` to claim (the claim window) and their records, in one
+    /// round trip.
+    async fn peek(&self, queues: &[String]) -> Result<Vec<Head>, StoreError> {
         let mut peek = self.scripts.peek.prepare_invoke();
         for queue in queues {
             peek.key(queue);
         }
-        peek.arg(self.keys.task_prefix());
+        peek.arg(self.keys.task_prefix()).arg(self.window());
         Ok(peek.invoke_async(&mut self.con.clone()).await?)
     }
 
@@ -360,41 +389,78 @@ impl RedisStore {
         [DeviceClass::Any, device.class()].map(|class| self.keys.queue(class))
     }
 
-    /// The head of `device`'s queues as the last claim from them saw it after its change, or
-    /// else as read now. The claim script checks it is still the head, so a stale one only
-    /// costs a retry.
-    async fn last_head(&self, device: DeviceSpec) -> Result<Option<Head>, StoreError> {
-        let seen = self
-            .next_heads
-            .lock()
-            .expect("heads lock")
-            .remove(&device.class());
-        match seen {
-            Some(head) => Ok(Some(head)),
-            None => self.peek(&self.queues_of(device)).await,
-        }
+    /// How many claims of this node are under way.
+    fn trying(&self) -> usize {
+        self.heads.lock().expect("heads lock").trying.len()
     }
 
-    /// Claims for `trainer` from `head` (see `claim.lua`), retrying from the head each failed
+    /// How many of the first queued tasks a peek or a claim's answer lists (see
+    /// `CLAIM_WINDOW`).
+    fn window(&self) -> usize {
+        CLAIM_WINDOW.max(self.trying() + 1)
+    }
+
+    /// The next task of `device`'s queues that no claim of this node tries, as the last claim
+    /// from them saw it, or else as read now. The claim script checks it is still among the
+    /// first, so a stale one only costs a retry.
+    async fn next_head(&self, device: DeviceSpec) -> Result<Option<Trying>, StoreError> {
+        if let Some(head) = self.take_head(device.class()) {
+            return Ok(Some(head));
+        }
+        let heads = self.peek(&self.queues_of(device)).await?;
+        self.remember(device.class(), heads);
+        Ok(self.take_head(device.class()))
+    }
+
+    /// The next remembered task of `class` that no claim of this node tries, now tried.
+    fn take_head(&self, class: DeviceClass) -> Option<Trying> {
+        let mut heads = self.heads.lock().expect("heads lock");
+        let Heads { next, trying } = &mut *heads;
+        let queued = next.get_mut(&class)?;
+        while let Some(head) = queued.pop_front() {
+            if trying.insert(head.1.clone()) {
+                return Some(Trying {
+                    heads: self.heads.clone(),
+                    head,
+                });
+            }
+        }
+        None
+    }
+
+    /// Keeps the first tasks of `class`'s queues, as a script saw them, for the next claims.
+    fn remember(&self, class: DeviceClass, seen: Vec<Head>) {
+        let mut heads = self.heads.lock().expect("heads lock");
+        let fresh = seen
+            .into_iter()
+            .filter(|head| !heads.trying.contains(&head.1))
+            .collect();
+        heads.next.insert(class, fresh);
+    }
+
+    /// Claims for `trainer` from `head` (see `claim.lua`), retrying from the tasks each failed
     /// try answers.
     async fn claim_from(
         &self,
         trainer: &str,
         device: DeviceSpec,
-        mut head: Option<Head>,
+        mut head: Option<Trying>,
     ) -> Result<Option<Claimed>, StoreError> {
         let queues = self.queues_of(device);
         for _ in 0..MAX_CAS_RETRIES {
             let Some(next) = head.take() else {
                 return Ok(None);
             };
-            let claim = match self.claim_try(trainer, &queues, &next)? {
+            let claim = match self.claim_try(trainer, &queues, &next.head)? {
                 Ok(claim) => claim,
                 Err((queue, id)) => {
                     // A queued id without a record cannot run; drop it so it does not block
                     // the queue.
                     let _: i64 = self.con.clone().zrem(queue, id.to_string()).await?;
-                    head = self.peek(&queues).await?;
+                    drop(next);
+                    let heads = self.peek(&queues).await?;
+                    self.remember(device.class(), heads);
+                    head = self.take_head(device.class());
                     continue;
                 }
             };
@@ -402,7 +468,10 @@ impl RedisStore {
             match self.claim_answer(device, answer, claim.task, claim.stored) {
                 ClaimAnswer::Taken(claimed) => return Ok(Some(*claimed)),
                 ClaimAnswer::Draining => return Ok(None),
-                ClaimAnswer::Moved(next) => head = next,
+                ClaimAnswer::Moved => {
+                    drop(next);
+                    head = self.take_head(device.class());
+                }
             }
         }
         Err(StoreError::Unavailable(
@@ -447,7 +516,9 @@ impl RedisStore {
             .arg(id.to_string())
             .arg(&lease)
             .arg(k.task_prefix())
-            .arg(trainer_node(trainer));
+            .arg(trainer_node(trainer))
+            .arg(self.trying().max(1))
+            .arg(self.window());
         self.add_event(&mut invocation, Some(&before), &task);
         Ok(Ok(ClaimTry {
             invocation,
@@ -456,30 +527,25 @@ impl RedisStore {
         }))
     }
 
-    /// What `claim.lua` answered for a try of `task` (stored as `stored`); the head it saw
-    /// after a change is kept for the next claim from `device`'s queues.
+    /// What `claim.lua` answered for a try of `task` (stored as `stored`); the first tasks it
+    /// saw after a change are kept for the next claims from `device`'s queues.
     fn claim_answer(
         &self,
         device: DeviceSpec,
-        (taken, next): (i64, Option<Head>),
+        (taken, next): (i64, Vec<Head>),
         task: TaskRecord,
         stored: String,
     ) -> ClaimAnswer {
+        if taken != 2 {
+            self.remember(device.class(), next);
+        }
         match taken {
-            1 => {
-                if let Some(next) = next {
-                    self.next_heads
-                        .lock()
-                        .expect("heads lock")
-                        .insert(device.class(), next);
-                }
-                ClaimAnswer::Taken(Box::new(Claimed {
-                    task,
-                    stored: Some(stored),
-                }))
-            }
+            1 => ClaimAnswer::Taken(Box::new(Claimed {
+                task,
+                stored: Some(stored),
+            })),
             2 => ClaimAnswer::Draining,
-            _ => ClaimAnswer::Moved(next),
+            _ => ClaimAnswer::Moved,
         }
     }
 
@@ -590,8 +656,7 @@ impl Store for RedisStore {
         trainer: &str,
         device: DeviceSpec,
     ) -> Result<Option<Claimed>, StoreError> {
-        let _one = self.claiming.lock().await;
-        let head = self.last_head(device).await?;
+        let head = self.next_head(device).await?;
         self.claim_from(trainer, device, head).await
     }
 
@@ -646,11 +711,9 @@ impl Store for RedisStore {
         device: DeviceSpec,
         ended: Ending<'_>,
     ) -> ClaimedAndFinished {
-        let one = self.claiming.lock().await;
-        let head = match self.last_head(device).await {
+        let head = match self.next_head(device).await {
             Ok(head) => head,
             Err(e) => {
-                drop(one);
                 let finished = ended.write(self).await;
                 return ClaimedAndFinished {
                     next: Err(e),
@@ -664,7 +727,7 @@ impl Store for RedisStore {
             .filter(|task| task.id == ended.id && task.runs_attempt(ended.attempt));
         let pipelined = match (&head, task, ended.stored) {
             (Some(next), Some(task), Some(stored)) => {
-                match self.claim_try(trainer, &self.queues_of(device), next) {
+                match self.claim_try(trainer, &self.queues_of(device), &next.head) {
                     Ok(Ok(claim)) => Some((claim, task, stored)),
                     Ok(Err(_)) | Err(_) => None,
                 }
@@ -675,7 +738,6 @@ impl Store for RedisStore {
             // With an empty queue, or without the attempt's record at hand: one after the
             // other (the claim also drops a queued id without a record, or says what is wrong).
             let next = self.claim_from(trainer, device, head).await;
-            drop(one);
             let finished = ended.write(self).await;
             return ClaimedAndFinished { next, finished };
         };
@@ -713,21 +775,21 @@ impl Store for RedisStore {
             Ok(Ok(answer)) => match self.claim_answer(device, answer, claim.task, claim.stored) {
                 ClaimAnswer::Taken(claimed) => Ok(Some(*claimed)),
                 ClaimAnswer::Draining => Ok(None),
-                ClaimAnswer::Moved(next) => self.claim_from(trainer, device, next).await,
+                ClaimAnswer::Moved => {
+                    drop(head);
+                    let next = self.take_head(device.class());
+                    self.claim_from(trainer, device, next).await
+                }
             },
             Ok(Err(e)) => Err(StoreError::Corrupt(format!("claim.lua answered: {e}"))),
             // Redis lost its scripts (it restarted): a claim on its own loads them.
             Err(e)
                 if e.kind() == ::redis::ErrorKind::Server(::redis::ServerErrorKind::NoScript) =>
             {
-                match self.last_head(device).await {
-                    Ok(head) => self.claim_from(trainer, device, head).await,
-                    Err(e) => Err(e),
-                }
+                self.claim_from(trainer, device, head).await
             }
             Err(e) => Err(e.into()),
         };
-        drop(one);
         let finished = match finished.map(::redis::from_redis_value::<i64>) {
             Ok(Ok(1)) => Ok(true),
             // Changed since (progress, a cancel request, a requeue): from the current record.

@@ -1,25 +1,35 @@
--- Take queued task ARGV[3] for a trainer, if it is still the next to run from the queues
--- KEYS[5..] (the ones the trainer takes from; KEYS[2] is the one it is in), its record is
--- unchanged, and the trainer's node ARGV[6] is not in the draining set KEYS[4].
+-- Take queued task ARGV[3] for a trainer, if it is still among the first ARGV[7] tasks to run
+-- from the queues KEYS[5..] (the ones the trainer takes from; KEYS[2] is the one it is in),
+-- its record is unchanged, and the trainer's node ARGV[6] is not in the draining set KEYS[4].
+-- ARGV[7] is how many claims its node has under way: each of them takes a different one of
+-- the first tasks, so the tasks claimed at once are the first ones, and one claim alone takes
+-- the very first.
 -- (Takes an event, see events.lua.)
 -- KEYS: task, queue, running, draining, then those queues. ARGV: old record, new record, id,
--- lease, task key prefix, node.
--- Returns {1 if taken, 0 if not, 2 if the node is draining; the next task to claim after that,
--- as `head` answers}: so the caller's next claim (or its retry) needs no peek of its own.
+-- lease, task key prefix, node, claims under way, how many tasks to answer.
+-- Returns {1 if taken, 0 if not, 2 if the node is draining; the first ARGV[8] tasks to claim
+-- after that, as `heads` answers}: so the caller's next claims (or its retry) need no peek of
+-- their own.
 if redis.call('SISMEMBER', KEYS[4], ARGV[6]) == 1 then
-  return {2, false}
+  return {2, {}}
 end
 local queues = {}
 for i = 5, #KEYS do
   queues[#queues + 1] = KEYS[i]
 end
-local first = head(queues, ARGV[5])
-if not first or first[2] ~= ARGV[3] or queues[first[1]] ~= KEYS[2]
-    or first[3] ~= ARGV[1] then
-  return {0, first}
+local answered = tonumber(ARGV[8])
+local within = false
+for _, e in ipairs(ranked(queues, tonumber(ARGV[7]))) do
+  if e[4] == ARGV[3] then
+    within = queues[e[2]] == KEYS[2]
+    break
+  end
+end
+if not within or redis.call('GET', KEYS[1]) ~= ARGV[1] then
+  return {0, heads(queues, ARGV[5], answered)}
 end
 redis.call('ZREM', KEYS[2], ARGV[3])
 redis.call('SET', KEYS[1], ARGV[2])
 redis.call('HSET', KEYS[3], ARGV[3], ARGV[4])
 emit()
-return {1, head(queues, ARGV[5])}
+return {1, heads(queues, ARGV[5], answered)}

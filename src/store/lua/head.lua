@@ -1,18 +1,35 @@
--- Prepended to scripts that look for the next task to claim.
--- The head of the queues `queues` (sorted sets; the lowest score runs next, and an earlier
--- queue wins a tie), with its record at `prefix` .. id. Returns false when every queue is empty,
--- else {queue index (1-based) in `queues`, id, record or false}.
-local function head(queues, prefix)
-  local best, best_score, best_queue
+-- Prepended to scripts that look for the next tasks to claim.
+-- The first `k` tasks of the queues `queues` (sorted sets; the lowest score runs next, an
+-- earlier queue wins a tie, then the queue's own order), in the order they should run: each
+-- {score, queue index (1-based) in `queues`, rank in its queue, id}.
+local function ranked(queues, k)
+  local entries = {}
   for i, queue in ipairs(queues) do
-    local first = redis.call('ZRANGE', queue, 0, 0, 'WITHSCORES')
-    if first[1] and (best_score == nil or tonumber(first[2]) < best_score) then
-      best, best_score, best_queue = first[1], tonumber(first[2]), i
+    local first = redis.call('ZRANGE', queue, 0, k - 1, 'WITHSCORES')
+    for j = 1, #first, 2 do
+      entries[#entries + 1] = {tonumber(first[j + 1]), i, j, first[j]}
     end
   end
-  if best == nil then
-    return false
+  table.sort(entries, function(a, b)
+    if a[1] ~= b[1] then
+      return a[1] < b[1]
+    elseif a[2] ~= b[2] then
+      return a[2] < b[2]
+    end
+    return a[3] < b[3]
+  end)
+  while #entries > k do
+    table.remove(entries)
   end
-  return {best_queue, best, redis.call('GET', prefix .. best)}
+  return entries
 end
 
+-- The first `k` tasks to claim from `queues`, in order, each with its record at `prefix` .. id:
+-- {queue index, id, record or false}. Empty when every queue is.
+local function heads(queues, prefix, k)
+  local out = {}
+  for n, e in ipairs(ranked(queues, k)) do
+    out[n] = {e[2], e[4], redis.call('GET', prefix .. e[4])}
+  end
+  return out
+end
