@@ -135,7 +135,13 @@ async fn concurrent_claims_take_the_first_tasks_once_each<S: Store>(store: S) {
         let next = store.claim("n/cpu-0", DeviceSpec::Cpu).await.unwrap();
         assert_eq!(next.map(|c| c.id), Some(tasks[i].id));
     }
-    assert!(store.claim("n/cpu-0", DeviceSpec::Cpu).await.unwrap().is_none());
+    assert!(
+        store
+            .claim("n/cpu-0", DeviceSpec::Cpu)
+            .await
+            .unwrap()
+            .is_none()
+    );
 }
 
 /// `status` shows what `get` does, as far as the status endpoint needs.
