@@ -223,8 +223,6 @@ impl Redis {
     }
 }
 
-/// CPU seconds (user and system) a process has used, with those of its children it has
-/// waited for (Redis's AOF rewrites); 0 if unknown. Linux's /proc, at 100 ticks a second.
 /// The whole machine's CPU ticks so far, (busy, idle), from `/proc/stat` (zeros elsewhere).
 fn machine_ticks() -> (f64, f64) {
     let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
@@ -241,6 +239,8 @@ fn machine_ticks() -> (f64, f64) {
     (ticks.iter().sum::<f64>() - idle, idle)
 }
 
+/// CPU seconds (user and system) a process has used, with those of its children it has
+/// waited for (Redis's AOF rewrites); 0 if unknown. Linux's /proc, at 100 ticks a second.
 fn cpu_seconds(pid: u32) -> f64 {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
     // The fields after the command name (which may hold spaces), from the state on: utime,

@@ -241,27 +241,29 @@ impl NodeEventSubscription for Events {
         match (session.ready, session.name) {
             (true, Some(name)) => tracing::warn!(peer = %name, addr = %session.addr, "peer left"),
             (true, None) => tracing::warn!(addr = %session.addr, "peer left"),
-            // One this node dialled: most likely its cookie was refused.
-            (false, name) if !ses.is_server => {
-                let name = name.or_else(|| ses.peer_name.map(|n| node_name(&n.name)));
-                self.with(|p| p.refused = true);
-                tracing::warn!(
-                    addr = %session.addr,
-                    peer = name.as_deref().unwrap_or("?"),
-                    "cluster connection closed before authentication: the peer refused our cookie \
-                     (or we refused its), or it is not a trainyard node; check [node] cookie"
-                );
-            }
-            // One that dialled in: anyone can open a TCP connection, so it says nothing of
-            // whether this node belongs to its cluster.
             (false, name) => {
                 let name = name.or_else(|| ses.peer_name.map(|n| node_name(&n.name)));
-                tracing::warn!(
-                    addr = %session.addr,
-                    peer = name.as_deref().unwrap_or("?"),
-                    "incoming cluster connection closed before authentication: a node with \
-                     another cookie, or not a trainyard node"
-                );
+                let peer = name.as_deref().unwrap_or("?");
+                if ses.is_server {
+                    // One that dialled in: anyone can open a TCP connection, so it says
+                    // nothing of whether this node belongs to its cluster.
+                    tracing::warn!(
+                        addr = %session.addr,
+                        peer,
+                        "incoming cluster connection closed before authentication: a node with \
+                         another cookie, or not a trainyard node"
+                    );
+                } else {
+                    // One this node dialled: most likely its cookie was refused.
+                    self.with(|p| p.refused = true);
+                    tracing::warn!(
+                        addr = %session.addr,
+                        peer,
+                        "cluster connection closed before authentication: the peer refused our \
+                         cookie (or we refused its), or it is not a trainyard node; check [node] \
+                         cookie"
+                    );
+                }
             }
         }
     }

@@ -298,7 +298,8 @@ impl RedisStore {
         for queue in queues {
             peek.key(queue);
         }
-        peek.arg(self.keys.task_prefix()).arg(self.window());
+        peek.arg(self.keys.task_prefix())
+            .arg(Self::window(self.trying()));
         Ok(peek.invoke_async(&mut self.con.clone()).await?)
     }
 
@@ -394,19 +395,24 @@ impl RedisStore {
         self.heads.lock().expect("heads lock").trying.len()
     }
 
-    /// How many of the first queued tasks a peek or a claim's answer lists (see
-    /// `CLAIM_WINDOW`).
-    fn window(&self) -> usize {
-        CLAIM_WINDOW.max(self.trying() + 1)
+    /// How many of the first queued tasks a peek or a claim's answer lists while `trying`
+    /// claims of this node are under way (see `CLAIM_WINDOW`).
+    fn window(trying: usize) -> usize {
+        CLAIM_WINDOW.max(trying + 1)
     }
 
     /// The next task of `device`'s queues that no claim of this node tries, as the last claim
     /// from them saw it, or else as read now. The claim script checks it is still among the
     /// first, so a stale one only costs a retry.
     async fn next_head(&self, device: DeviceSpec) -> Result<Option<Trying>, StoreError> {
-        if let Some(head) = self.take_head(device.class()) {
-            return Ok(Some(head));
+        match self.take_head(device.class()) {
+            Some(head) => Ok(Some(head)),
+            None => self.peek_head(device).await,
         }
+    }
+
+    /// The next task of `device`'s queues that no claim of this node tries, as read now.
+    async fn peek_head(&self, device: DeviceSpec) -> Result<Option<Trying>, StoreError> {
         let heads = self.peek(&self.queues_of(device)).await?;
         self.remember(device.class(), heads);
         Ok(self.take_head(device.class()))
@@ -458,9 +464,7 @@ impl RedisStore {
                     // the queue.
                     let _: i64 = self.con.clone().zrem(queue, id.to_string()).await?;
                     drop(next);
-                    let heads = self.peek(&queues).await?;
-                    self.remember(device.class(), heads);
-                    head = self.take_head(device.class());
+                    head = self.peek_head(device).await?;
                     continue;
                 }
             };
@@ -516,9 +520,9 @@ impl RedisStore {
             .arg(id.to_string())
             .arg(&lease)
             .arg(k.task_prefix())
-            .arg(trainer_node(trainer))
-            .arg(self.trying().max(1))
-            .arg(self.window());
+            .arg(trainer_node(trainer));
+        let trying = self.trying();
+        invocation.arg(trying.max(1)).arg(Self::window(trying));
         self.add_event(&mut invocation, Some(&before), &task);
         Ok(Ok(ClaimTry {
             invocation,
