@@ -113,6 +113,9 @@ pub struct TasksSection {
     pub retry_backoff_s: f64,
     /// Longest retry backoff in seconds.
     pub retry_backoff_max_s: f64,
+    /// A trainer whose last success took less than this (seconds) claims its next task while
+    /// it trains one doing the same work, hiding the store's round trip; 0 turns it off.
+    pub claim_ahead_under_s: f64,
 }
 
 impl Default for NodeSection {
@@ -170,6 +173,7 @@ impl Default for TasksSection {
             lease_s: 5.0,
             retry_backoff_s: 1.0,
             retry_backoff_max_s: 60.0,
+            claim_ahead_under_s: 0.01,
         }
     }
 }
@@ -264,6 +268,7 @@ impl Config {
             ("lease_s", t.lease_s),
             ("retry_backoff_s", t.retry_backoff_s),
             ("retry_backoff_max_s", t.retry_backoff_max_s),
+            ("claim_ahead_under_s", t.claim_ahead_under_s),
         ] {
             if !(value.is_finite() && value >= 0.0) {
                 problems.push(format!(

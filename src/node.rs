@@ -132,6 +132,7 @@ async fn serve<S: Store>(
                 lease_s: config.tasks.lease_s,
                 retry_backoff_s: config.tasks.retry_backoff_s,
                 retry_backoff_max_s: config.tasks.retry_backoff_max_s,
+                claim_ahead_under_s: config.tasks.claim_ahead_under_s,
             },
             membership: membership.clone(),
         },

@@ -873,6 +873,56 @@ fn priority_9_overtakes_a_queue_of_priority_0_and_purge_revokes_the_rest(store: 
     node.wait_for(&running, "REVOKED", LONG);
 }
 
+fn quick_tasks_are_claimed_ahead_and_never_behind_a_long_one(store: TestStore) {
+    // A generous bound, so that a debug build's tiny trainings count as quick.
+    let node = Node::up(&store, 1, &[("TRAINYARD_TASKS__CLAIM_AHEAD_UNDER_S", "2")]);
+    let blocker = node.submit("mlp", endless());
+    node.wait_for(&blocker, "PROGRESS", LONG);
+    let quick: Vec<String> = (0..12)
+        .map(|seed| node.submit("linear", json!({"epochs": 1, "seed": seed})))
+        .collect();
+    let long = node.submit("mlp", endless());
+    let after = node.submit("linear", json!({"epochs": 1}));
+    node.post(&format!("/task/{blocker}/cancel"), json!(null));
+    node.wait_for(&long, "PROGRESS", LONG);
+    // The long task was claimed behind a quick one, but nothing is claimed behind it.
+    for _ in 0..10 {
+        assert_eq!(node.state(&after), "PENDING");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let timings = |id: &str| {
+        let (_, r) = node.get(&format!("/task/{id}"));
+        let at = |k: &str| {
+            r["timings"][k]
+                .as_f64()
+                .unwrap_or_else(|| panic!("{k}: {r}"))
+        };
+        (at("started_at"), at("finished_at"))
+    };
+    let spans: Vec<(f64, f64)> = quick
+        .iter()
+        .map(|id| {
+            assert_eq!(node.state(id), "SUCCESS");
+            timings(id)
+        })
+        .collect();
+    // One trainer, yet from the third task on each started (was claimed) before the one before
+    // it finished: it was claimed ahead while that one trained.
+    let ahead = spans.windows(2).filter(|w| w[1].0 < w[0].1).count();
+    assert!(ahead >= quick.len() - 3, "{ahead} claimed ahead: {spans:?}");
+    let cancelled_at = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64();
+    node.post(&format!("/task/{long}/cancel"), json!(null));
+    node.wait_for(&after, "SUCCESS", LONG);
+    let after_at = timings(&after).0;
+    assert!(
+        after_at > cancelled_at,
+        "claimed once the long one stopped: {after_at}"
+    );
+}
+
 fn a_drained_node_finishes_running_work_within_its_grace(store: TestStore) {
     let node = Node::up(&store, 1, &[("TRAINYARD_TASKS__SHUTDOWN_GRACE_S", "60")]);
     let running = node.submit("mlp", json!({"epochs": 40, "hidden_sizes": [32]}));
@@ -1347,6 +1397,7 @@ on_both_stores!(
     a_training_deaf_to_its_time_limit_hits_the_hard_limit_and_its_trainer_is_replaced,
     a_drained_node_finishes_running_work_within_its_grace,
     priority_9_overtakes_a_queue_of_priority_0_and_purge_revokes_the_rest,
+    quick_tasks_are_claimed_ahead_and_never_behind_a_long_one,
     finished_tasks_notify_their_callback_signed_and_retried,
     schedules_fire_each_due_time_once_and_missed_times_once_or_never,
     a_task_event_stream_is_ordered_resumable_ends_and_fans_out,

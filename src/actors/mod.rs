@@ -46,6 +46,8 @@ pub struct TaskSettings {
     pub retry_backoff_s: f64,
     /// The longest wait before a retry.
     pub retry_backoff_max_s: f64,
+    /// See `TasksSection::claim_ahead_under_s`.
+    pub claim_ahead_under_s: f64,
 }
 
 impl TaskSettings {
@@ -125,6 +127,7 @@ mod tests {
             lease_s: 5.0,
             retry_backoff_s: 1.0,
             retry_backoff_max_s: 10.0,
+            claim_ahead_under_s: 0.01,
         };
         for _ in 0..200 {
             for (attempt, full) in [

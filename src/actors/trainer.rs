@@ -2,6 +2,12 @@
 //! (at most a few times a second), and writes the result, a retry or the failure when it ends.
 //! After a success, while the leader that sent it its task allows, it claims its next task in
 //! the same round trip as it writes the result, and runs on.
+//!
+//! A run of quick tasks (each doing the same work as the last success, which took under
+//! `claim_ahead_under_s`, 10 ms by default) is pipelined: the trainer holds one task claimed ahead, starts it the moment a
+//! training ends, and writes that end (claiming the next) while it trains. The task claimed
+//! ahead is STARTED while it waits, for no longer than one quick training; a task that may be
+//! long never has another claimed behind it.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -20,7 +26,7 @@ use crate::store::{
 };
 use crate::telemetry::{self, TaskEvent};
 use crate::training::{
-    self, CancelToken, Dataset, DeviceSpec, ModelType, TrainError, TrainOutcome,
+    self, CancelToken, Dataset, DeviceSpec, ModelType, TrainError, TrainOutcome, TrainSpec,
 };
 
 /// Least time between two progress writes of one task.
@@ -57,6 +63,11 @@ impl<S> Default for Trainer<S> {
 pub struct TrainerState<S> {
     args: TrainerArgs<S>,
     running: Option<Running>,
+    /// The task claimed ahead while a quick one runs, started when that one ends.
+    ahead: Option<(Claimed, RunOn)>,
+    /// The work (spec and uploaded data set) of the last success, if it was quick (took under
+    /// `claim_ahead_under_s`).
+    last_quick: Option<(TrainSpec, Option<Uuid>)>,
 }
 
 /// The attempt a trainer runs.
@@ -66,6 +77,10 @@ struct Running {
     cancel: CancelToken,
     /// How it came: see [`RunOn`].
     run_on: RunOn,
+    began: std::time::Instant,
+    /// It does the same work as the last success, which was quick: the next task may be
+    /// claimed ahead of its end.
+    quick: bool,
 }
 
 /// How a trainer's run of tasks began: the task a dispatcher sent it, and until when (`now_s`
@@ -98,6 +113,8 @@ impl<S: Store> Actor for Trainer<S> {
         Ok(TrainerState {
             args,
             running: None,
+            ahead: None,
+            last_quick: None,
         })
     }
 
@@ -114,7 +131,7 @@ impl<S: Store> Actor for Trainer<S> {
                 stored,
                 run_on_until,
             } => {
-                let busy = state.running.is_some();
+                let busy = state.running.is_some() || state.ahead.is_some();
                 let Some((task, stored)) = take(&state.args, busy, id, attempt, stored).await
                 else {
                     return Ok(());
@@ -124,12 +141,19 @@ impl<S: Store> Actor for Trainer<S> {
                     until: run_on_until,
                 };
                 begin(state, task, stored, run_on, myself);
+                claim_ahead(state, run_on).await;
             }
             TrainerMsg::Cancel { id } => {
                 if let Some(running) = &state.running
                     && running.id == id
                 {
                     running.cancel.cancel();
+                }
+                // Its training stops at its first batch.
+                if let Some((ahead, _)) = &mut state.ahead
+                    && ahead.task.id == id
+                {
+                    ahead.task.cancel_requested = true;
                 }
             }
             TrainerMsg::HardLimit {
@@ -177,12 +201,14 @@ impl<S: Store> Actor for Trainer<S> {
                 last_progress,
                 stored,
             } => {
-                let run_on = state.running.take().map(|running| running.run_on);
+                let ended = state.running.take();
+                let run_on = ended.as_ref().map(|running| running.run_on);
                 telemetry::task_running(task.model_type, false);
                 let args = &state.args;
                 match outcome {
                     Ended::Panicked(message) => {
-                        // Fail this actor: the supervisor recovers the task and restarts us.
+                        // Fail this actor: the supervisor recovers the task (and the one
+                        // claimed ahead) and restarts us.
                         return Err(
                             format!("training of task {} panicked: {message}", task.id).into()
                         );
@@ -209,24 +235,57 @@ impl<S: Store> Actor for Trainer<S> {
                             }
                         }
                         let given = run_on.map_or(task.id, |run_on| run_on.given);
+                        state.last_quick = match (&result, &ended) {
+                            (Ok(_), Some(ended))
+                                if ended.began.elapsed().as_secs_f64()
+                                    < args.settings.claim_ahead_under_s =>
+                            {
+                                Some((task.spec.clone(), task.dataset_id))
+                            }
+                            _ => None,
+                        };
+                        // The task claimed ahead trains while this end is written.
+                        if let Some((ahead, ahead_run_on)) = state.ahead.take() {
+                            begin(
+                                state,
+                                ahead.task,
+                                ahead.stored,
+                                ahead_run_on,
+                                myself.clone(),
+                            );
+                        }
+                        // A claim now starts its task at once, or waits behind a quick one.
+                        let may_claim = state.running.as_ref().is_none_or(|r| r.quick);
                         match (result, stored, run_on) {
-                            (Ok(outcome), stored, Some(run_on)) if run_on.allowed() => {
-                                let finish = success(args, outcome, last_progress);
+                            (Ok(outcome), stored, Some(run_on))
+                                if run_on.allowed() && may_claim =>
+                            {
+                                let finish = success(&state.args, outcome, last_progress);
                                 let next =
-                                    run_on_to_next(args, &task, stored.as_deref(), finish).await;
+                                    run_on_to_next(&state.args, &task, stored.as_deref(), finish)
+                                        .await;
                                 match next {
-                                    Some(next) => {
-                                        begin(state, next.task, next.stored, run_on, myself)
+                                    Some(next) if state.running.is_some() => {
+                                        state.ahead = Some((next, run_on));
                                     }
-                                    None => idle(&args.name, task.id, given),
+                                    Some(next) => {
+                                        begin(state, next.task, next.stored, run_on, myself);
+                                        claim_ahead(state, run_on).await;
+                                    }
+                                    None if state.running.is_none() => {
+                                        idle(&state.args.name, task.id, given)
+                                    }
+                                    None => {}
                                 }
                             }
                             (result, stored, _) => {
                                 // The leader claims this trainer's next task while the result
                                 // is written: that task's Train waits in the mailbox until
                                 // this ends.
-                                idle(&args.name, task.id, given);
-                                record(args, &task, result, last_progress, stored).await
+                                if state.running.is_none() {
+                                    idle(&state.args.name, task.id, given);
+                                }
+                                record(&state.args, &task, result, last_progress, stored).await
                             }
                         }
                     }
@@ -261,13 +320,38 @@ fn begin<S: Store>(
         .time_limit_s
         .unwrap_or(state.args.settings.time_limit_s);
     let hard = soft + state.args.settings.hard_time_limit_grace_s;
+    let quick = state
+        .last_quick
+        .as_ref()
+        .is_some_and(|(spec, data)| *data == task.dataset_id && spec.same_work(&task.spec));
     state.running = Some(Running {
         id: task.id,
         attempt: task.attempt,
         cancel: cancel.clone(),
         run_on,
+        began: std::time::Instant::now(),
+        quick,
     });
     start(&state.args, task, stored, cancel, hard, myself);
+}
+
+/// Claims the task to run after the one just begun, if that one is quick and the run may go
+/// on: the next round trip to the store then overlaps a training instead of following it.
+async fn claim_ahead<S: Store>(state: &mut TrainerState<S>, run_on: RunOn) {
+    let quick = state.running.as_ref().is_some_and(|r| r.quick);
+    if !quick || state.ahead.is_some() || !run_on.allowed() {
+        return;
+    }
+    let args = &state.args;
+    match args.store.claim(&args.name, args.device).await {
+        Ok(Some(next)) => {
+            tracing::info!(task_id = %next.task.id, trainer = %args.name, attempt = next.task.attempt, "task claimed ahead by its trainer");
+            state.ahead = Some((next, run_on));
+        }
+        Ok(None) => {}
+        // A task it did claim runs out its lease and is requeued.
+        Err(e) => tracing::warn!(error = %e, "cannot claim a task ahead"),
+    }
 }
 
 /// Tells the dispatchers (the leader's among them) that `trainer` is done with task `done`

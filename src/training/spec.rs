@@ -161,6 +161,22 @@ impl TrainSpec {
     }
 
     /// Checks every rule and lists every broken one in a single error.
+    /// Whether `other` trains the same models on the same built-in data as this spec, and so
+    /// takes about as long: only the seed, the learning rates and the time limit may differ.
+    pub fn same_work(&self, other: &TrainSpec) -> bool {
+        let work = |s: &TrainSpec| TrainSpec {
+            seed: 0,
+            learning_rate: 0.0,
+            time_limit_s: None,
+            gbdt: GbdtParams {
+                learning_rate: 0.0,
+                ..s.gbdt.clone()
+            },
+            ..s.clone()
+        };
+        work(self) == work(other)
+    }
+
     pub fn validate(&self) -> Result<(), TrainError> {
         use limits::*;
         let mut problems = Vec::new();
