@@ -931,7 +931,8 @@ fn read_delete(agent: &ureq::Agent, url: &str) -> anyhow::Result<(u16, Value)> {
 }
 
 /// `(count, sum)` of the node's store operation histograms that claim a task: `claim` (the
-/// leader's claims) and `claim_and_finish` (a trainer running on), in that order.
+/// leader's claims, and those of a trainer claiming ahead) and `claim_and_finish` (a trainer
+/// running on), in that order.
 fn claim_metrics(url: &str) -> anyhow::Result<[(f64, f64); 2]> {
     let text = agent()
         .get(format!("{url}/metrics"))
@@ -1037,8 +1038,8 @@ fn table(r: &Value) -> String {
         row(
             &format!("dispatch with {} queued", d["queued"]),
             format!(
-                "claim {} ms (leader), claim and finish {} ms (trainer running on), {} tasks/s \
-                 dispatched",
+                "claim {} ms (leader, or trainer claiming ahead), claim and finish {} ms \
+                 (trainer running on), {} tasks/s dispatched",
                 shown(&d["claim_mean_ms"]),
                 shown(&d["claim_and_finish_mean_ms"]),
                 d["dispatched_per_s"]

@@ -4,10 +4,10 @@
 //! the same round trip as it writes the result, and runs on.
 //!
 //! A run of quick tasks (each doing the same work as the last success, which took under
-//! `claim_ahead_under_s`, 10 ms by default) is pipelined: the trainer holds one task claimed ahead, starts it the moment a
-//! training ends, and writes that end (claiming the next) while it trains. The task claimed
-//! ahead is STARTED while it waits, for no longer than one quick training; a task that may be
-//! long never has another claimed behind it.
+//! `claim_ahead_under_s`, 10 ms by default) is pipelined: the trainer holds one task claimed
+//! ahead, starts it the moment a training ends, and writes that end (claiming the next) while
+//! it trains. The task claimed ahead is STARTED while it waits, for about one quick training;
+//! a task that may be long never has another claimed behind it.
 
 use std::sync::Arc;
 use std::time::Duration;
