@@ -160,7 +160,6 @@ impl TrainSpec {
         }
     }
 
-    /// Checks every rule and lists every broken one in a single error.
     /// Whether `other` trains the same models on the same built-in data as this spec, and so
     /// takes about as long: only the seed, the learning rates and the time limit may differ.
     pub fn same_work(&self, other: &TrainSpec) -> bool {
@@ -177,6 +176,7 @@ impl TrainSpec {
         work(self) == work(other)
     }
 
+    /// Checks every rule and lists every broken one in a single error.
     pub fn validate(&self) -> Result<(), TrainError> {
         use limits::*;
         let mut problems = Vec::new();
@@ -344,6 +344,30 @@ mod tests {
         assert_eq!(spec.batch_size, 64);
         let err = serde_json::from_str::<TrainSpec>(r#"{"epoch":5}"#).unwrap_err();
         assert!(err.to_string().contains("unknown field `epoch`"), "{err}");
+    }
+
+    #[test]
+    fn same_work_ignores_only_seed_learning_rates_and_time_limit() {
+        let base = TrainSpec::new(ModelType::Linear);
+        let mut other = base.clone();
+        other.seed = 7;
+        other.learning_rate = 0.5;
+        other.gbdt.learning_rate = 0.3;
+        other.time_limit_s = Some(10.0);
+        assert!(base.same_work(&other));
+        let changes: [fn(&mut TrainSpec); 6] = [
+            |s| s.epochs += 1,
+            |s| s.batch_size = 32,
+            |s| s.hidden_sizes = vec![8],
+            |s| s.dataset = "other".into(),
+            |s| s.model_type = ModelType::Mlp,
+            |s| s.gbdt.n_trees = 5,
+        ];
+        for change in changes {
+            let mut other = base.clone();
+            change(&mut other);
+            assert!(!base.same_work(&other), "{other:?}");
+        }
     }
 
     #[test]
