@@ -923,6 +923,42 @@ fn quick_tasks_are_claimed_ahead_and_never_behind_a_long_one(store: TestStore) {
     );
 }
 
+fn a_task_claimed_ahead_keeps_its_lease_while_it_waits(store: TestStore) {
+    // Trainings of about two seconds count as quick here, and leases last half a second: the
+    // task claimed ahead waits behind a training for longer than its lease (and the leader's
+    // check of leases, every second).
+    let node = Node::up(
+        &store,
+        1,
+        &[
+            ("TRAINYARD_TASKS__CLAIM_AHEAD_UNDER_S", "30"),
+            ("TRAINYARD_TASKS__LEASE_S", "0.5"),
+        ],
+    );
+    let ids: Vec<String> = (0..3)
+        .map(|seed| {
+            node.submit(
+                "mlp",
+                json!({"epochs": 120, "hidden_sizes": [32], "seed": seed}),
+            )
+        })
+        .collect();
+    for id in &ids {
+        node.wait_for(id, "SUCCESS", LONG);
+    }
+    let task = |id: &str| node.get(&format!("/task/{id}")).1;
+    let (second, third) = (task(&ids[1]), task(&ids[2]));
+    assert!(
+        third["timings"]["started_at"].as_f64() < second["timings"]["finished_at"].as_f64(),
+        "the third task was claimed ahead: {third} {second}"
+    );
+    for id in &ids {
+        let t = task(id);
+        assert_eq!(t["attempt"], 1, "not requeued: {t}");
+        assert_eq!(t["attempts"], json!([]), "{t}");
+    }
+}
+
 fn a_drained_node_finishes_running_work_within_its_grace(store: TestStore) {
     let node = Node::up(&store, 1, &[("TRAINYARD_TASKS__SHUTDOWN_GRACE_S", "60")]);
     let running = node.submit("mlp", json!({"epochs": 40, "hidden_sizes": [32]}));
@@ -1398,6 +1434,7 @@ on_both_stores!(
     a_drained_node_finishes_running_work_within_its_grace,
     priority_9_overtakes_a_queue_of_priority_0_and_purge_revokes_the_rest,
     quick_tasks_are_claimed_ahead_and_never_behind_a_long_one,
+    a_task_claimed_ahead_keeps_its_lease_while_it_waits,
     finished_tasks_notify_their_callback_signed_and_retried,
     schedules_fire_each_due_time_once_and_missed_times_once_or_never,
     a_task_event_stream_is_ordered_resumable_ends_and_fans_out,

@@ -41,6 +41,9 @@ pub enum TrainerMsg {
         last_progress: Option<TaskProgress>,
         stored: Option<String>,
     },
+    /// Renew the lease of the task claimed ahead, if one waits (local, on a timer): a quick
+    /// training that runs long must not let it run out.
+    RenewAhead,
 }
 
 pub enum Ended {
@@ -124,7 +127,7 @@ impl ractor::Message for TrainerMsg {
                 run_on_until,
             },
             TrainerMsg::Cancel { id } => TrainerWire::Cancel { id },
-            TrainerMsg::Ended { .. } | TrainerMsg::HardLimit { .. } => {
+            TrainerMsg::Ended { .. } | TrainerMsg::HardLimit { .. } | TrainerMsg::RenewAhead => {
                 return Err(BoxedDowncastErr);
             }
         };

@@ -110,6 +110,8 @@ impl<S: Store> Actor for Trainer<S> {
         args: TrainerArgs<S>,
     ) -> Result<Self::State, ActorProcessingErr> {
         cluster::join(cluster::TRAINERS, myself.get_cell());
+        let renew_every = Duration::from_secs_f64(args.settings.lease_s / 3.0);
+        myself.send_interval(renew_every, || TrainerMsg::RenewAhead);
         Ok(TrainerState {
             args,
             running: None,
@@ -154,6 +156,26 @@ impl<S: Store> Actor for Trainer<S> {
                     && ahead.task.id == id
                 {
                     ahead.task.cancel_requested = true;
+                }
+            }
+            TrainerMsg::RenewAhead => {
+                let Some((ahead, _)) = &mut state.ahead else {
+                    return Ok(());
+                };
+                let (id, attempt) = (ahead.task.id, ahead.task.attempt);
+                match state.args.store.renew(id, attempt).await {
+                    Ok(Renewal::Held { cancel }) => {
+                        ahead.task.cancel_requested |= cancel;
+                        // The renewal changed the record: the finish reads it.
+                        ahead.stored = None;
+                    }
+                    Ok(Renewal::Lost) => {
+                        tracing::warn!(task_id = %id, "the task claimed ahead lost its lease; dropping it");
+                        state.ahead = None;
+                    }
+                    Err(e) => {
+                        tracing::warn!(task_id = %id, error = %e, "cannot renew the lease of the task claimed ahead")
+                    }
                 }
             }
             TrainerMsg::HardLimit {
