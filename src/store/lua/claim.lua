@@ -18,18 +18,24 @@ for i = 5, #KEYS do
   queues[#queues + 1] = KEYS[i]
 end
 local answered = tonumber(ARGV[8])
-local within = false
-for _, e in ipairs(ranked(queues, tonumber(ARGV[7]))) do
-  if e[4] == ARGV[3] then
-    within = queues[e[2]] == KEYS[2]
+-- One ranking serves the check and the answer: after the claim, the first tasks are those
+-- before it but the one taken (which is among the first ARGV[7], never more than ARGV[8]).
+local first = ranked(queues, answered + 1)
+local at = nil
+for n = 1, math.min(tonumber(ARGV[7]), #first) do
+  if first[n][4] == ARGV[3] then
+    if queues[first[n][2]] == KEYS[2] then
+      at = n
+    end
     break
   end
 end
-if not within or redis.call('GET', KEYS[1]) ~= ARGV[1] then
-  return {0, heads(queues, ARGV[5], answered)}
+if not at or redis.call('GET', KEYS[1]) ~= ARGV[1] then
+  return {0, with_records(first, ARGV[5], answered)}
 end
 redis.call('ZREM', KEYS[2], ARGV[3])
 redis.call('SET', KEYS[1], ARGV[2])
 redis.call('HSET', KEYS[3], ARGV[3], ARGV[4])
 emit()
-return {1, heads(queues, ARGV[5], answered)}
+table.remove(first, at)
+return {1, with_records(first, ARGV[5], answered)}

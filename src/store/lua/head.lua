@@ -24,12 +24,19 @@ local function ranked(queues, k)
   return entries
 end
 
--- The first `k` tasks to claim from `queues`, in order, each with its record at `prefix` .. id:
--- {queue index, id, record or false}. Empty when every queue is.
-local function heads(queues, prefix, k)
+-- The first `k` of `entries` (as `ranked` answers), each with its record at `prefix` .. id:
+-- {queue index, id, record or false}.
+local function with_records(entries, prefix, k)
   local out = {}
-  for n, e in ipairs(ranked(queues, k)) do
+  for n = 1, math.min(k, #entries) do
+    local e = entries[n]
     out[n] = {e[2], e[4], redis.call('GET', prefix .. e[4])}
   end
   return out
+end
+
+-- The first `k` tasks to claim from `queues`, in order, as `with_records` answers. Empty when
+-- every queue is.
+local function heads(queues, prefix, k)
+  return with_records(ranked(queues, k), prefix, k)
 end
