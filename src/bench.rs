@@ -53,7 +53,8 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
             ("redis", redis.child.id()),
             ("load_generator", std::process::id()),
         ];
-        let mut throughput = throughput(&node.url, &dataset, tasks, args.clients, &processes)?;
+        let mut throughput =
+            throughput(&node.url, &dataset, tasks, args.clients, &processes, &redis)?;
         let after_rss = node.rss_mb();
         let sample_ids = throughput.as_object_mut().unwrap().remove("sample_ids");
         if wants("throughput") {
@@ -120,7 +121,7 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
             let cluster = Cluster::start(&redis, &dir, &prefix, &trainers)?;
             let dataset = upload_dataset(&cluster.nodes[0].url)?;
             let urls: Vec<String> = cluster.nodes.iter().map(|n| n.url.clone()).collect();
-            let mut row = throughput_on(&urls, &dataset, scale(2_000), args.clients, &[])?;
+            let mut row = throughput_on(&urls, &dataset, scale(2_000), args.clients, &[], None)?;
             row.as_object_mut().unwrap().remove("sample_ids");
             row["setup"] = json!(name);
             eprintln!("   {row}");
@@ -221,6 +222,89 @@ impl Redis {
         }
         Ok(redis)
     }
+}
+
+/// What a Redis server has done so far: calls per command (those made inside scripts too),
+/// bytes received and sent, and the size of its append-only file.
+struct RedisCounters {
+    calls: HashMap<String, f64>,
+    net_in: f64,
+    net_out: f64,
+    aof: f64,
+}
+
+impl Redis {
+    fn counters(&self) -> anyhow::Result<RedisCounters> {
+        let client = ::redis::Client::open(self.url.as_str())?;
+        let mut connection = client.get_connection()?;
+        let info: String = ::redis::cmd("INFO").arg("all").query(&mut connection)?;
+        let mut counters = RedisCounters {
+            calls: HashMap::new(),
+            net_in: 0.0,
+            net_out: 0.0,
+            aof: 0.0,
+        };
+        for line in info.lines() {
+            let Some((key, value)) = line.trim_end().split_once(':') else {
+                continue;
+            };
+            let number = || value.parse::<f64>().unwrap_or(0.0);
+            match key {
+                "total_net_input_bytes" => counters.net_in = number(),
+                "total_net_output_bytes" => counters.net_out = number(),
+                "aof_current_size" => counters.aof = number(),
+                _ => {
+                    // cmdstat_set:calls=1,usec=4,...
+                    let Some(command) = key.strip_prefix("cmdstat_") else {
+                        continue;
+                    };
+                    let calls = value
+                        .split(',')
+                        .find_map(|field| field.strip_prefix("calls="))
+                        .and_then(|c| c.parse().ok())
+                        .unwrap_or(0.0);
+                    counters.calls.insert(command.to_string(), calls);
+                }
+            }
+        }
+        Ok(counters)
+    }
+}
+
+/// Redis's work per task between two readings of its counters: commands (those run by
+/// scripts counted one by one), scripts run, and kilobytes received, sent and appended to the
+/// AOF. The `INFO` readings themselves are left out.
+fn redis_per_task(before: &RedisCounters, after: &RedisCounters, tasks: usize) -> Value {
+    let per_task = |a: f64, b: f64| round((a - b) / tasks.max(1) as f64, 2);
+    let mut by_command: Vec<(String, f64)> = after
+        .calls
+        .iter()
+        .filter(|(command, _)| !command.starts_with("info"))
+        .map(|(command, calls)| {
+            let earlier = before.calls.get(command).copied().unwrap_or(0.0);
+            (command.clone(), per_task(*calls, earlier))
+        })
+        .filter(|(_, calls)| *calls > 0.0)
+        .collect();
+    by_command.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
+    let commands: f64 = by_command.iter().map(|(_, calls)| calls).sum();
+    let scripts: f64 = by_command
+        .iter()
+        .filter(|(command, _)| ["evalsha", "eval", "fcall"].contains(&command.as_str()))
+        .map(|(_, calls)| calls)
+        .sum();
+    let kb = |a: f64, b: f64| round((a - b) / 1024.0 / tasks.max(1) as f64, 2);
+    json!({
+        "commands": round(commands, 1),
+        "scripts": round(scripts, 2),
+        "aof_kb": kb(after.aof, before.aof),
+        "received_kb": kb(after.net_in, before.net_in),
+        "sent_kb": kb(after.net_out, before.net_out),
+        "by_command": by_command
+            .into_iter()
+            .map(|(command, calls)| (command, json!(calls)))
+            .collect::<serde_json::Map<String, Value>>(),
+    })
 }
 
 /// The whole machine's CPU ticks so far, (busy, idle), from `/proc/stat` (zeros elsewhere).
@@ -580,20 +664,31 @@ fn throughput(
     n: usize,
     clients: usize,
     watched: &[(&str, u32)],
+    redis: &Redis,
 ) -> anyhow::Result<Value> {
-    throughput_on(&[url.to_string()], dataset, n, clients, watched)
+    throughput_on(
+        &[url.to_string()],
+        dataset,
+        n,
+        clients,
+        watched,
+        Some(redis),
+    )
 }
 
 /// End-to-end throughput: `n` tiny trainings submitted over HTTP, timed until every one is
-/// SUCCESS; then every task is checked for exactly one result.
+/// SUCCESS; then every task is checked for exactly one result. With `redis`, Redis's work
+/// per task over the timed run is counted too.
 fn throughput_on(
     urls: &[String],
     dataset: &str,
     n: usize,
     clients: usize,
     watched: &[(&str, u32)],
+    redis: Option<&Redis>,
 ) -> anyhow::Result<Value> {
     let ends = Ends::follow(&urls[0])?;
+    let redis_before = redis.map(Redis::counters).transpose()?;
     let cpu_before: Vec<f64> = watched.iter().map(|(_, pid)| cpu_seconds(*pid)).collect();
     let machine_before = machine_ticks();
     let started = Instant::now();
@@ -639,6 +734,10 @@ fn throughput_on(
             (name.to_string(), json!(round(ms, 3)))
         })
         .collect();
+    let redis_work = match (redis, &redis_before) {
+        (Some(redis), Some(before)) => Some(redis_per_task(before, &redis.counters()?, n)),
+        _ => None,
+    };
     // Exactly one result each (one terminal event, SUCCESS with a result); attempts that were
     // retried are counted, with why.
     let agent = agent();
@@ -683,6 +782,9 @@ fn throughput_on(
         row["cpu_ms_per_task"] = Value::Object(cpu_ms_per_task);
     }
     row["machine_idle_share"] = json!(round(idle_share, 3));
+    if let Some(work) = redis_work {
+        row["redis_per_task"] = work;
+    }
     Ok(row)
 }
 
@@ -1001,6 +1103,20 @@ fn table(r: &Value) -> String {
                 format!(
                     "node {} ms, Redis {} ms, load generator {} ms; machine idle {}",
                     cpu["node"], cpu["redis"], cpu["load_generator"], t["machine_idle_share"]
+                ),
+            );
+        }
+        let redis = &t["redis_per_task"];
+        if redis.is_object() {
+            row(
+                "Redis per tiny task (the run above)",
+                format!(
+                    "{} commands ({} scripts), {} KB received, {} KB sent, {} KB appended to the AOF",
+                    redis["commands"],
+                    redis["scripts"],
+                    redis["received_kb"],
+                    redis["sent_kb"],
+                    redis["aof_kb"]
                 ),
             );
         }

@@ -30,6 +30,15 @@ fn the_quick_benchmark_runs_every_workload_and_writes_its_report() {
         let ms = &report["throughput"]["cpu_ms_per_task"][process];
         assert!(ms.as_f64().unwrap() > 0.0, "{process} CPU per task: {ms}");
     }
+    // Every task is submitted and finished by a script of its own, and written to the AOF.
+    let redis = &report["throughput"]["redis_per_task"];
+    assert!(redis["scripts"].as_f64().unwrap() >= 2.0, "{redis}");
+    assert!(redis["commands"].as_f64().unwrap() > redis["scripts"].as_f64().unwrap());
+    assert!(redis["aof_kb"].as_f64().unwrap() > 0.0, "{redis}");
+    assert!(
+        redis["by_command"]["evalsha"].as_f64().unwrap() >= 2.0,
+        "{redis}"
+    );
     assert_eq!(report["status"]["errors"], 0, "{report}");
     assert_eq!(report["status_queued"]["errors"], 0, "{report}");
     assert!(report["status_queued"]["requests_per_s"].as_f64().unwrap() > 0.0);
