@@ -694,6 +694,7 @@ fn throughput_on(
     let started = Instant::now();
     let ids = submit_all(urls, dataset, n, clients)?;
     let submitted_s = started.elapsed().as_secs_f64();
+    let ended_while_submitting = ends.seen().min(n);
     let wanted: HashSet<String> = ids.iter().cloned().collect();
     let deadline = Instant::now() + Duration::from_secs(600);
     let mut last_count = 0;
@@ -774,6 +775,12 @@ fn throughput_on(
         "seconds": round(elapsed, 3),
         "tasks_per_s": round(n as f64 / elapsed, 1),
         "submit_per_s": round(n as f64 / submitted_s, 1),
+        // The two phases: while the clients submit, and after (only trainers at work).
+        "ended_per_s_while_submitting": round(ended_while_submitting as f64 / submitted_s, 1),
+        "ended_per_s_after": round(
+            (n - ended_while_submitting) as f64 / (elapsed - submitted_s).max(1e-9),
+            1
+        ),
         "exactly_one_result": true,
         "retried_attempts": retried,
         "sample_ids": ids.iter().take(1000).collect::<Vec<_>>(),
@@ -1092,8 +1099,11 @@ fn table(r: &Value) -> String {
                 t["tasks"]
             ),
             format!(
-                "{} tasks/s (submit {} /s)",
-                t["tasks_per_s"], t["submit_per_s"]
+                "{} tasks/s (submit {} /s; ended {} /s while submitting, {} /s after)",
+                t["tasks_per_s"],
+                t["submit_per_s"],
+                t["ended_per_s_while_submitting"],
+                t["ended_per_s_after"]
             ),
         );
         let cpu = &t["cpu_ms_per_task"];
