@@ -1028,6 +1028,7 @@ fn dispatch_cost(
         "queued": depth,
         "claim_mean_ms": mean(0),
         "claim_and_finish_mean_ms": mean(1),
+        "finish_mean_ms": mean(2),
         "dispatched_per_s": round(rate, 1),
         "purged_after": purged,
     }))
@@ -1041,8 +1042,9 @@ fn read_delete(agent: &ureq::Agent, url: &str) -> anyhow::Result<(u16, Value)> {
 
 /// `(count, sum)` of the node's store operation histograms that claim a task: `claim` (the
 /// leader's claims, and those of a trainer claiming ahead) and `claim_and_finish` (a trainer
-/// running on), in that order.
-fn claim_metrics(url: &str) -> anyhow::Result<[(f64, f64); 2]> {
+/// running on, when it has no task claimed ahead), then `finish` (the end of a task written on
+/// its own, by a trainer that claims ahead), in that order.
+fn claim_metrics(url: &str) -> anyhow::Result<[(f64, f64); 3]> {
     let text = agent()
         .get(format!("{url}/metrics"))
         .call()?
@@ -1058,11 +1060,11 @@ fn claim_metrics(url: &str) -> anyhow::Result<[(f64, f64); 2]> {
             .and_then(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
             .unwrap_or(0.0)
     };
-    Ok(["claim", "claim_and_finish"].map(|op| (find("count", op), find("sum", op))))
+    Ok(["claim", "claim_and_finish", "finish"].map(|op| (find("count", op), find("sum", op))))
 }
 
 /// Claims counted by `claim_metrics`, of both kinds.
-fn claims(metrics: &[(f64, f64); 2]) -> f64 {
+fn claims(metrics: &[(f64, f64); 3]) -> f64 {
     metrics[0].0 + metrics[1].0
 }
 
@@ -1165,9 +1167,10 @@ fn table(r: &Value) -> String {
             &format!("dispatch with {} queued", d["queued"]),
             format!(
                 "claim {} ms (leader, or trainer claiming ahead), claim and finish {} ms \
-                 (trainer running on), {} tasks/s dispatched",
+                 (trainer running on), finish {} ms, {} tasks/s dispatched",
                 shown(&d["claim_mean_ms"]),
                 shown(&d["claim_and_finish_mean_ms"]),
+                shown(&d["finish_mean_ms"]),
                 d["dispatched_per_s"]
             ),
         );

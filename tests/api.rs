@@ -885,7 +885,7 @@ fn quick_tasks_are_claimed_ahead_and_never_behind_a_long_one(store: TestStore) {
     let after = node.submit("linear", json!({"epochs": 1}));
     node.post(&format!("/task/{blocker}/cancel"), json!(null));
     node.wait_for(&long, "PROGRESS", LONG);
-    // The long task was claimed behind a quick one, but nothing is claimed behind it.
+    // The long task (other work) was not claimed ahead, and nothing is claimed behind it.
     for _ in 0..10 {
         assert_eq!(node.state(&after), "PENDING");
         std::thread::sleep(Duration::from_millis(100));

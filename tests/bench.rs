@@ -48,8 +48,9 @@ fn the_quick_benchmark_runs_every_workload_and_writes_its_report() {
     for row in dispatch {
         // Claims of both kinds (the leader's, and trainers' running on) are counted.
         assert!(row["dispatched_per_s"].as_f64().unwrap() > 0.0, "{row}");
+        let timed = |key: &str| row[key].as_f64().is_some_and(|ms| ms > 0.0);
         assert!(
-            row["claim_and_finish_mean_ms"].as_f64().unwrap() > 0.0,
+            timed("claim_mean_ms") || timed("claim_and_finish_mean_ms"),
             "{row}"
         );
     }

@@ -10,7 +10,7 @@ use trainyard::store::{
     CancelOutcome, Claimed, DatasetInfo, EmbeddedStore, Ending, EventId, EventKind, Finish,
     IdempotencyKey, Lookup, Missed, NodeInfo, RedisStore, Renewal, Schedule, Store, StoreError,
     StoreSettings, Submitted, TaskError, TaskFilter, TaskProgress, TaskRecord, TaskState,
-    TrainerSeat, now_s,
+    TrainerSeat, Work, now_s,
 };
 use trainyard::training::{DeviceClass, DeviceSpec, ModelType, TrainSpec};
 use uuid::Uuid;
@@ -74,6 +74,66 @@ async fn claims_follow_priority_then_age<S: Store>(store: S) {
     assert_eq!(order, [c.id, a.id, b.id]);
     assert_eq!(store.claim("t1", DeviceSpec::Cpu).await.unwrap(), None);
     assert_eq!(store.queue_depth().await.unwrap(), 0);
+}
+
+/// A claim for some work takes the next task only if it does that work (the same spec but
+/// for seed, learning rates and time limit, on the same data set); otherwise it takes nothing
+/// and the task stays queued as it was.
+async fn claims_for_some_work_take_only_a_task_doing_it<S: Store>(store: S) {
+    let mut first = task(ModelType::Linear, 0);
+    first.spec.epochs = 1;
+    let mut same = task(ModelType::Linear, 0);
+    same.spec.epochs = 1;
+    same.spec.seed = 7;
+    same.spec.learning_rate = 0.01;
+    let mut other = task(ModelType::Linear, 0);
+    other.spec.epochs = 50;
+    for t in [&first, &same, &other] {
+        store.submit(t, 100).await.unwrap();
+    }
+    let work = Work::of(&first);
+    let taken = store.claim("t1", DeviceSpec::Cpu).await.unwrap().unwrap();
+    assert_eq!(taken.id, first.id);
+    let taken = store
+        .claim_work("t1", DeviceSpec::Cpu, &work)
+        .await
+        .unwrap();
+    assert_eq!(taken.map(|c| c.task.id), Some(same.id));
+    // The next task does other work: nothing is claimed, and it stays queued as it was.
+    assert_eq!(
+        store
+            .claim_work("t1", DeviceSpec::Cpu, &work)
+            .await
+            .unwrap(),
+        None
+    );
+    let queued = found(store.get(other.id).await.unwrap());
+    assert_eq!(queued, other);
+    assert_eq!(store.queue_depth().await.unwrap(), 1);
+    // Another data set is other work too.
+    let elsewhere = Work {
+        dataset: Some(Uuid::new_v4()),
+        ..Work::of(&other)
+    };
+    assert_eq!(
+        store
+            .claim_work("t1", DeviceSpec::Cpu, &elsewhere)
+            .await
+            .unwrap(),
+        None
+    );
+    let taken = store
+        .claim_work("t2", DeviceSpec::Cpu, &Work::of(&other))
+        .await
+        .unwrap();
+    assert_eq!(taken.map(|c| c.task.id), Some(other.id));
+    assert_eq!(
+        store
+            .claim_work("t2", DeviceSpec::Cpu, &work)
+            .await
+            .unwrap(),
+        None
+    );
 }
 
 /// A claim takes what is next now, whatever the last claim saw next: a task submitted since at
@@ -1042,6 +1102,7 @@ macro_rules! conformance {
 conformance!(
     submit_get_and_unknown_ids,
     claims_follow_priority_then_age,
+    claims_for_some_work_take_only_a_task_doing_it,
     claims_see_changes_since_the_last_claim,
     concurrent_claims_take_the_first_tasks_once_each,
     status_reads_state_progress_and_attempt,

@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use crate::cluster::codec;
-use crate::store::{TaskProgress, TaskRecord};
+use crate::store::{Claimed, TaskProgress, TaskRecord};
 use crate::training::{TrainError, TrainOutcome};
 
 pub enum TrainerMsg {
@@ -41,9 +41,16 @@ pub enum TrainerMsg {
         last_progress: Option<TaskProgress>,
         stored: Option<String>,
     },
-    /// Renew the lease of the task claimed ahead, if one waits (local, on a timer): a quick
-    /// training that runs long must not let it run out.
+    /// Renew the leases of the tasks claimed ahead, if any wait (local, on a timer): a quick
+    /// training that runs long must not let them run out.
     RenewAhead,
+    /// A claim ahead this trainer sent has answered (local): the task it claimed, if any, for
+    /// the run that began with task `given` and may claim on until `run_on_until`.
+    ClaimedAhead {
+        next: Option<Box<Claimed>>,
+        given: Uuid,
+        run_on_until: f64,
+    },
 }
 
 pub enum Ended {
@@ -127,7 +134,10 @@ impl ractor::Message for TrainerMsg {
                 run_on_until,
             },
             TrainerMsg::Cancel { id } => TrainerWire::Cancel { id },
-            TrainerMsg::Ended { .. } | TrainerMsg::HardLimit { .. } | TrainerMsg::RenewAhead => {
+            TrainerMsg::Ended { .. }
+            | TrainerMsg::HardLimit { .. }
+            | TrainerMsg::RenewAhead
+            | TrainerMsg::ClaimedAhead { .. } => {
                 return Err(BoxedDowncastErr);
             }
         };

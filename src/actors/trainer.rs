@@ -4,11 +4,13 @@
 //! the same round trip as it writes the result, and runs on.
 //!
 //! A run of quick tasks (each doing the same work as the last success, which took under
-//! `claim_ahead_under_s`, 10 ms by default) is pipelined: the trainer holds one task claimed
-//! ahead, starts it the moment a training ends, and writes that end (claiming the next) while
-//! it trains. The task claimed ahead is STARTED while it waits, for about one quick training;
-//! a task that may be long never has another claimed behind it.
+//! `claim_ahead_under_s`, 10 ms by default) is pipelined: while one trains, the trainer claims
+//! up to `AHEAD` tasks doing the same work, without waiting for the answers; it starts the next
+//! the moment a training ends, and writes that end while the next trains. A task claimed ahead
+//! is STARTED while it waits, for a few quick trainings; a task that may be long is never
+//! claimed ahead, and never has another claimed behind it.
 
+use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -22,12 +24,17 @@ use super::{DispatcherMsg, Ended, ParsedDatasets, TaskSettings, TrainerMsg};
 use crate::cluster;
 use crate::store::{
     Claimed, DatasetInfo, Ending, Finish, Lookup, Renewal, Store, StoreError, TaskError,
-    TaskProgress, TaskRecord, now_s,
+    TaskProgress, TaskRecord, Work, now_s,
 };
 use crate::telemetry::{self, TaskEvent};
 use crate::training::{
-    self, CancelToken, Dataset, DeviceSpec, ModelType, TrainError, TrainOutcome, TrainSpec,
+    self, CancelToken, Dataset, DeviceSpec, ModelType, TrainError, TrainOutcome,
 };
+
+/// Tasks a trainer in a run of quick ones holds claimed ahead of the one it trains, at most,
+/// counting the claims not answered yet: the round trip of a claim takes a few quick
+/// trainings, so with one the trainer would wait for each.
+const AHEAD: usize = 2;
 
 /// Least time between two progress writes of one task.
 const PROGRESS_EVERY: Duration = Duration::from_millis(200);
@@ -63,11 +70,16 @@ impl<S> Default for Trainer<S> {
 pub struct TrainerState<S> {
     args: TrainerArgs<S>,
     running: Option<Running>,
-    /// The task claimed ahead while a quick one runs, started when that one ends.
-    ahead: Option<(Claimed, RunOn)>,
-    /// The work (spec and uploaded data set) of the last success, if it was quick (took under
-    /// `claim_ahead_under_s`).
-    last_quick: Option<(TrainSpec, Option<Uuid>)>,
+    /// The tasks claimed ahead while a quick one runs, started in turn as trainings end.
+    ahead: VecDeque<(Claimed, RunOn)>,
+    /// Claims ahead sent and not answered yet.
+    claims_out: usize,
+    /// A claim ahead found no task doing the work: none more until the run goes on otherwise.
+    dry: bool,
+    /// The task whose training ended last.
+    last_ended: Option<Uuid>,
+    /// The work of the last success, if it was quick (took under `claim_ahead_under_s`).
+    last_quick: Option<Work>,
 }
 
 /// The attempt a trainer runs.
@@ -115,7 +127,10 @@ impl<S: Store> Actor for Trainer<S> {
         Ok(TrainerState {
             args,
             running: None,
-            ahead: None,
+            ahead: VecDeque::new(),
+            claims_out: 0,
+            dry: false,
+            last_ended: None,
             last_quick: None,
         })
     }
@@ -133,7 +148,8 @@ impl<S: Store> Actor for Trainer<S> {
                 stored,
                 run_on_until,
             } => {
-                let busy = state.running.is_some() || state.ahead.is_some();
+                let busy =
+                    state.running.is_some() || !state.ahead.is_empty() || state.claims_out > 0;
                 let Some((task, stored)) = take(&state.args, busy, id, attempt, stored).await
                 else {
                     return Ok(());
@@ -142,8 +158,9 @@ impl<S: Store> Actor for Trainer<S> {
                     given: id,
                     until: run_on_until,
                 };
-                begin(state, task, stored, run_on, myself);
-                claim_ahead(state, run_on).await;
+                state.dry = false;
+                begin(state, task, stored, run_on, myself.clone());
+                claim_ahead(state, run_on, &myself);
             }
             TrainerMsg::Cancel { id } => {
                 if let Some(running) = &state.running
@@ -152,29 +169,60 @@ impl<S: Store> Actor for Trainer<S> {
                     running.cancel.cancel();
                 }
                 // Its training stops at its first batch.
-                if let Some((ahead, _)) = &mut state.ahead
-                    && ahead.task.id == id
-                {
-                    ahead.task.cancel_requested = true;
+                for (ahead, _) in state.ahead.iter_mut() {
+                    if ahead.task.id == id {
+                        ahead.task.cancel_requested = true;
+                    }
                 }
             }
             TrainerMsg::RenewAhead => {
-                let Some((ahead, _)) = &mut state.ahead else {
-                    return Ok(());
+                let mut lost = Vec::new();
+                for (ahead, _) in state.ahead.iter_mut() {
+                    let (id, attempt) = (ahead.task.id, ahead.task.attempt);
+                    match state.args.store.renew(id, attempt).await {
+                        Ok(Renewal::Held { cancel }) => {
+                            ahead.task.cancel_requested |= cancel;
+                            // The renewal changed the record: the finish reads it.
+                            ahead.stored = None;
+                        }
+                        Ok(Renewal::Lost) => {
+                            tracing::warn!(task_id = %id, "a task claimed ahead lost its lease; dropping it");
+                            lost.push(id);
+                        }
+                        Err(e) => {
+                            tracing::warn!(task_id = %id, error = %e, "cannot renew the lease of a task claimed ahead")
+                        }
+                    }
+                }
+                state
+                    .ahead
+                    .retain(|(ahead, _)| !lost.contains(&ahead.task.id));
+            }
+            TrainerMsg::ClaimedAhead {
+                next,
+                given,
+                run_on_until,
+            } => {
+                state.claims_out -= 1;
+                let run_on = RunOn {
+                    given,
+                    until: run_on_until,
                 };
-                let (id, attempt) = (ahead.task.id, ahead.task.attempt);
-                match state.args.store.renew(id, attempt).await {
-                    Ok(Renewal::Held { cancel }) => {
-                        ahead.task.cancel_requested |= cancel;
-                        // The renewal changed the record: the finish reads it.
-                        ahead.stored = None;
+                match next {
+                    Some(next) if state.running.is_none() => {
+                        begin(state, next.task, next.stored, run_on, myself.clone());
+                        claim_ahead(state, run_on, &myself);
                     }
-                    Ok(Renewal::Lost) => {
-                        tracing::warn!(task_id = %id, "the task claimed ahead lost its lease; dropping it");
-                        state.ahead = None;
-                    }
-                    Err(e) => {
-                        tracing::warn!(task_id = %id, error = %e, "cannot renew the lease of the task claimed ahead")
+                    Some(next) => state.ahead.push_back((*next, run_on)),
+                    None => {
+                        state.dry = true;
+                        let empty = state.running.is_none()
+                            && state.ahead.is_empty()
+                            && state.claims_out == 0;
+                        if empty {
+                            // The run of quick tasks is over: on to whatever comes next.
+                            run_on_or_idle(state, run_on, myself).await;
+                        }
                     }
                 }
             }
@@ -257,17 +305,18 @@ impl<S: Store> Actor for Trainer<S> {
                             }
                         }
                         let given = run_on.map_or(task.id, |run_on| run_on.given);
+                        state.last_ended = Some(task.id);
                         state.last_quick = match (&result, &ended) {
                             (Ok(_), Some(ended))
                                 if ended.began.elapsed().as_secs_f64()
                                     < args.settings.claim_ahead_under_s =>
                             {
-                                Some((task.spec.clone(), task.dataset_id))
+                                Some(Work::of(&task))
                             }
                             _ => None,
                         };
-                        // The task claimed ahead trains while this end is written.
-                        if let Some((ahead, ahead_run_on)) = state.ahead.take() {
+                        // The next task claimed ahead trains while this end is written.
+                        if let Some((ahead, ahead_run_on)) = state.ahead.pop_front() {
                             begin(
                                 state,
                                 ahead.task,
@@ -275,36 +324,55 @@ impl<S: Store> Actor for Trainer<S> {
                                 ahead_run_on,
                                 myself.clone(),
                             );
+                            claim_ahead(state, ahead_run_on, &myself);
                         }
-                        // A claim now starts its task at once, or waits behind a quick one.
-                        let may_claim = state.running.as_ref().is_none_or(|r| r.quick);
+                        // Work is coming: the next training runs, or a claim will answer.
+                        let pending = state.running.is_some() || state.claims_out > 0;
                         match (result, stored, run_on) {
-                            (Ok(outcome), stored, Some(run_on))
-                                if run_on.allowed() && may_claim =>
-                            {
+                            (Ok(outcome), stored, Some(_)) if pending => {
+                                // Written on its own: the trainer waits for it no more than
+                                // a training does.
+                                let finish = success(&state.args, outcome, last_progress);
+                                let store = state.args.store.clone();
+                                tokio::spawn(
+                                    async move {
+                                        let ending = Ending {
+                                            stored: stored.as_deref(),
+                                            id: task.id,
+                                            attempt: task.attempt,
+                                            finish,
+                                        };
+                                        let written = ending.write(&*store).await;
+                                        note_end(written, TaskEvent::Succeeded, &task);
+                                    }
+                                    .in_current_span(),
+                                );
+                            }
+                            (Ok(outcome), stored, Some(run_on)) if run_on.allowed() => {
                                 let finish = success(&state.args, outcome, last_progress);
                                 let next =
                                     run_on_to_next(&state.args, &task, stored.as_deref(), finish)
                                         .await;
                                 match next {
-                                    Some(next) if state.running.is_some() => {
-                                        state.ahead = Some((next, run_on));
-                                    }
                                     Some(next) => {
-                                        begin(state, next.task, next.stored, run_on, myself);
-                                        claim_ahead(state, run_on).await;
+                                        state.dry = false;
+                                        begin(
+                                            state,
+                                            next.task,
+                                            next.stored,
+                                            run_on,
+                                            myself.clone(),
+                                        );
+                                        claim_ahead(state, run_on, &myself);
                                     }
-                                    None if state.running.is_none() => {
-                                        idle(&state.args.name, task.id, given)
-                                    }
-                                    None => {}
+                                    None => idle(&state.args.name, task.id, given),
                                 }
                             }
                             (result, stored, _) => {
                                 // The leader claims this trainer's next task while the result
                                 // is written: that task's Train waits in the mailbox until
                                 // this ends.
-                                if state.running.is_none() {
+                                if !pending {
                                     idle(&state.args.name, task.id, given);
                                 }
                                 record(&state.args, &task, result, last_progress, stored).await
@@ -345,7 +413,7 @@ fn begin<S: Store>(
     let quick = state
         .last_quick
         .as_ref()
-        .is_some_and(|(spec, data)| *data == task.dataset_id && spec.same_work(&task.spec));
+        .is_some_and(|work| work.done_by(&task));
     state.running = Some(Running {
         id: task.id,
         attempt: task.attempt,
@@ -357,23 +425,76 @@ fn begin<S: Store>(
     start(&state.args, task, stored, cancel, hard, myself);
 }
 
-/// Claims the task to run after the one just begun, if that one is quick and the run may go
-/// on: the next round trip to the store then overlaps a training instead of following it.
-async fn claim_ahead<S: Store>(state: &mut TrainerState<S>, run_on: RunOn) {
+/// Sends claims for the tasks to run after the one just begun, up to `AHEAD` held or asked
+/// for, if that one is quick and the run may go on: each claim takes only a task doing the
+/// same work, and answers with `ClaimedAhead`. The round trips then overlap trainings
+/// instead of following them.
+fn claim_ahead<S: Store>(
+    state: &mut TrainerState<S>,
+    run_on: RunOn,
+    myself: &ActorRef<TrainerMsg>,
+) {
     let quick = state.running.as_ref().is_some_and(|r| r.quick);
-    if !quick || state.ahead.is_some() || !run_on.allowed() {
+    let Some(work) = state.last_quick.as_ref().filter(|_| quick) else {
+        return;
+    };
+    if state.dry || !run_on.allowed() {
         return;
     }
-    let args = &state.args;
-    match args.store.claim(&args.name, args.device).await {
-        Ok(Some(next)) => {
-            tracing::info!(task_id = %next.task.id, trainer = %args.name, attempt = next.task.attempt, "task claimed ahead by its trainer");
-            state.ahead = Some((next, run_on));
-        }
-        Ok(None) => {}
-        // A task it did claim runs out its lease and is requeued.
-        Err(e) => tracing::warn!(error = %e, "cannot claim a task ahead"),
+    while state.ahead.len() + state.claims_out < AHEAD {
+        state.claims_out += 1;
+        let (store, name, device) = (
+            state.args.store.clone(),
+            state.args.name.clone(),
+            state.args.device,
+        );
+        let (work, myself) = (work.clone(), myself.clone());
+        tokio::spawn(async move {
+            let next = match store.claim_work(&name, device, &work).await {
+                Ok(next) => next,
+                // A task it did claim runs out its lease and is requeued.
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot claim a task ahead");
+                    None
+                }
+            };
+            if let Some(next) = &next {
+                tracing::info!(task_id = %next.task.id, trainer = %name, attempt = next.task.attempt, "task claimed ahead by its trainer");
+            }
+            // A trainer gone meanwhile leaves the task's lease to run out: it is requeued.
+            let _ = myself.cast(TrainerMsg::ClaimedAhead {
+                next: next.map(Box::new),
+                given: run_on.given,
+                run_on_until: run_on.until,
+            });
+        });
     }
+}
+
+/// A trainer with nothing to run and no claim out, after a success: claims its next task if
+/// the run may go on, else tells the dispatchers it is idle.
+async fn run_on_or_idle<S: Store>(
+    state: &mut TrainerState<S>,
+    run_on: RunOn,
+    myself: ActorRef<TrainerMsg>,
+) {
+    let done = state.last_ended.unwrap_or(run_on.given);
+    if run_on.allowed() {
+        let args = &state.args;
+        match args.store.claim(&args.name, args.device).await {
+            Ok(Some(next)) => {
+                tracing::info!(task_id = %next.task.id, trainer = %args.name, attempt = next.task.attempt, "task claimed by its trainer, running on");
+                state.dry = false;
+                begin(state, next.task, next.stored, run_on, myself.clone());
+                claim_ahead(state, run_on, &myself);
+                return;
+            }
+            Ok(None) => {}
+            // A task it did claim runs out its lease and is requeued.
+            Err(e) => tracing::warn!(error = %e, "cannot claim a next task"),
+        }
+    }
+    idle(&state.args.name, done, run_on.given);
 }
 
 /// Tells the dispatchers (the leader's among them) that `trainer` is done with task `done`

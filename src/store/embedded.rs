@@ -149,6 +149,49 @@ impl EmbeddedStore {
         self.node.lock().expect("node lock").clone()
     }
 
+    /// `claim`, or with `work` `claim_work`.
+    async fn claim_doing(
+        &self,
+        trainer: &str,
+        device: DeviceSpec,
+        work: Option<Work>,
+    ) -> Result<Option<Claimed>, StoreError> {
+        let trainer = trainer.to_string();
+        self.write(move |tx, settings| {
+            let mut queue = tx.open_table(QUEUE)?;
+            // The head of each queue this trainer may take from; the best of them runs next.
+            let mut best: Option<(QueueKey, String)> = None;
+            for class in [DeviceClass::Any, device.class()] {
+                let c = class_index(class);
+                if let Some(entry) = queue.range((c, 0, 0)..=(c, u8::MAX, u64::MAX))?.next() {
+                    let (key, id) = entry?;
+                    let key = key.value();
+                    if best
+                        .as_ref()
+                        .is_none_or(|(b, _)| (key.1, key.2) < (b.1, b.2))
+                    {
+                        best = Some((key, id.value().to_string()));
+                    }
+                }
+            }
+            let Some((key, id)) = best else {
+                return Ok(None);
+            };
+            let task = load(tx, &id)?
+                .ok_or_else(|| StoreError::Corrupt(format!("queued task {id} has no record")))?;
+            if work.as_ref().is_some_and(|work| !work.done_by(&task)) {
+                return Ok(None);
+            }
+            queue.remove(key)?;
+            drop(queue);
+            tx.open_table(QUEUED)?.remove(id.as_str())?;
+            let task = task.claimed(&trainer, settings);
+            save(tx, &task)?;
+            Ok(Some(Claimed { task, stored: None }))
+        })
+        .await
+    }
+
     async fn write<T: Send + 'static>(
         &self,
         f: impl FnOnce(&WriteTransaction, &StoreSettings) -> Result<T, StoreError> + Send + 'static,
@@ -416,37 +459,16 @@ impl Store for EmbeddedStore {
         trainer: &str,
         device: DeviceSpec,
     ) -> Result<Option<Claimed>, StoreError> {
-        let trainer = trainer.to_string();
-        self.write(move |tx, settings| {
-            let mut queue = tx.open_table(QUEUE)?;
-            // The head of each queue this trainer may take from; the best of them runs next.
-            let mut best: Option<(QueueKey, String)> = None;
-            for class in [DeviceClass::Any, device.class()] {
-                let c = class_index(class);
-                if let Some(entry) = queue.range((c, 0, 0)..=(c, u8::MAX, u64::MAX))?.next() {
-                    let (key, id) = entry?;
-                    let key = key.value();
-                    if best
-                        .as_ref()
-                        .is_none_or(|(b, _)| (key.1, key.2) < (b.1, b.2))
-                    {
-                        best = Some((key, id.value().to_string()));
-                    }
-                }
-            }
-            let Some((key, id)) = best else {
-                return Ok(None);
-            };
-            queue.remove(key)?;
-            drop(queue);
-            tx.open_table(QUEUED)?.remove(id.as_str())?;
-            let task = load(tx, &id)?
-                .ok_or_else(|| StoreError::Corrupt(format!("queued task {id} has no record")))?;
-            let task = task.claimed(&trainer, settings);
-            save(tx, &task)?;
-            Ok(Some(Claimed { task, stored: None }))
-        })
-        .await
+        self.claim_doing(trainer, device, None).await
+    }
+
+    async fn claim_work(
+        &self,
+        trainer: &str,
+        device: DeviceSpec,
+        work: &Work,
+    ) -> Result<Option<Claimed>, StoreError> {
+        self.claim_doing(trainer, device, Some(work.clone())).await
     }
 
     async fn progress(

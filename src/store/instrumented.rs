@@ -80,6 +80,15 @@ impl<S: Store> Store for Instrumented<S> {
     ) -> Result<Option<Claimed>, StoreError> {
         self.timed("claim", self.inner.claim(trainer, device)).await
     }
+    async fn claim_work(
+        &self,
+        trainer: &str,
+        device: DeviceSpec,
+        work: &Work,
+    ) -> Result<Option<Claimed>, StoreError> {
+        self.timed("claim", self.inner.claim_work(trainer, device, work))
+            .await
+    }
     async fn progress(
         &self,
         id: Uuid,

@@ -535,6 +535,29 @@ impl Ending<'_> {
     }
 }
 
+/// The work a task does (its spec, as [`TrainSpec::same_work`] compares specs, on its
+/// uploaded data set): a trainer in a run of quick tasks claims ahead only a task doing the
+/// same, so that no task waits behind one that may be long.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Work {
+    pub spec: TrainSpec,
+    pub dataset: Option<Uuid>,
+}
+
+impl Work {
+    pub fn of(task: &TaskRecord) -> Work {
+        Work {
+            spec: task.spec.clone(),
+            dataset: task.dataset_id,
+        }
+    }
+
+    /// Whether `task` does this work.
+    pub fn done_by(&self, task: &TaskRecord) -> bool {
+        self.dataset == task.dataset_id && self.spec.same_work(&task.spec)
+    }
+}
+
 /// What [`Store::claim_and_finish`] did, each part with its own error: the task claimed next,
 /// and whether the end was written (as `finish` answers).
 pub struct ClaimedAndFinished {
@@ -573,6 +596,14 @@ pub trait Store: Send + Sync + 'static {
         &self,
         trainer: &str,
         device: DeviceSpec,
+    ) -> impl Future<Output = Result<Option<Claimed>, StoreError>> + Send;
+    /// As `claim`, but only if the next task to claim does `work`: otherwise nothing is
+    /// claimed and that task stays queued as it was.
+    fn claim_work(
+        &self,
+        trainer: &str,
+        device: DeviceSpec,
+        work: &Work,
     ) -> impl Future<Output = Result<Option<Claimed>, StoreError>> + Send;
     /// Records progress of `attempt`; false if that attempt no longer runs the task.
     fn progress(

@@ -94,6 +94,14 @@ impl Drop for Trying {
     }
 }
 
+/// Why a queue head was not tried.
+enum Untried {
+    /// A queued id without a record: its queue and id.
+    NoRecord(String, Uuid),
+    /// A task not doing the work asked for.
+    OtherWork,
+}
+
 /// A claim of a queue's head, ready to run.
 struct ClaimTry<'s> {
     invocation: ::redis::ScriptInvocation<'s>,
@@ -445,21 +453,23 @@ impl RedisStore {
     }
 
     /// Claims for `trainer` from `head` (see `claim.lua`), retrying from the tasks each failed
-    /// try answers.
+    /// try answers; with `work`, only a task doing it.
     async fn claim_from(
         &self,
         trainer: &str,
         device: DeviceSpec,
         mut head: Option<Trying>,
+        work: Option<&Work>,
     ) -> Result<Option<Claimed>, StoreError> {
         let queues = self.queues_of(device);
         for _ in 0..MAX_CAS_RETRIES {
             let Some(next) = head.take() else {
                 return Ok(None);
             };
-            let claim = match self.claim_try(trainer, &queues, &next.head)? {
+            let claim = match self.claim_try(trainer, &queues, &next.head, work)? {
                 Ok(claim) => claim,
-                Err((queue, id)) => {
+                Err(Untried::OtherWork) => return Ok(None),
+                Err(Untried::NoRecord(queue, id)) => {
                     // A queued id without a record cannot run; drop it so it does not block
                     // the queue.
                     let _: i64 = self.con.clone().zrem(queue, id.to_string()).await?;
@@ -483,14 +493,15 @@ impl RedisStore {
         ))
     }
 
-    /// The claim of queue head `head` for `trainer`, ready to run; or, for a queued id without
-    /// a record, its queue and id.
+    /// The claim of queue head `head` for `trainer`, ready to run; or why there is none: a
+    /// queued id without a record (its queue and id), or a task not doing `work`.
     fn claim_try<'s>(
         &'s self,
         trainer: &str,
         queues: &[String; 2],
         (queue, id, old): &Head,
-    ) -> Result<Result<ClaimTry<'s>, (String, Uuid)>, StoreError> {
+        work: Option<&Work>,
+    ) -> Result<Result<ClaimTry<'s>, Untried>, StoreError> {
         let k = &self.keys;
         let queue = queue
             .checked_sub(1)
@@ -499,9 +510,12 @@ impl RedisStore {
         let id = Uuid::parse_str(id)
             .map_err(|e| StoreError::Corrupt(format!("queue holds {id:?}: {e}")))?;
         let Some(old) = old else {
-            return Ok(Err((queue.clone(), id)));
+            return Ok(Err(Untried::NoRecord(queue.clone(), id)));
         };
         let before: TaskRecord = decode(old)?;
+        if work.is_some_and(|work| !work.done_by(&before)) {
+            return Ok(Err(Untried::OtherWork));
+        }
         let task = before.clone().claimed(trainer, &self.settings);
         let stored = encode(&task);
         let lease = format!("{trainer}\t{}", task.attempt);
@@ -661,7 +675,17 @@ impl Store for RedisStore {
         device: DeviceSpec,
     ) -> Result<Option<Claimed>, StoreError> {
         let head = self.next_head(device).await?;
-        self.claim_from(trainer, device, head).await
+        self.claim_from(trainer, device, head, None).await
+    }
+
+    async fn claim_work(
+        &self,
+        trainer: &str,
+        device: DeviceSpec,
+        work: &Work,
+    ) -> Result<Option<Claimed>, StoreError> {
+        let head = self.next_head(device).await?;
+        self.claim_from(trainer, device, head, Some(work)).await
     }
 
     async fn progress(
@@ -731,7 +755,7 @@ impl Store for RedisStore {
             .filter(|task| task.id == ended.id && task.runs_attempt(ended.attempt));
         let pipelined = match (&head, task, ended.stored) {
             (Some(next), Some(task), Some(stored)) => {
-                match self.claim_try(trainer, &self.queues_of(device), &next.head) {
+                match self.claim_try(trainer, &self.queues_of(device), &next.head, None) {
                     Ok(Ok(claim)) => Some((claim, task, stored)),
                     Ok(Err(_)) | Err(_) => None,
                 }
@@ -741,7 +765,7 @@ impl Store for RedisStore {
         let Some((claim, task, stored)) = pipelined else {
             // With an empty queue, or without the attempt's record at hand: one after the
             // other (the claim also drops a queued id without a record, or says what is wrong).
-            let next = self.claim_from(trainer, device, head).await;
+            let next = self.claim_from(trainer, device, head, None).await;
             let finished = ended.write(self).await;
             return ClaimedAndFinished { next, finished };
         };
@@ -782,7 +806,7 @@ impl Store for RedisStore {
                 ClaimAnswer::Moved => {
                     drop(head);
                     let next = self.take_head(device.class());
-                    self.claim_from(trainer, device, next).await
+                    self.claim_from(trainer, device, next, None).await
                 }
             },
             Ok(Err(e)) => Err(StoreError::Corrupt(format!("claim.lua answered: {e}"))),
@@ -790,7 +814,7 @@ impl Store for RedisStore {
             Err(e)
                 if e.kind() == ::redis::ErrorKind::Server(::redis::ServerErrorKind::NoScript) =>
             {
-                self.claim_from(trainer, device, head).await
+                self.claim_from(trainer, device, head, None).await
             }
             Err(e) => Err(e.into()),
         };
