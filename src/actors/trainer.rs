@@ -74,6 +74,9 @@ pub struct TrainerState<S> {
     ahead: VecDeque<(Claimed, RunOn)>,
     /// Claims ahead sent and not answered yet.
     claims_out: usize,
+    /// Cancels of tasks this trainer does not hold, while claims ahead are out: one of them
+    /// may answer with such a task.
+    cancels: Vec<Uuid>,
     /// A claim ahead found no task doing the work: none more until the run goes on otherwise.
     dry: bool,
     /// The task whose training ended last.
@@ -129,6 +132,7 @@ impl<S: Store> Actor for Trainer<S> {
             running: None,
             ahead: VecDeque::new(),
             claims_out: 0,
+            cancels: Vec::new(),
             dry: false,
             last_ended: None,
             last_quick: None,
@@ -169,10 +173,15 @@ impl<S: Store> Actor for Trainer<S> {
                     running.cancel.cancel();
                 }
                 // Its training stops at its first batch.
+                let mut held = state.running.as_ref().is_some_and(|r| r.id == id);
                 for (ahead, _) in state.ahead.iter_mut() {
                     if ahead.task.id == id {
                         ahead.task.cancel_requested = true;
+                        held = true;
                     }
+                }
+                if !held && state.claims_out > 0 {
+                    state.cancels.push(id);
                 }
             }
             TrainerMsg::RenewAhead => {
@@ -208,6 +217,15 @@ impl<S: Store> Actor for Trainer<S> {
                     given,
                     until: run_on_until,
                 };
+                let mut next = next;
+                if let Some(next) = &mut next
+                    && state.cancels.contains(&next.task.id)
+                {
+                    next.task.cancel_requested = true;
+                }
+                if state.claims_out == 0 {
+                    state.cancels.clear();
+                }
                 match next {
                     Some(next) if state.running.is_none() => {
                         begin(state, next.task, next.stored, run_on, myself.clone());
