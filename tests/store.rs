@@ -92,21 +92,16 @@ async fn claims_for_some_work_take_only_a_task_doing_it<S: Store>(store: S) {
         store.submit(t, 100).await.unwrap();
     }
     let work = Work::of(&first);
+    // The id of the task claimed for `trainer` doing `work`, if any.
+    let claim = async |trainer: &str, work: &Work| {
+        let claimed = store.claim_work(trainer, DeviceSpec::Cpu, work).await;
+        claimed.unwrap().map(|c| c.task.id)
+    };
     let taken = store.claim("t1", DeviceSpec::Cpu).await.unwrap().unwrap();
     assert_eq!(taken.id, first.id);
-    let taken = store
-        .claim_work("t1", DeviceSpec::Cpu, &work)
-        .await
-        .unwrap();
-    assert_eq!(taken.map(|c| c.task.id), Some(same.id));
+    assert_eq!(claim("t1", &work).await, Some(same.id));
     // The next task does other work: nothing is claimed, and it stays queued as it was.
-    assert_eq!(
-        store
-            .claim_work("t1", DeviceSpec::Cpu, &work)
-            .await
-            .unwrap(),
-        None
-    );
+    assert_eq!(claim("t1", &work).await, None);
     let queued = found(store.get(other.id).await.unwrap());
     assert_eq!(queued, other);
     assert_eq!(store.queue_depth().await.unwrap(), 1);
@@ -115,25 +110,9 @@ async fn claims_for_some_work_take_only_a_task_doing_it<S: Store>(store: S) {
         dataset: Some(Uuid::new_v4()),
         ..Work::of(&other)
     };
-    assert_eq!(
-        store
-            .claim_work("t1", DeviceSpec::Cpu, &elsewhere)
-            .await
-            .unwrap(),
-        None
-    );
-    let taken = store
-        .claim_work("t2", DeviceSpec::Cpu, &Work::of(&other))
-        .await
-        .unwrap();
-    assert_eq!(taken.map(|c| c.task.id), Some(other.id));
-    assert_eq!(
-        store
-            .claim_work("t2", DeviceSpec::Cpu, &work)
-            .await
-            .unwrap(),
-        None
-    );
+    assert_eq!(claim("t1", &elsewhere).await, None);
+    assert_eq!(claim("t2", &Work::of(&other)).await, Some(other.id));
+    assert_eq!(claim("t2", &work).await, None);
 }
 
 /// A claim takes what is next now, whatever the last claim saw next: a task submitted since at
