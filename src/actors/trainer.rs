@@ -59,6 +59,19 @@ pub struct TrainerArgs<S> {
     pub datasets: Arc<ParsedDatasets>,
 }
 
+// By hand: a derived Clone would ask for `S: Clone`, and `S` is shared through the `Arc`.
+impl<S> Clone for TrainerArgs<S> {
+    fn clone(&self) -> Self {
+        TrainerArgs {
+            name: self.name.clone(),
+            device: self.device,
+            store: self.store.clone(),
+            settings: self.settings,
+            datasets: self.datasets.clone(),
+        }
+    }
+}
+
 pub struct Trainer<S>(std::marker::PhantomData<S>);
 
 impl<S> Default for Trainer<S> {
@@ -163,8 +176,7 @@ impl<S: Store> Actor for Trainer<S> {
                     until: run_on_until,
                 };
                 state.dry = false;
-                begin(state, task, stored, run_on, myself.clone());
-                claim_ahead(state, run_on, &myself);
+                begin(state, task, stored, run_on, myself);
             }
             TrainerMsg::Cancel { id } => {
                 if let Some(running) = &state.running
@@ -228,8 +240,7 @@ impl<S: Store> Actor for Trainer<S> {
                 }
                 match next {
                     Some(next) if state.running.is_none() => {
-                        begin(state, next.task, next.stored, run_on, myself.clone());
-                        claim_ahead(state, run_on, &myself);
+                        begin(state, next.task, next.stored, run_on, myself);
                     }
                     Some(next) => state.ahead.push_back((*next, run_on)),
                     None => {
@@ -342,7 +353,6 @@ impl<S: Store> Actor for Trainer<S> {
                                 ahead_run_on,
                                 myself.clone(),
                             );
-                            claim_ahead(state, ahead_run_on, &myself);
                         }
                         // Work is coming: the next training runs, or a claim will answer.
                         let pending = state.running.is_some() || state.claims_out > 0;
@@ -350,18 +360,11 @@ impl<S: Store> Actor for Trainer<S> {
                             (Ok(outcome), stored, Some(_)) if pending => {
                                 // Written on its own: the trainer waits for it no more than
                                 // a training does.
-                                let finish = success(&state.args, outcome, last_progress);
-                                let store = state.args.store.clone();
+                                let args = state.args.clone();
+                                let result = Ok(outcome);
                                 tokio::spawn(
                                     async move {
-                                        let ending = Ending {
-                                            stored: stored.as_deref(),
-                                            id: task.id,
-                                            attempt: task.attempt,
-                                            finish,
-                                        };
-                                        let written = ending.write(&*store).await;
-                                        note_end(written, TaskEvent::Succeeded, &task);
+                                        record(&args, &task, result, last_progress, stored).await
                                     }
                                     .in_current_span(),
                                 );
@@ -374,14 +377,7 @@ impl<S: Store> Actor for Trainer<S> {
                                 match next {
                                     Some(next) => {
                                         state.dry = false;
-                                        begin(
-                                            state,
-                                            next.task,
-                                            next.stored,
-                                            run_on,
-                                            myself.clone(),
-                                        );
-                                        claim_ahead(state, run_on, &myself);
+                                        begin(state, next.task, next.stored, run_on, myself);
                                     }
                                     None => idle(&state.args.name, task.id, given),
                                 }
@@ -404,7 +400,8 @@ impl<S: Store> Actor for Trainer<S> {
     }
 }
 
-/// Starts attempt `task` (stored as `stored`, when known) on this trainer.
+/// Starts attempt `task` (stored as `stored`, when known) on this trainer, and claims ahead of
+/// it if it is quick (see `claim_ahead`).
 fn begin<S: Store>(
     state: &mut TrainerState<S>,
     task: TaskRecord,
@@ -440,6 +437,7 @@ fn begin<S: Store>(
         began: std::time::Instant::now(),
         quick,
     });
+    claim_ahead(state, run_on, &myself);
     start(&state.args, task, stored, cancel, hard, myself);
 }
 
@@ -503,8 +501,7 @@ async fn run_on_or_idle<S: Store>(
             Ok(Some(next)) => {
                 tracing::info!(task_id = %next.task.id, trainer = %args.name, attempt = next.task.attempt, "task claimed by its trainer, running on");
                 state.dry = false;
-                begin(state, next.task, next.stored, run_on, myself.clone());
-                claim_ahead(state, run_on, &myself);
+                begin(state, next.task, next.stored, run_on, myself);
                 return;
             }
             Ok(None) => {}
