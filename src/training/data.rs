@@ -274,10 +274,12 @@ impl Standardizer {
 
     pub fn transform_x(&self, x: &[f32]) -> Vec<f32> {
         let cols = self.x_mean.len();
-        x.iter()
-            .enumerate()
-            .map(|(i, &v)| (v - self.x_mean[i % cols]) / self.x_std[i % cols])
-            .collect()
+        let mut out = Vec::with_capacity(x.len());
+        for row in x.chunks_exact(cols) {
+            let scaled = row.iter().zip(&self.x_mean).zip(&self.x_std);
+            out.extend(scaled.map(|((&v, &mean), &std)| (v - mean) / std));
+        }
+        out
     }
 
     pub fn transform_y(&self, y: &[f32]) -> Vec<f32> {

@@ -4,10 +4,10 @@
 use std::time::Instant;
 
 use burn::module::Module;
-use burn::nn::loss::{MseLoss, Reduction};
 use burn::nn::{Linear, LinearConfig, Relu};
-use burn::optim::{AdamConfig, GradientsParams};
+use burn::optim::{Adam, AdamConfig, AdamState, Optimizer};
 use burn::store::ModuleRecord;
+use burn::tensor::activation::relu;
 use burn::tensor::{Bytes, Device, Tensor, TensorData};
 use rand::SeedableRng;
 use rand::rngs::StdRng;
@@ -127,6 +127,121 @@ pub struct Fitted {
     pub fit_s: f64,
 }
 
+/// A layer's parameters while it trains, with their Adam state.
+struct TrainingLayer {
+    weight: Tensor<2>,
+    bias: Tensor<1>,
+    weight_state: Option<AdamState<2>>,
+    bias_state: Option<AdamState<1>>,
+}
+
+/// What a training step needs: the layers and the optimizer that updates them.
+///
+/// The gradients are computed directly rather than through burn's autodiff: the network is a
+/// fixed stack of linear layers with ReLU, whose backward pass is two matrix products and a
+/// sum per layer. burn's autodiff records every operation in a graph, which for the small
+/// batches of a quick training cost several times the arithmetic (about 40 us a step for a
+/// linear model on 64 rows, against 13 us computed directly). The update is burn's own Adam;
+/// `direct_gradients_match_autodiff` checks that both ways give the same gradients and weights.
+struct Trainer {
+    layers: Vec<TrainingLayer>,
+    adam: Adam,
+}
+
+impl Trainer {
+    fn new(network: &Network) -> Self {
+        let layers = network
+            .layers
+            .iter()
+            .map(|layer| TrainingLayer {
+                weight: layer.weight.val(),
+                bias: layer.bias.as_ref().expect("layers have a bias").val(),
+                weight_state: None,
+                bias_state: None,
+            })
+            .collect();
+        Trainer {
+            layers,
+            adam: AdamConfig::new().build(),
+        }
+    }
+
+    /// One step of gradient descent on a batch; returns the batch's mean squared error
+    /// before the step.
+    fn step(&mut self, x: Tensor<2>, y: Tensor<2>, learning_rate: f64) -> f32 {
+        let (loss, gradients) = self.gradients(x, y);
+        for (layer, (weight_grad, bias_grad)) in self.layers.iter_mut().zip(gradients) {
+            let (weight, state) = self.adam.step(
+                learning_rate,
+                layer.weight.clone(),
+                weight_grad,
+                layer.weight_state.take(),
+            );
+            (layer.weight, layer.weight_state) = (weight, state);
+            let (bias, state) = self.adam.step(
+                learning_rate,
+                layer.bias.clone(),
+                bias_grad,
+                layer.bias_state.take(),
+            );
+            (layer.bias, layer.bias_state) = (bias, state);
+        }
+        loss
+    }
+
+    /// The batch's mean squared error, and its gradient with respect to each layer's weight
+    /// and bias (in layer order).
+    fn gradients(&self, x: Tensor<2>, y: Tensor<2>) -> (f32, Vec<(Tensor<2>, Tensor<1>)>) {
+        let rows = x.dims()[0];
+        let last = self.layers.len() - 1;
+        // Forward, keeping each layer's input for the backward pass.
+        let mut inputs = Vec::with_capacity(self.layers.len());
+        let mut out = x;
+        for (i, layer) in self.layers.iter().enumerate() {
+            let z = out.clone().matmul(layer.weight.clone()) + layer.bias.clone().unsqueeze();
+            inputs.push(out);
+            out = if i < last { relu(z) } else { z };
+        }
+        let error = out - y;
+        let loss = error.clone().square().mean().into_scalar::<f32>();
+        // Backward: `grad` is the gradient of the loss with respect to a layer's output,
+        // d(mean((out - y)^2)) / d out for the last one.
+        let mut grad = error.mul_scalar(2.0 / rows as f32);
+        let mut gradients = Vec::with_capacity(self.layers.len());
+        for (i, input) in inputs.into_iter().enumerate().rev() {
+            let weight_grad = input.clone().transpose().matmul(grad.clone());
+            let bias_grad = grad.clone().sum_dim(0).squeeze_dim::<1>(0);
+            if i > 0 {
+                // Through this layer's weights and the ReLU that made its input.
+                let inactive = input.lower_equal_elem(0.0);
+                grad = grad
+                    .matmul(self.layers[i].weight.clone().transpose())
+                    .mask_fill(inactive, 0.0);
+            }
+            gradients.push((weight_grad, bias_grad));
+        }
+        gradients.reverse();
+        (loss, gradients)
+    }
+
+    /// The network with the trained weights (same parameter ids as `network`).
+    fn into_network(self, network: Network) -> Network {
+        let layers = network
+            .layers
+            .into_iter()
+            .zip(self.layers)
+            .map(|(layer, trained)| Linear {
+                weight: layer.weight.map(|_| trained.weight),
+                bias: layer.bias.map(|bias| bias.map(|_| trained.bias)),
+            })
+            .collect();
+        Network {
+            layers,
+            activation: network.activation,
+        }
+    }
+}
+
 /// Trains a network on `train` for `epochs`, reporting after every epoch through `control`.
 #[allow(clippy::too_many_arguments)]
 pub fn fit(
@@ -142,11 +257,9 @@ pub fn fit(
     let cols = train.cols;
     let rows = train.rows();
     let scaler = Standardizer::fit(train);
-    let ad = device.clone().autodiff();
-    ad.seed(seed);
-    let mut network = Network::new(cols, hidden, &ad);
-    let mut optim = AdamConfig::new().init();
-    let loss_fn = MseLoss::new();
+    device.seed(seed);
+    let network = Network::new(cols, hidden, device);
+    let mut trainer = Trainer::new(&network);
     let x_scaled = scaler.transform_x(&train.x);
     let y_scaled = scaler.transform_y(&train.y);
     let mut order: Vec<usize> = (0..rows).collect();
@@ -159,8 +272,6 @@ pub fn fit(
         let mut loss_sum = 0.0f64;
         for batch in order.chunks(batch_size) {
             control.check()?;
-            // The batch's rows, gathered on the host: the batches are leaves of the graph, so
-            // the shuffle costs no tensor operations of its own.
             let x_batch: Vec<f32> = batch
                 .iter()
                 .flat_map(|&row| &x_scaled[row * cols..(row + 1) * cols])
@@ -168,12 +279,9 @@ pub fn fit(
                 .collect();
             let y_batch: Vec<f32> = batch.iter().map(|&row| y_scaled[row]).collect();
             let n = batch.len();
-            let x = Tensor::<2>::from_data(TensorData::new(x_batch, [n, cols]), &ad);
-            let y = Tensor::<2>::from_data(TensorData::new(y_batch, [n, 1]), &ad);
-            let loss = loss_fn.forward(network.forward(x), y, Reduction::Mean);
-            let grads = GradientsParams::from_grads(loss.backward(), &network);
-            loss_sum += loss.into_scalar::<f32>() as f64 * n as f64;
-            network = optim.step(learning_rate, network, grads);
+            let x = Tensor::<2>::from_data(TensorData::new(x_batch, [n, cols]), device);
+            let y = Tensor::<2>::from_data(TensorData::new(y_batch, [n, 1]), device);
+            loss_sum += trainer.step(x, y, learning_rate) as f64 * n as f64;
         }
         last_epoch_loss = loss_sum / rows as f64;
         if !last_epoch_loss.is_finite() {
@@ -190,10 +298,115 @@ pub fn fit(
         model: NeuralModel {
             hidden: hidden.to_vec(),
             scaler,
-            network: network.valid(),
+            network: trainer.into_network(network),
             device: device.clone(),
         },
         last_epoch_loss,
         fit_s,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use burn::nn::loss::{MseLoss, Reduction};
+    use burn::optim::GradientsParams;
+
+    use super::*;
+
+    /// Asserts that two lists of tensors hold the same values, to within float rounding.
+    fn assert_close(what: &str, actual: Vec<TensorData>, expected: Vec<TensorData>) {
+        assert_eq!(actual.len(), expected.len());
+        for (a, e) in actual.into_iter().zip(expected) {
+            assert_eq!(a.shape(), e.shape(), "{what}");
+            let (a, e) = (
+                a.try_into_vec::<f32>().unwrap(),
+                e.try_into_vec::<f32>().unwrap(),
+            );
+            for (a, e) in a.into_iter().zip(e) {
+                assert!(
+                    (a - e).abs() <= 1e-5 * e.abs().max(1.0),
+                    "{what}: {a} != {e}"
+                );
+            }
+        }
+    }
+
+    /// Each layer's weight and bias, in layer order.
+    fn weights(network: &Network) -> Vec<TensorData> {
+        network
+            .layers
+            .iter()
+            .flat_map(|layer| {
+                let bias = layer.bias.as_ref().unwrap().val().into_data();
+                [layer.weight.val().into_data(), bias]
+            })
+            .collect()
+    }
+
+    /// The gradients computed directly are those burn's autodiff computes, and steps taken
+    /// with them and burn's Adam give the weights that burn's module optimizer gives, with and
+    /// without hidden ReLU layers. (The weights alone would not show a wrongly scaled
+    /// gradient: Adam divides it out.)
+    #[test]
+    fn direct_gradients_match_autodiff() {
+        let device = Device::flex();
+        let (rows, cols) = (48, 5);
+        let mut rng = StdRng::seed_from_u64(7);
+        let x: Vec<f32> = (0..rows * cols)
+            .map(|_| rand::Rng::random_range(&mut rng, -2.0..2.0))
+            .collect();
+        let y: Vec<f32> = x.chunks(cols).map(|r| r[0] - 2.0 * r[3] + 0.5).collect();
+        for hidden in [vec![], vec![16, 8]] {
+            device.seed(3);
+            let start = Network::new(cols, &hidden, &device);
+            let mut trainer = Trainer::new(&start);
+            let ad = device.clone().autodiff();
+            let mut network = start.clone().fork(&ad).train();
+            let mut optim = AdamConfig::new().init();
+            // Batches of different sizes, as the last batch of an epoch can be.
+            for range in [0..16, 16..32, 32..48, 8..40] {
+                let n = range.len();
+                let (xs, ys) = (&x[range.start * cols..range.end * cols], &y[range]);
+                let batch = |data: &[f32], width: usize, device: &Device| {
+                    Tensor::<2>::from_data(TensorData::new(data.to_vec(), [n, width]), device)
+                };
+
+                let (loss, gradients) =
+                    trainer.gradients(batch(xs, cols, &device), batch(ys, 1, &device));
+                let expected_loss = MseLoss::new().forward(
+                    network.forward(batch(xs, cols, &ad)),
+                    batch(ys, 1, &ad),
+                    Reduction::Mean,
+                );
+                let backward = expected_loss.backward();
+                let expected: Vec<TensorData> = network
+                    .layers
+                    .iter()
+                    .flat_map(|layer| {
+                        let bias = layer.bias.as_ref().unwrap().grad(&backward).unwrap();
+                        [
+                            layer.weight.grad(&backward).unwrap().into_data(),
+                            bias.into_data(),
+                        ]
+                    })
+                    .collect();
+                let actual = gradients
+                    .into_iter()
+                    .flat_map(|(w, b)| [w.into_data(), b.into_data()])
+                    .collect();
+                assert_close(&format!("gradients, hidden {hidden:?}"), actual, expected);
+                let expected_loss = expected_loss.into_scalar::<f32>();
+                assert!((loss - expected_loss).abs() <= 1e-5 * expected_loss.max(1.0));
+
+                trainer.step(batch(xs, cols, &device), batch(ys, 1, &device), 0.05);
+                let grads = GradientsParams::from_grads(backward, &network);
+                network = optim.step(0.05, network, grads);
+            }
+            assert_close(
+                &format!("weights, hidden {hidden:?}"),
+                weights(&trainer.into_network(start)),
+                weights(&network.valid()),
+            );
+        }
+    }
 }
