@@ -622,40 +622,98 @@ impl Drop for Ends {
     }
 }
 
-/// Submits `n` tasks from `clients` threads, round robin over `urls`; returns the ids.
+/// Submits `n` tasks from `clients` keep-alive connections, round robin over `urls`; returns
+/// the ids. All connections are driven from one thread, as wrk does (see `status_load`), and
+/// each sends the same request bytes, built once: the load generator shares the 2 cores with
+/// what it measures.
 fn submit_all(
     urls: &[String],
     dataset: &str,
     n: usize,
     clients: usize,
 ) -> anyhow::Result<Vec<String>> {
-    let body = tiny_training(dataset);
-    let results: Vec<anyhow::Result<Vec<String>>> = std::thread::scope(|scope| {
-        let handles: Vec<_> = (0..clients)
-            .map(|c| {
-                let body = &body;
-                scope.spawn(move || {
-                    let agent = agent();
-                    let url = format!("{}/train/linear/async", urls[c % urls.len()]);
-                    let mut ids = Vec::new();
-                    for _ in (c..n).step_by(clients) {
-                        let (status, answer) = post(&agent, &url, body)?;
-                        if status != 202 {
-                            bail!("submit answered {status}: {answer}");
-                        }
-                        ids.push(answer["task_id"].as_str().unwrap_or("").to_string());
+    let body = tiny_training(dataset).to_string();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let per_client: Vec<anyhow::Result<Vec<String>>> = runtime.block_on(async {
+        let mut set = tokio::task::JoinSet::new();
+        for c in 0..clients.min(n.max(1)) {
+            let addr = host_port(&urls[c % urls.len()])?.to_string();
+            let request = format!(
+                "POST /train/linear/async HTTP/1.1\r\nHost: {addr}\r\n\
+                 Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+                body.len()
+            );
+            let count = (c..n).step_by(clients).count();
+            set.spawn(async move {
+                let mut connection = Connection::open(&addr).await?;
+                let mut ids = Vec::with_capacity(count);
+                for _ in 0..count {
+                    let (status, answer) = connection.exchange(request.as_bytes()).await?;
+                    #[derive(serde::Deserialize)]
+                    struct Accepted<'a> {
+                        task_id: &'a str,
                     }
-                    Ok(ids)
-                })
-            })
-            .collect();
-        handles.into_iter().map(|h| h.join().unwrap()).collect()
-    });
+                    match serde_json::from_slice::<Accepted>(answer) {
+                        Ok(accepted) if status == 202 => ids.push(accepted.task_id.to_string()),
+                        _ => bail!(
+                            "submit answered {status}: {}",
+                            String::from_utf8_lossy(answer)
+                        ),
+                    }
+                }
+                Ok(ids)
+            });
+        }
+        anyhow::Ok(set.join_all().await)
+    })?;
     let mut ids = Vec::with_capacity(n);
-    for r in results {
-        ids.extend(r?);
+    for client in per_client {
+        ids.extend(client?);
     }
     Ok(ids)
+}
+
+/// `host:port` of an `http://` address.
+fn host_port(url: &str) -> anyhow::Result<&str> {
+    url.strip_prefix("http://")
+        .with_context(|| format!("not an http:// address: {url}"))
+}
+
+/// A keep-alive HTTP/1.1 connection of the load generator, which sends requests written out
+/// in full and reads just enough of each answer to find its end.
+struct Connection {
+    stream: tokio::net::TcpStream,
+    buf: Vec<u8>,
+}
+
+impl Connection {
+    async fn open(addr: &str) -> std::io::Result<Connection> {
+        let stream = tokio::net::TcpStream::connect(addr).await?;
+        stream.set_nodelay(true)?;
+        Ok(Connection {
+            stream,
+            buf: Vec::with_capacity(4096),
+        })
+    }
+
+    /// Sends `request` and returns the answer's status and body.
+    async fn exchange(&mut self, request: &[u8]) -> std::io::Result<(u16, &[u8])> {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        self.stream.write_all(request).await?;
+        self.buf.clear();
+        loop {
+            let mut chunk = [0u8; 4096];
+            match self.stream.read(&mut chunk).await? {
+                0 => return Err(std::io::ErrorKind::UnexpectedEof.into()),
+                n => self.buf.extend_from_slice(&chunk[..n]),
+            }
+            if let Some((status, body)) = whole_response(&self.buf) {
+                return Ok((status, &self.buf[body]));
+            }
+        }
+    }
 }
 
 fn throughput(
@@ -877,10 +935,7 @@ fn status_load(
     if ids.is_empty() {
         bail!("no task ids to ask for");
     }
-    let addr = url
-        .strip_prefix("http://")
-        .with_context(|| format!("not an http:// address: {url}"))?
-        .to_string();
+    let addr = host_port(url)?.to_string();
     let requests: Arc<[String]> = ids
         .iter()
         .map(|id| format!("GET /task/{id}/status HTTP/1.1\r\nHost: {addr}\r\n\r\n"))
@@ -924,52 +979,34 @@ async fn status_connection(
     step: usize,
     deadline: Instant,
 ) -> (Vec<u32>, usize) {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let (mut latencies_us, mut errors) = (Vec::new(), 0);
-    let mut buf = Vec::with_capacity(4096);
     let mut i = c;
     'connect: while Instant::now() < deadline {
-        let Ok(mut stream) = tokio::net::TcpStream::connect(&addr).await else {
+        let Ok(mut connection) = Connection::open(&addr).await else {
             errors += 1;
             tokio::time::sleep(Duration::from_millis(10)).await;
             continue;
         };
-        let _ = stream.set_nodelay(true);
         while Instant::now() < deadline {
             let request = &requests[i % requests.len()];
             i += step;
             let sent = Instant::now();
-            if stream.write_all(request.as_bytes()).await.is_err() {
-                errors += 1;
-                continue 'connect;
-            }
-            buf.clear();
-            let status = loop {
-                let mut chunk = [0u8; 4096];
-                match stream.read(&mut chunk).await {
-                    Ok(0) | Err(_) => {
-                        errors += 1;
-                        continue 'connect;
-                    }
-                    Ok(n) => buf.extend_from_slice(&chunk[..n]),
+            match connection.exchange(request.as_bytes()).await {
+                Ok((200, _)) => latencies_us.push(sent.elapsed().as_micros() as u32),
+                Ok(_) => errors += 1,
+                Err(_) => {
+                    errors += 1;
+                    continue 'connect;
                 }
-                if let Some(status) = whole_response(&buf) {
-                    break status;
-                }
-            };
-            if status == 200 {
-                latencies_us.push(sent.elapsed().as_micros() as u32);
-            } else {
-                errors += 1;
             }
         }
     }
     (latencies_us, errors)
 }
 
-/// The status code of the HTTP/1.1 response in `buf` once all of it (head and
-/// `content-length` bytes of body) has arrived.
-fn whole_response(buf: &[u8]) -> Option<u16> {
+/// The status code of the HTTP/1.1 response in `buf`, and where its body lies, once all of it
+/// (head and `content-length` bytes of body) has arrived.
+fn whole_response(buf: &[u8]) -> Option<(u16, std::ops::Range<usize>)> {
     let head_end = buf.windows(4).position(|w| w == b"\r\n\r\n")? + 4;
     let head = std::str::from_utf8(&buf[..head_end]).ok()?;
     let status = head.get(9..12)?.parse().ok()?;
@@ -981,7 +1018,7 @@ fn whole_response(buf: &[u8]) -> Option<u16> {
                 .then(|| value.trim().parse().ok())?
         })
         .unwrap_or(0);
-    (buf.len() >= head_end + length).then_some(status)
+    (buf.len() >= head_end + length).then_some((status, head_end..head_end + length))
 }
 
 /// The store's claim cost (mean `claim` duration from the node's own metrics) and the dispatch
@@ -1198,10 +1235,13 @@ mod tests {
         buf.extend_from_slice(b"{\"a\":1");
         assert_eq!(whole_response(&buf), None);
         buf.push(b'}');
-        assert_eq!(whole_response(&buf), Some(200));
+        assert_eq!(
+            whole_response(&buf),
+            Some((200, head.len()..head.len() + 7))
+        );
         assert_eq!(
             whole_response(b"HTTP/1.1 404 Not Found\r\ncontent-length: 0\r\n\r\n"),
-            Some(404)
+            Some((404, 45..45))
         );
     }
 }
