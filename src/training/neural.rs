@@ -127,12 +127,28 @@ pub struct Fitted {
     pub fit_s: f64,
 }
 
-/// A layer's parameters while it trains, with their Adam state.
+/// A layer's parameters while it trains.
 struct TrainingLayer {
-    weight: Tensor<2>,
-    bias: Tensor<1>,
-    weight_state: Option<AdamState<2>>,
-    bias_state: Option<AdamState<1>>,
+    weight: Parameter<2>,
+    bias: Parameter<1>,
+}
+
+/// A parameter while it trains, with its Adam state.
+struct Parameter<const D: usize> {
+    value: Tensor<D>,
+    state: Option<AdamState<D>>,
+}
+
+impl<const D: usize> Parameter<D> {
+    fn new(value: Tensor<D>) -> Self {
+        Parameter { value, state: None }
+    }
+
+    /// One update by `adam` with gradient `grad`.
+    fn update(&mut self, adam: &Adam, learning_rate: f64, grad: Tensor<D>) {
+        let (value, state) = adam.step(learning_rate, self.value.clone(), grad, self.state.take());
+        (self.value, self.state) = (value, state);
+    }
 }
 
 /// What a training step needs: the layers and the optimizer that updates them.
@@ -154,10 +170,8 @@ impl Trainer {
             .layers
             .iter()
             .map(|layer| TrainingLayer {
-                weight: layer.weight.val(),
-                bias: layer.bias.as_ref().expect("layers have a bias").val(),
-                weight_state: None,
-                bias_state: None,
+                weight: Parameter::new(layer.weight.val()),
+                bias: Parameter::new(layer.bias.as_ref().expect("layers have a bias").val()),
             })
             .collect();
         Trainer {
@@ -171,20 +185,8 @@ impl Trainer {
     fn step(&mut self, x: Tensor<2>, y: Tensor<2>, learning_rate: f64) -> f32 {
         let (loss, gradients) = self.gradients(x, y);
         for (layer, (weight_grad, bias_grad)) in self.layers.iter_mut().zip(gradients) {
-            let (weight, state) = self.adam.step(
-                learning_rate,
-                layer.weight.clone(),
-                weight_grad,
-                layer.weight_state.take(),
-            );
-            (layer.weight, layer.weight_state) = (weight, state);
-            let (bias, state) = self.adam.step(
-                learning_rate,
-                layer.bias.clone(),
-                bias_grad,
-                layer.bias_state.take(),
-            );
-            (layer.bias, layer.bias_state) = (bias, state);
+            layer.weight.update(&self.adam, learning_rate, weight_grad);
+            layer.bias.update(&self.adam, learning_rate, bias_grad);
         }
         loss
     }
@@ -198,7 +200,8 @@ impl Trainer {
         let mut inputs = Vec::with_capacity(self.layers.len());
         let mut out = x;
         for (i, layer) in self.layers.iter().enumerate() {
-            let z = out.clone().matmul(layer.weight.clone()) + layer.bias.clone().unsqueeze();
+            let z = out.clone().matmul(layer.weight.value.clone())
+                + layer.bias.value.clone().unsqueeze();
             inputs.push(out);
             out = if i < last { relu(z) } else { z };
         }
@@ -215,7 +218,7 @@ impl Trainer {
                 // Through this layer's weights and the ReLU that made its input.
                 let inactive = input.lower_equal_elem(0.0);
                 grad = grad
-                    .matmul(self.layers[i].weight.clone().transpose())
+                    .matmul(self.layers[i].weight.value.clone().transpose())
                     .mask_fill(inactive, 0.0);
             }
             gradients.push((weight_grad, bias_grad));
@@ -231,8 +234,8 @@ impl Trainer {
             .into_iter()
             .zip(self.layers)
             .map(|(layer, trained)| Linear {
-                weight: layer.weight.map(|_| trained.weight),
-                bias: layer.bias.map(|bias| bias.map(|_| trained.bias)),
+                weight: layer.weight.map(|_| trained.weight.value),
+                bias: layer.bias.map(|bias| bias.map(|_| trained.bias.value)),
             })
             .collect();
         Network {
