@@ -159,12 +159,12 @@ impl<const D: usize> Parameter<D> {
 /// batches of a quick training cost several times the arithmetic (about 40 us a step for a
 /// linear model on 64 rows, against 13 us computed directly). The update is burn's own Adam;
 /// `direct_gradients_match_autodiff` checks that both ways give the same gradients and weights.
-struct Trainer {
+struct TrainingNetwork {
     layers: Vec<TrainingLayer>,
     adam: Adam,
 }
 
-impl Trainer {
+impl TrainingNetwork {
     fn new(network: &Network) -> Self {
         let layers = network
             .layers
@@ -174,7 +174,7 @@ impl Trainer {
                 bias: Parameter::new(layer.bias.as_ref().expect("layers have a bias").val()),
             })
             .collect();
-        Trainer {
+        TrainingNetwork {
             layers,
             adam: AdamConfig::new().build(),
         }
@@ -262,7 +262,7 @@ pub fn fit(
     let scaler = Standardizer::fit(train);
     device.seed(seed);
     let network = Network::new(cols, hidden, device);
-    let mut trainer = Trainer::new(&network);
+    let mut training = TrainingNetwork::new(&network);
     let x_scaled = scaler.transform_x(&train.x);
     let y_scaled = scaler.transform_y(&train.y);
     let mut order: Vec<usize> = (0..rows).collect();
@@ -284,7 +284,7 @@ pub fn fit(
             let n = batch.len();
             let x = Tensor::<2>::from_data(TensorData::new(x_batch, [n, cols]), device);
             let y = Tensor::<2>::from_data(TensorData::new(y_batch, [n, 1]), device);
-            loss_sum += trainer.step(x, y, learning_rate) as f64 * n as f64;
+            loss_sum += training.step(x, y, learning_rate) as f64 * n as f64;
         }
         last_epoch_loss = loss_sum / rows as f64;
         if !last_epoch_loss.is_finite() {
@@ -301,7 +301,7 @@ pub fn fit(
         model: NeuralModel {
             hidden: hidden.to_vec(),
             scaler,
-            network: trainer.into_network(network),
+            network: training.into_network(network),
             device: device.clone(),
         },
         last_epoch_loss,
@@ -362,7 +362,7 @@ mod tests {
         for hidden in [vec![], vec![16, 8]] {
             device.seed(3);
             let start = Network::new(cols, &hidden, &device);
-            let mut trainer = Trainer::new(&start);
+            let mut training = TrainingNetwork::new(&start);
             let ad = device.clone().autodiff();
             let mut network = start.clone().fork(&ad).train();
             let mut optim = AdamConfig::new().init();
@@ -375,7 +375,7 @@ mod tests {
                 };
 
                 let (loss, gradients) =
-                    trainer.gradients(batch(xs, cols, &device), batch(ys, 1, &device));
+                    training.gradients(batch(xs, cols, &device), batch(ys, 1, &device));
                 let expected_loss = MseLoss::new().forward(
                     network.forward(batch(xs, cols, &ad)),
                     batch(ys, 1, &ad),
@@ -401,13 +401,13 @@ mod tests {
                 let expected_loss = expected_loss.into_scalar::<f32>();
                 assert!((loss - expected_loss).abs() <= 1e-5 * expected_loss.max(1.0));
 
-                trainer.step(batch(xs, cols, &device), batch(ys, 1, &device), 0.05);
+                training.step(batch(xs, cols, &device), batch(ys, 1, &device), 0.05);
                 let grads = GradientsParams::from_grads(backward, &network);
                 network = optim.step(0.05, network, grads);
             }
             assert_close(
                 &format!("weights, hidden {hidden:?}"),
-                weights(&trainer.into_network(start)),
+                weights(&training.into_network(start)),
                 weights(&network.valid()),
             );
         }
