@@ -151,8 +151,28 @@ fn machine() -> String {
     format!("{cores} cores, {memory} GB")
 }
 
-fn free_port() -> anyhow::Result<u16> {
-    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+/// A loopback port free now, for a process this one starts next. Ports come from below the
+/// kernel's ephemeral range (32768 and up on Linux), each process counting up from its own
+/// offset in 20000-32767: a port the kernel hands out as `:0` may be taken again by any
+/// outgoing connection before the process meant to bind it does, and load tests open many.
+pub fn free_port() -> anyhow::Result<u16> {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    const FIRST: u32 = 20_000;
+    const COUNT: u32 = 12_768;
+    static NEXT: AtomicU32 = AtomicU32::new(u32::MAX);
+    let _ = NEXT.compare_exchange(
+        u32::MAX,
+        std::process::id().wrapping_mul(7919) % COUNT,
+        Ordering::Relaxed,
+        Ordering::Relaxed,
+    );
+    for _ in 0..COUNT {
+        let port = (FIRST + NEXT.fetch_add(1, Ordering::Relaxed) % COUNT) as u16;
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return Ok(port);
+        }
+    }
+    anyhow::bail!("no free loopback port in {FIRST}-{}", FIRST + COUNT - 1)
 }
 
 /// The load generator's HTTP client. Its timeouts are per phase, not one global timeout: with

@@ -3,7 +3,6 @@
 
 #![allow(dead_code)]
 
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
@@ -11,12 +10,9 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
+/// A loopback port free now, outside the kernel's ephemeral range (see `bench::free_port`).
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    trainyard::bench::free_port().unwrap()
 }
 
 /// A fresh, empty folder under the system temp dir, `trainyard-{tag}-{pid}-{n}`. Folders of
