@@ -318,8 +318,10 @@ fn run_node(config: Config) -> anyhow::Result<()> {
         .with_writer(std::io::stderr)
         .init();
     let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
-    runtime.block_on(node::run(config, shutdown_signal()))?;
-    Ok(())
+    let stopped = runtime.block_on(node::run(config, shutdown_signal()));
+    // A training deaf to its cancel must not keep a stopped node's process alive.
+    runtime.shutdown_timeout(std::time::Duration::from_secs(2));
+    Ok(stopped?)
 }
 
 /// Resolves on Ctrl-C or SIGTERM.

@@ -108,6 +108,12 @@ async fn serve<S: Store>(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), NodeError> {
     let node = config.node.name.clone();
+    // The stop, as the HTTP edge and the node's own wind-down see it.
+    let (stop_tx, mut stop_rx) = tokio::sync::watch::channel(false);
+    tokio::spawn(async move {
+        shutdown.await;
+        let _ = stop_tx.send(true);
+    });
     let addr: SocketAddr = config
         .http
         .listen
@@ -181,6 +187,8 @@ async fn serve<S: Store>(
             max_in_flight: config.http.max_in_flight_per_client,
         }),
         callback_hosts: config.notifications.allowed_hosts.clone(),
+        health: Default::default(),
+        stopping: stop_rx.clone(),
     });
     let notifier = tokio::spawn(crate::notify::run(
         store.clone(),
@@ -194,7 +202,9 @@ async fn serve<S: Store>(
     tracing::info!(http = %bound, node = %config.node.name, trainers = config.trainers.devices.len(), "node ready");
     warp::serve(http::routes(api))
         .incoming(listener)
-        .graceful(shutdown)
+        .graceful(async move {
+            let _ = stop_rx.wait_for(|stopping| *stopping).await;
+        })
         .run()
         .await;
 
@@ -206,7 +216,7 @@ async fn serve<S: Store>(
     if let Err(e) = store.announce(&info).await {
         tracing::warn!(error = %e, "cannot announce that this node drains");
     }
-    if let Some(dispatcher) = local_dispatcher() {
+    if let Some(dispatcher) = local_dispatcher(&node) {
         let _ = dispatcher.cast(DispatcherMsg::Drain);
     }
     let ours = async || -> Vec<_> {

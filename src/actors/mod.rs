@@ -25,7 +25,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 pub use datasets::ParsedDatasets;
 pub use dispatcher::Dispatcher;
 pub use messages::{DispatcherMsg, Ended, SupervisorMsg, TrainerInfo, TrainerMsg};
-pub use supervisor::{DISPATCHER_NAME, Supervisor, SupervisorArgs};
+pub use supervisor::{Supervisor, SupervisorArgs, dispatcher_name};
 pub use trainer::{Trainer, TrainerArgs};
 
 use crate::store::{Finish, Lease, Store, TaskError};
@@ -80,9 +80,9 @@ pub fn trainer_name(node: &str, device: &DeviceSpec, index: usize) -> String {
     format!("{node}/{device}-{index}")
 }
 
-/// This node's dispatcher, if it runs.
-pub fn local_dispatcher() -> Option<ractor::ActorRef<DispatcherMsg>> {
-    ractor::registry::where_is(DISPATCHER_NAME).map(ractor::ActorRef::from)
+/// The dispatcher of `node`, this process's node, if it runs.
+pub fn local_dispatcher(node: &str) -> Option<ractor::ActorRef<DispatcherMsg>> {
+    ractor::registry::where_is(dispatcher_name(node)).map(ractor::ActorRef::from)
 }
 
 /// Ends the leased attempt of a task whose trainer died: retried (after `delay_s`) while

@@ -15,8 +15,12 @@ use crate::store::{Store, TaskError};
 use crate::telemetry;
 use crate::training::DeviceSpec;
 
-/// Name of the dispatcher in ractor's registry.
-pub const DISPATCHER_NAME: &str = "trainyard.dispatcher";
+/// Name of `node`'s dispatcher in ractor's registry. It names the node: ractor_cluster
+/// registers a stub of every remote actor under the remote actor's name, so a name shared by
+/// every node's dispatcher could find another node's stub instead of this node's dispatcher.
+pub fn dispatcher_name(node: &str) -> String {
+    format!("trainyard.dispatcher.{node}")
+}
 const FIRST_BACKOFF: Duration = Duration::from_millis(200);
 const MAX_BACKOFF: Duration = Duration::from_secs(30);
 
@@ -77,7 +81,7 @@ impl<S: Store> Actor for Supervisor<S> {
             recover_attempt(&args.store, &lease, error, false, 0.0).await;
         }
         let (dispatcher, _) = Actor::spawn_linked(
-            Some(DISPATCHER_NAME.into()),
+            Some(dispatcher_name(&args.node)),
             Dispatcher {
                 store: args.store.clone(),
                 membership: args.membership.clone(),

@@ -132,6 +132,19 @@ impl<S: Store> Actor for Trainer<S> {
     type State = TrainerState<S>;
     type Arguments = TrainerArgs<S>;
 
+    /// A trainer stops with its node: the training it runs stops at its next batch (the node
+    /// requeued its task already), so that no training thread outlives the node.
+    async fn post_stop(
+        &self,
+        _myself: ActorRef<Self::Msg>,
+        state: &mut Self::State,
+    ) -> Result<(), ActorProcessingErr> {
+        if let Some(running) = &state.running {
+            running.cancel.cancel();
+        }
+        Ok(())
+    }
+
     async fn pre_start(
         &self,
         myself: ActorRef<Self::Msg>,

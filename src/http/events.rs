@@ -43,8 +43,13 @@ pub async fn task<S: Store>(
     let store = api.store.clone();
     // Subscribed before the history is read, so nothing falls between the two.
     let live = store.subscribe();
+    let stop = api.stopping.clone();
     tokio::spawn(async move {
-        let feed = Feed { tx, last: after };
+        let feed = Feed {
+            tx,
+            last: after,
+            stop,
+        };
         let ended_before = task.state.is_terminal();
         feed.follow_task(&*store, task.id, live, ended_before).await;
     });
@@ -58,8 +63,13 @@ pub async fn all<S: Store>(last_event_id: Option<String>, api: Arc<Api<S>>) -> R
     let (tx, rx) = mpsc::channel(CLIENT_BUFFER);
     let store = api.store.clone();
     let live = store.subscribe();
+    let stop = api.stopping.clone();
     tokio::spawn(async move {
-        let feed = Feed { tx, last: after };
+        let feed = Feed {
+            tx,
+            last: after,
+            stop,
+        };
         feed.follow_all(&*store, live).await;
     });
     Ok(reply(rx))
@@ -99,6 +109,8 @@ struct Feed {
     tx: mpsc::Sender<SseEvent>,
     /// The id of the last event sent (or the client's `Last-Event-ID`).
     last: Option<EventId>,
+    /// True once the node stops: the feed ends, and with it the client's response.
+    stop: tokio::sync::watch::Receiver<bool>,
 }
 
 /// Why a feed stops.
@@ -110,6 +122,15 @@ enum Stop {
 }
 
 impl Feed {
+    /// Resolves when the client has gone or the node stops: a feed waiting for events that may
+    /// never come (a task that stays queued) must not outlive its client, nor hold up a stop.
+    async fn over(&mut self) {
+        tokio::select! {
+            () = self.tx.closed() => {}
+            _ = self.stop.wait_for(|stopping| *stopping) => {}
+        }
+    }
+
     async fn follow_task<S: Store>(
         mut self,
         store: &S,
@@ -134,7 +155,10 @@ impl Feed {
             }
         }
         loop {
-            let step = tokio::time::timeout(QUIET_REREAD, live.recv()).await;
+            let step = tokio::select! {
+                step = tokio::time::timeout(QUIET_REREAD, live.recv()) => step,
+                () = self.over() => return,
+            };
             let outcome = match step {
                 Ok(Ok(event)) if event.task == id => self.send(&event).await,
                 Ok(Ok(_)) => continue,
@@ -193,7 +217,11 @@ impl Feed {
             }
         }
         loop {
-            let outcome = match live.recv().await {
+            let received = tokio::select! {
+                received = live.recv() => received,
+                () = self.over() => return,
+            };
+            let outcome = match received {
                 Ok(event) => self.send(&event).await,
                 Err(RecvError::Closed) => return,
                 Err(RecvError::Lagged(missed)) => {

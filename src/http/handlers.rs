@@ -14,7 +14,7 @@ use warp::reply::{Response, json as reply_json, with_status};
 use warp::{Rejection, Reply};
 
 use super::{Api, ApiError};
-use crate::actors::{DispatcherMsg, TrainerMsg, local_dispatcher};
+use crate::actors::{DispatcherMsg, TrainerMsg};
 use crate::cluster;
 use crate::store::{
     CancelOutcome, DatasetInfo, IdempotencyKey, Lookup, Store, Submitted, TaskFilter, TaskProgress,
@@ -328,6 +328,7 @@ pub async fn submit_sync<S: Store>(
         .await
         .map_err(reject)?;
     let deadline = Instant::now() + Duration::from_secs_f64(wait_s);
+    let mut stopping = api.stopping.clone();
     loop {
         if let Lookup::Found(found) = api.store.get(task.id).await.map_err(reject)?
             && found.state.is_terminal()
@@ -346,7 +347,21 @@ pub async fn submit_sync<S: Store>(
             error.extra = Some(json!({"task_id": task.id}));
             return Err(reject(error));
         }
-        tokio::time::sleep(Duration::from_millis(50)).await;
+        tokio::select! {
+            () = tokio::time::sleep(Duration::from_millis(50)) => {}
+            _ = stopping.wait_for(|stopping| *stopping) => {
+                let mut error = ApiError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "node_stopping",
+                    format!(
+                        "this node is stopping; task {} is kept and runs on; poll /task/{}/result",
+                        task.id, task.id
+                    ),
+                );
+                error.extra = Some(json!({"task_id": task.id}));
+                return Err(reject(error));
+            }
+        }
     }
 }
 
@@ -563,60 +578,6 @@ pub async fn tasks<S: Store>(api: Arc<Api<S>>, query: HashMap<String, String>) -
     Ok(reply_json(&json!({"success": true, "count": tasks.len(), "tasks": tasks})).into_response())
 }
 
-/// `GET /cluster/health` (and `/celery/health`): the store, the queue, and a summary of the
-/// cluster: nodes alive and connected, trainers idle and busy, the leader.
-pub async fn health<S: Store>(api: Arc<Api<S>>) -> Reply_ {
-    let store = api.store.ping().await;
-    let depth = match &store {
-        Ok(()) => api.store.queue_depth().await.ok(),
-        Err(_) => None,
-    };
-    let trainers = match local_dispatcher() {
-        Some(d) => ractor::call_t!(d, DispatcherMsg::Trainers, 2000).unwrap_or_default(),
-        None => Vec::new(),
-    };
-    let view = match &store {
-        Ok(()) => cluster_view(&api).await.ok(),
-        Err(_) => None,
-    };
-    let cluster = view.map(|v| {
-        let count = |key: &str| v.nodes.iter().filter(|n| n[key] == true).count();
-        let seats: Vec<&Value> = v
-            .nodes
-            .iter()
-            .flat_map(|n| n["trainers"].as_array().into_iter().flatten())
-            .collect();
-        let in_state = |s: &str| seats.iter().filter(|t| t["state"] == s).count();
-        json!({
-            "leader": v.leader,
-            "nodes": v.nodes.len(),
-            "alive": count("alive"),
-            "connected": count("connected"),
-            "trainers": seats.len(),
-            "idle": in_state("idle"),
-            "busy": in_state("busy"),
-            "down": in_state("down"),
-        })
-    });
-    let healthy = store.is_ok() && !trainers.is_empty();
-    let answer = json!({
-        "success": healthy,
-        "status": if healthy { "healthy" } else { "unhealthy" },
-        "node": api.node,
-        "store": match &store { Ok(()) => "ok".to_string(), Err(e) => e.to_string() },
-        "queue_depth": depth,
-        "workers": trainers.len(),
-        "trainers": trainers,
-        "cluster": cluster,
-    });
-    let status = if healthy {
-        StatusCode::OK
-    } else {
-        StatusCode::SERVICE_UNAVAILABLE
-    };
-    Ok(with_status(reply_json(&answer), status).into_response())
-}
-
 pub async fn upload_dataset<S: Store>(
     api: Arc<Api<S>>,
     query: HashMap<String, String>,
@@ -816,13 +777,13 @@ pub async fn nodes<S: Store>(api: Arc<Api<S>>) -> Reply_ {
     .into_response())
 }
 
-struct ClusterView {
-    leader: Option<String>,
-    nodes: Vec<Value>,
+pub(super) struct ClusterView {
+    pub(super) leader: Option<String>,
+    pub(super) nodes: Vec<Value>,
 }
 
 /// The cluster as the store and this node's sessions show it, the same from every node.
-async fn cluster_view<S: Store>(api: &Api<S>) -> Result<ClusterView, ApiError> {
+pub(super) async fn cluster_view<S: Store>(api: &Api<S>) -> Result<ClusterView, ApiError> {
     let known = api.store.nodes().await?;
     let leases = api.store.leases().await?;
     let draining = api.store.draining().await?;

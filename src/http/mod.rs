@@ -8,6 +8,7 @@
 mod error;
 mod events;
 mod handlers;
+mod health;
 pub mod limits;
 mod schedules;
 
@@ -45,6 +46,11 @@ pub struct Api<S> {
     pub limits: Arc<limits::Limits>,
     /// Hosts a task's `callback_url` may name.
     pub callback_hosts: Vec<String>,
+    /// The latest health answer, computed at most once a second.
+    pub health: health::HealthCache,
+    /// Turns true when the node begins to stop: event streams end and sync waits answer, so
+    /// that the HTTP server's graceful stop is not held up by connections that never end.
+    pub stopping: tokio::sync::watch::Receiver<bool>,
 }
 
 /// Every route, with errors rendered as JSON.
@@ -116,8 +122,18 @@ pub fn routes<S: Store>(
         .unify()
         .and(warp::get())
         .and(with.clone())
-        .and_then(handlers::health)
+        .and_then(health::cluster)
         .recover(error::route_errors)
+        .unify()
+        .or(warp::path!("healthz")
+            .and(warp::get())
+            .and(with.clone())
+            .and_then(health::live))
+        .unify()
+        .or(warp::path!("readyz")
+            .and(warp::get())
+            .and(with.clone())
+            .and_then(health::ready))
         .unify()
         .boxed();
     let upload_dataset = warp::path!("datasets")
@@ -327,6 +343,8 @@ pub fn route_label(method: &warp::http::Method, path: &str) -> &'static str {
         (false, ["cluster", "health"]) => "GET /cluster/health",
         (false, ["cluster", "nodes"]) => "GET /cluster/nodes",
         (false, ["celery", "health"]) => "GET /celery/health",
+        (false, ["healthz"]) => "GET /healthz",
+        (false, ["readyz"]) => "GET /readyz",
         (true, ["datasets"]) => "POST /datasets",
         (false, ["datasets"]) => "GET /datasets",
         (true, ["models", _, "predict"]) => "POST /models/{id}/predict",

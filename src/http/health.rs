@@ -1,0 +1,176 @@
+//! Health: `GET /healthz` (liveness: the process serves; it never asks the store, so a Redis
+//! outage does not get every node restarted), `GET /readyz` (readiness: the store answers, a
+//! trainer of this node is up, the node neither drains nor stops; 503 with the reasons
+//! otherwise), and the old API's `GET /cluster/health` and `GET /celery/health`.
+//!
+//! The store and the dispatcher are asked at most once per [`HEALTH_TTL`] per node, however many
+//! callers ask: health is open to anyone, and a flood of health checks must not load the store
+//! or delay lease renewals. Callers that come while it is being computed wait for that answer.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+use tokio::sync::Mutex;
+use warp::Reply;
+use warp::http::StatusCode;
+use warp::reply::{json as reply_json, with_status};
+
+use super::Api;
+use super::handlers::{Reply_, cluster_view};
+use crate::actors::{DispatcherMsg, TrainerInfo, local_dispatcher, stopping};
+use crate::store::Store;
+
+/// How long a computed health answer is served before it is computed again.
+pub const HEALTH_TTL: Duration = Duration::from_secs(1);
+
+/// The node's latest health, shared by every health route.
+#[derive(Default)]
+pub struct HealthCache {
+    latest: Mutex<Option<(Instant, Arc<Health>)>>,
+}
+
+/// One computation of the node's health.
+pub struct Health {
+    /// What `/cluster/health` answers.
+    cluster: Value,
+    healthy: bool,
+    /// Why the node is not ready; empty when it is.
+    not_ready: Vec<String>,
+    /// What `/readyz` shows beside the reasons.
+    checks: Value,
+}
+
+impl HealthCache {
+    /// The latest health, computed again when older than [`HEALTH_TTL`].
+    async fn get<S: Store>(&self, api: &Api<S>) -> Arc<Health> {
+        let mut latest = self.latest.lock().await;
+        if let Some((at, health)) = latest.as_ref()
+            && at.elapsed() < HEALTH_TTL
+        {
+            return health.clone();
+        }
+        let health = Arc::new(compute(api).await);
+        *latest = Some((Instant::now(), health.clone()));
+        health
+    }
+}
+
+async fn compute<S: Store>(api: &Api<S>) -> Health {
+    let store = api.store.ping().await;
+    let depth = match &store {
+        Ok(()) => api.store.queue_depth().await.ok(),
+        Err(_) => None,
+    };
+    let trainers: Vec<TrainerInfo> = match local_dispatcher(&api.node) {
+        Some(d) => ractor::call_t!(d, DispatcherMsg::Trainers, 2000).unwrap_or_default(),
+        None => Vec::new(),
+    };
+    let view = match &store {
+        Ok(()) => cluster_view(api).await.ok(),
+        Err(_) => None,
+    };
+    let this_node = view
+        .as_ref()
+        .and_then(|v| v.nodes.iter().find(|n| n["name"] == api.node.as_str()));
+    let draining = this_node.is_some_and(|n| n["draining"] == true);
+    let cluster = view.as_ref().map(|v| {
+        let count = |key: &str| v.nodes.iter().filter(|n| n[key] == true).count();
+        let seats: Vec<&Value> = v
+            .nodes
+            .iter()
+            .flat_map(|n| n["trainers"].as_array().into_iter().flatten())
+            .collect();
+        let in_state = |s: &str| seats.iter().filter(|t| t["state"] == s).count();
+        json!({
+            "leader": v.leader,
+            "nodes": v.nodes.len(),
+            "alive": count("alive"),
+            "connected": count("connected"),
+            "trainers": seats.len(),
+            "idle": in_state("idle"),
+            "busy": in_state("busy"),
+            "down": in_state("down"),
+        })
+    });
+    let prefix = format!("{}/", api.node);
+    let local_trainers = trainers
+        .iter()
+        .filter(|t| t.name.starts_with(&prefix))
+        .count();
+    let store_text = match &store {
+        Ok(()) => "ok".to_string(),
+        Err(e) => e.to_string(),
+    };
+
+    let mut not_ready = Vec::new();
+    if let Err(e) = &store {
+        not_ready.push(format!("store unreachable: {e}"));
+    }
+    if local_trainers == 0 {
+        not_ready.push("no trainer of this node is up".to_string());
+    }
+    if draining {
+        not_ready.push("the node is draining".to_string());
+    }
+    if stopping() {
+        not_ready.push("the node is stopping".to_string());
+    }
+    let healthy = store.is_ok() && !trainers.is_empty();
+    Health {
+        cluster: json!({
+            "success": healthy,
+            "status": if healthy { "healthy" } else { "unhealthy" },
+            "node": api.node,
+            "store": store_text,
+            "queue_depth": depth,
+            "workers": trainers.len(),
+            "trainers": trainers,
+            "cluster": cluster,
+        }),
+        healthy,
+        checks: json!({
+            "store": store_text,
+            "local_trainers": local_trainers,
+            "draining": draining,
+            "stopping": stopping(),
+        }),
+        not_ready,
+    }
+}
+
+/// `GET /cluster/health` (and `/celery/health`): the store, the queue, and a summary of the
+/// cluster: nodes alive and connected, trainers idle and busy, the leader.
+pub async fn cluster<S: Store>(api: Arc<Api<S>>) -> Reply_ {
+    let health = api.health.get(&api).await;
+    let status = if health.healthy {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    Ok(with_status(reply_json(&health.cluster), status).into_response())
+}
+
+/// `GET /healthz`: the process serves. Asks nothing of the store or the actors.
+pub async fn live<S: Store>(api: Arc<Api<S>>) -> Reply_ {
+    Ok(reply_json(&json!({"status": "ok", "node": api.node})).into_response())
+}
+
+/// `GET /readyz`: 200 when the node can take work, else 503 with every reason.
+pub async fn ready<S: Store>(api: Arc<Api<S>>) -> Reply_ {
+    let health = api.health.get(&api).await;
+    let ready = health.not_ready.is_empty();
+    let answer = json!({
+        "ready": ready,
+        "status": if ready { "ready" } else { "not_ready" },
+        "node": api.node,
+        "reasons": health.not_ready,
+        "checks": health.checks,
+    });
+    let status = if ready {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    Ok(with_status(reply_json(&answer), status).into_response())
+}
