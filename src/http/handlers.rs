@@ -429,17 +429,25 @@ struct StatusAnswer<'a> {
     state: TaskState,
     progress: ShownProgress<'a>,
     attempt: u32,
+    /// Why a queued task waits, when it waits for a device no node offers.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    waiting_for: Option<String>,
 }
 
 pub async fn status<S: Store>(id: String, api: Arc<Api<S>>) -> Reply_ {
     let id = parse_id(&id, "task").map_err(reject)?;
     let lookup = api.store.status(id).await.map_err(reject)?;
     let task = found(id, lookup).map_err(reject)?;
+    let waiting_for = match task.state {
+        TaskState::Pending => super::health::waiting_for(&api, task.device).await,
+        _ => None,
+    };
     Ok(reply_json(&StatusAnswer {
         task_id: task.id,
         state: task.state,
         progress: progress_of(task.progress.as_ref(), task.state),
         attempt: task.attempt,
+        waiting_for,
     })
     .into_response())
 }
@@ -725,14 +733,19 @@ pub async fn inspect<S: Store>(id: String, api: Arc<Api<S>>) -> Reply_ {
             })
         })
         .collect();
+    let waiting_for = match task.state {
+        TaskState::Pending => super::health::waiting_for(&api, task.device).await,
+        _ => None,
+    };
     Ok(reply_json(&json!({
         "success": true,
         "task_id": task.id,
         "state": task.state,
+        "waiting_for": waiting_for,
         "model_type": task.model_type,
         "request": {
             "spec": task.spec, "dataset_id": task.dataset_id, "priority": task.priority,
-            "max_retries": task.max_retries,
+            "max_retries": task.max_retries, "device": task.device,
         },
         "progress": shown_progress(&task),
         "attempt": task.attempt,

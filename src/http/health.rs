@@ -20,6 +20,7 @@ use super::Api;
 use super::handlers::{Reply_, cluster_view};
 use crate::actors::{DispatcherMsg, TrainerInfo, local_dispatcher, stopping};
 use crate::store::Store;
+use crate::training::{DeviceClass, DeviceSpec};
 
 /// How long a computed health answer is served before it is computed again.
 pub const HEALTH_TTL: Duration = Duration::from_secs(1);
@@ -39,6 +40,8 @@ pub struct Health {
     not_ready: Vec<String>,
     /// What `/readyz` shows beside the reasons.
     checks: Value,
+    /// The devices of the trainers of live nodes that take work.
+    devices: Vec<DeviceSpec>,
 }
 
 impl HealthCache {
@@ -93,6 +96,13 @@ async fn compute<S: Store>(api: &Api<S>) -> Health {
             "down": in_state("down"),
         })
     });
+    let devices = view
+        .iter()
+        .flat_map(|v| &v.nodes)
+        .filter(|n| n["alive"] == true && n["draining"] != true)
+        .flat_map(|n| n["trainers"].as_array().into_iter().flatten())
+        .filter_map(|t| t["device"].as_str()?.parse().ok())
+        .collect();
     let prefix = format!("{}/", api.node);
     let local_trainers = trainers
         .iter()
@@ -136,7 +146,19 @@ async fn compute<S: Store>(api: &Api<S>) -> Health {
             "stopping": stopping(),
         }),
         not_ready,
+        devices,
     }
+}
+
+/// Why a queued task that asks for `device` waits, when no live node that takes work offers
+/// that kind of device (as Ray shows a pending task's reason); None while one does.
+pub async fn waiting_for<S: Store>(api: &Api<S>, device: DeviceClass) -> Option<String> {
+    if device == DeviceClass::Any {
+        return None;
+    }
+    let health = api.health.get(api).await;
+    let offered = health.devices.iter().any(|d| device.accepts(d));
+    (!offered).then(|| format!("{}: no node offers it", device.as_str()))
 }
 
 /// `GET /cluster/health` (and `/celery/health`): the store, the queue, and a summary of the

@@ -81,7 +81,13 @@ pub struct EmbeddedStore {
     draining: Arc<Mutex<Vec<String>>>,
     /// Live events, sent once their transaction commits.
     events: tokio::sync::broadcast::Sender<Event>,
+    /// Where the next sweep starts in the tasks and the idempotency keys: the last key the
+    /// sweep before checked (None: from the first).
+    sweep_from: Arc<Mutex<(Option<String>, Option<String>)>>,
 }
+
+/// Most records one sweep decodes in each table; the next sweep goes on after them.
+const SWEEP_BATCH: usize = 1000;
 
 impl From<redb::Error> for StoreError {
     fn from(e: redb::Error) -> Self {
@@ -142,6 +148,7 @@ impl EmbeddedStore {
             node: Arc::new(Mutex::new(None)),
             draining: Arc::new(Mutex::new(Vec::new())),
             events: tokio::sync::broadcast::channel(events::LIVE_BUFFER).0,
+            sweep_from: Arc::default(),
         })
     }
 
@@ -245,6 +252,36 @@ impl EmbeddedStore {
             .await
             .map_err(|e| StoreError::Unavailable(format!("store task failed: {e}")))?
     }
+}
+
+/// The keys of the records of `table` that `done` says are over, among the `SWEEP_BATCH`
+/// after `from`; and where the next batch starts (None once the last record was checked).
+/// Records that do not decode are logged and passed over.
+fn sweep_batch<T: serde::de::DeserializeOwned>(
+    table: &impl ReadableTable<&'static str, &'static [u8]>,
+    from: Option<String>,
+    done: impl Fn(&T) -> bool,
+) -> Result<(Vec<String>, Option<String>), StoreError> {
+    use std::ops::Bound;
+    let range = match &from {
+        Some(after) => table.range::<&str>((Bound::Excluded(after.as_str()), Bound::Unbounded))?,
+        None => table.range::<&str>(..)?,
+    };
+    let (mut over, mut last, mut checked) = (Vec::new(), None, 0);
+    for entry in range.take(SWEEP_BATCH) {
+        let (k, v) = entry?;
+        let key = k.value().to_string();
+        match decode::<T>(v.value()) {
+            Ok(record) if done(&record) => over.push(key.clone()),
+            Ok(_) => {}
+            Err(e) => {
+                tracing::warn!(key = %key, error = %e, "a stored record does not decode; the sweep passes it over")
+            }
+        }
+        last = Some(key);
+        checked += 1;
+    }
+    Ok((over, last.filter(|_| checked == SWEEP_BATCH)))
 }
 
 fn load(tx: &WriteTransaction, id: &str) -> Result<Option<TaskRecord>, StoreError> {
@@ -885,16 +922,17 @@ impl Store for EmbeddedStore {
             .await
     }
 
+    /// Removes expired tasks and idempotency keys among the next `SWEEP_BATCH` records of each
+    /// table (from the first again once it reached the last). A record that does not decode
+    /// is passed over with a warning: it must not stop the cleanup of every other.
     async fn sweep(&self) -> Result<u64, StoreError> {
-        self.write(|tx, settings| {
+        let (tasks_from, keys_from) = self.sweep_from.lock().expect("sweep lock").clone();
+        let (swept, next) = self.write(move |tx, settings| {
             let now = now_s();
-            let mut gone = Vec::new();
-            for entry in tx.open_table(TASKS)?.iter()? {
-                let (k, v) = entry?;
-                if decode::<TaskRecord>(v.value())?.expired_at(now) {
-                    gone.push(k.value().to_string());
-                }
-            }
+            let (gone, tasks_next) = {
+                let tasks = tx.open_table(TASKS)?;
+                sweep_batch(&tasks, tasks_from, |task: &TaskRecord| task.expired_at(now))?
+            };
             let (mut tasks, mut models, mut expired) = (
                 tx.open_table(TASKS)?,
                 tx.open_table(MODELS)?,
@@ -908,19 +946,16 @@ impl Store for EmbeddedStore {
             }
             expired.retain(|_, forget_at| forget_at > now)?;
             let mut keys = tx.open_table(IDEMPOTENCY)?;
-            let mut stale = Vec::new();
-            for entry in keys.iter()? {
-                let (k, v) = entry?;
-                if decode::<KeyUse>(v.value())?.expires_at <= now {
-                    stale.push(k.value().to_string());
-                }
-            }
+            let (stale, keys_next) =
+                sweep_batch(&keys, keys_from, |key: &KeyUse| key.expires_at <= now)?;
             for k in stale {
                 keys.remove(k.as_str())?;
             }
-            Ok(gone.len() as u64)
+            Ok((gone.len() as u64, (tasks_next, keys_next)))
         })
-        .await
+        .await?;
+        *self.sweep_from.lock().expect("sweep lock") = next;
+        Ok(swept)
     }
 
     async fn ping(&self) -> Result<(), StoreError> {

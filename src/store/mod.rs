@@ -307,6 +307,9 @@ pub struct TaskStatus {
     pub attempt: u32,
     pub progress: Option<TaskProgress>,
     pub expires_at: Option<f64>,
+    /// The kind of device the task waits for.
+    #[serde(default)]
+    pub device: DeviceClass,
 }
 
 /// A task record, whole or in part, that knows when its result expires.
@@ -347,6 +350,7 @@ impl From<&TaskRecord> for TaskStatus {
             attempt: task.attempt,
             progress: task.progress.clone(),
             expires_at: task.expires_at,
+            device: task.device,
         }
     }
 }

@@ -19,7 +19,8 @@ use crate::training::{DeviceClass, DeviceSpec};
 
 /// Most times a change is retried after losing a compare-and-set race.
 const MAX_CAS_RETRIES: usize = 64;
-/// Most index entries checked per sweep.
+/// Most index entries checked per sweep. Each sweep goes on where the last one stopped, so
+/// tasks that stay queued for long hold up no cleanup behind them.
 const SWEEP_BATCH: isize = 1000;
 
 struct Scripts {
@@ -51,6 +52,8 @@ pub struct RedisStore {
     /// The status of finished tasks this node read, and when: a finished task's record no
     /// longer changes what its status shows, and its expiry is in the status.
     finished: Arc<BoundedCache<(TaskStatus, Instant)>>,
+    /// Rank in the listing index where the next sweep starts.
+    sweep_from: Arc<std::sync::atomic::AtomicIsize>,
 }
 
 /// Most finished tasks' statuses a node keeps (a few hundred bytes each).
@@ -174,6 +177,7 @@ impl RedisStore {
             datasets: Arc::new(BoundedCache::new(DATASET_CACHE_BYTES)),
             heads: Arc::default(),
             finished: Arc::new(BoundedCache::new(FINISHED_KEPT)),
+            sweep_from: Arc::default(),
             settings,
             scripts: Arc::new(Scripts {
                 submit: Script::new(&with_events(include_str!("lua/submit.lua"))),
@@ -1322,15 +1326,23 @@ impl Store for RedisStore {
         Ok(out)
     }
 
-    /// Redis expires records itself; this drops expired ids from the listing index.
+    /// Redis expires records itself; this drops expired ids from the listing index, the next
+    /// `SWEEP_BATCH` of them after those the last sweep checked, from the oldest again once it
+    /// reached the newest.
     async fn sweep(&self) -> Result<u64, StoreError> {
+        use std::sync::atomic::Ordering;
         let mut con = self.con.clone();
-        let ids: Vec<String> = con.zrange(self.keys.index(), 0, SWEEP_BATCH - 1).await?;
+        let from = self.sweep_from.load(Ordering::Relaxed);
+        let ids: Vec<String> = con
+            .zrange(self.keys.index(), from, from + SWEEP_BATCH - 1)
+            .await?;
+        let checked = ids.len() as isize;
         let ids: Vec<(String, Uuid)> = ids
             .into_iter()
             .filter_map(|id| Uuid::parse_str(&id).ok().map(|uuid| (id, uuid)))
             .collect();
         if ids.is_empty() {
+            self.sweep_from.store(0, Ordering::Relaxed);
             return Ok(0);
         }
         let mut pipe = ::redis::pipe();
@@ -1347,6 +1359,13 @@ impl Store for RedisStore {
         if !gone.is_empty() {
             let _: i64 = con.zrem(self.keys.index(), &gone).await?;
         }
+        // The ids removed leave the ranks after them one lower each.
+        let next = if checked < SWEEP_BATCH {
+            0
+        } else {
+            from + checked - gone.len() as isize
+        };
+        self.sweep_from.store(next, Ordering::Relaxed);
         Ok(gone.len() as u64)
     }
 
