@@ -119,6 +119,10 @@ async fn embedded_sweeps_pass_over_a_corrupt_record() {
     }
     let store = EmbeddedStore::open(&path, settings()).unwrap();
     tokio::time::sleep(Duration::from_secs_f64(settings().result_expires_s + 0.2)).await;
-    assert_eq!(store.sweep().await.unwrap(), 1, "the finished task is swept");
+    assert_eq!(
+        store.sweep().await.unwrap(),
+        1,
+        "the finished task is swept"
+    );
     assert_eq!(store.get(finished.id).await.unwrap(), Lookup::Expired);
 }

@@ -15,7 +15,7 @@ use uuid::Uuid;
 
 use super::{DispatcherMsg, TrainerInfo, TrainerMsg, recover_attempt};
 use crate::cluster::{self, Membership};
-use crate::store::{Claimed, Lease, Store, TaskError, now_s, trainer_node};
+use crate::store::{Claimed, Lease, NODE_STALE_S, Store, TaskError, now_s, trainer_node};
 use crate::telemetry;
 use crate::training::{DeviceClass, DeviceSpec};
 
@@ -261,14 +261,24 @@ impl<S: Store> Dispatcher<S> {
         }
     }
 
+    /// Requeues the tasks of trainers that left the group whose node is gone too: it has not
+    /// announced itself in the store for `NODE_STALE_S`. Leaving the group alone proves
+    /// nothing (a link between nodes broke, the store is still reached and the lease still
+    /// renewed): such a task runs on, and is requeued only if its lease runs out.
     async fn requeue_lost(&self, lost: &[(String, (Uuid, u32))]) {
-        let leases = match self.store.leases().await {
-            Ok(leases) => leases,
-            Err(e) => {
+        let (leases, nodes) = match (self.store.leases().await, self.store.nodes().await) {
+            (Ok(leases), Ok(nodes)) => (leases, nodes),
+            (Err(e), _) | (_, Err(e)) => {
                 // Their leases run out and they are requeued then.
                 tracing::warn!(error = %e, "cannot read leases to requeue lost tasks");
                 return;
             }
+        };
+        let now = now_s();
+        let announced = |node: &str| {
+            nodes
+                .iter()
+                .any(|n| n.name == node && now - n.seen_at < NODE_STALE_S)
         };
         for (trainer, (id, attempt)) in lost {
             let Some(lease) = leases
@@ -277,11 +287,14 @@ impl<S: Store> Dispatcher<S> {
             else {
                 continue;
             };
+            if announced(trainer_node(trainer)) {
+                continue;
+            }
             tracing::warn!(task_id = %id, trainer = %trainer, "trainer left while running a task; requeueing it");
             let error = TaskError {
                 code: "trainer_lost".into(),
                 message: format!(
-                    "trainer {trainer} left the cluster (its node stopped or disconnected)"
+                    "trainer {trainer} left the cluster and its node stopped announcing itself"
                 ),
             };
             recover_attempt(&self.store, lease, error, false, 0.0).await;
@@ -307,10 +320,6 @@ impl<S: Store> Dispatcher<S> {
         let mut running: HashMap<&str, Vec<&Lease>> = HashMap::new();
         let mut lost = Vec::new();
         for lease in &leases {
-            if state.departed.contains(&lease.trainer) {
-                lost.push((lease.trainer.clone(), (lease.id, lease.attempt)));
-                continue;
-            }
             if lease.until < now {
                 if leads {
                     tracing::warn!(task_id = %lease.id, trainer = %lease.trainer, "task lease expired (its node hung or lost the store); requeueing it");
@@ -323,6 +332,10 @@ impl<S: Store> Dispatcher<S> {
                     };
                     recover_attempt(&self.store, lease, error, false, 0.0).await;
                 }
+                continue;
+            }
+            if state.departed.contains(&lease.trainer) {
+                lost.push((lease.trainer.clone(), (lease.id, lease.attempt)));
                 continue;
             }
             running

@@ -15,7 +15,7 @@ use super::MAX_FRAME_BYTES;
 /// How often the peers named in the config are checked (and redialled if lost).
 const CHECK_EVERY: Duration = Duration::from_secs(1);
 const FIRST_REDIAL: Duration = Duration::from_secs(1);
-const MAX_REDIAL: Duration = Duration::from_secs(10);
+const MAX_REDIAL: Duration = Duration::from_secs(4);
 /// A dial that takes longer than this (an unreachable host) is abandoned until the next try.
 const DIAL_TIMEOUT: Duration = Duration::from_secs(2);
 const CALL_TIMEOUT_MS: u64 = 1000;

@@ -17,8 +17,8 @@ use super::{Api, ApiError};
 use crate::actors::{DispatcherMsg, TrainerMsg};
 use crate::cluster;
 use crate::store::{
-    CancelOutcome, DatasetInfo, IdempotencyKey, Lookup, Store, Submitted, TaskFilter, TaskProgress,
-    TaskRecord, TaskState, now_s, trainer_node,
+    CancelOutcome, DatasetInfo, IdempotencyKey, Lookup, NODE_STALE_S, Store, Submitted, TaskFilter,
+    TaskProgress, TaskRecord, TaskState, now_s, trainer_node,
 };
 use crate::telemetry::{self, TaskEvent};
 use crate::training::{
@@ -773,9 +773,6 @@ pub async fn metrics() -> Result<Response, Rejection> {
     let body = telemetry::init().render();
     Ok(warp::reply::with_header(body, "content-type", "text/plain; version=0.0.4").into_response())
 }
-
-/// A node that has not announced itself for this long is shown as down.
-const NODE_STALE_S: f64 = 5.0;
 
 /// `GET /cluster/nodes`: every node, its addresses, whether this node is connected to it, its
 /// trainers (device, idle, busy or down, current task), and which node leads.

@@ -927,33 +927,34 @@ impl Store for EmbeddedStore {
     /// is passed over with a warning: it must not stop the cleanup of every other.
     async fn sweep(&self) -> Result<u64, StoreError> {
         let (tasks_from, keys_from) = self.sweep_from.lock().expect("sweep lock").clone();
-        let (swept, next) = self.write(move |tx, settings| {
-            let now = now_s();
-            let (gone, tasks_next) = {
-                let tasks = tx.open_table(TASKS)?;
-                sweep_batch(&tasks, tasks_from, |task: &TaskRecord| task.expired_at(now))?
-            };
-            let (mut tasks, mut models, mut expired) = (
-                tx.open_table(TASKS)?,
-                tx.open_table(MODELS)?,
-                tx.open_table(EXPIRED)?,
-            );
-            for id in &gone {
-                tasks.remove(id.as_str())?;
-                models.remove(id.as_str())?;
-                forget_events(tx, id)?;
-                expired.insert(id.as_str(), now + settings.expired_memory_s)?;
-            }
-            expired.retain(|_, forget_at| forget_at > now)?;
-            let mut keys = tx.open_table(IDEMPOTENCY)?;
-            let (stale, keys_next) =
-                sweep_batch(&keys, keys_from, |key: &KeyUse| key.expires_at <= now)?;
-            for k in stale {
-                keys.remove(k.as_str())?;
-            }
-            Ok((gone.len() as u64, (tasks_next, keys_next)))
-        })
-        .await?;
+        let (swept, next) = self
+            .write(move |tx, settings| {
+                let now = now_s();
+                let (gone, tasks_next) = {
+                    let tasks = tx.open_table(TASKS)?;
+                    sweep_batch(&tasks, tasks_from, |task: &TaskRecord| task.expired_at(now))?
+                };
+                let (mut tasks, mut models, mut expired) = (
+                    tx.open_table(TASKS)?,
+                    tx.open_table(MODELS)?,
+                    tx.open_table(EXPIRED)?,
+                );
+                for id in &gone {
+                    tasks.remove(id.as_str())?;
+                    models.remove(id.as_str())?;
+                    forget_events(tx, id)?;
+                    expired.insert(id.as_str(), now + settings.expired_memory_s)?;
+                }
+                expired.retain(|_, forget_at| forget_at > now)?;
+                let mut keys = tx.open_table(IDEMPOTENCY)?;
+                let (stale, keys_next) =
+                    sweep_batch(&keys, keys_from, |key: &KeyUse| key.expires_at <= now)?;
+                for k in stale {
+                    keys.remove(k.as_str())?;
+                }
+                Ok((gone.len() as u64, (tasks_next, keys_next)))
+            })
+            .await?;
         *self.sweep_from.lock().expect("sweep lock") = next;
         Ok(swept)
     }

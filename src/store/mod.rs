@@ -780,12 +780,31 @@ pub trait Store: Send + Sync + 'static {
 
 /// How long a node that stopped announcing itself is still listed (as disconnected).
 pub const NODE_MEMORY_S: f64 = 600.0;
+/// A node that has not announced itself (every second) for this long is taken for down.
+pub const NODE_STALE_S: f64 = 5.0;
 
-/// Seconds since the Unix epoch.
+/// Seconds since the Unix epoch on the store's clock: this host's clock plus the offset the
+/// store measured (Redis's `TIME`; none for the embedded store). Every time kept in the store
+/// (leases, node announcements, expiries, due times) is read from it, so that nodes whose
+/// clocks disagree still agree on when a lease runs out.
 pub fn now_s() -> f64 {
+    local_now_s() + CLOCK_OFFSET_US.load(std::sync::atomic::Ordering::Relaxed) as f64 / 1e6
+}
+
+/// Microseconds the store's clock is ahead of this host's.
+static CLOCK_OFFSET_US: std::sync::atomic::AtomicI64 = std::sync::atomic::AtomicI64::new(0);
+
+/// This host's own clock, in seconds since the Unix epoch.
+fn local_now_s() -> f64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0.0, |d| d.as_secs_f64())
+}
+
+/// Sets how far the store's clock is ahead of this host's (negative: behind).
+fn set_clock_offset(offset_s: f64) {
+    let us = (offset_s * 1e6).round() as i64;
+    CLOCK_OFFSET_US.store(us, std::sync::atomic::Ordering::Relaxed);
 }
 
 impl Schedule {

@@ -17,6 +17,20 @@ use super::*;
 use crate::cache::BoundedCache;
 use crate::training::{DeviceClass, DeviceSpec};
 
+/// How often the node measures again how far Redis's clock is from its own.
+const CLOCK_SYNC_EVERY: Duration = Duration::from_secs(2);
+
+/// Measures Redis's clock (`TIME`) against this host's, taking the middle of the round trip,
+/// and makes it the clock of every time kept in the store (see [`now_s`]).
+async fn sync_clock(con: &mut ConnectionManager) -> Result<(), StoreError> {
+    let before = local_now_s();
+    let (secs, micros): (u64, u64) = ::redis::cmd("TIME").query_async(con).await?;
+    let after = local_now_s();
+    let redis = secs as f64 + micros as f64 / 1e6;
+    set_clock_offset(redis - (before + after) / 2.0);
+    Ok(())
+}
+
 /// Most times a change is retried after losing a compare-and-set race.
 const MAX_CAS_RETRIES: usize = 64;
 /// Most index entries checked per sweep. Each sweep goes on where the last one stopped, so
@@ -167,6 +181,18 @@ impl RedisStore {
         let live = tokio::sync::broadcast::channel(events::LIVE_BUFFER).0;
         // The follower starts after the newest event logged before this returns, so every
         // event logged through this store reaches its subscribers.
+        sync_clock(&mut con).await?;
+        tokio::spawn({
+            let mut con = con.clone();
+            async move {
+                loop {
+                    tokio::time::sleep(CLOCK_SYNC_EVERY).await;
+                    if let Err(e) = sync_clock(&mut con).await {
+                        tracing::debug!(error = %e, "cannot read the store's clock");
+                    }
+                }
+            }
+        });
         let newest: StreamRangeReply = con.xrevrange_count(keys.events(), "+", "-", 1).await?;
         let after = newest.ids.first().map_or("0-0".into(), |e| e.id.clone());
         tokio::spawn(follow_events(client, keys.events(), after, live.clone()));
