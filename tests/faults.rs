@@ -645,3 +645,36 @@ fn clocks_that_disagree_requeue_nothing_healthy_and_still_catch_a_hung_node() {
         assert_eq!(record["state"], "SUCCESS", "{record}");
     }
 }
+
+/// A Redis that evicts keys would drop queued tasks in silence: a node refuses it at start,
+/// naming the setting.
+#[test]
+fn a_redis_that_evicts_keys_is_refused_at_start() {
+    let port = free_port();
+    let mut redis = Command::new("redis-server")
+        .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", ""])
+        .args(["--maxmemory-policy", "allkeys-lru"])
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("redis-server runs");
+    poll(Duration::from_secs(20), "redis-server to listen", || {
+        std::net::TcpStream::connect(("127.0.0.1", port)).ok().map(|_| ())
+    });
+    let out = Command::new(env!("CARGO_BIN_EXE_trainyard"))
+        .args(["up", "--http", &format!("127.0.0.1:{}", free_port())])
+        .arg("--data")
+        .arg(temp_dir("evicts"))
+        .env("TRAINYARD_STORE__URL", format!("redis://127.0.0.1:{port}/0"))
+        .env("TRAINYARD_NODE__COOKIE", COOKIE)
+        .env("TRAINYARD_NODE__LISTEN", format!("\"127.0.0.1:{}\"", free_port()))
+        .output()
+        .unwrap();
+    let _ = redis.kill();
+    let _ = redis.wait();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("maxmemory-policy allkeys-lru") && stderr.contains("noeviction"),
+        "{stderr}"
+    );
+}

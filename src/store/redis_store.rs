@@ -17,6 +17,40 @@ use super::*;
 use crate::cache::BoundedCache;
 use crate::training::{DeviceClass, DeviceSpec};
 
+/// Refuses a Redis whose `maxmemory-policy` evicts keys (it would drop queued tasks in
+/// silence), and warns when neither an append-only file nor a replica keeps accepted tasks.
+async fn check_durability(con: &mut ConnectionManager) -> Result<(), StoreError> {
+    let setting = async |con: &mut ConnectionManager, name: &str| -> Result<String, StoreError> {
+        let pair: Vec<String> = ::redis::cmd("CONFIG")
+            .arg("GET")
+            .arg(name)
+            .query_async(con)
+            .await?;
+        Ok(pair.get(1).cloned().unwrap_or_default())
+    };
+    let policy = setting(con, "maxmemory-policy").await?;
+    if policy != "noeviction" {
+        return Err(StoreError::Unavailable(format!(
+            "Redis evicts keys (maxmemory-policy {policy}), which would drop queued tasks in \
+             silence: set maxmemory-policy noeviction (config/redis.conf does)"
+        )));
+    }
+    let aof = setting(con, "appendonly").await?;
+    let info: String = ::redis::cmd("INFO").arg("replication").query_async(con).await?;
+    let replicas = info
+        .lines()
+        .find_map(|l| l.strip_prefix("connected_slaves:"))
+        .and_then(|n| n.trim().parse::<u32>().ok())
+        .unwrap_or(0);
+    if aof != "yes" && replicas == 0 {
+        tracing::warn!(
+            "Redis keeps no append-only file and has no replica: a Redis restart loses every \
+             accepted task (set appendonly yes, as config/redis.conf does)"
+        );
+    }
+    Ok(())
+}
+
 /// How often the node measures again how far Redis's clock is from its own.
 const CLOCK_SYNC_EVERY: Duration = Duration::from_secs(2);
 
@@ -181,6 +215,7 @@ impl RedisStore {
         let live = tokio::sync::broadcast::channel(events::LIVE_BUFFER).0;
         // The follower starts after the newest event logged before this returns, so every
         // event logged through this store reaches its subscribers.
+        check_durability(&mut con).await?;
         sync_clock(&mut con).await?;
         tokio::spawn({
             let mut con = con.clone();
