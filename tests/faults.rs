@@ -557,8 +557,8 @@ fn a_node_cut_off_from_redis_loses_its_task_to_the_others() {
 #[test]
 fn clocks_that_disagree_requeue_nothing_healthy_and_still_catch_a_hung_node() {
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-    let library = "/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1";
-    if !Path::new(library).exists() {
+    let library = format!("/usr/lib/{}-linux-gnu/faketime/libfaketime.so.1", std::env::consts::ARCH);
+    if !Path::new(&library).exists() {
         eprintln!("SKIPPED: libfaketime is not installed (apt-get install faketime)");
         return;
     }
