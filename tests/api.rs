@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use common::{Node, SseMessage, TestStore, poll, read_sse};
 use serde_json::{Value, json};
+use trainyard::store::now_s;
 
 const LONG: Duration = Duration::from_secs(120);
 
@@ -611,7 +612,7 @@ fn cancel_revokes_pending_tasks_at_once_and_stops_running_ones(store: TestStore)
 
     let (status, _) = node.post(&format!("/task/{running}/cancel"), json!(null));
     assert_eq!(status, 202);
-    node.wait_for(&running, "REVOKED", Duration::from_secs(5));
+    node.wait_for(&running, "REVOKED", LONG);
     let (_, r) = node.get(&format!("/task/{running}/result"));
     assert_eq!(r["success"], false);
     assert_eq!(r["error"]["code"], "revoked");
@@ -647,7 +648,7 @@ fn finished_tasks_expire_and_then_answer_task_expired(store: TestStore) {
     let node = Node::up(&store, 1, &[("TRAINYARD_TASKS__RESULT_EXPIRES_S", "1")]);
     let id = node.submit("linear", json!({"epochs": 1}));
     node.wait_for(&id, "SUCCESS", LONG);
-    let code = poll(Duration::from_secs(10), "the task to expire", || {
+    let code = poll(LONG, "the task to expire", || {
         let (status, answer) = node.get(&format!("/task/{id}/status"));
         (status == 404).then(|| answer["error"]["code"].as_str().unwrap().to_string())
     });
@@ -679,8 +680,15 @@ fn a_trainer_that_panics_is_restarted_and_its_task_retried(store: TestStore) {
     // The restarted trainer keeps working.
     let next = node.submit("linear", json!({"epochs": 1}));
     node.wait_for(&next, "SUCCESS", LONG);
-    let (_, health) = node.get("/cluster/health");
-    assert_eq!(health["trainers"][0]["state"], "idle", "{health}");
+    // The trainer reports itself idle once its end is written, and health is computed at most
+    // once a second: the first answer after SUCCESS may still say busy.
+    common::poll_seen(LONG, "the trainer to be idle", || {
+        let (_, health) = node.get("/cluster/health");
+        match health["trainers"][0]["state"] == "idle" {
+            true => Ok(()),
+            false => Err(health),
+        }
+    });
 }
 
 fn retries_back_off_with_jitter_and_stop_at_their_limit(store: TestStore) {
@@ -899,10 +907,12 @@ fn quick_tasks_are_claimed_ahead_and_never_behind_a_long_one(store: TestStore) {
         };
         (at("started_at"), at("finished_at"))
     };
+    // Each ended before the long one started, but an end claimed ahead of is written while the
+    // next trains: wait for it.
     let spans: Vec<(f64, f64)> = quick
         .iter()
         .map(|id| {
-            assert_eq!(node.state(id), "SUCCESS");
+            node.wait_for(id, "SUCCESS", LONG);
             timings(id)
         })
         .collect();
@@ -924,22 +934,23 @@ fn quick_tasks_are_claimed_ahead_and_never_behind_a_long_one(store: TestStore) {
 }
 
 fn a_task_claimed_ahead_keeps_its_lease_while_it_waits(store: TestStore) {
-    // Trainings of about two seconds count as quick here, and leases last half a second: the
-    // task claimed ahead waits behind a training for longer than its lease (and the leader's
-    // check of leases, every second).
+    // Trainings of several seconds (three leases or more on an idle machine) count as quick
+    // here, and leases last 2 s, renewed every 2/3 s, which a busy machine still does in time:
+    // the task claimed ahead waits behind a training for longer than its lease (and the
+    // leader's check of leases, every second).
     let node = Node::up(
         &store,
         1,
         &[
-            ("TRAINYARD_TASKS__CLAIM_AHEAD_UNDER_S", "30"),
-            ("TRAINYARD_TASKS__LEASE_S", "0.5"),
+            ("TRAINYARD_TASKS__CLAIM_AHEAD_UNDER_S", "600"),
+            ("TRAINYARD_TASKS__LEASE_S", "2"),
         ],
     );
     let ids: Vec<String> = (0..3)
         .map(|seed| {
             node.submit(
                 "mlp",
-                json!({"epochs": 120, "hidden_sizes": [32], "seed": seed}),
+                json!({"epochs": 1200, "hidden_sizes": [32], "seed": seed}),
             )
         })
         .collect();
@@ -948,9 +959,14 @@ fn a_task_claimed_ahead_keeps_its_lease_while_it_waits(store: TestStore) {
     }
     let task = |id: &str| node.get(&format!("/task/{id}")).1;
     let (second, third) = (task(&ids[1]), task(&ids[2]));
+    let at = |t: &Value, k: &str| t["timings"][k].as_f64().unwrap();
     assert!(
-        third["timings"]["started_at"].as_f64() < second["timings"]["finished_at"].as_f64(),
+        at(&third, "started_at") < at(&second, "finished_at"),
         "the third task was claimed ahead: {third} {second}"
+    );
+    eprintln!(
+        "the third task waited {:.1} s claimed ahead, with a lease of 2 s",
+        at(&second, "finished_at") - at(&third, "started_at")
     );
     for id in &ids {
         let t = task(id);
@@ -960,8 +976,10 @@ fn a_task_claimed_ahead_keeps_its_lease_while_it_waits(store: TestStore) {
 }
 
 fn a_drained_node_finishes_running_work_within_its_grace(store: TestStore) {
+    // Long enough to be seen running (a couple of seconds on an idle machine), well within the
+    // grace on a busy one.
     let node = Node::up(&store, 1, &[("TRAINYARD_TASKS__SHUTDOWN_GRACE_S", "60")]);
-    let running = node.submit("mlp", json!({"epochs": 40, "hidden_sizes": [32]}));
+    let running = node.submit("mlp", json!({"epochs": 400, "hidden_sizes": [32]}));
     node.wait_for(&running, "PROGRESS", LONG);
     let queued = node.submit("linear", json!({"epochs": 1}));
     assert!(node.terminate().success());
@@ -1060,7 +1078,11 @@ fn an_unreachable_redis_answers_503_and_stores_nothing() {
         (503, Some("store_unavailable")),
         "{answer}"
     );
-    let (status, health) = node.get("/cluster/health");
+    // Health is computed at most once a second: an answer from before the kill may be served.
+    let (status, health) = poll(LONG, "health to see the store gone", || {
+        let (status, health) = node.get("/cluster/health");
+        (status == 503).then_some((status, health))
+    });
     assert_eq!(
         (status, health["status"].as_str()),
         (503, Some("unhealthy")),
@@ -1094,7 +1116,7 @@ fn every_second(name: &str, missed: &str) -> Value {
         "model_type": "linear",
         "request": {"epochs": 1, "priority": 5},
         "missed": missed,
-        "misfire_grace_s": 1,
+        "misfire_grace_s": 3,
     })
 }
 
@@ -1216,27 +1238,35 @@ fn schedules_fire_each_due_time_once_and_missed_times_once_or_never(store: TestS
     assert_eq!(task["schedule"]["name"], "once", "{task}");
     assert_eq!(task["request"]["priority"], 5, "{task}");
 
-    // Paused, it fires nothing (one firing may have been under way).
+    // Paused, it fires nothing. A look at the schedules under way when the pause was stored
+    // still fires what was due then, up to the second it ends in (well within a second of the
+    // answer): due times from two seconds after the answer on are never fired.
     let (_, paused) = node.post("/schedules/skip/pause", json!(null));
+    let paused_at = now_s().floor() as i64;
     assert_eq!(paused["schedule"]["paused"], true, "{paused}");
     assert!(paused["schedule"]["next_due_at"].is_null());
-    let paused_through = paused["schedule"]["done_through"].as_i64().unwrap();
-    std::thread::sleep(Duration::from_millis(2500));
+    std::thread::sleep(Duration::from_secs(4));
     let (_, resumed) = node.post("/schedules/skip/resume", json!(null));
     assert_eq!(resumed["schedule"]["paused"], false);
     let resumed_at = resumed["schedule"]["done_through"].as_i64().unwrap();
+    let paused_window = (paused_at + 2)..=resumed_at;
+    assert!(paused_window.clone().count() >= 2, "{paused_window:?}");
 
-    // The whole cluster stops for 4 s: the missed due times fire once ("once") or not at all
-    // ("skip"); every due time fires at most once.
+    // The whole cluster stops for 8 s: the due times missed (those more than the 3 s grace
+    // late when the node is back) fire once ("once") or not at all ("skip"); every due time
+    // fires at most once. Every firing of the stopped node was due at or before `stopped`
+    // (read once it has exited); every one of the restarted node after it.
     std::thread::sleep(Duration::from_millis(1500));
-    let before = |name: &str| firings(&node, name).last().unwrap().0;
-    let (once_stop, skip_stop) = (before("once"), before("skip"));
     assert!(node.terminate().success());
-    std::thread::sleep(Duration::from_secs(4));
+    let stopped = now_s().floor() as i64;
+    std::thread::sleep(Duration::from_secs(8));
     let node = Node::up(&store, 2, &[]);
+    let done_through = |name: &str| {
+        let (_, s) = node.get(&format!("/schedules/{name}"));
+        s["schedule"]["done_through"].as_i64().unwrap()
+    };
     poll(LONG, "the schedules to fire after the restart", || {
-        let (_, s) = node.get("/schedules/skip");
-        (s["schedule"]["done_through"].as_i64().unwrap() > skip_stop + 5).then_some(())
+        (done_through("once") > stopped + 5 && done_through("skip") > stopped + 5).then_some(())
     });
     node.delete("/schedules/once");
     node.delete("/schedules/skip");
@@ -1250,40 +1280,40 @@ fn schedules_fire_each_due_time_once_and_missed_times_once_or_never(store: TestS
         assert_eq!(dues.len(), list.len(), "a due time fired twice: {list:?}");
     }
     // Before the stop, every due time fired, one by one (but those "skip" was paused through).
-    let in_order = |list: &[(i64, u64)], from: i64, to: i64| {
-        list.iter().filter(|f| f.0 > from && f.0 <= to).count() as i64
-    };
-    let first_once = once[0].0;
+    let before: Vec<&(i64, u64)> = once.iter().filter(|f| f.0 <= stopped).collect();
+    let (first_once, last_once) = (before[0].0, before.last().unwrap().0);
     assert_eq!(
-        in_order(&once, first_once - 1, once_stop),
-        once_stop - first_once + 1,
-        "{once:?}"
+        before.len() as i64,
+        last_once - first_once + 1,
+        "every due time fired: {once:?}"
     );
-    let after: Vec<&(i64, u64)> = once.iter().filter(|f| f.0 > once_stop).collect();
+    assert!(before.iter().all(|f| f.1 == 1), "one by one: {once:?}");
+    let after: Vec<&(i64, u64)> = once.iter().filter(|f| f.0 > stopped).collect();
     let catch_up: Vec<_> = after.iter().filter(|f| f.1 > 1).collect();
     assert_eq!(
         catch_up.len(),
         1,
         "one firing for the missed times: {after:?}"
     );
+    assert_eq!(after[0], *catch_up[0], "the missed times first: {after:?}");
     assert!(catch_up[0].1 >= 2, "{after:?}");
     assert!(
         after.windows(2).all(|w| w[1].0 == w[0].0 + 1),
         "then one per second: {after:?}"
     );
 
-    let after: Vec<&(i64, u64)> = skip.iter().filter(|f| f.0 > skip_stop).collect();
+    let skip_last = skip.iter().rfind(|f| f.0 <= stopped).unwrap().0;
+    let after: Vec<&(i64, u64)> = skip.iter().filter(|f| f.0 > stopped).collect();
     assert!(after.iter().all(|f| f.1 == 1), "{after:?}");
     assert!(
-        after[0].0 >= skip_stop + 3,
+        after[0].0 >= skip_last + 3,
         "missed times skipped: {after:?}"
     );
     assert!(after.windows(2).all(|w| w[1].0 == w[0].0 + 1), "{after:?}");
     // Nothing fired for the due times "skip" was paused through.
-    let paused_window = (paused_through + 2)..=resumed_at;
     assert!(
         skip.iter().all(|f| !paused_window.contains(&f.0)),
-        "{paused_through} {resumed_at} {skip:?}"
+        "{paused_window:?} {skip:?}"
     );
 }
 
@@ -1393,11 +1423,10 @@ fn the_event_stream_of_all_tasks_follows_every_task_and_resumes(store: TestStore
             })
             .count()
     };
-    let listener = {
-        let url = url.clone();
-        std::thread::spawn(move || read_sse(&url, None, |events| terminal_count(events) >= 3))
-    };
-    std::thread::sleep(Duration::from_millis(500));
+    // Without Last-Event-ID the stream carries live events only: it is open (the server has
+    // subscribed) before the first submission.
+    let stream = common::open_sse(&url, None);
+    let listener = std::thread::spawn(move || stream.read(|events| terminal_count(events) >= 3));
     let tasks: Vec<String> = (0..3)
         .map(|_| node.submit("linear", json!({"epochs": 2})))
         .collect();
@@ -1466,30 +1495,54 @@ fn a_client_over_its_rate_gets_429_with_retry_after_and_health_stays_open() {
         &store,
         1,
         &[
-            ("TRAINYARD_HTTP__RATE_LIMIT_PER_S", "5"),
+            ("TRAINYARD_HTTP__RATE_LIMIT_PER_S", "0.2"),
             ("TRAINYARD_HTTP__RATE_LIMIT_BURST", "5"),
         ],
     );
+    // A bucket of 5 requests, refilled at one per 5 s: of 12 requests made in `took`, at most
+    // 5 + took / 5 s are let through, and the first 5 always are.
+    let started = std::time::Instant::now();
     let answers: Vec<(u16, Value)> = (0..12).map(|_| node.get("/tasks")).collect();
+    let took = started.elapsed().as_secs_f64();
+    assert!(
+        answers[..5].iter().all(|(s, _)| *s == 200),
+        "the burst is let through: {answers:?}"
+    );
     let refused: Vec<&Value> = answers
         .iter()
         .filter(|(s, _)| *s == 429)
         .map(|(_, a)| a)
         .collect();
-    assert!(refused.len() >= 5, "over the burst is refused: {answers:?}");
+    let most_admitted = 5 + (took * 0.2).floor() as usize;
+    assert!(
+        refused.len() + most_admitted >= answers.len(),
+        "over the burst is refused ({took:.1} s): {answers:?}"
+    );
+    assert!(
+        !refused.is_empty(),
+        "over the burst is refused: {answers:?}"
+    );
     assert_eq!(refused[0]["error"]["code"], "rate_limited");
     let (status, headers, _) =
         node.post_with("/train/linear/async", &[], serde_json::json!({"epochs": 1}));
     assert_eq!(status, 429);
-    assert!(
-        headers.iter().any(|(k, v)| k == "retry-after" && v == "1"),
-        "{headers:?}"
-    );
-    // Health and metrics are never limited; the client gets through again after a second.
+    // The wait for the next token, in whole seconds: at least 1, at most 1 / 0.2 s.
+    let retry_after: u64 = headers
+        .iter()
+        .find(|(k, _)| k == "retry-after")
+        .and_then(|(_, v)| v.parse().ok())
+        .unwrap_or_else(|| panic!("no Retry-After in seconds: {headers:?}"));
+    assert!((1..=5).contains(&retry_after), "{headers:?}");
+    // Health and metrics are never limited; the client gets through again once a token is
+    // back.
     assert_eq!(node.get("/cluster/health").0, 200);
-    std::thread::sleep(Duration::from_millis(1200));
-    assert_eq!(node.get("/tasks").0, 200);
-    assert_eq!(node.get("/tasks").1["count"], 0, "nothing was stored");
+    assert_eq!(node.get("/metrics").0, 200);
+    let (_, tasks) = poll(LONG, "the client to get through again", || {
+        std::thread::sleep(Duration::from_millis(200));
+        let (status, answer) = node.get("/tasks");
+        (status == 200).then_some((status, answer))
+    });
+    assert_eq!(tasks["count"], 0, "nothing was stored");
 }
 
 /// A webhook receiver on a free port: answers 500 to the first delivery of each task (and to

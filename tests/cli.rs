@@ -5,7 +5,7 @@ mod common;
 
 use std::process::{Command, Output};
 
-use common::{Node, RedisServer, TestStore, free_port, poll, temp_dir};
+use common::{Node, RedisServer, TestStore, free_port, poll_child, temp_dir};
 use serde_json::Value;
 
 fn trainyard(args: &[&str]) -> Output {
@@ -139,7 +139,7 @@ fn client_verbs_talk_to_a_node() {
             .status
             .success()
     );
-    node.wait_for(long, "REVOKED", std::time::Duration::from_secs(10));
+    node.wait_for(long, "REVOKED", std::time::Duration::from_secs(120));
 
     let output = trainyard(&[
         "status",
@@ -155,33 +155,48 @@ fn client_verbs_talk_to_a_node() {
 fn a_node_runs_from_its_config_file_on_redis() {
     let redis = RedisServer::start();
     let dir = temp_dir("cli-node");
-    let port = free_port();
+    // Both ports free ones: the cluster port defaults to 4700, which may be taken.
+    let (port, cluster_port) = (free_port(), free_port());
     let config = dir.join("node.toml");
     std::fs::write(
         &config,
         format!(
-            "[node]\nname = \"node-a\"\ncookie = \"secret\"\n[http]\nlisten = \"127.0.0.1:{port}\"\n[store]\nurl = \"{}\"\nprefix = \"cli\"\n[trainers]\ndevices = [\"cpu\", \"cpu\"]\n",
+            "[node]\nname = \"node-a\"\ncookie = \"secret\"\nlisten = \"127.0.0.1:{cluster_port}\"\n[http]\nlisten = \"127.0.0.1:{port}\"\n[store]\nurl = \"{}\"\nprefix = \"cli\"\n[trainers]\ndevices = [\"cpu\", \"cpu\"]\n",
             redis.url
         ),
     )
     .unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_trainyard"))
+    let child = Command::new(env!("CARGO_BIN_EXE_trainyard"))
         .args(["node", "--config", config.to_str().unwrap()])
         .spawn()
         .unwrap();
+    let mut child = KillOnDrop(child);
     let url = format!("http://127.0.0.1:{port}");
-    let health: Value = poll(
+    let health: Value = poll_child(
+        &mut child.0,
         std::time::Duration::from_secs(60),
         "the node to answer",
         || {
-            let mut response = ureq::get(format!("{url}/cluster/health")).call().ok()?;
-            response.body_mut().read_json().ok()
+            let (status, health) = common::read_json(
+                common::http_agent(std::time::Duration::from_secs(10))
+                    .get(format!("{url}/cluster/health"))
+                    .call(),
+            )?;
+            (status == 200).then_some(health)
         },
     );
     assert_eq!(health["node"], "node-a");
     assert_eq!(health["trainers"].as_array().unwrap().len(), 2);
-    let _ = child.kill();
-    let _ = child.wait();
+}
+
+/// A child process killed when the test ends, passed or failed.
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
 }
 
 #[test]

@@ -29,8 +29,10 @@ fn store_calls(node: &Node, op: &str) -> u64 {
 fn a_flood_of_health_checks_asks_the_store_at_most_once_a_second() {
     let store = TestStore::redis();
     let node = Node::up(&store, 1, &[]);
-    let before = store_calls(&node, "ping");
+    // The pings counted are those between the two reads of /metrics: the time measured
+    // covers both reads.
     let started = Instant::now();
+    let before = store_calls(&node, "ping");
     let paths = ["/cluster/health", "/celery/health", "/readyz", "/healthz"];
     let threads: Vec<_> = (0..8)
         .map(|t| {
@@ -49,8 +51,8 @@ fn a_flood_of_health_checks_asks_the_store_at_most_once_a_second() {
         })
         .collect();
     let ok: usize = threads.into_iter().map(|t| t.join().unwrap()).sum();
-    let seconds = started.elapsed().as_secs_f64();
     let pings = store_calls(&node, "ping") - before;
+    let seconds = started.elapsed().as_secs_f64();
     assert_eq!(ok, 2000, "every health check answers 200");
     // One computation per second at most (plus the one under way when the flood began).
     assert!(
@@ -75,21 +77,21 @@ fn liveness_ignores_the_store_and_readiness_says_why_not() {
     let name = ready["node"].as_str().unwrap().to_string();
     let (status, answer) = node.post(&format!("/cluster/nodes/{name}/drain"), json!(null));
     assert_eq!(status, 202, "{answer}");
-    let not_ready = poll(Duration::from_secs(10), "readyz to say draining", || {
+    let not_ready = poll(Duration::from_secs(60), "readyz to say draining", || {
         let (status, ready) = node.get("/readyz");
         (status == 503).then_some(ready)
     });
     assert_eq!(not_ready["reasons"], json!(["the node is draining"]));
     let (status, answer) = node.post(&format!("/cluster/nodes/{name}/resume"), json!(null));
     assert_eq!(status, 202, "{answer}");
-    poll(Duration::from_secs(10), "readyz to be ready again", || {
+    poll(Duration::from_secs(60), "readyz to be ready again", || {
         (node.get("/readyz").0 == 200).then_some(())
     });
 
     // Redis gone: not ready, with the reason; liveness stays 200, so an orchestrator does not
     // restart every node during a store outage.
     store.redis.as_ref().unwrap().kill();
-    let not_ready = poll(Duration::from_secs(10), "readyz to see the outage", || {
+    let not_ready = poll(Duration::from_secs(60), "readyz to see the outage", || {
         let (status, ready) = node.get("/readyz");
         (status == 503).then_some(ready)
     });

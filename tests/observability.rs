@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use common::{Node, TestStore, free_port, poll, temp_dir};
+use common::{Node, TestStore, free_port, poll, poll_seen, temp_dir};
 use serde_json::{Value, json};
 use trainyard::telemetry::{Kind, METRICS};
 
@@ -199,12 +199,18 @@ fn finished_tasks_leave_nothing_running_behind() {
         node.wait_for(id, "SUCCESS", LONG);
     }
     // Each attempt's hard-limit timer (an hour by default), lease renewer and progress
-    // writer end with it: 100 tasks later the runtime holds about what it held before.
-    let after = metric_value(&node, "trainyard_runtime_tasks");
-    assert!(
-        after < before + 20.0,
-        "runtime tasks grew from {before} to {after} over 100 trainings"
-    );
+    // writer end with it: 100 tasks later the runtime holds about what it held before. The
+    // last ends are written after SUCCESS is readable, and their tasks end a moment later.
+    poll_seen(LONG, "the runtime's tasks to be back", || {
+        let after = metric_value(&node, "trainyard_runtime_tasks");
+        if after < before + 20.0 {
+            Ok(())
+        } else {
+            Err(format!(
+                "runtime tasks grew from {before} to {after} over 100 trainings"
+            ))
+        }
+    });
 }
 
 #[test]
@@ -320,17 +326,25 @@ fn prometheus_scrapes_a_node_and_every_expression_returns_data() {
                 .then_some(())
         },
     );
-    // One more task after Prometheus started, so rates of task counters are not all zero.
+    // One more task after Prometheus started, so rates of task counters are not all zero;
+    // its counts are in once Prometheus has scraped after it.
     let id = node.submit("linear", json!({"epochs": 1}));
     node.wait_for(&id, "SUCCESS", LONG);
-    std::thread::sleep(Duration::from_secs(2));
-
-    for expr in dashboard_expressions() {
-        let answer = query(&prometheus, &expr);
-        assert_eq!(answer["status"], "success", "{expr}: {answer}");
-        let result = answer["data"]["result"].as_array().unwrap();
-        assert!(!result.is_empty(), "no data for {expr}");
-    }
+    poll_seen(LONG, "every expression to return data", || {
+        let mut none = Vec::new();
+        for expr in dashboard_expressions() {
+            let answer = query(&prometheus, &expr);
+            assert_eq!(answer["status"], "success", "{expr}: {answer}");
+            if answer["data"]["result"].as_array().unwrap().is_empty() {
+                none.push(expr);
+            }
+        }
+        if none.is_empty() {
+            Ok(())
+        } else {
+            Err(format!("no data for {none:?}"))
+        }
+    });
     let values: Value = ureq::get(format!("{}/api/v1/label/node/values", prometheus.url))
         .call()
         .unwrap()
@@ -344,27 +358,23 @@ fn prometheus_scrapes_a_node_and_every_expression_returns_data() {
             .contains(&json!("node-test"))
     );
 
-    let rules = poll(
-        Duration::from_secs(30),
-        "every alert rule to be evaluated",
-        || {
-            let answer: Value = ureq::get(format!("{}/api/v1/rules", prometheus.url))
-                .call()
-                .ok()?
-                .into_body()
-                .read_json()
-                .ok()?;
-            let rules: Vec<Value> = answer["data"]["groups"][0]["rules"].as_array()?.clone();
-            rules
-                .iter()
-                .all(|r| {
-                    r["lastEvaluation"]
-                        .as_str()
-                        .is_some_and(|t| !t.starts_with("0001"))
-                })
-                .then_some(rules)
-        },
-    );
+    let rules = poll(LONG, "every alert rule to be evaluated", || {
+        let answer: Value = ureq::get(format!("{}/api/v1/rules", prometheus.url))
+            .call()
+            .ok()?
+            .into_body()
+            .read_json()
+            .ok()?;
+        let rules: Vec<Value> = answer["data"]["groups"][0]["rules"].as_array()?.clone();
+        rules
+            .iter()
+            .all(|r| {
+                r["lastEvaluation"]
+                    .as_str()
+                    .is_some_and(|t| !t.starts_with("0001"))
+            })
+            .then_some(rules)
+    });
     assert_eq!(rules.len(), 5);
     for rule in rules {
         assert_eq!(rule["health"], "ok", "{rule}");

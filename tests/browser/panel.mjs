@@ -2,8 +2,9 @@
 //
 // usage: node tests/browser/panel.mjs <base-url> <screenshot-path>
 //
-// Trains a short mlp and waits for its bar, state and metrics; cancels a long one; checks the
-// nodes list, a prediction, an API error and phone width; saves a full-page screenshot.
+// Trains an mlp and waits for its bar, state, metrics and loss curve; cancels an endless one;
+// checks the nodes list, a prediction, an API error and phone width; saves a full-page
+// screenshot.
 // Exits 0 when every step passed, 1 with the failed step's message otherwise.
 import { chromium } from 'playwright-core';
 
@@ -12,8 +13,15 @@ const CHROMIUM_ARGS = [
   '--headless', '--no-sandbox', '--disable-gpu', '--disable-background-networking',
   '--disable-component-update',
 ];
-const OVERALL_TIMEOUT_MS = 90_000;
+const OVERALL_TIMEOUT_MS = 240_000;
 const STEP_TIMEOUT_MS = 30_000;
+// The training whose curve is checked: a second or more on an idle machine, so that its
+// progress is written while it trains (the first write comes 50 ms in; a training that ends
+// sooner has only its end, one point). Waited for generously: a busy machine is slower.
+const CURVE_EPOCHS = 300;
+const TRAINING_TIMEOUT_MS = 120_000;
+// The most epochs the API takes: a training that is still running when the cancel arrives.
+const ENDLESS_EPOCHS = 100_000;
 // The built-in friedman1 has 8 features (src/training/data.rs), not scikit-learn's 10.
 const FRIEDMAN1_FEATURES = 8;
 const PHONE = { width: 375, height: 800 };
@@ -44,7 +52,7 @@ async function submitTraining(page, { model, epochs }) {
 }
 
 /** Waits until the task's row carries this state (and, when asked, a bar at 100 %). */
-async function waitForRowState(page, taskId, state, { fullBar = false } = {}) {
+async function waitForRowState(page, taskId, state, { fullBar = false, timeout = STEP_TIMEOUT_MS } = {}) {
   try {
     await page.waitForFunction(
       ({ selector, state, fullBar }) => {
@@ -54,7 +62,7 @@ async function waitForRowState(page, taskId, state, { fullBar = false } = {}) {
         return !fullBar || Number(bar?.getAttribute('aria-valuenow')) >= 100;
       },
       { selector: row(taskId), state, fullBar },
-      { timeout: STEP_TIMEOUT_MS, polling: 100 },
+      { timeout, polling: 100 },
     );
   } catch {
     const seen = await page.$eval(row(taskId), (element) => ({
@@ -69,10 +77,10 @@ async function waitForRowState(page, taskId, state, { fullBar = false } = {}) {
 }
 
 async function checkTrainingSucceeds(page) {
-  log('submit mlp, 30 epochs');
-  const taskId = await submitTraining(page, { model: 'mlp', epochs: 30 });
+  log(`submit mlp, ${CURVE_EPOCHS} epochs`);
+  const taskId = await submitTraining(page, { model: 'mlp', epochs: CURVE_EPOCHS });
   log(`task ${taskId} submitted; waiting for SUCCESS with a full bar`);
-  await waitForRowState(page, taskId, 'SUCCESS', { fullBar: true });
+  await waitForRowState(page, taskId, 'SUCCESS', { fullBar: true, timeout: TRAINING_TIMEOUT_MS });
   const metric = page.locator('[data-testid="metrics"] [data-metric="test_r2"]');
   await metric.waitFor({ state: 'visible', timeout: STEP_TIMEOUT_MS });
   const r2 = Number(await metric.innerText());
@@ -85,8 +93,8 @@ async function checkTrainingSucceeds(page) {
 }
 
 async function checkCancel(page) {
-  log('submit mlp, 2000 epochs');
-  const taskId = await submitTraining(page, { model: 'mlp', epochs: 2000 });
+  log(`submit mlp, ${ENDLESS_EPOCHS} epochs`);
+  const taskId = await submitTraining(page, { model: 'mlp', epochs: ENDLESS_EPOCHS });
   await page.waitForFunction(
     (selector) => ['STARTED', 'PROGRESS'].includes(document.querySelector(selector)?.dataset.state),
     row(taskId),

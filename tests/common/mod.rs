@@ -6,6 +6,7 @@
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
@@ -13,6 +14,12 @@ use serde_json::Value;
 /// A loopback port free now, outside the kernel's ephemeral range (see `bench::free_port`).
 pub fn free_port() -> u16 {
     trainyard::bench::free_port().unwrap()
+}
+
+/// A number no other call in this process returns (for names that must not collide).
+pub fn unique() -> u64 {
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    NEXT.fetch_add(1, Ordering::Relaxed)
 }
 
 /// A fresh, empty folder under the system temp dir, `trainyard-{tag}-{pid}-{n}`. Folders of
@@ -23,7 +30,7 @@ pub fn temp_dir(tag: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!(
         "trainyard-{tag}-{}-{}",
         std::process::id(),
-        free_port()
+        unique()
     ));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
@@ -91,6 +98,53 @@ pub fn poll<T>(timeout: Duration, what: &str, mut check: impl FnMut() -> Option<
     }
 }
 
+/// Polls `check` until it returns `Ok`, failing after `timeout` with the last `Err` it gave
+/// (what was seen instead).
+pub fn poll_seen<T, E: std::fmt::Display>(
+    timeout: Duration,
+    what: &str,
+    mut check: impl FnMut() -> Result<T, E>,
+) -> T {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let seen = match check() {
+            Ok(v) => return v,
+            Err(seen) => seen,
+        };
+        assert!(
+            Instant::now() < deadline,
+            "timed out waiting for {what}; last seen: {seen}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Polls `check` until it returns `Some`, as `poll` does, but fails at once (instead of at the
+/// deadline) when `child`, the process that should answer, has exited; one that does not
+/// answer in time is killed before the test fails.
+pub fn poll_child<T>(
+    child: &mut Child,
+    timeout: Duration,
+    what: &str,
+    mut check: impl FnMut() -> Option<T>,
+) -> T {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(v) = check() {
+            return v;
+        }
+        if let Some(status) = child.try_wait().unwrap() {
+            panic!("waiting for {what}: the process exited ({status})");
+        }
+        if Instant::now() >= deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("timed out waiting for {what} ({timeout:?})");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
 /// A `redis-server` on a free loopback port, stopped on drop. `start` keeps nothing on disk;
 /// `durable` keeps an append-only file (as `config/redis.conf` does) and can be restarted.
 pub struct RedisServer {
@@ -138,22 +192,29 @@ impl RedisServer {
     }
 
     fn spawn(args: &[String], port: u16) -> Child {
-        let child = Command::new("redis-server")
+        let mut child = Command::new("redis-server")
             .args(args)
             .stdout(Stdio::null())
             .spawn()
             .expect("redis-server runs (scripts/test installs it)");
-        poll(Duration::from_secs(20), "redis-server to listen", || {
-            std::net::TcpStream::connect(("127.0.0.1", port))
-                .ok()
-                .map(|_| ())
-        });
+        poll_child(
+            &mut child,
+            Duration::from_secs(60),
+            &format!("redis-server to listen on port {port}"),
+            || {
+                std::net::TcpStream::connect(("127.0.0.1", port))
+                    .ok()
+                    .map(|_| ())
+            },
+        );
         child
     }
 
-    /// Kills the server now (the store becomes unreachable).
+    /// Kills the server and waits until it is gone (the store is unreachable from then on).
     pub fn kill(&self) {
-        let _ = self.child.lock().unwrap().kill();
+        let mut child = self.child.lock().unwrap();
+        let _ = child.kill();
+        let _ = child.wait();
     }
 
     /// Stops the server the way an operator would (SIGTERM: it writes its AOF and exits),
@@ -200,7 +261,7 @@ impl TestStore {
         TestStore {
             data: temp_dir("node"),
             redis: Some(Arc::new(RedisServer::start())),
-            prefix: format!("test{}", free_port()),
+            prefix: format!("test{}", unique()),
         }
     }
 }
@@ -244,15 +305,25 @@ impl Node {
             command.env(k, v);
         }
         let child = command.spawn().expect("trainyard starts");
-        let node = Node {
+        let mut node = Node {
             child,
             url: format!("http://127.0.0.1:{port}"),
             _store: store.clone(),
         };
-        poll(Duration::from_secs(60), "the node to answer", || {
-            let (status, _) = node.try_get("/cluster/health")?;
-            (status == 200).then_some(())
-        });
+        let url = node.url.clone();
+        poll_child(
+            &mut node.child,
+            Duration::from_secs(60),
+            &format!("the node at {url} to answer"),
+            || {
+                let (status, _) = read_json(
+                    http_agent(Duration::from_secs(10))
+                        .get(format!("{url}/cluster/health"))
+                        .call(),
+                )?;
+                (status == 200).then_some(())
+            },
+        );
         node
     }
 
@@ -404,14 +475,15 @@ impl SseMessage {
     }
 }
 
-/// Reads the event stream at `url`, sent `Last-Event-ID: last_id`, until the server ends it
-/// (then `true`) or `enough` says so. Fails on a status other than 200.
-pub fn read_sse(
-    url: &str,
-    last_id: Option<&str>,
-    mut enough: impl FnMut(&[SseMessage]) -> bool,
-) -> (Vec<SseMessage>, bool) {
-    use std::io::BufRead;
+/// An event stream whose response has arrived (status and headers read): the server has
+/// subscribed to what it streams, so every event logged from now on is in it.
+pub struct SseStream {
+    reader: std::io::BufReader<ureq::BodyReader<'static>>,
+}
+
+/// Opens the event stream at `url`, sent `Last-Event-ID: last_id`, and returns once the
+/// response has arrived. Fails on a status other than 200.
+pub fn open_sse(url: &str, last_id: Option<&str>) -> SseStream {
     let mut request = http_agent(Duration::from_secs(120)).get(url);
     if let Some(id) = last_id {
         request = request.header("last-event-id", id);
@@ -426,30 +498,49 @@ pub fn read_sse(
         content_type.starts_with("text/event-stream"),
         "{content_type}"
     );
-    let reader = std::io::BufReader::new(response.into_body().into_reader());
-    let mut out = Vec::new();
-    let (mut id, mut event, mut data) = (None, String::from("message"), String::new());
-    for line in reader.lines() {
-        let line = line.expect("the stream reads");
-        if line.is_empty() {
-            if !data.is_empty() {
-                out.push(SseMessage {
-                    id: id.take(),
-                    event: std::mem::replace(&mut event, "message".into()),
-                    data: serde_json::from_str(&data).expect("data is JSON"),
-                });
-                data.clear();
-                if enough(&out) {
-                    return (out, false);
-                }
-            }
-        } else if let Some(v) = line.strip_prefix("id:") {
-            id = Some(v.trim().to_string());
-        } else if let Some(v) = line.strip_prefix("event:") {
-            event = v.trim().to_string();
-        } else if let Some(v) = line.strip_prefix("data:") {
-            data.push_str(v.strip_prefix(' ').unwrap_or(v));
-        }
+    SseStream {
+        reader: std::io::BufReader::new(response.into_body().into_reader()),
     }
-    (out, true)
+}
+
+impl SseStream {
+    /// Reads events until the server ends the stream (then `true`) or `enough` says so.
+    pub fn read(self, mut enough: impl FnMut(&[SseMessage]) -> bool) -> (Vec<SseMessage>, bool) {
+        use std::io::BufRead;
+        let mut out = Vec::new();
+        let (mut id, mut event, mut data) = (None, String::from("message"), String::new());
+        for line in self.reader.lines() {
+            let line = line.expect("the stream reads");
+            if line.is_empty() {
+                if !data.is_empty() {
+                    out.push(SseMessage {
+                        id: id.take(),
+                        event: std::mem::replace(&mut event, "message".into()),
+                        data: serde_json::from_str(&data).expect("data is JSON"),
+                    });
+                    data.clear();
+                    if enough(&out) {
+                        return (out, false);
+                    }
+                }
+            } else if let Some(v) = line.strip_prefix("id:") {
+                id = Some(v.trim().to_string());
+            } else if let Some(v) = line.strip_prefix("event:") {
+                event = v.trim().to_string();
+            } else if let Some(v) = line.strip_prefix("data:") {
+                data.push_str(v.strip_prefix(' ').unwrap_or(v));
+            }
+        }
+        (out, true)
+    }
+}
+
+/// Reads the event stream at `url`, sent `Last-Event-ID: last_id`, until the server ends it
+/// (then `true`) or `enough` says so. Fails on a status other than 200.
+pub fn read_sse(
+    url: &str,
+    last_id: Option<&str>,
+    enough: impl FnMut(&[SseMessage]) -> bool,
+) -> (Vec<SseMessage>, bool) {
+    open_sse(url, last_id).read(enough)
 }
