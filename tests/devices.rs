@@ -43,6 +43,14 @@ fn tasks_run_only_on_the_kind_of_device_they_ask_for() {
         },
     );
     assert_eq!(node.state(&on_gpu), "PENDING");
+    // It says why it waits, as Ray shows a pending task's reason; the others say nothing.
+    let (_, status) = node.get(&format!("/task/{on_gpu}/status"));
+    assert_eq!(status["waiting_for"], "gpu: no node offers it", "{status}");
+    let (_, inspected) = node.get(&format!("/task/{on_gpu}"));
+    assert_eq!(inspected["waiting_for"], "gpu: no node offers it");
+    assert_eq!(inspected["request"]["device"], "gpu");
+    let (_, status) = node.get(&format!("/task/{on_cpu}/status"));
+    assert!(status.get("waiting_for").is_none(), "{status}");
     let (status, answer) = node.post("/train/linear/async", json!({"device": "tpu"}));
     assert_eq!(
         (status, answer["error"]["code"].as_str()),

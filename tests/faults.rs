@@ -557,7 +557,10 @@ fn a_node_cut_off_from_redis_loses_its_task_to_the_others() {
 #[test]
 fn clocks_that_disagree_requeue_nothing_healthy_and_still_catch_a_hung_node() {
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-    let library = format!("/usr/lib/{}-linux-gnu/faketime/libfaketime.so.1", std::env::consts::ARCH);
+    let library = format!(
+        "/usr/lib/{}-linux-gnu/faketime/libfaketime.so.1",
+        std::env::consts::ARCH
+    );
     if !Path::new(&library).exists() {
         eprintln!("SKIPPED: libfaketime is not installed (apt-get install faketime)");
         return;
@@ -652,21 +655,36 @@ fn clocks_that_disagree_requeue_nothing_healthy_and_still_catch_a_hung_node() {
 fn a_redis_that_evicts_keys_is_refused_at_start() {
     let port = free_port();
     let mut redis = Command::new("redis-server")
-        .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", ""])
+        .args([
+            "--port",
+            &port.to_string(),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+        ])
         .args(["--maxmemory-policy", "allkeys-lru"])
         .stdout(Stdio::null())
         .spawn()
         .expect("redis-server runs");
     poll(Duration::from_secs(20), "redis-server to listen", || {
-        std::net::TcpStream::connect(("127.0.0.1", port)).ok().map(|_| ())
+        std::net::TcpStream::connect(("127.0.0.1", port))
+            .ok()
+            .map(|_| ())
     });
     let out = Command::new(env!("CARGO_BIN_EXE_trainyard"))
         .args(["up", "--http", &format!("127.0.0.1:{}", free_port())])
         .arg("--data")
         .arg(temp_dir("evicts"))
-        .env("TRAINYARD_STORE__URL", format!("redis://127.0.0.1:{port}/0"))
+        .env(
+            "TRAINYARD_STORE__URL",
+            format!("redis://127.0.0.1:{port}/0"),
+        )
         .env("TRAINYARD_NODE__COOKIE", COOKIE)
-        .env("TRAINYARD_NODE__LISTEN", format!("\"127.0.0.1:{}\"", free_port()))
+        .env(
+            "TRAINYARD_NODE__LISTEN",
+            format!("\"127.0.0.1:{}\"", free_port()),
+        )
         .output()
         .unwrap();
     let _ = redis.kill();

@@ -67,7 +67,11 @@ fn liveness_ignores_the_store_and_readiness_says_why_not() {
     let store = TestStore::redis();
     let node = Node::up(&store, 1, &[]);
     let (status, live) = node.get("/healthz");
-    assert_eq!((status, live["status"].as_str()), (200, Some("ok")), "{live}");
+    assert_eq!(
+        (status, live["status"].as_str()),
+        (200, Some("ok")),
+        "{live}"
+    );
     let (status, ready) = node.get("/readyz");
     assert_eq!(status, 200, "{ready}");
     assert_eq!(ready["reasons"], json!([]));
@@ -113,11 +117,7 @@ fn liveness_ignores_the_store_and_readiness_says_why_not() {
 #[test]
 fn sigterm_ends_open_event_streams_and_the_node_stops_within_its_grace() {
     let store = TestStore::embedded();
-    let node = Node::up(
-        &store,
-        1,
-        &[("TRAINYARD_TASKS__SHUTDOWN_GRACE_S", "2")],
-    );
+    let node = Node::up(&store, 1, &[("TRAINYARD_TASKS__SHUTDOWN_GRACE_S", "2")]);
     let running = node.submit("mlp", json!({"epochs": 100000}));
     node.wait_for(&running, "PROGRESS", Duration::from_secs(60));
     // Queued behind the running one: its stream has nothing to say until the stop.
@@ -160,10 +160,14 @@ fn sigterm_ends_open_event_streams_and_the_node_stops_within_its_grace() {
             .recv_timeout(Duration::from_secs(60))
             .expect("every stream sends an event");
     }
-    poll(Duration::from_secs(60), "the sync training to be stored", || {
-        let (_, tasks) = node.get("/tasks?model_type=linear");
-        (tasks["count"] == 1).then_some(())
-    });
+    poll(
+        Duration::from_secs(60),
+        "the sync training to be stored",
+        || {
+            let (_, tasks) = node.get("/tasks?model_type=linear");
+            (tasks["count"] == 1).then_some(())
+        },
+    );
 
     let started = Instant::now();
     let status = node.terminate();
@@ -183,4 +187,30 @@ fn sigterm_ends_open_event_streams_and_the_node_stops_within_its_grace() {
         "{answer}"
     );
     assert!(answer["error"]["task_id"].is_string(), "{answer}");
+}
+
+/// A sync training (`POST /train/{m}?wait_s=`) waits on its task's events: it reads the task
+/// about once a second while it trains, not every 50 ms.
+#[test]
+fn a_sync_wait_listens_for_the_end_instead_of_polling_the_store() {
+    let store = TestStore::redis();
+    let node = Node::up(&store, 1, &[]);
+    let before = store_calls(&node, "get");
+    let started = Instant::now();
+    let (status, answer) = node.post(
+        "/train/mlp?wait_s=120",
+        json!({"epochs": 60, "hidden_sizes": [64, 64]}),
+    );
+    let waited = started.elapsed().as_secs_f64();
+    assert_eq!(
+        (status, answer["state"].as_str()),
+        (200, Some("SUCCESS")),
+        "{answer}"
+    );
+    let gets = store_calls(&node, "get") - before;
+    println!("a sync wait of {waited:.2} s read the task {gets} times");
+    assert!(
+        (gets as f64) <= waited.ceil() + 3.0,
+        "{gets} reads of the task in a wait of {waited:.2} s"
+    );
 }

@@ -45,6 +45,23 @@ struct Session {
     ready: bool,
 }
 
+impl Peers {
+    /// The session `ses` is about. One that opened before this node subscribed to the node
+    /// server's events (a peer that dials in as the node starts) is known from its next event.
+    fn session(
+        &mut self,
+        ses: &ractor_cluster::node::NodeServerSessionInformation,
+    ) -> &mut Session {
+        self.sessions
+            .entry(ses.actor.get_id())
+            .or_insert_with(|| Session {
+                addr: ses.peer_addr.clone(),
+                name: None,
+                ready: false,
+            })
+    }
+}
+
 impl Membership {
     /// A node with no cluster (the embedded store): alone, so it may always lead.
     pub fn alone(name: &str) -> Arc<Self> {
@@ -202,35 +219,23 @@ impl Events {
 impl NodeEventSubscription for Events {
     fn node_session_opened(&self, ses: ractor_cluster::node::NodeServerSessionInformation) {
         self.with(|p| {
-            p.sessions.insert(
-                ses.actor.get_id(),
-                Session {
-                    addr: ses.peer_addr.clone(),
-                    name: None,
-                    ready: false,
-                },
-            )
+            p.session(&ses);
         });
     }
 
     fn node_session_authenticated(&self, ses: ractor_cluster::node::NodeServerSessionInformation) {
-        let name = ses.peer_name.map(|n| node_name(&n.name));
-        self.with(|p| {
-            if let Some(s) = p.sessions.get_mut(&ses.actor.get_id()) {
-                s.name = name;
-            }
-        });
+        let name = ses.peer_name.as_ref().map(|n| node_name(&n.name));
+        self.with(|p| p.session(&ses).name = name);
     }
 
     fn node_session_ready(&self, ses: ractor_cluster::node::NodeServerSessionInformation) {
-        let name = ses.peer_name.map(|n| node_name(&n.name));
+        let name = ses.peer_name.as_ref().map(|n| node_name(&n.name));
         tracing::info!(peer = name.as_deref().unwrap_or("?"), addr = %ses.peer_addr, "peer joined");
         self.with(|p| {
             p.joined = true;
-            if let Some(s) = p.sessions.get_mut(&ses.actor.get_id()) {
-                s.name = name;
-                s.ready = true;
-            }
+            let session = p.session(&ses);
+            session.name = name;
+            session.ready = true;
         });
     }
 

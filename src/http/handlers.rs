@@ -56,6 +56,8 @@ struct TrainRequest {
 const MAX_RETRIES_LIMIT: u32 = 10;
 /// Longest a synchronous training request waits.
 const MAX_WAIT_S: f64 = 3600.0;
+/// A synchronous training request reads its task again at least this often, events or not.
+const SYNC_RECHECK: Duration = Duration::from_secs(1);
 
 pub(super) fn parse_json<T: serde::de::DeserializeOwned + Default>(
     content_type: &Option<String>,
@@ -329,6 +331,18 @@ pub async fn submit_sync<S: Store>(
         .map_err(reject)?;
     let deadline = Instant::now() + Duration::from_secs_f64(wait_s);
     let mut stopping = api.stopping.clone();
+    // Subscribed before the first read, so the end cannot fall between the two.
+    let mut live = api.store.subscribe();
+    // An answer for a task that runs on: its id, and where to ask later.
+    let runs_on = |status, code, why: String| {
+        let mut error = ApiError::new(
+            status,
+            code,
+            format!("{why}; poll /task/{}/result", task.id),
+        );
+        error.extra = Some(json!({"task_id": task.id}));
+        reject(error)
+    };
     loop {
         if let Lookup::Found(found) = api.store.get(task.id).await.map_err(reject)?
             && found.state.is_terminal()
@@ -336,30 +350,28 @@ pub async fn submit_sync<S: Store>(
             return Ok(result_reply(&found));
         }
         if Instant::now() >= deadline {
-            let mut error = ApiError::new(
-                StatusCode::GATEWAY_TIMEOUT,
-                "timeout",
-                format!(
-                    "task {} did not finish within {wait_s} s; poll /task/{}/result",
-                    task.id, task.id
-                ),
-            );
-            error.extra = Some(json!({"task_id": task.id}));
-            return Err(reject(error));
+            let why = format!("task {} did not finish within {wait_s} s", task.id);
+            return Err(runs_on(StatusCode::GATEWAY_TIMEOUT, "timeout", why));
         }
-        tokio::select! {
-            () = tokio::time::sleep(Duration::from_millis(50)) => {}
-            _ = stopping.wait_for(|stopping| *stopping) => {
-                let mut error = ApiError::new(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "node_stopping",
-                    format!(
-                        "this node is stopping; task {} is kept and runs on; poll /task/{}/result",
-                        task.id, task.id
-                    ),
-                );
-                error.extra = Some(json!({"task_id": task.id}));
-                return Err(reject(error));
+        // Wait for the task's last event (not polling the store), and read again at most a
+        // second later whatever comes (an event the live feed missed), or at the deadline.
+        let read_again = (Instant::now() + SYNC_RECHECK).min(deadline);
+        loop {
+            tokio::select! {
+                received = live.recv() => match received {
+                    Ok(event) if event.task == task.id && event.terminal => break,
+                    Ok(_) => {}
+                    Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => break,
+                    Err(tokio::sync::broadcast::error::RecvError::Closed) => {
+                        tokio::time::sleep_until(read_again.into()).await;
+                        break;
+                    }
+                },
+                () = tokio::time::sleep_until(read_again.into()) => break,
+                () = async { drop(stopping.wait_for(|stopping| *stopping).await) } => {
+                    let why = format!("this node is stopping; task {} is kept and runs on", task.id);
+                    return Err(runs_on(StatusCode::SERVICE_UNAVAILABLE, "node_stopping", why));
+                }
             }
         }
     }

@@ -36,7 +36,10 @@ async fn check_durability(con: &mut ConnectionManager) -> Result<(), StoreError>
         )));
     }
     let aof = setting(con, "appendonly").await?;
-    let info: String = ::redis::cmd("INFO").arg("replication").query_async(con).await?;
+    let info: String = ::redis::cmd("INFO")
+        .arg("replication")
+        .query_async(con)
+        .await?;
     let replicas = info
         .lines()
         .find_map(|l| l.strip_prefix("connected_slaves:"))
