@@ -123,7 +123,9 @@ async fn compute<S: Store>(api: &Api<S>) -> Health {
     if draining {
         not_ready.push("the node is draining".to_string());
     }
-    if stopping() {
+    // The HTTP edge sees the stop first (its graceful stop lets answers under way finish).
+    let stopping = *api.stopping.borrow() || stopping();
+    if stopping {
         not_ready.push("the node is stopping".to_string());
     }
     let healthy = store.is_ok() && !trainers.is_empty();
@@ -143,7 +145,7 @@ async fn compute<S: Store>(api: &Api<S>) -> Health {
             "store": store_text,
             "local_trainers": local_trainers,
             "draining": draining,
-            "stopping": stopping(),
+            "stopping": stopping,
         }),
         not_ready,
         devices,
