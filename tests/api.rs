@@ -920,16 +920,16 @@ fn quick_tasks_are_claimed_ahead_and_never_behind_a_long_one(store: TestStore) {
     // it finished: it was claimed ahead while that one trained.
     let ahead = spans.windows(2).filter(|w| w[1].0 < w[0].1).count();
     assert!(ahead >= quick.len() - 3, "{ahead} claimed ahead: {spans:?}");
-    let cancelled_at = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs_f64();
     node.post(&format!("/task/{long}/cancel"), json!(null));
     node.wait_for(&after, "SUCCESS", LONG);
+    node.wait_for(&long, "REVOKED", LONG);
+    // Both times on the store's clock: the long one ran a second or more (seen running while
+    // `after` stayed queued), and `after` started only once it had ended.
+    let (long_started, long_ended) = timings(&long);
     let after_at = timings(&after).0;
     assert!(
-        after_at > cancelled_at,
-        "claimed once the long one stopped: {after_at}"
+        after_at >= long_started + 1.0 && after_at >= long_ended - 0.05,
+        "claimed once the long one stopped: {after_at}, long {long_started}..{long_ended}"
     );
 }
 

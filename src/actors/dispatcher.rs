@@ -115,8 +115,10 @@ impl<S: Store> Actor for Dispatcher<S> {
                     state.next_lead = now + LEAD_EVERY;
                     self.contend(state).await;
                 }
-                self.sync_members(state).await;
-                if now >= state.next_reconcile {
+                let rejoined = self.sync_members(state).await;
+                // A trainer back from a broken link may still run its task: its lease says so
+                // before anything is sent to it.
+                if rejoined || now >= state.next_reconcile {
                     state.next_reconcile = now + RECONCILE_EVERY;
                     self.reconcile(state).await;
                 }
@@ -208,7 +210,9 @@ impl<S: Store> Dispatcher<S> {
 
     /// Follows the trainer group: new trainers are idle; the task of a trainer that left (its
     /// node died or disconnected, or the actor failed) is requeued at once by the leader.
-    async fn sync_members(&self, state: &mut DispatcherState) {
+    /// Returns whether a trainer that had left came back.
+    async fn sync_members(&self, state: &mut DispatcherState) -> bool {
+        let mut rejoined = false;
         let mut present: HashMap<String, ActorCell> = HashMap::new();
         for cell in cluster::trainers() {
             if let Some(name) = cell.get_name() {
@@ -247,7 +251,7 @@ impl<S: Store> Dispatcher<S> {
                 continue;
             };
             tracing::info!(trainer = %name, "trainer joined");
-            state.departed.remove(&name);
+            rejoined |= state.departed.remove(&name);
             state.trainers.insert(
                 name,
                 Slot {
@@ -259,6 +263,7 @@ impl<S: Store> Dispatcher<S> {
                 },
             );
         }
+        rejoined
     }
 
     /// Requeues the tasks of trainers that left the group whose node is gone too: it has not
