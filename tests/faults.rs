@@ -15,7 +15,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use common::{free_port, http_agent, poll, read_json, temp_dir};
+use common::{RedisServer, free_port, http_agent, poll, read_json, temp_dir};
 use serde_json::{Value, json};
 
 /// One test at a time: each starts three nodes on a 2-core machine.
@@ -159,42 +159,6 @@ impl Drop for Net {
             let _ = run(&["ip", "netns", "del", ns]);
         }
         let _ = run(&["ip", "link", "del", &self.bridge]);
-    }
-}
-
-/// A `redis-server` bound to `host`, killed on drop.
-struct Redis {
-    child: Child,
-    url: String,
-    port: u16,
-}
-
-impl Redis {
-    fn start(host: &str) -> Redis {
-        let port = free_port();
-        let child = Command::new("redis-server")
-            .args(["--port", &port.to_string(), "--bind", host])
-            .args(["--save", "", "--appendonly", "no"])
-            // The nodes reach it from their namespaces, on the test's own bridge.
-            .args(["--protected-mode", "no"])
-            .stdout(Stdio::null())
-            .spawn()
-            .expect("redis-server runs (scripts/test installs it)");
-        poll(Duration::from_secs(20), "redis-server to listen", || {
-            std::net::TcpStream::connect((host, port)).ok().map(|_| ())
-        });
-        Redis {
-            child,
-            url: format!("redis://{host}:{port}/0"),
-            port,
-        }
-    }
-}
-
-impl Drop for Redis {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 
@@ -380,7 +344,7 @@ fn training(seconds: u32) -> Value {
 /// namespaces cannot be made.
 struct Rig {
     nodes: Vec<Node>,
-    redis: Redis,
+    redis: RedisServer,
     // Dropped last: the namespaces go after the processes in them.
     net: Net,
     _dir: PathBuf,
@@ -394,7 +358,11 @@ fn rig(lease_s: f64) -> Option<Rig> {
             return None;
         }
     };
-    let redis = Redis::start(&net.host());
+    // The nodes reach it from their namespaces, on the test's own bridge.
+    let redis = RedisServer::on(
+        &net.host(),
+        &["--save", "", "--appendonly", "no", "--protected-mode", "no"],
+    );
     let dir = temp_dir("faults");
     let prefix = format!("faults{}", free_port());
     let (http, cluster) = (free_port(), free_port());
@@ -565,7 +533,7 @@ fn clocks_that_disagree_requeue_nothing_healthy_and_still_catch_a_hung_node() {
         eprintln!("SKIPPED: libfaketime is not installed (apt-get install faketime)");
         return;
     }
-    let redis = Redis::start("127.0.0.1");
+    let redis = RedisServer::start();
     let dir = temp_dir("clock");
     let prefix = format!("clock{}", free_port());
     let ports: Vec<(u16, u16)> = (0..3).map(|_| (free_port(), free_port())).collect();
@@ -653,33 +621,15 @@ fn clocks_that_disagree_requeue_nothing_healthy_and_still_catch_a_hung_node() {
 /// naming the setting.
 #[test]
 fn a_redis_that_evicts_keys_is_refused_at_start() {
-    let port = free_port();
-    let mut redis = Command::new("redis-server")
-        .args([
-            "--port",
-            &port.to_string(),
-            "--bind",
-            "127.0.0.1",
-            "--save",
-            "",
-        ])
-        .args(["--maxmemory-policy", "allkeys-lru"])
-        .stdout(Stdio::null())
-        .spawn()
-        .expect("redis-server runs");
-    poll(Duration::from_secs(20), "redis-server to listen", || {
-        std::net::TcpStream::connect(("127.0.0.1", port))
-            .ok()
-            .map(|_| ())
-    });
+    let redis = RedisServer::on(
+        "127.0.0.1",
+        &["--save", "", "--maxmemory-policy", "allkeys-lru"],
+    );
     let out = Command::new(env!("CARGO_BIN_EXE_trainyard"))
         .args(["up", "--http", &format!("127.0.0.1:{}", free_port())])
         .arg("--data")
         .arg(temp_dir("evicts"))
-        .env(
-            "TRAINYARD_STORE__URL",
-            format!("redis://127.0.0.1:{port}/0"),
-        )
+        .env("TRAINYARD_STORE__URL", &redis.url)
         .env("TRAINYARD_NODE__COOKIE", COOKIE)
         .env(
             "TRAINYARD_NODE__LISTEN",
@@ -687,8 +637,7 @@ fn a_redis_that_evicts_keys_is_refused_at_start() {
         )
         .output()
         .unwrap();
-    let _ = redis.kill();
-    let _ = redis.wait();
+    redis.kill();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success(), "{stderr}");
     assert!(

@@ -150,7 +150,8 @@ pub fn poll_child<T>(
 pub struct RedisServer {
     child: std::sync::Mutex<Child>,
     args: Vec<String>,
-    port: u16,
+    host: String,
+    pub port: u16,
     pub url: String,
 }
 
@@ -175,23 +176,29 @@ impl RedisServer {
     }
 
     fn launch(extra: &[&str]) -> RedisServer {
+        Self::on("127.0.0.1", extra)
+    }
+
+    /// Listening on `host` (an address of the test's own), with `extra` arguments.
+    pub fn on(host: &str, extra: &[&str]) -> RedisServer {
         let port = free_port();
         let mut args = vec![
             "--port".to_string(),
             port.to_string(),
             "--bind".into(),
-            "127.0.0.1".into(),
+            host.into(),
         ];
         args.extend(extra.iter().map(|a| a.to_string()));
         RedisServer {
-            child: std::sync::Mutex::new(Self::spawn(&args, port)),
+            child: std::sync::Mutex::new(Self::spawn(&args, host, port)),
             args,
+            host: host.to_string(),
             port,
-            url: format!("redis://127.0.0.1:{port}/0"),
+            url: format!("redis://{host}:{port}/0"),
         }
     }
 
-    fn spawn(args: &[String], port: u16) -> Child {
+    fn spawn(args: &[String], host: &str, port: u16) -> Child {
         let mut child = Command::new("redis-server")
             .args(args)
             .stdout(Stdio::null())
@@ -201,11 +208,7 @@ impl RedisServer {
             &mut child,
             Duration::from_secs(60),
             &format!("redis-server to listen on port {port}"),
-            || {
-                std::net::TcpStream::connect(("127.0.0.1", port))
-                    .ok()
-                    .map(|_| ())
-            },
+            || std::net::TcpStream::connect((host, port)).ok().map(|_| ()),
         );
         child
     }
@@ -226,7 +229,7 @@ impl RedisServer {
             .status();
         let _ = child.wait();
         std::thread::sleep(down);
-        *child = Self::spawn(&self.args, self.port);
+        *child = Self::spawn(&self.args, &self.host, self.port);
     }
 }
 
