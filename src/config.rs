@@ -77,10 +77,16 @@ pub struct HttpSection {
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct StoreSection {
-    /// `embedded:PATH` (one node) or `redis://HOST:PORT/DB`.
+    /// `embedded:PATH` (one node), `redis://HOST:PORT/DB`, or
+    /// `redis+sentinel://HOST:PORT,HOST:PORT/SERVICE/DB` (the primary Redis Sentinel names).
     pub url: String,
     /// Prefix of every Redis key, so clusters can share a Redis.
     pub prefix: String,
+    /// Redis replicas that must have a submission (before its 202) or a result (before its
+    /// trainer moves on): `WAIT`. 0: the primary's word is enough.
+    pub min_replicas_ack: usize,
+    /// Seconds a submission or a result waits for those replicas; past it, it is refused (503).
+    pub replica_ack_timeout_s: f64,
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq)]
@@ -148,6 +154,8 @@ impl Default for StoreSection {
         StoreSection {
             url: "embedded:trainyard-data/trainyard.redb".into(),
             prefix: "trainyard".into(),
+            min_replicas_ack: 0,
+            replica_ack_timeout_s: 2.0,
         }
     }
 }
@@ -234,19 +242,29 @@ impl Config {
                 self.node.name
             ));
         }
-        if self.store.url.starts_with("redis://") {
+        let embedded = self.store.url.starts_with("embedded:");
+        if !embedded {
             problems.extend(self.cluster_problems());
+            if let Err(e) = crate::store::Target::parse(&self.store.url) {
+                problems.push(format!("store.url: {e} (or embedded:PATH, for one node)"));
+            }
+        }
+        if embedded && self.store.min_replicas_ack > 0 {
+            problems.push(
+                "store.min_replicas_ack needs a Redis store: the embedded store has no replicas"
+                    .into(),
+            );
+        }
+        if !(self.store.replica_ack_timeout_s > 0.0 && self.store.replica_ack_timeout_s <= 60.0) {
+            problems.push(format!(
+                "store.replica_ack_timeout_s {} must be above 0 and at most 60",
+                self.store.replica_ack_timeout_s
+            ));
         }
         if self.http.listen.parse::<std::net::SocketAddr>().is_err() {
             problems.push(format!(
                 "http.listen {:?} is not an address like 127.0.0.1:5000",
                 self.http.listen
-            ));
-        }
-        if !(self.store.url.starts_with("embedded:") || self.store.url.starts_with("redis://")) {
-            problems.push(format!(
-                "store.url {:?} must start with embedded: or redis://",
-                self.store.url
             ));
         }
         if self.trainers.devices.is_empty() {

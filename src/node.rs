@@ -60,6 +60,8 @@ pub async fn run(
         result_expires_s: config.tasks.result_expires_s,
         expired_memory_s: config.tasks.expired_memory_s,
         lease_s: config.tasks.lease_s,
+        min_replicas_ack: config.store.min_replicas_ack,
+        replica_ack_timeout_s: config.store.replica_ack_timeout_s,
     };
     if let Some(path) = config.store.url.strip_prefix("embedded:") {
         if !config.node.seeds.is_empty() {
@@ -82,7 +84,8 @@ pub async fn run(
         let redis = RedisStore::connect(&config.store.url, &config.store.prefix, settings).await?;
         telemetry::register_zeroes("redis", &device_names);
         let store = Arc::new(Instrumented::new(redis, "redis"));
-        store.ping().await?;
+        // Connecting talked to Redis already; a primary short of the replicas that
+        // `min_replicas_ack` needs is not ready (`/readyz` says why) but still starts.
         let listen: SocketAddr = config
             .node
             .listen

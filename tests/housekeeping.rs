@@ -20,6 +20,7 @@ fn settings() -> StoreSettings {
         result_expires_s: 0.5,
         expired_memory_s: 60.0,
         lease_s: 5.0,
+        ..StoreSettings::default()
     }
 }
 

@@ -867,6 +867,7 @@ fn settings() -> StoreSettings {
         result_expires_s: 5.0,
         expired_memory_s: 60.0,
         lease_s: 1.0,
+        ..StoreSettings::default()
     }
 }
 

@@ -14,6 +14,7 @@ mod embedded;
 pub mod events;
 mod instrumented;
 mod keys;
+mod link;
 mod redis_store;
 
 use std::future::Future;
@@ -29,6 +30,7 @@ pub use embedded::EmbeddedStore;
 pub use events::{Event, EventId, EventKind};
 pub use instrumented::Instrumented;
 pub use keys::Keys;
+pub use link::Target;
 pub use redis_store::RedisStore;
 
 /// A task's life: PENDING -> STARTED -> PROGRESS -> SUCCESS | FAILURE, or REVOKED.
@@ -473,6 +475,11 @@ pub struct StoreSettings {
     pub expired_memory_s: f64,
     /// Seconds a running attempt's lease lasts without renewal.
     pub lease_s: f64,
+    /// Redis replicas that must confirm a submission or a result before the store
+    /// acknowledges it (`WAIT`); 0: the primary's word is enough.
+    pub min_replicas_ack: usize,
+    /// Seconds a write waits for those replicas before it is refused.
+    pub replica_ack_timeout_s: f64,
 }
 
 impl Default for StoreSettings {
@@ -481,6 +488,8 @@ impl Default for StoreSettings {
             result_expires_s: 3600.0,
             expired_memory_s: 86_400.0,
             lease_s: 5.0,
+            min_replicas_ack: 0,
+            replica_ack_timeout_s: 2.0,
         }
     }
 }

@@ -3,7 +3,6 @@
 //! record computed in Rust (the same transitions as every store), and the script writes it only
 //! if the record is still the one read; on a conflict the change is retried.
 
-use ::redis::aio::ConnectionManager;
 use ::redis::streams::{StreamId, StreamRangeReply, StreamReadOptions, StreamReadReply};
 use ::redis::{AsyncCommands, Script};
 use std::collections::{HashMap, HashSet, VecDeque};
@@ -13,14 +12,15 @@ use std::time::{Duration, Instant};
 use uuid::Uuid;
 
 use super::keys::Keys;
+use super::link::{Link, ReplicaAck, Target, WeakLink};
 use super::*;
 use crate::cache::BoundedCache;
 use crate::training::{DeviceClass, DeviceSpec};
 
 /// Refuses a Redis whose `maxmemory-policy` evicts keys (it would drop queued tasks in
 /// silence), and warns when neither an append-only file nor a replica keeps accepted tasks.
-async fn check_durability(con: &mut ConnectionManager) -> Result<(), StoreError> {
-    let setting = async |con: &mut ConnectionManager, name: &str| -> Result<String, StoreError> {
+async fn check_durability(con: &mut Link, min_replicas_ack: usize) -> Result<(), StoreError> {
+    let setting = async |con: &mut Link, name: &str| -> Result<String, StoreError> {
         let pair: Vec<String> = ::redis::cmd("CONFIG")
             .arg("GET")
             .arg(name)
@@ -45,6 +45,14 @@ async fn check_durability(con: &mut ConnectionManager) -> Result<(), StoreError>
         .find_map(|l| l.strip_prefix("connected_slaves:"))
         .and_then(|n| n.trim().parse::<u32>().ok())
         .unwrap_or(0);
+    if replicas < min_replicas_ack as u32 {
+        tracing::warn!(
+            replicas,
+            min_replicas_ack,
+            "Redis has fewer replicas than store.min_replicas_ack: submissions and results are \
+             refused until enough replicas connect"
+        );
+    }
     if aof != "yes" && replicas == 0 {
         tracing::warn!(
             "Redis keeps no append-only file and has no replica: a Redis restart loses every \
@@ -59,13 +67,26 @@ const CLOCK_SYNC_EVERY: Duration = Duration::from_secs(2);
 
 /// Measures Redis's clock (`TIME`) against this host's, taking the middle of the round trip,
 /// and makes it the clock of every time kept in the store (see [`now_s`]).
-async fn sync_clock(con: &mut ConnectionManager) -> Result<(), StoreError> {
+async fn sync_clock(con: &mut Link) -> Result<(), StoreError> {
     let before = local_now_s();
     let (secs, micros): (u64, u64) = ::redis::cmd("TIME").query_async(con).await?;
     let after = local_now_s();
     let redis = secs as f64 + micros as f64 / 1e6;
     set_clock_offset(redis - (before + after) / 2.0);
     Ok(())
+}
+
+/// Measures the store's clock again every `CLOCK_SYNC_EVERY`, while the store lives.
+async fn keep_clock(link: WeakLink) {
+    loop {
+        tokio::time::sleep(CLOCK_SYNC_EVERY).await;
+        let Some(mut link) = link.upgrade() else {
+            return;
+        };
+        if let Err(e) = sync_clock(&mut link).await {
+            tracing::debug!(error = %e, "cannot read the store's clock");
+        }
+    }
 }
 
 /// Most times a change is retried after losing a compare-and-set race.
@@ -90,7 +111,7 @@ struct Scripts {
 
 #[derive(Clone)]
 pub struct RedisStore {
-    con: ConnectionManager,
+    link: Link,
     keys: Keys,
     settings: StoreSettings,
     scripts: Arc<Scripts>,
@@ -205,37 +226,32 @@ fn with_head(script: &str) -> String {
 const EVENTS_KEPT: u64 = 10_000;
 
 impl RedisStore {
-    /// Connects to `url` (`redis://HOST:PORT/DB`); keys start with `prefix`. The connection
-    /// reconnects by itself when Redis comes back.
+    /// Connects to `url`: `redis://HOST:PORT/DB`, or `redis+sentinel://HOST:PORT,…/SERVICE/DB`
+    /// for the primary that Redis Sentinel names (followed after a failover); keys start with
+    /// `prefix`. The connection reconnects by itself when Redis comes back.
     pub async fn connect(
         url: &str,
         prefix: &str,
         settings: StoreSettings,
     ) -> Result<Self, StoreError> {
-        let client = ::redis::Client::open(url)?;
-        let mut con = client.get_connection_manager().await?;
+        let target = Target::parse(url).map_err(StoreError::Unavailable)?;
+        let ack = ReplicaAck {
+            replicas: settings.min_replicas_ack,
+            timeout: Duration::from_secs_f64(settings.replica_ack_timeout_s.max(0.001)),
+        };
+        let mut link = Link::open(&target, Some(ack)).await?;
         let keys = Keys::new(prefix);
         let live = tokio::sync::broadcast::channel(events::LIVE_BUFFER).0;
+        check_durability(&mut link, settings.min_replicas_ack).await?;
+        sync_clock(&mut link).await?;
+        tokio::spawn(keep_clock(link.downgrade()));
         // The follower starts after the newest event logged before this returns, so every
         // event logged through this store reaches its subscribers.
-        check_durability(&mut con).await?;
-        sync_clock(&mut con).await?;
-        tokio::spawn({
-            let mut con = con.clone();
-            async move {
-                loop {
-                    tokio::time::sleep(CLOCK_SYNC_EVERY).await;
-                    if let Err(e) = sync_clock(&mut con).await {
-                        tracing::debug!(error = %e, "cannot read the store's clock");
-                    }
-                }
-            }
-        });
-        let newest: StreamRangeReply = con.xrevrange_count(keys.events(), "+", "-", 1).await?;
+        let newest: StreamRangeReply = link.xrevrange_count(keys.events(), "+", "-", 1).await?;
         let after = newest.ids.first().map_or("0-0".into(), |e| e.id.clone());
-        tokio::spawn(follow_events(client, keys.events(), after, live.clone()));
+        tokio::spawn(follow_events(link.downgrade(), keys.events(), after, live.clone()));
         Ok(RedisStore {
-            con,
+            link,
             keys,
             live,
             datasets: Arc::new(BoundedCache::new(DATASET_CACHE_BYTES)),
@@ -292,8 +308,10 @@ impl RedisStore {
             .arg(idem_value)
             .arg(ttl);
         self.add_event(&mut invocation, None, task);
-        let answer: String = invocation.invoke_async(&mut self.con.clone()).await?;
+        let mut writer = self.link.writer();
+        let answer: String = invocation.invoke_async(&mut writer).await?;
         if answer == "ok" {
+            writer.replicated(|| format!("task {}", task.id)).await?;
             return Ok(Submitted::New);
         }
         if let Some(used) = answer.strip_prefix("used ") {
@@ -319,7 +337,7 @@ impl RedisStore {
         for arg in args {
             invocation.arg(arg);
         }
-        let applied: i64 = invocation.invoke_async(&mut self.con.clone()).await?;
+        let applied: i64 = invocation.invoke_async(&mut self.link.clone()).await?;
         Ok(applied == 1)
     }
 
@@ -359,7 +377,7 @@ impl RedisStore {
             // Redis expires keys on whole seconds; the record's own expiry is exact.
             return Ok(found_unless_expired(decode(&raw)?));
         }
-        let expired: bool = self.con.clone().exists(self.keys.tombstone(id)).await?;
+        let expired: bool = self.link.clone().exists(self.keys.tombstone(id)).await?;
         Ok(if expired {
             Lookup::Expired
         } else {
@@ -376,11 +394,11 @@ impl RedisStore {
         }
         peek.arg(self.keys.task_prefix())
             .arg(Self::window(self.trying()));
-        Ok(peek.invoke_async(&mut self.con.clone()).await?)
+        Ok(peek.invoke_async(&mut self.link.clone()).await?)
     }
 
     async fn raw(&self, id: Uuid) -> Result<Option<String>, StoreError> {
-        Ok(self.con.clone().get(self.keys.task(id)).await?)
+        Ok(self.link.clone().get(self.keys.task(id)).await?)
     }
 
     /// Runs a compare-and-set script: ARGV[1] the record read (`old`, decoded as `before`),
@@ -395,7 +413,7 @@ impl RedisStore {
         extra: &[&[u8]],
     ) -> Result<bool, StoreError> {
         let invocation = self.swap_invocation(script, keys, old, new, extra);
-        let changed: i64 = invocation.invoke_async(&mut self.con.clone()).await?;
+        let changed: i64 = invocation.invoke_async(&mut self.link.clone()).await?;
         Ok(changed == 1)
     }
 
@@ -540,13 +558,13 @@ impl RedisStore {
                 Err(Untried::NoRecord(queue, id)) => {
                     // A queued id without a record cannot run; drop it so it does not block
                     // the queue.
-                    let _: i64 = self.con.clone().zrem(queue, id.to_string()).await?;
+                    let _: i64 = self.link.clone().zrem(queue, id.to_string()).await?;
                     drop(next);
                     head = self.peek_head(device).await?;
                     continue;
                 }
             };
-            let answer = claim.invocation.invoke_async(&mut self.con.clone()).await?;
+            let answer = claim.invocation.invoke_async(&mut self.link.clone()).await?;
             match self.claim_answer(device, answer, claim.task, claim.stored) {
                 ClaimAnswer::Taken(claimed) => return Ok(Some(*claimed)),
                 ClaimAnswer::Draining => return Ok(None),
@@ -658,8 +676,17 @@ impl RedisStore {
     ) -> Result<bool, StoreError> {
         let keys = self.finish_keys(task);
         let (new, model) = task.clone().finished(finish.clone(), &self.settings);
-        self.finish_swap(&keys, (old, task), &new, model.as_deref())
-            .await
+        let invocation = self.finish_invocation(&keys, (old, task), &new, model.as_deref());
+        let mut writer = self.link.writer();
+        let changed: i64 = invocation.invoke_async(&mut writer).await?;
+        if changed == 1 {
+            // A result is acknowledged (to the trainer, which then moves on) once it is on
+            // the replicas asked for.
+            writer
+                .replicated(|| format!("the end of task {}", task.id))
+                .await?;
+        }
+        Ok(changed == 1)
     }
 
     async fn finish_swap(
@@ -670,7 +697,7 @@ impl RedisStore {
         model: Option<&[u8]>,
     ) -> Result<bool, StoreError> {
         let invocation = self.finish_invocation(keys, old, new, model);
-        let changed: i64 = invocation.invoke_async(&mut self.con.clone()).await?;
+        let changed: i64 = invocation.invoke_async(&mut self.link.clone()).await?;
         Ok(changed == 1)
     }
 
@@ -841,11 +868,12 @@ impl Store for RedisStore {
         let keys = self.finish_keys(&task);
         let (new, model) = task.clone().finished(ended.finish.clone(), &self.settings);
         let finish = self.finish_invocation(&keys, (stored, &task), &new, model.as_deref());
+        let mut writer = self.link.writer();
         let answers: Result<Vec<::redis::RedisResult<::redis::Value>>, _> = ::redis::pipe()
             .ignore_errors()
             .invoke_script(&claim.invocation)
             .invoke_script(&finish)
-            .query_async(&mut self.con.clone())
+            .query_async(&mut writer)
             .await;
         let (claimed, finished) = match answers {
             Ok(answers) if answers.len() == 2 => {
@@ -887,7 +915,10 @@ impl Store for RedisStore {
             Err(e) => Err(e.into()),
         };
         let finished = match finished.map(::redis::from_redis_value::<i64>) {
-            Ok(Ok(1)) => Ok(true),
+            Ok(Ok(1)) => writer
+                .replicated(|| format!("the end of task {}", ended.id))
+                .await
+                .map(|()| true),
             // Changed since (progress, a cancel request, a requeue): from the current record.
             Ok(Ok(_)) => self.finish(ended.id, ended.attempt, ended.finish).await,
             Ok(Err(e)) => Err(StoreError::Corrupt(format!("finish.lua answered: {e}"))),
@@ -996,7 +1027,7 @@ impl Store for RedisStore {
     }
 
     async fn list(&self, filter: &TaskFilter) -> Result<Vec<TaskRecord>, StoreError> {
-        let mut con = self.con.clone();
+        let mut con = self.link.clone();
         let mut out = Vec::new();
         let mut start = 0isize;
         const PAGE: isize = 500;
@@ -1028,7 +1059,7 @@ impl Store for RedisStore {
     }
 
     async fn model(&self, id: Uuid) -> Result<Option<Vec<u8>>, StoreError> {
-        Ok(self.con.clone().get(self.keys.model(id)).await?)
+        Ok(self.link.clone().get(self.keys.model(id)).await?)
     }
 
     async fn put_dataset(&self, info: &DatasetInfo, csv: &[u8]) -> Result<(), StoreError> {
@@ -1036,7 +1067,7 @@ impl Store for RedisStore {
             .atomic()
             .set(self.keys.dataset_csv(info.id), csv)
             .hset(self.keys.datasets(), info.id.to_string(), encode(info))
-            .query_async(&mut self.con.clone())
+            .query_async(&mut self.link.clone())
             .await?;
         Ok(())
     }
@@ -1045,7 +1076,7 @@ impl Store for RedisStore {
         if let Some(found) = self.datasets.get(id) {
             return Ok(Some(found));
         }
-        let mut con = self.con.clone();
+        let mut con = self.link.clone();
         let info: Option<String> = con.hget(self.keys.datasets(), id.to_string()).await?;
         let Some(info) = info else { return Ok(None) };
         let csv: Option<Vec<u8>> = con.get(self.keys.dataset_csv(id)).await?;
@@ -1058,7 +1089,7 @@ impl Store for RedisStore {
     }
 
     async fn datasets(&self) -> Result<Vec<DatasetInfo>, StoreError> {
-        let all: Vec<String> = self.con.clone().hvals(self.keys.datasets()).await?;
+        let all: Vec<String> = self.link.clone().hvals(self.keys.datasets()).await?;
         let mut out = all
             .iter()
             .map(|s| decode::<DatasetInfo>(s))
@@ -1072,7 +1103,7 @@ impl Store for RedisStore {
         for class in DeviceClass::ALL {
             pipe.zcard(self.keys.queue(class));
         }
-        let counts: Vec<u64> = pipe.query_async(&mut self.con.clone()).await?;
+        let counts: Vec<u64> = pipe.query_async(&mut self.link.clone()).await?;
         Ok(counts.iter().sum())
     }
 
@@ -1085,7 +1116,7 @@ impl Store for RedisStore {
                 pipe.zcount(self.keys.queue(class), low, format!("({}", low + 1e12));
             }
         }
-        let counts: Vec<u64> = pipe.query_async(&mut self.con.clone()).await?;
+        let counts: Vec<u64> = pipe.query_async(&mut self.link.clone()).await?;
         let mut depths = [0u64; 10];
         for (i, count) in counts.into_iter().enumerate() {
             depths[i % 10] += count;
@@ -1099,7 +1130,7 @@ impl Store for RedisStore {
             .leases
             .key(self.keys.running())
             .arg(self.keys.task_prefix())
-            .invoke_async(&mut self.con.clone())
+            .invoke_async(&mut self.link.clone())
             .await?;
         let mut out = Vec::new();
         for pair in read.chunks(2) {
@@ -1117,7 +1148,7 @@ impl Store for RedisStore {
 
     async fn promote(&self) -> Result<u64, StoreError> {
         let k = &self.keys;
-        let mut con = self.con.clone();
+        let mut con = self.link.clone();
         let due: Vec<String> = con
             .zrangebyscore_limit(k.delayed(), "-inf", now_s(), 0, SWEEP_BATCH)
             .await?;
@@ -1173,18 +1204,18 @@ impl Store for RedisStore {
             .key(self.keys.leader())
             .arg(node)
             .arg(ttl_ms)
-            .invoke_async(&mut self.con.clone())
+            .invoke_async(&mut self.link.clone())
             .await?;
         Ok(held == 1)
     }
 
     async fn leader(&self) -> Result<Option<String>, StoreError> {
-        Ok(self.con.clone().get(self.keys.leader()).await?)
+        Ok(self.link.clone().get(self.keys.leader()).await?)
     }
 
     async fn announce(&self, node: &NodeInfo) -> Result<(), StoreError> {
         let _: i64 = self
-            .con
+            .link
             .clone()
             .hset(self.keys.nodes(), &node.name, encode(node))
             .await?;
@@ -1200,7 +1231,7 @@ impl Store for RedisStore {
             .arg(now)
             .arg(limit)
             .arg(now + hold_s)
-            .invoke_async(&mut self.con.clone())
+            .invoke_async(&mut self.link.clone())
             .await?;
         Ok(ids.iter().filter_map(|i| Uuid::parse_str(i).ok()).collect())
     }
@@ -1211,7 +1242,7 @@ impl Store for RedisStore {
         error: Option<String>,
         retry_in_s: Option<f64>,
     ) -> Result<(), StoreError> {
-        let mut con = self.con.clone();
+        let mut con = self.link.clone();
         let keys = [self.keys.task(id)];
         for _ in 0..MAX_CAS_RETRIES {
             let Some(old) = self.raw(id).await? else {
@@ -1242,7 +1273,7 @@ impl Store for RedisStore {
 
     async fn purge(&self) -> Result<u64, StoreError> {
         let k = &self.keys;
-        let mut con = self.con.clone();
+        let mut con = self.link.clone();
         let mut purged = 0;
         let mut queues: Vec<String> = DeviceClass::ALL.iter().map(|c| k.queue(*c)).collect();
         queues.push(k.delayed());
@@ -1271,7 +1302,7 @@ impl Store for RedisStore {
 
     async fn task_events(&self, id: Uuid, after: EventId) -> Result<Vec<Event>, StoreError> {
         let reply: StreamRangeReply = self
-            .con
+            .link
             .clone()
             .xrange(self.keys.task_events(id), format!("({after}"), "+")
             .await?;
@@ -1280,7 +1311,7 @@ impl Store for RedisStore {
 
     async fn events_since(&self, after: EventId, limit: usize) -> Result<Vec<Event>, StoreError> {
         let reply: StreamRangeReply = self
-            .con
+            .link
             .clone()
             .xrevrange_count(self.keys.events(), "+", format!("({after}"), limit)
             .await?;
@@ -1304,7 +1335,7 @@ impl Store for RedisStore {
     }
 
     async fn schedules(&self) -> Result<Vec<Schedule>, StoreError> {
-        let mut con = self.con.clone();
+        let mut con = self.link.clone();
         let defs: Vec<(String, String)> = con.hgetall(self.keys.schedules()).await?;
         if defs.is_empty() {
             return Ok(Vec::new());
@@ -1358,7 +1389,7 @@ impl Store for RedisStore {
     }
 
     async fn set_draining(&self, name: &str, draining: bool) -> Result<(), StoreError> {
-        let mut con = self.con.clone();
+        let mut con = self.link.clone();
         let _: i64 = if draining {
             con.sadd(self.keys.draining(), name).await?
         } else {
@@ -1368,13 +1399,13 @@ impl Store for RedisStore {
     }
 
     async fn draining(&self) -> Result<Vec<String>, StoreError> {
-        let mut names: Vec<String> = self.con.clone().smembers(self.keys.draining()).await?;
+        let mut names: Vec<String> = self.link.clone().smembers(self.keys.draining()).await?;
         names.sort();
         Ok(names)
     }
 
     async fn nodes(&self) -> Result<Vec<NodeInfo>, StoreError> {
-        let mut con = self.con.clone();
+        let mut con = self.link.clone();
         let all: Vec<(String, String)> = con.hgetall(self.keys.nodes()).await?;
         let now = now_s();
         let mut out = Vec::new();
@@ -1395,7 +1426,7 @@ impl Store for RedisStore {
     /// reached the newest.
     async fn sweep(&self) -> Result<u64, StoreError> {
         use std::sync::atomic::Ordering;
-        let mut con = self.con.clone();
+        let mut con = self.link.clone();
         let from = self.sweep_from.load(Ordering::Relaxed);
         let ids: Vec<String> = con
             .zrange(self.keys.index(), from, from + SWEEP_BATCH - 1)
@@ -1433,10 +1464,33 @@ impl Store for RedisStore {
         Ok(gone.len() as u64)
     }
 
+    /// With `min_replicas_ack`, also whether the primary has the replicas a write needs:
+    /// without them every submission is refused, so the node is not ready.
     async fn ping(&self) -> Result<(), StoreError> {
-        let _: String = ::redis::cmd("PING")
-            .query_async(&mut self.con.clone())
+        let needed = self.settings.min_replicas_ack;
+        if needed == 0 {
+            let _: String = ::redis::cmd("PING")
+                .query_async(&mut self.link.clone())
+                .await?;
+            return Ok(());
+        }
+        let role: Vec<::redis::Value> = ::redis::cmd("ROLE")
+            .query_async(&mut self.link.clone())
             .await?;
+        let replicas = match role.as_slice() {
+            [::redis::Value::BulkString(role), _, ::redis::Value::Array(replicas)]
+                if role == b"master" =>
+            {
+                replicas.len()
+            }
+            _ => return Err(StoreError::Unavailable("the Redis it talks to is not a primary".into())),
+        };
+        if replicas < needed {
+            return Err(StoreError::Unavailable(format!(
+                "the Redis primary has {replicas} of the {needed} replicas store.min_replicas_ack \
+                 needs: submissions are refused"
+            )));
+        }
         Ok(())
     }
 }
@@ -1470,7 +1524,7 @@ const FOLLOW_GATHER: Duration = Duration::from_millis(5);
 /// shared one). After an error it reconnects and goes on from the last event it read, so
 /// nothing is skipped.
 async fn follow_events(
-    client: ::redis::Client,
+    weak: WeakLink,
     key: String,
     mut last: String,
     live: tokio::sync::broadcast::Sender<Event>,
@@ -1478,6 +1532,11 @@ async fn follow_events(
     let config = ::redis::AsyncConnectionConfig::new()
         .set_response_timeout(Some(FOLLOW_BLOCK + Duration::from_secs(3)));
     loop {
+        let Some(link) = weak.upgrade() else {
+            return;
+        };
+        let (client, generation) = (link.client(), link.generation());
+        drop(link);
         let mut con = match client
             .get_multiplexed_async_connection_with_config(&config)
             .await
@@ -1493,6 +1552,12 @@ async fn follow_events(
             .block(FOLLOW_BLOCK.as_millis() as usize)
             .count(FOLLOW_COUNT);
         loop {
+            // Ends with the store; reconnects when the store moved to another primary.
+            match weak.upgrade() {
+                None => return,
+                Some(link) if link.generation() != generation => break,
+                Some(_) => {}
+            }
             let reply: Result<Option<StreamReadReply>, _> =
                 con.xread_options(&[&key], &[&last], &options).await;
             match reply {

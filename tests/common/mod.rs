@@ -160,19 +160,9 @@ impl RedisServer {
         Self::launch(&["--save", "", "--appendonly", "no"])
     }
 
-    /// With AOF on (`appendfsync everysec`) in a fresh folder.
+    /// With AOF on (`appendfsync everysec`), in its folder.
     pub fn durable() -> RedisServer {
-        let dir = temp_dir("redis");
-        Self::launch(&[
-            "--save",
-            "",
-            "--appendonly",
-            "yes",
-            "--appendfsync",
-            "everysec",
-            "--dir",
-            dir.to_str().unwrap(),
-        ])
+        Self::launch(&["--save", "", "--appendonly", "yes", "--appendfsync", "everysec"])
     }
 
     fn launch(extra: &[&str]) -> RedisServer {
@@ -182,11 +172,16 @@ impl RedisServer {
     /// Listening on `host` (an address of the test's own), with `extra` arguments.
     pub fn on(host: &str, extra: &[&str]) -> RedisServer {
         let port = free_port();
+        // Its own folder: a replica writes the data it syncs to `dump.rdb` there (and would
+        // load a stale one left in the working directory).
+        let dir = temp_dir("redis");
         let mut args = vec![
             "--port".to_string(),
             port.to_string(),
             "--bind".into(),
             host.into(),
+            "--dir".into(),
+            dir.to_str().unwrap().into(),
         ];
         args.extend(extra.iter().map(|a| a.to_string()));
         RedisServer {
@@ -218,6 +213,13 @@ impl RedisServer {
         let mut child = self.child.lock().unwrap();
         let _ = child.kill();
         let _ = child.wait();
+    }
+
+    /// Starts a killed server again, on the same port with the same arguments.
+    pub fn start_again(&self) {
+        let mut child = self.child.lock().unwrap();
+        let _ = child.wait();
+        *child = Self::spawn(&self.args, &self.host, self.port);
     }
 
     /// Stops the server the way an operator would (SIGTERM: it writes its AOF and exits),
