@@ -107,6 +107,33 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
         }
     }
 
+    if wants("replicas") {
+        // The price of `min_replicas_ack = 1`: the same runs on a primary with one replica,
+        // without and with each submission and result waiting for the replica (`WAIT`).
+        let replica = redis.replica(&dir)?;
+        let mut rows = Vec::new();
+        for (name, store) in [
+            ("replica, no wait", ""),
+            ("replica, min_replicas_ack = 1", "min_replicas_ack = 1"),
+        ] {
+            eprintln!("== {name}");
+            let prefix = format!("r{}", rows.len());
+            let cluster = Cluster::start_with(&redis, &dir, &prefix, &[args.trainers], store)?;
+            let node = &cluster.nodes[0];
+            let dataset = upload_dataset(&node.url)?;
+            let urls = [node.url.clone()];
+            let mut row = throughput_on(&urls, &dataset, scale(args.tasks), args.clients, &[], None)?;
+            row.as_object_mut().unwrap().remove("sample_ids");
+            let latency = submit_to_start(&node.url, &dataset, scale(500))?;
+            row["setup"] = json!(name);
+            row["submit_to_start"] = latency;
+            eprintln!("   {row}");
+            rows.push(row);
+        }
+        drop(replica);
+        report.insert("replicas".into(), json!(rows));
+    }
+
     if wants("scaling") {
         let mut scaling = Vec::new();
         for (name, trainers) in [
@@ -213,6 +240,32 @@ struct Redis {
 
 impl Redis {
     fn start(dir: &Path) -> anyhow::Result<Redis> {
+        Self::start_with(dir, &[])
+    }
+
+    /// A replica of `self` (its own AOF in `dir`): the primary's writes reach it, and
+    /// `WAIT` counts it.
+    fn replica(&self, dir: &Path) -> anyhow::Result<Redis> {
+        let port = self.url.trim_end_matches('/').rsplit(':').next().unwrap_or_default();
+        let dir = dir.join("replica");
+        std::fs::create_dir_all(&dir)?;
+        let replica = Self::start_with(&dir, &["--replicaof", "127.0.0.1", port])?;
+        let client = ::redis::Client::open(replica.url.as_str())?;
+        let mut connection = client.get_connection()?;
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let info: String = ::redis::cmd("INFO").arg("replication").query(&mut connection)?;
+            if info.contains("master_link_status:up") {
+                return Ok(replica);
+            }
+            if Instant::now() > deadline {
+                bail!("the replica did not sync with its primary");
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    fn start_with(dir: &Path, extra: &[&str]) -> anyhow::Result<Redis> {
         let port = free_port()?;
         let child = Command::new("redis-server")
             .args([
@@ -226,6 +279,7 @@ impl Redis {
             .args(["--appendonly", "yes", "--appendfsync", "everysec"])
             .arg("--dir")
             .arg(dir)
+            .args(extra)
             .stdout(Stdio::null())
             .spawn()
             .context("cannot start redis-server (apt-get install redis-server)")?;
@@ -455,6 +509,17 @@ impl Cluster {
         prefix: &str,
         trainers: &[usize],
     ) -> anyhow::Result<Cluster> {
+        Self::start_with(redis, dir, prefix, trainers, "")
+    }
+
+    /// With `store`: more lines of each node's `[store]` section.
+    fn start_with(
+        redis: &Redis,
+        dir: &Path,
+        prefix: &str,
+        trainers: &[usize],
+        store: &str,
+    ) -> anyhow::Result<Cluster> {
         let ports: Vec<(u16, u16)> = trainers
             .iter()
             .map(|_| Ok((free_port()?, free_port()?)))
@@ -474,7 +539,7 @@ impl Cluster {
                  cookie = \"bench-cookie\"\nseeds = [{seeds}]\n\
                  [http]\nlisten = \"127.0.0.1:{http_port}\"\nrate_limit_per_s = 0\n\
                  max_in_flight_per_client = 100000\n\
-                 [store]\nurl = \"{}\"\nprefix = \"{prefix}\"\n\
+                 [store]\nurl = \"{}\"\nprefix = \"{prefix}\"\n{store}\n\
                  [trainers]\ndevices = [{devices}]\n\
                  [tasks]\nqueue_limit = 1000000\n",
                 redis.url
@@ -1238,6 +1303,16 @@ fn table(r: &Value) -> String {
                 shown(&d["claim_and_finish_mean_ms"]),
                 shown(&d["finish_mean_ms"]),
                 d["dispatched_per_s"]
+            ),
+        );
+    }
+    for s in r["replicas"].as_array().into_iter().flatten() {
+        let latency = &s["submit_to_start"];
+        row(
+            &format!("{}", s["setup"].as_str().unwrap_or("")),
+            format!(
+                "{} tasks/s (submit {} /s); submit to start p50 {} ms, p99 {} ms",
+                s["tasks_per_s"], s["submit_per_s"], latency["p50_ms"], latency["p99_ms"]
             ),
         );
     }

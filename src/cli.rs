@@ -119,8 +119,8 @@ pub struct BenchArgs {
     #[arg(long, default_value = "bench.json")]
     pub out: PathBuf,
     /// Run only these workloads (comma-separated: throughput, latency, status, dispatch,
-    /// scaling); all by default.
-    #[arg(long, value_delimiter = ',', value_parser = ["throughput", "latency", "status", "dispatch", "scaling"])]
+    /// replicas, scaling); all by default.
+    #[arg(long, value_delimiter = ',', value_parser = ["throughput", "latency", "status", "dispatch", "replicas", "scaling"])]
     pub only: Vec<String>,
 }
 

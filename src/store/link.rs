@@ -20,7 +20,7 @@ const SENTINEL_POLL: Duration = Duration::from_millis(500);
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 /// Connections for writes that wait for replicas, taken in turn: one write's wait holds up
 /// only the writes behind it on its own connection.
-const ACKED_CONNECTIONS: usize = 4;
+const ACKED_CONNECTIONS: usize = 16;
 
 /// Where the store's Redis is, as `[store] url` says.
 #[derive(Debug, Clone, PartialEq)]
