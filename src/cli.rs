@@ -119,9 +119,13 @@ pub struct BenchArgs {
     #[arg(long, default_value = "bench.json")]
     pub out: PathBuf,
     /// Run only these workloads (comma-separated: throughput, latency, status, dispatch,
-    /// replicas, scaling); all by default.
-    #[arg(long, value_delimiter = ',', value_parser = ["throughput", "latency", "status", "dispatch", "replicas", "scaling"])]
+    /// replicas, memory, scaling); all by default.
+    #[arg(long, value_delimiter = ',', value_parser = ["throughput", "latency", "status", "dispatch", "replicas", "memory", "scaling"])]
     pub only: Vec<String>,
+    /// Instead of the workloads: tiny trainings at full load for this many minutes, printing
+    /// node and Redis memory, the AOF's size and tasks/s every 30 s.
+    #[arg(long, value_name = "MINUTES")]
+    pub soak: Option<f64>,
 }
 
 #[derive(Debug, Args)]
@@ -264,7 +268,10 @@ pub fn run(cli: Cli) -> ExitCode {
     let result = match cli.command {
         Command::Train(args) => train(&args),
         Command::Up(args) => up(&args),
-        Command::Bench(args) => crate::bench::run(&args),
+        Command::Bench(args) => match args.soak {
+            Some(minutes) => crate::bench::soak(&args, minutes),
+            None => crate::bench::run(&args),
+        },
         Command::Node { config } => Config::load(Some(&config), std::env::vars())
             .map_err(Into::into)
             .and_then(run_node),

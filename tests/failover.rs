@@ -63,20 +63,21 @@ impl Sentinel {
             &mut child,
             Duration::from_secs(30),
             &format!("the sentinel on port {port} to listen"),
-            || std::net::TcpStream::connect(("127.0.0.1", port)).ok().map(|_| ()),
+            || {
+                std::net::TcpStream::connect(("127.0.0.1", port))
+                    .ok()
+                    .map(|_| ())
+            },
         );
         Sentinel { child, port }
     }
 
     /// The port of the primary this sentinel names.
     fn primary(&self) -> Option<u16> {
-        redis_cli(
-            self.port,
-            &["SENTINEL", "get-master-addr-by-name", SERVICE],
-        )
-        .get(1)?
-        .parse()
-        .ok()
+        redis_cli(self.port, &["SENTINEL", "get-master-addr-by-name", SERVICE])
+            .get(1)?
+            .parse()
+            .ok()
     }
 
     /// How many of `what` (`replicas`, `sentinels`) this sentinel knows besides itself.
@@ -112,7 +113,14 @@ fn a_killed_primary_loses_no_accepted_task_and_the_node_recovers_by_itself() {
     let log = |name: &str| logs.join(name).to_str().unwrap().to_string();
     let primary = Arc::new(RedisServer::on(
         "127.0.0.1",
-        &["--save", "", "--appendonly", "no", "--logfile", &log("primary.log")],
+        &[
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--logfile",
+            &log("primary.log"),
+        ],
     ));
     let replica = RedisServer::on(
         "127.0.0.1",
@@ -131,12 +139,16 @@ fn a_killed_primary_loses_no_accepted_task_and_the_node_recovers_by_itself() {
     let sentinels: Vec<Sentinel> = (0..3).map(|_| Sentinel::start(primary.port)).collect();
     // Failover needs the sentinels to know the replica and each other (they learn both from
     // the primary, every couple of seconds).
-    poll(Duration::from_secs(60), "the sentinels to know each other and the replica", || {
-        sentinels
-            .iter()
-            .all(|s| s.knows("replicas") == 1 && s.knows("sentinels") == 2)
-            .then_some(())
-    });
+    poll(
+        Duration::from_secs(60),
+        "the sentinels to know each other and the replica",
+        || {
+            sentinels
+                .iter()
+                .all(|s| s.knows("replicas") == 1 && s.knows("sentinels") == 2)
+                .then_some(())
+        },
+    );
 
     let addresses: Vec<String> = sentinels
         .iter()
@@ -203,36 +215,50 @@ fn a_killed_primary_loses_no_accepted_task_and_the_node_recovers_by_itself() {
     });
     let accepted = || submissions.lock().unwrap().accepted.len();
 
-    poll(Duration::from_secs(60), "30 tasks accepted before the kill", || {
-        (accepted() >= 30).then_some(())
-    });
+    poll(
+        Duration::from_secs(60),
+        "30 tasks accepted before the kill",
+        || (accepted() >= 30).then_some(()),
+    );
     let killed = Instant::now();
     primary.kill();
     let before_kill = accepted();
-    poll(Duration::from_secs(60), "the sentinels to promote the replica", || {
-        sentinels
-            .iter()
-            .all(|s| s.primary() == Some(replica.port))
-            .then_some(())
-    });
+    poll(
+        Duration::from_secs(60),
+        "the sentinels to promote the replica",
+        || {
+            sentinels
+                .iter()
+                .all(|s| s.primary() == Some(replica.port))
+                .then_some(())
+        },
+    );
     let promoted = killed.elapsed();
     // The operator brings the old primary back; the sentinels make it a replica of the new
     // one, and submissions (which need a replica) are accepted again.
     primary.start_again();
-    poll(Duration::from_secs(60), "the old primary to rejoin as a replica", || {
-        redis_cli(primary.port, &["ROLE"])
-            .first()
-            .is_some_and(|r| r == "slave")
-            .then_some(())
-    });
+    poll(
+        Duration::from_secs(60),
+        "the old primary to rejoin as a replica",
+        || {
+            redis_cli(primary.port, &["ROLE"])
+                .first()
+                .is_some_and(|r| r == "slave")
+                .then_some(())
+        },
+    );
     let rejoined = accepted();
-    poll(Duration::from_secs(60), "30 tasks accepted after the failover", || {
-        (accepted() >= rejoined + 30).then_some(())
-    });
+    poll(
+        Duration::from_secs(60),
+        "30 tasks accepted after the failover",
+        || (accepted() >= rejoined + 30).then_some(()),
+    );
     let recovered = killed.elapsed();
-    poll(Duration::from_secs(30), "the node to be ready again", || {
-        (node.get("/readyz").0 == 200).then_some(())
-    });
+    poll(
+        Duration::from_secs(30),
+        "the node to be ready again",
+        || (node.get("/readyz").0 == 200).then_some(()),
+    );
     stop.store(true, Ordering::Relaxed);
     submitter.join().unwrap();
     watcher.join().unwrap();

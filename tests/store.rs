@@ -1133,3 +1133,56 @@ async fn one_leader_at_a_time_on_redis() {
     assert!(!store.lead("a", 2.0).await.unwrap());
     assert_eq!(store.leader().await.unwrap().as_deref(), Some("b"));
 }
+
+/// A task's events kept as a stream (as versions before the per-task list kept them) are still
+/// read, and the task's next event replaces the stream with a list.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn task_events_kept_as_a_stream_are_read_and_then_replaced() {
+    let server = RedisServer::start();
+    let store = RedisStore::connect(&server.url, "old", settings())
+        .await
+        .unwrap();
+    let t = task(ModelType::Linear, 0);
+    store.submit(&t, 100).await.unwrap();
+    let logged = store.task_events(t.id, EventId::ZERO).await.unwrap();
+    assert_eq!(logged.len(), 1);
+    let pending = &logged[0];
+    let mut con = ::redis::Client::open(server.url.as_str())
+        .unwrap()
+        .get_connection()
+        .unwrap();
+    let key = format!("old:events:{}", t.id);
+    let encoded = format!(
+        "{} {} {} {}",
+        pending.kind.as_str(),
+        u8::from(pending.terminal),
+        pending.task,
+        pending.data
+    );
+    ::redis::pipe()
+        .del(&key)
+        .cmd("XADD")
+        .arg(&key)
+        .arg(pending.id.to_string())
+        .arg("e")
+        .arg(encoded)
+        .query::<()>(&mut con)
+        .unwrap();
+    assert_eq!(
+        store.task_events(t.id, EventId::ZERO).await.unwrap(),
+        logged
+    );
+
+    assert!(matches!(
+        store.cancel(t.id).await.unwrap(),
+        CancelOutcome::Revoked
+    ));
+    let kind: String = ::redis::cmd("TYPE").arg(&key).query(&mut con).unwrap();
+    assert_eq!(kind, "list");
+    let after = store.task_events(t.id, EventId::ZERO).await.unwrap();
+    assert_eq!(after.len(), 1, "{after:?}");
+    assert!(
+        after[0].terminal && after[0].data.contains("REVOKED"),
+        "{after:?}"
+    );
+}

@@ -95,7 +95,12 @@ pub struct Pending {
 impl Pending {
     /// The event of the change from `old` (None: a new task) to `new`, if clients see one.
     /// Lease renewals, cancel flags and callback notes are not events.
+    /// A terminal event's time is the task's end (`finished_at`).
     pub fn of(old: Option<&TaskRecord>, new: &TaskRecord) -> Option<Pending> {
+        let at = match new.finished_at {
+            Some(end) if new.state.is_terminal() => end,
+            _ => now_s(),
+        };
         let kind = match old {
             None => EventKind::State,
             Some(old) if old.attempt != new.attempt => EventKind::State,
@@ -122,7 +127,7 @@ impl Pending {
                 .as_ref()
                 .filter(|_| new.state == TaskState::Success),
             error: new.error.as_ref(),
-            at: now_s(),
+            at,
         };
         Some(Pending {
             task: new.id,
@@ -130,6 +135,12 @@ impl Pending {
             terminal: new.state.is_terminal(),
             data: serde_json::to_string(&data).expect("an event serializes"),
         })
+    }
+
+    /// The terminal event of ended task `task`, as it was logged: how a store that kept only
+    /// the event's id gives it back.
+    pub fn ended(task: &TaskRecord) -> Option<Pending> {
+        Self::of(None, task).filter(|p| p.terminal)
     }
 
     /// How the stores log it: `kind terminal task-id json`, one string.

@@ -277,7 +277,12 @@ impl Link {
     /// A client of the Redis this link talks to now, for connections of their own (a
     /// blocking read).
     pub fn client(&self) -> Client {
-        self.shared.current.read().expect("link lock").client.clone()
+        self.shared
+            .current
+            .read()
+            .expect("link lock")
+            .client
+            .clone()
     }
 
     /// Changes each time the link moves to another primary.

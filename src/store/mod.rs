@@ -482,6 +482,18 @@ pub struct StoreSettings {
     pub replica_ack_timeout_s: f64,
 }
 
+/// Most seconds a task's event history is kept after it ended (its result may be kept longer):
+/// `Last-Event-ID` resumes within it.
+pub const HISTORY_AFTER_END_S: f64 = 600.0;
+
+impl StoreSettings {
+    /// How long an ended task's event history is kept: at most `HISTORY_AFTER_END_S`, and
+    /// never longer than its result.
+    pub fn history_expires_s(&self) -> f64 {
+        self.result_expires_s.min(HISTORY_AFTER_END_S)
+    }
+}
+
 impl Default for StoreSettings {
     fn default() -> Self {
         StoreSettings {

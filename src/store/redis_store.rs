@@ -249,7 +249,12 @@ impl RedisStore {
         // event logged through this store reaches its subscribers.
         let newest: StreamRangeReply = link.xrevrange_count(keys.events(), "+", "-", 1).await?;
         let after = newest.ids.first().map_or("0-0".into(), |e| e.id.clone());
-        tokio::spawn(follow_events(link.downgrade(), keys.events(), after, live.clone()));
+        tokio::spawn(follow_events(
+            link.downgrade(),
+            keys.events(),
+            after,
+            live.clone(),
+        ));
         Ok(RedisStore {
             link,
             keys,
@@ -448,7 +453,7 @@ impl RedisStore {
     ) {
         let event = events::Pending::of(old, new).map_or_else(String::new, |p| p.encode());
         let ttl = if new.state.is_terminal() {
-            (self.settings.result_expires_s.ceil().max(1.0) as u64).to_string()
+            (self.settings.history_expires_s().ceil().max(1.0) as u64).to_string()
         } else {
             String::new()
         };
@@ -564,7 +569,10 @@ impl RedisStore {
                     continue;
                 }
             };
-            let answer = claim.invocation.invoke_async(&mut self.link.clone()).await?;
+            let answer = claim
+                .invocation
+                .invoke_async(&mut self.link.clone())
+                .await?;
             match self.claim_answer(device, answer, claim.task, claim.stored) {
                 ClaimAnswer::Taken(claimed) => return Ok(Some(*claimed)),
                 ClaimAnswer::Draining => return Ok(None),
@@ -1301,12 +1309,43 @@ impl Store for RedisStore {
     }
 
     async fn task_events(&self, id: Uuid, after: EventId) -> Result<Vec<Event>, StoreError> {
-        let reply: StreamRangeReply = self
-            .link
-            .clone()
-            .xrange(self.keys.task_events(id), format!("({after}"), "+")
-            .await?;
-        Ok(parse_events(reply.ids))
+        let key = self.keys.task_events(id);
+        let logged: Vec<String> = match self.link.clone().lrange(&key, 0, -1).await {
+            Ok(logged) => logged,
+            // A stream, as versions before the list kept a task's events.
+            Err(e) if e.code() == Some("WRONGTYPE") => {
+                let reply: StreamRangeReply = self
+                    .link
+                    .clone()
+                    .xrange(&key, format!("({after}"), "+")
+                    .await?;
+                return Ok(parse_events(reply.ids));
+            }
+            Err(e) => return Err(e.into()),
+        };
+        let mut out = Vec::with_capacity(logged.len());
+        for entry in &logged {
+            let (event_id, event) = entry.split_once(' ').unwrap_or((entry, ""));
+            let Ok(event_id) = event_id.parse::<EventId>() else {
+                tracing::warn!(task_id = %id, entry, "task event does not parse; skipped");
+                continue;
+            };
+            if event_id <= after {
+                continue;
+            }
+            if !event.is_empty() {
+                match Event::decode(event_id, event) {
+                    Some(event) => out.push(event),
+                    None => {
+                        tracing::warn!(task_id = %id, entry, "task event does not parse; skipped")
+                    }
+                }
+            } else if let Lookup::Found(task) = self.lookup::<TaskRecord>(id).await? {
+                // The terminal event, kept as its id: its data is the final record's.
+                out.extend(events::Pending::ended(&task).map(|p| p.with_id(event_id)));
+            }
+        }
+        Ok(out)
     }
 
     async fn events_since(&self, after: EventId, limit: usize) -> Result<Vec<Event>, StoreError> {
@@ -1478,12 +1517,16 @@ impl Store for RedisStore {
             .query_async(&mut self.link.clone())
             .await?;
         let replicas = match role.as_slice() {
-            [::redis::Value::BulkString(role), _, ::redis::Value::Array(replicas)]
-                if role == b"master" =>
-            {
-                replicas.len()
+            [
+                ::redis::Value::BulkString(role),
+                _,
+                ::redis::Value::Array(replicas),
+            ] if role == b"master" => replicas.len(),
+            _ => {
+                return Err(StoreError::Unavailable(
+                    "the Redis it talks to is not a primary".into(),
+                ));
             }
-            _ => return Err(StoreError::Unavailable("the Redis it talks to is not a primary".into())),
         };
         if replicas < needed {
             return Err(StoreError::Unavailable(format!(

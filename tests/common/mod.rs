@@ -162,7 +162,14 @@ impl RedisServer {
 
     /// With AOF on (`appendfsync everysec`), in its folder.
     pub fn durable() -> RedisServer {
-        Self::launch(&["--save", "", "--appendonly", "yes", "--appendfsync", "everysec"])
+        Self::launch(&[
+            "--save",
+            "",
+            "--appendonly",
+            "yes",
+            "--appendfsync",
+            "everysec",
+        ])
     }
 
     fn launch(extra: &[&str]) -> RedisServer {

@@ -17,6 +17,9 @@ use serde_json::{Value, json};
 
 use crate::cli::BenchArgs;
 
+mod memory;
+pub use memory::soak;
+
 /// Features of the benchmark's data set (200 rows, a linear target with noise).
 const FEATURES: usize = 8;
 const ROWS: usize = 200;
@@ -118,11 +121,12 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
         ] {
             eprintln!("== {name}");
             let prefix = format!("r{}", rows.len());
-            let cluster = Cluster::start_with(&redis, &dir, &prefix, &[args.trainers], store)?;
+            let cluster = Cluster::start_with(&redis, &dir, &prefix, &[args.trainers], store, "")?;
             let node = &cluster.nodes[0];
             let dataset = upload_dataset(&node.url)?;
             let urls = [node.url.clone()];
-            let mut row = throughput_on(&urls, &dataset, scale(args.tasks), args.clients, &[], None)?;
+            let mut row =
+                throughput_on(&urls, &dataset, scale(args.tasks), args.clients, &[], None)?;
             row.as_object_mut().unwrap().remove("sample_ids");
             let latency = submit_to_start(&node.url, &dataset, scale(500))?;
             row["setup"] = json!(name);
@@ -132,6 +136,13 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
         }
         drop(replica);
         report.insert("replicas".into(), json!(rows));
+    }
+
+    if wants("memory") {
+        eprintln!("== memory: what Redis keeps per finished task");
+        let memory = memory::memory(&redis, &dir, scale(args.tasks), args.clients)?;
+        eprintln!("   {memory}");
+        report.insert("memory".into(), memory);
     }
 
     if wants("scaling") {
@@ -246,7 +257,12 @@ impl Redis {
     /// A replica of `self` (its own AOF in `dir`): the primary's writes reach it, and
     /// `WAIT` counts it.
     fn replica(&self, dir: &Path) -> anyhow::Result<Redis> {
-        let port = self.url.trim_end_matches('/').rsplit(':').next().unwrap_or_default();
+        let port = self
+            .url
+            .trim_end_matches('/')
+            .rsplit(':')
+            .next()
+            .unwrap_or_default();
         let dir = dir.join("replica");
         std::fs::create_dir_all(&dir)?;
         let replica = Self::start_with(&dir, &["--replicaof", "127.0.0.1", port])?;
@@ -254,7 +270,9 @@ impl Redis {
         let mut connection = client.get_connection()?;
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
-            let info: String = ::redis::cmd("INFO").arg("replication").query(&mut connection)?;
+            let info: String = ::redis::cmd("INFO")
+                .arg("replication")
+                .query(&mut connection)?;
             if info.contains("master_link_status:up") {
                 return Ok(replica);
             }
@@ -439,13 +457,7 @@ struct NodeProcess {
 
 impl NodeProcess {
     fn rss_mb(&self) -> f64 {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
-            .unwrap_or_default();
-        status
-            .lines()
-            .find(|l| l.starts_with("VmRSS:"))
-            .and_then(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok())
-            .map_or(0.0, |kb| (kb / 1024.0 * 10.0).round() / 10.0)
+        rss_mb(self.child.id())
     }
 
     /// Drains the node (its trainers take no new tasks) or resumes it. Draining waits for the
@@ -496,6 +508,16 @@ impl Drop for NodeProcess {
     }
 }
 
+/// The resident memory of process `pid`, in MB.
+fn rss_mb(pid: u32) -> f64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find(|l| l.starts_with("VmRSS:"))
+        .and_then(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok())
+        .map_or(0.0, |kb| (kb / 1024.0 * 10.0).round() / 10.0)
+}
+
 /// Nodes of one cluster on `redis` under key prefix `prefix`; node i has `trainers[i]` CPU
 /// trainers.
 struct Cluster {
@@ -509,16 +531,17 @@ impl Cluster {
         prefix: &str,
         trainers: &[usize],
     ) -> anyhow::Result<Cluster> {
-        Self::start_with(redis, dir, prefix, trainers, "")
+        Self::start_with(redis, dir, prefix, trainers, "", "")
     }
 
-    /// With `store`: more lines of each node's `[store]` section.
+    /// With `store` and `tasks`: more lines of each node's `[store]` and `[tasks]` sections.
     fn start_with(
         redis: &Redis,
         dir: &Path,
         prefix: &str,
         trainers: &[usize],
         store: &str,
+        tasks: &str,
     ) -> anyhow::Result<Cluster> {
         let ports: Vec<(u16, u16)> = trainers
             .iter()
@@ -541,7 +564,7 @@ impl Cluster {
                  max_in_flight_per_client = 100000\n\
                  [store]\nurl = \"{}\"\nprefix = \"{prefix}\"\n{store}\n\
                  [trainers]\ndevices = [{devices}]\n\
-                 [tasks]\nqueue_limit = 1000000\n",
+                 [tasks]\nqueue_limit = 1000000\n{tasks}\n",
                 redis.url
             );
             let path = dir.join(format!("{name}.toml"));
@@ -1315,6 +1338,24 @@ fn table(r: &Value) -> String {
                 s["tasks_per_s"], s["submit_per_s"], latency["p50_ms"], latency["p99_ms"]
             ),
         );
+    }
+    if let Some(m) = r.get("memory") {
+        row(
+            &format!(
+                "Redis per finished tiny task ({} tasks, results kept)",
+                m["tasks"]
+            ),
+            format!(
+                "{} B used_memory, {} keys, {} B appended to the AOF",
+                m["used_memory_per_task_b"], m["keys_per_task"], m["aof_per_task_b"]
+            ),
+        );
+        for k in m["kinds"].as_array().into_iter().flatten() {
+            row(
+                &format!("  of which {}", k["kind"].as_str().unwrap_or("")),
+                format!("{} keys, {} B per task", k["keys"], k["bytes_per_task"]),
+            );
+        }
     }
     for s in r["scaling"].as_array().into_iter().flatten() {
         row(
