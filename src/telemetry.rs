@@ -245,6 +245,9 @@ fn buckets(name: &str) -> &'static [f64] {
     }
 }
 
+/// How often histogram samples are folded into their buckets.
+const METRICS_UPKEEP: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// The installed recorder and process collector.
 pub struct Telemetry {
     handle: PrometheusHandle,
@@ -268,6 +271,19 @@ pub fn init() -> &'static Telemetry {
         let handle = builder
             .install_recorder()
             .expect("the metrics recorder is installed once");
+        // Histograms keep every sample until upkeep folds them into their buckets; without
+        // it, a node that nobody scrapes grew by about 190 bytes a task (21 MB a minute at
+        // 2,000 tasks/s).
+        let upkeep = handle.clone();
+        std::thread::Builder::new()
+            .name("metrics-upkeep".into())
+            .spawn(move || {
+                loop {
+                    std::thread::sleep(METRICS_UPKEEP);
+                    upkeep.run_upkeep();
+                }
+            })
+            .expect("the metrics upkeep thread starts");
         for m in METRICS {
             match m.kind {
                 Kind::Counter => describe_counter!(m.name, m.unit, m.help),

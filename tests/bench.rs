@@ -55,5 +55,58 @@ fn the_quick_benchmark_runs_every_workload_and_writes_its_report() {
         );
     }
     assert_eq!(report["scaling"].as_array().unwrap().len(), 5);
+    // The same runs without and with `min_replicas_ack = 1`, on a primary with a replica.
+    let replicas = report["replicas"].as_array().unwrap();
+    assert_eq!(replicas.len(), 2, "{report}");
+    for row in replicas {
+        assert_eq!(row["exactly_one_result"], true, "{row}");
+        assert!(
+            row["submit_to_start"]["p50_ms"].as_f64().unwrap() > 0.0,
+            "{row}"
+        );
+    }
+    // What Redis keeps per finished task, by kind of key: a record and a model per task.
+    let memory = &report["memory"];
+    assert!(
+        memory["used_memory_per_task_b"].as_f64().unwrap() > 0.0,
+        "{memory}"
+    );
+    let kinds = memory["kinds"].as_array().unwrap();
+    for kind in ["task:ID", "model:ID"] {
+        let row = kinds
+            .iter()
+            .find(|k| k["kind"] == kind)
+            .unwrap_or_else(|| panic!("{memory}"));
+        assert_eq!(row["keys"], memory["tasks"], "{row}");
+    }
     assert!(stdout.contains("| measure | trainyard |"));
+}
+
+#[test]
+fn the_soak_run_prints_memory_every_30_s() {
+    let out = temp_dir("soak").join("soak.json");
+    let output = Command::new(env!("CARGO_BIN_EXE_trainyard"))
+        .args(["bench", "--soak", "0.6", "--out"])
+        .arg(&out)
+        .output()
+        .expect("trainyard runs");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let report: Value = serde_json::from_str(&std::fs::read_to_string(&out).unwrap()).unwrap();
+    let rows = report["soak"].as_array().unwrap();
+    assert_eq!(rows.len(), 1, "{report}");
+    for key in [
+        "tasks",
+        "tasks_per_s",
+        "node_rss_mb",
+        "redis_used_mb",
+        "aof_mb",
+    ] {
+        assert!(rows[0][key].as_f64().unwrap() > 0.0, "{key}: {report}");
+    }
+    assert!(stdout.contains("| minute | tasks |"), "{stdout}");
 }

@@ -4,7 +4,8 @@
 
 use super::*;
 
-/// How long the soak run keeps results, so that they expire during the run.
+/// How long the soak run keeps results (and then remembers expired ids), so that both expire
+/// during the run and Redis's memory levels off.
 const SOAK_RESULT_EXPIRES_S: u64 = 60;
 /// How often the soak run prints a row.
 const SOAK_EVERY: Duration = Duration::from_secs(30);
@@ -122,7 +123,9 @@ pub fn soak(args: &BenchArgs, minutes: f64) -> anyhow::Result<()> {
     let dir = std::env::temp_dir().join(format!("trainyard-soak-{}", std::process::id()));
     std::fs::create_dir_all(&dir)?;
     let redis = Redis::start(&dir)?;
-    let tasks = format!("result_expires_s = {SOAK_RESULT_EXPIRES_S}");
+    let tasks = format!(
+        "result_expires_s = {SOAK_RESULT_EXPIRES_S}\nexpired_memory_s = {SOAK_RESULT_EXPIRES_S}"
+    );
     let cluster = Cluster::start_with(&redis, &dir, "soak", &[args.trainers], "", &tasks)?;
     let node = &cluster.nodes[0];
     let dataset = upload_dataset(&node.url)?;
@@ -131,7 +134,8 @@ pub fn soak(args: &BenchArgs, minutes: f64) -> anyhow::Result<()> {
     let started = Instant::now();
     let deadline = started + Duration::from_secs_f64(minutes * 60.0);
     eprintln!(
-        "soak: {minutes} min of tiny trainings, {} trainers, results kept {SOAK_RESULT_EXPIRES_S} s",
+        "soak: {minutes} min of tiny trainings, {} trainers, results and expired ids kept \
+         {SOAK_RESULT_EXPIRES_S} s",
         args.trainers
     );
     let monitor = std::thread::spawn({
