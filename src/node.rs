@@ -268,7 +268,7 @@ async fn housekeeping<S: Store>(store: Arc<S>, membership: Arc<Membership>, mut 
             peers + 1,
             leader.as_deref() == Some(membership.name()),
         );
-        if let Err(e) = store.sweep().await {
+        if let Err(e) = crate::store::sweep_expired(&*store).await {
             tracing::warn!(error = %e, "cannot sweep expired tasks");
         }
         tokio::time::sleep(HOUSEKEEPING_EVERY).await;

@@ -127,3 +127,55 @@ async fn embedded_sweeps_pass_over_a_corrupt_record() {
     );
     assert_eq!(store.get(finished.id).await.unwrap(), Lookup::Expired);
 }
+
+/// Tasks that expire faster than one sweep batch (1,000) a second: one round of housekeeping
+/// (`sweep_expired`) removes more than a batch of them.
+async fn a_round_of_housekeeping_removes_more_than_a_batch<S: Store>(store: S) {
+    const FINISHED: usize = 3_000;
+    let mut ids = Vec::new();
+    for _ in 0..FINISHED {
+        let t = task();
+        store.submit(&t, u64::MAX).await.unwrap();
+        let claimed = store.claim("t", DeviceSpec::Cpu).await.unwrap().unwrap();
+        let finish = Finish::Success {
+            result: serde_json::json!({}),
+            model: Vec::new(),
+            progress: None,
+        };
+        assert!(store.finish(claimed.id, 1, finish).await.unwrap());
+        ids.push(claimed.id);
+    }
+    // Redis drops records in whole seconds: wait until the last one is gone.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while store.get(*ids.last().unwrap()).await.unwrap() != Lookup::Expired {
+        assert!(Instant::now() < deadline, "the results did not expire");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let mut removed = trainyard::store::sweep_expired(&store).await.unwrap();
+    assert!(
+        removed > 1_000,
+        "one round of housekeeping removed only {removed}"
+    );
+    while removed < FINISHED as u64 {
+        assert!(Instant::now() < deadline, "only {removed} were swept");
+        removed += trainyard::store::sweep_expired(&store).await.unwrap();
+    }
+    assert_eq!(removed, FINISHED as u64);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_housekeeping_keeps_up_with_thousands_of_expiries() {
+    let server = RedisServer::start();
+    let store = RedisStore::connect(&server.url, "many", settings())
+        .await
+        .unwrap();
+    a_round_of_housekeeping_removes_more_than_a_batch(store).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn embedded_housekeeping_keeps_up_with_thousands_of_expiries() {
+    let path = temp_dir("many").join("store.redb");
+    let store = EmbeddedStore::open(&path, settings()).unwrap();
+    a_round_of_housekeeping_removes_more_than_a_batch(store).await;
+}
