@@ -179,3 +179,39 @@ async fn embedded_housekeeping_keeps_up_with_thousands_of_expiries() {
     let store = EmbeddedStore::open(&path, settings()).unwrap();
     a_round_of_housekeeping_removes_more_than_a_batch(store).await;
 }
+
+/// Tasks arriving faster than the sweep walks the listing index: a sweep that reached tasks
+/// too young to have expired starts from the oldest again, so an old expired task is swept
+/// although the index keeps growing ahead of the sweep.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_sweeps_come_back_to_the_oldest_while_tasks_keep_arriving() {
+    let server = RedisServer::start();
+    let settings = StoreSettings {
+        result_expires_s: 3.0,
+        ..settings()
+    };
+    let store = RedisStore::connect(&server.url, "arriving", settings)
+        .await
+        .unwrap();
+    let old = task();
+    store.submit(&old, u64::MAX).await.unwrap();
+    let claimed = store.claim("t", DeviceSpec::Cpu).await.unwrap().unwrap();
+    let finish = Finish::Success {
+        result: serde_json::json!({}),
+        model: Vec::new(),
+        progress: None,
+    };
+    assert!(store.finish(claimed.id, 1, finish).await.unwrap());
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut swept = 0;
+    while swept == 0 {
+        assert!(Instant::now() < deadline, "the old task was never swept");
+        // A batch's worth of new tasks (waiting: no trainer claims them) before each sweep.
+        for _ in 0..1_000 {
+            store.submit(&task(), u64::MAX).await.unwrap();
+        }
+        swept += store.sweep().await.unwrap();
+    }
+    assert_eq!(swept, 1);
+    assert_eq!(store.get(old.id).await.unwrap(), Lookup::Expired);
+}

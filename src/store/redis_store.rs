@@ -1461,40 +1461,48 @@ impl Store for RedisStore {
     }
 
     /// Redis expires records itself; this drops expired ids from the listing index, the next
-    /// `SWEEP_BATCH` of them after those the last sweep checked, from the oldest again once it
-    /// reached the newest.
+    /// `SWEEP_BATCH` of them after those the last sweep checked. The index is in order of
+    /// submission, and a task submitted less than `result_expires_s` ago cannot have expired:
+    /// once a sweep reaches those, the next starts from the oldest again (else, with tasks
+    /// arriving faster than a sweep walks, it would never come back to the oldest).
     async fn sweep(&self) -> Result<u64, StoreError> {
         use std::sync::atomic::Ordering;
         let mut con = self.link.clone();
         let from = self.sweep_from.load(Ordering::Relaxed);
-        let ids: Vec<String> = con
-            .zrange(self.keys.index(), from, from + SWEEP_BATCH - 1)
+        let batch: Vec<(String, f64)> = con
+            .zrange_withscores(self.keys.index(), from, from + SWEEP_BATCH - 1)
             .await?;
-        let checked = ids.len() as isize;
-        let ids: Vec<(String, Uuid)> = ids
+        let horizon = now_s() - self.settings.result_expires_s;
+        let reached_young = (batch.len() as isize) < SWEEP_BATCH
+            || batch
+                .last()
+                .is_some_and(|(_, submitted)| *submitted > horizon);
+        let checked = batch.len() as isize;
+        let ids: Vec<(String, Uuid)> = batch
             .into_iter()
-            .filter_map(|id| Uuid::parse_str(&id).ok().map(|uuid| (id, uuid)))
+            .filter(|(_, submitted)| *submitted <= horizon)
+            .filter_map(|(id, _)| Uuid::parse_str(&id).ok().map(|uuid| (id, uuid)))
             .collect();
-        if ids.is_empty() {
-            self.sweep_from.store(0, Ordering::Relaxed);
-            return Ok(0);
+        let mut gone: Vec<&String> = Vec::new();
+        let exists: Vec<bool> = if ids.is_empty() {
+            Vec::new()
+        } else {
+            let mut pipe = ::redis::pipe();
+            for (_, uuid) in &ids {
+                pipe.exists(self.keys.task(*uuid));
+            }
+            pipe.query_async(&mut con).await?
+        };
+        for ((id, _), exists) in ids.iter().zip(exists) {
+            if !exists {
+                gone.push(id);
+            }
         }
-        let mut pipe = ::redis::pipe();
-        for (_, uuid) in &ids {
-            pipe.exists(self.keys.task(*uuid));
-        }
-        let exists: Vec<bool> = pipe.query_async(&mut con).await?;
-        let gone: Vec<&String> = ids
-            .iter()
-            .zip(exists)
-            .filter(|(_, exists)| !exists)
-            .map(|((id, _), _)| id)
-            .collect();
         if !gone.is_empty() {
             let _: i64 = con.zrem(self.keys.index(), &gone).await?;
         }
         // The ids removed leave the ranks after them one lower each.
-        let next = if checked < SWEEP_BATCH {
+        let next = if reached_young {
             0
         } else {
             from + checked - gone.len() as isize
