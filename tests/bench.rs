@@ -8,22 +8,30 @@ use std::process::Command;
 use common::temp_dir;
 use serde_json::Value;
 
-#[test]
-fn the_quick_benchmark_runs_every_workload_and_writes_its_report() {
+/// `trainyard bench ARGS`, which must succeed: what it printed, and the JSON it wrote.
+fn bench(args: &[&str]) -> (String, Value) {
     let out = temp_dir("bench").join("bench.json");
     let output = Command::new(env!("CARGO_BIN_EXE_trainyard"))
-        .args(["bench", "--quick", "--tasks", "2000", "--out"])
+        .arg("bench")
+        .args(args)
+        .arg("--out")
         .arg(&out)
         .output()
         .expect("trainyard runs");
-    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
     assert!(
         output.status.success(),
         "{stdout}{}",
         String::from_utf8_lossy(&output.stderr)
     );
+    let report = serde_json::from_str(&std::fs::read_to_string(&out).unwrap()).unwrap();
+    (stdout, report)
+}
+
+#[test]
+fn the_quick_benchmark_runs_every_workload_and_writes_its_report() {
+    let (stdout, report) = bench(&["--quick", "--tasks", "2000"]);
     eprintln!("{stdout}");
-    let report: Value = serde_json::from_str(&std::fs::read_to_string(&out).unwrap()).unwrap();
     assert_eq!(report["throughput"]["exactly_one_result"], true, "{report}");
     assert!(report["throughput"]["tasks_per_s"].as_f64().unwrap() > 0.0);
     for process in ["node", "redis", "load_generator"] {
@@ -84,19 +92,7 @@ fn the_quick_benchmark_runs_every_workload_and_writes_its_report() {
 
 #[test]
 fn the_soak_run_prints_memory_every_30_s() {
-    let out = temp_dir("soak").join("soak.json");
-    let output = Command::new(env!("CARGO_BIN_EXE_trainyard"))
-        .args(["bench", "--soak", "0.6", "--out"])
-        .arg(&out)
-        .output()
-        .expect("trainyard runs");
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    assert!(
-        output.status.success(),
-        "{stdout}{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    let report: Value = serde_json::from_str(&std::fs::read_to_string(&out).unwrap()).unwrap();
+    let (stdout, report) = bench(&["--soak", "0.6"]);
     let rows = report["soak"].as_array().unwrap();
     assert_eq!(rows.len(), 1, "{report}");
     for key in [

@@ -128,22 +128,26 @@ async fn embedded_sweeps_pass_over_a_corrupt_record() {
     assert_eq!(store.get(finished.id).await.unwrap(), Lookup::Expired);
 }
 
+/// Claims the next queued task and ends it with SUCCESS (no model); its id.
+async fn claim_and_succeed<S: Store>(store: &S) -> uuid::Uuid {
+    let claimed = store.claim("t", DeviceSpec::Cpu).await.unwrap().unwrap();
+    let finish = Finish::Success {
+        result: serde_json::json!({}),
+        model: Vec::new(),
+        progress: None,
+    };
+    assert!(store.finish(claimed.id, 1, finish).await.unwrap());
+    claimed.id
+}
+
 /// Tasks that expire faster than one sweep batch (1,000) a second: one round of housekeeping
 /// (`sweep_expired`) removes more than a batch of them.
 async fn a_round_of_housekeeping_removes_more_than_a_batch<S: Store>(store: S) {
     const FINISHED: usize = 3_000;
     let mut ids = Vec::new();
     for _ in 0..FINISHED {
-        let t = task();
-        store.submit(&t, u64::MAX).await.unwrap();
-        let claimed = store.claim("t", DeviceSpec::Cpu).await.unwrap().unwrap();
-        let finish = Finish::Success {
-            result: serde_json::json!({}),
-            model: Vec::new(),
-            progress: None,
-        };
-        assert!(store.finish(claimed.id, 1, finish).await.unwrap());
-        ids.push(claimed.id);
+        store.submit(&task(), u64::MAX).await.unwrap();
+        ids.push(claim_and_succeed(&store).await);
     }
     // Redis drops records in whole seconds: wait until the last one is gone.
     let deadline = Instant::now() + Duration::from_secs(30);
@@ -195,13 +199,7 @@ async fn redis_sweeps_come_back_to_the_oldest_while_tasks_keep_arriving() {
         .unwrap();
     let old = task();
     store.submit(&old, u64::MAX).await.unwrap();
-    let claimed = store.claim("t", DeviceSpec::Cpu).await.unwrap().unwrap();
-    let finish = Finish::Success {
-        result: serde_json::json!({}),
-        model: Vec::new(),
-        progress: None,
-    };
-    assert!(store.finish(claimed.id, 1, finish).await.unwrap());
+    assert_eq!(claim_and_succeed(&store).await, old.id);
     let deadline = Instant::now() + Duration::from_secs(60);
     let mut swept = 0;
     while swept == 0 {
