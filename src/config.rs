@@ -6,6 +6,7 @@ use std::path::Path;
 use serde::Deserialize;
 use thiserror::Error;
 
+use crate::http::auth::{AuthSettings, Role, Token, parse_sha256};
 use crate::training::{DeviceSpec, resolve_devices};
 
 #[derive(Debug, Clone, Deserialize, PartialEq)]
@@ -60,8 +61,18 @@ pub struct NodeSection {
 #[serde(deny_unknown_fields, default)]
 pub struct HttpSection {
     pub listen: String,
-    /// Optional bearer token for the API.
+    /// A bearer token with the admin role (named "token" in logs); see also `tokens`.
     pub token: String,
+    /// Bearer tokens, each with a name and a role.
+    pub tokens: Vec<TokenEntry>,
+    /// Serve an API with no token on an address other than loopback (logged at each start).
+    pub allow_unauthenticated: bool,
+    /// Origins (`https://panel.example.com`) whose web pages may change state, besides the
+    /// node's own.
+    pub allowed_origins: Vec<String>,
+    /// Host names requests may be sent to, besides IP literals, `localhost` and this machine's
+    /// host name (against DNS rebinding); `"*"`: any.
+    pub allowed_hosts: Vec<String>,
     /// Largest JSON request body.
     pub max_body_bytes: u64,
     /// Largest CSV upload.
@@ -73,6 +84,22 @@ pub struct HttpSection {
     /// Requests of one client answered at once; 0: unlimited.
     pub max_in_flight_per_client: usize,
 }
+
+/// One `[[http.tokens]]` entry: the token itself or its SHA-256 (64 hex digits, as
+/// `printf %s TOKEN | sha256sum` prints it), so that the file need not hold the secret.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct TokenEntry {
+    pub name: String,
+    pub role: Role,
+    #[serde(default)]
+    pub token: Option<String>,
+    #[serde(default)]
+    pub sha256: Option<String>,
+}
+
+/// Tokens shorter than this are refused on an address other than loopback.
+pub const MIN_SECRET_CHARS: usize = 16;
 
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
@@ -140,6 +167,10 @@ impl Default for HttpSection {
         HttpSection {
             listen: "127.0.0.1:5000".into(),
             token: String::new(),
+            tokens: Vec::new(),
+            allow_unauthenticated: false,
+            allowed_origins: Vec::new(),
+            allowed_hosts: Vec::new(),
             max_body_bytes: 1 << 20,
             max_upload_bytes: 64 << 20,
             rate_limit_per_s: 20_000.0,
@@ -261,11 +292,12 @@ impl Config {
                 self.store.replica_ack_timeout_s
             ));
         }
-        if self.http.listen.parse::<std::net::SocketAddr>().is_err() {
-            problems.push(format!(
+        match self.http.listen.parse::<std::net::SocketAddr>() {
+            Err(_) => problems.push(format!(
                 "http.listen {:?} is not an address like 127.0.0.1:5000",
                 self.http.listen
-            ));
+            )),
+            Ok(addr) => problems.extend(self.http.auth_problems(addr)),
         }
         if self.trainers.devices.is_empty() {
             problems.push("trainers.devices must name at least one device".into());
@@ -328,6 +360,89 @@ impl Config {
             Ok(())
         } else {
             Err(ConfigError::Invalid(problems))
+        }
+    }
+}
+
+impl HttpSection {
+    /// Whether the API is served with no token to a network beyond this machine.
+    pub fn open_off_loopback(&self) -> bool {
+        self.token.is_empty()
+            && self.tokens.is_empty()
+            && self
+                .listen
+                .parse::<std::net::SocketAddr>()
+                .is_ok_and(|addr| !addr.ip().is_loopback())
+    }
+
+    fn auth_problems(&self, addr: std::net::SocketAddr) -> Vec<String> {
+        let mut problems = Vec::new();
+        let loopback = addr.ip().is_loopback();
+        if self.open_off_loopback() && !self.allow_unauthenticated {
+            problems.push(format!(
+                "http.listen {addr} is not loopback and no token is set: set http.token or \
+                 [[http.tokens]] (or http.allow_unauthenticated = true to serve an open API)"
+            ));
+        }
+        let short = |secret: &str| !loopback && secret.chars().count() < MIN_SECRET_CHARS;
+        if short(&self.token) && !self.token.is_empty() {
+            problems.push(format!(
+                "http.token is shorter than {MIN_SECRET_CHARS} characters, on {addr} (not loopback)"
+            ));
+        }
+        let mut names = std::collections::HashSet::new();
+        for entry in &self.tokens {
+            let name = &entry.name;
+            if name.trim().is_empty() || (name == "token" && !self.token.is_empty()) {
+                problems.push(format!(
+                    "http.tokens: name {name:?} must be set and not \"token\" when http.token is"
+                ));
+            }
+            if !names.insert(name) {
+                problems.push(format!("http.tokens: name {name:?} is given twice"));
+            }
+            match (&entry.token, &entry.sha256) {
+                (Some(token), None) if token.is_empty() => {
+                    problems.push(format!("http.tokens {name:?}: token is empty"))
+                }
+                (Some(token), None) if short(token) => problems.push(format!(
+                    "http.tokens {name:?}: token is shorter than {MIN_SECRET_CHARS} characters, \
+                     on {addr} (not loopback)"
+                )),
+                (None, Some(hex)) if parse_sha256(hex).is_none() => problems.push(format!(
+                    "http.tokens {name:?}: sha256 must be 64 hex digits (printf %s TOKEN | sha256sum)"
+                )),
+                (Some(_), None) | (None, Some(_)) => {}
+                _ => problems.push(format!(
+                    "http.tokens {name:?}: give either token or sha256, not both or neither"
+                )),
+            }
+        }
+        problems
+    }
+
+    /// The edge's checks, from this section (the section is valid).
+    pub fn auth_settings(&self) -> AuthSettings {
+        let mut tokens: Vec<Token> = self
+            .tokens
+            .iter()
+            .filter_map(|entry| match (&entry.token, &entry.sha256) {
+                (Some(token), _) => Some(Token::new(&entry.name, entry.role, token)),
+                (None, Some(hex)) => Some(Token {
+                    name: entry.name.as_str().into(),
+                    role: entry.role,
+                    sha256: parse_sha256(hex)?,
+                }),
+                (None, None) => None,
+            })
+            .collect();
+        if !self.token.is_empty() {
+            tokens.push(Token::new("token", Role::Admin, &self.token));
+        }
+        AuthSettings {
+            tokens,
+            allowed_origins: self.allowed_origins.clone(),
+            allowed_hosts: self.allowed_hosts.clone(),
         }
     }
 }

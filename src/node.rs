@@ -181,7 +181,7 @@ async fn serve<S: Store>(
         max_retries: config.tasks.max_retries,
         max_body_bytes: config.http.max_body_bytes,
         max_upload_bytes: config.http.max_upload_bytes,
-        token: Some(config.http.token.clone()).filter(|t| !t.is_empty()),
+        auth: Arc::new(config.http.auth_settings()),
         membership: membership.clone(),
         result_expires_s: config.tasks.result_expires_s,
         limits: http::limits::Limits::new(http::limits::LimitSettings {
@@ -202,6 +202,13 @@ async fn serve<S: Store>(
             max_attempts: config.notifications.max_attempts,
         },
     ));
+    if config.http.open_off_loopback() {
+        tracing::warn!(
+            http = %bound,
+            "the API is open: no token is set and http.allow_unauthenticated = true; anyone \
+             who can reach {bound} may train, purge and drain"
+        );
+    }
     tracing::info!(http = %bound, node = %config.node.name, trainers = config.trainers.devices.len(), "node ready");
     warp::serve(http::routes(api))
         .incoming(listener)

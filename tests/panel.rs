@@ -18,12 +18,20 @@ fn the_panel_trains_cancels_predicts_and_shows_errors_in_a_browser() {
         "the browser test needs {CHROMIUM} and tests/browser/node_modules: run scripts/test, \
          which installs them (apt-get install chromium; npm ci in tests/browser)"
     );
-    let node = Node::up(&TestStore::embedded(), 1, &[]);
+    // With a token, so the panel's way of asking for one and keeping it is tested too.
+    let token = "panel-admin-token-0123456789";
+    let tokens = format!(r#"[{{name = "panel", role = "admin", token = "{token}"}}]"#);
+    let node = Node::up(
+        &TestStore::embedded(),
+        1,
+        &[("TRAINYARD_HTTP__TOKENS", &tokens)],
+    );
     let screenshot = temp_dir("panel").join("panel.png");
     let output = Command::new("node")
         .arg(browser_tests.join("panel.mjs"))
         .arg(&node.url)
         .arg(&screenshot)
+        .arg(token)
         .output()
         .expect("node runs");
     let log = String::from_utf8_lossy(&output.stdout);

@@ -59,21 +59,40 @@ const MAX_WAIT_S: f64 = 3600.0;
 /// A synchronous training request reads its task again at least this often, events or not.
 const SYNC_RECHECK: Duration = Duration::from_secs(1);
 
+/// Whether a `Content-Type` header names this media type (parameters such as charset aside).
+fn is_media_type(content_type: &str, expected: &str) -> bool {
+    content_type
+        .split(';')
+        .next()
+        .is_some_and(|media| media.trim().eq_ignore_ascii_case(expected))
+}
+
 pub(super) fn parse_json<T: serde::de::DeserializeOwned + Default>(
     content_type: &Option<String>,
     body: &[u8],
 ) -> Result<T, ApiError> {
-    if body.iter().all(u8::is_ascii_whitespace) {
-        return Ok(T::default());
+    let empty = body.iter().all(u8::is_ascii_whitespace);
+    // A body must say it is JSON: a web page on another site can send a form or text/plain
+    // without asking first (CORS), but not application/json.
+    match content_type {
+        Some(ct) if !is_media_type(ct, "application/json") => {
+            return Err(ApiError::new(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "unsupported_media_type",
+                format!("content type must be application/json, got {ct:?}"),
+            ));
+        }
+        None if !empty => {
+            return Err(ApiError::new(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "unsupported_media_type",
+                "a request body needs Content-Type: application/json",
+            ));
+        }
+        _ => {}
     }
-    if let Some(ct) = content_type
-        && !ct.to_ascii_lowercase().starts_with("application/json")
-    {
-        return Err(ApiError::new(
-            StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            "unsupported_media_type",
-            format!("content type must be application/json, got {ct:?}"),
-        ));
+    if empty {
+        return Ok(T::default());
     }
     serde_json::from_slice(body).map_err(|e| match e.classify() {
         serde_json::error::Category::Data => {
@@ -541,7 +560,8 @@ pub async fn cancel<S: Store>(id: String, api: Arc<Api<S>>) -> Reply_ {
 pub async fn tasks<S: Store>(api: Arc<Api<S>>, query: HashMap<String, String>) -> Reply_ {
     let mut problems = Vec::new();
     for key in query.keys() {
-        if !["state", "model_type", "node", "limit"].contains(&key.as_str()) {
+        // `token` is the event streams' (`auth`); a client may send it everywhere.
+        if !["state", "model_type", "node", "limit", "token"].contains(&key.as_str()) {
             problems.push(format!(
                 "unknown query parameter {key:?}; expected state, model_type, node, limit"
             ));
@@ -606,7 +626,7 @@ pub async fn upload_dataset<S: Store>(
 ) -> Reply_ {
     let mut problems = Vec::new();
     for key in query.keys() {
-        if !["name", "target"].contains(&key.as_str()) {
+        if !["name", "target", "token"].contains(&key.as_str()) {
             problems.push(format!(
                 "unknown query parameter {key:?}; expected name and target"
             ));
@@ -632,18 +652,21 @@ pub async fn upload_dataset<S: Store>(
             problems.join("; "),
         )));
     }
-    if let Some(ct) = &content_type {
-        let ct = ct.to_ascii_lowercase();
-        if !(ct.starts_with("text/csv")
-            || ct.starts_with("text/plain")
-            || ct.starts_with("application/octet-stream"))
-        {
-            return Err(reject(ApiError::new(
-                StatusCode::UNSUPPORTED_MEDIA_TYPE,
-                "unsupported_media_type",
-                format!("upload a CSV as text/csv, got {ct:?}"),
-            )));
-        }
+    // text/csv only: a page on another site could send text/plain without asking first.
+    if !content_type
+        .as_deref()
+        .is_some_and(|ct| is_media_type(ct, "text/csv"))
+    {
+        return Err(reject(ApiError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported_media_type",
+            format!(
+                "upload a CSV as Content-Type: text/csv, got {}",
+                content_type
+                    .as_deref()
+                    .map_or("none".into(), |ct| format!("{ct:?}"))
+            ),
+        )));
     }
     let csv = body.clone();
     let (n, t) = (name.clone(), target.clone());

@@ -5,6 +5,7 @@
 //!
 //! Filters here, handlers in `handlers.rs`, every error through `error::recover`.
 
+pub mod auth;
 mod error;
 mod events;
 mod handlers;
@@ -28,6 +29,31 @@ use crate::telemetry;
 /// The web panel (`GET /`), embedded in the binary.
 const PANEL: &str = include_str!("panel/index.html");
 
+/// The panel's Content-Security-Policy: its one inline script and one inline style, by their
+/// SHA-256, and requests to its own node only. No other script runs, even one injected into a
+/// task's name; no other site may frame the panel.
+static PANEL_POLICY: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+    let script = inline_digest(PANEL, "<script>", "</script>");
+    let style = inline_digest(PANEL, "<style>", "</style>");
+    format!(
+        "default-src 'none'; script-src '{script}'; style-src '{style}'; connect-src 'self'; \
+         img-src 'self' data:; form-action 'none'; frame-ancestors 'none'; base-uri 'none'"
+    )
+});
+
+/// `sha256-BASE64` of the text between the first `open` and the next `close` tag of `page`.
+fn inline_digest(page: &str, open: &str, close: &str) -> String {
+    use base64::Engine;
+    use sha2::Digest;
+    let start = page.find(open).expect("the panel has the tag") + open.len();
+    let end = start + page[start..].find(close).expect("the tag is closed");
+    let digest = sha2::Sha256::digest(page[start..end].as_bytes());
+    format!(
+        "sha256-{}",
+        base64::engine::general_purpose::STANDARD.encode(digest)
+    )
+}
+
 /// What the handlers share.
 pub struct Api<S> {
     pub store: Arc<S>,
@@ -36,8 +62,8 @@ pub struct Api<S> {
     pub max_retries: u32,
     pub max_body_bytes: u64,
     pub max_upload_bytes: u64,
-    /// Bearer token every route but health and metrics needs; none when empty.
-    pub token: Option<String>,
+    /// Tokens, their roles, and the allowed hosts and origins (see `auth`).
+    pub auth: Arc<auth::AuthSettings>,
     /// This node's place in the cluster (which peers are connected).
     pub membership: Arc<crate::cluster::Membership>,
     /// How long results (and idempotency keys) are kept.
@@ -235,9 +261,23 @@ pub fn routes<S: Store>(
         .and(warp::get())
         .and_then(handlers::metrics);
     // The web panel: one page, no data of its own (it asks the API, with the user's token).
-    let panel = warp::path::end()
-        .and(warp::get())
-        .map(|| warp::reply::html(PANEL).into_response());
+    let panel = warp::path::end().and(warp::get()).map(|| {
+        let mut reply = warp::reply::html(PANEL).into_response();
+        let headers = reply.headers_mut();
+        headers.insert(
+            "content-security-policy",
+            warp::http::HeaderValue::from_str(&PANEL_POLICY).expect("an ASCII policy"),
+        );
+        headers.insert(
+            "x-content-type-options",
+            warp::http::HeaderValue::from_static("nosniff"),
+        );
+        headers.insert(
+            "referrer-policy",
+            warp::http::HeaderValue::from_static("no-referrer"),
+        );
+        reply
+    });
     let predict = warp::path!("models" / String / "predict")
         .and(warp::post())
         .and(with.clone())
@@ -295,13 +335,15 @@ pub fn routes<S: Store>(
         .or(panel)
         .unify()
         .or(limits::admit(api.limits.clone())
-            .and(authorized(api.token.clone()))
+            .and(auth::guard(api.auth.clone()))
             .and(protected)
-            .map(|permit: limits::Permit, reply| {
-                // Held until the answer is ready.
-                drop(permit);
-                reply
-            }))
+            .map(
+                |permit: limits::Permit, _caller: Option<auth::Caller>, reply| {
+                    // Held until the answer is ready.
+                    drop(permit);
+                    reply
+                },
+            ))
         .unify()
         .recover(error::recover)
         .unify()
@@ -363,50 +405,6 @@ pub fn route_label(method: &warp::http::Method, path: &str) -> &'static str {
     }
 }
 
-/// Passes a request that carries `Authorization: Bearer <token>` (compared in constant time),
-/// or any request when no token is set; refuses the rest with 401.
-fn authorized(token: Option<String>) -> warp::filters::BoxedFilter<()> {
-    let Some(token) = token.filter(|t| !t.is_empty()).map(Arc::<str>::from) else {
-        // No token: nothing to read from the request.
-        return warp::any().boxed();
-    };
-    let token = Some(token);
-    // A browser's EventSource cannot send headers: it may give the token as `?token=`.
-    let query_token = warp::query::<HashMap<String, String>>()
-        .or(warp::any().map(HashMap::new))
-        .unify()
-        .map(|mut query: HashMap<String, String>| query.remove("token"));
-    warp::header::optional::<String>("authorization")
-        .and(query_token)
-        .and_then(move |header: Option<String>, from_query: Option<String>| {
-            let token = token.clone();
-            async move {
-                let Some(expected) = token else { return Ok(()) };
-                let given = header
-                    .as_deref()
-                    .and_then(|h| h.strip_prefix("Bearer "))
-                    .or(from_query.as_deref())
-                    .unwrap_or("");
-                if constant_time_eq(given.as_bytes(), expected.as_bytes()) {
-                    Ok(())
-                } else {
-                    Err(warp::reject::custom(ApiError::new(
-                        warp::http::StatusCode::UNAUTHORIZED,
-                        "unauthorized",
-                        "a valid bearer token is required (Authorization: Bearer <token>)",
-                    )))
-                }
-            }
-        })
-        .untuple_one()
-        .boxed()
-}
-
-/// Equality whose time does not depend on where the inputs differ (only on their lengths).
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -438,13 +436,5 @@ mod tests {
         ] {
             assert_eq!(route_label(&method, &path), label, "{method} {path}");
         }
-    }
-
-    #[test]
-    fn tokens_compare_whole() {
-        assert!(constant_time_eq(b"s3cret", b"s3cret"));
-        assert!(!constant_time_eq(b"s3cret", b"s3cres"));
-        assert!(!constant_time_eq(b"s3cret", b"s3cret!"));
-        assert!(!constant_time_eq(b"", b"x"));
     }
 }

@@ -1,7 +1,10 @@
 // Drives the web panel of a running trainyard node in Debian's headless Chromium.
 //
-// usage: node tests/browser/panel.mjs <base-url> <screenshot-path>
+// usage: node tests/browser/panel.mjs <base-url> <screenshot-path> [token]
 //
+// With a token, the node refuses the panel's first calls (401): the test enters the token in the
+// token bar, checks that it is kept in sessionStorage (not localStorage), and goes on.
+// The page must run under its Content-Security-Policy: any violation fails the test.
 // Trains an mlp and waits for its bar, state, metrics and loss curve; cancels an endless one;
 // checks the nodes list, a prediction, an API error and phone width; saves a full-page
 // screenshot.
@@ -163,17 +166,39 @@ async function checkPhoneWidth(page) {
   log(`phone width ${PHONE.width} px: scrollWidth ${scrollWidth} <= innerWidth ${innerWidth}`);
 }
 
-async function run(baseUrl, screenshotPath) {
+/** Enters the token the panel asks for, and checks where it keeps it. */
+async function enterToken(page, token) {
+  log('the node wants a token: enter it in the token bar');
+  await page.locator('#token-bar').waitFor({ state: 'visible', timeout: STEP_TIMEOUT_MS });
+  await page.fill('#token-input', token);
+  await page.press('#token-input', 'Enter');
+  await page.locator('#token-bar').waitFor({ state: 'hidden', timeout: STEP_TIMEOUT_MS });
+  const kept = await page.evaluate(() => ({
+    session: sessionStorage.getItem('trainyard.token'),
+    local: localStorage.length,
+  }));
+  if (kept.session !== token || kept.local !== 0) {
+    throw new Error(`the token should be in sessionStorage only: ${JSON.stringify(kept)}`);
+  }
+  log('token kept in sessionStorage only');
+}
+
+async function run(baseUrl, screenshotPath, token) {
   log(`launch ${CHROMIUM}`);
   const browser = await chromium.launch({ executablePath: CHROMIUM, args: CHROMIUM_ARGS });
   try {
     const page = await browser.newPage({ viewport: { width: 1280, height: 900 } });
     const pageErrors = [];
     page.on('pageerror', (error) => pageErrors.push(error.message));
+    // Chromium reports what the Content-Security-Policy blocked on the console.
+    page.on('console', (message) => {
+      if (/Content Security Policy/i.test(message.text())) pageErrors.push(message.text());
+    });
     log(`open ${baseUrl}`);
     const response = await page.goto(baseUrl, { waitUntil: 'domcontentloaded' });
     if (!response?.ok()) throw new Error(`GET ${baseUrl} answered ${response?.status()}: does the node serve the panel?`);
     await page.waitForSelector('[data-testid="submit-form"]', { timeout: STEP_TIMEOUT_MS });
+    if (token) await enterToken(page, token);
 
     const finishedTaskId = await checkTrainingSucceeds(page);
     await checkCancel(page);
@@ -191,7 +216,7 @@ async function run(baseUrl, screenshotPath) {
 }
 
 async function main() {
-  const [baseUrl, screenshotPath] = process.argv.slice(2);
+  const [baseUrl, screenshotPath, token] = process.argv.slice(2);
   if (!baseUrl || !screenshotPath) {
     console.error('usage: node tests/browser/panel.mjs <base-url> <screenshot-path>');
     process.exit(2);
@@ -201,7 +226,7 @@ async function main() {
     process.exit(1);
   }, OVERALL_TIMEOUT_MS);
   try {
-    await run(baseUrl, screenshotPath);
+    await run(baseUrl, screenshotPath, token);
     log('PASS: panel works');
     clearTimeout(deadline);
   } catch (error) {

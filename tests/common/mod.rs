@@ -287,6 +287,21 @@ pub struct Node {
 impl Node {
     /// `trainyard up` with `trainers` CPU trainers on `store`, with extra `TRAINYARD_*` settings.
     pub fn up(store: &TestStore, trainers: usize, env: &[(&str, &str)]) -> Node {
+        Self::start(store, trainers, env, Stdio::inherit())
+    }
+
+    /// As `up`, with the node's log (stderr) written to `log`.
+    pub fn up_logged(
+        store: &TestStore,
+        trainers: usize,
+        env: &[(&str, &str)],
+        log: &std::path::Path,
+    ) -> Node {
+        let file = std::fs::File::create(log).expect("the log file can be created");
+        Self::start(store, trainers, env, Stdio::from(file))
+    }
+
+    fn start(store: &TestStore, trainers: usize, env: &[(&str, &str)], stderr: Stdio) -> Node {
         let data = store.data.clone();
         let port = free_port();
         let mut command = Command::new(env!("CARGO_BIN_EXE_trainyard"));
@@ -302,7 +317,7 @@ impl Node {
             .arg(&data)
             .env("RUST_LOG", "warn")
             .stdout(Stdio::null())
-            .stderr(Stdio::inherit());
+            .stderr(stderr);
         if let Some(redis) = &store.redis {
             command
                 .env("TRAINYARD_STORE__URL", &redis.url)
@@ -421,6 +436,28 @@ impl Node {
             request = request.header("content-type", ct);
         }
         read_json(request.send(body)).unwrap_or_else(|| panic!("POST {path} failed"))
+    }
+
+    /// Any request: method, path, headers, and a body with its content type (or none).
+    pub fn request(
+        &self,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: Option<(Option<&str>, &[u8])>,
+    ) -> (u16, Value) {
+        let mut request = ureq::http::Request::builder()
+            .method(method)
+            .uri(format!("{}{path}", self.url));
+        for (k, v) in headers {
+            request = request.header(*k, *v);
+        }
+        let (content_type, bytes) = body.unwrap_or((None, &[]));
+        if let Some(ct) = content_type {
+            request = request.header("content-type", ct);
+        }
+        let request = request.body(bytes.to_vec()).unwrap();
+        read_json(Self::agent().run(request)).unwrap_or_else(|| panic!("{method} {path} failed"))
     }
 
     /// Submits a training and returns its task id.
