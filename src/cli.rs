@@ -163,7 +163,7 @@ pub struct HyperArgs {
 
 #[derive(Debug, Args)]
 pub struct SubmitArgs {
-    /// mlp, linear, gbdt or all.
+    /// mlp, linear, gbdt or all (or the old service's tensorflow, pytorch, xgboost).
     pub model: String,
     /// A built-in data set name or an uploaded data set's id.
     #[arg(long)]
@@ -183,7 +183,7 @@ pub struct SubmitArgs {
 
 #[derive(Debug, Args)]
 pub struct TrainArgs {
-    /// mlp, linear, gbdt or all.
+    /// mlp, linear, gbdt or all (or the old service's tensorflow, pytorch, xgboost).
     pub model: ModelType,
     /// A built-in data set: friedman1 (default), diabetes or winequality.
     #[arg(long, conflicts_with = "csv")]

@@ -118,6 +118,8 @@ pub struct ParsedRequest {
     pub max_retries: u32,
     pub device: DeviceClass,
     pub callback_url: Option<String>,
+    /// The old service's model name, when the request used one.
+    pub requested_as: Option<&'static str>,
 }
 
 /// Parses and checks the body of `POST /train/{model}`: no store, no I/O, so it can be fuzzed.
@@ -128,8 +130,7 @@ pub fn parse_train_request(
     body: &[u8],
     default_max_retries: u32,
 ) -> Result<ParsedRequest, ApiError> {
-    let model_type: ModelType = model
-        .parse()
+    let (model_type, requested_as) = ModelType::parse_requested(model)
         .map_err(|e: String| ApiError::not_found("unknown_model_type", e))?;
     let request: TrainRequest = parse_json(content_type, body)?;
     let defaults = TrainSpec::new(model_type);
@@ -170,6 +171,7 @@ pub fn parse_train_request(
         max_retries,
         device: request.device.unwrap_or_default(),
         callback_url: request.callback_url,
+        requested_as,
     })
 }
 
@@ -187,6 +189,7 @@ pub(super) async fn build_task<S: Store>(
         max_retries,
         device,
         callback_url,
+        requested_as,
     } = parse_train_request(model, content_type, body, api.max_retries)?;
     if let Some(url) = &callback_url {
         crate::notify::check_url(url, &api.callback_hosts)
@@ -216,6 +219,7 @@ pub(super) async fn build_task<S: Store>(
     let mut task = TaskRecord::new(spec, dataset_id, priority, max_retries);
     task.device = device;
     task.callback_url = callback_url;
+    task.requested_as = requested_as.map(str::to_string);
     Ok(task)
 }
 
@@ -310,11 +314,12 @@ pub async fn submit_async<S: Store>(
     let (task, replayed) = submit(&api, &model, &content_type, &idempotency_key, &body)
         .await
         .map_err(reject)?;
+    let named = task.requested_name();
     let answer = json!({
         "success": true,
         "task_id": task.id,
-        "message": format!("Training task submitted for {}", task.model_type),
-        "model_type": task.model_type,
+        "message": format!("Training task submitted for {named}"),
+        "model_type": named,
     });
     let reply = with_status(reply_json(&answer), StatusCode::ACCEPTED);
     Ok(
@@ -491,6 +496,14 @@ fn result_reply(task: &TaskRecord) -> Response {
     });
     if let Some(result) = &task.result {
         answer["result"] = result.clone();
+        // An old client compares the model type it asked for, and reads the old message.
+        if let Some(old) = &task.requested_as
+            && answer["result"].is_object()
+        {
+            answer["result"]["model_type"] = json!(old);
+            answer["result"]["message"] =
+                json!(format!("{} model trained successfully", old.to_uppercase()));
+        }
     }
     if let Some(error) = &task.error {
         answer["error"] = json!(error);
@@ -778,6 +791,7 @@ pub async fn inspect<S: Store>(id: String, api: Arc<Api<S>>) -> Reply_ {
         "state": task.state,
         "waiting_for": waiting_for,
         "model_type": task.model_type,
+        "requested_as": task.requested_as,
         "request": {
             "spec": task.spec, "dataset_id": task.dataset_id, "priority": task.priority,
             "max_retries": task.max_retries, "device": task.device,

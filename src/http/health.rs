@@ -139,6 +139,16 @@ async fn compute<S: Store>(api: &Api<S>) -> Health {
             "workers": trainers.len(),
             "trainers": trainers,
             "cluster": cluster,
+            // The old service's fields, with their old meaning: the queue's store reachable,
+            // and a worker (here: a trainer) answering.
+            "celery_status": if store.is_ok() { "connected" } else { "disconnected" },
+            "worker_response": if healthy {
+                json!({"status": "healthy", "message": "Celery worker is operational"})
+            } else if store.is_err() {
+                json!({"status": "unhealthy", "message": format!("the store is unreachable: {store_text}")})
+            } else {
+                json!({"status": "unhealthy", "message": "no trainer is up in the cluster"})
+            },
         }),
         healthy,
         checks: json!({

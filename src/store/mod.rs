@@ -157,6 +157,10 @@ pub struct TaskRecord {
     /// Where to POST the final status when the task ends.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub callback_url: Option<String>,
+    /// The old service's model name the client submitted with (`tensorflow`, `pytorch`,
+    /// `xgboost`), echoed in its answers; `model_type` is what trains.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub requested_as: Option<String>,
     /// How the delivery to `callback_url` went.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub callback: Option<CallbackState>,
@@ -202,7 +206,15 @@ impl TaskRecord {
             schedule: None,
             callback_url: None,
             callback: None,
+            requested_as: None,
         }
+    }
+
+    /// The model type as the client named it: an old service's name it used, or the type.
+    pub fn requested_name(&self) -> &str {
+        self.requested_as
+            .as_deref()
+            .unwrap_or(self.model_type.as_str())
     }
 }
 

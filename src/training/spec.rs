@@ -60,19 +60,46 @@ impl fmt::Display for ModelType {
     }
 }
 
+/// The old FastAPI + Celery service's model names, and the model each trains here: its
+/// clients keep working unchanged (`POST /train/tensorflow/async`).
+pub const OLD_NAMES: [(&str, ModelType); 3] = [
+    ("tensorflow", ModelType::Mlp),
+    ("pytorch", ModelType::Mlp),
+    ("xgboost", ModelType::Gbdt),
+];
+
+impl ModelType {
+    /// The model a name trains, and the name itself when it is one of the old service's
+    /// (`OLD_NAMES`), to be echoed back to the client that used it.
+    pub fn parse_requested(name: &str) -> Result<(ModelType, Option<&'static str>), String> {
+        if let Some((old, model)) = OLD_NAMES.iter().find(|(old, _)| *old == name) {
+            return Ok((*model, Some(*old)));
+        }
+        name.parse().map(|model| (model, None))
+    }
+}
+
 impl FromStr for ModelType {
     type Err = String;
 
+    /// A model type by its name, or by one of the old service's names (`OLD_NAMES`).
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         match s {
             "mlp" => Ok(ModelType::Mlp),
             "linear" => Ok(ModelType::Linear),
             "gbdt" => Ok(ModelType::Gbdt),
             "all" => Ok(ModelType::All),
-            _ => Err(format!(
-                "unknown model type {s:?}; expected one of {}",
-                ModelType::NAMES.join(", ")
-            )),
+            _ => OLD_NAMES
+                .iter()
+                .find(|(old, _)| *old == s)
+                .map(|(_, model)| *model)
+                .ok_or_else(|| {
+                    format!(
+                        "unknown model type {s:?}; expected one of {} (or the old names \
+                         tensorflow, pytorch, xgboost)",
+                        ModelType::NAMES.join(", ")
+                    )
+                }),
         }
     }
 }
