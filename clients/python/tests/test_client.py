@@ -1,0 +1,166 @@
+"""The Python client against real nodes (see conftest.py): every call, its errors, and event
+streams that resume after a dropped connection."""
+
+from __future__ import annotations
+
+import socket
+import threading
+
+import pytest
+
+from trainyard import Client, InvalidRequest, NotFound, TaskFailed, Unauthorized, WaitTimeout
+
+from conftest import TOKEN
+
+
+@pytest.fixture
+def client(node):
+    with Client(node.url) as c:
+        yield c
+
+
+def test_a_training_is_submitted_followed_and_its_model_predicts(client):
+    task = client.submit("mlp", epochs=30, hidden_sizes=[16], seed=7)
+    reports = list(task.progress())
+    assert reports, "progress reports arrive before the end"
+    assert all(0 <= r["percent"] <= 100 for r in reports)
+    result = task.wait(timeout=120)
+    assert result["success"] is True
+    assert result["model_type"] == "mlp"
+    assert {"train_r2", "test_r2"} <= set(result["metrics"])
+    assert task.status()["state"] == "SUCCESS"
+    assert task.result()["state"] == "SUCCESS"
+    predictions = client.predict(task.id, [[0.5] * 8, [0.1] * 8])
+    assert len(predictions) == 2
+    assert any(t["task_id"] == task.id for t in client.tasks(state="SUCCESS"))
+
+
+def test_the_old_model_names_and_an_uploaded_csv_train(client, tmp_path):
+    csv = tmp_path / "prices.csv"
+    csv.write_text("a,b,price\n" + "".join(f"{i / 100},{i % 5},{2 * i / 100 + i % 5}\n" for i in range(200)))
+    dataset = client.upload_csv(csv, target="price")
+    assert dataset["rows"] == 200 and dataset["features"] == ["a", "b"]
+    assert any(d["id"] == dataset["id"] for d in client.datasets()["datasets"])
+    task = client.submit("xgboost", dataset=dataset["id"])
+    result = task.wait(timeout=120)
+    assert result["model_type"] == "xgboost"
+    assert task.info()["model_type"] == "gbdt"
+    assert len(client.predict(task.id, [[0.5, 1.0]])) == 1
+
+
+def test_api_errors_raise_typed_exceptions_with_their_code(client):
+    with pytest.raises(NotFound) as missing:
+        client.submit("resnet")
+    assert missing.value.code == "unknown_model_type"
+    with pytest.raises(InvalidRequest) as invalid:
+        client.submit("mlp", epochs=0, learning_rate=-1)
+    assert invalid.value.status == 422 and invalid.value.code == "invalid_parameters"
+    assert "epochs" in invalid.value.message and "learning_rate" in invalid.value.message
+    with pytest.raises(NotFound) as unknown:
+        client.task("9b2f2d7e-0000-4000-8000-000000000000").status()
+    assert unknown.value.code == "task_not_found"
+    with pytest.raises(WaitTimeout) as late:
+        client.train("mlp", wait_s=0.2, epochs=100000)
+    assert late.value.task_id
+    client.task(late.value.task_id).cancel()
+
+
+def test_a_cancelled_task_raises_when_waited_for(client):
+    task = client.submit("mlp", epochs=100000)
+    next(task.progress())  # it runs
+    task.cancel()
+    with pytest.raises(TaskFailed) as failed:
+        task.wait(timeout=60)
+    assert failed.value.state == "REVOKED"
+    endless = client.submit("mlp", epochs=100000)
+    with pytest.raises(WaitTimeout) as late:
+        endless.wait(timeout=0.5)
+    assert late.value.task_id == endless.id
+    endless.cancel()
+
+
+class CuttingProxy:
+    """A TCP proxy to the node that cuts its first connection after `cut_after` bytes of the
+    answer: a dropped event stream, as a load balancer's timeout would drop it."""
+
+    def __init__(self, upstream_port: int, cut_after: int) -> None:
+        self.upstream_port = upstream_port
+        self.cut_after = cut_after
+        self.connections = 0
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self.listener.getsockname()[1]
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self) -> None:
+        while True:
+            downstream, _ = self.listener.accept()
+            self.connections += 1
+            limit = self.cut_after if self.connections == 1 else None
+            upstream = socket.create_connection(("127.0.0.1", self.upstream_port))
+            threading.Thread(target=self._pipe, args=(downstream, upstream, None), daemon=True).start()
+            threading.Thread(target=self._pipe, args=(upstream, downstream, limit), daemon=True).start()
+
+    @staticmethod
+    def _pipe(source: socket.socket, sink: socket.socket, limit) -> None:
+        sent = 0
+        try:
+            while True:
+                data = source.recv(4096)
+                if not data:
+                    break
+                if limit is not None and sent + len(data) >= limit:
+                    sink.sendall(data[: max(limit - sent, 0)])
+                    break
+                sink.sendall(data)
+                sent += len(data)
+        except OSError:
+            pass
+        for s in (source, sink):
+            try:
+                s.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+            s.close()
+
+
+def test_an_event_stream_resumes_after_a_dropped_connection_without_gaps_or_repeats(client, node):
+    task = client.submit("mlp", epochs=200, hidden_sizes=[32])
+    task.wait(timeout=120)
+    direct = list(task.events())
+    assert direct[-1].data["state"] == "SUCCESS" and len(direct) > 3
+    ids = [e.id for e in direct]
+    assert len(set(ids)) == len(ids)
+
+    proxy = CuttingProxy(int(node.url.rsplit(":", 1)[1]), cut_after=700)
+    with Client(f"http://127.0.0.1:{proxy.port}") as through:
+        resumed = list(through.task(task.id).events())
+    assert proxy.connections >= 2, "the first connection was cut, and the client came back"
+    assert [e.id for e in resumed] == ids
+
+    after_two = list(task.events(last_event_id=ids[1]))
+    assert [e.id for e in after_two] == ids[2:]
+
+
+def test_the_cluster_and_schedules(client):
+    assert client.health()["status"] == "healthy"
+    nodes = client.nodes()
+    assert nodes and len(nodes[0]["trainers"]) == 2
+    schedule = client.create_schedule("nightly", "0 2 * * *", "pytorch", {"epochs": 5}, timezone="Europe/Paris")
+    assert schedule["name"] == "nightly" and schedule["next_due_at"]
+    assert [s["name"] for s in client.schedules()] == ["nightly"]
+    client.pause_schedule("nightly")
+    assert client.schedule("nightly")["paused"] is True
+    client.resume_schedule("nightly")
+    client.delete_schedule("nightly")
+    assert client.schedules() == []
+
+
+def test_a_token_is_sent_and_a_missing_one_refused(node_with_token):
+    with Client(node_with_token.url) as anonymous:
+        with pytest.raises(Unauthorized) as refused:
+            anonymous.tasks()
+        assert refused.value.code == "unauthorized"
+    with Client(node_with_token.url, token=TOKEN) as client:
+        task = client.submit("linear", epochs=2)
+        assert task.wait(timeout=60)["success"] is True
+        assert [e.data["state"] for e in task.events()][-1] == "SUCCESS"
