@@ -122,6 +122,9 @@ pub struct TasksSection {
     /// A trainer whose last success took less than this (seconds) claims its next task while
     /// it trains one doing the same work, hiding the store's round trip; 0 turns it off.
     pub claim_ahead_under_s: f64,
+    /// Most schedules the cluster keeps; `POST /schedules` past it is refused (409
+    /// `too_many_schedules`). 0: none may be created.
+    pub max_schedules: u64,
 }
 
 impl Default for NodeSection {
@@ -182,6 +185,7 @@ impl Default for TasksSection {
             retry_backoff_s: 1.0,
             retry_backoff_max_s: 60.0,
             claim_ahead_under_s: 0.01,
+            max_schedules: 1000,
         }
     }
 }

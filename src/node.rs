@@ -189,6 +189,7 @@ async fn serve<S: Store>(
             burst: config.http.rate_limit_burst,
             max_in_flight: config.http.max_in_flight_per_client,
         }),
+        max_schedules: config.tasks.max_schedules,
         callback_hosts: config.notifications.allowed_hosts.clone(),
         health: Default::default(),
         stopping: stop_rx.clone(),

@@ -44,6 +44,8 @@ pub struct Api<S> {
     pub result_expires_s: f64,
     /// Per-client request rate and requests in flight.
     pub limits: Arc<limits::Limits>,
+    /// Most schedules the cluster keeps.
+    pub max_schedules: u64,
     /// Hosts a task's `callback_url` may name.
     pub callback_hosts: Vec<String>,
     /// The latest health answer, computed at most once a second.
