@@ -72,6 +72,25 @@ pub struct HttpSection {
     pub rate_limit_burst: f64,
     /// Requests of one client answered at once; 0: unlimited.
     pub max_in_flight_per_client: usize,
+    /// Event streams (`/events`, `/task/{id}/events`) one client may have open; 0: unlimited.
+    pub max_streams_per_client: usize,
+    /// Event streams open on this node; 0: unlimited.
+    pub max_streams: usize,
+    /// Address blocks (`10.0.0.0/8`, `2001:db8::/32`, or one address) of proxies whose
+    /// `X-Forwarded-For` is believed: a request from one of them is from the right-most
+    /// forwarded address that is not one. From any other peer the header is ignored.
+    pub trusted_proxies: Vec<String>,
+}
+
+impl HttpSection {
+    /// `trusted_proxies`, parsed.
+    pub fn trusted_proxies(&self) -> Result<Vec<crate::http::limits::Cidr>, ConfigError> {
+        self.trusted_proxies
+            .iter()
+            .map(|c| c.parse())
+            .collect::<Result<_, String>>()
+            .map_err(|e| ConfigError::Invalid(vec![format!("http.trusted_proxies: {e}")]))
+    }
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq)]
@@ -148,6 +167,9 @@ impl Default for HttpSection {
             rate_limit_per_s: 20_000.0,
             rate_limit_burst: 40_000.0,
             max_in_flight_per_client: 512,
+            max_streams_per_client: 64,
+            max_streams: 10_000,
+            trusted_proxies: Vec::new(),
         }
     }
 }
@@ -312,6 +334,9 @@ impl Config {
         }
         if self.http.rate_limit_per_s > 0.0 && self.http.rate_limit_burst < 1.0 {
             problems.push("http.rate_limit_burst must be at least 1".into());
+        }
+        if let Err(ConfigError::Invalid(mut e)) = self.http.trusted_proxies() {
+            problems.append(&mut e);
         }
         if self.http.max_body_bytes == 0 || self.http.max_upload_bytes == 0 {
             problems.push("http.max_body_bytes and http.max_upload_bytes must be above 0".into());

@@ -9,8 +9,8 @@ use common::{RedisServer, temp_dir};
 use trainyard::store::{
     CancelOutcome, Claimed, DatasetInfo, EmbeddedStore, Ending, EventId, EventKind, Finish,
     IdempotencyKey, Lookup, Missed, NodeInfo, RedisStore, Renewal, Schedule, ScheduleCreated,
-    ScheduleLink, Store, StoreError, StoreSettings, Submitted, TaskError, TaskFilter,
-    TaskProgress, TaskRecord, TaskState, TrainerSeat, Work, now_s,
+    ScheduleLink, Store, StoreError, StoreSettings, Submitted, TaskError, TaskFilter, TaskProgress,
+    TaskRecord, TaskState, TrainerSeat, Work, now_s,
 };
 use trainyard::training::{DeviceClass, DeviceSpec, ModelType, TrainSpec};
 use uuid::Uuid;

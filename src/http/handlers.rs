@@ -56,8 +56,11 @@ struct TrainRequest {
 const MAX_RETRIES_LIMIT: u32 = 10;
 /// Longest a synchronous training request waits.
 const MAX_WAIT_S: f64 = 3600.0;
-/// A synchronous training request reads its task again at least this often, events or not.
-const SYNC_RECHECK: Duration = Duration::from_secs(1);
+/// A synchronous training request reads its task when its terminal event comes, when the
+/// live feed fell behind, at its deadline, and, events or not, after this long (a safety net:
+/// the store's feed resumes after a lost connection without skipping, so it should find
+/// nothing new).
+const SYNC_RECHECK: Duration = Duration::from_secs(30);
 
 pub(super) fn parse_json<T: serde::de::DeserializeOwned + Default>(
     content_type: &Option<String>,
@@ -341,8 +344,9 @@ pub async fn submit_sync<S: Store>(
             let why = format!("task {} did not finish within {wait_s} s", task.id);
             return Err(runs_on(StatusCode::GATEWAY_TIMEOUT, "timeout", why));
         }
-        // Wait for the task's last event (not polling the store), and read again at most a
-        // second later whatever comes (an event the live feed missed), or at the deadline.
+        // Wait for the task's last event (not polling the store); read again when it comes,
+        // when the feed fell behind (events were dropped), at the deadline, or after
+        // SYNC_RECHECK whatever comes.
         let read_again = (Instant::now() + SYNC_RECHECK).min(deadline);
         loop {
             tokio::select! {

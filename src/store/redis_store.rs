@@ -337,7 +337,12 @@ impl RedisStore {
     }
 
     /// As `schedule_op`, with the script's answer.
-    async fn schedule_code(&self, op: &str, name: &str, args: &[String]) -> Result<i64, StoreError> {
+    async fn schedule_code(
+        &self,
+        op: &str,
+        name: &str,
+        args: &[String],
+    ) -> Result<i64, StoreError> {
         let mut invocation = self.scripts.schedule.prepare_invoke();
         invocation
             .key(self.keys.schedules())
@@ -1389,11 +1394,13 @@ impl Store for RedisStore {
             paused.into(),
             max.to_string(),
         ];
-        Ok(match self.schedule_code("create", &schedule.name, &args).await? {
-            1 => ScheduleCreated::Created,
-            2 => ScheduleCreated::Full,
-            _ => ScheduleCreated::Exists,
-        })
+        Ok(
+            match self.schedule_code("create", &schedule.name, &args).await? {
+                1 => ScheduleCreated::Created,
+                2 => ScheduleCreated::Full,
+                _ => ScheduleCreated::Exists,
+            },
+        )
     }
 
     async fn schedules(&self) -> Result<Vec<Schedule>, StoreError> {
