@@ -496,6 +496,26 @@ mod tests {
     }
 
     #[test]
+    fn trusted_proxies_are_address_blocks() {
+        let config = Config::load(
+            None,
+            env(&[(
+                "TRAINYARD_HTTP__TRUSTED_PROXIES",
+                "[\"10.0.0.0/8\", \"2001:db8::/32\", \"127.0.0.1\"]",
+            )]),
+        )
+        .unwrap();
+        assert_eq!(config.http.trusted_proxies().unwrap().len(), 3);
+        let err = Config::load(
+            None,
+            env(&[("TRAINYARD_HTTP__TRUSTED_PROXIES", "[\"10.0.0.0/40\"]")]),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("http.trusted_proxies"), "{err}");
+    }
+
+    #[test]
     fn a_cluster_node_needs_a_cookie_of_its_own_off_loopback() {
         let load = |extra: &[(&str, &str)]| {
             let mut env = vec![(
