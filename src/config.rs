@@ -83,6 +83,25 @@ pub struct HttpSection {
     pub rate_limit_burst: f64,
     /// Requests of one client answered at once; 0: unlimited.
     pub max_in_flight_per_client: usize,
+    /// Event streams (`/events`, `/task/{id}/events`) one client may have open; 0: unlimited.
+    pub max_streams_per_client: usize,
+    /// Event streams open on this node; 0: unlimited.
+    pub max_streams: usize,
+    /// Address blocks (`10.0.0.0/8`, `2001:db8::/32`, or one address) of proxies whose
+    /// `X-Forwarded-For` is believed: a request from one of them is from the right-most
+    /// forwarded address that is not one. From any other peer the header is ignored.
+    pub trusted_proxies: Vec<String>,
+}
+
+impl HttpSection {
+    /// `trusted_proxies`, parsed.
+    pub fn trusted_proxies(&self) -> Result<Vec<crate::http::limits::Cidr>, ConfigError> {
+        self.trusted_proxies
+            .iter()
+            .map(|c| c.parse())
+            .collect::<Result<_, String>>()
+            .map_err(|e| ConfigError::Invalid(vec![format!("http.trusted_proxies: {e}")]))
+    }
 }
 
 /// One `[[http.tokens]]` entry: the token itself or its SHA-256 (64 hex digits, as
@@ -149,6 +168,9 @@ pub struct TasksSection {
     /// A trainer whose last success took less than this (seconds) claims its next task while
     /// it trains one doing the same work, hiding the store's round trip; 0 turns it off.
     pub claim_ahead_under_s: f64,
+    /// Most schedules the cluster keeps; `POST /schedules` past it is refused (409
+    /// `too_many_schedules`). 0: none may be created.
+    pub max_schedules: u64,
 }
 
 impl Default for NodeSection {
@@ -176,6 +198,9 @@ impl Default for HttpSection {
             rate_limit_per_s: 20_000.0,
             rate_limit_burst: 40_000.0,
             max_in_flight_per_client: 512,
+            max_streams_per_client: 64,
+            max_streams: 10_000,
+            trusted_proxies: Vec::new(),
         }
     }
 }
@@ -213,6 +238,7 @@ impl Default for TasksSection {
             retry_backoff_s: 1.0,
             retry_backoff_max_s: 60.0,
             claim_ahead_under_s: 0.01,
+            max_schedules: 1000,
         }
     }
 }
@@ -340,6 +366,9 @@ impl Config {
         }
         if self.http.rate_limit_per_s > 0.0 && self.http.rate_limit_burst < 1.0 {
             problems.push("http.rate_limit_burst must be at least 1".into());
+        }
+        if let Err(ConfigError::Invalid(mut e)) = self.http.trusted_proxies() {
+            problems.append(&mut e);
         }
         if self.http.max_body_bytes == 0 || self.http.max_upload_bytes == 0 {
             problems.push("http.max_body_bytes and http.max_upload_bytes must be above 0".into());
@@ -579,6 +608,26 @@ mod tests {
             text.contains("http.listen") && text.contains("tpu"),
             "{text}"
         );
+    }
+
+    #[test]
+    fn trusted_proxies_are_address_blocks() {
+        let config = Config::load(
+            None,
+            env(&[(
+                "TRAINYARD_HTTP__TRUSTED_PROXIES",
+                "[\"10.0.0.0/8\", \"2001:db8::/32\", \"127.0.0.1\"]",
+            )]),
+        )
+        .unwrap();
+        assert_eq!(config.http.trusted_proxies().unwrap().len(), 3);
+        let err = Config::load(
+            None,
+            env(&[("TRAINYARD_HTTP__TRUSTED_PROXIES", "[\"10.0.0.0/40\"]")]),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("http.trusted_proxies"), "{err}");
     }
 
     #[test]

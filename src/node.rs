@@ -188,7 +188,14 @@ async fn serve<S: Store>(
             rate_per_s: config.http.rate_limit_per_s,
             burst: config.http.rate_limit_burst,
             max_in_flight: config.http.max_in_flight_per_client,
+            max_streams_per_client: config.http.max_streams_per_client,
+            max_streams: config.http.max_streams,
+            trusted_proxies: config
+                .http
+                .trusted_proxies()
+                .map_err(|e| NodeError::Config(e.to_string()))?,
         }),
+        max_schedules: config.tasks.max_schedules,
         callback_hosts: config.notifications.allowed_hosts.clone(),
         health: Default::default(),
         stopping: stop_rx.clone(),

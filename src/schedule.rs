@@ -3,9 +3,10 @@
 //! A schedule's `through` (in the store) says which due times are done. The leader looks at
 //! every schedule a few times a second and takes one step at a time: fire the next due time,
 //! or skip (or fire once for) the times missed while the cluster was down. Each firing is a
-//! submission keyed by `schedule:NAME:DUE`, so even two nodes that both believe they lead
-//! submit it once, and a leader that dies between submitting and advancing `through` is
-//! finished by the next one without a second task.
+//! submission keyed by `schedule/NAME/DUE` (`IdempotencyKey::firing`, a namespace no client's
+//! `Idempotency-Key` reaches), so even two nodes that both believe they lead submit it once,
+//! and a leader that dies between submitting and advancing `through` is finished by the next
+//! one without a second task.
 
 use croner::Cron;
 use croner::parser::{CronParser, Seconds, Year};
@@ -14,7 +15,8 @@ use jiff::tz::TimeZone;
 use uuid::Uuid;
 
 use crate::store::{
-    IdempotencyKey, Missed, Schedule, ScheduleLink, Store, StoreError, Submitted, now_s,
+    FIRING_FINGERPRINT, IdempotencyKey, Missed, Schedule, ScheduleLink, Store, StoreError,
+    Submitted, now_s,
 };
 
 /// The most missed due times counted one by one; more are reported as this many.
@@ -181,11 +183,17 @@ async fn fire<S: Store>(
         due_at: due,
         due_times,
     });
-    let key = IdempotencyKey {
-        key: format!("schedule:{}:{due}", schedule.name),
-        fingerprint: "schedule".into(),
-        ttl_s: FIRING_KEY_TTL_S,
-    };
+    // A node of an older version keyed firings `schedule:NAME:DUE`, where a client's key
+    // could be too: a firing it submitted there just before an upgrade (its leader gone before
+    // advancing `through`) is that due time's task. A client's task under that key is not
+    // (its fingerprint is a digest, never the firings' own).
+    let legacy = IdempotencyKey::legacy_firing(&schedule.name, due);
+    if let Some((id, fingerprint)) = store.keyed(&legacy).await?
+        && fingerprint == FIRING_FINGERPRINT
+    {
+        return Ok(id);
+    }
+    let key = IdempotencyKey::firing(&schedule.name, due, FIRING_KEY_TTL_S);
     // A firing is never refused for a full queue: the queue limit is back pressure for
     // clients, and a schedule cannot retry later.
     match store.submit_keyed(&task, u64::MAX, &key).await? {

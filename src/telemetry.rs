@@ -55,6 +55,7 @@ pub const STORE_DURATION: &str = "trainyard_store_operation_duration_seconds";
 pub const STORE_ERRORS: &str = "trainyard_store_errors_total";
 pub const CALLBACKS: &str = "trainyard_callbacks_total";
 pub const RUNTIME_TASKS: &str = "trainyard_runtime_tasks";
+pub const OPEN_STREAMS: &str = "trainyard_http_open_streams";
 
 /// Every trainyard metric.
 pub const METRICS: &[Metric] = &[
@@ -135,6 +136,14 @@ pub const METRICS: &[Metric] = &[
         labels: &[],
         help: "Tasks alive in the node's async runtime (connections, actors, timers). Flat while \
                the node works: it does not grow with the training tasks run.",
+    },
+    Metric {
+        name: OPEN_STREAMS,
+        kind: Kind::Gauge,
+        unit: Unit::Count,
+        labels: &[],
+        help: "Event streams (/events, /task/{id}/events) open on this node, each with its \
+               follower task; back to where it was once their clients leave.",
     },
     Metric {
         name: TRAINER_RESTARTS,
@@ -377,9 +386,10 @@ pub fn task_running(model_type: ModelType, running: bool) {
 }
 
 /// Store operations, for zeroed error counters.
-pub const STORE_OPS: [&str; 36] = [
+pub const STORE_OPS: [&str; 37] = [
     "submit",
     "get",
+    "keyed",
     "claim",
     "progress",
     "finish",
@@ -450,6 +460,7 @@ pub fn register_zeroes(store: &'static str, devices: &[String]) {
     for outcome in CALLBACK_OUTCOMES {
         counter!(CALLBACKS, "outcome" => outcome).increment(0);
     }
+    gauge!(OPEN_STREAMS).increment(0.0);
 }
 
 pub fn trainer_restarted(device: &str) {
@@ -459,6 +470,11 @@ pub fn trainer_restarted(device: &str) {
 pub fn membership(node: &str, connected: usize, leader: bool) {
     gauge!(NODES_CONNECTED).set(connected as f64);
     gauge!(LEADER, "node" => node.to_string()).set(if leader { 1.0 } else { 0.0 });
+}
+
+/// Event streams open on this node (each with its follower task).
+pub fn open_streams(open: usize) {
+    gauge!(OPEN_STREAMS).set(open as f64);
 }
 
 pub fn http_request(route: &'static str, status: u16, elapsed: Duration) {

@@ -8,9 +8,9 @@ use std::time::Duration;
 use common::{RedisServer, temp_dir};
 use trainyard::store::{
     CancelOutcome, Claimed, DatasetInfo, EmbeddedStore, Ending, EventId, EventKind, Finish,
-    IdempotencyKey, Lookup, Missed, NodeInfo, RedisStore, Renewal, Schedule, Store, StoreError,
-    StoreSettings, Submitted, TaskError, TaskFilter, TaskProgress, TaskRecord, TaskState,
-    TrainerSeat, Work, now_s,
+    IdempotencyKey, Lookup, Missed, NodeInfo, RedisStore, Renewal, Schedule, ScheduleCreated,
+    ScheduleLink, Store, StoreError, StoreSettings, Submitted, TaskError, TaskFilter, TaskProgress,
+    TaskRecord, TaskState, TrainerSeat, Work, now_s,
 };
 use trainyard::training::{DeviceClass, DeviceSpec, ModelType, TrainSpec};
 use uuid::Uuid;
@@ -699,10 +699,23 @@ async fn schedules_are_kept_and_advance_only_forward<S: Store>(store: S) {
         last_task: None,
         last_fired_at: None,
     };
-    assert!(store.create_schedule(&schedule).await.unwrap());
-    assert!(
-        !store.create_schedule(&schedule).await.unwrap(),
+    assert_eq!(
+        store.create_schedule(&schedule, 1).await.unwrap(),
+        ScheduleCreated::Created
+    );
+    assert_eq!(
+        store.create_schedule(&schedule, 1).await.unwrap(),
+        ScheduleCreated::Exists,
         "name taken"
+    );
+    // No more schedules than the most: the next is refused, and nothing of it is stored.
+    let other = Schedule {
+        name: "hourly".into(),
+        ..schedule.clone()
+    };
+    assert_eq!(
+        store.create_schedule(&other, 1).await.unwrap(),
+        ScheduleCreated::Full
     );
     assert_eq!(store.schedules().await.unwrap(), vec![schedule.clone()]);
 
@@ -758,6 +771,107 @@ async fn schedules_are_kept_and_advance_only_forward<S: Store>(store: S) {
     assert!(store.delete_schedule("nightly").await.unwrap());
     assert!(!store.delete_schedule("nightly").await.unwrap());
     assert!(store.schedules().await.unwrap().is_empty());
+}
+
+/// A schedule `name` firing every second, done through 3 s ago (within its grace), stored;
+/// with the first due time it has to fire.
+async fn every_second<S: Store>(store: &S, name: &str) -> (Schedule, i64) {
+    let through = now_s().floor() as i64 - 3;
+    let schedule = Schedule {
+        name: name.into(),
+        cron: "* * * * * *".into(),
+        timezone: "UTC".into(),
+        missed: Missed::RunOnce,
+        misfire_grace_s: 600,
+        model_type: ModelType::Linear,
+        request: serde_json::json!({}),
+        template: task(ModelType::Linear, 0),
+        created_at: now_s(),
+        paused: false,
+        through,
+        fired: 0,
+        skipped: 0,
+        last_task: None,
+        last_fired_at: None,
+    };
+    assert_eq!(
+        store.create_schedule(&schedule, 10).await.unwrap(),
+        ScheduleCreated::Created
+    );
+    (schedule, through + 1)
+}
+
+/// The tasks schedule `name` fired for due time `due`.
+async fn fired_for<S: Store>(store: &S, name: &str, due: i64) -> Vec<TaskRecord> {
+    let filter = TaskFilter {
+        limit: 1000,
+        ..TaskFilter::default()
+    };
+    let tasks = store.list(&filter).await.unwrap();
+    tasks
+        .into_iter()
+        .filter(|t| {
+            t.schedule
+                .as_ref()
+                .is_some_and(|s| s.name == name && s.due_at == due)
+        })
+        .collect()
+}
+
+/// A client that submits first with the key a firing had (`schedule:NAME:DUE`) does not take
+/// the run over: the schedule fires a task of its own.
+async fn a_client_key_cannot_take_a_schedule_run_over<S: Store>(store: S) {
+    let (_, due) = every_second(&store, "nightly").await;
+    let client_task = task(ModelType::Mlp, 0);
+    let key = IdempotencyKey::client(&format!("schedule:nightly:{due}"), "00ff".into(), 60.0)
+        .expect("a valid client key");
+    assert_eq!(
+        store.submit_keyed(&client_task, 100, &key).await.unwrap(),
+        Submitted::New
+    );
+    assert!(
+        IdempotencyKey::client(&format!("schedule/nightly/{due}"), "00ff".into(), 60.0).is_none(),
+        "a firing's key is no client key"
+    );
+    assert!(trainyard::schedule::fire_due(&store).await.unwrap() >= 1);
+    let fired = fired_for(&store, "nightly", due).await;
+    assert_eq!(fired.len(), 1, "the due time fired a task of its own");
+    assert_ne!(fired[0].id, client_task.id);
+    assert_eq!(fired[0].model_type, ModelType::Linear);
+    let client = found(store.get(client_task.id).await.unwrap());
+    assert_eq!(client.schedule, None);
+}
+
+/// A firing an older node submitted under the old key (`schedule:NAME:DUE`), whose leader
+/// stopped before marking it done, is not fired a second time after the upgrade.
+async fn a_firing_keyed_the_old_way_fires_once_after_an_upgrade<S: Store>(store: S) {
+    let (schedule, due) = every_second(&store, "nightly").await;
+    let mut old = schedule.template.clone();
+    old.id = Uuid::new_v4();
+    old.schedule = Some(ScheduleLink {
+        name: "nightly".into(),
+        due_at: due,
+        due_times: 1,
+    });
+    let old_key = IdempotencyKey {
+        key: format!("schedule:nightly:{due}"),
+        fingerprint: "schedule".into(),
+        ttl_s: 600.0,
+    };
+    assert_eq!(
+        store.submit_keyed(&old, u64::MAX, &old_key).await.unwrap(),
+        Submitted::New
+    );
+    trainyard::schedule::fire_due(&store).await.unwrap();
+    let fired: Vec<Uuid> = fired_for(&store, "nightly", due)
+        .await
+        .iter()
+        .map(|t| t.id)
+        .collect();
+    assert_eq!(fired, vec![old.id], "the due time fired once");
+    // Firing again changes nothing.
+    trainyard::schedule::fire_due(&store).await.unwrap();
+    assert_eq!(fired_for(&store, "nightly", due).await.len(), 1);
 }
 
 async fn events_log_every_change_in_order<S: Store>(store: S) {
@@ -1107,6 +1221,8 @@ conformance!(
     retries_wait_out_their_delay,
     idempotency_keys_submit_once_while_they_live,
     schedules_are_kept_and_advance_only_forward,
+    a_client_key_cannot_take_a_schedule_run_over,
+    a_firing_keyed_the_old_way_fires_once_after_an_upgrade,
     events_log_every_change_in_order,
     finishing_from_the_claimed_record,
     running_on_claims_the_next_and_ends_the_last,

@@ -5,6 +5,7 @@
 //! talks to, and whichever node trains.
 
 use std::convert::Infallible;
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -35,9 +36,13 @@ const REPLAY_LIMIT: usize = 1000;
 pub async fn task<S: Store>(
     raw_id: String,
     last_event_id: Option<String>,
+    client: Option<IpAddr>,
     api: Arc<Api<S>>,
 ) -> Reply_ {
     let after = parse_last_id(last_event_id).map_err(reject)?;
+    // Counted from here until the follower ends (its client gone, the task ended, the node
+    // stopping).
+    let permit = api.limits.open_stream(client).map_err(reject)?;
     let task = find(&api, &raw_id).await.map_err(reject)?;
     let (tx, rx) = mpsc::channel(CLIENT_BUFFER);
     let store = api.store.clone();
@@ -45,6 +50,7 @@ pub async fn task<S: Store>(
     let live = store.subscribe();
     let stop = api.stopping.clone();
     tokio::spawn(async move {
+        let _permit = permit;
         let feed = Feed {
             tx,
             last: after,
@@ -58,13 +64,19 @@ pub async fn task<S: Store>(
 
 /// `GET /events`: every task's events from now on, or after `Last-Event-ID` (the latest
 /// `REPLAY_LIMIT` of them).
-pub async fn all<S: Store>(last_event_id: Option<String>, api: Arc<Api<S>>) -> Reply_ {
+pub async fn all<S: Store>(
+    last_event_id: Option<String>,
+    client: Option<IpAddr>,
+    api: Arc<Api<S>>,
+) -> Reply_ {
     let after = parse_last_id(last_event_id).map_err(reject)?;
+    let permit = api.limits.open_stream(client).map_err(reject)?;
     let (tx, rx) = mpsc::channel(CLIENT_BUFFER);
     let store = api.store.clone();
     let live = store.subscribe();
     let stop = api.stopping.clone();
     tokio::spawn(async move {
+        let _permit = permit;
         let feed = Feed {
             tx,
             last: after,

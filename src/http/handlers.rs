@@ -17,8 +17,8 @@ use super::{Api, ApiError};
 use crate::actors::{DispatcherMsg, TrainerMsg};
 use crate::cluster;
 use crate::store::{
-    CancelOutcome, DatasetInfo, IdempotencyKey, Lookup, NODE_STALE_S, Store, Submitted, TaskFilter,
-    TaskProgress, TaskRecord, TaskState, now_s, trainer_node,
+    CancelOutcome, DatasetInfo, IdempotencyKey, Lookup, MAX_CLIENT_KEY, NODE_STALE_S, Store,
+    Submitted, TaskFilter, TaskProgress, TaskRecord, TaskState, now_s, trainer_node,
 };
 use crate::telemetry::{self, TaskEvent};
 use crate::training::{
@@ -56,8 +56,11 @@ struct TrainRequest {
 const MAX_RETRIES_LIMIT: u32 = 10;
 /// Longest a synchronous training request waits.
 const MAX_WAIT_S: f64 = 3600.0;
-/// A synchronous training request reads its task again at least this often, events or not.
-const SYNC_RECHECK: Duration = Duration::from_secs(1);
+/// A synchronous training request reads its task when its terminal event comes, when the
+/// live feed fell behind, at its deadline, and, events or not, after this long (a safety net:
+/// the store's feed resumes after a lost connection without skipping, so it should find
+/// nothing new).
+const SYNC_RECHECK: Duration = Duration::from_secs(30);
 
 /// Whether a `Content-Type` header names this media type (parameters such as charset aside).
 fn is_media_type(content_type: &str, expected: &str) -> bool {
@@ -223,9 +226,6 @@ pub(super) async fn build_task<S: Store>(
     Ok(task)
 }
 
-/// Longest `Idempotency-Key`.
-const MAX_IDEMPOTENCY_KEY: usize = 255;
-
 /// Stores and queues a submission; with an `Idempotency-Key` already used for the same request,
 /// answers with that earlier task instead (`true`: replayed).
 async fn submit<S: Store>(
@@ -279,28 +279,19 @@ fn idempotency<S>(
     model: &str,
     body: &[u8],
 ) -> Result<IdempotencyKey, ApiError> {
-    let valid = !key.is_empty()
-        && key.len() <= MAX_IDEMPOTENCY_KEY
-        && key
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"-_.:".contains(&b));
-    if !valid {
-        return Err(ApiError::bad_request(
-            "invalid_idempotency_key",
-            format!(
-                "Idempotency-Key must be 1 to {MAX_IDEMPOTENCY_KEY} characters of letters, digits, '-', '_', '.' or ':'"
-            ),
-        ));
-    }
     // FNV-1a: stable across nodes and versions, unlike std's hasher.
     let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
     for b in model.bytes().chain([0]).chain(body.iter().copied()) {
         hash = (hash ^ b as u64).wrapping_mul(0x0100_0000_01b3);
     }
-    Ok(IdempotencyKey {
-        key: key.to_string(),
-        fingerprint: format!("{hash:016x}"),
-        ttl_s: api.result_expires_s,
+    // Only a client key's alphabet: never a schedule firing's key.
+    IdempotencyKey::client(key, format!("{hash:016x}"), api.result_expires_s).ok_or_else(|| {
+        ApiError::bad_request(
+            "invalid_idempotency_key",
+            format!(
+                "Idempotency-Key must be 1 to {MAX_CLIENT_KEY} characters of letters, digits, '-', '_', '.' or ':'"
+            ),
+        )
     })
 }
 
@@ -377,8 +368,9 @@ pub async fn submit_sync<S: Store>(
             let why = format!("task {} did not finish within {wait_s} s", task.id);
             return Err(runs_on(StatusCode::GATEWAY_TIMEOUT, "timeout", why));
         }
-        // Wait for the task's last event (not polling the store), and read again at most a
-        // second later whatever comes (an event the live feed missed), or at the deadline.
+        // Wait for the task's last event (not polling the store); read again when it comes,
+        // when the feed fell behind (events were dropped), at the deadline, or after
+        // SYNC_RECHECK whatever comes.
         let read_again = (Instant::now() + SYNC_RECHECK).min(deadline);
         loop {
             tokio::select! {

@@ -1,24 +1,42 @@
-//! Fairness at the HTTP edge: each client (by IP address) has a request rate (a token bucket)
-//! and a number of requests in flight it may not exceed, so one client cannot starve the rest.
-//! Over either limit the answer is 429 with `Retry-After`.
+//! Fairness at the HTTP edge: each client has a request rate (a token bucket), a number of
+//! requests in flight and a number of open event streams it may not exceed, so one client
+//! cannot starve the rest; the node as a whole has a number of open event streams. Over a
+//! client's limit the answer is 429 with `Retry-After`; over the node's, 503.
+//!
+//! A client is an IPv4 address or an IPv6 /64 (one host is usually given a whole /64). Behind
+//! a proxy listed in `[http] trusted_proxies`, the client is the right-most address of
+//! `X-Forwarded-For` that is not itself a trusted proxy; from any other peer the header is
+//! ignored (anyone can write it).
+//!
+//! Memory is bounded: a client whose bucket has refilled is forgotten (it is as a new one),
+//! by a pass over all clients that runs only when their number doubled since the last pass
+//! (so it costs at most two looks per new client), and at most `MAX_CLIENTS` are remembered:
+//! past that (a flood from very many addresses), new clients share one bucket until passes,
+//! at most one a second, make room.
 //!
 //! warp 0.4 does not let a program wrap its listener, so the edge bounds requests in flight per
 //! client rather than open TCP connections; an idle keep-alive connection costs a socket only.
 
 use std::collections::HashMap;
-use std::net::{IpAddr, SocketAddr};
+use std::fmt;
+use std::net::{IpAddr, Ipv6Addr, SocketAddr};
+use std::str::FromStr;
 use std::sync::{Arc, Mutex};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use warp::Filter;
 use warp::http::StatusCode;
 
 use super::ApiError;
 
-/// Clients remembered before idle ones are forgotten.
-const MAX_CLIENTS: usize = 10_000;
+/// Clients remembered before the first pass that forgets those whose bucket is full again.
+const FIRST_SWEEP: usize = 10_000;
+/// Most clients remembered; past it new clients share one bucket.
+pub const MAX_CLIENTS: usize = 100_000;
+/// While `MAX_CLIENTS` are remembered, at most one pass this often.
+const FULL_SWEEP_EVERY: Duration = Duration::from_secs(1);
 
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Default)]
 pub struct LimitSettings {
     /// Requests per second a client may make on average; 0: no rate limit.
     pub rate_per_s: f64,
@@ -26,113 +44,397 @@ pub struct LimitSettings {
     pub burst: f64,
     /// Requests of one client being answered at once; 0: no limit.
     pub max_in_flight: usize,
+    /// Event streams one client may have open; 0: no limit.
+    pub max_streams_per_client: usize,
+    /// Event streams open on this node; 0: no limit.
+    pub max_streams: usize,
+    /// Peers whose `X-Forwarded-For` is believed.
+    pub trusted_proxies: Vec<Cidr>,
 }
 
 pub struct Limits {
     settings: LimitSettings,
-    clients: Mutex<HashMap<IpAddr, Client>>,
+    state: Mutex<State>,
 }
 
-struct Client {
+struct State {
+    /// Token buckets of the clients seen lately.
+    buckets: HashMap<IpAddr, Bucket>,
+    /// The bucket new clients share while `MAX_CLIENTS` are remembered.
+    overflow: Bucket,
+    /// Size of `buckets` at which the next pass runs.
+    sweep_at: usize,
+    /// When the last pass ran.
+    swept: Instant,
+    /// Buckets looked at by passes, in all (a measure of their cost, for tests).
+    visited: usize,
+    /// Requests being answered, by client (no entry: none).
+    in_flight: HashMap<IpAddr, usize>,
+    /// Open event streams, by client (no entry: none).
+    streams: HashMap<IpAddr, usize>,
+    /// Open event streams of the node.
+    open_streams: usize,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Bucket {
     tokens: f64,
     updated: Instant,
-    in_flight: usize,
+}
+
+impl Bucket {
+    fn new(s: &LimitSettings, now: Instant) -> Bucket {
+        Bucket {
+            tokens: s.burst,
+            updated: now,
+        }
+    }
+
+    /// The tokens at `now`, refilled at the rate since the last request.
+    fn refilled(&self, s: &LimitSettings, now: Instant) -> f64 {
+        let elapsed = now.saturating_duration_since(self.updated).as_secs_f64();
+        (self.tokens + elapsed * s.rate_per_s).min(s.burst)
+    }
 }
 
 /// A request admitted; the client's count of requests in flight drops when it is dropped.
 pub struct Permit {
     limits: Arc<Limits>,
-    ip: Option<IpAddr>,
+    client: Option<IpAddr>,
 }
 
 impl Drop for Permit {
     fn drop(&mut self) {
-        if let Some(ip) = self.ip
-            && let Some(client) = self.limits.lock().get_mut(&ip)
-        {
-            client.in_flight = client.in_flight.saturating_sub(1);
+        if let Some(client) = self.client {
+            release(&mut self.limits.lock().in_flight, client);
         }
+    }
+}
+
+/// An event stream admitted: counted against its client's and the node's limits until it is
+/// dropped (with the stream's follower).
+pub struct StreamPermit {
+    limits: Arc<Limits>,
+    client: Option<IpAddr>,
+}
+
+impl Drop for StreamPermit {
+    fn drop(&mut self) {
+        let mut state = self.limits.lock();
+        state.open_streams = state.open_streams.saturating_sub(1);
+        if let Some(client) = self.client {
+            release(&mut state.streams, client);
+        }
+        crate::telemetry::open_streams(state.open_streams);
+    }
+}
+
+/// One less for `client`; no entry once none is left, so the map holds only clients that
+/// have something open.
+fn release(counts: &mut HashMap<IpAddr, usize>, client: IpAddr) {
+    if let Some(n) = counts.get_mut(&client) {
+        *n = n.saturating_sub(1);
+        if *n == 0 {
+            counts.remove(&client);
+        }
+    }
+}
+
+/// The client an address stands for: IPv4 addresses (also IPv4-mapped IPv6 ones) one by
+/// one, IPv6 addresses by their /64.
+pub fn client_key(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V4(_) => ip,
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => IpAddr::V6(Ipv6Addr::from(u128::from(v6) & !u128::from(u64::MAX))),
+        },
     }
 }
 
 impl Limits {
     pub fn new(settings: LimitSettings) -> Arc<Self> {
+        let overflow = Bucket::new(&settings, Instant::now());
         Arc::new(Limits {
             settings,
-            clients: Mutex::new(HashMap::new()),
+            state: Mutex::new(State {
+                buckets: HashMap::new(),
+                overflow,
+                sweep_at: FIRST_SWEEP,
+                swept: Instant::now(),
+                visited: 0,
+                in_flight: HashMap::new(),
+                streams: HashMap::new(),
+                open_streams: 0,
+            }),
         })
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<IpAddr, Client>> {
-        self.clients.lock().unwrap_or_else(|e| e.into_inner())
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The address of the client behind a request from `peer` that carries the
+    /// `X-Forwarded-For` values `forwarded` (comma-separated, oldest first): the peer itself
+    /// unless it is a trusted proxy; then the right-most forwarded address that is not one
+    /// (or the left-most, when all are), stopping at one that does not parse.
+    pub fn client_ip(&self, peer: Option<IpAddr>, forwarded: &str) -> Option<IpAddr> {
+        let trusted = |ip: IpAddr| self.settings.trusted_proxies.iter().any(|c| c.contains(ip));
+        let mut client = peer?;
+        if !trusted(client) {
+            return Some(client);
+        }
+        for hop in forwarded
+            .rsplit(',')
+            .map(str::trim)
+            .filter(|h| !h.is_empty())
+        {
+            let Some(ip) = parse_hop(hop) else { break };
+            client = ip;
+            if !trusted(ip) {
+                break;
+            }
+        }
+        Some(client)
     }
 
     /// Admits a request from `ip`, or says why not.
     pub fn admit(self: &Arc<Self>, ip: Option<IpAddr>, now: Instant) -> Result<Permit, ApiError> {
-        let s = self.settings;
-        let Some(ip) = ip.filter(|_| s.rate_per_s > 0.0 || s.max_in_flight > 0) else {
+        let s = &self.settings;
+        let Some(client) = ip
+            .filter(|_| s.rate_per_s > 0.0 || s.max_in_flight > 0)
+            .map(client_key)
+        else {
             return Ok(Permit {
                 limits: self.clone(),
-                ip: None,
+                client: None,
             });
         };
-        let mut clients = self.lock();
-        if clients.len() >= MAX_CLIENTS && !clients.contains_key(&ip) {
-            clients.retain(|_, c| c.in_flight > 0 || c.tokens < s.burst);
-        }
-        let client = clients.entry(ip).or_insert(Client {
-            tokens: s.burst,
-            updated: now,
-            in_flight: 0,
-        });
+        let mut guard = self.lock();
+        let state = &mut *guard;
+        let mut bucket = None;
         if s.rate_per_s > 0.0 {
-            let elapsed = now.saturating_duration_since(client.updated).as_secs_f64();
-            client.tokens = (client.tokens + elapsed * s.rate_per_s).min(s.burst);
-            client.updated = now;
-            if client.tokens < 1.0 {
-                let wait = ((1.0 - client.tokens) / s.rate_per_s).ceil().max(1.0) as u64;
+            state.make_room(client, s, now);
+            let found =
+                if state.buckets.len() >= MAX_CLIENTS && !state.buckets.contains_key(&client) {
+                    &mut state.overflow
+                } else {
+                    state
+                        .buckets
+                        .entry(client)
+                        .or_insert_with(|| Bucket::new(s, now))
+                };
+            found.tokens = found.refilled(s, now);
+            found.updated = now;
+            if found.tokens < 1.0 {
+                let wait = ((1.0 - found.tokens) / s.rate_per_s).ceil().max(1.0) as u64;
                 return Err(ApiError::new(
                     StatusCode::TOO_MANY_REQUESTS,
                     "rate_limited",
                     format!(
-                        "more than {} requests per second from {ip}; slow down",
+                        "more than {} requests per second from {client}; slow down",
                         s.rate_per_s
                     ),
                 )
                 .retry_after(wait));
             }
+            bucket = Some(found);
         }
-        if s.max_in_flight > 0 && client.in_flight >= s.max_in_flight {
+        let in_flight = state.in_flight.get(&client).copied().unwrap_or(0);
+        if s.max_in_flight > 0 && in_flight >= s.max_in_flight {
             return Err(ApiError::new(
                 StatusCode::TOO_MANY_REQUESTS,
                 "too_many_requests_in_flight",
                 format!(
-                    "{ip} already has {} requests being answered; wait for some to finish",
+                    "{client} already has {} requests being answered; wait for some to finish",
                     s.max_in_flight
                 ),
             )
             .retry_after(1));
         }
-        if s.rate_per_s > 0.0 {
-            client.tokens -= 1.0;
+        if let Some(bucket) = bucket {
+            bucket.tokens -= 1.0;
         }
-        client.in_flight += 1;
+        *state.in_flight.entry(client).or_insert(0) += 1;
         Ok(Permit {
             limits: self.clone(),
-            ip: Some(ip),
+            client: Some(client),
         })
     }
+
+    /// Admits an event stream for the client at `ip`, or says why not: 429
+    /// `too_many_streams` over the client's limit, 503 `too_many_streams_on_node` over the
+    /// node's.
+    pub fn open_stream(self: &Arc<Self>, ip: Option<IpAddr>) -> Result<StreamPermit, ApiError> {
+        let s = &self.settings;
+        let client = ip.map(client_key);
+        let mut state = self.lock();
+        if s.max_streams > 0 && state.open_streams >= s.max_streams {
+            return Err(ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "too_many_streams_on_node",
+                format!(
+                    "this node has {} event streams open, its most ([http] max_streams); try later or another node",
+                    s.max_streams
+                ),
+            ));
+        }
+        if let Some(client) = client
+            && s.max_streams_per_client > 0
+            && state.streams.get(&client).copied().unwrap_or(0) >= s.max_streams_per_client
+        {
+            return Err(ApiError::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "too_many_streams",
+                format!(
+                    "{client} has {} event streams open, the most per client ([http] max_streams_per_client); close one",
+                    s.max_streams_per_client
+                ),
+            )
+            .retry_after(5));
+        }
+        state.open_streams += 1;
+        if let Some(client) = client {
+            *state.streams.entry(client).or_insert(0) += 1;
+        }
+        crate::telemetry::open_streams(state.open_streams);
+        Ok(StreamPermit {
+            limits: self.clone(),
+            client,
+        })
+    }
+
+    /// Event streams open on this node.
+    pub fn open_streams(&self) -> usize {
+        self.lock().open_streams
+    }
+
+    /// Clients remembered (token buckets), and buckets looked at by passes in all.
+    pub fn remembered(&self) -> (usize, usize) {
+        let state = self.lock();
+        (state.buckets.len(), state.visited)
+    }
+}
+
+impl State {
+    /// Before `client` is given a bucket of its own: forgets every client whose bucket has
+    /// refilled, when their number doubled since the last pass (or, while `MAX_CLIENTS` are
+    /// remembered, once a second).
+    fn make_room(&mut self, client: IpAddr, s: &LimitSettings, now: Instant) {
+        let len = self.buckets.len();
+        let due = len >= self.sweep_at
+            || (len >= MAX_CLIENTS
+                && now.saturating_duration_since(self.swept) >= FULL_SWEEP_EVERY);
+        if !due || self.buckets.contains_key(&client) {
+            return;
+        }
+        self.visited += len;
+        self.buckets
+            .retain(|_, bucket| bucket.refilled(s, now) < s.burst);
+        self.swept = now;
+        self.sweep_at = (2 * self.buckets.len()).max(FIRST_SWEEP);
+    }
+}
+
+/// One address of `X-Forwarded-For`: `1.2.3.4`, `1.2.3.4:567`, `2001:db8::1` or
+/// `[2001:db8::1]:567`.
+fn parse_hop(hop: &str) -> Option<IpAddr> {
+    hop.parse::<IpAddr>()
+        .ok()
+        .or_else(|| hop.parse::<SocketAddr>().ok().map(|a| a.ip()))
+}
+
+/// An address block (`10.0.0.0/8`, `2001:db8::/32`; a bare address is one address).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Cidr {
+    addr: IpAddr,
+    len: u8,
+}
+
+impl Cidr {
+    pub fn contains(&self, ip: IpAddr) -> bool {
+        let ip = match ip {
+            IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
+            v4 => v4,
+        };
+        match (self.addr, ip) {
+            (IpAddr::V4(net), IpAddr::V4(ip)) => {
+                let mask = u32::MAX.checked_shl(32 - u32::from(self.len)).unwrap_or(0);
+                u32::from(net) & mask == u32::from(ip) & mask
+            }
+            (IpAddr::V6(net), IpAddr::V6(ip)) => {
+                let mask = u128::MAX
+                    .checked_shl(128 - u32::from(self.len))
+                    .unwrap_or(0);
+                u128::from(net) & mask == u128::from(ip) & mask
+            }
+            _ => false,
+        }
+    }
+}
+
+impl FromStr for Cidr {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let bad = || format!("{s:?} is not an address block like 10.0.0.0/8 or 2001:db8::/32");
+        let (addr, len) = match s.trim().split_once('/') {
+            Some((addr, len)) => (addr, Some(len)),
+            None => (s.trim(), None),
+        };
+        let addr: IpAddr = addr.parse().map_err(|_| bad())?;
+        let max = if addr.is_ipv4() { 32 } else { 128 };
+        let len = match len {
+            Some(len) => len
+                .parse::<u8>()
+                .ok()
+                .filter(|&l| l <= max)
+                .ok_or_else(bad)?,
+            None => max,
+        };
+        Ok(Cidr { addr, len })
+    }
+}
+
+impl fmt::Display for Cidr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.addr, self.len)
+    }
+}
+
+/// A filter extracting the address of the client behind a request (see `Limits::client_ip`).
+pub fn client(limits: Arc<Limits>) -> warp::filters::BoxedFilter<(Option<IpAddr>,)> {
+    let peer = warp::addr::remote().map(|addr: Option<SocketAddr>| addr.map(|a| a.ip()));
+    if limits.settings.trusted_proxies.is_empty() {
+        // Nothing to believe: the header is not even read.
+        return peer.boxed();
+    }
+    peer.and(warp::header::headers_cloned())
+        .map(
+            move |peer: Option<IpAddr>, headers: warp::http::HeaderMap| {
+                // Every X-Forwarded-For line, in order: a proxy may add a line of its own rather
+                // than append to the client's.
+                let forwarded = headers
+                    .get_all("x-forwarded-for")
+                    .iter()
+                    .filter_map(|v| v.to_str().ok())
+                    .collect::<Vec<_>>()
+                    .join(",");
+                limits.client_ip(peer, &forwarded)
+            },
+        )
+        .boxed()
 }
 
 /// A filter admitting each request under `limits`; it extracts the `Permit` to hold.
 pub fn admit(
     limits: Arc<Limits>,
 ) -> impl Filter<Extract = (Permit,), Error = warp::Rejection> + Clone {
-    warp::addr::remote().and_then(move |addr: Option<SocketAddr>| {
+    client(limits.clone()).and_then(move |ip: Option<IpAddr>| {
         let limits = limits.clone();
         async move {
             limits
-                .admit(addr.map(|a| a.ip()), Instant::now())
+                .admit(ip, Instant::now())
                 .map_err(warp::reject::custom)
         }
     })
@@ -141,19 +443,26 @@ pub fn admit(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::time::Duration;
 
     fn ip(last: u8) -> Option<IpAddr> {
         Some(IpAddr::from([10, 0, 0, last]))
     }
 
+    fn nth(n: u32) -> Option<IpAddr> {
+        Some(IpAddr::from((0x0a00_0000 + n).to_be_bytes()))
+    }
+
+    fn rate(rate_per_s: f64, burst: f64) -> LimitSettings {
+        LimitSettings {
+            rate_per_s,
+            burst,
+            ..LimitSettings::default()
+        }
+    }
+
     #[test]
     fn a_client_over_its_rate_waits_and_others_do_not() {
-        let limits = Limits::new(LimitSettings {
-            rate_per_s: 10.0,
-            burst: 5.0,
-            max_in_flight: 0,
-        });
+        let limits = Limits::new(rate(10.0, 5.0));
         let t0 = Instant::now();
         for _ in 0..5 {
             drop(limits.admit(ip(1), t0).unwrap());
@@ -175,9 +484,8 @@ mod tests {
     #[test]
     fn requests_in_flight_are_bounded_per_client() {
         let limits = Limits::new(LimitSettings {
-            rate_per_s: 0.0,
-            burst: 0.0,
             max_in_flight: 2,
+            ..LimitSettings::default()
         });
         let now = Instant::now();
         let a = limits.admit(ip(1), now).unwrap();
@@ -192,5 +500,164 @@ mod tests {
             "a finished request frees a place"
         );
         assert!(limits.admit(None, now).is_ok(), "no address, no limit");
+        drop(_b);
+        assert!(
+            limits.lock().in_flight.len() <= 1,
+            "idle clients leave no entry"
+        );
+    }
+
+    /// A client that made one request is forgotten once its bucket has refilled: a stream of
+    /// new addresses, each seen once, keeps the map small.
+    #[test]
+    fn clients_seen_once_are_forgotten_once_their_bucket_refilled() {
+        let limits = Limits::new(rate(100.0, 10.0));
+        let t0 = Instant::now();
+        for n in 0..100_000u32 {
+            // A new address every 0.1 ms: each bucket is full again 10 ms later.
+            let now = t0 + Duration::from_micros(100 * u64::from(n));
+            drop(limits.admit(nth(n), now).unwrap());
+        }
+        let (remembered, visited) = limits.remembered();
+        assert!(
+            remembered <= 2 * FIRST_SWEEP,
+            "{remembered} clients remembered"
+        );
+        assert!(visited <= 3 * 100_000, "passes looked at {visited} buckets");
+    }
+
+    /// New addresses past the first pass, while every client remembered is busy: passes stay
+    /// rare (not one per new address), and the map stops at `MAX_CLIENTS`; the addresses past
+    /// it share one bucket.
+    #[test]
+    fn passes_are_amortised_and_the_map_is_bounded() {
+        let limits = Limits::new(rate(1.0, 2.0));
+        let now = Instant::now();
+        let total = MAX_CLIENTS as u32 + 20_000;
+        for n in 0..total {
+            // Past the bound, all but the first two are refused (the shared bucket is spent).
+            let _ = limits.admit(nth(n), now);
+        }
+        let (remembered, visited) = limits.remembered();
+        assert_eq!(remembered, MAX_CLIENTS);
+        assert!(
+            visited <= 3 * total as usize,
+            "passes looked at {visited} buckets for {total} new clients"
+        );
+        // The shared bucket (burst 2) was spent by the first two past the bound.
+        assert_eq!(
+            limits.admit(nth(total), now).err().unwrap().code,
+            "rate_limited"
+        );
+        // Seconds later every bucket is full again: a pass (at most one a second at the
+        // bound) forgets them, and a new client has a bucket of its own.
+        let later = now + Duration::from_secs(3);
+        assert!(limits.admit(nth(total + 1), later).is_ok());
+        assert!(limits.remembered().0 < MAX_CLIENTS);
+    }
+
+    #[test]
+    fn ipv6_clients_are_keyed_by_their_64() {
+        let limits = Limits::new(rate(1.0, 2.0));
+        let now = Instant::now();
+        let a: IpAddr = "2001:db8:1:2::1".parse().unwrap();
+        let b: IpAddr = "2001:db8:1:2:ffff:eeee:dddd:cccc".parse().unwrap();
+        let other: IpAddr = "2001:db8:1:3::1".parse().unwrap();
+        assert!(limits.admit(Some(a), now).is_ok());
+        assert!(limits.admit(Some(b), now).is_ok());
+        assert_eq!(
+            limits.admit(Some(a), now).err().unwrap().code,
+            "rate_limited",
+            "one /64, one bucket"
+        );
+        assert!(limits.admit(Some(other), now).is_ok(), "another /64");
+        let mapped: IpAddr = "::ffff:10.0.0.1".parse().unwrap();
+        assert_eq!(client_key(mapped), ip(1).unwrap());
+    }
+
+    #[test]
+    fn address_blocks_parse_and_match() {
+        let block: Cidr = "10.1.0.0/16".parse().unwrap();
+        assert!(block.contains("10.1.200.3".parse().unwrap()));
+        assert!(block.contains("::ffff:10.1.0.9".parse().unwrap()));
+        assert!(!block.contains("10.2.0.1".parse().unwrap()));
+        assert!(!block.contains("2001:db8::1".parse().unwrap()));
+        let one: Cidr = "127.0.0.1".parse().unwrap();
+        assert!(one.contains("127.0.0.1".parse().unwrap()));
+        assert!(!one.contains("127.0.0.2".parse().unwrap()));
+        let v6: Cidr = "2001:db8::/32".parse().unwrap();
+        assert!(v6.contains("2001:db8:ffff::1".parse().unwrap()));
+        assert!(
+            "0.0.0.0/0"
+                .parse::<Cidr>()
+                .unwrap()
+                .contains(ip(9).unwrap())
+        );
+        for bad in ["10.0.0.0/33", "nowhere/8", "10.0.0.0/x", "::/129"] {
+            assert!(bad.parse::<Cidr>().is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn forwarded_for_is_believed_only_from_trusted_proxies() {
+        let limits = Limits::new(LimitSettings {
+            trusted_proxies: vec!["10.0.0.0/24".parse().unwrap(), "::1".parse().unwrap()],
+            ..LimitSettings::default()
+        });
+        let proxy = ip(5);
+        let stranger = Some(IpAddr::from([192, 0, 2, 7]));
+        let client = |s: &str| Some(s.parse::<IpAddr>().unwrap());
+        // From an untrusted peer the header is ignored.
+        assert_eq!(limits.client_ip(stranger, "203.0.113.9"), stranger);
+        // From a trusted one: the right-most address that is not a trusted proxy.
+        assert_eq!(
+            limits.client_ip(proxy, "203.0.113.9"),
+            client("203.0.113.9")
+        );
+        assert_eq!(
+            limits.client_ip(proxy, "6.6.6.6, 203.0.113.9, 10.0.0.3"),
+            client("203.0.113.9"),
+            "a spoofed left part is not believed"
+        );
+        assert_eq!(
+            limits.client_ip(proxy, "203.0.113.9:4711"),
+            client("203.0.113.9")
+        );
+        assert_eq!(
+            limits.client_ip(Some("::1".parse().unwrap()), "[2001:db8::5]:80"),
+            client("2001:db8::5")
+        );
+        // No header, or one that does not parse: the proxy itself.
+        assert_eq!(limits.client_ip(proxy, ""), proxy);
+        assert_eq!(limits.client_ip(proxy, "unknown"), proxy);
+        assert_eq!(limits.client_ip(None, "203.0.113.9"), None);
+    }
+
+    #[test]
+    fn streams_are_bounded_per_client_and_per_node() {
+        let limits = Limits::new(LimitSettings {
+            max_streams_per_client: 2,
+            max_streams: 3,
+            ..LimitSettings::default()
+        });
+        let a = limits.open_stream(ip(1)).unwrap();
+        let _b = limits.open_stream(ip(1)).unwrap();
+        let refused = limits.open_stream(ip(1)).err().unwrap();
+        assert_eq!(
+            (refused.status.as_u16(), refused.code),
+            (429, "too_many_streams")
+        );
+        let _c = limits.open_stream(ip(2)).unwrap();
+        let full = limits.open_stream(ip(3)).err().unwrap();
+        assert_eq!(
+            (full.status.as_u16(), full.code),
+            (503, "too_many_streams_on_node")
+        );
+        drop(a);
+        assert_eq!(limits.open_streams(), 2);
+        assert!(
+            limits.open_stream(ip(3)).is_ok(),
+            "a closed stream frees a place"
+        );
     }
 }

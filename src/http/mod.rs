@@ -68,8 +68,10 @@ pub struct Api<S> {
     pub membership: Arc<crate::cluster::Membership>,
     /// How long results (and idempotency keys) are kept.
     pub result_expires_s: f64,
-    /// Per-client request rate and requests in flight.
+    /// Per-client request rate, requests in flight and event streams; the node's streams.
     pub limits: Arc<limits::Limits>,
+    /// Most schedules the cluster keeps.
+    pub max_schedules: u64,
     /// Hosts a task's `callback_url` may name.
     pub callback_hosts: Vec<String>,
     /// The latest health answer, computed at most once a second.
@@ -207,6 +209,7 @@ pub fn routes<S: Store>(
     let task_events = warp::path!("task" / String / "events")
         .and(warp::get())
         .and(warp::header::optional::<String>("last-event-id"))
+        .and(limits::client(api.limits.clone()))
         .and(with.clone())
         .and_then(events::task)
         .recover(error::route_errors)
@@ -215,6 +218,7 @@ pub fn routes<S: Store>(
     let all_events = warp::path!("events")
         .and(warp::get())
         .and(warp::header::optional::<String>("last-event-id"))
+        .and(limits::client(api.limits.clone()))
         .and(with.clone())
         .and_then(events::all)
         .recover(error::route_errors)

@@ -12,7 +12,7 @@ use warp::reply::{json as reply_json, with_status};
 use super::handlers::{Reply_, build_task, parse_json, reject};
 use super::{Api, ApiError};
 use crate::schedule::{Cadence, CadenceError};
-use crate::store::{Missed, Schedule, Store, now_s};
+use crate::store::{Missed, Schedule, ScheduleCreated, Store, now_s};
 
 /// Longest schedule name.
 const MAX_NAME: usize = 64;
@@ -37,22 +37,41 @@ struct ScheduleRequest {
     paused: Option<bool>,
 }
 
-/// `POST /schedules`: 201 with the schedule; 409 if the name is taken.
+/// `POST /schedules`: 201 with the schedule; 409 if the name is taken or there are
+/// `[tasks] max_schedules` schedules.
 pub async fn create<S: Store>(
     api: Arc<Api<S>>,
     content_type: Option<String>,
     body: Bytes,
 ) -> Reply_ {
     let schedule = parse(&api, &content_type, &body).await.map_err(reject)?;
-    if !api.store.create_schedule(&schedule).await.map_err(reject)? {
-        return Err(reject(ApiError::new(
-            StatusCode::CONFLICT,
-            "schedule_exists",
-            format!(
-                "a schedule named {:?} exists; delete it first",
-                schedule.name
-            ),
-        )));
+    let max = api.max_schedules;
+    match api
+        .store
+        .create_schedule(&schedule, max)
+        .await
+        .map_err(reject)?
+    {
+        ScheduleCreated::Created => {}
+        ScheduleCreated::Exists => {
+            return Err(reject(ApiError::new(
+                StatusCode::CONFLICT,
+                "schedule_exists",
+                format!(
+                    "a schedule named {:?} exists; delete it first",
+                    schedule.name
+                ),
+            )));
+        }
+        ScheduleCreated::Full => {
+            return Err(reject(ApiError::new(
+                StatusCode::CONFLICT,
+                "too_many_schedules",
+                format!(
+                    "there are {max} schedules, the most this cluster keeps ([tasks] max_schedules); delete one first"
+                ),
+            )));
+        }
     }
     tracing::info!(schedule = %schedule.name, cron = %schedule.cron, "schedule created");
     Ok(with_status(

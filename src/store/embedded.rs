@@ -479,6 +479,21 @@ impl Store for EmbeddedStore {
         .await
     }
 
+    async fn keyed(&self, key: &str) -> Result<Option<(Uuid, String)>, StoreError> {
+        let key = key.to_string();
+        self.read(move |tx, _| {
+            let used = tx
+                .open_table(IDEMPOTENCY)?
+                .get(key.as_str())?
+                .map(|v| decode::<KeyUse>(v.value()))
+                .transpose()?;
+            Ok(used
+                .filter(|u| u.expires_at > now_s())
+                .map(|u| (u.id, u.fingerprint)))
+        })
+        .await
+    }
+
     async fn get(&self, id: Uuid) -> Result<Lookup, StoreError> {
         self.read(move |tx, _| {
             let key = id.to_string();
@@ -876,15 +891,22 @@ impl Store for EmbeddedStore {
         self.events.subscribe()
     }
 
-    async fn create_schedule(&self, schedule: &Schedule) -> Result<bool, StoreError> {
+    async fn create_schedule(
+        &self,
+        schedule: &Schedule,
+        max: u64,
+    ) -> Result<ScheduleCreated, StoreError> {
         let schedule = schedule.clone();
         self.write(move |tx, _| {
             let mut table = tx.open_table(SCHEDULES)?;
             if table.get(schedule.name.as_str())?.is_some() {
-                return Ok(false);
+                return Ok(ScheduleCreated::Exists);
+            }
+            if table.len()? >= max {
+                return Ok(ScheduleCreated::Full);
             }
             table.insert(schedule.name.as_str(), encode(&schedule).as_slice())?;
-            Ok(true)
+            Ok(ScheduleCreated::Created)
         })
         .await
     }

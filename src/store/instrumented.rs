@@ -67,6 +67,9 @@ impl<S: Store> Store for Instrumented<S> {
         )
         .await
     }
+    async fn keyed(&self, key: &str) -> Result<Option<(Uuid, String)>, StoreError> {
+        self.timed("keyed", self.inner.keyed(key)).await
+    }
     async fn get(&self, id: Uuid) -> Result<Lookup, StoreError> {
         self.timed("get", self.inner.get(id)).await
     }
@@ -210,8 +213,12 @@ impl<S: Store> Store for Instrumented<S> {
     fn subscribe(&self) -> tokio::sync::broadcast::Receiver<Event> {
         self.inner.subscribe()
     }
-    async fn create_schedule(&self, schedule: &Schedule) -> Result<bool, StoreError> {
-        self.timed("create_schedule", self.inner.create_schedule(schedule))
+    async fn create_schedule(
+        &self,
+        schedule: &Schedule,
+        max: u64,
+    ) -> Result<ScheduleCreated, StoreError> {
+        self.timed("create_schedule", self.inner.create_schedule(schedule, max))
             .await
     }
     async fn schedules(&self) -> Result<Vec<Schedule>, StoreError> {

@@ -273,8 +273,13 @@ pub struct Schedule {
     pub last_fired_at: Option<f64>,
 }
 
-/// A client's `Idempotency-Key`: the same key submits once; later submissions with it get the
-/// first task back while the key lives.
+/// A client's `Idempotency-Key`, or a schedule's firing: the same key submits once; later
+/// submissions with it get the first task back while the key lives.
+///
+/// Two namespaces share the stores' key space without meeting: a client's key is made of
+/// letters, digits and `-_.:` only (`IdempotencyKey::client` refuses anything else), and a
+/// firing's key holds a `/` (`IdempotencyKey::firing`), so no client key can take a
+/// schedule's run over.
 #[derive(Debug, Clone, PartialEq)]
 pub struct IdempotencyKey {
     pub key: String,
@@ -282,6 +287,55 @@ pub struct IdempotencyKey {
     pub fingerprint: String,
     /// How long the key is remembered.
     pub ttl_s: f64,
+}
+
+/// Longest client `Idempotency-Key`.
+pub const MAX_CLIENT_KEY: usize = 255;
+
+/// The fingerprint of every schedule firing's key (a client's is 16 hex digits).
+pub const FIRING_FINGERPRINT: &str = "schedule";
+
+impl IdempotencyKey {
+    /// A client's key, if it is 1 to `MAX_CLIENT_KEY` letters, digits, `-`, `_`, `.` or `:`.
+    pub fn client(key: &str, fingerprint: String, ttl_s: f64) -> Option<IdempotencyKey> {
+        let valid = !key.is_empty()
+            && key.len() <= MAX_CLIENT_KEY
+            && key
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"-_.:".contains(&b));
+        valid.then(|| IdempotencyKey {
+            key: key.to_string(),
+            fingerprint,
+            ttl_s,
+        })
+    }
+
+    /// The key of schedule `name`'s firing for due time `due`: `schedule/NAME/DUE`, which no
+    /// client key can be (clients may not use `/`).
+    pub fn firing(name: &str, due: i64, ttl_s: f64) -> IdempotencyKey {
+        IdempotencyKey {
+            key: format!("schedule/{name}/{due}"),
+            fingerprint: FIRING_FINGERPRINT.into(),
+            ttl_s,
+        }
+    }
+
+    /// The key firings had before they got a namespace of their own (`schedule:NAME:DUE`,
+    /// which a client could also use): read once at each firing, so a firing submitted under
+    /// it by an older node just before an upgrade is not submitted again.
+    pub fn legacy_firing(name: &str, due: i64) -> String {
+        format!("schedule:{name}:{due}")
+    }
+}
+
+/// What `create_schedule` did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ScheduleCreated {
+    Created,
+    /// A schedule has this name.
+    Exists,
+    /// `max` schedules exist already.
+    Full,
 }
 
 /// What `submit_keyed` did.
@@ -640,6 +694,11 @@ pub trait Store: Send + Sync + 'static {
         queue_limit: u64,
         key: &IdempotencyKey,
     ) -> impl Future<Output = Result<Submitted, StoreError>> + Send;
+    /// The task and fingerprint a live idempotency key holds (`IdempotencyKey::key`).
+    fn keyed(
+        &self,
+        key: &str,
+    ) -> impl Future<Output = Result<Option<(Uuid, String)>, StoreError>> + Send;
     fn get(&self, id: Uuid) -> impl Future<Output = Result<Lookup, StoreError>> + Send;
     /// What `get` finds, only as far as the status endpoint shows it; a store that can read
     /// less than the whole record for that does.
@@ -786,11 +845,12 @@ pub trait Store: Send + Sync + 'static {
     fn draining(&self) -> impl Future<Output = Result<Vec<String>, StoreError>> + Send;
     /// Every node that announced itself in the last `NODE_MEMORY_S`, by name.
     fn nodes(&self) -> impl Future<Output = Result<Vec<NodeInfo>, StoreError>> + Send;
-    /// Stores a new schedule; false if one already has its name.
+    /// Stores a new schedule, unless one already has its name or `max` schedules exist.
     fn create_schedule(
         &self,
         schedule: &Schedule,
-    ) -> impl Future<Output = Result<bool, StoreError>> + Send;
+        max: u64,
+    ) -> impl Future<Output = Result<ScheduleCreated, StoreError>> + Send;
     /// Every schedule, by name.
     fn schedules(&self) -> impl Future<Output = Result<Vec<Schedule>, StoreError>> + Send;
     /// False if there was no such schedule.

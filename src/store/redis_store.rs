@@ -333,6 +333,16 @@ impl RedisStore {
 
     /// Runs one operation of `schedule.lua` on schedule `name`; true if it applied.
     async fn schedule_op(&self, op: &str, name: &str, args: &[String]) -> Result<bool, StoreError> {
+        Ok(self.schedule_code(op, name, args).await? == 1)
+    }
+
+    /// As `schedule_op`, with the script's answer.
+    async fn schedule_code(
+        &self,
+        op: &str,
+        name: &str,
+        args: &[String],
+    ) -> Result<i64, StoreError> {
         let mut invocation = self.scripts.schedule.prepare_invoke();
         invocation
             .key(self.keys.schedules())
@@ -342,8 +352,7 @@ impl RedisStore {
         for arg in args {
             invocation.arg(arg);
         }
-        let applied: i64 = invocation.invoke_async(&mut self.link.clone()).await?;
-        Ok(applied == 1)
+        Ok(invocation.invoke_async(&mut self.link.clone()).await?)
     }
 
     /// Revokes task `id` if it is pending; true if it did.
@@ -751,6 +760,16 @@ impl Store for RedisStore {
         key: &IdempotencyKey,
     ) -> Result<Submitted, StoreError> {
         self.submit_script(task, queue_limit, Some(key)).await
+    }
+
+    async fn keyed(&self, key: &str) -> Result<Option<(Uuid, String)>, StoreError> {
+        let mut con = self.link.clone();
+        let used: Option<String> = con.get(self.keys.idempotency(key)).await?;
+        let Some(used) = used else { return Ok(None) };
+        let (id, fingerprint) = used.split_once(' ').unwrap_or((&used, ""));
+        let id = Uuid::parse_str(id)
+            .map_err(|e| StoreError::Corrupt(format!("idempotency key holds {used:?}: {e}")))?;
+        Ok(Some((id, fingerprint.to_string())))
     }
 
     async fn get(&self, id: Uuid) -> Result<Lookup, StoreError> {
@@ -1363,14 +1382,25 @@ impl Store for RedisStore {
         self.live.subscribe()
     }
 
-    async fn create_schedule(&self, schedule: &Schedule) -> Result<bool, StoreError> {
+    async fn create_schedule(
+        &self,
+        schedule: &Schedule,
+        max: u64,
+    ) -> Result<ScheduleCreated, StoreError> {
         let paused = if schedule.paused { "1" } else { "0" };
         let args = [
             encode(schedule),
             schedule.through.to_string(),
             paused.into(),
+            max.to_string(),
         ];
-        self.schedule_op("create", &schedule.name, &args).await
+        Ok(
+            match self.schedule_code("create", &schedule.name, &args).await? {
+                1 => ScheduleCreated::Created,
+                2 => ScheduleCreated::Full,
+                _ => ScheduleCreated::Exists,
+            },
+        )
     }
 
     async fn schedules(&self) -> Result<Vec<Schedule>, StoreError> {

@@ -2,7 +2,9 @@
 -- field of the definitions hash; what changes (paused, through, fired, skipped, last_task,
 -- last_fired_at) is its own hash, so numbers are never rounded by a JSON round trip.
 -- KEYS: definitions hash, the schedule's state hash. ARGV[1]: the operation, ARGV[2]: name.
---   create  ARGV: definition json, through, paused ('1' or '0')   -> 0 if the name is taken
+--   create  ARGV: definition json, through, paused ('1' or '0'), most schedules
+--                                          -> 0 if the name is taken, 2 if there are as many
+--                                             schedules as the most
 --   delete                                                        -> 0 if missing
 --   pause   ARGV: paused ('1' or '0'), now (whole seconds)        -> 0 if missing
 --   advance ARGV: through, task id ('' when skipped), now, due times -> 0 if missing
@@ -10,6 +12,9 @@ local op, name = ARGV[1], ARGV[2]
 if op == 'create' then
   if redis.call('HEXISTS', KEYS[1], name) == 1 then
     return 0
+  end
+  if redis.call('HLEN', KEYS[1]) >= tonumber(ARGV[6]) then
+    return 2
   end
   redis.call('HSET', KEYS[1], name, ARGV[3])
   redis.call('DEL', KEYS[2])
