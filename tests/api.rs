@@ -153,7 +153,7 @@ fn bad_requests_get_their_status_and_code_and_store_nothing(store: TestStore) {
     let mut cases: Vec<BadRequest> = vec![
         (
             "POST",
-            "/train/xgboost/async",
+            "/train/resnet/async",
             Some("application/json"),
             b"{}".to_vec(),
             404,
@@ -531,7 +531,7 @@ fn bad_requests_get_their_status_and_code_and_store_nothing(store: TestStore) {
         get_case(&format!("/task/{uuid}"), 404, "task_not_found"),
         get_case("/tasks?limit=100000000", 400, "invalid_query"),
         get_case("/tasks?limit=ten", 400, "invalid_query"),
-        get_case("/tasks?model_type=xgboost", 400, "invalid_query"),
+        get_case("/tasks?model_type=resnet", 400, "invalid_query"),
         json_case("/datasets?name=&target=y", "", 400, "invalid_query"),
         csv_case(b"a,y\n".to_vec(), "invalid_csv"),
         csv_case(b"a,a,y\n1,2,3\n".to_vec(), "invalid_csv"),

@@ -400,8 +400,15 @@ mod tests {
     #[test]
     fn model_types_parse() {
         assert_eq!("all".parse(), Ok(ModelType::All));
-        let err = "xgboost".parse::<ModelType>().unwrap_err();
+        let err = "resnet".parse::<ModelType>().unwrap_err();
         assert!(err.contains("mlp, linear, gbdt, all"), "{err}");
+        // The old service's names.
+        assert_eq!("xgboost".parse(), Ok(ModelType::Gbdt));
+        assert_eq!(
+            ModelType::parse_requested("tensorflow"),
+            Ok((ModelType::Mlp, Some("tensorflow")))
+        );
+        assert_eq!(ModelType::parse_requested("mlp"), Ok((ModelType::Mlp, None)));
         assert_eq!(ModelType::All.members().len(), 3);
     }
 }
