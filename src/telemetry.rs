@@ -377,8 +377,9 @@ pub fn task_running(model_type: ModelType, running: bool) {
 }
 
 /// Store operations, for zeroed error counters.
-pub const STORE_OPS: [&str; 36] = [
+pub const STORE_OPS: [&str; 37] = [
     "submit",
+    "delete_dataset",
     "get",
     "claim",
     "progress",
