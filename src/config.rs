@@ -357,7 +357,8 @@ impl Config {
             ));
         }
         if t.max_parameters == 0 || t.max_working_bytes == 0 {
-            problems.push("tasks.max_parameters and tasks.max_working_bytes must be above 0".into());
+            problems
+                .push("tasks.max_parameters and tasks.max_working_bytes must be above 0".into());
         }
         let d = &self.datasets;
         if !(d.expires_s.is_finite() && d.expires_s >= 0.0) {
@@ -525,6 +526,32 @@ mod tests {
             text.contains("http.listen") && text.contains("tpu"),
             "{text}"
         );
+    }
+
+    #[test]
+    fn bounds_must_leave_room_for_the_largest_body_and_upload() {
+        let config = Config::default();
+        assert_eq!(config.tasks.max_parameters, 50_000_000);
+        assert_eq!(config.http.max_body_bytes_in_flight, 256 << 20);
+        let err = Config::load(
+            None,
+            env(&[
+                ("TRAINYARD_HTTP__MAX_BODY_BYTES_IN_FLIGHT", "1000"),
+                ("TRAINYARD_DATASETS__MAX_TOTAL_BYTES", "1000"),
+                ("TRAINYARD_DATASETS__EXPIRES_S", "-1"),
+                ("TRAINYARD_TASKS__MAX_PARAMETERS", "0"),
+            ]),
+        )
+        .unwrap_err()
+        .to_string();
+        for key in [
+            "http.max_body_bytes_in_flight",
+            "datasets.max_total_bytes",
+            "datasets.expires_s",
+            "tasks.max_parameters",
+        ] {
+            assert!(err.contains(key), "{key}: {err}");
+        }
     }
 
     #[test]

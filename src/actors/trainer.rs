@@ -648,7 +648,10 @@ fn start<S: Store>(
         };
         let (progress_tx, progress_rx) = watch::channel(None);
         let mut spec = task.spec.clone();
-        spec.time_limit_s = Some(spec.time_limit_s.map_or(default_limit, |t| t.min(default_limit)));
+        spec.time_limit_s = Some(
+            spec.time_limit_s
+                .map_or(default_limit, |t| t.min(default_limit)),
+        );
         let panic_now = match std::env::var(PANIC_SEED_ENV).map(|s| s.parse::<u64>()) {
             Ok(Ok(seed)) => {
                 (spec.seed == seed && task.attempt == 1) || spec.seed == seed.wrapping_add(1)

@@ -55,15 +55,15 @@ impl BodyBudget {
         match tokio::time::timeout(WAIT, self.units.clone().acquire_many_owned(units)).await {
             Ok(Ok(permit)) => Ok(permit),
             _ => Err(ApiError::new(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "server_busy",
-                    format!(
-                        "this node is reading as many request bodies as it may hold at once \
+                StatusCode::SERVICE_UNAVAILABLE,
+                "server_busy",
+                format!(
+                    "this node is reading as many request bodies as it may hold at once \
                          (http.max_body_bytes_in_flight, {} bytes); try again shortly",
-                        self.total_units as u64 * UNIT
-                    ),
-                )
-                .retry_after(RETRY_AFTER_S)),
+                    self.total_units as u64 * UNIT
+                ),
+            )
+            .retry_after(RETRY_AFTER_S)),
         }
     }
 }

@@ -18,8 +18,8 @@ use super::{Api, ApiError};
 use crate::actors::{DispatcherMsg, TrainerMsg};
 use crate::cluster;
 use crate::store::{
-    CancelOutcome, DatasetDeleted, DatasetInfo, IdempotencyKey, Lookup, NODE_STALE_S, Store, Submitted, TaskFilter,
-    TaskProgress, TaskRecord, TaskState, now_s, trainer_node,
+    CancelOutcome, DatasetDeleted, DatasetInfo, IdempotencyKey, Lookup, NODE_STALE_S, Store,
+    Submitted, TaskFilter, TaskProgress, TaskRecord, TaskState, now_s, trainer_node,
 };
 use crate::telemetry::{self, TaskEvent};
 use crate::training::{

@@ -5,11 +5,11 @@
 //!
 //! Filters here, handlers in `handlers.rs`, every error through `error::recover`.
 
+pub mod budget;
 mod error;
 mod events;
 mod handlers;
 mod health;
-pub mod budget;
 pub mod limits;
 pub mod models;
 mod schedules;
@@ -366,9 +366,7 @@ pub fn route_label(method: &warp::http::Method, path: &str) -> &'static str {
         (false, ["readyz"]) => "GET /readyz",
         (true, ["datasets"]) => "POST /datasets",
         (false, ["datasets"]) => "GET /datasets",
-        (false, ["datasets", _]) if method == warp::http::Method::DELETE => {
-            "DELETE /datasets/{id}"
-        }
+        (false, ["datasets", _]) if method == warp::http::Method::DELETE => "DELETE /datasets/{id}",
         (true, ["models", _, "predict"]) => "POST /models/{id}/predict",
         (false, ["metrics"]) => "GET /metrics",
         (false, [""]) => "GET /",
@@ -455,6 +453,11 @@ mod tests {
                 "POST /cluster/nodes/{name}/{action}",
             ),
             (Method::GET, "/".into(), "GET /"),
+            (
+                Method::DELETE,
+                format!("/datasets/{id}"),
+                "DELETE /datasets/{id}",
+            ),
             (Method::GET, "/a/b/c/d/e".into(), "other"),
             (Method::GET, "/nothing".into(), "other"),
         ] {

@@ -113,7 +113,12 @@ mod tests {
             bytes,
         };
         let cache = ModelCache::new(1000);
-        let (a, b, c, d) = (Uuid::new_v4(), Uuid::new_v4(), Uuid::new_v4(), Uuid::new_v4());
+        let (a, b, c, d) = (
+            Uuid::new_v4(),
+            Uuid::new_v4(),
+            Uuid::new_v4(),
+            Uuid::new_v4(),
+        );
         cache.put(a, cached(400, 60.0));
         assert!(cache.get(a).is_some());
         // Larger than the whole cache: not kept.

@@ -741,9 +741,6 @@ impl Store for EmbeddedStore {
                     return Ok(None);
                 };
                 let info: DatasetInfo = decode(info.value())?;
-                if info.expired_at(now_s()) {
-                    return Ok(None);
-                }
                 let csv = tx
                     .open_table(DATASET_CSV)?
                     .get(key.as_str())?
@@ -759,20 +756,20 @@ impl Store for EmbeddedStore {
         if !self.settings.dataset_renews(info.expires_at, now_s()) {
             return Ok(Some((info, csv)));
         }
-        // A use renews it, unless it expired or went meanwhile.
+        // A use renews it (one past its expiry too, until the sweep removed it), unless it
+        // went meanwhile.
         let renewed = self
             .write(move |tx, settings| {
                 let key = id.to_string();
                 let mut infos = tx.open_table(DATASET_INFO)?;
-                let Some(stored) = infos.get(key.as_str())?.map(|v| decode::<DatasetInfo>(v.value())) else {
+                let Some(stored) = infos
+                    .get(key.as_str())?
+                    .map(|v| decode::<DatasetInfo>(v.value()))
+                else {
                     return Ok(None);
                 };
                 let mut info = stored?;
-                let now = now_s();
-                if info.expired_at(now) {
-                    return Ok(None);
-                }
-                info.expires_at = settings.dataset_expires_at(now);
+                info.expires_at = settings.dataset_expires_at(now_s());
                 infos.insert(key.as_str(), encode(&info).as_slice())?;
                 Ok(Some(info))
             })
@@ -782,13 +779,9 @@ impl Store for EmbeddedStore {
 
     async fn datasets(&self) -> Result<Vec<DatasetInfo>, StoreError> {
         self.read(|tx, _| {
-            let now = now_s();
             let mut out = Vec::new();
             for entry in tx.open_table(DATASET_INFO)?.iter()? {
-                let info = decode::<DatasetInfo>(entry?.1.value())?;
-                if !info.expired_at(now) {
-                    out.push(info);
-                }
+                out.push(decode::<DatasetInfo>(entry?.1.value())?);
             }
             out.sort_by(|a, b| b.uploaded_at.total_cmp(&a.uploaded_at));
             Ok(out)
@@ -799,12 +792,7 @@ impl Store for EmbeddedStore {
     async fn delete_dataset(&self, id: Uuid) -> Result<DatasetDeleted, StoreError> {
         self.write(move |tx, _| {
             let key = id.to_string();
-            let known = tx
-                .open_table(DATASET_INFO)?
-                .get(key.as_str())?
-                .map(|v| decode::<DatasetInfo>(v.value()))
-                .transpose()?;
-            if known.is_none_or(|info| info.expired_at(now_s())) {
+            if tx.open_table(DATASET_INFO)?.get(key.as_str())?.is_none() {
                 return Ok(DatasetDeleted::Missing);
             }
             for entry in tx.open_table(TASKS)?.iter()? {

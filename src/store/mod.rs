@@ -423,6 +423,7 @@ pub enum DatasetDeleted {
 }
 
 impl DatasetInfo {
+    /// Whether the sweep may remove it by `now` (if no task yet to end uses it).
     fn expired_at(&self, now: f64) -> bool {
         self.expires_at.is_some_and(|at| at <= now)
     }
@@ -432,10 +433,7 @@ impl DatasetInfo {
 /// `id`: a cheap look at the bytes first, the record decoded only when they name the set.
 fn uses_dataset(record: &[u8], id: Uuid) -> Option<Uuid> {
     let needle = format!("\"dataset_id\":\"{id}\"");
-    if !record
-        .windows(needle.len())
-        .any(|w| w == needle.as_bytes())
-    {
+    if !record.windows(needle.len()).any(|w| w == needle.as_bytes()) {
         return None;
     }
     let task: TaskRecord = serde_json::from_slice(record).ok()?;
@@ -797,7 +795,8 @@ pub trait Store: Send + Sync + 'static {
         info: &DatasetInfo,
         csv: &[u8],
     ) -> impl Future<Output = Result<DatasetInfo, StoreError>> + Send;
-    /// A data set and its CSV, unless it expired; reading it renews its expiry.
+    /// A data set and its CSV; reading it renews its expiry. A data set is there until the
+    /// sweep removed it (one that expired is kept while a task yet to end uses it).
     fn dataset(
         &self,
         id: Uuid,

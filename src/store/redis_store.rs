@@ -1204,15 +1204,13 @@ impl Store for RedisStore {
     async fn dataset(&self, id: Uuid) -> Result<Option<StoredDataset>, StoreError> {
         let k = &self.keys;
         let mut con = self.link.clone();
-        let now = now_s();
-        let renew = self.settings.dataset_expires_at(now).filter(|_| self.settings.dataset_expires_s > 0.0);
+        let renew = self.settings.dataset_expires_at(now_s());
         let touched: Option<(String, String)> = self
             .scripts
             .dataset_touch
             .key(k.datasets())
             .key(k.dataset_expiry())
             .arg(id.to_string())
-            .arg(now.to_string())
             .arg(renew.map_or(String::new(), |at| at.to_string()))
             .invoke_async(&mut con)
             .await?;
@@ -1241,14 +1239,11 @@ impl Store for RedisStore {
             .query_async(&mut self.link.clone())
             .await?;
         let expiries: HashMap<String, f64> = expiries.into_iter().collect();
-        let now = now_s();
         let mut out = Vec::new();
         for raw in &all {
             let mut info = decode::<DatasetInfo>(raw)?;
             info.expires_at = expiries.get(&info.id.to_string()).copied();
-            if !info.expired_at(now) {
-                out.push(info);
-            }
+            out.push(info);
         }
         out.sort_by(|a, b| b.uploaded_at.total_cmp(&a.uploaded_at));
         Ok(out)
@@ -1257,12 +1252,8 @@ impl Store for RedisStore {
     async fn delete_dataset(&self, id: Uuid) -> Result<DatasetDeleted, StoreError> {
         let k = &self.keys;
         let mut con = self.link.clone();
-        let (known, at): (bool, Option<f64>) = ::redis::pipe()
-            .hexists(k.datasets(), id.to_string())
-            .zscore(k.dataset_expiry(), id.to_string())
-            .query_async(&mut con)
-            .await?;
-        if !known || at.is_some_and(|at| at <= now_s()) {
+        let known: bool = con.hexists(k.datasets(), id.to_string()).await?;
+        if !known {
             return Ok(DatasetDeleted::Missing);
         }
         let mut user = None;

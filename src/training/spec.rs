@@ -289,7 +289,9 @@ impl TrainSpec {
         let (rows, features) = (rows as u64, features as u64);
         let train_rows = ((rows as f64) * (1.0 - self.test_fraction.clamp(0.0, 1.0))).ceil() as u64;
         // The data set, and the train and test splits copied out of it.
-        let data = rows.saturating_mul(features + 1).saturating_mul(F32 * 2);
+        let data = rows
+            .saturating_mul(features.saturating_add(1))
+            .saturating_mul(F32 * 2);
         let mut out = Footprint {
             parameters: 0,
             working_bytes: 0,
@@ -325,7 +327,9 @@ impl TrainSpec {
                         .div_ceil(trees.min_samples_leaf.max(1) as u64)
                         .saturating_mul(2);
                     let nodes = (trees.n_trees as u64).saturating_mul(by_depth.min(by_rows.max(1)));
-                    let cells = rows.saturating_mul(features).saturating_mul(TREE_CELL_BYTES);
+                    let cells = rows
+                        .saturating_mul(features)
+                        .saturating_mul(TREE_CELL_BYTES);
                     // Each row's prediction, gradient and hessian.
                     let per_row = rows.saturating_mul(3 * F32);
                     let working = nodes
@@ -470,7 +474,10 @@ mod tests {
         let (rows, features) = builtin_shape("friedman1").unwrap();
         let small = TrainSpec::new(ModelType::Mlp).footprint(rows, features);
         // 8 -> 64 -> 32 -> 16 -> 1.
-        assert_eq!(small.parameters, 8 * 64 + 64 + 64 * 32 + 32 + 32 * 16 + 16 + 16 + 1);
+        assert_eq!(
+            small.parameters,
+            8 * 64 + 64 + 64 * 32 + 32 + 32 * 16 + 16 + 16 + 1
+        );
         assert!(small.working_bytes < 16 << 20, "{small:?}");
         let huge = TrainSpec {
             hidden_sizes: vec![4096; 8],
