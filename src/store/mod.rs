@@ -579,7 +579,7 @@ impl Default for StoreSettings {
 impl StoreSettings {
     /// When a data set uploaded or used now expires.
     fn dataset_expires_at(&self, now: f64) -> Option<f64> {
-        (self.dataset_expires_s > 0.0).then(|| now + self.dataset_expires_s)
+        (self.dataset_expires_s > 0.0).then_some(now + self.dataset_expires_s)
     }
 
     /// Whether a data set expiring at `at` is renewed by a use now: once some of its life
