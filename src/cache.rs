@@ -26,6 +26,12 @@ impl<V: Clone> BoundedCache<V> {
         entries.0.get(&id).cloned()
     }
 
+    /// Forgets the value of `id`, if kept.
+    pub fn remove(&self, id: Uuid) {
+        let mut entries = self.entries.lock().expect("cache lock");
+        entries.0.remove(&id);
+    }
+
     /// Keeps `value` (of `size`, in the limit's unit) unless it alone is over the limit.
     /// (With `size` 1, the limit is a number of values.)
     pub fn put(&self, id: Uuid, value: V, size: usize) {

@@ -119,8 +119,8 @@ pub struct BenchArgs {
     #[arg(long, default_value = "bench.json")]
     pub out: PathBuf,
     /// Run only these workloads (comma-separated: throughput, latency, status, dispatch,
-    /// replicas, memory, scaling); all by default.
-    #[arg(long, value_delimiter = ',', value_parser = ["throughput", "latency", "status", "dispatch", "replicas", "memory", "scaling"])]
+    /// replicas, memory, scaling, predict); all by default.
+    #[arg(long, value_delimiter = ',', value_parser = ["throughput", "latency", "status", "dispatch", "replicas", "memory", "scaling", "predict"])]
     pub only: Vec<String>,
     /// Instead of the workloads: tiny trainings at full load for this many minutes, printing
     /// node and Redis memory, the AOF's size and tasks/s every 30 s.

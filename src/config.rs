@@ -18,7 +18,28 @@ pub struct Config {
     pub store: StoreSection,
     pub trainers: TrainersSection,
     pub tasks: TasksSection,
+    pub datasets: DatasetsSection,
     pub notifications: NotificationsSection,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct DatasetsSection {
+    /// Total bytes of uploaded data sets the cluster keeps; an upload past it is refused
+    /// (507 `dataset_quota_exceeded`). 0: no limit.
+    pub max_total_bytes: u64,
+    /// Seconds an uploaded data set is kept after its upload or its last use (a submission
+    /// naming it, a read); a data set queued or running tasks use is kept. 0: for ever.
+    pub expires_s: f64,
+}
+
+impl Default for DatasetsSection {
+    fn default() -> Self {
+        DatasetsSection {
+            max_total_bytes: 1 << 30,
+            expires_s: 30.0 * 86_400.0,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq)]
@@ -91,6 +112,9 @@ pub struct HttpSection {
     /// `X-Forwarded-For` is believed: a request from one of them is from the right-most
     /// forwarded address that is not one. From any other peer the header is ignored.
     pub trusted_proxies: Vec<String>,
+    /// Bytes of request bodies this node reads and holds at once, all clients together; a
+    /// body that does not fit within a second is refused (503 `server_busy`, `Retry-After`).
+    pub max_body_bytes_in_flight: u64,
 }
 
 impl HttpSection {
@@ -171,6 +195,14 @@ pub struct TasksSection {
     /// Most schedules the cluster keeps; `POST /schedules` past it is refused (409
     /// `too_many_schedules`). 0: none may be created.
     pub max_schedules: u64,
+    /// Most parameters (weights, or tree nodes) one model of a task may have.
+    pub max_parameters: u64,
+    /// Most bytes of working memory one training may need, as estimated before the task is
+    /// stored (weights, optimizer state, activations of a batch, the data).
+    pub max_working_bytes: u64,
+    /// Bytes of decoded models this node keeps for `POST /models/{id}/predict` (the least
+    /// used go first; a model larger than this is not kept); 0: none.
+    pub model_cache_bytes: u64,
 }
 
 impl Default for NodeSection {
@@ -201,6 +233,7 @@ impl Default for HttpSection {
             max_streams_per_client: 64,
             max_streams: 10_000,
             trusted_proxies: Vec::new(),
+            max_body_bytes_in_flight: 256 << 20,
         }
     }
 }
@@ -239,6 +272,9 @@ impl Default for TasksSection {
             retry_backoff_max_s: 60.0,
             claim_ahead_under_s: 0.01,
             max_schedules: 1000,
+            max_parameters: 50_000_000,
+            max_working_bytes: 2 << 30,
+            model_cache_bytes: 256 << 20,
         }
     }
 }
@@ -372,6 +408,32 @@ impl Config {
         }
         if self.http.max_body_bytes == 0 || self.http.max_upload_bytes == 0 {
             problems.push("http.max_body_bytes and http.max_upload_bytes must be above 0".into());
+        }
+        let largest_body = self.http.max_body_bytes.max(self.http.max_upload_bytes);
+        if self.http.max_body_bytes_in_flight < largest_body {
+            problems.push(format!(
+                "http.max_body_bytes_in_flight {} must be at least the largest body a route \
+                 takes (http.max_body_bytes, http.max_upload_bytes: {largest_body})",
+                self.http.max_body_bytes_in_flight
+            ));
+        }
+        if t.max_parameters == 0 || t.max_working_bytes == 0 {
+            problems
+                .push("tasks.max_parameters and tasks.max_working_bytes must be above 0".into());
+        }
+        let d = &self.datasets;
+        if !(d.expires_s.is_finite() && d.expires_s >= 0.0) {
+            problems.push(format!(
+                "datasets.expires_s must be 0 (for ever) or a number of seconds, got {}",
+                d.expires_s
+            ));
+        }
+        if d.max_total_bytes > 0 && d.max_total_bytes < self.http.max_upload_bytes {
+            problems.push(format!(
+                "datasets.max_total_bytes {} is below http.max_upload_bytes {}: an upload of \
+                 the largest size could never be kept",
+                d.max_total_bytes, self.http.max_upload_bytes
+            ));
         }
         let n = &self.notifications;
         if !n.allowed_hosts.is_empty() && n.hmac_key.is_empty() {
@@ -628,6 +690,32 @@ mod tests {
         .unwrap_err()
         .to_string();
         assert!(err.contains("http.trusted_proxies"), "{err}");
+    }
+
+    #[test]
+    fn bounds_must_leave_room_for_the_largest_body_and_upload() {
+        let config = Config::default();
+        assert_eq!(config.tasks.max_parameters, 50_000_000);
+        assert_eq!(config.http.max_body_bytes_in_flight, 256 << 20);
+        let err = Config::load(
+            None,
+            env(&[
+                ("TRAINYARD_HTTP__MAX_BODY_BYTES_IN_FLIGHT", "1000"),
+                ("TRAINYARD_DATASETS__MAX_TOTAL_BYTES", "1000"),
+                ("TRAINYARD_DATASETS__EXPIRES_S", "-1"),
+                ("TRAINYARD_TASKS__MAX_PARAMETERS", "0"),
+            ]),
+        )
+        .unwrap_err()
+        .to_string();
+        for key in [
+            "http.max_body_bytes_in_flight",
+            "datasets.max_total_bytes",
+            "datasets.expires_s",
+            "tasks.max_parameters",
+        ] {
+            assert!(err.contains(key), "{key}: {err}");
+        }
     }
 
     #[test]

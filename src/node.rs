@@ -62,6 +62,8 @@ pub async fn run(
         lease_s: config.tasks.lease_s,
         min_replicas_ack: config.store.min_replicas_ack,
         replica_ack_timeout_s: config.store.replica_ack_timeout_s,
+        dataset_max_total_bytes: config.datasets.max_total_bytes,
+        dataset_expires_s: config.datasets.expires_s,
     };
     if let Some(path) = config.store.url.strip_prefix("embedded:") {
         if !config.node.seeds.is_empty() {
@@ -178,7 +180,7 @@ async fn serve<S: Store>(
         store: store.clone(),
         node: config.node.name.clone(),
         queue_limit: config.tasks.queue_limit,
-        max_retries: config.tasks.max_retries,
+        bounds: http::TaskBounds::of(&config.tasks),
         max_body_bytes: config.http.max_body_bytes,
         max_upload_bytes: config.http.max_upload_bytes,
         auth: Arc::new(config.http.auth_settings()),
@@ -198,6 +200,8 @@ async fn serve<S: Store>(
         max_schedules: config.tasks.max_schedules,
         callback_hosts: config.notifications.allowed_hosts.clone(),
         health: Default::default(),
+        models: http::models::ModelCache::new(config.tasks.model_cache_bytes),
+        body_budget: http::budget::BodyBudget::new(config.http.max_body_bytes_in_flight),
         stopping: stop_rx.clone(),
     });
     let notifier = tokio::spawn(crate::notify::run(

@@ -386,8 +386,9 @@ pub fn task_running(model_type: ModelType, running: bool) {
 }
 
 /// Store operations, for zeroed error counters.
-pub const STORE_OPS: [&str; 37] = [
+pub const STORE_OPS: [&str; 38] = [
     "submit",
+    "delete_dataset",
     "get",
     "keyed",
     "claim",

@@ -87,6 +87,13 @@ fn the_quick_benchmark_runs_every_workload_and_writes_its_report() {
             .unwrap_or_else(|| panic!("{memory}"));
         assert_eq!(row["keys"], memory["tasks"], "{row}");
     }
+    // Predict calls without and with the model cache.
+    let predict = report["predict"].as_array().unwrap();
+    assert_eq!(predict.len(), 2, "{report}");
+    for row in predict {
+        assert_eq!(row["errors"], 0, "{row}");
+        assert!(row["requests_per_s"].as_f64().unwrap() > 0.0, "{row}");
+    }
     assert!(stdout.contains("| measure | trainyard |"));
 }
 

@@ -7,8 +7,8 @@ use std::time::Duration;
 
 use common::{RedisServer, temp_dir};
 use trainyard::store::{
-    CancelOutcome, Claimed, DatasetInfo, EmbeddedStore, Ending, EventId, EventKind, Finish,
-    IdempotencyKey, Lookup, Missed, NodeInfo, RedisStore, Renewal, Schedule, ScheduleCreated,
+    CancelOutcome, Claimed, DatasetDeleted, DatasetInfo, EmbeddedStore, Ending, EventId, EventKind,
+    Finish, IdempotencyKey, Lookup, Missed, NodeInfo, RedisStore, Renewal, Schedule, ScheduleCreated,
     ScheduleLink, Store, StoreError, StoreSettings, Submitted, TaskError, TaskFilter, TaskProgress,
     TaskRecord, TaskState, TrainerSeat, Work, now_s,
 };
@@ -461,23 +461,146 @@ async fn lists_filter_newest_first<S: Store>(store: S) {
     );
 }
 
-async fn data_sets_round_trip<S: Store>(store: S) {
-    let info = DatasetInfo {
+fn dataset_info(name: &str, bytes: u64) -> DatasetInfo {
+    DatasetInfo {
         id: Uuid::new_v4(),
-        name: "prices".into(),
+        name: name.into(),
         target: "y".into(),
         rows: 2,
         features: vec!["a".into()],
-        bytes: 12,
+        bytes,
         uploaded_at: now_s(),
-    };
-    store.put_dataset(&info, b"a,y\n1,2\n3,4\n").await.unwrap();
+        expires_at: None,
+    }
+}
+
+/// `info` without its expiry (which each read may renew).
+fn timeless(info: &DatasetInfo) -> DatasetInfo {
+    DatasetInfo {
+        expires_at: None,
+        ..info.clone()
+    }
+}
+
+async fn data_sets_round_trip<S: Store>(store: S) {
+    let info = dataset_info("prices", 12);
+    let kept = store.put_dataset(&info, b"a,y\n1,2\n3,4\n").await.unwrap();
+    assert_eq!(timeless(&kept), info);
+    let expires_at = kept.expires_at.unwrap();
+    assert!((expires_at - now_s() - 3.0).abs() < 1.0, "{kept:?}");
+    let (read, csv) = store.dataset(info.id).await.unwrap().unwrap();
     assert_eq!(
-        store.dataset(info.id).await.unwrap(),
-        Some((info.clone(), std::sync::Arc::from(&b"a,y\n1,2\n3,4\n"[..])))
+        (timeless(&read), &*csv),
+        (info.clone(), &b"a,y\n1,2\n3,4\n"[..])
     );
-    assert_eq!(store.datasets().await.unwrap(), vec![info]);
+    let listed: Vec<DatasetInfo> = store
+        .datasets()
+        .await
+        .unwrap()
+        .iter()
+        .map(timeless)
+        .collect();
+    assert_eq!(listed, vec![info]);
     assert_eq!(store.dataset(Uuid::new_v4()).await.unwrap(), None);
+}
+
+/// `datasets.max_total_bytes` (64 here) counts every data set kept; a data set a task yet to
+/// end uses is neither deleted nor swept; one not used for `datasets.expires_s` (3 s here) is
+/// swept, and a read renews it.
+async fn data_sets_have_a_quota_an_expiry_and_a_delete<S: Store>(store: S) {
+    let csv = [b'1'; 30];
+    let (a, b, c) = (
+        dataset_info("a", 30),
+        dataset_info("b", 30),
+        dataset_info("c", 30),
+    );
+    store.put_dataset(&a, &csv).await.unwrap();
+    store.put_dataset(&b, &csv).await.unwrap();
+    match store.put_dataset(&c, &csv).await {
+        Err(StoreError::DatasetQuota {
+            total,
+            bytes,
+            limit,
+        }) => {
+            assert_eq!((total, bytes, limit), (60, 30, 64))
+        }
+        other => panic!("expected the quota to refuse, got {other:?}"),
+    }
+    assert_eq!(
+        store.dataset(c.id).await.unwrap(),
+        None,
+        "nothing kept of it"
+    );
+    // A task yet to end (queued, then running) keeps its data set.
+    let mut uses_a = task(ModelType::Linear, 0);
+    uses_a.dataset_id = Some(a.id);
+    store.submit(&uses_a, 100).await.unwrap();
+    assert_eq!(
+        store.delete_dataset(a.id).await.unwrap(),
+        DatasetDeleted::InUse(uses_a.id)
+    );
+    assert_eq!(
+        store.delete_dataset(Uuid::new_v4()).await.unwrap(),
+        DatasetDeleted::Missing
+    );
+    assert_eq!(
+        store.delete_dataset(b.id).await.unwrap(),
+        DatasetDeleted::Deleted
+    );
+    assert_eq!(
+        store.delete_dataset(b.id).await.unwrap(),
+        DatasetDeleted::Missing
+    );
+    assert_eq!(store.dataset(b.id).await.unwrap(), None);
+    // Its room is back.
+    store.put_dataset(&c, &csv).await.unwrap();
+    let claimed = store
+        .claim("n/cpu-0", DeviceSpec::Cpu)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(claimed.id, uses_a.id);
+    assert_eq!(
+        store.delete_dataset(a.id).await.unwrap(),
+        DatasetDeleted::InUse(uses_a.id)
+    );
+    // c is read at 2 s (renewed to 5 s); at 3.5 s a (in use) and c are kept, then c goes.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert!(store.dataset(c.id).await.unwrap().is_some());
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    store.sweep().await.unwrap();
+    let mut kept: Vec<Uuid> = store
+        .datasets()
+        .await
+        .unwrap()
+        .iter()
+        .map(|d| d.id)
+        .collect();
+    kept.sort();
+    let mut want = vec![a.id, c.id];
+    want.sort();
+    assert_eq!(kept, want);
+    tokio::time::sleep(Duration::from_millis(2_000)).await;
+    store.sweep().await.unwrap();
+    let kept: Vec<Uuid> = store
+        .datasets()
+        .await
+        .unwrap()
+        .iter()
+        .map(|d| d.id)
+        .collect();
+    assert_eq!(kept, vec![a.id]);
+    assert_eq!(store.dataset(c.id).await.unwrap(), None);
+    // Once its task ended, a can go.
+    let done = store
+        .finish(uses_a.id, 1, Finish::Failure(error("boom")))
+        .await
+        .unwrap();
+    assert!(done);
+    assert_eq!(
+        store.delete_dataset(a.id).await.unwrap(),
+        DatasetDeleted::Deleted
+    );
 }
 
 async fn tasks_wait_for_the_device_kind_they_ask_for<S: Store>(store: S) {
@@ -981,6 +1104,8 @@ fn settings() -> StoreSettings {
         result_expires_s: 5.0,
         expired_memory_s: 60.0,
         lease_s: 1.0,
+        dataset_max_total_bytes: 64,
+        dataset_expires_s: 3.0,
         ..StoreSettings::default()
     }
 }
@@ -1215,6 +1340,7 @@ conformance!(
     finished_tasks_expire,
     lists_filter_newest_first,
     data_sets_round_trip,
+    data_sets_have_a_quota_an_expiry_and_a_delete,
     tasks_wait_for_the_device_kind_they_ask_for,
     leases_are_renewed_and_run_out,
     nodes_announce_themselves,

@@ -433,10 +433,9 @@ fn begin<S: Store>(
     }
     // The soft limit stops the training between batches; the hard one, later, replaces this
     // trainer if the training did not stop.
-    let soft = task
-        .spec
-        .time_limit_s
-        .unwrap_or(state.args.settings.time_limit_s);
+    // The operator's limit is a ceiling, also for a task stored before it was lowered.
+    let ceiling = state.args.settings.time_limit_s;
+    let soft = task.spec.time_limit_s.map_or(ceiling, |t| t.min(ceiling));
     let hard = soft + state.args.settings.hard_time_limit_grace_s;
     let quick = state
         .last_quick
@@ -649,7 +648,10 @@ fn start<S: Store>(
         };
         let (progress_tx, progress_rx) = watch::channel(None);
         let mut spec = task.spec.clone();
-        spec.time_limit_s = spec.time_limit_s.or(Some(default_limit));
+        spec.time_limit_s = Some(
+            spec.time_limit_s
+                .map_or(default_limit, |t| t.min(default_limit)),
+        );
         let panic_now = match std::env::var(PANIC_SEED_ENV).map(|s| s.parse::<u64>()) {
             Ok(Ok(seed)) => {
                 (spec.seed == seed && task.attempt == 1) || spec.seed == seed.wrapping_add(1)

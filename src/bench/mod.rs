@@ -168,6 +168,25 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
         report.insert("scaling".into(), json!(scaling));
     }
 
+    if wants("predict") {
+        // `POST /models/{id}/predict` of one row, without and with the node's model cache.
+        let mut rows = Vec::new();
+        for (name, tasks) in [
+            ("no model cache", "model_cache_bytes = 0"),
+            ("model cache", ""),
+        ] {
+            eprintln!("== predict: {name}");
+            let prefix = format!("p{}", rows.len());
+            let cluster = Cluster::start_with(&redis, &dir, &prefix, &[1], "", tasks)?;
+            let seconds = if args.quick { 3 } else { 10 };
+            let mut row = predict_load(&cluster.nodes[0].url, 16, Duration::from_secs(seconds))?;
+            row["setup"] = json!(name);
+            eprintln!("   {row}");
+            rows.push(row);
+        }
+        report.insert("predict".into(), json!(rows));
+    }
+
     let report = Value::Object(report);
     println!("{}", table(&report));
     std::fs::write(&args.out, serde_json::to_string_pretty(&report)?)?;
@@ -1040,6 +1059,33 @@ fn submit_to_start(url: &str, dataset: &str, n: usize) -> anyhow::Result<Value> 
     }))
 }
 
+/// Trains the default MLP (8 -> 64 -> 32 -> 16 -> 1) on the bench data set, then asks it for
+/// predictions of one row from `connections` keep-alive connections for `duration`.
+fn predict_load(url: &str, connections: usize, duration: Duration) -> anyhow::Result<Value> {
+    let agent = agent();
+    let dataset = upload_dataset(url)?;
+    let (status, answer) = post(
+        &agent,
+        &format!("{url}/train/mlp?wait_s=120"),
+        &json!({"epochs": 5, "dataset": dataset}),
+    )?;
+    if status != 200 {
+        bail!("training the model answered {status}: {answer}");
+    }
+    let id = answer["task_id"]
+        .as_str()
+        .with_context(|| format!("no task id in {answer}"))?;
+    let row: Vec<f64> = (0..FEATURES).map(|i| i as f64 / 10.0).collect();
+    let body = json!({"rows": [row]}).to_string();
+    let addr = host_port(url)?.to_string();
+    let request = format!(
+        "POST /models/{id}/predict HTTP/1.1\r\nHost: {addr}\r\n\
+         Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    http_load(&addr, Arc::from(vec![request]), connections, duration)
+}
+
 /// `GET /task/{id}/status` from `connections` keep-alive connections for `duration`, all driven
 /// from one thread, as wrk does: the load generator shares the 2 cores with the node and Redis,
 /// and a thread per connection would take much of them.
@@ -1057,6 +1103,18 @@ fn status_load(
         .iter()
         .map(|id| format!("GET /task/{id}/status HTTP/1.1\r\nHost: {addr}\r\n\r\n"))
         .collect();
+    http_load(&addr, requests, connections, duration)
+}
+
+/// `requests` (whole HTTP/1.1 requests, taken in turn) from `connections` keep-alive
+/// connections to `addr` for `duration`; every answer but 200 is an error.
+fn http_load(
+    addr: &str,
+    requests: Arc<[String]>,
+    connections: usize,
+    duration: Duration,
+) -> anyhow::Result<Value> {
+    let addr = addr.to_string();
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
@@ -1286,6 +1344,24 @@ fn table(r: &Value) -> String {
                 ),
             );
         }
+    }
+    for p in r
+        .get("predict")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+    {
+        row(
+            &format!(
+                "predict, 1 row of the default MLP ({}, {} connections)",
+                p["setup"].as_str().unwrap_or("?"),
+                p["connections"]
+            ),
+            format!(
+                "{} requests/s, p50 {} ms, p99 {} ms ({} errors)",
+                p["requests_per_s"], p["p50_ms"], p["p99_ms"], p["errors"]
+            ),
+        );
     }
     if let Some(l) = r.get("submit_to_start") {
         row(

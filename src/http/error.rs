@@ -16,7 +16,7 @@ pub struct ApiError {
     pub message: String,
     /// Extra fields for the error object (e.g. a task id on a timeout).
     pub extra: Option<serde_json::Value>,
-    /// Seconds for the `Retry-After` header of a 429 (5 when unset).
+    /// Seconds for the `Retry-After` header (a 429 has 5 when unset).
     pub retry_after_s: Option<u64>,
 }
 
@@ -67,11 +67,15 @@ impl ApiError {
             self.status,
         )
         .into_response();
-        if self.status == StatusCode::TOO_MANY_REQUESTS {
-            reply.headers_mut().insert(
-                "retry-after",
-                warp::http::HeaderValue::from(self.retry_after_s.unwrap_or(5)),
-            );
+        let retry_after = match self.retry_after_s {
+            Some(seconds) => Some(seconds),
+            None if self.status == StatusCode::TOO_MANY_REQUESTS => Some(5),
+            None => None,
+        };
+        if let Some(seconds) = retry_after {
+            reply
+                .headers_mut()
+                .insert("retry-after", warp::http::HeaderValue::from(seconds));
         }
         reply
     }
@@ -86,6 +90,11 @@ impl From<StoreError> for ApiError {
             StoreError::Unavailable(_) => ApiError::new(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "store_unavailable",
+                e.to_string(),
+            ),
+            StoreError::DatasetQuota { .. } => ApiError::new(
+                StatusCode::INSUFFICIENT_STORAGE,
+                "dataset_quota_exceeded",
                 e.to_string(),
             ),
             StoreError::Corrupt(_) => ApiError::new(

@@ -13,11 +13,12 @@ use warp::http::StatusCode;
 use warp::reply::{Response, json as reply_json, with_status};
 use warp::{Rejection, Reply};
 
+use super::models::CachedModel;
 use super::{Api, ApiError};
 use crate::actors::{DispatcherMsg, TrainerMsg};
 use crate::cluster;
 use crate::store::{
-    CancelOutcome, DatasetInfo, IdempotencyKey, Lookup, MAX_CLIENT_KEY, NODE_STALE_S, Store,
+    CancelOutcome, DatasetDeleted, DatasetInfo, IdempotencyKey, Lookup, MAX_CLIENT_KEY, NODE_STALE_S, Store,
     Submitted, TaskFilter, TaskProgress, TaskRecord, TaskState, now_s, trainer_node,
 };
 use crate::telemetry::{self, TaskEvent};
@@ -125,14 +126,59 @@ pub struct ParsedRequest {
     pub requested_as: Option<&'static str>,
 }
 
-/// Parses and checks the body of `POST /train/{model}`: no store, no I/O, so it can be fuzzed.
-/// Every refusal is an `ApiError` with its status and code.
+/// What the operator lets one task ask for (`[tasks]`), checked before it is stored.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TaskBounds {
+    /// `max_retries` of a request that sets none.
+    pub default_max_retries: u32,
+    /// The operator's `time_limit_s`: a ceiling for a request's own.
+    pub time_limit_s: f64,
+    pub max_parameters: u64,
+    pub max_working_bytes: u64,
+}
+
+impl TaskBounds {
+    /// The bounds of a `[tasks]` section.
+    pub fn of(tasks: &crate::config::TasksSection) -> Self {
+        TaskBounds {
+            default_max_retries: tasks.max_retries,
+            time_limit_s: tasks.time_limit_s,
+            max_parameters: tasks.max_parameters,
+            max_working_bytes: tasks.max_working_bytes,
+        }
+    }
+}
+
+impl Default for TaskBounds {
+    fn default() -> Self {
+        TaskBounds::of(&crate::config::TasksSection::default())
+    }
+}
+
+/// Parses and checks the body of `POST /train/{model}` within the default bounds but for
+/// `default_max_retries` (see [`parse_train_request_within`]).
 pub fn parse_train_request(
     model: &str,
     content_type: &Option<String>,
     body: &[u8],
     default_max_retries: u32,
 ) -> Result<ParsedRequest, ApiError> {
+    let bounds = TaskBounds {
+        default_max_retries,
+        ..TaskBounds::default()
+    };
+    parse_train_request_within(model, content_type, body, &bounds)
+}
+
+/// Parses and checks the body of `POST /train/{model}`: no store, no I/O, so it can be fuzzed.
+/// Every refusal is an `ApiError` with its status and code.
+pub fn parse_train_request_within(
+    model: &str,
+    content_type: &Option<String>,
+    body: &[u8],
+    bounds: &TaskBounds,
+) -> Result<ParsedRequest, ApiError> {
+    let default_max_retries = bounds.default_max_retries;
     let (model_type, requested_as) = ModelType::parse_requested(model)
         .map_err(|e: String| ApiError::not_found("unknown_model_type", e))?;
     let request: TrainRequest = parse_json(content_type, body)?;
@@ -154,6 +200,14 @@ pub fn parse_train_request(
         Err(training::TrainError::InvalidSpec { problems }) => problems,
         _ => Vec::new(),
     };
+    if let Some(limit) = spec.time_limit_s
+        && limit > bounds.time_limit_s
+    {
+        problems.push(format!(
+            "time_limit_s must be at most {} (the node's tasks.time_limit_s), got {limit}",
+            bounds.time_limit_s
+        ));
+    }
     let priority = request.priority.unwrap_or(0);
     if priority > 9 {
         problems.push(format!("priority must be between 0 and 9, got {priority}"));
@@ -193,12 +247,13 @@ pub(super) async fn build_task<S: Store>(
         device,
         callback_url,
         requested_as,
-    } = parse_train_request(model, content_type, body, api.max_retries)?;
+    } = parse_train_request_within(model, content_type, body, &api.bounds)?;
     if let Some(url) = &callback_url {
         crate::notify::check_url(url, &api.callback_hosts)
             .map_err(|e| ApiError::invalid("callback_not_allowed", e))?;
     }
     let mut dataset_id = None;
+    let mut shape = training::builtin_shape(&spec.dataset);
     if let Some(name) = dataset {
         if let Ok(id) = Uuid::parse_str(&name) {
             let found = api.store.dataset(id).await?;
@@ -206,8 +261,10 @@ pub(super) async fn build_task<S: Store>(
                 ApiError::not_found("dataset_not_found", format!("data set {id} not found"))
             })?;
             dataset_id = Some(id);
+            shape = Some((info.rows as usize, info.features.len()));
             spec.dataset = info.name;
         } else if BUILTIN_DATASETS.contains(&name.as_str()) {
+            shape = training::builtin_shape(&name);
             spec.dataset = name;
         } else {
             return Err(ApiError::not_found(
@@ -219,12 +276,55 @@ pub(super) async fn build_task<S: Store>(
             ));
         }
     }
+    if let Some((rows, features)) = shape {
+        check_footprint(&spec, rows, features, &api.bounds)?;
+    }
     let mut task = TaskRecord::new(spec, dataset_id, priority, max_retries);
     task.device = device;
     task.callback_url = callback_url;
     task.requested_as = requested_as.map(str::to_string);
     Ok(task)
 }
+
+/// Refuses a training whose model or working memory, as estimated for `rows` rows of
+/// `features` features, is over the operator's bounds: it would take the node down (an OOM
+/// kill), and then the next node its retry runs on.
+pub fn check_footprint(
+    spec: &TrainSpec,
+    rows: usize,
+    features: usize,
+    bounds: &TaskBounds,
+) -> Result<(), ApiError> {
+    let footprint = spec.footprint(rows, features);
+    let mut problems = Vec::new();
+    if footprint.parameters > bounds.max_parameters {
+        problems.push(format!(
+            "the model would have about {} parameters; this node allows at most {} \
+             (tasks.max_parameters)",
+            footprint.parameters, bounds.max_parameters
+        ));
+    }
+    if footprint.working_bytes > bounds.max_working_bytes {
+        problems.push(format!(
+            "the training would need about {} MiB of working memory (weights, optimizer \
+             state, activations of a batch of {}, the data); this node allows at most {} MiB \
+             (tasks.max_working_bytes)",
+            footprint.working_bytes.div_ceil(1 << 20),
+            spec.batch_size,
+            bounds.max_working_bytes >> 20
+        ));
+    }
+    if problems.is_empty() {
+        return Ok(());
+    }
+    let mut error = ApiError::invalid("model_too_large", problems.join("; "));
+    error.extra = Some(json!({
+        "estimate": {"parameters": footprint.parameters, "working_bytes": footprint.working_bytes},
+        "limit": {"parameters": bounds.max_parameters, "working_bytes": bounds.max_working_bytes},
+    }));
+    Err(error)
+}
+
 
 /// Stores and queues a submission; with an `Idempotency-Key` already used for the same request,
 /// answers with that earlier task instead (`true`: replayed).
@@ -687,8 +787,9 @@ pub async fn upload_dataset<S: Store>(
         features: parsed.feature_names.clone(),
         bytes: body.len() as u64,
         uploaded_at: now_s(),
+        expires_at: None,
     };
-    api.store.put_dataset(&info, &body).await.map_err(reject)?;
+    let info = api.store.put_dataset(&info, &body).await.map_err(reject)?;
     Ok(with_status(
         reply_json(&json!({"success": true, "dataset_id": info.id, "dataset": info})),
         StatusCode::CREATED,
@@ -704,6 +805,33 @@ pub async fn list_datasets<S: Store>(api: Arc<Api<S>>) -> Reply_ {
     )
 }
 
+/// `DELETE /datasets/{id}`: 404 if unknown (or expired), 409 while a task yet to end uses it.
+pub async fn delete_dataset<S: Store>(id: String, api: Arc<Api<S>>) -> Reply_ {
+    let id = parse_id(&id, "data set").map_err(reject)?;
+    match api.store.delete_dataset(id).await.map_err(reject)? {
+        DatasetDeleted::Deleted => {
+            tracing::info!(dataset = %id, "data set deleted");
+            Ok(reply_json(&json!({"success": true, "deleted": id})).into_response())
+        }
+        DatasetDeleted::Missing => Err(reject(ApiError::not_found(
+            "dataset_not_found",
+            format!("data set {id} not found"),
+        ))),
+        DatasetDeleted::InUse(task) => {
+            let mut error = ApiError::new(
+                StatusCode::CONFLICT,
+                "dataset_in_use",
+                format!(
+                    "data set {id} is used by task {task} (and maybe others) that is queued or \
+                     running: cancel them or wait for them to end"
+                ),
+            );
+            error.extra = Some(json!({"task_id": task}));
+            Err(reject(error))
+        }
+    }
+}
+
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct PredictRequest {
@@ -716,28 +844,51 @@ pub async fn predict<S: Store>(
     content_type: Option<String>,
     body: Bytes,
 ) -> Reply_ {
-    let task = find(&api, &id).await.map_err(reject)?;
-    let request: PredictRequest = parse_json(&content_type, &body).map_err(reject)?;
-    if task.state != TaskState::Success {
-        return Err(reject(ApiError::new(
-            StatusCode::CONFLICT,
-            "model_not_ready",
-            format!(
-                "task {} is {}, not SUCCESS: it has no model",
-                task.id,
-                task.state.as_str()
-            ),
-        )));
-    }
-    let bytes = api.store.model(task.id).await.map_err(reject)?;
-    let bytes = bytes.ok_or_else(|| {
-        reject(ApiError::not_found(
-            "model_not_found",
-            format!("task {} has no stored model", task.id),
-        ))
-    })?;
+    let task_id = parse_id(&id, "task").map_err(reject)?;
+    // A model this node decoded before, while its task's result lives: no store read.
+    let cached = api.models.get(task_id);
+    let (request, cached) = match cached {
+        Some(cached) => {
+            let request: PredictRequest = parse_json(&content_type, &body).map_err(reject)?;
+            (request, cached)
+        }
+        None => {
+            let task = find(&api, &id).await.map_err(reject)?;
+            let request: PredictRequest = parse_json(&content_type, &body).map_err(reject)?;
+            if task.state != TaskState::Success {
+                return Err(reject(ApiError::new(
+                    StatusCode::CONFLICT,
+                    "model_not_ready",
+                    format!(
+                        "task {} is {}, not SUCCESS: it has no model",
+                        task.id,
+                        task.state.as_str()
+                    ),
+                )));
+            }
+            let bytes = api.store.model(task.id).await.map_err(reject)?;
+            let bytes = bytes.ok_or_else(|| {
+                reject(ApiError::not_found(
+                    "model_not_found",
+                    format!("task {} has no stored model", task.id),
+                ))
+            })?;
+            let size = bytes.len() as u64;
+            let model = tokio::task::spawn_blocking(move || TrainedModel::from_bytes(&bytes))
+                .await
+                .map_err(|e| reject(ApiError::internal(e.to_string())))?
+                .map_err(|e| reject(ApiError::invalid(e.code(), e.to_string())))?;
+            let cached = CachedModel {
+                model: Arc::new(model),
+                expires_at: task.expires_at.unwrap_or(f64::NEG_INFINITY),
+                bytes: size,
+            };
+            api.models.put(task.id, cached.clone());
+            (request, cached)
+        }
+    };
+    let model = cached.model;
     let predictions = tokio::task::spawn_blocking(move || {
-        let model = TrainedModel::from_bytes(&bytes)?;
         let predictions = model.predict(&request.rows)?;
         Ok::<_, training::TrainError>((predictions, model.chosen_type()))
     })
@@ -745,7 +896,7 @@ pub async fn predict<S: Store>(
     .map_err(|e| reject(ApiError::internal(e.to_string())))?;
     let (predictions, model_type) =
         predictions.map_err(|e| reject(ApiError::invalid(e.code(), e.to_string())))?;
-    Ok(reply_json(&json!({"success": true, "task_id": task.id, "model_type": model_type, "predictions": predictions})).into_response())
+    Ok(reply_json(&json!({"success": true, "task_id": task_id, "model_type": model_type, "predictions": predictions})).into_response())
 }
 
 /// `GET /task/{id}`: everything known about a task (what Flower's task page showed): the

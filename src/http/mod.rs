@@ -6,14 +6,18 @@
 //! Filters here, handlers in `handlers.rs`, every error through `error::recover`.
 
 pub mod auth;
+pub mod budget;
 mod error;
 mod events;
 mod handlers;
 mod health;
 pub mod limits;
+pub mod models;
 mod schedules;
 
-pub use handlers::{ParsedRequest, parse_train_request};
+pub use handlers::{
+    ParsedRequest, TaskBounds, check_footprint, parse_train_request, parse_train_request_within,
+};
 
 use std::collections::HashMap;
 use std::convert::Infallible;
@@ -59,7 +63,8 @@ pub struct Api<S> {
     pub store: Arc<S>,
     pub node: String,
     pub queue_limit: u64,
-    pub max_retries: u32,
+    /// What one task may ask for (`max_retries` default, time limit, size).
+    pub bounds: handlers::TaskBounds,
     pub max_body_bytes: u64,
     pub max_upload_bytes: u64,
     /// Tokens, their roles, and the allowed hosts and origins (see `auth`).
@@ -76,6 +81,10 @@ pub struct Api<S> {
     pub callback_hosts: Vec<String>,
     /// The latest health answer, computed at most once a second.
     pub health: health::HealthCache,
+    /// Decoded models for predict calls.
+    pub models: models::ModelCache,
+    /// Bytes of request bodies being read and held now, all clients together.
+    pub body_budget: budget::BodyBudget,
     /// Turns true when the node begins to stop: event streams end and sync waits answer, so
     /// that the HTTP server's graceful stop is not held up by connections that never end.
     pub stopping: tokio::sync::watch::Receiver<bool>,
@@ -92,15 +101,16 @@ pub fn routes<S: Store>(
     let query = warp::query::<HashMap<String, String>>();
     let content_type = warp::header::optional::<String>("content-type");
     let idempotency_key = warp::header::optional::<String>("idempotency-key");
-    let body = warp::body::content_length_limit(api.max_body_bytes).and(warp::body::bytes());
-    let upload = warp::body::content_length_limit(api.max_upload_bytes).and(warp::body::bytes());
+    // Each route bounds its body; the budget, every body being read or held at once.
+    let body = budget::body(api.body_budget.clone(), api.max_body_bytes);
+    let upload = budget::body(api.body_budget.clone(), api.max_upload_bytes);
 
     let submit_async = warp::path!("train" / String / "async")
         .and(warp::post())
         .and(with.clone())
         .and(content_type)
         .and(idempotency_key)
-        .and(body)
+        .and(body.clone())
         .and_then(handlers::submit_async)
         .recover(error::route_errors)
         .unify()
@@ -111,7 +121,7 @@ pub fn routes<S: Store>(
         .and(query)
         .and(content_type)
         .and(idempotency_key)
-        .and(body)
+        .and(body.clone())
         .and_then(handlers::submit_sync)
         .recover(error::route_errors)
         .unify()
@@ -169,7 +179,7 @@ pub fn routes<S: Store>(
         .and(with.clone())
         .and(query)
         .and(content_type)
-        .and(upload)
+        .and(upload.clone())
         .and_then(handlers::upload_dataset)
         .recover(error::route_errors)
         .unify()
@@ -178,6 +188,13 @@ pub fn routes<S: Store>(
         .and(warp::get())
         .and(with.clone())
         .and_then(handlers::list_datasets)
+        .recover(error::route_errors)
+        .unify()
+        .boxed();
+    let delete_dataset = warp::path!("datasets" / String)
+        .and(warp::delete())
+        .and(with.clone())
+        .and_then(handlers::delete_dataset)
         .recover(error::route_errors)
         .unify()
         .boxed();
@@ -228,7 +245,7 @@ pub fn routes<S: Store>(
         .and(warp::post())
         .and(with.clone())
         .and(content_type)
-        .and(body)
+        .and(body.clone())
         .and_then(schedules::create)
         .recover(error::route_errors)
         .unify()
@@ -286,7 +303,7 @@ pub fn routes<S: Store>(
         .and(warp::post())
         .and(with.clone())
         .and(content_type)
-        .and(body)
+        .and(body.clone())
         .and_then(handlers::predict)
         .recover(error::route_errors)
         .unify()
@@ -307,6 +324,8 @@ pub fn routes<S: Store>(
         .or(upload_dataset)
         .unify()
         .or(list_datasets)
+        .unify()
+        .or(delete_dataset)
         .unify()
         .or(predict)
         .unify()
@@ -393,6 +412,7 @@ pub fn route_label(method: &warp::http::Method, path: &str) -> &'static str {
         (false, ["readyz"]) => "GET /readyz",
         (true, ["datasets"]) => "POST /datasets",
         (false, ["datasets"]) => "GET /datasets",
+        (false, ["datasets", _]) if method == warp::http::Method::DELETE => "DELETE /datasets/{id}",
         (true, ["models", _, "predict"]) => "POST /models/{id}/predict",
         (false, ["metrics"]) => "GET /metrics",
         (false, [""]) => "GET /",
@@ -435,6 +455,11 @@ mod tests {
                 "POST /cluster/nodes/{name}/{action}",
             ),
             (Method::GET, "/".into(), "GET /"),
+            (
+                Method::DELETE,
+                format!("/datasets/{id}"),
+                "DELETE /datasets/{id}",
+            ),
             (Method::GET, "/a/b/c/d/e".into(), "other"),
             (Method::GET, "/nothing".into(), "other"),
         ] {

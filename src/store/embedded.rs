@@ -329,6 +329,45 @@ fn log_event(tx: &WriteTransaction, id: &str, pending: events::Pending) -> Resul
     Ok(())
 }
 
+/// Removes the data sets that expired by now, but for those tasks yet to end use: those are
+/// renewed.
+fn sweep_datasets(
+    tx: &WriteTransaction,
+    settings: &StoreSettings,
+    now: f64,
+) -> Result<(), StoreError> {
+    let mut infos = tx.open_table(DATASET_INFO)?;
+    let mut over = Vec::new();
+    for entry in infos.iter()? {
+        let (_, value) = entry?;
+        if let Ok(info) = decode::<DatasetInfo>(value.value())
+            && info.expired_at(now)
+        {
+            over.push(info);
+        }
+    }
+    if over.is_empty() {
+        return Ok(());
+    }
+    let mut used = std::collections::HashSet::new();
+    for entry in tx.open_table(TASKS)?.iter()? {
+        used.extend(dataset_in_use(entry?.1.value()));
+    }
+    let mut csvs = tx.open_table(DATASET_CSV)?;
+    for mut info in over {
+        let key = info.id.to_string();
+        if used.contains(&info.id) {
+            info.expires_at = settings.dataset_expires_at(now);
+            infos.insert(key.as_str(), encode(&info).as_slice())?;
+        } else {
+            infos.remove(key.as_str())?;
+            csvs.remove(key.as_str())?;
+            tracing::info!(dataset = %info.id, name = %info.name, "data set expired");
+        }
+    }
+    Ok(())
+}
+
 /// Drops the events of task `id` (it expired).
 fn forget_events(tx: &WriteTransaction, id: &str) -> Result<(), StoreError> {
     tx.open_table(EVENTS)?
@@ -679,35 +718,78 @@ impl Store for EmbeddedStore {
         .await
     }
 
-    async fn put_dataset(&self, info: &DatasetInfo, csv: &[u8]) -> Result<(), StoreError> {
-        let (info, csv) = (info.clone(), csv.to_vec());
-        self.write(move |tx, _| {
+    async fn put_dataset(&self, info: &DatasetInfo, csv: &[u8]) -> Result<DatasetInfo, StoreError> {
+        let (mut info, csv) = (info.clone(), csv.to_vec());
+        self.write(move |tx, settings| {
+            let mut infos = tx.open_table(DATASET_INFO)?;
+            let limit = settings.dataset_max_total_bytes;
+            if limit > 0 {
+                let mut total = 0u64;
+                for entry in infos.iter()? {
+                    total += decode::<DatasetInfo>(entry?.1.value())?.bytes;
+                }
+                let bytes = csv.len() as u64;
+                if total + bytes > limit {
+                    return Err(StoreError::DatasetQuota {
+                        total,
+                        bytes,
+                        limit,
+                    });
+                }
+            }
+            info.bytes = csv.len() as u64;
+            info.expires_at = settings.dataset_expires_at(now_s());
             let key = info.id.to_string();
-            tx.open_table(DATASET_INFO)?
-                .insert(key.as_str(), encode(&info).as_slice())?;
+            infos.insert(key.as_str(), encode(&info).as_slice())?;
             tx.open_table(DATASET_CSV)?
                 .insert(key.as_str(), csv.as_slice())?;
-            Ok(())
+            Ok(info)
         })
         .await
     }
 
     async fn dataset(&self, id: Uuid) -> Result<Option<StoredDataset>, StoreError> {
-        self.read(move |tx, _| {
-            let key = id.to_string();
-            let Some(info) = tx.open_table(DATASET_INFO)?.get(key.as_str())? else {
-                return Ok(None);
-            };
-            let info: DatasetInfo = decode(info.value())?;
-            let csv = tx
-                .open_table(DATASET_CSV)?
-                .get(key.as_str())?
-                .map(|v| Arc::from(v.value()));
-            let csv =
-                csv.ok_or_else(|| StoreError::Corrupt(format!("data set {id} has no csv")))?;
-            Ok(Some((info, csv)))
-        })
-        .await
+        let found = self
+            .read(move |tx, _| {
+                let key = id.to_string();
+                let Some(info) = tx.open_table(DATASET_INFO)?.get(key.as_str())? else {
+                    return Ok(None);
+                };
+                let info: DatasetInfo = decode(info.value())?;
+                let csv = tx
+                    .open_table(DATASET_CSV)?
+                    .get(key.as_str())?
+                    .map(|v| Arc::from(v.value()));
+                let csv =
+                    csv.ok_or_else(|| StoreError::Corrupt(format!("data set {id} has no csv")))?;
+                Ok(Some((info, csv)))
+            })
+            .await?;
+        let Some((info, csv)) = found else {
+            return Ok(None);
+        };
+        if !self.settings.dataset_renews(info.expires_at, now_s()) {
+            return Ok(Some((info, csv)));
+        }
+        // A use renews it (one past its expiry too, until the sweep removed it), unless it
+        // went meanwhile.
+        let renewed = self
+            .write(move |tx, settings| {
+                let key = id.to_string();
+                let mut infos = tx.open_table(DATASET_INFO)?;
+                let Some(stored) = infos
+                    .get(key.as_str())?
+                    .map(|v| decode::<DatasetInfo>(v.value()))
+                else {
+                    return Ok(None);
+                };
+                let mut info = stored?;
+                info.expires_at = settings.dataset_expires_at(now_s());
+                infos.insert(key.as_str(), encode(&info).as_slice())?;
+                Ok(Some(info))
+            })
+            .await?;
+        Ok(renewed.map(|info| (info, csv)))
     }
 
     async fn datasets(&self) -> Result<Vec<DatasetInfo>, StoreError> {
@@ -718,6 +800,24 @@ impl Store for EmbeddedStore {
             }
             out.sort_by(|a, b| b.uploaded_at.total_cmp(&a.uploaded_at));
             Ok(out)
+        })
+        .await
+    }
+
+    async fn delete_dataset(&self, id: Uuid) -> Result<DatasetDeleted, StoreError> {
+        self.write(move |tx, _| {
+            let key = id.to_string();
+            if tx.open_table(DATASET_INFO)?.get(key.as_str())?.is_none() {
+                return Ok(DatasetDeleted::Missing);
+            }
+            for entry in tx.open_table(TASKS)?.iter()? {
+                if let Some(task) = uses_dataset(entry?.1.value(), id) {
+                    return Ok(DatasetDeleted::InUse(task));
+                }
+            }
+            tx.open_table(DATASET_INFO)?.remove(key.as_str())?;
+            tx.open_table(DATASET_CSV)?.remove(key.as_str())?;
+            Ok(DatasetDeleted::Deleted)
         })
         .await
     }
@@ -974,6 +1074,8 @@ impl Store for EmbeddedStore {
                 for k in stale {
                     keys.remove(k.as_str())?;
                 }
+                drop((tasks, models, expired, keys));
+                sweep_datasets(tx, settings, now)?;
                 Ok((gone.len() as u64, (tasks_next, keys_next)))
             })
             .await?;

@@ -152,8 +152,12 @@ impl<S: Store> Store for Instrumented<S> {
     async fn model(&self, id: Uuid) -> Result<Option<Vec<u8>>, StoreError> {
         self.timed("model", self.inner.model(id)).await
     }
-    async fn put_dataset(&self, info: &DatasetInfo, csv: &[u8]) -> Result<(), StoreError> {
-        self.timed("put_dataset", self.inner.put_dataset(info, csv))
+    async fn delete_dataset(&self, id: Uuid) -> Result<DatasetDeleted, StoreError> {
+        self.timed("delete_dataset", self.inner.delete_dataset(id))
+            .await
+    }
+    async fn put_dataset(&self, info: &DatasetInfo, csv: &[u8]) -> Result<DatasetInfo, StoreError> {
+        self.timed_submit("put_dataset", self.inner.put_dataset(info, csv))
             .await
     }
     async fn dataset(&self, id: Uuid) -> Result<Option<StoredDataset>, StoreError> {

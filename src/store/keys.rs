@@ -116,6 +116,16 @@ impl Keys {
         format!("{}:datasets", self.prefix)
     }
 
+    /// Hash of data set id -> its CSV's bytes, summed against `datasets.max_total_bytes`.
+    pub fn dataset_bytes(&self) -> String {
+        format!("{}:dataset_bytes", self.prefix)
+    }
+
+    /// Sorted set of data set ids that expire; score: when (Unix seconds), renewed by each use.
+    pub fn dataset_expiry(&self) -> String {
+        format!("{}:dataset_expiry", self.prefix)
+    }
+
     /// String: an uploaded data set's CSV bytes.
     pub fn dataset_csv(&self, id: Uuid) -> String {
         format!("{}:dataset:{id}", self.prefix)

@@ -473,6 +473,48 @@ pub struct DatasetInfo {
     pub features: Vec<String>,
     pub bytes: u64,
     pub uploaded_at: f64,
+    /// When it is removed unless used before (Unix seconds; each use renews it); none: kept
+    /// for ever.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_at: Option<f64>,
+}
+
+/// What `delete_dataset` did.
+#[derive(Debug, Clone, PartialEq)]
+pub enum DatasetDeleted {
+    Deleted,
+    Missing,
+    /// A queued or running task uses it (this one, for instance): it is kept.
+    InUse(Uuid),
+}
+
+impl DatasetInfo {
+    /// Whether the sweep may remove it by `now` (if no task yet to end uses it).
+    fn expired_at(&self, now: f64) -> bool {
+        self.expires_at.is_some_and(|at| at <= now)
+    }
+}
+
+/// Whether a stored task record (its JSON) is a task that is yet to end and trains on data set
+/// `id`: a cheap look at the bytes first, the record decoded only when they name the set.
+fn uses_dataset(record: &[u8], id: Uuid) -> Option<Uuid> {
+    let needle = format!("\"dataset_id\":\"{id}\"");
+    if !record.windows(needle.len()).any(|w| w == needle.as_bytes()) {
+        return None;
+    }
+    let task: TaskRecord = serde_json::from_slice(record).ok()?;
+    (task.dataset_id == Some(id) && !task.state.is_terminal()).then_some(task.id)
+}
+
+/// The uploaded data set a stored task record (its JSON) trains on, if the task is yet to end
+/// (queued, waiting to retry, or running).
+fn dataset_in_use(record: &[u8]) -> Option<Uuid> {
+    let needle = b"\"dataset_id\":\"";
+    if !record.windows(needle.len()).any(|w| w == needle) {
+        return None;
+    }
+    let task: TaskRecord = serde_json::from_slice(record).ok()?;
+    task.dataset_id.filter(|_| !task.state.is_terminal())
 }
 
 /// A running task's lease: who runs it, and which attempt.
@@ -546,6 +588,10 @@ pub struct StoreSettings {
     pub min_replicas_ack: usize,
     /// Seconds a write waits for those replicas before it is refused.
     pub replica_ack_timeout_s: f64,
+    /// Total bytes of uploaded data sets kept; an upload past it is refused. 0: no limit.
+    pub dataset_max_total_bytes: u64,
+    /// Seconds an uploaded data set is kept after its upload or last use; 0: for ever.
+    pub dataset_expires_s: f64,
 }
 
 /// A sweep that removed at least this many expired tasks is run again at once: they expire
@@ -590,7 +636,24 @@ impl Default for StoreSettings {
             lease_s: 5.0,
             min_replicas_ack: 0,
             replica_ack_timeout_s: 2.0,
+            dataset_max_total_bytes: 1 << 30,
+            dataset_expires_s: 30.0 * 86_400.0,
         }
+    }
+}
+
+impl StoreSettings {
+    /// When a data set uploaded or used now expires.
+    fn dataset_expires_at(&self, now: f64) -> Option<f64> {
+        (self.dataset_expires_s > 0.0).then_some(now + self.dataset_expires_s)
+    }
+
+    /// Whether a data set expiring at `at` is renewed by a use now: once some of its life
+    /// has passed (a tenth, at most a minute), so that a run of uses writes rarely.
+    fn dataset_renews(&self, at: Option<f64>, now: f64) -> bool {
+        let slack = (self.dataset_expires_s / 10.0).min(60.0);
+        self.dataset_expires_s > 0.0
+            && at.is_none_or(|at| at < now + self.dataset_expires_s - slack)
     }
 }
 
@@ -602,6 +665,12 @@ pub enum StoreError {
     Unavailable(String),
     #[error("store data is corrupt: {0}")]
     Corrupt(String),
+    #[error(
+        "uploaded data sets take {total} bytes and this one {bytes} more, over the {limit} \
+         bytes the cluster keeps (datasets.max_total_bytes): delete some (DELETE \
+         /datasets/{{id}})"
+    )]
+    DatasetQuota { total: u64, bytes: u64, limit: u64 },
 }
 
 /// An uploaded data set: its description and its CSV bytes (shared: stores may cache them).
@@ -790,16 +859,26 @@ pub trait Store: Send + Sync + 'static {
     ) -> impl Future<Output = Result<Vec<TaskRecord>, StoreError>> + Send;
     /// The model artifact of a SUCCESS task.
     fn model(&self, id: Uuid) -> impl Future<Output = Result<Option<Vec<u8>>, StoreError>> + Send;
+    /// Stores an uploaded data set, unless the data sets kept would then take more than
+    /// `dataset_max_total_bytes` (`DatasetQuota`); returns it as kept, with its expiry.
     fn put_dataset(
         &self,
         info: &DatasetInfo,
         csv: &[u8],
-    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+    ) -> impl Future<Output = Result<DatasetInfo, StoreError>> + Send;
+    /// A data set and its CSV; reading it renews its expiry. A data set is there until the
+    /// sweep removed it (one that expired is kept while a task yet to end uses it).
     fn dataset(
         &self,
         id: Uuid,
     ) -> impl Future<Output = Result<Option<StoredDataset>, StoreError>> + Send;
     fn datasets(&self) -> impl Future<Output = Result<Vec<DatasetInfo>, StoreError>> + Send;
+    /// Removes a data set, unless a task yet to end (queued, waiting to retry, or running)
+    /// uses it.
+    fn delete_dataset(
+        &self,
+        id: Uuid,
+    ) -> impl Future<Output = Result<DatasetDeleted, StoreError>> + Send;
     fn queue_depth(&self) -> impl Future<Output = Result<u64, StoreError>> + Send;
     /// Pending tasks by priority: index 0 is priority 0.
     fn queue_depths(&self) -> impl Future<Output = Result<[u64; 10], StoreError>> + Send;
@@ -888,7 +967,8 @@ pub trait Store: Send + Sync + 'static {
     /// Every event logged from now on, by any node. A receiver more than
     /// `events::LIVE_BUFFER` events behind loses the oldest (`RecvError::Lagged`).
     fn subscribe(&self) -> tokio::sync::broadcast::Receiver<Event>;
-    /// Removes what has expired by now; returns how many tasks expired.
+    /// Removes what has expired by now (tasks, idempotency keys, data sets that no task yet
+    /// to end uses: the others are renewed); returns how many tasks expired.
     fn sweep(&self) -> impl Future<Output = Result<u64, StoreError>> + Send;
     fn ping(&self) -> impl Future<Output = Result<(), StoreError>> + Send;
 }

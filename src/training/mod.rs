@@ -30,7 +30,7 @@ pub use data::{BUILTIN_DATASETS, Dataset, FRIEDMAN1_DEFAULT_ROWS, Split, Standar
 pub use device::{DeviceClass, DeviceSpec, gpu_count, resolve_devices};
 pub use error::{DataError, TrainError};
 pub use metrics::{Metrics, mse, r2, rmse};
-pub use spec::{GbdtParams, ModelType, TrainSpec, limits};
+pub use spec::{Footprint, GbdtParams, ModelType, TrainSpec, builtin_shape, limits};
 
 /// Asks a running training to stop; it returns [`TrainError::Cancelled`] at the next batch.
 #[derive(Debug, Clone, Default)]
