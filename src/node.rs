@@ -174,6 +174,8 @@ async fn serve<S: Store>(
         tokio::spawn(housekeeping(store, membership, info))
     };
 
+    let notify_settings = crate::notify::NotifySettings::from_config(&config.notifications)
+        .map_err(NodeError::Config)?;
     let api = Arc::new(Api {
         store: store.clone(),
         node: config.node.name.clone(),
@@ -189,19 +191,11 @@ async fn serve<S: Store>(
             burst: config.http.rate_limit_burst,
             max_in_flight: config.http.max_in_flight_per_client,
         }),
-        callback_hosts: config.notifications.allowed_hosts.clone(),
+        callback_rules: notify_settings.rules.clone(),
         health: Default::default(),
         stopping: stop_rx.clone(),
     });
-    let notifier = tokio::spawn(crate::notify::run(
-        store.clone(),
-        crate::notify::NotifySettings {
-            allowed_hosts: config.notifications.allowed_hosts.clone(),
-            hmac_key: config.notifications.hmac_key.clone(),
-            timeout_s: config.notifications.timeout_s,
-            max_attempts: config.notifications.max_attempts,
-        },
-    ));
+    let notifier = tokio::spawn(crate::notify::run(store.clone(), notify_settings));
     tracing::info!(http = %bound, node = %config.node.name, trainers = config.trainers.devices.len(), "node ready");
     warp::serve(http::routes(api))
         .incoming(listener)

@@ -170,7 +170,8 @@ pub(super) async fn build_task<S: Store>(
         callback_url,
     } = parse_train_request(model, content_type, body, api.max_retries)?;
     if let Some(url) = &callback_url {
-        crate::notify::check_url(url, &api.callback_hosts)
+        api.callback_rules
+            .check_url(url)
             .map_err(|e| ApiError::invalid("callback_not_allowed", e))?;
     }
     let mut dataset_id = None;

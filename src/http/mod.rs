@@ -44,8 +44,8 @@ pub struct Api<S> {
     pub result_expires_s: f64,
     /// Per-client request rate and requests in flight.
     pub limits: Arc<limits::Limits>,
-    /// Hosts a task's `callback_url` may name.
-    pub callback_hosts: Vec<String>,
+    /// Where a task's `callback_url` may go.
+    pub callback_rules: crate::notify::CallbackRules,
     /// The latest health answer, computed at most once a second.
     pub health: health::HealthCache,
     /// Turns true when the node begins to stop: event streams end and sync waits answer, so
