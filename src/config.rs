@@ -487,6 +487,32 @@ mod tests {
     }
 
     #[test]
+    fn notification_settings_are_checked() {
+        let config = Config::load(None, env(&[])).unwrap();
+        let n = &config.notifications;
+        assert!(!n.allow_private, "private addresses are refused by default");
+        assert_eq!((n.max_concurrent, n.ca_file.as_str()), (16, ""));
+        let err = Config::load(
+            None,
+            env(&[
+                ("TRAINYARD_NOTIFICATIONS__HMAC_KEY", "k"),
+                (
+                    "TRAINYARD_NOTIFICATIONS__ALLOWED_HOSTS",
+                    "[\"hooks.example.com:http\", \"ok.example.com:8443\"]",
+                ),
+                ("TRAINYARD_NOTIFICATIONS__MAX_CONCURRENT", "0"),
+            ]),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains("hooks.example.com:http") && err.contains("max_concurrent"),
+            "{err}"
+        );
+        assert!(!err.contains("ok.example.com"), "{err}");
+    }
+
+    #[test]
     fn a_cluster_node_needs_a_cookie_of_its_own_off_loopback() {
         let load = |extra: &[(&str, &str)]| {
             let mut env = vec![(

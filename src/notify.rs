@@ -204,9 +204,17 @@ impl CallbackRules {
             parse_allowed(entry).is_ok_and(|(h, p)| h == host && p.unwrap_or(default_port) == port)
         });
         if !allowed_here {
+            let portless = self
+                .allowed_hosts
+                .iter()
+                .any(|entry| parse_allowed(entry).is_ok_and(|(h, p)| h == host && p.is_none()));
+            let hint = if portless {
+                format!(" (an entry without a port allows port {default_port} only)")
+            } else {
+                String::new()
+            };
             return Err(format!(
-                "callback host {host:?} port {port} is not in [notifications] allowed_hosts \
-                 (an entry without a port allows port {default_port} only)"
+                "callback host {host:?} port {port} is not in [notifications] allowed_hosts{hint}"
             ));
         }
         if let Ok(ip) = host.parse::<IpAddr>() {
