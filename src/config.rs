@@ -45,8 +45,17 @@ impl Default for DatasetsSection {
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct NotificationsSection {
-    /// Hosts (`host` or `host:port`) a task's `callback_url` may name; none when empty.
+    /// Hosts (`host`, `host:port` or `[ipv6]:port`) a task's `callback_url` may name; none when
+    /// empty. An entry without a port allows the scheme's default port only (80, 443).
     pub allowed_hosts: Vec<String>,
+    /// Whether callback hosts may be (or resolve to) loopback, private, link-local or other
+    /// non-global addresses.
+    pub allow_private: bool,
+    /// PEM file of the CA certificates that https callbacks are verified with, instead of the
+    /// public web PKI roots; empty: the public roots.
+    pub ca_file: String,
+    /// Deliveries in flight at once on one node.
+    pub max_concurrent: usize,
     /// Key of the HMAC-SHA256 signature of each delivery (`X-Trainyard-Signature`).
     pub hmac_key: String,
     /// Seconds one delivery may take.
@@ -59,6 +68,9 @@ impl Default for NotificationsSection {
     fn default() -> Self {
         NotificationsSection {
             allowed_hosts: Vec::new(),
+            allow_private: false,
+            ca_file: String::new(),
+            max_concurrent: 16,
             hmac_key: String::new(),
             timeout_s: 5.0,
             max_attempts: 5,
@@ -447,6 +459,14 @@ impl Config {
         if n.max_attempts == 0 {
             problems.push("notifications.max_attempts must be at least 1".into());
         }
+        if n.max_concurrent == 0 {
+            problems.push("notifications.max_concurrent must be at least 1".into());
+        }
+        for entry in &n.allowed_hosts {
+            if let Err(e) = crate::notify::parse_allowed(entry) {
+                problems.push(format!("notifications.allowed_hosts: {e}"));
+            }
+        }
         if problems.is_empty() {
             Ok(())
         } else {
@@ -690,6 +710,32 @@ mod tests {
         .unwrap_err()
         .to_string();
         assert!(err.contains("http.trusted_proxies"), "{err}");
+    }
+
+    #[test]
+    fn notification_settings_are_checked() {
+        let config = Config::load(None, env(&[])).unwrap();
+        let n = &config.notifications;
+        assert!(!n.allow_private, "private addresses are refused by default");
+        assert_eq!((n.max_concurrent, n.ca_file.as_str()), (16, ""));
+        let err = Config::load(
+            None,
+            env(&[
+                ("TRAINYARD_NOTIFICATIONS__HMAC_KEY", "k"),
+                (
+                    "TRAINYARD_NOTIFICATIONS__ALLOWED_HOSTS",
+                    "[\"hooks.example.com:http\", \"ok.example.com:8443\"]",
+                ),
+                ("TRAINYARD_NOTIFICATIONS__MAX_CONCURRENT", "0"),
+            ]),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains("hooks.example.com:http") && err.contains("max_concurrent"),
+            "{err}"
+        );
+        assert!(!err.contains("ok.example.com"), "{err}");
     }
 
     #[test]

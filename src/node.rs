@@ -176,6 +176,8 @@ async fn serve<S: Store>(
         tokio::spawn(housekeeping(store, membership, info))
     };
 
+    let notify_settings = crate::notify::NotifySettings::from_config(&config.notifications)
+        .map_err(NodeError::Config)?;
     let api = Arc::new(Api {
         store: store.clone(),
         node: config.node.name.clone(),
@@ -198,21 +200,13 @@ async fn serve<S: Store>(
                 .map_err(|e| NodeError::Config(e.to_string()))?,
         }),
         max_schedules: config.tasks.max_schedules,
-        callback_hosts: config.notifications.allowed_hosts.clone(),
+        callback_rules: notify_settings.rules.clone(),
         health: Default::default(),
         models: http::models::ModelCache::new(config.tasks.model_cache_bytes),
         body_budget: http::budget::BodyBudget::new(config.http.max_body_bytes_in_flight),
         stopping: stop_rx.clone(),
     });
-    let notifier = tokio::spawn(crate::notify::run(
-        store.clone(),
-        crate::notify::NotifySettings {
-            allowed_hosts: config.notifications.allowed_hosts.clone(),
-            hmac_key: config.notifications.hmac_key.clone(),
-            timeout_s: config.notifications.timeout_s,
-            max_attempts: config.notifications.max_attempts,
-        },
-    ));
+    let notifier = tokio::spawn(crate::notify::run(store.clone(), notify_settings));
     if config.http.open_off_loopback() {
         tracing::warn!(
             http = %bound,

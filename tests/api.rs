@@ -1547,8 +1547,9 @@ fn a_client_over_its_rate_gets_429_with_retry_after_and_health_stays_open() {
 
 /// A webhook receiver on a free port: answers 500 to the first delivery of each task (and to
 /// every delivery on `/fail`), 200 after; keeps every request's signature header and body.
-/// One request the receiver got: path, signature header, body, and the status it answered.
-type Delivery = (String, String, Vec<u8>, u16);
+/// One request the receiver got: path, timestamp and signature headers, body, and the status
+/// it answered.
+type Delivery = (String, (String, String), Vec<u8>, u16);
 
 struct Receiver {
     port: u16,
@@ -1570,7 +1571,8 @@ impl Receiver {
                 let mut line = String::new();
                 reader.read_line(&mut line).unwrap();
                 let path = line.split_whitespace().nth(1).unwrap_or("").to_string();
-                let (mut length, mut signature) = (0usize, String::new());
+                let (mut length, mut signature, mut timestamp) =
+                    (0usize, String::new(), String::new());
                 loop {
                     let mut header = String::new();
                     reader.read_line(&mut header).unwrap();
@@ -1582,6 +1584,7 @@ impl Receiver {
                     match k.to_ascii_lowercase().as_str() {
                         "content-length" => length = v.trim().parse().unwrap(),
                         "x-trainyard-signature" => signature = v.trim().to_string(),
+                        "x-trainyard-timestamp" => timestamp = v.trim().to_string(),
                         _ => {}
                     }
                 }
@@ -1596,7 +1599,9 @@ impl Receiver {
                 } else {
                     200
                 };
-                log.lock().unwrap().push((path, signature, body, status));
+                log.lock()
+                    .unwrap()
+                    .push((path, (timestamp, signature), body, status));
                 let _ = write!(
                     stream,
                     "HTTP/1.1 {status} X\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"
@@ -1617,6 +1622,8 @@ fn finished_tasks_notify_their_callback_signed_and_retried(store: TestStore) {
             ("TRAINYARD_NOTIFICATIONS__ALLOWED_HOSTS", hosts.as_str()),
             ("TRAINYARD_NOTIFICATIONS__HMAC_KEY", "hook-secret"),
             ("TRAINYARD_NOTIFICATIONS__MAX_ATTEMPTS", "2"),
+            // The receiver is on loopback.
+            ("TRAINYARD_NOTIFICATIONS__ALLOW_PRIVATE", "true"),
         ],
     );
     let hook = format!("http://127.0.0.1:{}/hook", receiver.port);
@@ -1652,8 +1659,9 @@ fn finished_tasks_notify_their_callback_signed_and_retried(store: TestStore) {
             "one failed try, then one delivery: {tries:?}"
         );
         assert_eq!(tries[1].3, 200);
-        for (_, signature, body, _) in &tries {
-            assert_eq!(signature, &trainyard::notify::sign("hook-secret", body));
+        for (_, (timestamp, signature), body, _) in &tries {
+            let at: u64 = timestamp.parse().unwrap();
+            assert_eq!(signature, &trainyard::notify::sign("hook-secret", at, body));
             let sent: Value = serde_json::from_slice(body).unwrap();
             assert_eq!(sent["state"], "SUCCESS");
             assert!(sent["result"]["metrics"]["test_r2"].is_f64(), "{sent}");

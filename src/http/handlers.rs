@@ -249,7 +249,8 @@ pub(super) async fn build_task<S: Store>(
         requested_as,
     } = parse_train_request_within(model, content_type, body, &api.bounds)?;
     if let Some(url) = &callback_url {
-        crate::notify::check_url(url, &api.callback_hosts)
+        api.callback_rules
+            .check_url(url)
             .map_err(|e| ApiError::invalid("callback_not_allowed", e))?;
     }
     let mut dataset_id = None;

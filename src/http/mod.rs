@@ -77,8 +77,8 @@ pub struct Api<S> {
     pub limits: Arc<limits::Limits>,
     /// Most schedules the cluster keeps.
     pub max_schedules: u64,
-    /// Hosts a task's `callback_url` may name.
-    pub callback_hosts: Vec<String>,
+    /// Where a task's `callback_url` may go.
+    pub callback_rules: crate::notify::CallbackRules,
     /// The latest health answer, computed at most once a second.
     pub health: health::HealthCache,
     /// Decoded models for predict calls.
