@@ -128,7 +128,7 @@ impl Limits {
 pub fn admit(
     limits: Arc<Limits>,
 ) -> impl Filter<Extract = (Permit,), Error = warp::Rejection> + Clone {
-    warp::addr::remote().and_then(move |addr: Option<SocketAddr>| {
+    super::tls::remote_addr().and_then(move |addr: Option<SocketAddr>| {
         let limits = limits.clone();
         async move {
             limits

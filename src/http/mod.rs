@@ -10,6 +10,7 @@ mod events;
 mod handlers;
 mod health;
 pub mod limits;
+pub mod tls;
 mod schedules;
 
 pub use handlers::{ParsedRequest, parse_train_request};
