@@ -318,7 +318,11 @@ fn up(args: &UpArgs) -> anyhow::Result<()> {
         ],
     );
     let config = Config::load(None, env)?;
-    let scheme = if config.http.tls_cert.is_empty() { "http" } else { "https" };
+    let scheme = if config.http.tls_cert.is_empty() {
+        "http"
+    } else {
+        "https"
+    };
     println!(
         "trainyard is up at {scheme}://{} (Ctrl-C to stop)",
         config.http.listen

@@ -348,10 +348,10 @@ impl Config {
             );
         }
         let tls_store = s.url.starts_with("rediss://");
-        if !tls_store && !(s.tls_ca.is_empty() && s.tls_client_cert.is_empty()) {
-            problems.push(
-                "store.tls_ca and store.tls_client_cert need a rediss:// store.url".into(),
-            );
+        let store_tls_set = !s.tls_ca.is_empty() || !s.tls_client_cert.is_empty();
+        if store_tls_set && !tls_store {
+            problems
+                .push("store.tls_ca and store.tls_client_cert need a rediss:// store.url".into());
         }
         let n = &self.notifications;
         if !n.allowed_hosts.is_empty() && n.hmac_key.is_empty() {

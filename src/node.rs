@@ -18,8 +18,8 @@ use crate::cluster::{self, Membership};
 use crate::config::Config;
 use crate::http::{self, Api};
 use crate::store::{
-    EmbeddedStore, Instrumented, NodeInfo, RedisStore, RedisTls, Store, StoreError, StoreSettings, TaskError,
-    TrainerSeat, now_s,
+    EmbeddedStore, Instrumented, NodeInfo, RedisStore, RedisTls, Store, StoreError, StoreSettings,
+    TaskError, TrainerSeat, now_s,
 };
 use crate::telemetry;
 use crate::training::DeviceSpec;
@@ -82,7 +82,8 @@ pub async fn run(
         let membership = Membership::alone(&config.node.name);
         serve(config, devices, store, membership, shutdown).await
     } else {
-        let optional = |path: &str| Some(std::path::PathBuf::from(path)).filter(|_| !path.is_empty());
+        let optional =
+            |path: &str| Some(std::path::PathBuf::from(path)).filter(|_| !path.is_empty());
         let tls = RedisTls {
             ca: optional(&config.store.tls_ca),
             client: optional(&config.store.tls_client_cert)
@@ -150,7 +151,10 @@ async fn serve<S: Store>(
     let https = if config.http.tls_cert.is_empty() {
         None
     } else {
-        let (cert, key) = (Path::new(&config.http.tls_cert), Path::new(&config.http.tls_key));
+        let (cert, key) = (
+            Path::new(&config.http.tls_cert),
+            Path::new(&config.http.tls_key),
+        );
         Some(
             crate::tls::server_config(cert, key, None, &[b"h2", b"http/1.1"])
                 .map_err(|e| NodeError::Config(format!("http.tls_cert: {e}")))?,
@@ -249,9 +253,8 @@ async fn serve<S: Store>(
                 .await
         }
         Some(tls) => {
-            let service = hyper_util::service::TowerToHyperService::new(warp::service(
-                http::routes(api),
-            ));
+            let service =
+                hyper_util::service::TowerToHyperService::new(warp::service(http::routes(api)));
             http::tls::serve(listener, tls, service, stopped).await
         }
     }

@@ -53,8 +53,7 @@ impl Ca {
     /// A certificate for `localhost` and 127.0.0.1, for servers and clients alike, and its key.
     fn issue(&self, name: &str) -> (PathBuf, PathBuf) {
         let mut params =
-            CertificateParams::new(vec!["localhost".to_string(), "127.0.0.1".to_string()])
-                .unwrap();
+            CertificateParams::new(vec!["localhost".to_string(), "127.0.0.1".to_string()]).unwrap();
         params.distinguished_name.push(DnType::CommonName, name);
         params.extended_key_usages = vec![
             ExtendedKeyUsagePurpose::ServerAuth,
@@ -105,7 +104,13 @@ impl HttpsNode {
         let (cert, key) = ca.issue("api");
         let port = free_port();
         let child = Command::new(env!("CARGO_BIN_EXE_trainyard"))
-            .args(["up", "--http", &format!("127.0.0.1:{port}"), "--trainers", "1"])
+            .args([
+                "up",
+                "--http",
+                &format!("127.0.0.1:{port}"),
+                "--trainers",
+                "1",
+            ])
             .arg("--data")
             .arg(temp_dir("node"))
             .env("TRAINYARD_HTTP__TLS_CERT", &cert)
@@ -212,7 +217,16 @@ fn cli_verbs_talk_https_with_a_ca_file() {
     );
     let view: Value = serde_json::from_slice(&nodes.stdout).unwrap();
     assert_eq!(view["node"], "node", "{view}");
-    let submitted = cli(&["submit", "linear", "--epochs", "1", "--server", &server, "--ca-file", ca_file]);
+    let submitted = cli(&[
+        "submit",
+        "linear",
+        "--epochs",
+        "1",
+        "--server",
+        &server,
+        "--ca-file",
+        ca_file,
+    ]);
     assert!(
         submitted.status.success(),
         "{}",
@@ -409,7 +423,12 @@ fn closed_after(stream: &mut TcpStream, within: Duration) -> Option<Duration> {
         match stream.read(&mut buf) {
             Ok(0) => return Some(start.elapsed()),
             Ok(_) => continue,
-            Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => {
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) =>
+            {
                 return None;
             }
             Err(_) => return Some(start.elapsed()),
@@ -433,7 +452,9 @@ fn only_nodes_with_a_certificate_of_the_cluster_ca_join() {
     // The same cookie, a certificate of another CA.
     let c = ClusterNode::start("node-c", &redis, &prefix, &other_ca, &[a.cluster_port]);
     poll(Duration::from_secs(30), "node-a to refuse node-c", || {
-        a.log().contains("cluster TLS handshake failed").then_some(())
+        a.log()
+            .contains("cluster TLS handshake failed")
+            .then_some(())
     });
     std::thread::sleep(Duration::from_secs(3));
     for node in [&a, &b] {

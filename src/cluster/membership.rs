@@ -209,9 +209,8 @@ pub async fn start(
         Some(_) => NodeConnectionMode::Isolated,
         None => NodeConnectionMode::Transitive,
     };
-    let decoy = IncomingEncryptionMode::Tls(tokio_rustls::TlsAcceptor::from(
-        crate::tls::refuse_all(),
-    ));
+    let decoy =
+        IncomingEncryptionMode::Tls(tokio_rustls::TlsAcceptor::from(crate::tls::refuse_all()));
     let server = NodeServer::new(
         0,
         cookie.to_string(),
@@ -345,9 +344,15 @@ async fn accept(
                 stream: Box::new(stream),
                 is_server: true,
             };
-            if server.cast(opened).is_err() {
-                membership.pending.lock().expect("pending lock").remove(&peer.to_string());
-            }
+            let _ = server.cast(opened);
+            // Claimed by `Events` when the session opens; one that never did (the node
+            // server could not start a session) gives its place back.
+            tokio::time::sleep_until(deadline + AUTH_POLL).await;
+            membership
+                .pending
+                .lock()
+                .expect("pending lock")
+                .remove(&peer.to_string());
         });
     }
 }
@@ -454,6 +459,12 @@ async fn redial(
             .await;
             match dialled {
                 Ok(Ok(())) => tracing::debug!(peer = %seed, "dialled peer"),
+                Ok(Err(ractor_cluster::ClientConnectErr::Encryption(e))) => {
+                    // The peer's certificate is not of our CA (or ours not of its): as with a
+                    // refused cookie, this node must not lead a cluster it is not part of.
+                    membership.peers.lock().expect("peers lock").refused = true;
+                    tracing::warn!(peer = %seed, error = %e, "cluster TLS handshake failed: check node.tls_ca and the peer's certificate");
+                }
                 Ok(Err(e)) => tracing::debug!(peer = %seed, error = %e, "peer unreachable"),
                 Err(_) => tracing::debug!(peer = %seed, "dialling peer timed out"),
             }

@@ -10,8 +10,8 @@ mod events;
 mod handlers;
 mod health;
 pub mod limits;
-pub mod tls;
 mod schedules;
+pub mod tls;
 
 pub use handlers::{ParsedRequest, parse_train_request};
 

@@ -22,8 +22,7 @@ const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 struct TlsPeer(SocketAddr);
 
 /// The client's address, over plain HTTP or HTTPS: use it instead of `warp::addr::remote()`.
-pub fn remote_addr() -> impl Filter<Extract = (Option<SocketAddr>,), Error = Infallible> + Clone + Copy
-{
+pub fn remote_addr() -> impl Filter<Extract = (Option<SocketAddr>,), Error = Infallible> + Copy {
     warp::addr::remote()
         .and(warp::ext::optional::<TlsPeer>())
         .map(|plain: Option<SocketAddr>, tls: Option<TlsPeer>| plain.or(tls.map(|p| p.0)))

@@ -82,9 +82,9 @@ impl Target {
         if url.starts_with("redis://") || url.starts_with("rediss://") {
             return Ok(Target::Direct(url.to_string()));
         }
-        let rest = url
-            .strip_prefix("redis+sentinel://")
-            .ok_or_else(|| format!("{url:?} must start with redis://, rediss:// or redis+sentinel://"))?;
+        let rest = url.strip_prefix("redis+sentinel://").ok_or_else(|| {
+            format!("{url:?} must start with redis://, rediss:// or redis+sentinel://")
+        })?;
         let (auth, rest) = match rest.rsplit_once('@') {
             Some((auth, rest)) => (Some(auth), rest),
             None => (None, rest),
