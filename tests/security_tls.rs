@@ -464,6 +464,16 @@ fn only_nodes_with_a_certificate_of_the_cluster_ca_join() {
     assert_eq!(c.connected(), alone, "{}", c.view());
     assert_ne!(a.view()["leader"], "node-c");
 
+    // A third node of the CA that dials only node-a finds node-b through the store (with TLS
+    // there are no transitive connections).
+    let d = ClusterNode::start("node-d", &redis, &prefix, &ca, &[a.cluster_port]);
+    let three: HashSet<String> = ["node-a", "node-b", "node-d"].map(String::from).into();
+    for node in [&a, &b, &d] {
+        poll(Duration::from_secs(30), "a, b and d to be connected", || {
+            (node.connected() == three).then_some(())
+        });
+    }
+
     // A TCP client that never starts its TLS handshake is dropped after about 5 s.
     let mut silent = TcpStream::connect(("127.0.0.1", a.cluster_port)).unwrap();
     let closed = closed_after(&mut silent, Duration::from_secs(15));
@@ -471,7 +481,7 @@ fn only_nodes_with_a_certificate_of_the_cluster_ca_join() {
         closed.is_some_and(|t| t > Duration::from_secs(3) && t < Duration::from_secs(9)),
         "closed after {closed:?}"
     );
-    drop(c);
+    drop((c, d));
 }
 
 #[test]
