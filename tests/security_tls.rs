@@ -469,9 +469,11 @@ fn only_nodes_with_a_certificate_of_the_cluster_ca_join() {
     let d = ClusterNode::start("node-d", &redis, &prefix, &ca, &[a.cluster_port]);
     let three: HashSet<String> = ["node-a", "node-b", "node-d"].map(String::from).into();
     for node in [&a, &b, &d] {
-        poll(Duration::from_secs(30), "a, b and d to be connected", || {
-            (node.connected() == three).then_some(())
-        });
+        poll(
+            Duration::from_secs(30),
+            "a, b and d to be connected",
+            || (node.connected() == three).then_some(()),
+        );
     }
 
     // A TCP client that never starts its TLS handshake is dropped after about 5 s.

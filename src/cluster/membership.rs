@@ -276,6 +276,7 @@ async fn accept(
 ) {
     let all = Arc::new(Semaphore::new(MAX_PENDING));
     let per_ip: Arc<Mutex<HashMap<std::net::IpAddr, usize>>> = Default::default();
+    let mut last_warned: Option<Instant> = None;
     loop {
         let (tcp, peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
@@ -289,15 +290,27 @@ async fn accept(
             () = membership.closing.notified() => return,
         };
         let deadline = tokio::time::Instant::now() + AUTH_TIMEOUT;
+        // A flood of refusals is logged once every 10 s, not once each.
+        let mut refuse = |why: &str| {
+            let now = Instant::now();
+            if last_warned.is_none_or(|t| now.duration_since(t) >= Duration::from_secs(10)) {
+                last_warned = Some(now);
+                tracing::warn!(%peer, "cluster connection refused: {why} (more refusals in the next 10 s are not logged)");
+            }
+        };
         let Ok(all) = all.clone().try_acquire_owned() else {
-            tracing::warn!(%peer, "cluster connection refused: {MAX_PENDING} are already waiting to authenticate");
+            refuse(&format!(
+                "{MAX_PENDING} are already waiting to authenticate"
+            ));
             continue;
         };
         {
             let mut counts = per_ip.lock().expect("pending lock");
             let n = counts.entry(peer.ip()).or_default();
             if *n >= MAX_PENDING_PER_IP {
-                tracing::warn!(%peer, "cluster connection refused: {MAX_PENDING_PER_IP} from this address are already waiting to authenticate");
+                refuse(&format!(
+                    "{MAX_PENDING_PER_IP} from this address are already waiting to authenticate"
+                ));
                 continue;
             }
             *n += 1;
