@@ -24,6 +24,10 @@ use crate::{client, node};
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
+    /// PEM file of the CA(s) to trust for an `https://` --server (instead of the built-in
+    /// web roots).
+    #[arg(long, global = true, value_name = "PATH")]
+    pub ca_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -265,6 +269,11 @@ impl TrainArgs {
 
 /// Runs a parsed command line; errors are printed on stderr.
 pub fn run(cli: Cli) -> ExitCode {
+    crate::tls::init();
+    if let Err(e) = client::trust(cli.ca_file.as_deref()) {
+        eprintln!("error: {e:#}");
+        return ExitCode::FAILURE;
+    }
     let result = match cli.command {
         Command::Train(args) => train(&args),
         Command::Up(args) => up(&args),
@@ -309,8 +318,13 @@ fn up(args: &UpArgs) -> anyhow::Result<()> {
         ],
     );
     let config = Config::load(None, env)?;
+    let scheme = if config.http.tls_cert.is_empty() {
+        "http"
+    } else {
+        "https"
+    };
     println!(
-        "trainyard is up at http://{} (Ctrl-C to stop)",
+        "trainyard is up at {scheme}://{} (Ctrl-C to stop)",
         config.http.listen
     );
     run_node(config)

@@ -8,8 +8,40 @@ use serde_json::{Value, json};
 
 use crate::cli::{SubmitArgs, TaskArgs};
 
+/// The TLS settings of every request: the CAs of `--ca-file`, or the built-in web roots.
+static TLS: std::sync::OnceLock<ureq::tls::TlsConfig> = std::sync::OnceLock::new();
+
+/// Trusts the CA certificates of the PEM file `ca_file` (only them) for `https://` servers.
+pub fn trust(ca_file: Option<&std::path::Path>) -> anyhow::Result<()> {
+    let Some(path) = ca_file else {
+        return Ok(());
+    };
+    let pem = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let certs: Vec<ureq::tls::Certificate<'static>> = ureq::tls::parse_pem(&pem)
+        .filter_map(|item| match item {
+            Ok(ureq::tls::PemItem::Certificate(cert)) => Some(Ok(cert)),
+            Ok(_) => None,
+            Err(e) => Some(Err(e)),
+        })
+        .collect::<Result<_, _>>()
+        .with_context(|| format!("{} is not a PEM file", path.display()))?;
+    if certs.is_empty() {
+        bail!("{} holds no PEM certificate", path.display());
+    }
+    let config = ureq::tls::TlsConfig::builder()
+        .root_certs(ureq::tls::RootCerts::from(certs))
+        .build();
+    let _ = TLS.set(config);
+    Ok(())
+}
+
+fn tls() -> ureq::tls::TlsConfig {
+    TLS.get().cloned().unwrap_or_default()
+}
+
 fn agent() -> ureq::Agent {
     ureq::Agent::config_builder()
+        .tls_config(tls())
         .http_status_as_error(false)
         .timeout_global(Some(Duration::from_secs(600)))
         .build()
@@ -288,6 +320,7 @@ fn read_events(
     use std::io::BufRead;
     let url = format!("{server}/task/{id}/events");
     let agent: ureq::Agent = ureq::Agent::config_builder()
+        .tls_config(tls())
         .http_status_as_error(false)
         .timeout_connect(Some(Duration::from_secs(10)))
         .timeout_recv_response(Some(Duration::from_secs(30)))

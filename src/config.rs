@@ -88,6 +88,13 @@ pub struct NodeSection {
     pub cookie: String,
     /// Cluster addresses of peers to join.
     pub seeds: Vec<String>,
+    /// PEM certificate (chain) of this node for mutual TLS between nodes; with `tls_key` and
+    /// `tls_ca`, every cluster link is TLS and a peer must present a certificate `tls_ca` signed.
+    pub tls_cert: String,
+    /// PEM private key of `tls_cert`.
+    pub tls_key: String,
+    /// PEM certificate of the cluster's CA.
+    pub tls_ca: String,
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq)]
@@ -127,6 +134,10 @@ pub struct HttpSection {
     /// Bytes of request bodies this node reads and holds at once, all clients together; a
     /// body that does not fit within a second is refused (503 `server_busy`, `Retry-After`).
     pub max_body_bytes_in_flight: u64,
+    /// PEM certificate (chain) to serve HTTPS with; with `tls_key`. Empty: plain HTTP.
+    pub tls_cert: String,
+    /// PEM private key of `tls_cert`.
+    pub tls_key: String,
 }
 
 impl HttpSection {
@@ -169,6 +180,12 @@ pub struct StoreSection {
     pub min_replicas_ack: usize,
     /// Seconds a submission or a result waits for those replicas; past it, it is refused (503).
     pub replica_ack_timeout_s: f64,
+    /// PEM CA certificate that a `rediss://` server's certificate must be signed by; empty: the
+    /// system's trusted CAs.
+    pub tls_ca: String,
+    /// PEM client certificate (and `tls_client_key`) for a Redis that demands one.
+    pub tls_client_cert: String,
+    pub tls_client_key: String,
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq)]
@@ -224,6 +241,9 @@ impl Default for NodeSection {
             listen: "127.0.0.1:4700".into(),
             cookie: String::new(),
             seeds: Vec::new(),
+            tls_cert: String::new(),
+            tls_key: String::new(),
+            tls_ca: String::new(),
         }
     }
 }
@@ -246,6 +266,8 @@ impl Default for HttpSection {
             max_streams: 10_000,
             trusted_proxies: Vec::new(),
             max_body_bytes_in_flight: 256 << 20,
+            tls_cert: String::new(),
+            tls_key: String::new(),
         }
     }
 }
@@ -257,6 +279,9 @@ impl Default for StoreSection {
             prefix: "trainyard".into(),
             min_replicas_ack: 0,
             replica_ack_timeout_s: 2.0,
+            tls_ca: String::new(),
+            tls_client_cert: String::new(),
+            tls_client_key: String::new(),
         }
     }
 }
@@ -447,6 +472,22 @@ impl Config {
                 d.max_total_bytes, self.http.max_upload_bytes
             ));
         }
+        if self.http.tls_cert.is_empty() != self.http.tls_key.is_empty() {
+            problems.push("http.tls_cert and http.tls_key go together: set both or neither".into());
+        }
+        let s = &self.store;
+        if s.tls_client_cert.is_empty() != s.tls_client_key.is_empty() {
+            problems.push(
+                "store.tls_client_cert and store.tls_client_key go together: set both or neither"
+                    .into(),
+            );
+        }
+        let tls_store = s.url.starts_with("rediss://");
+        let store_tls_set = !s.tls_ca.is_empty() || !s.tls_client_cert.is_empty();
+        if store_tls_set && !tls_store {
+            problems
+                .push("store.tls_ca and store.tls_client_cert need a rediss:// store.url".into());
+        }
         let n = &self.notifications;
         if !n.allowed_hosts.is_empty() && n.hmac_key.is_empty() {
             problems.push(
@@ -560,6 +601,8 @@ impl HttpSection {
 
 /// The cookie shipped in the example configs; refused off loopback.
 pub const EXAMPLE_COOKIE: &str = "change-me";
+/// The shortest cookie a node listening off loopback may have.
+pub const MIN_COOKIE_CHARS: usize = 16;
 
 impl Config {
     /// Problems of the `[node]` section of a cluster node (one on Redis).
@@ -575,7 +618,26 @@ impl Config {
                     "node.cookie is the example cookie {EXAMPLE_COOKIE:?}; a node listening on \
                      {addr} (not loopback) needs a secret of its own"
                 )),
+            Ok(addr)
+                if !addr.ip().is_loopback()
+                    && !self.node.cookie.is_empty()
+                    && self.node.cookie.chars().count() < MIN_COOKIE_CHARS =>
+            {
+                problems.push(format!(
+                    "node.cookie is {} characters long; a node listening on {addr} (not \
+                     loopback) needs at least {MIN_COOKIE_CHARS}",
+                    self.node.cookie.chars().count()
+                ))
+            }
             Ok(_) => {}
+        }
+        let n = &self.node;
+        let tls = [&n.tls_cert, &n.tls_key, &n.tls_ca];
+        if tls.iter().any(|k| !k.is_empty()) && tls.iter().any(|k| k.is_empty()) {
+            problems.push(
+                "node.tls_cert, node.tls_key and node.tls_ca go together: set all three or none"
+                    .into(),
+            );
         }
         if self.node.cookie.is_empty() {
             problems.push(
@@ -789,7 +851,7 @@ mod tests {
         assert!(exposed.contains("example cookie"), "{exposed}");
         assert!(
             load(&[
-                ("TRAINYARD_NODE__COOKIE", "s3cret"),
+                ("TRAINYARD_NODE__COOKIE", "s3cret-of-16-chars"),
                 ("TRAINYARD_NODE__LISTEN", "\"10.1.2.3:4700\""),
             ])
             .is_ok()
@@ -801,5 +863,59 @@ mod tests {
         .unwrap_err()
         .to_string();
         assert!(seeds.contains("node.seeds"), "{seeds}");
+    }
+
+    fn cluster_node(extra: &[(&str, &str)]) -> Result<Config, ConfigError> {
+        let mut env = vec![(
+            "TRAINYARD_STORE__URL".to_string(),
+            "redis://127.0.0.1:6379/0".to_string(),
+        )];
+        env.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+        Config::load(None, env)
+    }
+
+    #[test]
+    fn off_loopback_a_cookie_needs_16_characters() {
+        let short = cluster_node(&[
+            ("TRAINYARD_NODE__COOKIE", "s3cret-15-chars"),
+            ("TRAINYARD_NODE__LISTEN", "\"10.1.2.3:4700\""),
+        ])
+        .unwrap_err()
+        .to_string();
+        assert!(
+            short.contains("node.cookie is 15 characters long") && short.contains("at least 16"),
+            "{short}"
+        );
+        assert!(
+            cluster_node(&[
+                ("TRAINYARD_NODE__COOKIE", "s3cret-16-chars!"),
+                ("TRAINYARD_NODE__LISTEN", "\"0.0.0.0:4700\""),
+            ])
+            .is_ok()
+        );
+        assert!(
+            cluster_node(&[("TRAINYARD_NODE__COOKIE", "short")]).is_ok(),
+            "loopback may use a short one"
+        );
+    }
+
+    #[test]
+    fn tls_keys_go_together() {
+        let text = |extra: &[(&str, &str)]| {
+            cluster_node(&[&[("TRAINYARD_NODE__COOKIE", "c")], extra].concat())
+                .unwrap_err()
+                .to_string()
+        };
+        assert!(text(&[("TRAINYARD_HTTP__TLS_CERT", "c.pem")]).contains("http.tls_cert"));
+        assert!(text(&[("TRAINYARD_NODE__TLS_CA", "ca.pem")]).contains("node.tls_cert"));
+        assert!(text(&[("TRAINYARD_STORE__TLS_CA", "ca.pem")]).contains("rediss://"));
+        assert!(
+            cluster_node(&[
+                ("TRAINYARD_NODE__COOKIE", "c"),
+                ("TRAINYARD_STORE__URL", "rediss://127.0.0.1:6379/0"),
+                ("TRAINYARD_STORE__TLS_CA", "ca.pem"),
+            ])
+            .is_ok()
+        );
     }
 }

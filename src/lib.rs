@@ -24,4 +24,5 @@ pub mod notify;
 pub mod schedule;
 pub mod store;
 pub mod telemetry;
+pub mod tls;
 pub mod training;

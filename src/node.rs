@@ -18,8 +18,8 @@ use crate::cluster::{self, Membership};
 use crate::config::Config;
 use crate::http::{self, Api};
 use crate::store::{
-    EmbeddedStore, Instrumented, NodeInfo, RedisStore, Store, StoreError, StoreSettings, TaskError,
-    TrainerSeat, now_s,
+    EmbeddedStore, Instrumented, NodeInfo, RedisStore, RedisTls, Store, StoreError, StoreSettings,
+    TaskError, TrainerSeat, now_s,
 };
 use crate::telemetry;
 use crate::training::DeviceSpec;
@@ -49,6 +49,7 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), NodeError> {
     telemetry::init();
+    crate::tls::init();
     let (devices, fallback) = config
         .devices()
         .map_err(|e| NodeError::Config(e.to_string()))?;
@@ -83,7 +84,16 @@ pub async fn run(
         let membership = Membership::alone(&config.node.name);
         serve(config, devices, store, membership, shutdown).await
     } else {
-        let redis = RedisStore::connect(&config.store.url, &config.store.prefix, settings).await?;
+        let optional =
+            |path: &str| Some(std::path::PathBuf::from(path)).filter(|_| !path.is_empty());
+        let tls = RedisTls {
+            ca: optional(&config.store.tls_ca),
+            client: optional(&config.store.tls_client_cert)
+                .zip(optional(&config.store.tls_client_key)),
+        };
+        let redis =
+            RedisStore::connect_tls(&config.store.url, &config.store.prefix, settings, &tls)
+                .await?;
         telemetry::register_zeroes("redis", &device_names);
         let store = Arc::new(Instrumented::new(redis, "redis"));
         // Connecting talked to Redis already; a primary short of the replicas that
@@ -93,11 +103,27 @@ pub async fn run(
             .listen
             .parse()
             .map_err(|e| NodeError::Config(format!("node.listen: {e}")))?;
+        let tls = if config.node.tls_cert.is_empty() {
+            None
+        } else {
+            let (cert, key, ca) = (
+                Path::new(&config.node.tls_cert),
+                Path::new(&config.node.tls_key),
+                Path::new(&config.node.tls_ca),
+            );
+            Some(cluster::ClusterTls {
+                server: crate::tls::server_config(cert, key, Some(ca), &[])
+                    .map_err(|e| NodeError::Config(format!("node.tls_cert: {e}")))?,
+                client: crate::tls::client_config(ca, Some((cert, key)))
+                    .map_err(|e| NodeError::Config(format!("node.tls_cert: {e}")))?,
+            })
+        };
         let membership = cluster::start(
             &config.node.name,
             listen,
             &config.node.cookie,
             &config.node.seeds,
+            tls,
         )
         .await
         .map_err(NodeError::Config)?;
@@ -124,6 +150,18 @@ async fn serve<S: Store>(
         .listen
         .parse()
         .map_err(|e| NodeError::Config(format!("http.listen: {e}")))?;
+    let https = if config.http.tls_cert.is_empty() {
+        None
+    } else {
+        let (cert, key) = (
+            Path::new(&config.http.tls_cert),
+            Path::new(&config.http.tls_key),
+        );
+        Some(
+            crate::tls::server_config(cert, key, None, &[b"h2", b"http/1.1"])
+                .map_err(|e| NodeError::Config(format!("http.tls_cert: {e}")))?,
+        )
+    };
     let listener = TcpListener::bind(addr)
         .await
         .map_err(|source| NodeError::Bind {
@@ -214,14 +252,24 @@ async fn serve<S: Store>(
              who can reach {bound} may train, purge and drain"
         );
     }
-    tracing::info!(http = %bound, node = %config.node.name, trainers = config.trainers.devices.len(), "node ready");
-    warp::serve(http::routes(api))
-        .incoming(listener)
-        .graceful(async move {
-            let _ = stop_rx.wait_for(|stopping| *stopping).await;
-        })
-        .run()
-        .await;
+    tracing::info!(http = %bound, https = https.is_some(), node = %config.node.name, trainers = config.trainers.devices.len(), "node ready");
+    let stopped = async move {
+        let _ = stop_rx.wait_for(|stopping| *stopping).await;
+    };
+    match https {
+        None => {
+            warp::serve(http::routes(api))
+                .incoming(listener)
+                .graceful(stopped)
+                .run()
+                .await
+        }
+        Some(tls) => {
+            let service =
+                hyper_util::service::TowerToHyperService::new(warp::service(http::routes(api)));
+            http::tls::serve(listener, tls, service, stopped).await
+        }
+    }
 
     tracing::info!("stopping: no new work; waiting for running tasks");
     housekeeping.abort();
@@ -272,6 +320,11 @@ async fn housekeeping<S: Store>(store: Arc<S>, membership: Arc<Membership>, mut 
         }
         if let Err(e) = store.announce(&info).await {
             tracing::warn!(error = %e, "cannot announce this node");
+        }
+        if membership.dials_known()
+            && let Ok(nodes) = store.nodes().await
+        {
+            membership.set_known(nodes.into_iter().map(|n| n.cluster).collect());
         }
         let leader = store.leader().await.ok().flatten();
         let peers = membership.connected().len();

@@ -7,10 +7,23 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use ractor::{Actor, ActorId, ActorRef};
+use ractor_cluster::NodeSessionMessage;
 use ractor_cluster::node::NodeConnectionMode;
-use ractor_cluster::{NodeEventSubscription, NodeServer, NodeServerMessage};
+use ractor_cluster::{
+    IncomingEncryptionMode, NetworkStream, NodeEventSubscription, NodeServer, NodeServerMessage,
+};
+use tokio::net::TcpListener;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use super::MAX_FRAME_BYTES;
+
+/// An incoming cluster connection that has not authenticated (TLS handshake and cookie) this
+/// long after it opened is dropped.
+pub const AUTH_TIMEOUT: Duration = Duration::from_secs(5);
+/// Incoming connections not yet authenticated, at most; past it, new ones are closed at once.
+pub const MAX_PENDING: usize = 64;
+/// Of those, at most this many from one IP address, so that one host cannot take them all.
+pub const MAX_PENDING_PER_IP: usize = 8;
 
 /// How often the peers named in the config are checked (and redialled if lost).
 const CHECK_EVERY: Duration = Duration::from_secs(1);
@@ -27,6 +40,47 @@ pub struct Membership {
     address: String,
     server: Option<ActorRef<NodeServerMessage>>,
     peers: Mutex<Peers>,
+    /// Incoming connections handed to the node server and not yet seen by [`Events`], by
+    /// peer address: the deadline of their authentication and their pending slot.
+    pending: Mutex<HashMap<String, Pending>>,
+    /// Cluster addresses of the other nodes, as the store has them: with TLS (no transitive
+    /// connections) every node dials every other itself.
+    known: Mutex<Vec<String>>,
+    /// Told when the node leaves: the listener closes.
+    closing: tokio::sync::Notify,
+    /// Cluster links are TLS.
+    tls: bool,
+}
+
+struct Pending {
+    deadline: tokio::time::Instant,
+    slot: Slot,
+}
+
+/// A place among the pending connections (in all and for one IP address), freed on drop.
+struct Slot {
+    _all: OwnedSemaphorePermit,
+    per_ip: Arc<Mutex<HashMap<std::net::IpAddr, usize>>>,
+    ip: std::net::IpAddr,
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        let mut per_ip = self.per_ip.lock().expect("pending lock");
+        if let Some(n) = per_ip.get_mut(&self.ip) {
+            *n -= 1;
+            if *n == 0 {
+                per_ip.remove(&self.ip);
+            }
+        }
+    }
+}
+
+/// TLS between nodes: the server side demands a client certificate of the cluster's CA, the
+/// client side presents this node's and checks the peer's against the same CA.
+pub struct ClusterTls {
+    pub server: Arc<rustls::ServerConfig>,
+    pub client: Arc<rustls::ClientConfig>,
 }
 
 #[derive(Default)]
@@ -70,6 +124,10 @@ impl Membership {
             address: String::new(),
             server: None,
             peers: Mutex::new(Peers::default()),
+            pending: Mutex::new(HashMap::new()),
+            known: Mutex::new(Vec::new()),
+            closing: tokio::sync::Notify::new(),
+            tls: false,
         })
     }
 
@@ -101,42 +159,84 @@ impl Membership {
 
     /// Stops the node server (the node is shutting down): peers see this node leave.
     pub fn leave(&self) {
+        self.closing.notify_one();
         if let Some(server) = &self.server {
             server.stop(Some("node stopping".into()));
         }
     }
+
+    /// Whether this node dials the nodes the store knows (see [`set_known`](Self::set_known)):
+    /// with TLS, where ractor_cluster's transitive connections cannot be used.
+    pub fn dials_known(&self) -> bool {
+        self.tls
+    }
+
+    /// The cluster addresses of the other nodes the store knows (see `known`).
+    pub fn set_known(&self, addresses: Vec<String>) {
+        *self.known.lock().expect("known lock") = addresses;
+    }
 }
 
-/// Starts the node server on `listen`, authenticated by `cookie`, and keeps dialling `seeds`.
+/// Starts the node server on `listen`, authenticated by `cookie` (and, with `tls`, by mutual
+/// TLS), and keeps dialling `seeds`.
+///
+/// ractor_cluster's own listener accepts one connection at a time, does a TLS handshake inline
+/// with no timeout (one silent client stops every later one) and gives sessions all the time
+/// they want to authenticate. So the node listens itself: it takes at most [`MAX_PENDING`]
+/// unauthenticated connections ([`MAX_PENDING_PER_IP`] per address), does each handshake on a
+/// task of its own, hands the stream to the node server (`NodeServerMessage::ConnectionOpened`),
+/// and stops a session not authenticated [`AUTH_TIMEOUT`] after it was accepted. The listener
+/// the node server always opens is moved to an ephemeral loopback port where it completes no
+/// handshake (its TLS has no certificate), and the port the node server advertises to its
+/// peers is set back to ours (`NodeServerMessage::PortChanged`).
 pub async fn start(
     name: &str,
     listen: SocketAddr,
     cookie: &str,
     seeds: &[String],
+    tls: Option<ClusterTls>,
 ) -> Result<Arc<Membership>, String> {
-    // The node server binds in the background and only logs a failure; check the port first.
-    drop(
-        std::net::TcpListener::bind(listen)
-            .map_err(|e| format!("cannot listen for the cluster on {listen}: {e}"))?,
-    );
+    let listener = TcpListener::bind(listen)
+        .await
+        .map_err(|e| format!("cannot listen for the cluster on {listen}: {e}"))?;
+    let port = listener
+        .local_addr()
+        .map_err(|e| format!("cannot listen for the cluster on {listen}: {e}"))?
+        .port();
+    // With TLS, ractor_cluster's transitive connections (plain TCP) could not reach a peer:
+    // each node dials the others the store lists instead.
+    let mode = match tls {
+        Some(_) => NodeConnectionMode::Isolated,
+        None => NodeConnectionMode::Transitive,
+    };
+    let decoy =
+        IncomingEncryptionMode::Tls(tokio_rustls::TlsAcceptor::from(crate::tls::refuse_all()));
     let server = NodeServer::new(
-        listen.port(),
+        0,
         cookie.to_string(),
         name.to_string(),
         listen.ip().to_string(),
-        None,
-        Some(NodeConnectionMode::Transitive),
+        Some(decoy),
+        Some(mode),
     )
-    .with_listen_addr(listen.ip())
+    .with_listen_addr(std::net::Ipv4Addr::LOCALHOST.into())
     .with_max_inbound_frame_size(MAX_FRAME_BYTES);
     let (server, _) = Actor::spawn(None, server, ())
         .await
+        .map_err(|e| format!("cannot start the cluster server on {listen}: {e}"))?;
+    // After the decoy listener's own PortChanged, queued while the server started.
+    server
+        .cast(NodeServerMessage::PortChanged { port })
         .map_err(|e| format!("cannot start the cluster server on {listen}: {e}"))?;
     let membership = Arc::new(Membership {
         name: name.to_string(),
         address: listen.to_string(),
         server: Some(server.clone()),
         peers: Mutex::new(Peers::default()),
+        pending: Mutex::new(HashMap::new()),
+        known: Mutex::new(Vec::new()),
+        closing: tokio::sync::Notify::new(),
+        tls: tls.is_some(),
     });
     server
         .cast(NodeServerMessage::SubscribeToEvents {
@@ -149,15 +249,181 @@ pub async fn start(
         .filter(|s| **s != membership.address)
         .cloned()
         .collect();
-    tokio::spawn(redial(server, seeds));
+    let (acceptor, connector) = match tls {
+        Some(tls) => (
+            Some(tokio_rustls::TlsAcceptor::from(tls.server)),
+            Some(tokio_rustls::TlsConnector::from(tls.client)),
+        ),
+        None => (None, None),
+    };
+    tokio::spawn(accept(
+        listener,
+        server.clone(),
+        membership.clone(),
+        acceptor,
+    ));
+    tokio::spawn(redial(server, membership.clone(), seeds, connector));
     tracing::info!(cluster = %listen, "cluster server listening");
     Ok(membership)
 }
 
-/// Dials every seed that has no session, with a backoff per seed, until the server stops.
-async fn redial(server: ActorRef<NodeServerMessage>, seeds: Vec<String>) {
+/// Accepts cluster connections until the node leaves (see [`start`]).
+async fn accept(
+    listener: TcpListener,
+    server: ActorRef<NodeServerMessage>,
+    membership: Arc<Membership>,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+) {
+    let all = Arc::new(Semaphore::new(MAX_PENDING));
+    let per_ip: Arc<Mutex<HashMap<std::net::IpAddr, usize>>> = Default::default();
+    let mut last_warned: Option<Instant> = None;
+    loop {
+        let (tcp, peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(pair) => pair,
+                Err(e) => {
+                    tracing::debug!(error = %e, "cannot accept a cluster connection");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            },
+            () = membership.closing.notified() => return,
+        };
+        let deadline = tokio::time::Instant::now() + AUTH_TIMEOUT;
+        // A flood of refusals is logged once every 10 s, not once each.
+        let mut refuse = |why: &str| {
+            let now = Instant::now();
+            if last_warned.is_none_or(|t| now.duration_since(t) >= Duration::from_secs(10)) {
+                last_warned = Some(now);
+                tracing::warn!(%peer, "cluster connection refused: {why} (more refusals in the next 10 s are not logged)");
+            }
+        };
+        let Ok(all) = all.clone().try_acquire_owned() else {
+            refuse(&format!(
+                "{MAX_PENDING} are already waiting to authenticate"
+            ));
+            continue;
+        };
+        {
+            let mut counts = per_ip.lock().expect("pending lock");
+            let n = counts.entry(peer.ip()).or_default();
+            if *n >= MAX_PENDING_PER_IP {
+                refuse(&format!(
+                    "{MAX_PENDING_PER_IP} from this address are already waiting to authenticate"
+                ));
+                continue;
+            }
+            *n += 1;
+        }
+        let slot = Slot {
+            _all: all,
+            per_ip: per_ip.clone(),
+            ip: peer.ip(),
+        };
+        let (server, membership, tls) = (server.clone(), membership.clone(), tls.clone());
+        tokio::spawn(async move {
+            let _ = tcp.set_nodelay(true);
+            let Ok(local_addr) = tcp.local_addr() else {
+                return;
+            };
+            let stream = match tls {
+                None => NetworkStream::Raw {
+                    peer_addr: peer,
+                    local_addr,
+                    stream: tcp,
+                },
+                Some(tls) => match tokio::time::timeout_at(deadline, tls.accept(tcp)).await {
+                    Ok(Ok(stream)) => NetworkStream::TlsServer {
+                        peer_addr: peer,
+                        local_addr,
+                        stream,
+                    },
+                    Ok(Err(e)) => {
+                        tracing::warn!(%peer, error = %e, "cluster TLS handshake failed: a peer without a certificate of the cluster's CA (node.tls_ca)?");
+                        return;
+                    }
+                    Err(_) => {
+                        tracing::warn!(%peer, "cluster TLS handshake timed out");
+                        return;
+                    }
+                },
+            };
+            membership
+                .pending
+                .lock()
+                .expect("pending lock")
+                .insert(peer.to_string(), Pending { deadline, slot });
+            let opened = NodeServerMessage::ConnectionOpened {
+                stream: Box::new(stream),
+                is_server: true,
+            };
+            let _ = server.cast(opened);
+            // Claimed by `Events` when the session opens; one that never did (the node
+            // server could not start a session) gives its place back.
+            tokio::time::sleep_until(deadline + AUTH_POLL).await;
+            membership
+                .pending
+                .lock()
+                .expect("pending lock")
+                .remove(&peer.to_string());
+        });
+    }
+}
+
+/// Stops the session `actor` unless it authenticates by `deadline`; `slot` is held until then.
+async fn watch_authentication(
+    actor: ActorRef<NodeSessionMessage>,
+    peer: String,
+    deadline: tokio::time::Instant,
+    slot: Option<Slot>,
+) {
+    let _slot = slot;
+    loop {
+        if matches!(
+            actor.get_status(),
+            ractor::ActorStatus::Stopping | ractor::ActorStatus::Stopped
+        ) {
+            return;
+        }
+        if let Ok(true) = ractor::call_t!(actor, NodeSessionMessage::GetAuthenticationState, 500) {
+            return;
+        }
+        if tokio::time::Instant::now() >= deadline {
+            tracing::warn!(%peer, "cluster connection dropped: not authenticated within {AUTH_TIMEOUT:?}");
+            let reason = Some("not authenticated in time".to_string());
+            actor.get_cell().stop_children(reason.clone());
+            actor.stop(reason);
+            return;
+        }
+        tokio::time::sleep_until(deadline.min(tokio::time::Instant::now() + AUTH_POLL)).await;
+    }
+}
+
+/// How often a session waiting to authenticate is asked whether it did.
+const AUTH_POLL: Duration = Duration::from_millis(100);
+
+/// Dials every seed (and, with TLS, every node the store knows) that has no session, with a
+/// backoff per address, until the server stops.
+async fn redial(
+    server: ActorRef<NodeServerMessage>,
+    membership: Arc<Membership>,
+    seeds: Vec<String>,
+    tls: Option<tokio_rustls::TlsConnector>,
+) {
     let mut next_try: HashMap<String, (Instant, Duration)> = HashMap::new();
     loop {
+        let mut targets = seeds.clone();
+        if tls.is_some() {
+            let known = membership.known.lock().expect("known lock").clone();
+            for address in known {
+                let dialable = address
+                    .parse::<SocketAddr>()
+                    .is_ok_and(|a| !a.ip().is_unspecified());
+                if dialable && address != membership.address && !targets.contains(&address) {
+                    targets.push(address);
+                }
+            }
+        }
         let sessions =
             match ractor::call_t!(server, NodeServerMessage::GetSessions, CALL_TIMEOUT_MS) {
                 Ok(sessions) => sessions,
@@ -176,7 +442,7 @@ async fn redial(server: ActorRef<NodeServerMessage>, seeds: Vec<String>) {
             })
             .collect();
         let now = Instant::now();
-        for seed in &seeds {
+        for seed in &targets {
             if present.contains(seed) {
                 next_try.remove(seed);
                 continue;
@@ -185,11 +451,33 @@ async fn redial(server: ActorRef<NodeServerMessage>, seeds: Vec<String>) {
             if now < when {
                 continue;
             }
-            let dialled =
-                tokio::time::timeout(DIAL_TIMEOUT, ractor_cluster::client_connect(&server, seed))
-                    .await;
+            let dialled = tokio::time::timeout(DIAL_TIMEOUT, async {
+                match &tls {
+                    None => ractor_cluster::client_connect(&server, seed).await,
+                    Some(tls) => {
+                        // The peer's certificate must name the address it is dialled at.
+                        let ip = seed.parse::<SocketAddr>().map(|a| a.ip()).map_err(|e| {
+                            ractor_cluster::ClientConnectErr::Socket(std::io::Error::other(e))
+                        })?;
+                        ractor_cluster::client_connect_enc(
+                            &server,
+                            seed,
+                            tls.clone(),
+                            rustls::pki_types::ServerName::IpAddress(ip.into()),
+                        )
+                        .await
+                    }
+                }
+            })
+            .await;
             match dialled {
                 Ok(Ok(())) => tracing::debug!(peer = %seed, "dialled peer"),
+                Ok(Err(ractor_cluster::ClientConnectErr::Encryption(e))) => {
+                    // The peer's certificate is not of our CA (or ours not of its): as with a
+                    // refused cookie, this node must not lead a cluster it is not part of.
+                    membership.peers.lock().expect("peers lock").refused = true;
+                    tracing::warn!(peer = %seed, error = %e, "cluster TLS handshake failed: check node.tls_ca and the peer's certificate");
+                }
                 Ok(Err(e)) => tracing::debug!(peer = %seed, error = %e, "peer unreachable"),
                 Err(_) => tracing::debug!(peer = %seed, "dialling peer timed out"),
             }
@@ -221,6 +509,25 @@ impl NodeEventSubscription for Events {
         self.with(|p| {
             p.session(&ses);
         });
+        // Every session must authenticate in time; an incoming one holds its pending slot
+        // until it does.
+        let pending = ses
+            .is_server
+            .then(|| {
+                let mut pending = self.0.pending.lock().expect("pending lock");
+                pending.remove(&ses.peer_addr)
+            })
+            .flatten();
+        let (deadline, slot) = match pending {
+            Some(p) => (p.deadline, Some(p.slot)),
+            None => (tokio::time::Instant::now() + AUTH_TIMEOUT, None),
+        };
+        tokio::spawn(watch_authentication(
+            ses.actor.clone(),
+            ses.peer_addr.clone(),
+            deadline,
+            slot,
+        ));
     }
 
     fn node_session_authenticated(&self, ses: ractor_cluster::node::NodeServerSessionInformation) {

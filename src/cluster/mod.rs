@@ -11,7 +11,9 @@ mod membership;
 
 use ractor::{ActorCell, ActorRef};
 
-pub use membership::{Membership, start};
+pub use membership::{
+    AUTH_TIMEOUT, ClusterTls, MAX_PENDING, MAX_PENDING_PER_IP, Membership, start,
+};
 
 use crate::actors::{DispatcherMsg, TrainerMsg};
 

@@ -404,7 +404,7 @@ impl fmt::Display for Cidr {
 
 /// A filter extracting the address of the client behind a request (see `Limits::client_ip`).
 pub fn client(limits: Arc<Limits>) -> warp::filters::BoxedFilter<(Option<IpAddr>,)> {
-    let peer = warp::addr::remote().map(|addr: Option<SocketAddr>| addr.map(|a| a.ip()));
+    let peer = super::tls::remote_addr().map(|addr: Option<SocketAddr>| addr.map(|a| a.ip()));
     if limits.settings.trusted_proxies.is_empty() {
         // Nothing to believe: the header is not even read.
         return peer.boxed();

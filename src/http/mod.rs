@@ -14,6 +14,7 @@ mod health;
 pub mod limits;
 pub mod models;
 mod schedules;
+pub mod tls;
 
 pub use handlers::{
     ParsedRequest, TaskBounds, check_footprint, parse_train_request, parse_train_request_within,

@@ -22,10 +22,48 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 /// only the writes behind it on its own connection.
 const ACKED_CONNECTIONS: usize = 16;
 
+/// TLS settings of a `rediss://` store: whom to trust, and the certificate to show.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct RedisTls {
+    /// PEM file of the CA that signed the server's certificate; None: the system's CAs.
+    pub ca: Option<std::path::PathBuf>,
+    /// PEM files of a client certificate and its key, for a Redis that asks for one.
+    pub client: Option<(std::path::PathBuf, std::path::PathBuf)>,
+}
+
+impl RedisTls {
+    /// A client of `url` (`rediss://` or `redis://`), trusting and showing what `self` names.
+    fn client(&self, url: &str) -> Result<Client, StoreError> {
+        if self.ca.is_none() && self.client.is_none() {
+            return Ok(Client::open(url)?);
+        }
+        let read = |path: &std::path::Path| {
+            std::fs::read(path).map_err(|e| {
+                StoreError::Unavailable(format!("cannot read {}: {e}", path.display()))
+            })
+        };
+        let root_cert = self.ca.as_deref().map(read).transpose()?;
+        let client_tls = match &self.client {
+            Some((cert, key)) => Some(::redis::ClientTlsConfig {
+                client_cert: read(cert)?,
+                client_key: read(key)?,
+            }),
+            None => None,
+        };
+        Ok(Client::build_with_tls(
+            url,
+            ::redis::TlsCertificates {
+                client_tls,
+                root_cert,
+            },
+        )?)
+    }
+}
+
 /// Where the store's Redis is, as `[store] url` says.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Target {
-    /// `redis://[user:password@]HOST:PORT/DB`: one Redis.
+    /// `redis://[user:password@]HOST:PORT/DB`: one Redis (`rediss://`: over TLS).
     Direct(String),
     /// `redis+sentinel://[user:password@]HOST:PORT,HOST:PORT/SERVICE[/DB]`: the primary that
     /// the sentinels at these addresses name for SERVICE. The user and password are the Redis
@@ -41,12 +79,12 @@ pub enum Target {
 
 impl Target {
     pub fn parse(url: &str) -> Result<Target, String> {
-        if url.starts_with("redis://") {
+        if url.starts_with("redis://") || url.starts_with("rediss://") {
             return Ok(Target::Direct(url.to_string()));
         }
-        let rest = url
-            .strip_prefix("redis+sentinel://")
-            .ok_or_else(|| format!("{url:?} must start with redis:// or redis+sentinel://"))?;
+        let rest = url.strip_prefix("redis+sentinel://").ok_or_else(|| {
+            format!("{url:?} must start with redis://, rediss:// or redis+sentinel://")
+        })?;
         let (auth, rest) = match rest.rsplit_once('@') {
             Some((auth, rest)) => (Some(auth), rest),
             None => (None, rest),
@@ -229,9 +267,13 @@ impl Watcher {
 
 impl Link {
     /// Connects to `target`; for Sentinel, to the primary it names now, then follows it.
-    pub async fn open(target: &Target, ack: Option<ReplicaAck>) -> Result<Link, StoreError> {
+    pub async fn open(
+        target: &Target,
+        ack: Option<ReplicaAck>,
+        tls: &RedisTls,
+    ) -> Result<Link, StoreError> {
         let (client, watcher) = match target {
-            Target::Direct(url) => (Client::open(url.as_str())?, None),
+            Target::Direct(url) => (tls.client(url)?, None),
             Target::Sentinel {
                 sentinels,
                 service,

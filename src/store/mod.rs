@@ -30,7 +30,7 @@ pub use embedded::EmbeddedStore;
 pub use events::{Event, EventId, EventKind};
 pub use instrumented::Instrumented;
 pub use keys::Keys;
-pub use link::Target;
+pub use link::{RedisTls, Target};
 pub use redis_store::RedisStore;
 
 /// A task's life: PENDING -> STARTED -> PROGRESS -> SUCCESS | FAILURE, or REVOKED.

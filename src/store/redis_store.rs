@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use uuid::Uuid;
 
 use super::keys::Keys;
-use super::link::{Link, ReplicaAck, Target, WeakLink};
+use super::link::{Link, RedisTls, ReplicaAck, Target, WeakLink};
 use super::*;
 use crate::cache::BoundedCache;
 use crate::training::{DeviceClass, DeviceSpec};
@@ -237,12 +237,22 @@ impl RedisStore {
         prefix: &str,
         settings: StoreSettings,
     ) -> Result<Self, StoreError> {
+        Self::connect_tls(url, prefix, settings, &RedisTls::default()).await
+    }
+
+    /// [`connect`](Self::connect), with the CA and client certificate of a `rediss://` url.
+    pub async fn connect_tls(
+        url: &str,
+        prefix: &str,
+        settings: StoreSettings,
+        tls: &RedisTls,
+    ) -> Result<Self, StoreError> {
         let target = Target::parse(url).map_err(StoreError::Unavailable)?;
         let ack = ReplicaAck {
             replicas: settings.min_replicas_ack,
             timeout: Duration::from_secs_f64(settings.replica_ack_timeout_s.max(0.001)),
         };
-        let mut link = Link::open(&target, Some(ack)).await?;
+        let mut link = Link::open(&target, Some(ack), tls).await?;
         let keys = Keys::new(prefix);
         let live = tokio::sync::broadcast::channel(events::LIVE_BUFFER).0;
         check_durability(&mut link, settings.min_replicas_ack).await?;
