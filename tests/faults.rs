@@ -190,7 +190,7 @@ impl Node {
         let seeds: Vec<String> = start.seeds.iter().map(|s| format!("\"{s}\"")).collect();
         let config = format!(
             "[node]\nname = \"{}\"\nlisten = \"{}\"\ncookie = \"{COOKIE}\"\nseeds = [{}]\n\
-             [http]\nlisten = \"{}\"\n\
+             [http]\nlisten = \"{}\"\nallow_unauthenticated = true\n\
              [store]\nurl = \"{}\"\nprefix = \"{}\"\n\
              [trainers]\ndevices = [\"cpu\"]\n\
              [tasks]\nlease_s = {}\nmax_retries = 3\nshutdown_grace_s = 5\n",
