@@ -302,7 +302,7 @@ impl Node {
 
 impl Drop for Node {
     fn drop(&mut self) {
-        let _ = self.signal("-CONT");
+        self.signal("-CONT");
         let _ = self.child.kill();
         let _ = self.child.wait();
     }

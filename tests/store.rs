@@ -8,9 +8,9 @@ use std::time::Duration;
 use common::{RedisServer, temp_dir};
 use trainyard::store::{
     CancelOutcome, Claimed, DatasetDeleted, DatasetInfo, EmbeddedStore, Ending, EventId, EventKind,
-    Finish, IdempotencyKey, Lookup, Missed, NodeInfo, RedisStore, Renewal, Schedule, ScheduleCreated,
-    ScheduleLink, Store, StoreError, StoreSettings, Submitted, TaskError, TaskFilter, TaskProgress,
-    TaskRecord, TaskState, TrainerSeat, Work, now_s,
+    Finish, IdempotencyKey, Lookup, Missed, NodeInfo, RedisStore, Renewal, Schedule,
+    ScheduleCreated, ScheduleLink, Store, StoreError, StoreSettings, Submitted, TaskError,
+    TaskFilter, TaskProgress, TaskRecord, TaskState, TrainerSeat, Work, now_s,
 };
 use trainyard::training::{DeviceClass, DeviceSpec, ModelType, TrainSpec};
 use uuid::Uuid;

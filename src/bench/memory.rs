@@ -80,7 +80,7 @@ fn breakdown(url: &str, prefix: &str) -> anyhow::Result<Vec<(String, usize, u64)
     }
     let mut rows: Vec<(String, usize, u64)> =
         kinds.into_iter().map(|(k, (n, b))| (k, n, b)).collect();
-    rows.sort_by(|a, b| b.2.cmp(&a.2));
+    rows.sort_by_key(|row| std::cmp::Reverse(row.2));
     Ok(rows)
 }
 

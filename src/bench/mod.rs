@@ -1408,7 +1408,7 @@ fn table(r: &Value) -> String {
     for s in r["replicas"].as_array().into_iter().flatten() {
         let latency = &s["submit_to_start"];
         row(
-            &format!("{}", s["setup"].as_str().unwrap_or("")),
+            s["setup"].as_str().unwrap_or(""),
             format!(
                 "{} tasks/s (submit {} /s); submit to start p50 {} ms, p99 {} ms",
                 s["tasks_per_s"], s["submit_per_s"], latency["p50_ms"], latency["p99_ms"]

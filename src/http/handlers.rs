@@ -18,8 +18,9 @@ use super::{Api, ApiError};
 use crate::actors::{DispatcherMsg, TrainerMsg};
 use crate::cluster;
 use crate::store::{
-    CancelOutcome, DatasetDeleted, DatasetInfo, IdempotencyKey, Lookup, MAX_CLIENT_KEY, NODE_STALE_S, Store,
-    Submitted, TaskFilter, TaskProgress, TaskRecord, TaskState, now_s, trainer_node,
+    CancelOutcome, DatasetDeleted, DatasetInfo, IdempotencyKey, Lookup, MAX_CLIENT_KEY,
+    NODE_STALE_S, Store, Submitted, TaskFilter, TaskProgress, TaskRecord, TaskState, now_s,
+    trainer_node,
 };
 use crate::telemetry::{self, TaskEvent};
 use crate::training::{
@@ -325,7 +326,6 @@ pub fn check_footprint(
     }));
     Err(error)
 }
-
 
 /// Stores and queues a submission; with an `Idempotency-Key` already used for the same request,
 /// answers with that earlier task instead (`true`: replayed).

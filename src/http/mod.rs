@@ -52,7 +52,7 @@ fn inline_digest(page: &str, open: &str, close: &str) -> String {
     use sha2::Digest;
     let start = page.find(open).expect("the panel has the tag") + open.len();
     let end = start + page[start..].find(close).expect("the tag is closed");
-    let digest = sha2::Sha256::digest(page[start..end].as_bytes());
+    let digest = sha2::Sha256::digest(&page.as_bytes()[start..end]);
     format!(
         "sha256-{}",
         base64::engine::general_purpose::STANDARD.encode(digest)

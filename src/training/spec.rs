@@ -548,7 +548,10 @@ mod tests {
             ModelType::parse_requested("tensorflow"),
             Ok((ModelType::Mlp, Some("tensorflow")))
         );
-        assert_eq!(ModelType::parse_requested("mlp"), Ok((ModelType::Mlp, None)));
+        assert_eq!(
+            ModelType::parse_requested("mlp"),
+            Ok((ModelType::Mlp, None))
+        );
         assert_eq!(ModelType::All.members().len(), 3);
     }
 }
