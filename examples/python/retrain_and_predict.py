@@ -51,7 +51,8 @@ def main() -> int:
             print()
             print(f"best model: {result['best_model']}")
             for model, metrics in result["metrics"].items():
-                print(f"  {model}: {metrics}")
+                if isinstance(metrics, dict):  # one entry per model trained
+                    print(f"  {model}: test_r2 {metrics['test_r2']:.4f}, test_rmse {metrics['test_rmse']:.4f}")
             row = [0.5] * len(dataset["features"])
             print(f"prediction for {row}: {client.predict(task.id, [row])[0]:.4f}")
         except TrainyardError as error:
