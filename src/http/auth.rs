@@ -20,7 +20,7 @@ use serde::Deserialize;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 use warp::Filter;
-use warp::http::{HeaderMap, Method, StatusCode};
+use warp::http::{Method, StatusCode};
 
 use super::ApiError;
 
@@ -196,6 +196,14 @@ fn query_token(query: &str) -> Option<String> {
         .map(|(_, value)| value.into_owned())
 }
 
+/// The headers the checks read (only these are taken from a request, not a copy of them all).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Headers<'a> {
+    pub host: Option<&'a str>,
+    pub origin: Option<&'a str>,
+    pub authorization: Option<&'a str>,
+}
+
 /// Checks one request (see the module's doc); answers who called, when tokens are set.
 pub fn check(
     settings: &AuthSettings,
@@ -203,10 +211,9 @@ pub fn check(
     method: &Method,
     path: &str,
     query: Option<&str>,
-    headers: &HeaderMap,
+    headers: Headers<'_>,
 ) -> Result<Option<Caller>, ApiError> {
-    let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
-    let host = header("host");
+    let host = headers.host;
     if let Some(host) = host
         && !settings.host_allowed(host, machine)
     {
@@ -220,18 +227,18 @@ pub fn check(
         ));
     }
     let changes_state = !matches!(*method, Method::GET | Method::HEAD | Method::OPTIONS);
-    if changes_state && let Some(origin) = headers.get("origin") {
-        let origin = origin.to_str().unwrap_or("?");
-        if !settings.origin_allowed(origin, host) {
-            return Err(ApiError::new(
-                StatusCode::FORBIDDEN,
-                "origin_not_allowed",
-                format!(
-                    "a page from {origin:?} may not change this node's state; add the origin \
-                     to [http] allowed_origins if it is yours"
-                ),
-            ));
-        }
+    if changes_state
+        && let Some(origin) = headers.origin
+        && !settings.origin_allowed(origin, host)
+    {
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "origin_not_allowed",
+            format!(
+                "a page from {origin:?} may not change this node's state; add the origin \
+                 to [http] allowed_origins if it is yours"
+            ),
+        ));
     }
     if settings.tokens.is_empty() {
         return Ok(None);
@@ -240,7 +247,8 @@ pub fn check(
     let from_query = is_event_stream(label)
         .then(|| query.and_then(query_token))
         .flatten();
-    let given = header("authorization")
+    let given = headers
+        .authorization
         .and_then(bearer)
         .map(str::to_string)
         .or(from_query);
@@ -281,20 +289,26 @@ pub fn guard(
     warp::method()
         .and(warp::path::full())
         .and(warp::query::raw().or(warp::any().map(String::new)).unify())
-        .and(warp::header::headers_cloned())
+        .and(warp::header::optional::<String>("host"))
+        .and(warp::header::optional::<String>("origin"))
+        .and(warp::header::optional::<String>("authorization"))
         .and_then(
-            move |method: Method, path: warp::path::FullPath, query: String, headers: HeaderMap| {
+            move |method: Method,
+                  path: warp::path::FullPath,
+                  query: String,
+                  host: Option<String>,
+                  origin: Option<String>,
+                  authorization: Option<String>| {
                 let (settings, machine) = (settings.clone(), machine.clone());
                 async move {
-                    check(
-                        &settings,
-                        &machine,
-                        &method,
-                        path.as_str(),
-                        Some(query.as_str()).filter(|q| !q.is_empty()),
-                        &headers,
-                    )
-                    .map_err(warp::reject::custom)
+                    let headers = Headers {
+                        host: host.as_deref(),
+                        origin: origin.as_deref(),
+                        authorization: authorization.as_deref(),
+                    };
+                    let query = Some(query.as_str()).filter(|q| !q.is_empty());
+                    check(&settings, &machine, &method, path.as_str(), query, headers)
+                        .map_err(warp::reject::custom)
                 }
             },
         )
@@ -330,11 +344,18 @@ mod tests {
         query: Option<&str>,
         headers: &[(&'static str, &str)],
     ) -> Result<Option<Caller>, ApiError> {
-        let mut map = HeaderMap::new();
-        for (name, value) in headers {
-            map.insert(*name, value.parse().unwrap());
-        }
-        check(&settings(), "box1", &method, path, query, &map)
+        let header = |wanted: &str| {
+            headers
+                .iter()
+                .find(|(name, _)| *name == wanted)
+                .map(|(_, value)| *value)
+        };
+        let headers = Headers {
+            host: header("host"),
+            origin: header("origin"),
+            authorization: header("authorization"),
+        };
+        check(&settings(), "box1", &method, path, query, headers)
     }
 
     fn code(result: Result<Option<Caller>, ApiError>) -> &'static str {
