@@ -594,8 +594,7 @@ fn result_reply(task: &TaskRecord) -> Response {
             && answer["result"].is_object()
         {
             answer["result"]["model_type"] = json!(old);
-            answer["result"]["message"] =
-                json!(format!("{} model trained successfully", old.to_uppercase()));
+            answer["result"]["message"] = json!(training::success_message(&old.to_uppercase()));
         }
     }
     if let Some(error) = &task.error {

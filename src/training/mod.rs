@@ -108,7 +108,7 @@ impl TrainOutcome {
     pub fn message(&self) -> String {
         match self.model_type {
             ModelType::All => "All models trained successfully".to_string(),
-            model => format!("{} model trained successfully", model.title()),
+            model => success_message(model.title()),
         }
     }
 
@@ -304,4 +304,9 @@ pub fn train(
         model_bytes,
         duration_s: started.elapsed().as_secs_f64(),
     })
+}
+
+/// The old API's message for one model trained, named as shown (`MLP`, `TENSORFLOW`).
+pub fn success_message(shown_name: &str) -> String {
+    format!("{shown_name} model trained successfully")
 }

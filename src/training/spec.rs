@@ -72,10 +72,12 @@ impl ModelType {
     /// The model a name trains, and the name itself when it is one of the old service's
     /// (`OLD_NAMES`), to be echoed back to the client that used it.
     pub fn parse_requested(name: &str) -> Result<(ModelType, Option<&'static str>), String> {
-        if let Some((old, model)) = OLD_NAMES.iter().find(|(old, _)| *old == name) {
-            return Ok((*model, Some(*old)));
-        }
-        name.parse().map(|model| (model, None))
+        let model = name.parse()?;
+        let old = OLD_NAMES
+            .iter()
+            .map(|(old, _)| *old)
+            .find(|old| *old == name);
+        Ok((model, old))
     }
 }
 
