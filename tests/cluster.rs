@@ -102,14 +102,7 @@ impl Cluster {
         let path = self.dir.join(format!("{name}.toml"));
         std::fs::write(&path, config).unwrap();
         let log = self.dir.join(format!("{name}.log"));
-        let child = Command::new(env!("CARGO_BIN_EXE_trainyard"))
-            .arg("node")
-            .arg("--config")
-            .arg(&path)
-            .env("RUST_LOG", "info")
-            .env("NO_COLOR", "1")
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).unwrap())
+        let child = common::node_command(&path, &log)
             .spawn()
             .expect("trainyard starts");
         Node {

@@ -10,21 +10,6 @@ use std::time::{Duration, Instant};
 use common::{Node, TestStore, poll, read_sse};
 use serde_json::json;
 
-/// The store calls of `op` the node made so far, from its `/metrics`.
-fn store_calls(node: &Node, op: &str) -> u64 {
-    let text = ureq::get(format!("{}/metrics", node.url))
-        .call()
-        .unwrap()
-        .into_body()
-        .read_to_string()
-        .unwrap();
-    text.lines()
-        .filter(|l| l.starts_with("trainyard_store_operation_duration_seconds_count{"))
-        .filter(|l| l.contains(&format!("op=\"{op}\"")))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum::<f64>() as u64
-}
-
 #[test]
 fn a_flood_of_health_checks_asks_the_store_at_most_once_a_second() {
     let store = TestStore::redis();
@@ -32,7 +17,7 @@ fn a_flood_of_health_checks_asks_the_store_at_most_once_a_second() {
     // The pings counted are those between the two reads of /metrics: the time measured
     // covers both reads.
     let started = Instant::now();
-    let before = store_calls(&node, "ping");
+    let before = node.store_calls("ping");
     let paths = ["/cluster/health", "/celery/health", "/readyz", "/healthz"];
     let threads: Vec<_> = (0..8)
         .map(|t| {
@@ -51,7 +36,7 @@ fn a_flood_of_health_checks_asks_the_store_at_most_once_a_second() {
         })
         .collect();
     let ok: usize = threads.into_iter().map(|t| t.join().unwrap()).sum();
-    let pings = store_calls(&node, "ping") - before;
+    let pings = node.store_calls("ping") - before;
     let seconds = started.elapsed().as_secs_f64();
     assert_eq!(ok, 2000, "every health check answers 200");
     // One computation per second at most (plus the one under way when the flood began).
@@ -195,7 +180,7 @@ fn sigterm_ends_open_event_streams_and_the_node_stops_within_its_grace() {
 fn a_sync_wait_listens_for_the_end_instead_of_polling_the_store() {
     let store = TestStore::redis();
     let node = Node::up(&store, 1, &[]);
-    let before = store_calls(&node, "get");
+    let before = node.store_calls("get");
     let started = Instant::now();
     let (status, answer) = node.post(
         "/train/mlp?wait_s=120",
@@ -207,7 +192,7 @@ fn a_sync_wait_listens_for_the_end_instead_of_polling_the_store() {
         (200, Some("SUCCESS")),
         "{answer}"
     );
-    let gets = store_calls(&node, "get") - before;
+    let gets = node.store_calls("get") - before;
     println!("a sync wait of {waited:.2} s read the task {gets} times");
     assert!(
         (gets as f64) <= waited.ceil() + 3.0,

@@ -51,15 +51,10 @@ fn node_with_a_workload() -> Node {
     node
 }
 
-fn metrics_text(node: &Node) -> String {
-    let response = ureq::get(format!("{}/metrics", node.url)).call().unwrap();
-    response.into_body().read_to_string().unwrap()
-}
-
 #[test]
 fn every_declared_metric_is_exported_with_its_type_and_no_task_ids() {
     let node = node_with_a_workload();
-    let text = metrics_text(&node);
+    let text = node.metrics_text();
     for metric in METRICS {
         let kind = match metric.kind {
             Kind::Counter => "counter",
@@ -174,24 +169,12 @@ fn dashboard_expressions() -> Vec<String> {
     out
 }
 
-/// The value of an unlabelled metric on `/metrics`.
-fn metric_value(node: &Node, name: &str) -> f64 {
-    let text = metrics_text(node);
-    let prefix = format!("{name} ");
-    text.lines()
-        .find_map(|l| l.strip_prefix(prefix.as_str()))
-        .unwrap_or_else(|| panic!("no {name} on /metrics"))
-        .trim()
-        .parse()
-        .unwrap()
-}
-
 #[test]
 fn finished_tasks_leave_nothing_running_behind() {
     let node = Node::up(&TestStore::embedded(), 2, &[]);
     let warm = node.submit("linear", json!({"epochs": 1}));
     node.wait_for(&warm, "SUCCESS", LONG);
-    let before = metric_value(&node, "trainyard_runtime_tasks");
+    let before = node.metric_value("trainyard_runtime_tasks");
     let ids: Vec<String> = (0..100)
         .map(|_| node.submit("linear", json!({"epochs": 1})))
         .collect();
@@ -202,7 +185,7 @@ fn finished_tasks_leave_nothing_running_behind() {
     // writer end with it: 100 tasks later the runtime holds about what it held before. The
     // last ends are written after SUCCESS is readable, and their tasks end a moment later.
     poll_seen(LONG, "the runtime's tasks to be back", || {
-        let after = metric_value(&node, "trainyard_runtime_tasks");
+        let after = node.metric_value("trainyard_runtime_tasks");
         if after < before + 20.0 {
             Ok(())
         } else {

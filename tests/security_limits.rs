@@ -46,37 +46,6 @@ fn status_as(node: &Node, path: &str, forwarded_for: &str) -> u16 {
     raw_get(node, path, &[("X-Forwarded-For", forwarded_for)]).1
 }
 
-fn metrics_text(node: &Node) -> String {
-    ureq::get(format!("{}/metrics", node.url))
-        .call()
-        .unwrap()
-        .into_body()
-        .read_to_string()
-        .unwrap()
-}
-
-/// The value of the unlabelled metric `name` on /metrics.
-fn metric_value(node: &Node, name: &str) -> f64 {
-    let text = metrics_text(node);
-    let prefix = format!("{name} ");
-    text.lines()
-        .find_map(|l| l.strip_prefix(prefix.as_str()))
-        .unwrap_or_else(|| panic!("no {name} on /metrics"))
-        .trim()
-        .parse()
-        .unwrap()
-}
-
-/// Store operations `op` done by the node so far.
-fn store_calls(node: &Node, op: &str) -> u64 {
-    metrics_text(node)
-        .lines()
-        .filter(|l| l.starts_with("trainyard_store_operation_duration_seconds_count{"))
-        .filter(|l| l.contains(&format!("op=\"{op}\"")))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum::<f64>() as u64
-}
-
 /// Settings that give each client 3 requests, then (practically) none.
 const THREE_REQUESTS: [(&str, &str); 2] = [
     ("TRAINYARD_HTTP__RATE_LIMIT_PER_S", "0.001"),
@@ -160,7 +129,7 @@ fn event_streams_are_capped_per_client_and_per_node() {
     let mut body = String::new();
     let _ = full.read_to_string(&mut body);
     assert!(body.contains("too_many_streams_on_node"), "{body}");
-    assert_eq!(metric_value(&node, "trainyard_http_open_streams"), 3.0);
+    assert_eq!(node.metric_value("trainyard_http_open_streams"), 3.0);
 
     drop(first);
     poll_seen(
@@ -199,7 +168,7 @@ fn a_thousand_streams_opened_and_left_leave_no_task_behind() {
     assert_eq!(status, 200);
     drop(warm);
     std::thread::sleep(Duration::from_millis(500));
-    let tasks_before = metric_value(&node, "trainyard_runtime_tasks");
+    let tasks_before = node.metric_value("trainyard_runtime_tasks");
     let started = Instant::now();
     for _ in 0..10 {
         let open: Vec<TcpStream> = (0..100)
@@ -227,8 +196,8 @@ fn a_thousand_streams_opened_and_left_leave_no_task_behind() {
         Duration::from_secs(60),
         "the followers to end with their clients",
         || {
-            let streams = metric_value(&node, "trainyard_http_open_streams");
-            let tasks = metric_value(&node, "trainyard_runtime_tasks");
+            let streams = node.metric_value("trainyard_http_open_streams");
+            let tasks = node.metric_value("trainyard_runtime_tasks");
             if streams == 0.0 && tasks <= tasks_before + 5.0 {
                 Ok(())
             } else {
@@ -248,7 +217,7 @@ fn a_thousand_streams_opened_and_left_leave_no_task_behind() {
 fn a_sync_wait_reads_its_task_at_the_start_and_the_end_only() {
     let store = TestStore::redis();
     let node = Node::up(&store, 1, &[]);
-    let before = store_calls(&node, "get");
+    let before = node.store_calls("get");
     let started = Instant::now();
     let (status, answer) = node.post(
         "/train/linear?wait_s=4",
@@ -259,7 +228,7 @@ fn a_sync_wait_reads_its_task_at_the_start_and_the_end_only() {
     assert_eq!(answer["error"]["code"], "timeout", "{answer}");
     assert!(answer["error"]["task_id"].is_string(), "{answer}");
     assert!(waited >= 4.0, "{waited}");
-    let gets = store_calls(&node, "get") - before;
+    let gets = node.store_calls("get") - before;
     println!("a sync wait of {waited:.2} s read the task {gets} times");
     assert!(
         gets <= 2,

@@ -347,14 +347,7 @@ impl ClusterNode {
         let path = dir.join("node.toml");
         std::fs::write(&path, config).unwrap();
         let log = dir.join("node.log");
-        let child = Command::new(env!("CARGO_BIN_EXE_trainyard"))
-            .arg("node")
-            .arg("--config")
-            .arg(&path)
-            .env("RUST_LOG", "info")
-            .env("NO_COLOR", "1")
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).unwrap())
+        let child = common::node_command(&path, &log)
             .spawn()
             .expect("trainyard starts");
         let mut node = ClusterNode {

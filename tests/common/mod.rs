@@ -431,11 +431,7 @@ impl Node {
 
     /// POST with an explicit content type (or none) and raw bytes.
     pub fn post_raw(&self, path: &str, content_type: Option<&str>, body: &[u8]) -> (u16, Value) {
-        let mut request = Self::agent().post(format!("{}{path}", self.url));
-        if let Some(ct) = content_type {
-            request = request.header("content-type", ct);
-        }
-        read_json(request.send(body)).unwrap_or_else(|| panic!("POST {path} failed"))
+        self.request("POST", path, &[], Some((content_type, body)))
     }
 
     /// Any request: method, path, headers, and a body with its content type (or none).
@@ -458,6 +454,34 @@ impl Node {
         }
         let request = request.body(bytes.to_vec()).unwrap();
         read_json(Self::agent().run(request)).unwrap_or_else(|| panic!("{method} {path} failed"))
+    }
+
+    /// The node's `/metrics`, as Prometheus text.
+    pub fn metrics_text(&self) -> String {
+        let response = ureq::get(format!("{}/metrics", self.url)).call().unwrap();
+        response.into_body().read_to_string().unwrap()
+    }
+
+    /// The value of the unlabelled metric `name` on `/metrics`.
+    pub fn metric_value(&self, name: &str) -> f64 {
+        let text = self.metrics_text();
+        let prefix = format!("{name} ");
+        text.lines()
+            .find_map(|l| l.strip_prefix(prefix.as_str()))
+            .unwrap_or_else(|| panic!("no {name} on /metrics"))
+            .trim()
+            .parse()
+            .unwrap()
+    }
+
+    /// The store calls of `op` the node made so far, from its `/metrics`.
+    pub fn store_calls(&self, op: &str) -> u64 {
+        self.metrics_text()
+            .lines()
+            .filter(|l| l.starts_with("trainyard_store_operation_duration_seconds_count{"))
+            .filter(|l| l.contains(&format!("op=\"{op}\"")))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum::<f64>() as u64
     }
 
     /// Submits a training and returns its task id.
@@ -505,6 +529,20 @@ impl Drop for Node {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// `trainyard node --config CONFIG`, logging at info to `log`: the command, to spawn.
+pub fn node_command(config: &Path, log: &Path) -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_trainyard"));
+    command
+        .arg("node")
+        .arg("--config")
+        .arg(config)
+        .env("RUST_LOG", "info")
+        .env("NO_COLOR", "1")
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(log).unwrap());
+    command
 }
 
 /// One Server-Sent Event as a client reads it.
