@@ -6,6 +6,7 @@ use std::path::Path;
 use serde::Deserialize;
 use thiserror::Error;
 
+use crate::cluster::address;
 use crate::http::auth::{AuthSettings, Role, Token, parse_sha256};
 use crate::training::{DeviceSpec, resolve_devices};
 
@@ -86,8 +87,11 @@ pub struct NodeSection {
     pub listen: String,
     /// Shared secret of the cluster; required on Redis.
     pub cookie: String,
-    /// Cluster addresses of peers to join.
+    /// Cluster addresses of peers to join (`host:port`, names resolved at every dial).
     pub seeds: Vec<String>,
+    /// The cluster address peers dial to reach this node (default: `listen` when its host is
+    /// concrete, else this machine's host name, with the port listened on).
+    pub advertise: String,
     /// PEM certificate (chain) of this node for mutual TLS between nodes; with `tls_key` and
     /// `tls_ca`, every cluster link is TLS and a peer must present a certificate `tls_ca` signed.
     pub tls_cert: String,
@@ -241,6 +245,7 @@ impl Default for NodeSection {
             listen: "127.0.0.1:4700".into(),
             cookie: String::new(),
             seeds: Vec::new(),
+            advertise: String::new(),
             tls_cert: String::new(),
             tls_key: String::new(),
             tls_ca: String::new(),
@@ -608,28 +613,35 @@ impl Config {
     /// Problems of the `[node]` section of a cluster node (one on Redis).
     fn cluster_problems(&self) -> Vec<String> {
         let mut problems = Vec::new();
-        match self.node.listen.parse::<std::net::SocketAddr>() {
-            Err(_) => problems.push(format!(
-                "node.listen {:?} is not an address like 127.0.0.1:4700",
-                self.node.listen
-            )),
-            Ok(addr) if !addr.ip().is_loopback() && self.node.cookie == EXAMPLE_COOKIE => problems
-                .push(format!(
+        match address::split(&self.node.listen) {
+            Err(e) => problems.push(format!("node.listen: {e}")),
+            Ok((host, _))
+                if !address::is_loopback_host(host) && self.node.cookie == EXAMPLE_COOKIE =>
+            {
+                problems.push(format!(
                     "node.cookie is the example cookie {EXAMPLE_COOKIE:?}; a node listening on \
-                     {addr} (not loopback) needs a secret of its own"
-                )),
-            Ok(addr)
-                if !addr.ip().is_loopback()
+                     {} (not loopback) needs a secret of its own",
+                    self.node.listen
+                ))
+            }
+            Ok((host, _))
+                if !address::is_loopback_host(host)
                     && !self.node.cookie.is_empty()
                     && self.node.cookie.chars().count() < MIN_COOKIE_CHARS =>
             {
                 problems.push(format!(
-                    "node.cookie is {} characters long; a node listening on {addr} (not \
+                    "node.cookie is {} characters long; a node listening on {} (not \
                      loopback) needs at least {MIN_COOKIE_CHARS}",
-                    self.node.cookie.chars().count()
+                    self.node.cookie.chars().count(),
+                    self.node.listen
                 ))
             }
             Ok(_) => {}
+        }
+        if !self.node.advertise.is_empty()
+            && let Err(e) = address::dialable(&self.node.advertise)
+        {
+            problems.push(format!("node.advertise: {e}"));
         }
         let n = &self.node;
         let tls = [&n.tls_cert, &n.tls_key, &n.tls_ca];
@@ -646,10 +658,8 @@ impl Config {
             );
         }
         for seed in &self.node.seeds {
-            if seed.parse::<std::net::SocketAddr>().is_err() {
-                problems.push(format!(
-                    "node.seeds: {seed:?} is not an address like 127.0.0.1:4701"
-                ));
+            if let Err(e) = address::dialable(seed) {
+                problems.push(format!("node.seeds: {e}"));
             }
         }
         problems
@@ -863,6 +873,25 @@ mod tests {
         .unwrap_err()
         .to_string();
         assert!(seeds.contains("node.seeds"), "{seeds}");
+        assert!(
+            load(&[
+                ("TRAINYARD_NODE__COOKIE", "s3cret-of-16-chars"),
+                ("TRAINYARD_NODE__LISTEN", "\"0.0.0.0:4700\""),
+                (
+                    "TRAINYARD_NODE__SEEDS",
+                    "[\"node-b:4701\", \"[fd00::2]:4701\"]"
+                ),
+                ("TRAINYARD_NODE__ADVERTISE", "\"node-a.cluster.local:4700\""),
+            ])
+            .is_ok()
+        );
+        let unspecified = load(&[
+            ("TRAINYARD_NODE__COOKIE", "s3cret-of-16-chars"),
+            ("TRAINYARD_NODE__ADVERTISE", "\"0.0.0.0:4700\""),
+        ])
+        .unwrap_err()
+        .to_string();
+        assert!(unspecified.contains("node.advertise"), "{unspecified}");
     }
 
     fn cluster_node(extra: &[(&str, &str)]) -> Result<Config, ConfigError> {

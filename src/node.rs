@@ -98,11 +98,6 @@ pub async fn run(
         let store = Arc::new(Instrumented::new(redis, "redis"));
         // Connecting talked to Redis already; a primary short of the replicas that
         // `min_replicas_ack` needs is not ready (`/readyz` says why) but still starts.
-        let listen: SocketAddr = config
-            .node
-            .listen
-            .parse()
-            .map_err(|e| NodeError::Config(format!("node.listen: {e}")))?;
         let tls = if config.node.tls_cert.is_empty() {
             None
         } else {
@@ -120,7 +115,8 @@ pub async fn run(
         };
         let membership = cluster::start(
             &config.node.name,
-            listen,
+            &config.node.listen,
+            &config.node.advertise,
             &config.node.cookie,
             &config.node.seeds,
             tls,

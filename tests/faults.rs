@@ -92,6 +92,21 @@ impl Net {
         format!("{}.{}", self.subnet, 11 + i)
     }
 
+    /// Gives every namespace a hosts file (`ip netns exec` mounts `/etc/netns/NS/hosts` over
+    /// `/etc/hosts`) naming the nodes `node-a`, `node-b`, `node-c` and the bridge `redis`.
+    fn name_hosts(&self) -> Result<(), String> {
+        let mut hosts = format!("127.0.0.1 localhost\n{} redis\n", self.host());
+        for (i, name) in NAMES.iter().enumerate() {
+            hosts.push_str(&format!("{} {name}\n", self.address(i)));
+        }
+        for ns in &self.namespaces {
+            let dir = format!("/etc/netns/{ns}");
+            std::fs::create_dir_all(&dir).map_err(|e| format!("{dir}: {e}"))?;
+            std::fs::write(format!("{dir}/hosts"), &hosts).map_err(|e| format!("{dir}: {e}"))?;
+        }
+        Ok(())
+    }
+
     /// Where Redis (and the test) is, on the bridge.
     fn host(&self) -> String {
         format!("{}.1", self.subnet)
@@ -157,6 +172,7 @@ impl Drop for Net {
     fn drop(&mut self) {
         for ns in &self.namespaces {
             let _ = run(&["ip", "netns", "del", ns]);
+            let _ = std::fs::remove_dir_all(format!("/etc/netns/{ns}"));
         }
         let _ = run(&["ip", "link", "del", &self.bridge]);
     }
@@ -183,6 +199,8 @@ struct Start<'a> {
     namespace: Option<&'a str>,
     /// Extra environment (libfaketime).
     env: Vec<(&'static str, String)>,
+    /// The host name the node sees (`unshare --uts`), or the machine's.
+    host_name: Option<&'a str>,
 }
 
 impl Node {
@@ -209,12 +227,23 @@ impl Node {
         let mut command = match start.namespace {
             Some(ns) => {
                 let mut c = Command::new("ip");
-                c.args(["netns", "exec", ns, binary]);
+                c.args(["netns", "exec", ns]);
                 c
             }
-            None => Command::new(binary),
+            None => Command::new("env"),
         };
+        if let Some(host_name) = start.host_name {
+            // A UTS namespace of its own, where the node's host name is its own.
+            command.args([
+                "unshare",
+                "--uts",
+                "sh",
+                "-c",
+                &format!("hostname {host_name} && exec \"$0\" \"$@\""),
+            ]);
+        }
         command
+            .arg(binary)
             .arg("node")
             .arg("--config")
             .arg(&path)
@@ -384,6 +413,7 @@ fn rig(lease_s: f64) -> Option<Rig> {
                     lease_s,
                     namespace: Some(&net.namespaces[i]),
                     env: Vec::new(),
+                    host_name: None,
                 },
             )
         })
@@ -566,6 +596,7 @@ fn clocks_that_disagree_requeue_nothing_healthy_and_still_catch_a_hung_node() {
                     lease_s,
                     namespace: None,
                     env,
+                    host_name: None,
                 },
             )
         })
@@ -644,4 +675,67 @@ fn a_redis_that_evicts_keys_is_refused_at_start() {
         stderr.contains("maxmemory-policy allkeys-lru") && stderr.contains("noeviction"),
         "{stderr}"
     );
+}
+
+/// Nodes that know each other only by name: each listens on every address (`0.0.0.0`), has its
+/// own host name, resolves the others (and Redis) through its own hosts file, and so advertises
+/// `node-x:PORT`. node-a dials node-b, node-b and node-c dial each other, and no one dials
+/// node-a: node-c finds it through node-b, by the name node-a advertised.
+#[test]
+fn nodes_that_know_each_other_only_by_name_form_a_cluster() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let net = match Net::make().and_then(|net| net.name_hosts().map(|()| net)) {
+        Ok(net) => net,
+        Err(why) => {
+            eprintln!("SKIPPED: network namespaces cannot be made here ({why})");
+            return;
+        }
+    };
+    let redis = RedisServer::on(
+        &net.host(),
+        &["--save", "", "--appendonly", "no", "--protected-mode", "no"],
+    );
+    let redis_url = format!("redis://redis:{}/0", redis.port);
+    let dir = temp_dir("names");
+    let prefix = format!("names{}", free_port());
+    let (http, cluster) = (free_port(), free_port());
+    let seeds = [["node-b"].as_slice(), &["node-c"], &["node-b"]];
+    let nodes: Vec<Node> = (0..3)
+        .map(|i| {
+            Node::start(
+                &dir,
+                Start {
+                    name: NAMES[i],
+                    http: format!("{}:{http}", net.address(i)),
+                    cluster: format!("0.0.0.0:{cluster}"),
+                    seeds: seeds[i].iter().map(|s| format!("{s}:{cluster}")).collect(),
+                    redis: &redis_url,
+                    prefix: &prefix,
+                    lease_s: 5.0,
+                    namespace: Some(&net.namespaces[i]),
+                    env: Vec::new(),
+                    host_name: Some(NAMES[i]),
+                },
+            )
+        })
+        .collect();
+    wait_whole(&nodes, Duration::from_secs(30));
+    let listed = nodes[2].get("/cluster/nodes");
+    for (i, name) in NAMES.iter().enumerate() {
+        let node = listed["nodes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|n| n["name"] == *name)
+            .unwrap_or_else(|| panic!("{name} in {listed}"));
+        assert_eq!(
+            node["cluster"],
+            format!("{name}:{cluster}"),
+            "{i}: {listed}"
+        );
+    }
+    // The cluster works: a task submitted to the node no one dials ends in SUCCESS.
+    let id = nodes[0].submit(json!({"epochs": 2, "seed": 1}));
+    let ended = wait_ended(&nodes[2], &[id], Duration::from_secs(60));
+    assert_eq!(ended[0]["state"], "SUCCESS", "{}", ended[0]);
 }

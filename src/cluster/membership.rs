@@ -2,7 +2,6 @@
 //! keep the list of connected peers for the API and the leader election.
 
 use std::collections::{HashMap, HashSet};
-use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -15,7 +14,7 @@ use ractor_cluster::{
 use tokio::net::TcpListener;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
-use super::MAX_FRAME_BYTES;
+use super::{MAX_FRAME_BYTES, address};
 
 /// An incoming cluster connection that has not authenticated (TLS handshake and cookie) this
 /// long after it opened is dropped.
@@ -189,20 +188,32 @@ impl Membership {
 /// the node server always opens is moved to an ephemeral loopback port where it completes no
 /// handshake (its TLS has no certificate), and the port the node server advertises to its
 /// peers is set back to ours (`NodeServerMessage::PortChanged`).
+///
+/// `listen` and `advertise` are written as in the config (see [`super::address`]): `listen` is
+/// resolved once, here; the address advertised to peers is `advertise`, or one derived from
+/// `listen` ([`address::advertised`]).
 pub async fn start(
     name: &str,
-    listen: SocketAddr,
+    listen: &str,
+    advertise: &str,
     cookie: &str,
     seeds: &[String],
     tls: Option<ClusterTls>,
 ) -> Result<Arc<Membership>, String> {
-    let listener = TcpListener::bind(listen)
+    let bind_to = address::resolve(listen)
+        .await
+        .into_iter()
+        .next()
+        .ok_or_else(|| format!("cannot listen for the cluster on {listen}: it does not resolve"))?;
+    let listener = TcpListener::bind(bind_to)
         .await
         .map_err(|e| format!("cannot listen for the cluster on {listen}: {e}"))?;
-    let port = listener
+    let bound = listener
         .local_addr()
-        .map_err(|e| format!("cannot listen for the cluster on {listen}: {e}"))?
-        .port();
+        .map_err(|e| format!("cannot listen for the cluster on {listen}: {e}"))?;
+    let advertised = address::advertised(advertise, listen, bound, &address::host_name());
+    let (advertised_host, port) =
+        address::split(&advertised).map_err(|e| format!("node.advertise: {e}"))?;
     // With TLS, ractor_cluster's transitive connections (plain TCP) could not reach a peer:
     // each node dials the others the store lists instead.
     let mode = match tls {
@@ -215,7 +226,7 @@ pub async fn start(
         0,
         cookie.to_string(),
         name.to_string(),
-        listen.ip().to_string(),
+        advertised_host.to_string(),
         Some(decoy),
         Some(mode),
     )
@@ -230,7 +241,7 @@ pub async fn start(
         .map_err(|e| format!("cannot start the cluster server on {listen}: {e}"))?;
     let membership = Arc::new(Membership {
         name: name.to_string(),
-        address: listen.to_string(),
+        address: advertised.clone(),
         server: Some(server.clone()),
         peers: Mutex::new(Peers::default()),
         pending: Mutex::new(HashMap::new()),
@@ -263,7 +274,7 @@ pub async fn start(
         acceptor,
     ));
     tokio::spawn(redial(server, membership.clone(), seeds, connector));
-    tracing::info!(cluster = %listen, "cluster server listening");
+    tracing::info!(cluster = %bound, advertised = %advertised, "cluster server listening");
     Ok(membership)
 }
 
@@ -415,12 +426,10 @@ async fn redial(
         let mut targets = seeds.clone();
         if tls.is_some() {
             let known = membership.known.lock().expect("known lock").clone();
-            for address in known {
-                let dialable = address
-                    .parse::<SocketAddr>()
-                    .is_ok_and(|a| !a.ip().is_unspecified());
-                if dialable && address != membership.address && !targets.contains(&address) {
-                    targets.push(address);
+            for known in known {
+                let dialable = address::dialable(&known).is_ok();
+                if dialable && known != membership.address && !targets.contains(&known) {
+                    targets.push(known);
                 }
             }
         }
@@ -451,19 +460,27 @@ async fn redial(
             if now < when {
                 continue;
             }
+            // A name is resolved at every dial (a restarted container has a new address); a
+            // peer dialled before under another name is not dialled again.
+            let resolved = address::resolve(seed).await;
+            if resolved.iter().any(|a| present.contains(&a.to_string())) {
+                next_try.remove(seed);
+                continue;
+            }
             let dialled = tokio::time::timeout(DIAL_TIMEOUT, async {
                 match &tls {
                     None => ractor_cluster::client_connect(&server, seed).await,
                     Some(tls) => {
-                        // The peer's certificate must name the address it is dialled at.
-                        let ip = seed.parse::<SocketAddr>().map(|a| a.ip()).map_err(|e| {
+                        // The peer's certificate must name the address (IP or host name)
+                        // it is dialled at.
+                        let name = address::server_name(seed).map_err(|e| {
                             ractor_cluster::ClientConnectErr::Socket(std::io::Error::other(e))
                         })?;
                         ractor_cluster::client_connect_enc(
                             &server,
-                            seed,
+                            seed.as_str(),
                             tls.clone(),
-                            rustls::pki_types::ServerName::IpAddress(ip.into()),
+                            name,
                         )
                         .await
                     }

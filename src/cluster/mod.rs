@@ -6,6 +6,7 @@
 //! nodes is small: task ids, attempt numbers and trainer names, encoded by [`codec`]. Data sets
 //! and models stay in the store.
 
+pub mod address;
 pub mod codec;
 mod membership;
 
