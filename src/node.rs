@@ -324,11 +324,7 @@ async fn housekeeping<S: Store>(store: Arc<S>, membership: Arc<Membership>, mut 
         }
         let leader = store.leader().await.ok().flatten();
         let peers = membership.connected().len();
-        telemetry::membership(
-            membership.name(),
-            peers + 1,
-            leader.as_deref() == Some(membership.name()),
-        );
+        telemetry::membership(peers + 1, leader.as_deref() == Some(membership.name()));
         if let Err(e) = crate::store::sweep_expired(&*store).await {
             tracing::warn!(error = %e, "cannot sweep expired tasks");
         }

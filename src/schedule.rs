@@ -144,16 +144,17 @@ pub async fn fire_due<S: Store>(store: &S) -> Result<u64, StoreError> {
         };
         for _ in 0..MAX_STEPS {
             let now = now_s().floor() as i64;
-            let (through, fired, due_times) = match next_step(&schedule, &cadence, now) {
+            let (through, fired, due_times, late) = match next_step(&schedule, &cadence, now) {
                 Step::Wait => break,
                 Step::Skip { through, due_times } => {
                     tracing::info!(schedule = %schedule.name, through, due_times, "skipping missed due times");
-                    (through, None, due_times)
+                    (through, None, due_times, true)
                 }
                 Step::Fire { due, due_times } => {
                     let id = fire(store, &schedule, due, due_times).await?;
                     submitted += 1;
-                    (due, Some(id), due_times)
+                    let late = now - due > schedule.misfire_grace_s as i64;
+                    (due, Some(id), due_times, late)
                 }
             };
             if !store
@@ -162,6 +163,7 @@ pub async fn fire_due<S: Store>(store: &S) -> Result<u64, StoreError> {
             {
                 break; // deleted meanwhile
             }
+            crate::telemetry::schedule_step(fired.is_some(), due_times, late);
             schedule.through = through;
         }
     }

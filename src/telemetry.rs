@@ -56,6 +56,8 @@ pub const STORE_ERRORS: &str = "trainyard_store_errors_total";
 pub const CALLBACKS: &str = "trainyard_callbacks_total";
 pub const RUNTIME_TASKS: &str = "trainyard_runtime_tasks";
 pub const OPEN_STREAMS: &str = "trainyard_http_open_streams";
+pub const BUILD_INFO: &str = "trainyard_build_info";
+pub const SCHEDULE_DUE_TIMES: &str = "trainyard_schedule_due_times_total";
 
 /// Every trainyard metric.
 pub const METRICS: &[Metric] = &[
@@ -163,8 +165,26 @@ pub const METRICS: &[Metric] = &[
         name: LEADER,
         kind: Kind::Gauge,
         unit: Unit::Count,
-        labels: &["node"],
-        help: "1 on the node that dispatches (holds the leader lease).",
+        // No `node` label: Prometheus's target label says which node (one of ours would be
+        // renamed `exported_node`).
+        labels: &[],
+        help: "1 on the node that dispatches (holds the leader lease), else 0.",
+    },
+    Metric {
+        name: SCHEDULE_DUE_TIMES,
+        kind: Kind::Counter,
+        unit: Unit::Count,
+        labels: &["outcome"],
+        help: "Due times of schedules, counted by the leader: fired (a task submitted), missed \
+               (passed their misfire grace while no leader fired them) and skipped (missed and \
+               given no task of their own).",
+    },
+    Metric {
+        name: BUILD_INFO,
+        kind: Kind::Gauge,
+        unit: Unit::Count,
+        labels: &["version"],
+        help: "Always 1; the `version` label is the trainyard version the node runs.",
     },
     Metric {
         name: TASK_RUN,
@@ -427,6 +447,28 @@ pub const STORE_OPS: [&str; 38] = [
     "callback_tried",
 ];
 
+/// Outcomes of a schedule's due times.
+pub const SCHEDULE_OUTCOMES: [&str; 3] = ["fired", "missed", "skipped"];
+
+/// A schedule's step: `fired` tasks submitted for `due_times` due times, `late` if they were past
+/// their misfire grace.
+pub fn schedule_step(fired: bool, due_times: u64, late: bool) {
+    if fired {
+        counter!(SCHEDULE_DUE_TIMES, "outcome" => "fired").increment(1);
+    }
+    if late {
+        counter!(SCHEDULE_DUE_TIMES, "outcome" => "missed").increment(due_times);
+    }
+    let skipped = if fired {
+        due_times.saturating_sub(1)
+    } else {
+        due_times
+    };
+    if skipped > 0 {
+        counter!(SCHEDULE_DUE_TIMES, "outcome" => "skipped").increment(skipped);
+    }
+}
+
 /// Outcomes of a callback delivery try.
 pub const CALLBACK_OUTCOMES: [&str; 3] = ["delivered", "retried", "failed"];
 
@@ -461,16 +503,25 @@ pub fn register_zeroes(store: &'static str, devices: &[String]) {
     for outcome in CALLBACK_OUTCOMES {
         counter!(CALLBACKS, "outcome" => outcome).increment(0);
     }
+    for outcome in SCHEDULE_OUTCOMES {
+        counter!(SCHEDULE_DUE_TIMES, "outcome" => outcome).increment(0);
+    }
     gauge!(OPEN_STREAMS).increment(0.0);
+    gauge!(BUILD_INFO, "version" => env!("CARGO_PKG_VERSION")).set(1.0);
 }
 
 pub fn trainer_restarted(device: &str) {
     counter!(TRAINER_RESTARTS, "device" => device.to_string()).increment(1);
 }
 
-pub fn membership(node: &str, connected: usize, leader: bool) {
+/// This node's view of the cluster. A node that does not lead publishes no queue depth: its
+/// last figures from when it led are zeroed, so that sums over nodes count the queue once.
+pub fn membership(connected: usize, leader: bool) {
     gauge!(NODES_CONNECTED).set(connected as f64);
-    gauge!(LEADER, "node" => node.to_string()).set(if leader { 1.0 } else { 0.0 });
+    gauge!(LEADER).set(if leader { 1.0 } else { 0.0 });
+    if !leader {
+        queue_depth(&[0; 10]);
+    }
 }
 
 /// Event streams open on this node (each with its follower task).

@@ -141,25 +141,33 @@ fn dashboard_expressions() -> Vec<String> {
     ] {
         let dashboard: Value = serde_json::from_str(&std::fs::read_to_string(repo(file)).unwrap())
             .expect("dashboard is JSON");
+        let variables = dashboard["templating"]["list"].as_array().unwrap();
+        for name in ["datasource", "job", "node", "model_type"] {
+            assert!(
+                variables.iter().any(|v| v["name"] == name),
+                "{file}: ${name}"
+            );
+        }
+        // No fixed data source or job: each dashboard works in any Grafana, for any job name.
+        let text = dashboard.to_string();
         assert!(
-            dashboard["templating"]["list"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .any(|v| v["name"] == "node")
+            !text.contains("\"uid\":\"prometheus\""),
+            "{file}: a fixed datasource uid"
         );
         assert!(
-            dashboard["templating"]["list"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .any(|v| v["name"] == "model_type")
+            !text.contains("job=\\\"trainyard\\\""),
+            "{file}: a fixed job"
         );
         for panel in dashboard["panels"].as_array().unwrap() {
             for target in panel["targets"].as_array().unwrap() {
                 let expr = target["expr"].as_str().unwrap();
+                assert!(
+                    expr.contains("job=~\"$job\""),
+                    "{file}: {expr} is not of $job"
+                );
                 out.push(
-                    expr.replace("$node", ".*")
+                    expr.replace("$job", "trainyard")
+                        .replace("$node", ".*")
                         .replace("$model_type", ".*")
                         .replace("$__rate_interval", "30s"),
                 );
@@ -241,22 +249,61 @@ fn query(prometheus: &Prometheus, expr: &str) -> Value {
 }
 
 #[test]
-fn promtool_accepts_the_shipped_config_and_rules() {
-    for (what, file) in [
-        ("config", "config/prometheus.yml"),
-        ("rules", "config/alerts.yml"),
+fn promtool_accepts_the_shipped_config_and_rules_and_the_rules_pass_their_unit_tests() {
+    for args in [
+        ["check", "config", "config/prometheus.yml"],
+        ["check", "rules", "config/alerts.yml"],
+        ["test", "rules", "config/alerts.test.yml"],
     ] {
         let output = Command::new("promtool")
-            .args(["check", what])
-            .arg(repo(file))
+            .args(args)
+            .current_dir(repo("."))
             .output()
             .expect("promtool runs (scripts/test installs prometheus)");
         assert!(
             output.status.success(),
-            "promtool check {what}: {}",
+            "promtool {}: {}{}",
+            args.join(" "),
+            String::from_utf8_lossy(&output.stdout),
             String::from_utf8_lossy(&output.stderr)
         );
     }
+    let output = Command::new("amtool")
+        .args(["check-config", "config/alertmanager.yml"])
+        .current_dir(repo("."))
+        .output()
+        .expect("amtool runs (scripts/test installs prometheus-alertmanager)");
+    assert!(
+        output.status.success(),
+        "amtool check-config: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    // Every alert has the annotations an operator needs, and its runbook has a section.
+    let rules = std::fs::read_to_string(repo("config/alerts.yml")).unwrap();
+    let runbook = std::fs::read_to_string(repo("docs/runbook.md")).unwrap();
+    let alerts: Vec<&str> = rules
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("- alert: "))
+        .collect();
+    assert!(alerts.len() >= 10, "{alerts:?}");
+    for alert in alerts {
+        assert!(
+            runbook.contains(&format!("\n## {alert}\n")),
+            "no runbook section for {alert}"
+        );
+        assert!(
+            rules.contains(&format!(
+                "runbook_url: \"docs/runbook.md#{}\"",
+                alert.to_lowercase()
+            )),
+            "{alert} has no runbook_url"
+        );
+    }
+    assert_eq!(
+        rules.matches("summary:").count(),
+        rules.matches("description:").count(),
+        "every alert has a summary and a description"
+    );
 }
 
 #[test]
@@ -264,12 +311,21 @@ fn prometheus_scrapes_a_node_and_every_expression_returns_data() {
     let node = node_with_a_workload();
     let dir = temp_dir("prometheus");
     let node_addr = node.url.trim_start_matches("http://");
+    // The shipped config and rules, as docker compose mounts them, scraping every second; the
+    // targets file names the node once with a `node` label and once by host only (named
+    // `localhost` by the config's relabelling).
     let config = dir.join("prometheus.yml");
+    let shipped = std::fs::read_to_string(repo("config/prometheus.yml")).unwrap();
+    assert!(shipped.contains("scrape_interval: 5s"));
+    std::fs::write(&config, shipped.replace(": 5s", ": 1s")).unwrap();
+    std::fs::copy(repo("config/alerts.yml"), dir.join("alerts.yml")).unwrap();
+    std::fs::create_dir_all(dir.join("targets")).unwrap();
+    let port_of_node = node_addr.rsplit_once(':').unwrap().1;
     std::fs::write(
-        &config,
+        dir.join("targets/test.yml"),
         format!(
-            "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\nrule_files:\n  - {}\nscrape_configs:\n  - job_name: trainyard\n    static_configs:\n      - targets: [\"{node_addr}\"]\n        labels: {{node: node-test}}\n",
-            repo("config/alerts.yml").display()
+            "- targets: [\"{node_addr}\"]\n  labels: {{node: node-test}}\n\
+             - targets: [\"localhost:{port_of_node}\"]\n"
         ),
     )
     .unwrap();
@@ -334,12 +390,12 @@ fn prometheus_scrapes_a_node_and_every_expression_returns_data() {
         .into_body()
         .read_json()
         .unwrap();
-    assert!(
-        values["data"]
-            .as_array()
-            .unwrap()
-            .contains(&json!("node-test"))
-    );
+    for node in ["node-test", "localhost"] {
+        assert!(
+            values["data"].as_array().unwrap().contains(&json!(node)),
+            "{node} in {values}"
+        );
+    }
 
     let rules = poll(LONG, "every alert rule to be evaluated", || {
         let answer: Value = ureq::get(format!("{}/api/v1/rules", prometheus.url))
@@ -358,7 +414,8 @@ fn prometheus_scrapes_a_node_and_every_expression_returns_data() {
             })
             .then_some(rules)
     });
-    assert_eq!(rules.len(), 5);
+    let shipped_rules = std::fs::read_to_string(repo("config/alerts.yml")).unwrap();
+    assert_eq!(rules.len(), shipped_rules.matches("- alert: ").count());
     for rule in rules {
         assert_eq!(rule["health"], "ok", "{rule}");
     }
