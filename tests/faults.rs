@@ -739,3 +739,150 @@ fn nodes_that_know_each_other_only_by_name_form_a_cluster() {
     let ended = wait_ended(&nodes[2], &[id], Duration::from_secs(60));
     assert_eq!(ended[0]["state"], "SUCCESS", "{}", ended[0]);
 }
+
+/// docker-compose.yml's three nodes, run from its own files as compose would run them: each in
+/// a network namespace of its own with the service's host name, its environment (the listen
+/// addresses, the seeds by name, `redis://redis:6379`, the cookie and token from `.env`) and its
+/// mounted config file; names resolve through the namespaces' hosts files as compose's DNS
+/// would. Redis runs from `config/redis.conf` on the test's bridge. They form a cluster and run
+/// a task submitted with the token.
+#[test]
+fn the_compose_cluster_runs_from_its_own_files() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let compose = common::compose_config();
+    let net = match Net::make().and_then(|net| net.name_hosts().map(|()| net)) {
+        Ok(net) => net,
+        Err(why) => {
+            eprintln!("SKIPPED: network namespaces cannot be made here ({why})");
+            return;
+        }
+    };
+    let dir = temp_dir("compose");
+    let repo = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let redis_port = "6379";
+    let mut redis = Command::new("redis-server")
+        .arg(repo.join("config/redis.conf"))
+        .args(["--bind", &net.host(), "--port", redis_port, "--dir"])
+        .arg(&dir)
+        .args(["--daemonize", "no", "--protected-mode", "no"])
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("redis-server runs");
+    // As compose restarts a node that found no Redis, the test starts them once it answers.
+    poll(Duration::from_secs(10), "redis to listen", || {
+        std::net::TcpStream::connect(format!("{}:{redis_port}", net.host())).ok()
+    });
+    let token = "compose-test-token-0123456789";
+    let mut nodes = Vec::new();
+    for (i, name) in NAMES.iter().enumerate() {
+        let service = &compose["services"][*name];
+        let config = service["volumes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|v| v.as_str()?.split_once(":/etc/trainyard/node.toml"))
+            .map(|(source, _)| source.to_string())
+            .next()
+            .unwrap_or_else(|| panic!("{name} mounts no node.toml: {service}"));
+        let command: Vec<String> = service["command"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|a| {
+                a.as_str()
+                    .unwrap()
+                    .replace("/etc/trainyard/node.toml", &config)
+            })
+            .collect();
+        let host_name = service["hostname"].as_str().unwrap();
+        let log = dir.join(format!("{name}.log"));
+        let mut c = Command::new("ip");
+        c.args([
+            "netns",
+            "exec",
+            &net.namespaces[i],
+            "unshare",
+            "--uts",
+            "sh",
+            "-c",
+        ])
+        .arg(format!("hostname {host_name} && exec \"$0\" \"$@\""))
+        .arg(env!("CARGO_BIN_EXE_trainyard"))
+        .args(&command)
+        .env("RUST_LOG", "info")
+        .env("NO_COLOR", "1")
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap());
+        for (key, value) in service["environment"].as_object().unwrap() {
+            c.env(key, value.as_str().unwrap());
+        }
+        nodes.push(ComposeNode {
+            child: c.spawn().expect("trainyard starts"),
+            url: format!("http://{}:5000", net.address(i)),
+            log,
+        });
+    }
+    let agent = http_agent(Duration::from_secs(10));
+    let get = |node: &ComposeNode, path: &str| {
+        read_json(
+            agent
+                .get(format!("{}{path}", node.url))
+                .header("Authorization", format!("Bearer {token}"))
+                .call(),
+        )
+    };
+    for (node, name) in nodes.iter().zip(NAMES) {
+        let seen = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            poll(
+                Duration::from_secs(60),
+                &format!("{name} to see the whole cluster"),
+                || {
+                    let (_, listed) = get(node, "/cluster/nodes")?;
+                    let connected = listed["nodes"]
+                        .as_array()?
+                        .iter()
+                        .filter(|n| n["connected"] == true && n["alive"] == true)
+                        .count();
+                    (connected == 3).then_some(())
+                },
+            )
+        }));
+        assert!(
+            seen.is_ok(),
+            "{name}:\n{}",
+            std::fs::read_to_string(&node.log).unwrap_or_default()
+        );
+    }
+    // The API wants the token from .env: without it, 401.
+    let (status, _) = read_json(agent.get(format!("{}/tasks", nodes[0].url)).call()).unwrap();
+    assert_eq!(status, 401);
+    let (status, answer) = read_json(
+        agent
+            .post(format!("{}/train/linear/async", nodes[0].url))
+            .header("Authorization", format!("Bearer {token}"))
+            .send_json(json!({"epochs": 1})),
+    )
+    .unwrap();
+    assert_eq!(status, 202, "{answer}");
+    let id = answer["task_id"].as_str().unwrap().to_string();
+    poll(Duration::from_secs(60), "the task to succeed", || {
+        let (_, record) = get(&nodes[2], &format!("/task/{id}"))?;
+        (record["state"] == "SUCCESS").then_some(())
+    });
+    drop(nodes);
+    let _ = redis.kill();
+    let _ = redis.wait();
+}
+
+struct ComposeNode {
+    child: Child,
+    url: String,
+    log: PathBuf,
+}
+
+impl Drop for ComposeNode {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

@@ -631,3 +631,39 @@ pub fn read_sse(
 ) -> (Vec<SseMessage>, bool) {
     open_sse(url, last_id).read(enough)
 }
+
+/// `docker-compose config` (anchors merged, variables filled in), as JSON.
+pub fn compose_config() -> Value {
+    let output = Command::new("docker-compose")
+        .args(["-f", "docker-compose.yml", "config"])
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .env("TRAINYARD_COOKIE", "compose-test-cookie-0123456789")
+        .env("TRAINYARD_TOKEN", "compose-test-token-0123456789")
+        .output()
+        .expect("docker-compose runs (scripts/test installs it)");
+    assert!(
+        output.status.success(),
+        "docker-compose config: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    // docker-compose is Python with PyYAML: the same YAML reader turns its answer into JSON.
+    let mut python = Command::new("python3")
+        .args([
+            "-c",
+            "import json, sys, yaml; print(json.dumps(yaml.safe_load(sys.stdin)))",
+        ])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("python3 runs");
+    use std::io::Write;
+    python
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(&output.stdout)
+        .unwrap();
+    let json = python.wait_with_output().unwrap();
+    assert!(json.status.success());
+    serde_json::from_slice(&json.stdout).expect("the compose config is JSON")
+}
