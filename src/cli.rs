@@ -331,13 +331,7 @@ fn up(args: &UpArgs) -> anyhow::Result<()> {
 }
 
 fn run_node(config: Config) -> anyhow::Result<()> {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| "info,ractor=warn".into()),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    crate::logging::init(config.log.format, &config.node.name);
     let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
     let stopped = runtime.block_on(node::run(config, shutdown_signal()));
     // A training deaf to its cancel must not keep a stopped node's process alive.

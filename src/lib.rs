@@ -19,6 +19,7 @@ pub mod client;
 pub mod cluster;
 pub mod config;
 pub mod http;
+pub mod logging;
 pub mod node;
 pub mod notify;
 pub mod schedule;

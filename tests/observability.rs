@@ -420,3 +420,46 @@ fn prometheus_scrapes_a_node_and_every_expression_returns_data() {
         assert_eq!(rule["health"], "ok", "{rule}");
     }
 }
+
+/// `[log] format = "json"`: every line of the node's log is one JSON object with a timestamp,
+/// a level, a target and the node's name; the lines of a task's work carry its `task_id` and
+/// `trainer` as fields of their own.
+#[test]
+fn json_logs_carry_the_task_node_and_trainer_as_fields() {
+    let dir = temp_dir("json-log");
+    let log = dir.join("node.log");
+    let node = Node::up_logged(
+        &TestStore::embedded(),
+        1,
+        &[("TRAINYARD_LOG__FORMAT", "json"), ("RUST_LOG", "info")],
+        &log,
+    );
+    let id = node.submit("linear", json!({"epochs": 1}));
+    node.wait_for(&id, "SUCCESS", LONG);
+    let lines = poll(LONG, "the task's end in the log", || {
+        let text = std::fs::read_to_string(&log).ok()?;
+        text.contains("task succeeded").then_some(text)
+    });
+    let mut of_the_task = Vec::new();
+    for line in lines.lines() {
+        let entry: Value = serde_json::from_str(line)
+            .unwrap_or_else(|e| panic!("not one JSON object: {line:?}: {e}"));
+        for field in ["timestamp", "level", "target", "message"] {
+            assert!(entry[field].is_string(), "{field} in {line}");
+        }
+        assert_eq!(entry["node"], "node", "{line}");
+        if entry["task_id"] == id.as_str() {
+            of_the_task.push(entry);
+        }
+    }
+    let succeeded = of_the_task
+        .iter()
+        .find(|e| e["message"] == "task succeeded")
+        .unwrap_or_else(|| panic!("no line of the task's success: {of_the_task:?}"));
+    assert_eq!(succeeded["level"], "INFO");
+    assert!(
+        succeeded["trainer"].as_str().unwrap().contains("cpu"),
+        "{succeeded}"
+    );
+    assert_eq!(succeeded["attempt"], 1, "{succeeded}");
+}
