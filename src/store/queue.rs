@@ -1,5 +1,6 @@
 //! The queue as trainers and the leader work it: the [`TaskQueue`] role, claims, leases and
-//! the compare-and-set token.
+//! the compare-and-set token ([`CasToken`]); and the [`Callbacks`] role, the queue of ended
+//! tasks whose webhook is due.
 
 use std::future::Future;
 
