@@ -7,9 +7,8 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::{RedisServer, temp_dir};
-use trainyard::store::{
-    EmbeddedStore, Finish, Lookup, RedisStore, Store, StoreSettings, TaskRecord,
-};
+use trainyard::store::prelude::*;
+use trainyard::store::{EmbeddedStore, Finish, Lookup, RedisStore, StoreSettings, TaskRecord};
 use trainyard::training::{DeviceSpec, ModelType, TrainSpec};
 
 /// Tasks queued for long (waiting for a GPU no node has, say) before the expired one.

@@ -6,11 +6,12 @@ mod common;
 use std::time::Duration;
 
 use common::{RedisServer, temp_dir};
+use trainyard::store::prelude::*;
 use trainyard::store::{
-    CancelOutcome, Claimed, DatasetDeleted, DatasetInfo, EmbeddedStore, Ending, EventId, EventKind,
-    Finish, IdempotencyKey, Lookup, Missed, NodeInfo, RedisStore, Renewal, Schedule,
-    ScheduleCreated, ScheduleLink, Store, StoreError, StoreSettings, Submitted, TaskError,
-    TaskFilter, TaskProgress, TaskRecord, TaskState, TrainerSeat, Work, now_s,
+    CancelOutcome, CasToken, Claimed, DatasetDeleted, DatasetInfo, EmbeddedStore, Ending, EventId,
+    EventKind, Finish, IdempotencyKey, Lookup, Missed, NodeInfo, RedisStore, Renewal, Schedule,
+    ScheduleCreated, ScheduleLink, StoreError, StoreSettings, Submitted, TaskError, TaskFilter,
+    TaskProgress, TaskRecord, TaskState, TrainerSeat, Work, now_s,
 };
 use trainyard::training::{DeviceClass, DeviceSpec, ModelType, TrainSpec};
 use uuid::Uuid;
@@ -1119,16 +1120,25 @@ async fn finishing_from_the_claimed_record<S: Store>(store: S) {
         model: vec![n],
         progress: None,
     };
-    let stored_form = |claimed: &Claimed| match &claimed.stored {
-        Some(stored) => {
-            let decoded: TaskRecord = serde_json::from_str(stored).unwrap();
+    // The token a claim gave is the claimed record as stored.
+    let token_of = |claimed: &Claimed| {
+        if let Some(token) = &claimed.stored {
             assert_eq!(
-                decoded, claimed.task,
+                token.record().unwrap(),
+                claimed.task,
                 "the stored form is the claimed record"
             );
-            stored.clone()
         }
-        None => serde_json::to_string(&claimed.task).unwrap(),
+    };
+    // Ends attempt `attempt` of the claimed task from its token, as a trainer does.
+    let end_from = async |claimed: &Claimed, attempt: u32, finish: Finish| {
+        let ending = Ending {
+            stored: claimed.stored.as_ref(),
+            id: claimed.id,
+            attempt,
+            finish,
+        };
+        ending.write(&store).await.unwrap()
     };
     let (a, b, c) = (
         task(ModelType::Linear, 0),
@@ -1141,37 +1151,21 @@ async fn finishing_from_the_claimed_record<S: Store>(store: S) {
 
     let claimed = store.claim("t", DeviceSpec::Cpu).await.unwrap().unwrap();
     assert_eq!(claimed.id, a.id);
-    let stored = stored_form(&claimed);
-    assert!(
-        store
-            .finish_from(&stored, a.id, 1, success(1))
-            .await
-            .unwrap()
-    );
+    token_of(&claimed);
+    assert!(end_from(&claimed, 1, success(1)).await);
     let done = found(store.get(a.id).await.unwrap());
     assert_eq!(
         (done.state, done.result),
         (TaskState::Success, Some(serde_json::json!({"n": 1})))
     );
     assert_eq!(store.model(a.id).await.unwrap(), Some(vec![1]));
-    assert!(
-        !store
-            .finish_from(&stored, a.id, 1, success(9))
-            .await
-            .unwrap(),
-        "a task ends once"
-    );
+    assert!(!end_from(&claimed, 1, success(9)).await, "a task ends once");
 
     // Progress changed the record after the claim.
     let claimed = store.claim("t", DeviceSpec::Cpu).await.unwrap().unwrap();
-    let stored = stored_form(&claimed);
+    token_of(&claimed);
     assert!(store.progress(b.id, 1, &progress(5)).await.unwrap());
-    assert!(
-        store
-            .finish_from(&stored, b.id, 1, success(2))
-            .await
-            .unwrap()
-    );
+    assert!(end_from(&claimed, 1, success(2)).await);
     let done = found(store.get(b.id).await.unwrap());
     // A success completes the progress it had.
     assert_eq!(
@@ -1181,7 +1175,7 @@ async fn finishing_from_the_claimed_record<S: Store>(store: S) {
 
     // The attempt was requeued and runs again: the old one is fenced.
     let first = store.claim("t", DeviceSpec::Cpu).await.unwrap().unwrap();
-    let first_stored = stored_form(&first);
+    token_of(&first);
     assert!(
         store
             .requeue(c.id, 1, error("trainer_lost"), 0.0)
@@ -1190,18 +1184,9 @@ async fn finishing_from_the_claimed_record<S: Store>(store: S) {
     );
     let second = store.claim("u", DeviceSpec::Cpu).await.unwrap().unwrap();
     assert_eq!(second.attempt, 2);
-    assert!(
-        !store
-            .finish_from(&first_stored, c.id, 1, success(3))
-            .await
-            .unwrap()
-    );
-    assert!(
-        store
-            .finish_from(&stored_form(&second), c.id, 2, success(4))
-            .await
-            .unwrap()
-    );
+    token_of(&second);
+    assert!(!end_from(&first, 1, success(3)).await);
+    assert!(end_from(&second, 2, success(4)).await);
     assert_eq!(store.model(c.id).await.unwrap(), Some(vec![4]));
     assert!(store.leases().await.unwrap().is_empty());
 }
@@ -1213,12 +1198,6 @@ async fn running_on_claims_the_next_and_ends_the_last<S: Store>(store: S) {
         result: serde_json::json!({"n": n}),
         model: vec![n],
         progress: None,
-    };
-    let stored_form = |claimed: &Claimed| {
-        claimed
-            .stored
-            .clone()
-            .unwrap_or_else(|| serde_json::to_string(&claimed.task).unwrap())
     };
     let tasks: Vec<TaskRecord> = (0..4).map(|_| task(ModelType::Linear, 0)).collect();
     for t in &tasks {
@@ -1232,7 +1211,7 @@ async fn running_on_claims_the_next_and_ends_the_last<S: Store>(store: S) {
         .unwrap();
     assert_eq!(first.id, tasks[0].id);
     // Ends attempt 1 of `id` and claims the trainer's next task.
-    let run_on = async |stored: Option<&str>, id: Uuid, finish: Finish| {
+    let run_on = async |stored: Option<&CasToken>, id: Uuid, finish: Finish| {
         let ending = Ending {
             stored,
             id,
@@ -1244,7 +1223,7 @@ async fn running_on_claims_the_next_and_ends_the_last<S: Store>(store: S) {
             .await
     };
 
-    let done = run_on(Some(&stored_form(&first)), first.id, success(1)).await;
+    let done = run_on(first.stored.as_ref(), first.id, success(1)).await;
     assert!(done.finished.unwrap());
     let second = done.next.unwrap().expect("the next task is claimed");
     assert_eq!(
@@ -1268,7 +1247,7 @@ async fn running_on_claims_the_next_and_ends_the_last<S: Store>(store: S) {
 
     // Progress changed the record since the claim.
     assert!(store.progress(second.id, 1, &progress(5)).await.unwrap());
-    let done = run_on(Some(&stored_form(&second)), second.id, success(2)).await;
+    let done = run_on(second.stored.as_ref(), second.id, success(2)).await;
     assert!(done.finished.unwrap());
     let third = done.next.unwrap().unwrap();
     assert_eq!(third.id, tasks[2].id);
@@ -1301,15 +1280,50 @@ async fn running_on_claims_the_next_and_ends_the_last<S: Store>(store: S) {
     assert_eq!(store.model(tasks[2].id).await.unwrap(), Some(vec![3]));
 }
 
+/// Results kept 1.5 s: Redis keeps the record 2 s (it expires keys on whole seconds) and the
+/// embedded store until the next sweep, so a record outlives its expiry for a while.
+fn short_results() -> StoreSettings {
+    StoreSettings {
+        result_expires_s: 1.5,
+        ..settings()
+    }
+}
+
+/// Cancelling a task whose result expired answers `Expired` on every store, also while its
+/// record is still kept past its expiry (the shared decision of `TaskRecord::cancelled`).
+async fn cancelling_an_expired_task_answers_expired<S: Store>(store: S) {
+    let t = task(ModelType::Linear, 0);
+    store.submit(&t, 100).await.unwrap();
+    store.claim("t", DeviceSpec::Cpu).await.unwrap().unwrap();
+    let success = Finish::Success {
+        result: serde_json::json!({}),
+        model: vec![1],
+        progress: None,
+    };
+    assert!(store.finish(t.id, 1, success).await.unwrap());
+    assert_eq!(
+        store.cancel(t.id).await.unwrap(),
+        CancelOutcome::AlreadyFinished(TaskState::Success)
+    );
+    let expires_at = found(store.get(t.id).await.unwrap()).expires_at.unwrap();
+    let wait = expires_at + 0.05 - now_s();
+    tokio::time::sleep(Duration::from_secs_f64(wait.max(0.0))).await;
+    assert_eq!(store.cancel(t.id).await.unwrap(), CancelOutcome::Expired);
+    assert_eq!(store.get(t.id).await.unwrap(), Lookup::Expired);
+}
+
 macro_rules! conformance {
     ($($name:ident),* $(,)?) => {
+        conformance!(settings(); $($name),*);
+    };
+    ($settings:expr; $($name:ident),* $(,)?) => {
         mod embedded {
             use super::*;
             $(
                 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
                 async fn $name() {
                     let path = temp_dir("store").join("store.redb");
-                    super::$name(EmbeddedStore::open(&path, settings()).unwrap()).await;
+                    super::$name(EmbeddedStore::open(&path, $settings).unwrap()).await;
                 }
             )*
         }
@@ -1319,7 +1333,7 @@ macro_rules! conformance {
                 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
                 async fn $name() {
                     let server = RedisServer::start();
-                    let store = RedisStore::connect(&server.url, stringify!($name), settings()).await.unwrap();
+                    let store = RedisStore::connect(&server.url, stringify!($name), $settings).await.unwrap();
                     super::$name(store).await;
                 }
             )*
@@ -1353,6 +1367,12 @@ conformance!(
     finishing_from_the_claimed_record,
     running_on_claims_the_next_and_ends_the_last,
 );
+
+mod short_results {
+    use super::*;
+
+    conformance!(short_results(); cancelling_an_expired_task_answers_expired);
+}
 
 /// The leader lease on Redis: one holder at a time, renewed by its holder, free once it lapses.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

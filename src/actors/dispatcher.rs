@@ -424,7 +424,7 @@ impl<S: Store> Dispatcher<S> {
                     slot.given = Some(task.id);
                     tracing::info!(task_id = %task.id, trainer = %name, attempt = task.attempt, "task dispatched");
                     // A record too big for a cluster message is read by the trainer instead.
-                    let stored = stored.filter(|s| s.len() <= MAX_STORED_SENT);
+                    let stored = stored.filter(|s| s.size_bytes() <= MAX_STORED_SENT);
                     let sent = slot.actor.cast(TrainerMsg::Train {
                         id: task.id,
                         attempt: task.attempt,

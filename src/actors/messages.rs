@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use crate::cluster::codec;
-use crate::store::{Claimed, TaskProgress, TaskRecord};
+use crate::store::{CasToken, Claimed, TaskProgress, TaskRecord};
 use crate::training::{TrainError, TrainOutcome};
 
 pub enum TrainerMsg {
@@ -20,7 +20,7 @@ pub enum TrainerMsg {
     Train {
         id: Uuid,
         attempt: u32,
-        stored: Option<String>,
+        stored: Option<CasToken>,
         run_on_until: f64,
     },
     /// Stop task `id` if it is the one running.
@@ -39,7 +39,7 @@ pub enum TrainerMsg {
         task: Box<TaskRecord>,
         outcome: Ended,
         last_progress: Option<TaskProgress>,
-        stored: Option<String>,
+        stored: Option<CasToken>,
     },
     /// Renew the leases of the tasks claimed ahead, if any wait (local, on a timer): a quick
     /// training that runs long must not let them run out.
@@ -97,7 +97,7 @@ enum TrainerWire {
     Train {
         id: Uuid,
         attempt: u32,
-        stored: Option<String>,
+        stored: Option<CasToken>,
         run_on_until: f64,
     },
     Cancel {
@@ -208,7 +208,8 @@ mod tests {
     fn cross_node_messages_survive_the_wire_and_local_ones_refuse_it() {
         use ractor::Message;
         let id = Uuid::new_v4();
-        for stored in [None, Some("{\"id\": 1}".to_string())] {
+        let token: CasToken = serde_json::from_str("\"{\\\"id\\\": 1}\"").unwrap();
+        for stored in [None, Some(token)] {
             let wire = TrainerMsg::Train {
                 id,
                 attempt: 2,

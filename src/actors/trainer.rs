@@ -23,7 +23,7 @@ use uuid::Uuid;
 use super::{DispatcherMsg, Ended, ParsedDatasets, TaskSettings, TrainerMsg};
 use crate::cluster;
 use crate::store::{
-    Claimed, DatasetInfo, Ending, Finish, Lookup, Renewal, Store, StoreError, TaskError,
+    CasToken, Claimed, DatasetInfo, Ending, Finish, Lookup, Renewal, Store, StoreError, TaskError,
     TaskProgress, TaskRecord, Work, now_s,
 };
 use crate::telemetry::{self, TaskEvent};
@@ -385,7 +385,7 @@ impl<S: Store> Actor for Trainer<S> {
                             (Ok(outcome), stored, Some(run_on)) if run_on.allowed() => {
                                 let finish = success(&state.args, outcome, last_progress);
                                 let next =
-                                    run_on_to_next(&state.args, &task, stored.as_deref(), finish)
+                                    run_on_to_next(&state.args, &task, stored.as_ref(), finish)
                                         .await;
                                 match next {
                                     Some(next) => {
@@ -418,7 +418,7 @@ impl<S: Store> Actor for Trainer<S> {
 fn begin<S: Store>(
     state: &mut TrainerState<S>,
     task: TaskRecord,
-    stored: Option<String>,
+    stored: Option<CasToken>,
     run_on: RunOn,
     myself: ActorRef<TrainerMsg>,
 ) {
@@ -545,8 +545,8 @@ async fn take<S: Store>(
     busy: bool,
     id: Uuid,
     attempt: u32,
-    stored: Option<String>,
-) -> Option<(TaskRecord, Option<String>)> {
+    stored: Option<CasToken>,
+) -> Option<(TaskRecord, Option<CasToken>)> {
     if busy || super::stopping() {
         tracing::warn!(task_id = %id, trainer = %args.name, "sent a task while busy or stopping; giving it back");
         let error = TaskError {
@@ -560,7 +560,7 @@ async fn take<S: Store>(
     }
     // The claimed record as sent saves a read; a newer change (a cancel request) reaches the
     // training through its lease renewals.
-    let sent = stored.and_then(|s| match serde_json::from_str::<TaskRecord>(&s) {
+    let sent = stored.and_then(|s| match s.record() {
         Ok(task) if task.id == id => Some((task, s)),
         Ok(_) | Err(_) => {
             tracing::warn!(task_id = %id, "the record sent with the task does not decode; reading it");
@@ -595,7 +595,7 @@ async fn take<S: Store>(
 fn start<S: Store>(
     args: &TrainerArgs<S>,
     task: TaskRecord,
-    stored: Option<String>,
+    stored: Option<CasToken>,
     cancel: CancelToken,
     hard_limit_s: f64,
     myself: ActorRef<TrainerMsg>,
@@ -874,7 +874,7 @@ fn success<S>(
 async fn run_on_to_next<S: Store>(
     args: &TrainerArgs<S>,
     task: &TaskRecord,
-    stored: Option<&str>,
+    stored: Option<&CasToken>,
     finish: Finish,
 ) -> Option<Claimed> {
     let ending = Ending {
@@ -908,7 +908,7 @@ async fn record<S: Store>(
     task: &TaskRecord,
     result: Result<TrainOutcome, TrainError>,
     last_progress: Option<TaskProgress>,
-    stored: Option<String>,
+    stored: Option<CasToken>,
 ) {
     let store = &args.store;
     let (id, attempt) = (task.id, task.attempt);
@@ -917,7 +917,7 @@ async fn record<S: Store>(
         Ok(outcome) => {
             event = TaskEvent::Succeeded;
             let ending = Ending {
-                stored: stored.as_deref(),
+                stored: stored.as_ref(),
                 id,
                 attempt,
                 finish: success(args, outcome, last_progress),

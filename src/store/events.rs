@@ -10,7 +10,9 @@ use std::sync::Arc;
 use serde::Serialize;
 use uuid::Uuid;
 
-use super::{TaskError, TaskProgress, TaskRecord, TaskState, now_s};
+use std::future::Future;
+
+use super::{StoreError, TaskError, TaskProgress, TaskRecord, TaskState, now_s};
 use crate::training::ModelType;
 
 /// Orders events: Redis stream ids (`milliseconds-sequence`); the embedded store uses
@@ -236,4 +238,24 @@ mod tests {
             (task.id, EventKind::State, false)
         );
     }
+}
+
+/// The log of task events: each task's history, the latest events of all, and the live feed.
+pub trait EventLog: Send + Sync + 'static {
+    /// The events of task `id` after `after` (all of them after `EventId::ZERO`), oldest
+    /// first.
+    fn task_events(
+        &self,
+        id: Uuid,
+        after: EventId,
+    ) -> impl Future<Output = Result<Vec<Event>, StoreError>> + Send;
+    /// The events of every task after `after`, oldest first: the latest `limit` of them.
+    fn events_since(
+        &self,
+        after: EventId,
+        limit: usize,
+    ) -> impl Future<Output = Result<Vec<Event>, StoreError>> + Send;
+    /// Every event logged from now on, by any node. A receiver more than
+    /// [`LIVE_BUFFER`] events behind loses the oldest (`RecvError::Lagged`).
+    fn subscribe(&self) -> tokio::sync::broadcast::Receiver<Event>;
 }

@@ -7,7 +7,7 @@ use uuid::Uuid;
 
 use super::*;
 use crate::telemetry;
-use crate::training::DeviceSpec;
+use crate::training::device_kind::DeviceSpec;
 
 /// `inner`, with every operation measured under the label `store = name`.
 pub struct Instrumented<S> {
@@ -50,7 +50,7 @@ impl<S: Store> Instrumented<S> {
     }
 }
 
-impl<S: Store> Store for Instrumented<S> {
+impl<S: Store> Tasks for Instrumented<S> {
     async fn submit(&self, task: &TaskRecord, queue_limit: u64) -> Result<(), StoreError> {
         self.timed_submit("submit", self.inner.submit(task, queue_limit))
             .await
@@ -76,6 +76,30 @@ impl<S: Store> Store for Instrumented<S> {
     async fn status(&self, id: Uuid) -> Result<Lookup<TaskStatus>, StoreError> {
         self.timed("status", self.inner.status(id)).await
     }
+    async fn cancel(&self, id: Uuid) -> Result<CancelOutcome, StoreError> {
+        self.timed("cancel", self.inner.cancel(id)).await
+    }
+    async fn purge(&self) -> Result<u64, StoreError> {
+        self.timed("purge", self.inner.purge()).await
+    }
+    async fn list(&self, filter: &TaskFilter) -> Result<Vec<TaskRecord>, StoreError> {
+        self.timed("list", self.inner.list(filter)).await
+    }
+    async fn model(&self, id: Uuid) -> Result<Option<Vec<u8>>, StoreError> {
+        self.timed("model", self.inner.model(id)).await
+    }
+    async fn queue_depth(&self) -> Result<u64, StoreError> {
+        self.timed("queue_depth", self.inner.queue_depth()).await
+    }
+    async fn queue_depths(&self) -> Result<[u64; 10], StoreError> {
+        self.timed("queue_depths", self.inner.queue_depths()).await
+    }
+    async fn sweep(&self) -> Result<u64, StoreError> {
+        self.timed("sweep", self.inner.sweep()).await
+    }
+}
+
+impl<S: Store> TaskQueue for Instrumented<S> {
     async fn claim(
         &self,
         trainer: &str,
@@ -107,7 +131,7 @@ impl<S: Store> Store for Instrumented<S> {
     }
     async fn finish_from(
         &self,
-        stored: &str,
+        stored: &CasToken,
         id: Uuid,
         attempt: u32,
         finish: Finish,
@@ -143,41 +167,15 @@ impl<S: Store> Store for Instrumented<S> {
     async fn promote(&self) -> Result<u64, StoreError> {
         self.timed("promote", self.inner.promote()).await
     }
-    async fn cancel(&self, id: Uuid) -> Result<CancelOutcome, StoreError> {
-        self.timed("cancel", self.inner.cancel(id)).await
-    }
-    async fn list(&self, filter: &TaskFilter) -> Result<Vec<TaskRecord>, StoreError> {
-        self.timed("list", self.inner.list(filter)).await
-    }
-    async fn model(&self, id: Uuid) -> Result<Option<Vec<u8>>, StoreError> {
-        self.timed("model", self.inner.model(id)).await
-    }
-    async fn delete_dataset(&self, id: Uuid) -> Result<DatasetDeleted, StoreError> {
-        self.timed("delete_dataset", self.inner.delete_dataset(id))
-            .await
-    }
-    async fn put_dataset(&self, info: &DatasetInfo, csv: &[u8]) -> Result<DatasetInfo, StoreError> {
-        self.timed_submit("put_dataset", self.inner.put_dataset(info, csv))
-            .await
-    }
-    async fn dataset(&self, id: Uuid) -> Result<Option<StoredDataset>, StoreError> {
-        self.timed("dataset", self.inner.dataset(id)).await
-    }
-    async fn datasets(&self) -> Result<Vec<DatasetInfo>, StoreError> {
-        self.timed("datasets", self.inner.datasets()).await
-    }
-    async fn queue_depth(&self) -> Result<u64, StoreError> {
-        self.timed("queue_depth", self.inner.queue_depth()).await
-    }
-    async fn queue_depths(&self) -> Result<[u64; 10], StoreError> {
-        self.timed("queue_depths", self.inner.queue_depths()).await
-    }
     async fn leases(&self) -> Result<Vec<Lease>, StoreError> {
         self.timed("leases", self.inner.leases()).await
     }
     async fn renew(&self, id: Uuid, attempt: u32) -> Result<Renewal, StoreError> {
         self.timed("renew", self.inner.renew(id, attempt)).await
     }
+}
+
+impl<S: Store> ClusterState for Instrumented<S> {
     async fn lead(&self, node: &str, ttl_s: f64) -> Result<bool, StoreError> {
         self.timed("lead", self.inner.lead(node, ttl_s)).await
     }
@@ -187,36 +185,22 @@ impl<S: Store> Store for Instrumented<S> {
     async fn announce(&self, node: &NodeInfo) -> Result<(), StoreError> {
         self.timed("announce", self.inner.announce(node)).await
     }
-    async fn due_callbacks(&self, limit: usize, hold_s: f64) -> Result<Vec<Uuid>, StoreError> {
-        self.timed("due_callbacks", self.inner.due_callbacks(limit, hold_s))
+    async fn nodes(&self) -> Result<Vec<NodeInfo>, StoreError> {
+        self.timed("nodes", self.inner.nodes()).await
+    }
+    async fn set_draining(&self, name: &str, draining: bool) -> Result<(), StoreError> {
+        self.timed("set_draining", self.inner.set_draining(name, draining))
             .await
     }
-    async fn callback_tried(
-        &self,
-        id: Uuid,
-        error: Option<String>,
-        retry_in_s: Option<f64>,
-    ) -> Result<(), StoreError> {
-        self.timed(
-            "callback_tried",
-            self.inner.callback_tried(id, error, retry_in_s),
-        )
-        .await
+    async fn draining(&self) -> Result<Vec<String>, StoreError> {
+        self.timed("draining", self.inner.draining()).await
     }
-    async fn purge(&self) -> Result<u64, StoreError> {
-        self.timed("purge", self.inner.purge()).await
+    async fn ping(&self) -> Result<(), StoreError> {
+        self.timed("ping", self.inner.ping()).await
     }
-    async fn task_events(&self, id: Uuid, after: EventId) -> Result<Vec<Event>, StoreError> {
-        self.timed("task_events", self.inner.task_events(id, after))
-            .await
-    }
-    async fn events_since(&self, after: EventId, limit: usize) -> Result<Vec<Event>, StoreError> {
-        self.timed("events_since", self.inner.events_since(after, limit))
-            .await
-    }
-    fn subscribe(&self) -> tokio::sync::broadcast::Receiver<Event> {
-        self.inner.subscribe()
-    }
+}
+
+impl<S: Store> Schedules for Instrumented<S> {
     async fn create_schedule(
         &self,
         schedule: &Schedule,
@@ -249,20 +233,54 @@ impl<S: Store> Store for Instrumented<S> {
         )
         .await
     }
-    async fn set_draining(&self, name: &str, draining: bool) -> Result<(), StoreError> {
-        self.timed("set_draining", self.inner.set_draining(name, draining))
+}
+
+impl<S: Store> Datasets for Instrumented<S> {
+    async fn put_dataset(&self, info: &DatasetInfo, csv: &[u8]) -> Result<DatasetInfo, StoreError> {
+        self.timed_submit("put_dataset", self.inner.put_dataset(info, csv))
             .await
     }
-    async fn draining(&self) -> Result<Vec<String>, StoreError> {
-        self.timed("draining", self.inner.draining()).await
+    async fn dataset(&self, id: Uuid) -> Result<Option<StoredDataset>, StoreError> {
+        self.timed("dataset", self.inner.dataset(id)).await
     }
-    async fn nodes(&self) -> Result<Vec<NodeInfo>, StoreError> {
-        self.timed("nodes", self.inner.nodes()).await
+    async fn datasets(&self) -> Result<Vec<DatasetInfo>, StoreError> {
+        self.timed("datasets", self.inner.datasets()).await
     }
-    async fn sweep(&self) -> Result<u64, StoreError> {
-        self.timed("sweep", self.inner.sweep()).await
+    async fn delete_dataset(&self, id: Uuid) -> Result<DatasetDeleted, StoreError> {
+        self.timed("delete_dataset", self.inner.delete_dataset(id))
+            .await
     }
-    async fn ping(&self) -> Result<(), StoreError> {
-        self.timed("ping", self.inner.ping()).await
+}
+
+impl<S: Store> Callbacks for Instrumented<S> {
+    async fn due_callbacks(&self, limit: usize, hold_s: f64) -> Result<Vec<Uuid>, StoreError> {
+        self.timed("due_callbacks", self.inner.due_callbacks(limit, hold_s))
+            .await
+    }
+    async fn callback_tried(
+        &self,
+        id: Uuid,
+        error: Option<String>,
+        retry_in_s: Option<f64>,
+    ) -> Result<(), StoreError> {
+        self.timed(
+            "callback_tried",
+            self.inner.callback_tried(id, error, retry_in_s),
+        )
+        .await
+    }
+}
+
+impl<S: Store> EventLog for Instrumented<S> {
+    async fn task_events(&self, id: Uuid, after: EventId) -> Result<Vec<Event>, StoreError> {
+        self.timed("task_events", self.inner.task_events(id, after))
+            .await
+    }
+    async fn events_since(&self, after: EventId, limit: usize) -> Result<Vec<Event>, StoreError> {
+        self.timed("events_since", self.inner.events_since(after, limit))
+            .await
+    }
+    fn subscribe(&self) -> tokio::sync::broadcast::Receiver<Event> {
+        self.inner.subscribe()
     }
 }

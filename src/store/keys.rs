@@ -3,7 +3,7 @@
 
 use uuid::Uuid;
 
-use crate::training::DeviceClass;
+use crate::training::device_kind::DeviceClass;
 
 #[derive(Debug, Clone)]
 pub struct Keys {

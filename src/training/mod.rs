@@ -12,6 +12,7 @@ mod artifact;
 mod csv;
 mod data;
 mod device;
+pub mod device_kind;
 mod error;
 mod metrics;
 mod neural;

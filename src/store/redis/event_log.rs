@@ -1,0 +1,187 @@
+//! The event log: the stream of every event and each task's list (both written by the script
+//! of the change, through the `events.lua` preamble), the [`EventLog`] role, and the follower
+//! that feeds this node's subscribers from the stream.
+
+use ::redis::streams::{StreamId, StreamReadOptions, StreamReadReply};
+
+use super::super::link::WeakLink;
+use super::*;
+
+/// How many events the stream of every event keeps (for `/events` resume), about.
+const EVENTS_KEPT: u64 = 10_000;
+
+impl RedisStore {
+    /// Appends the keys and arguments of `events.lua`: the event of the change from `old`
+    /// to `new`, if there is one.
+    pub(super) fn add_event(
+        &self,
+        invocation: &mut ::redis::ScriptInvocation<'_>,
+        old: Option<&TaskRecord>,
+        new: &TaskRecord,
+    ) {
+        let event = events::Pending::of(old, new).map_or_else(String::new, |p| p.encode());
+        let ttl = if new.state.is_terminal() {
+            (self.settings.history_expires_s().ceil().max(1.0) as u64).to_string()
+        } else {
+            String::new()
+        };
+        invocation
+            .key(self.keys.events())
+            .key(self.keys.task_events(new.id))
+            .arg(event)
+            .arg(ttl)
+            .arg(EVENTS_KEPT);
+    }
+}
+
+impl EventLog for RedisStore {
+    async fn task_events(&self, id: Uuid, after: EventId) -> Result<Vec<Event>, StoreError> {
+        let key = self.keys.task_events(id);
+        let logged: Vec<String> = match self.link.clone().lrange(&key, 0, -1).await {
+            Ok(logged) => logged,
+            // A stream, as versions before the list kept a task's events.
+            Err(e) if e.code() == Some("WRONGTYPE") => {
+                let reply: StreamRangeReply = self
+                    .link
+                    .clone()
+                    .xrange(&key, format!("({after}"), "+")
+                    .await?;
+                return Ok(parse_events(reply.ids));
+            }
+            Err(e) => return Err(e.into()),
+        };
+        let mut out = Vec::with_capacity(logged.len());
+        for entry in &logged {
+            let (event_id, event) = entry.split_once(' ').unwrap_or((entry, ""));
+            let Ok(event_id) = event_id.parse::<EventId>() else {
+                tracing::warn!(task_id = %id, entry, "task event does not parse; skipped");
+                continue;
+            };
+            if event_id <= after {
+                continue;
+            }
+            if !event.is_empty() {
+                match Event::decode(event_id, event) {
+                    Some(event) => out.push(event),
+                    None => {
+                        tracing::warn!(task_id = %id, entry, "task event does not parse; skipped")
+                    }
+                }
+            } else if let Lookup::Found(task) = self.lookup::<TaskRecord>(id).await? {
+                // The terminal event, kept as its id: its data is the final record's.
+                out.extend(events::Pending::ended(&task).map(|p| p.with_id(event_id)));
+            }
+        }
+        Ok(out)
+    }
+
+    async fn events_since(&self, after: EventId, limit: usize) -> Result<Vec<Event>, StoreError> {
+        let reply: StreamRangeReply = self
+            .link
+            .clone()
+            .xrevrange_count(self.keys.events(), "+", format!("({after}"), limit)
+            .await?;
+        let mut out = parse_events(reply.ids);
+        out.reverse();
+        Ok(out)
+    }
+
+    fn subscribe(&self) -> tokio::sync::broadcast::Receiver<Event> {
+        self.live.subscribe()
+    }
+}
+
+/// Events as stream entries hold them (field `e`); an entry that does not parse is skipped
+/// (logged), so one bad entry cannot stop a stream.
+fn parse_events(entries: Vec<StreamId>) -> Vec<Event> {
+    let mut out = Vec::with_capacity(entries.len());
+    for entry in entries {
+        let parsed = entry.id.parse::<EventId>().ok().and_then(|id| {
+            let logged: String = entry.get("e")?;
+            Event::decode(id, &logged)
+        });
+        match parsed {
+            Some(event) => out.push(event),
+            None => tracing::warn!(entry = %entry.id, "event entry does not parse; skipped"),
+        }
+    }
+    out
+}
+
+/// How long one read of the event stream waits for news.
+const FOLLOW_BLOCK: Duration = Duration::from_secs(2);
+/// Events one read of the event stream takes at most.
+const FOLLOW_COUNT: usize = 512;
+/// How long events gather between two reads of the event stream while it is busy.
+const FOLLOW_GATHER: Duration = Duration::from_millis(5);
+
+/// Reads the stream of every event as it grows and hands each event to this node's
+/// subscribers. On its own connection (a blocking read would hold up every other command on a
+/// shared one). After an error it reconnects and goes on from the last event it read, so
+/// nothing is skipped.
+pub(super) async fn follow(
+    weak: WeakLink,
+    key: String,
+    mut last: String,
+    live: tokio::sync::broadcast::Sender<Event>,
+) {
+    let config = ::redis::AsyncConnectionConfig::new()
+        .set_response_timeout(Some(FOLLOW_BLOCK + Duration::from_secs(3)));
+    loop {
+        let Some(link) = weak.upgrade() else {
+            return;
+        };
+        let (client, generation) = (link.client(), link.generation());
+        drop(link);
+        let mut con = match client
+            .get_multiplexed_async_connection_with_config(&config)
+            .await
+        {
+            Ok(con) => con,
+            Err(e) => {
+                tracing::debug!(error = %e, "cannot connect to follow events; retrying");
+                tokio::time::sleep(Duration::from_millis(500)).await;
+                continue;
+            }
+        };
+        let options = StreamReadOptions::default()
+            .block(FOLLOW_BLOCK.as_millis() as usize)
+            .count(FOLLOW_COUNT);
+        loop {
+            // Ends with the store; reconnects when the store moved to another primary.
+            match weak.upgrade() {
+                None => return,
+                Some(link) if link.generation() != generation => break,
+                Some(_) => {}
+            }
+            let reply: Result<Option<StreamReadReply>, _> =
+                con.xread_options(&[&key], &[&last], &options).await;
+            match reply {
+                Ok(reply) => {
+                    let mut read = 0;
+                    for stream in reply.map(|r| r.keys).unwrap_or_default() {
+                        if let Some(entry) = stream.ids.last() {
+                            last = entry.id.clone();
+                        }
+                        read += stream.ids.len();
+                        for event in parse_events(stream.ids) {
+                            // No subscriber is fine.
+                            let _ = live.send(event);
+                        }
+                    }
+                    // The first event after a quiet spell comes at once; under load, events
+                    // gather for a moment, so the stream is read a few hundred times a second
+                    // at most rather than once or twice per event. A full read means more wait.
+                    if read > 0 && read < FOLLOW_COUNT {
+                        tokio::time::sleep(FOLLOW_GATHER).await;
+                    }
+                }
+                Err(e) => {
+                    tracing::debug!(error = %e, "lost the event stream; reconnecting");
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                    break;
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,69 @@
+//! Submissions (`submit.lua`): the record stored and queued, with its idempotency key if it
+//! has one, unless the queue is full.
+
+use super::*;
+use crate::training::device_kind::DeviceClass;
+
+impl RedisStore {
+    pub(super) async fn submit_script(
+        &self,
+        task: &TaskRecord,
+        queue_limit: u64,
+        key: Option<&IdempotencyKey>,
+    ) -> Result<Submitted, StoreError> {
+        let k = &self.keys;
+        let (idem_key, idem_value, ttl) = match key {
+            Some(key) => (
+                k.idempotency(&key.key),
+                format!("{} {}", task.id, key.fingerprint),
+                key.ttl_s.ceil().max(1.0) as u64,
+            ),
+            None => (k.idempotency(""), String::new(), 0),
+        };
+        let mut invocation = self.scripts.submit.prepare_invoke();
+        invocation
+            .key(k.task(task.id))
+            .key(k.queue(task.device))
+            .key(k.seq())
+            .key(k.index())
+            .key(idem_key)
+            .key(k.queue(DeviceClass::Any))
+            .key(k.queue(DeviceClass::Cpu))
+            .key(k.queue(DeviceClass::Gpu))
+            .arg(encode(task))
+            .arg(task.queue_priority())
+            .arg(task.submitted_at)
+            .arg(queue_limit)
+            .arg(task.id.to_string())
+            .arg(idem_value)
+            .arg(ttl);
+        self.add_event(&mut invocation, None, task);
+        let mut writer = self.link.writer();
+        let answer: String = invocation.invoke_async(&mut writer).await?;
+        if answer == "ok" {
+            writer.replicated(|| format!("task {}", task.id)).await?;
+            return Ok(Submitted::New);
+        }
+        if let Some(used) = answer.strip_prefix("used ") {
+            let (id, fingerprint) = used.split_once(' ').unwrap_or((used, ""));
+            let id = Uuid::parse_str(id)
+                .map_err(|e| StoreError::Corrupt(format!("idempotency key holds {used:?}: {e}")))?;
+            return Ok(Submitted::Existing {
+                id,
+                fingerprint: fingerprint.to_string(),
+            });
+        }
+        Err(StoreError::QueueFull { limit: queue_limit })
+    }
+
+    /// [`Tasks::keyed`].
+    pub(super) async fn key_use(&self, key: &str) -> Result<Option<(Uuid, String)>, StoreError> {
+        let mut con = self.link.clone();
+        let used: Option<String> = con.get(self.keys.idempotency(key)).await?;
+        let Some(used) = used else { return Ok(None) };
+        let (id, fingerprint) = used.split_once(' ').unwrap_or((&used, ""));
+        let id = Uuid::parse_str(id)
+            .map_err(|e| StoreError::Corrupt(format!("idempotency key holds {used:?}: {e}")))?;
+        Ok(Some((id, fingerprint.to_string())))
+    }
+}
