@@ -1,5 +1,10 @@
 //! `trainyard bench --quick` runs end to end (redis-server, nodes, every workload) and writes
 //! its JSON. Only that it works is checked here; its figures are in BENCHMARKS.md.
+//!
+//! `trainyard bench` runs `trainyard-bench`, the test kit's binary (`crates/testkit`), from
+//! beside itself, so these tests need the whole workspace built first (`cargo build
+//! --all-targets` at the root, as `scripts/test` does): cargo builds only this package's
+//! binaries for its tests.
 
 mod common;
 
@@ -10,8 +15,16 @@ use serde_json::Value;
 
 /// `trainyard bench ARGS`, which must succeed: what it printed, and the JSON it wrote.
 fn bench(args: &[&str]) -> (String, Value) {
+    let trainyard = std::path::Path::new(env!("CARGO_BIN_EXE_trainyard"));
+    let harness =
+        trainyard.with_file_name(format!("trainyard-bench{}", std::env::consts::EXE_SUFFIX));
+    assert!(
+        harness.is_file(),
+        "{} is missing: run `cargo build --all-targets` at the workspace root first",
+        harness.display()
+    );
     let out = temp_dir("bench").join("bench.json");
-    let output = Command::new(env!("CARGO_BIN_EXE_trainyard"))
+    let output = Command::new(trainyard)
         .arg("bench")
         .args(args)
         .arg("--out")
