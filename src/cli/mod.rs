@@ -49,8 +49,9 @@ pub enum Command {
     /// Run one node with the embedded store: the API, the trainers, the panel.
     Up(UpArgs),
     /// Benchmark the whole system on this machine: starts redis-server and nodes, prints a
-    /// table and writes it as JSON (see BENCHMARKS.md). Runs `trainyard-bench` (built beside
-    /// this binary) with the same arguments.
+    /// table and writes it as JSON (see BENCHMARKS.md).
+    ///
+    /// Runs `trainyard-bench` (built beside this binary) with the same arguments.
     #[command(disable_help_flag = true)]
     Bench(BenchArgs),
     /// Run a node from a config file.
