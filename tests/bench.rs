@@ -8,14 +8,15 @@
 
 mod common;
 
+use std::path::Path;
 use std::process::Command;
 
 use common::temp_dir;
 use serde_json::Value;
 
-/// `trainyard bench ARGS`, which must succeed: what it printed, and the JSON it wrote.
-fn bench(args: &[&str]) -> (String, Value) {
-    let trainyard = std::path::Path::new(env!("CARGO_BIN_EXE_trainyard"));
+/// The `trainyard` binary, once `trainyard-bench` is known to lie beside it.
+fn trainyard() -> &'static Path {
+    let trainyard = Path::new(env!("CARGO_BIN_EXE_trainyard"));
     let harness =
         trainyard.with_file_name(format!("trainyard-bench{}", std::env::consts::EXE_SUFFIX));
     assert!(
@@ -23,6 +24,12 @@ fn bench(args: &[&str]) -> (String, Value) {
         "{} is missing: run `cargo build --all-targets` at the workspace root first",
         harness.display()
     );
+    trainyard
+}
+
+/// `trainyard bench ARGS`, which must succeed: what it printed, and the JSON it wrote.
+fn bench(args: &[&str]) -> (String, Value) {
+    let trainyard = trainyard();
     let out = temp_dir("bench").join("bench.json");
     let output = Command::new(trainyard)
         .arg("bench")
@@ -39,6 +46,25 @@ fn bench(args: &[&str]) -> (String, Value) {
     );
     let report = serde_json::from_str(&std::fs::read_to_string(&out).unwrap()).unwrap();
     (stdout, report)
+}
+
+#[test]
+fn trainyard_bench_hands_every_argument_to_the_bench_binary() {
+    let output = Command::new(trainyard())
+        .args(["bench", "--help"])
+        .output()
+        .expect("trainyard runs");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "{stdout}");
+    assert!(stdout.contains("Usage: trainyard-bench"), "{stdout}");
+    assert!(stdout.contains("--soak <MINUTES>"), "{stdout}");
+    let output = Command::new(trainyard())
+        .args(["bench", "--only", "nothing"])
+        .output()
+        .expect("trainyard runs");
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("invalid value 'nothing'"), "{stderr}");
 }
 
 #[test]
