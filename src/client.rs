@@ -1,12 +1,114 @@
-//! The CLI's HTTP client verbs: submit (with --follow), status, result, cancel, predict.
+//! The CLI's HTTP client verbs: submit (with --follow), status, result, cancel, predict,
+//! nodes, purge, drain and resume, each with its arguments.
 
 use std::time::Duration;
 
 use anyhow::{Context, bail};
+use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::{Value, json};
 
-use crate::cli::{SubmitArgs, TaskArgs};
+/// The server the client verbs ask when no `--server` is given.
+pub const DEFAULT_SERVER: &str = "http://127.0.0.1:5000";
+
+#[derive(Debug, Args)]
+pub struct SubmitArgs {
+    /// mlp, linear, gbdt or all (or the old service's tensorflow, pytorch, xgboost).
+    pub model: String,
+    /// A built-in data set name or an uploaded data set's id.
+    #[arg(long)]
+    pub dataset: Option<String>,
+    #[command(flatten)]
+    pub hyper: HyperArgs,
+    #[arg(long)]
+    pub priority: Option<u8>,
+    #[arg(long)]
+    pub time_limit_s: Option<f64>,
+    /// Show a progress bar until the task ends, then its result.
+    #[arg(long)]
+    pub follow: bool,
+    #[arg(long, default_value = DEFAULT_SERVER)]
+    pub server: String,
+}
+
+/// Hyperparameters shared by `train` and `submit`; unset ones take the spec's defaults.
+#[derive(Debug, Args)]
+pub struct HyperArgs {
+    #[arg(long)]
+    pub epochs: Option<u32>,
+    #[arg(long)]
+    pub learning_rate: Option<f64>,
+    /// Hidden layer sizes, comma separated (e.g. 64,32,16).
+    #[arg(long, value_delimiter = ',')]
+    pub hidden_sizes: Option<Vec<u32>>,
+    #[arg(long)]
+    pub batch_size: Option<u32>,
+    #[arg(long)]
+    pub seed: Option<u64>,
+}
+
+#[derive(Debug, Args)]
+pub struct StatusArgs {
+    pub id: String,
+    #[arg(long, default_value = DEFAULT_SERVER)]
+    pub server: String,
+    /// Follow the task's live events with a progress bar until it ends, then show its result.
+    #[arg(long)]
+    pub follow: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct TaskArgs {
+    pub id: String,
+    #[arg(long, default_value = DEFAULT_SERVER)]
+    pub server: String,
+}
+
+/// `trainyard nodes`.
+#[derive(Debug, Args)]
+pub struct NodesArgs {
+    #[arg(long, default_value = DEFAULT_SERVER)]
+    pub server: String,
+    /// Print the JSON answer instead of a table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `trainyard purge`.
+#[derive(Debug, Args)]
+pub struct PurgeArgs {
+    #[arg(long, default_value = DEFAULT_SERVER)]
+    pub server: String,
+}
+
+/// `trainyard drain NODE`.
+#[derive(Debug, Args)]
+pub struct DrainArgs {
+    pub node: String,
+    /// Wait until the node's running tasks have ended.
+    #[arg(long)]
+    pub wait: bool,
+    #[arg(long, default_value = DEFAULT_SERVER)]
+    pub server: String,
+}
+
+/// `trainyard resume NODE`.
+#[derive(Debug, Args)]
+pub struct ResumeArgs {
+    pub node: String,
+    #[arg(long, default_value = DEFAULT_SERVER)]
+    pub server: String,
+}
+
+/// `trainyard predict ID --row ...`.
+#[derive(Debug, Args)]
+pub struct PredictArgs {
+    pub id: String,
+    #[arg(long = "row", required = true)]
+    pub rows: Vec<String>,
+    #[arg(long, default_value = DEFAULT_SERVER)]
+    pub server: String,
+}
 
 /// The TLS settings of every request: the CAs of `--ca-file`, or the built-in web roots.
 static TLS: std::sync::OnceLock<ureq::tls::TlsConfig> = std::sync::OnceLock::new();

@@ -12,7 +12,6 @@
 //! CSV) -> `train()` -> progress bar on the terminal -> metrics (text or JSON).
 
 pub mod actors;
-pub mod bench;
 pub mod cache;
 pub mod cli;
 pub mod client;

@@ -1,17 +1,37 @@
 //! `trainyard bench --quick` runs end to end (redis-server, nodes, every workload) and writes
 //! its JSON. Only that it works is checked here; its figures are in BENCHMARKS.md.
+//!
+//! `trainyard bench` runs `trainyard-bench`, the test kit's binary (`crates/testkit`), from
+//! beside itself, so these tests need the whole workspace built first (`cargo build
+//! --all-targets` at the root, as `scripts/test` does): cargo builds only this package's
+//! binaries for its tests.
 
 mod common;
 
+use std::path::Path;
 use std::process::Command;
 
 use common::temp_dir;
 use serde_json::Value;
 
+/// The `trainyard` binary, once `trainyard-bench` is known to lie beside it.
+fn trainyard() -> &'static Path {
+    let trainyard = Path::new(env!("CARGO_BIN_EXE_trainyard"));
+    let harness =
+        trainyard.with_file_name(format!("trainyard-bench{}", std::env::consts::EXE_SUFFIX));
+    assert!(
+        harness.is_file(),
+        "{} is missing: run `cargo build --all-targets` at the workspace root first",
+        harness.display()
+    );
+    trainyard
+}
+
 /// `trainyard bench ARGS`, which must succeed: what it printed, and the JSON it wrote.
 fn bench(args: &[&str]) -> (String, Value) {
+    let trainyard = trainyard();
     let out = temp_dir("bench").join("bench.json");
-    let output = Command::new(env!("CARGO_BIN_EXE_trainyard"))
+    let output = Command::new(trainyard)
         .arg("bench")
         .args(args)
         .arg("--out")
@@ -26,6 +46,25 @@ fn bench(args: &[&str]) -> (String, Value) {
     );
     let report = serde_json::from_str(&std::fs::read_to_string(&out).unwrap()).unwrap();
     (stdout, report)
+}
+
+#[test]
+fn trainyard_bench_hands_every_argument_to_the_bench_binary() {
+    let output = Command::new(trainyard())
+        .args(["bench", "--help"])
+        .output()
+        .expect("trainyard runs");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "{stdout}");
+    assert!(stdout.contains("Usage: trainyard-bench"), "{stdout}");
+    assert!(stdout.contains("--soak <MINUTES>"), "{stdout}");
+    let output = Command::new(trainyard())
+        .args(["bench", "--only", "nothing"])
+        .output()
+        .expect("trainyard runs");
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("invalid value 'nothing'"), "{stderr}");
 }
 
 #[test]

@@ -1,254 +1,22 @@
-//! Test helpers: a real `trainyard` node process on a free loopback port, killed on drop, and
-//! a small JSON HTTP client.
+//! Test helpers: a real `trainyard` node process on a free loopback port, killed on drop, a
+//! small JSON HTTP client and an event-stream reader. The harness they share with the
+//! benchmark (ports, scratch folders, polling, `redis-server`, `trainyard node` processes,
+//! `/proc` and `/metrics` readers) is the test kit, `crates/testkit`, re-exported here.
 
 #![allow(dead_code)]
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde_json::Value;
 
-/// A loopback port free now, outside the kernel's ephemeral range (see `bench::free_port`).
-pub fn free_port() -> u16 {
-    trainyard::bench::free_port().unwrap()
-}
-
-/// A number no other call in this process returns (for names that must not collide).
-pub fn unique() -> u64 {
-    static NEXT: AtomicU64 = AtomicU64::new(0);
-    NEXT.fetch_add(1, Ordering::Relaxed)
-}
-
-/// A fresh, empty folder under the system temp dir, `trainyard-{tag}-{pid}-{n}`. Folders of
-/// test processes that are gone are removed on the first call, so runs do not pile up.
-pub fn temp_dir(tag: &str) -> PathBuf {
-    static SWEPT: std::sync::Once = std::sync::Once::new();
-    SWEPT.call_once(remove_dead_processes_dirs);
-    let dir = std::env::temp_dir().join(format!(
-        "trainyard-{tag}-{}-{}",
-        std::process::id(),
-        unique()
-    ));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
-}
-
-/// Removes the `temp_dir` folders (and the bench's) of processes no longer running.
-fn remove_dead_processes_dirs() {
-    // Which processes run is read from /proc: without it, nothing is removed.
-    if !Path::new("/proc/self").exists() {
-        return;
-    }
-    let Ok(entries) = std::fs::read_dir(std::env::temp_dir()) else {
-        return;
-    };
-    for entry in entries.flatten() {
-        let name = entry.file_name();
-        let Some(rest) = name.to_str().and_then(|n| n.strip_prefix("trainyard-")) else {
-            continue;
-        };
-        // `{tag}-{pid}-{n}` or the bench's `bench-{pid}`: the pid is the first number.
-        let pid = rest
-            .split('-')
-            .find(|part| !part.is_empty() && part.bytes().all(|b| b.is_ascii_digit()));
-        if let Some(pid) = pid
-            && !Path::new("/proc").join(pid).exists()
-        {
-            let _ = std::fs::remove_dir_all(entry.path());
-        }
-    }
-}
-
-/// An HTTP client that returns error statuses as answers and gives up after `timeout`.
-pub fn http_agent(timeout: Duration) -> ureq::Agent {
-    ureq::Agent::config_builder()
-        .http_status_as_error(false)
-        .timeout_global(Some(timeout))
-        .build()
-        .into()
-}
-
-/// An answer's status and JSON body (a body that is not JSON as a string); None when the
-/// request failed.
-pub fn read_json(
-    response: Result<ureq::http::Response<ureq::Body>, ureq::Error>,
-) -> Option<(u16, Value)> {
-    let response = response.ok()?;
-    let status = response.status().as_u16();
-    let text = response.into_body().read_to_string().ok()?;
-    Some((
-        status,
-        serde_json::from_str(&text).unwrap_or(Value::String(text)),
-    ))
-}
-
-/// Polls `check` until it returns `Some`, failing after `timeout`.
-pub fn poll<T>(timeout: Duration, what: &str, mut check: impl FnMut() -> Option<T>) -> T {
-    let deadline = Instant::now() + timeout;
-    loop {
-        if let Some(v) = check() {
-            return v;
-        }
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
-/// Polls `check` until it returns `Ok`, failing after `timeout` with the last `Err` it gave
-/// (what was seen instead).
-pub fn poll_seen<T, E: std::fmt::Display>(
-    timeout: Duration,
-    what: &str,
-    mut check: impl FnMut() -> Result<T, E>,
-) -> T {
-    let deadline = Instant::now() + timeout;
-    loop {
-        let seen = match check() {
-            Ok(v) => return v,
-            Err(seen) => seen,
-        };
-        assert!(
-            Instant::now() < deadline,
-            "timed out waiting for {what}; last seen: {seen}"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
-/// Polls `check` until it returns `Some`, as `poll` does, but fails at once (instead of at the
-/// deadline) when `child`, the process that should answer, has exited; one that does not
-/// answer in time is killed before the test fails.
-pub fn poll_child<T>(
-    child: &mut Child,
-    timeout: Duration,
-    what: &str,
-    mut check: impl FnMut() -> Option<T>,
-) -> T {
-    let deadline = Instant::now() + timeout;
-    loop {
-        if let Some(v) = check() {
-            return v;
-        }
-        if let Some(status) = child.try_wait().unwrap() {
-            panic!("waiting for {what}: the process exited ({status})");
-        }
-        if Instant::now() >= deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("timed out waiting for {what} ({timeout:?})");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
-/// A `redis-server` on a free loopback port, stopped on drop. `start` keeps nothing on disk;
-/// `durable` keeps an append-only file (as `config/redis.conf` does) and can be restarted.
-pub struct RedisServer {
-    child: std::sync::Mutex<Child>,
-    args: Vec<String>,
-    host: String,
-    pub port: u16,
-    pub url: String,
-}
-
-impl RedisServer {
-    pub fn start() -> RedisServer {
-        Self::launch(&["--save", "", "--appendonly", "no"])
-    }
-
-    /// With AOF on (`appendfsync everysec`), in its folder.
-    pub fn durable() -> RedisServer {
-        Self::launch(&[
-            "--save",
-            "",
-            "--appendonly",
-            "yes",
-            "--appendfsync",
-            "everysec",
-        ])
-    }
-
-    fn launch(extra: &[&str]) -> RedisServer {
-        Self::on("127.0.0.1", extra)
-    }
-
-    /// Listening on `host` (an address of the test's own), with `extra` arguments.
-    pub fn on(host: &str, extra: &[&str]) -> RedisServer {
-        let port = free_port();
-        // Its own folder: a replica writes the data it syncs to `dump.rdb` there (and would
-        // load a stale one left in the working directory).
-        let dir = temp_dir("redis");
-        let mut args = vec![
-            "--port".to_string(),
-            port.to_string(),
-            "--bind".into(),
-            host.into(),
-            "--dir".into(),
-            dir.to_str().unwrap().into(),
-        ];
-        args.extend(extra.iter().map(|a| a.to_string()));
-        RedisServer {
-            child: std::sync::Mutex::new(Self::spawn(&args, host, port)),
-            args,
-            host: host.to_string(),
-            port,
-            url: format!("redis://{host}:{port}/0"),
-        }
-    }
-
-    fn spawn(args: &[String], host: &str, port: u16) -> Child {
-        let mut child = Command::new("redis-server")
-            .args(args)
-            .stdout(Stdio::null())
-            .spawn()
-            .expect("redis-server runs (scripts/test installs it)");
-        poll_child(
-            &mut child,
-            Duration::from_secs(60),
-            &format!("redis-server to listen on port {port}"),
-            || std::net::TcpStream::connect((host, port)).ok().map(|_| ()),
-        );
-        child
-    }
-
-    /// Kills the server and waits until it is gone (the store is unreachable from then on).
-    pub fn kill(&self) {
-        let mut child = self.child.lock().unwrap();
-        let _ = child.kill();
-        let _ = child.wait();
-    }
-
-    /// Starts a killed server again, on the same port with the same arguments.
-    pub fn start_again(&self) {
-        let mut child = self.child.lock().unwrap();
-        let _ = child.wait();
-        *child = Self::spawn(&self.args, &self.host, self.port);
-    }
-
-    /// Stops the server the way an operator would (SIGTERM: it writes its AOF and exits),
-    /// waits `down`, and starts it again on the same port and files.
-    pub fn restart(&self, down: Duration) {
-        let mut child = self.child.lock().unwrap();
-        let _ = Command::new("kill")
-            .args(["-TERM", &child.id().to_string()])
-            .status();
-        let _ = child.wait();
-        std::thread::sleep(down);
-        *child = Self::spawn(&self.args, &self.host, self.port);
-    }
-}
-
-impl Drop for RedisServer {
-    fn drop(&mut self) {
-        let child = self.child.get_mut().unwrap();
-        let _ = child.kill();
-        let _ = child.wait();
-    }
-}
+// Each test binary uses some of these.
+#[allow(unused_imports)]
+pub use trainyard_testkit::{
+    RedisServer, free_port, http_agent, poll, poll_child, poll_seen, read_json, temp_dir, unique,
+};
 
 /// Where a test node keeps its state: the embedded store in a fresh folder, or a fresh
 /// `redis-server`. Cloning shares it, so a second node can start on the first one's state.
@@ -338,18 +106,11 @@ impl Node {
             _store: store.clone(),
         };
         let url = node.url.clone();
-        poll_child(
+        trainyard_testkit::wait_ready(
             &mut node.child,
+            &url,
             Duration::from_secs(60),
             &format!("the node at {url} to answer"),
-            || {
-                let (status, _) = read_json(
-                    http_agent(Duration::from_secs(10))
-                        .get(format!("{url}/cluster/health"))
-                        .call(),
-                )?;
-                (status == 200).then_some(())
-            },
         );
         node
     }
@@ -464,24 +225,15 @@ impl Node {
 
     /// The value of the unlabelled metric `name` on `/metrics`.
     pub fn metric_value(&self, name: &str) -> f64 {
-        let text = self.metrics_text();
-        let prefix = format!("{name} ");
-        text.lines()
-            .find_map(|l| l.strip_prefix(prefix.as_str()))
+        trainyard_testkit::metrics::value(&self.metrics_text(), name)
             .unwrap_or_else(|| panic!("no {name} on /metrics"))
-            .trim()
-            .parse()
-            .unwrap()
     }
 
     /// The store calls of `op` the node made so far, from its `/metrics`.
     pub fn store_calls(&self, op: &str) -> u64 {
-        self.metrics_text()
-            .lines()
-            .filter(|l| l.starts_with("trainyard_store_operation_duration_seconds_count{"))
-            .filter(|l| l.contains(&format!("op=\"{op}\"")))
-            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-            .sum::<f64>() as u64
+        let text = self.metrics_text();
+        let name = "trainyard_store_operation_duration_seconds_count";
+        trainyard_testkit::metrics::sum(&text, name, "op", op) as u64
     }
 
     /// Submits a training and returns its task id.
@@ -533,16 +285,7 @@ impl Drop for Node {
 
 /// `trainyard node --config CONFIG`, logging at info to `log`: the command, to spawn.
 pub fn node_command(config: &Path, log: &Path) -> Command {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_trainyard"));
-    command
-        .arg("node")
-        .arg("--config")
-        .arg(config)
-        .env("RUST_LOG", "info")
-        .env("NO_COLOR", "1")
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(log).unwrap());
-    command
+    trainyard_testkit::node_command(Path::new(env!("CARGO_BIN_EXE_trainyard")), config, log)
 }
 
 /// One Server-Sent Event as a client reads it.

@@ -2,7 +2,19 @@
 //! memory`), and the soak run (`--soak MINUTES`) that prints node and Redis memory, the AOF's
 //! size and tasks/s every 30 s under full load.
 
-use super::*;
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+use trainyard_testkit::{RedisServer, procfs, temp_dir};
+
+use crate::BenchArgs;
+use crate::cluster::{Cluster, upload_dataset};
+use crate::report::round;
+use crate::runs::throughput_on;
 
 /// How long the soak run keeps results (and then remembers expired ids), so that both expire
 /// during the run and Redis's memory levels off.
@@ -86,7 +98,7 @@ fn breakdown(url: &str, prefix: &str) -> anyhow::Result<Vec<(String, usize, u64)
 
 /// `n` tiny trainings on a node of its own; then what Redis keeps for them: `used_memory`,
 /// keys and AOF bytes per task, and the bytes of each kind of key.
-pub(super) fn memory(redis: &Redis, dir: &Path, n: usize, clients: usize) -> anyhow::Result<Value> {
+pub fn memory(redis: &RedisServer, dir: &Path, n: usize, clients: usize) -> anyhow::Result<Value> {
     let prefix = "mem";
     let cluster = Cluster::start(redis, dir, prefix, &[2])?;
     let node = &cluster.nodes[0];
@@ -120,9 +132,8 @@ pub(super) fn memory(redis: &Redis, dir: &Path, n: usize, clients: usize) -> any
 /// The soak run: tiny trainings at full load for `minutes` on one node with
 /// `SOAK_RESULT_EXPIRES_S` of result retention; a row every 30 s.
 pub fn soak(args: &BenchArgs, minutes: f64) -> anyhow::Result<()> {
-    let dir = std::env::temp_dir().join(format!("trainyard-soak-{}", std::process::id()));
-    std::fs::create_dir_all(&dir)?;
-    let redis = Redis::start(&dir)?;
+    let dir = temp_dir("soak");
+    let redis = RedisServer::durable();
     let tasks = format!(
         "result_expires_s = {SOAK_RESULT_EXPIRES_S}\nexpired_memory_s = {SOAK_RESULT_EXPIRES_S}"
     );
@@ -163,7 +174,7 @@ pub fn soak(args: &BenchArgs, minutes: f64) -> anyhow::Result<()> {
                     "minute": round(started.elapsed().as_secs_f64() / 60.0, 1),
                     "tasks": count,
                     "tasks_per_s": round(rate, 0),
-                    "node_rss_mb": rss_mb(pid),
+                    "node_rss_mb": procfs::rss_mb(pid),
                     "redis_used_mb": round(info.get("used_memory").copied().unwrap_or(0.0) / 1e6, 1),
                     "aof_mb": round(info.get("aof_current_size").copied().unwrap_or(0.0) / 1e6, 1),
                 });
