@@ -14,6 +14,7 @@ use metrics::{
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
 use crate::training::ModelType;
+use crate::training::device_kind::DeviceClass;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kind {
@@ -107,8 +108,9 @@ pub const METRICS: &[Metric] = &[
         name: QUEUE_DEPTH,
         kind: Kind::Gauge,
         unit: Unit::Count,
-        labels: &["priority"],
-        help: "Pending tasks by priority, published by the leader (a cluster figure).",
+        labels: &["device_class", "priority"],
+        help: "Pending tasks by the device class they ask for (any, cpu, gpu) and priority, \
+               published by the leader (a cluster figure).",
     },
     Metric {
         name: TASKS_RUNNING,
@@ -378,11 +380,18 @@ pub fn trained(device: &str, samples: f64, samples_per_s: f64, epochs: u64) {
     counter!(EPOCHS, "device" => device).increment(epochs);
 }
 
-pub fn queue_depth(by_priority: &[u64; 10]) {
-    for (priority, depth) in by_priority.iter().enumerate() {
-        gauge!(QUEUE_DEPTH, "priority" => priority.to_string()).set(*depth as f64);
+/// The cluster's queue, by device class and priority (published by the leader).
+pub fn queue_depth(depths: &[[u64; 10]; DeviceClass::ALL.len()]) {
+    for (class, by_priority) in DeviceClass::ALL.iter().zip(depths) {
+        for (priority, depth) in by_priority.iter().enumerate() {
+            gauge!(QUEUE_DEPTH, "device_class" => class.as_str(), "priority" => PRIORITIES[priority])
+                .set(*depth as f64);
+        }
     }
 }
+
+/// Priorities as label values.
+const PRIORITIES: [&str; 10] = ["0", "1", "2", "3", "4", "5", "6", "7", "8", "9"];
 
 /// This node's trainers: `(device, state)` of each.
 pub fn trainers(states: &[(String, &'static str)]) {
@@ -520,7 +529,7 @@ pub fn membership(connected: usize, leader: bool) {
     gauge!(NODES_CONNECTED).set(connected as f64);
     gauge!(LEADER).set(if leader { 1.0 } else { 0.0 });
     if !leader {
-        queue_depth(&[0; 10]);
+        queue_depth(&Default::default());
     }
 }
 

@@ -91,7 +91,7 @@ impl<S: Store> Tasks for Instrumented<S> {
     async fn queue_depth(&self) -> Result<u64, StoreError> {
         self.timed("queue_depth", self.inner.queue_depth()).await
     }
-    async fn queue_depths(&self) -> Result<[u64; 10], StoreError> {
+    async fn queue_depths(&self) -> Result<QueueDepths, StoreError> {
         self.timed("queue_depths", self.inner.queue_depths()).await
     }
     async fn sweep(&self) -> Result<u64, StoreError> {

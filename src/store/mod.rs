@@ -71,7 +71,9 @@ pub use record::{
 use record::{Expires, found_unless_expired};
 pub use redis::RedisStore;
 pub use schedules::{Missed, Schedule, ScheduleCreated, ScheduleLink, Schedules};
-pub use tasks::{FIRING_FINGERPRINT, IdempotencyKey, MAX_CLIENT_KEY, Submitted, Tasks};
+pub use tasks::{
+    FIRING_FINGERPRINT, IdempotencyKey, MAX_CLIENT_KEY, QueueDepths, Submitted, Tasks,
+};
 use transitions::Cancel;
 
 /// Every role, for code that calls a store of a concrete type (`RedisStore`,

@@ -5,6 +5,10 @@ use std::future::Future;
 use uuid::Uuid;
 
 use super::{CancelOutcome, Lookup, StoreError, TaskFilter, TaskRecord, TaskStatus};
+use crate::training::device_kind::DeviceClass;
+
+/// Pending tasks by device class (in [`DeviceClass::ALL`]'s order), then by priority.
+pub type QueueDepths = [[u64; 10]; DeviceClass::ALL.len()];
 
 /// A client's `Idempotency-Key`, or a schedule's firing: the same key submits once; later
 /// submissions with it get the first task back while the key lives.
@@ -112,8 +116,9 @@ pub trait Tasks: Send + Sync + 'static {
     /// The model artifact of a SUCCESS task.
     fn model(&self, id: Uuid) -> impl Future<Output = Result<Option<Vec<u8>>, StoreError>> + Send;
     fn queue_depth(&self) -> impl Future<Output = Result<u64, StoreError>> + Send;
-    /// Pending tasks by priority: index 0 is priority 0.
-    fn queue_depths(&self) -> impl Future<Output = Result<[u64; 10], StoreError>> + Send;
+    /// Pending tasks by device class (in [`DeviceClass::ALL`]'s order) and priority (index 0
+    /// is priority 0).
+    fn queue_depths(&self) -> impl Future<Output = Result<QueueDepths, StoreError>> + Send;
     /// Removes what has expired by now (tasks, idempotency keys, data sets that no task yet
     /// to end uses: the others are renewed); returns how many tasks expired.
     fn sweep(&self) -> impl Future<Output = Result<u64, StoreError>> + Send;

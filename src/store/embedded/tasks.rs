@@ -168,13 +168,14 @@ impl Tasks for EmbeddedStore {
         self.read(|tx, _| Ok(tx.open_table(QUEUE)?.len()?)).await
     }
 
-    async fn queue_depths(&self) -> Result<[u64; 10], StoreError> {
+    async fn queue_depths(&self) -> Result<QueueDepths, StoreError> {
         self.read(|tx, _| {
-            let mut depths = [0u64; 10];
+            let mut depths = QueueDepths::default();
             for entry in tx.open_table(QUEUE)?.iter()? {
                 let (key, _) = entry?;
-                let (_, inverted, _) = key.value();
-                depths[9 - inverted.min(9) as usize] += 1;
+                let (class, inverted, _) = key.value();
+                let class = (class as usize).min(depths.len() - 1);
+                depths[class][9 - inverted.min(9) as usize] += 1;
             }
             Ok(depths)
         })

@@ -101,7 +101,7 @@ impl Tasks for RedisStore {
         Ok(counts.iter().sum())
     }
 
-    async fn queue_depths(&self) -> Result<[u64; 10], StoreError> {
+    async fn queue_depths(&self) -> Result<QueueDepths, StoreError> {
         let mut pipe = ::redis::pipe();
         for class in DeviceClass::ALL {
             for priority in 0..10u64 {
@@ -111,9 +111,9 @@ impl Tasks for RedisStore {
             }
         }
         let counts: Vec<u64> = pipe.query_async(&mut self.link.clone()).await?;
-        let mut depths = [0u64; 10];
+        let mut depths = QueueDepths::default();
         for (i, count) in counts.into_iter().enumerate() {
-            depths[i % 10] += count;
+            depths[i / 10][i % 10] = count;
         }
         Ok(depths)
     }
