@@ -41,6 +41,7 @@ use serde_json::json;
 use sha2::Sha256;
 use uuid::Uuid;
 
+use crate::config::parse_allowed;
 use crate::store::{Lookup, Store, TaskRecord};
 use crate::telemetry;
 
@@ -135,36 +136,6 @@ pub fn redact(url: &str) -> String {
         Some(at) => format!("{}***{}", &url[..scheme_end], &rest[at..]),
         None => url.to_string(),
     }
-}
-
-/// An allow-list entry: host (lower case, no brackets) and port, if one is named.
-pub fn parse_allowed(entry: &str) -> Result<(String, Option<u16>), String> {
-    let entry = entry.trim().to_ascii_lowercase();
-    let bad = || format!("{entry:?} is not host, host:port or [ipv6]:port");
-    let (host, port) = if let Some(rest) = entry.strip_prefix('[') {
-        let (host, after) = rest.split_once(']').ok_or_else(bad)?;
-        match after {
-            "" => (host.to_string(), None),
-            _ => (
-                host.to_string(),
-                Some(after.strip_prefix(':').ok_or_else(bad)?),
-            ),
-        }
-    } else if entry.matches(':').count() == 1 {
-        let (host, port) = entry.split_once(':').ok_or_else(bad)?;
-        (host.to_string(), Some(port))
-    } else {
-        // A bare IPv6 literal has several colons and no port.
-        (entry.clone(), None)
-    };
-    if host.is_empty() || host.contains(['/', '@', '?', '#', ' ']) {
-        return Err(bad());
-    }
-    let port = match port {
-        Some(p) => Some(p.parse::<u16>().ok().filter(|p| *p != 0).ok_or_else(bad)?),
-        None => None,
-    };
-    Ok((host, port))
 }
 
 impl CallbackRules {

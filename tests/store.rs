@@ -635,7 +635,10 @@ async fn tasks_wait_for_the_device_kind_they_ask_for<S: Store>(store: S) {
     assert_eq!(store.claim("cpu", DeviceSpec::Cpu).await.unwrap(), None);
     assert_eq!(store.queue_depth().await.unwrap(), 1);
     let depths = store.queue_depths().await.unwrap();
-    assert_eq!(depths.iter().map(|by_priority| by_priority[9]).sum::<u64>(), 1);
+    assert_eq!(
+        depths.iter().map(|by_priority| by_priority[9]).sum::<u64>(),
+        1
+    );
     let claimed = store
         .claim("gpu", DeviceSpec::Gpu(0))
         .await

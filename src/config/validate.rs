@@ -149,7 +149,7 @@ impl Config {
             problems.push("notifications.max_concurrent must be at least 1".into());
         }
         for entry in &n.allowed_hosts {
-            if let Err(e) = crate::notify::parse_allowed(entry) {
+            if let Err(e) = super::parse_allowed(entry) {
                 problems.push(format!("notifications.allowed_hosts: {e}"));
             }
         }
