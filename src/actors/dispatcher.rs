@@ -1,7 +1,9 @@
 //! The Dispatcher: every node runs one; the one whose node holds the leader lease dispatches.
 //!
 //! It knows every trainer of the cluster from the trainer process group, and which are busy
-//! from the store's leases. As leader it claims the next queued task for each idle trainer
+//! from the store's leases, which own that: a trainer is busy while the last read of the leases
+//! shows it a lease (and it has not said it is idle since), or while a task this dispatcher
+//! sent it since that read is not seen leased yet (`Slot::sent`). As leader it claims the next queued task for each idle trainer
 //! (spreading work over nodes), requeues the task of a trainer that vanished, and requeues tasks
 //! whose lease ran out (a hung node). A new leader rebuilds all of this from the store and the
 //! group: nothing lives only in the old leader's memory.
@@ -13,8 +15,8 @@ use std::time::{Duration, Instant};
 use ractor::{Actor, ActorCell, ActorProcessingErr, ActorRef};
 use uuid::Uuid;
 
-use super::{DispatcherMsg, TrainerInfo, TrainerMsg, recover_attempt};
-use crate::cluster::{self, Membership};
+use super::{DispatcherMsg, Stop, TrainerMsg, groups, recover_attempt};
+use crate::cluster::Membership;
 use crate::store::{Claimed, Lease, NODE_STALE_S, Store, TaskError, now_s, trainer_node};
 use crate::telemetry;
 use crate::training::{DeviceClass, DeviceSpec};
@@ -36,23 +38,35 @@ const RECONCILE_EVERY: Duration = Duration::from_secs(1);
 pub struct Dispatcher<S: Store> {
     pub store: Arc<S>,
     pub membership: Arc<Membership>,
+    /// This node's stop: a stopping node neither leads nor dispatches.
+    pub stop: Stop,
 }
 
 struct Slot {
     device: DeviceSpec,
     actor: ActorRef<TrainerMsg>,
-    /// The attempt it runs, as far as this dispatcher knows.
-    task: Option<(Uuid, u32)>,
+    /// Its attempts the last read of the leases showed, until it said it is idle.
+    leased: Vec<(Uuid, u32)>,
+    /// The attempt this dispatcher sent it since that read ("sent, not yet leased"): the next
+    /// read shows its lease, or it has ended.
+    sent: Option<(Uuid, u32)>,
     /// The task this dispatcher last sent it (the trainer may have run on from it since).
     given: Option<Uuid>,
-    /// The last lease read showed it without a lease while this dispatcher had it busy.
-    unleased: bool,
 }
 
 impl Slot {
-    /// `busy` or `idle`, as health and the trainer gauges show it.
+    fn busy(&self) -> bool {
+        self.sent.is_some() || !self.leased.is_empty()
+    }
+
+    /// `busy` or `idle`, as the trainer gauges show it.
     fn state(&self) -> &'static str {
-        if self.task.is_some() { "busy" } else { "idle" }
+        if self.busy() { "busy" } else { "idle" }
+    }
+
+    /// The attempts it is known to run.
+    fn tasks(&self) -> impl Iterator<Item = (Uuid, u32)> + '_ {
+        self.sent.iter().chain(&self.leased).copied()
     }
 }
 
@@ -67,12 +81,12 @@ pub struct DispatcherState {
     /// Trainers that left the group (and have not come back): a lease one of them still holds
     /// is requeued by the leader, even one that left before this node led.
     departed: HashSet<String>,
-    /// Nodes an operator is draining: their trainers get no new work.
+    /// Nodes an operator drains, as read from the store with the leases: only to skip claims
+    /// the store would refuse (the claim script enforces the drain).
     draining_nodes: HashSet<String>,
     /// When each node last got a task, to spread work.
     last_given: HashMap<String, u64>,
     given: u64,
-    draining: bool,
 }
 
 impl<S: Store> Actor for Dispatcher<S> {
@@ -85,7 +99,7 @@ impl<S: Store> Actor for Dispatcher<S> {
         myself: ActorRef<Self::Msg>,
         _: (),
     ) -> Result<Self::State, ActorProcessingErr> {
-        cluster::join(cluster::DISPATCHERS, myself.get_cell());
+        groups::join_dispatchers(myself.get_cell());
         myself.send_interval(POLL_INTERVAL, || DispatcherMsg::Poll);
         let now = Instant::now();
         Ok(DispatcherState {
@@ -98,7 +112,6 @@ impl<S: Store> Actor for Dispatcher<S> {
             draining_nodes: HashSet::new(),
             last_given: HashMap::new(),
             given: 0,
-            draining: false,
         })
     }
 
@@ -143,29 +156,13 @@ impl<S: Store> Actor for Dispatcher<S> {
                 // A late notice (the trainer already runs a newer task this dispatcher gave it,
                 // after a lease read showed it idle) changes nothing.
                 if let Some(slot) = state.trainers.get_mut(&trainer)
-                    && (slot.task.is_none_or(|(id, _)| id == done) || slot.given == Some(given))
+                    && (slot.tasks().all(|(id, _)| id == done) || slot.given == Some(given))
                 {
-                    slot.task = None;
+                    slot.leased.clear();
+                    slot.sent = None;
                     slot.given = None;
                 }
                 self.dispatch(state).await;
-            }
-            DispatcherMsg::Drain => {
-                state.draining = true;
-                state.leads_until = None;
-            }
-            DispatcherMsg::Trainers(reply) => {
-                let infos = state
-                    .trainers
-                    .iter()
-                    .map(|(name, slot)| TrainerInfo {
-                        name: name.clone(),
-                        device: slot.device.to_string(),
-                        state: slot.state(),
-                        task_id: slot.task.map(|(id, _)| id),
-                    })
-                    .collect();
-                let _ = reply.send(infos);
             }
         }
         publish(self.membership.name(), state);
@@ -181,7 +178,7 @@ impl<S: Store> Dispatcher<S> {
     /// Takes or renews the leader lease.
     async fn contend(&self, state: &mut DispatcherState) {
         let was = state.leads_until.is_some();
-        if state.draining || !self.membership.may_lead() {
+        if self.stop.is_stopping() || !self.membership.may_lead() {
             state.leads_until = None;
         } else {
             let asked = Instant::now();
@@ -214,7 +211,7 @@ impl<S: Store> Dispatcher<S> {
     async fn sync_members(&self, state: &mut DispatcherState) -> bool {
         let mut rejoined = false;
         let mut present: HashMap<String, ActorCell> = HashMap::new();
-        for cell in cluster::trainers() {
+        for cell in groups::trainers() {
             if let Some(name) = cell.get_name() {
                 present.insert(name, cell);
             }
@@ -234,9 +231,7 @@ impl<S: Store> Dispatcher<S> {
             if let Some(slot) = state.trainers.remove(&name) {
                 tracing::info!(trainer = %name, "trainer left");
                 state.departed.insert(name.clone());
-                if let Some(task) = slot.task {
-                    lost.push((name, task));
-                }
+                lost.extend(slot.tasks().map(|task| (name.clone(), task)));
             }
         }
         if !lost.is_empty() && Self::leads(state) {
@@ -257,9 +252,9 @@ impl<S: Store> Dispatcher<S> {
                 Slot {
                     device,
                     actor: ActorRef::from(cell),
-                    task: None,
+                    leased: Vec::new(),
+                    sent: None,
                     given: None,
-                    unleased: false,
                 },
             );
         }
@@ -306,7 +301,8 @@ impl<S: Store> Dispatcher<S> {
         }
     }
 
-    /// Re-reads which trainers are busy from the leases; the leader requeues expired leases.
+    /// Re-reads which trainers are busy from the leases (the tasks sent since the last read
+    /// are leased now, or ended), and the drained nodes; the leader requeues expired leases.
     async fn reconcile(&self, state: &mut DispatcherState) {
         let leases = match self.store.leases().await {
             Ok(leases) => leases,
@@ -348,21 +344,12 @@ impl<S: Store> Dispatcher<S> {
                 .or_default()
                 .push(lease);
         }
+        // A trainer running on holds no lease for a moment when its claim lost the head to
+        // another node's (and it claims again): if it is sent a task then, it gives it back.
         for (name, slot) in state.trainers.iter_mut() {
             let leases = running.get(name.as_str()).map_or(&[][..], Vec::as_slice);
-            // The task this dispatcher gave it last, while a lease shows it still runs;
-            // otherwise the one a lease shows. A busy trainer is taken for idle only when two
-            // reads in a row show it without a lease: one running on holds none for a moment
-            // when its claim lost the head to another node's (and it claims again).
-            let unleased = leases.is_empty() && slot.task.is_some();
-            if unleased && !slot.unleased {
-                slot.unleased = true;
-                continue;
-            }
-            slot.unleased = false;
-            if !leases.iter().any(|l| Some((l.id, l.attempt)) == slot.task) {
-                slot.task = leases.first().map(|l| (l.id, l.attempt));
-            }
+            slot.leased = leases.iter().map(|l| (l.id, l.attempt)).collect();
+            slot.sent = None;
         }
         if leads && !lost.is_empty() {
             self.requeue_lost(&lost).await;
@@ -375,7 +362,7 @@ impl<S: Store> Dispatcher<S> {
     /// Gives idle trainers queued tasks, node with the least work first, until the queue or
     /// the trainers run out.
     async fn dispatch(&self, state: &mut DispatcherState) {
-        if state.draining || !Self::leads(state) {
+        if self.stop.is_stopping() || !Self::leads(state) {
             return;
         }
         // Trainers may run on from the tasks they are sent while this node surely leads.
@@ -390,7 +377,7 @@ impl<S: Store> Dispatcher<S> {
         loop {
             let mut busy: HashMap<&str, usize> = HashMap::new();
             for (name, slot) in &state.trainers {
-                if slot.task.is_some() {
+                if slot.busy() {
                     *busy.entry(trainer_node(name)).or_default() += 1;
                 }
             }
@@ -398,7 +385,7 @@ impl<S: Store> Dispatcher<S> {
                 .trainers
                 .iter()
                 .filter(|(name, slot)| {
-                    slot.task.is_none()
+                    !slot.busy()
                         && !dry.contains(&slot.device.class())
                         && !state.draining_nodes.contains(trainer_node(name))
                 })
@@ -420,7 +407,7 @@ impl<S: Store> Dispatcher<S> {
                         .last_given
                         .insert(trainer_node(&name).to_string(), state.given);
                     let slot = state.trainers.get_mut(&name).expect("picked slot exists");
-                    slot.task = Some((task.id, task.attempt));
+                    slot.sent = Some((task.id, task.attempt));
                     slot.given = Some(task.id);
                     tracing::info!(task_id = %task.id, trainer = %name, attempt = task.attempt, "task dispatched");
                     // A record too big for a cluster message is read by the trainer instead.
@@ -449,7 +436,7 @@ impl<S: Store> Dispatcher<S> {
 }
 
 /// The device of a trainer named `node/device-N`.
-fn device_of(trainer: &str) -> Option<DeviceSpec> {
+pub fn device_of(trainer: &str) -> Option<DeviceSpec> {
     let (_, seat) = trainer.split_once('/')?;
     let (device, _) = seat.rsplit_once('-')?;
     device.parse().ok()
