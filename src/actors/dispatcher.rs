@@ -45,6 +45,14 @@ pub struct Dispatcher<S: Store> {
 struct Slot {
     device: DeviceSpec,
     actor: ActorRef<TrainerMsg>,
+    busy: Busy,
+}
+
+/// Whether a trainer is busy, as this dispatcher learns it from the owner, the store's leases:
+/// its attempts in the last read of the leases, until it says it is idle, and the attempt sent
+/// to it since that read.
+#[derive(Debug, Default)]
+struct Busy {
     /// Its attempts the last read of the leases showed, until it said it is idle.
     leased: Vec<(Uuid, u32)>,
     /// The attempt this dispatcher sent it since that read ("sent, not yet leased"): the next
@@ -54,19 +62,44 @@ struct Slot {
     given: Option<Uuid>,
 }
 
-impl Slot {
-    fn busy(&self) -> bool {
+impl Busy {
+    fn is_busy(&self) -> bool {
         self.sent.is_some() || !self.leased.is_empty()
     }
 
     /// `busy` or `idle`, as the trainer gauges show it.
     fn state(&self) -> &'static str {
-        if self.busy() { "busy" } else { "idle" }
+        if self.is_busy() { "busy" } else { "idle" }
     }
 
     /// The attempts it is known to run.
     fn tasks(&self) -> impl Iterator<Item = (Uuid, u32)> + '_ {
         self.sent.iter().chain(&self.leased).copied()
+    }
+
+    /// This dispatcher sent it attempt `attempt` of task `id`.
+    fn sent(&mut self, id: Uuid, attempt: u32) {
+        self.sent = Some((id, attempt));
+        self.given = Some(id);
+    }
+
+    /// A read of the leases showed it holding `leased`: the attempt sent before is among them,
+    /// or has ended.
+    ///
+    /// A trainer running on holds no lease for a moment when its claim lost the head to another
+    /// node's (and it claims again): a task sent to it then is given back.
+    fn read(&mut self, leased: impl Iterator<Item = (Uuid, u32)>) {
+        self.leased = leased.collect();
+        self.sent = None;
+    }
+
+    /// It said it is idle, done with task `done`, having run on from task `given`. A late
+    /// notice (it already runs a newer task this dispatcher sent it, after a lease read showed
+    /// it idle) changes nothing.
+    fn idle(&mut self, done: Uuid, given: Uuid) {
+        if self.tasks().all(|(id, _)| id == done) || self.given == Some(given) {
+            *self = Busy::default();
+        }
     }
 }
 
@@ -153,14 +186,8 @@ impl<S: Store> Actor for Dispatcher<S> {
                 done,
                 given,
             } => {
-                // A late notice (the trainer already runs a newer task this dispatcher gave it,
-                // after a lease read showed it idle) changes nothing.
-                if let Some(slot) = state.trainers.get_mut(&trainer)
-                    && (slot.tasks().all(|(id, _)| id == done) || slot.given == Some(given))
-                {
-                    slot.leased.clear();
-                    slot.sent = None;
-                    slot.given = None;
+                if let Some(slot) = state.trainers.get_mut(&trainer) {
+                    slot.busy.idle(done, given);
                 }
                 self.dispatch(state).await;
             }
@@ -231,7 +258,7 @@ impl<S: Store> Dispatcher<S> {
             if let Some(slot) = state.trainers.remove(&name) {
                 tracing::info!(trainer = %name, "trainer left");
                 state.departed.insert(name.clone());
-                lost.extend(slot.tasks().map(|task| (name.clone(), task)));
+                lost.extend(slot.busy.tasks().map(|task| (name.clone(), task)));
             }
         }
         if !lost.is_empty() && Self::leads(state) {
@@ -252,9 +279,7 @@ impl<S: Store> Dispatcher<S> {
                 Slot {
                     device,
                     actor: ActorRef::from(cell),
-                    leased: Vec::new(),
-                    sent: None,
-                    given: None,
+                    busy: Busy::default(),
                 },
             );
         }
@@ -344,12 +369,9 @@ impl<S: Store> Dispatcher<S> {
                 .or_default()
                 .push(lease);
         }
-        // A trainer running on holds no lease for a moment when its claim lost the head to
-        // another node's (and it claims again): if it is sent a task then, it gives it back.
         for (name, slot) in state.trainers.iter_mut() {
             let leases = running.get(name.as_str()).map_or(&[][..], Vec::as_slice);
-            slot.leased = leases.iter().map(|l| (l.id, l.attempt)).collect();
-            slot.sent = None;
+            slot.busy.read(leases.iter().map(|l| (l.id, l.attempt)));
         }
         if leads && !lost.is_empty() {
             self.requeue_lost(&lost).await;
@@ -377,7 +399,7 @@ impl<S: Store> Dispatcher<S> {
         loop {
             let mut busy: HashMap<&str, usize> = HashMap::new();
             for (name, slot) in &state.trainers {
-                if slot.busy() {
+                if slot.busy.is_busy() {
                     *busy.entry(trainer_node(name)).or_default() += 1;
                 }
             }
@@ -385,7 +407,7 @@ impl<S: Store> Dispatcher<S> {
                 .trainers
                 .iter()
                 .filter(|(name, slot)| {
-                    !slot.busy()
+                    !slot.busy.is_busy()
                         && !dry.contains(&slot.device.class())
                         && !state.draining_nodes.contains(trainer_node(name))
                 })
@@ -407,8 +429,7 @@ impl<S: Store> Dispatcher<S> {
                         .last_given
                         .insert(trainer_node(&name).to_string(), state.given);
                     let slot = state.trainers.get_mut(&name).expect("picked slot exists");
-                    slot.sent = Some((task.id, task.attempt));
-                    slot.given = Some(task.id);
+                    slot.busy.sent(task.id, task.attempt);
                     tracing::info!(task_id = %task.id, trainer = %name, attempt = task.attempt, "task dispatched");
                     // A record too big for a cluster message is read by the trainer instead.
                     let stored = stored.filter(|s| s.len() <= MAX_STORED_SENT);
@@ -448,7 +469,7 @@ fn publish(node: &str, state: &DispatcherState) {
         .trainers
         .iter()
         .filter(|(name, _)| trainer_node(name) == node)
-        .map(|(_, slot)| (slot.device.to_string(), slot.state()))
+        .map(|(_, slot)| (slot.device.to_string(), slot.busy.state()))
         .collect();
     telemetry::trainers(&states);
 }
@@ -463,5 +484,35 @@ mod tests {
         assert_eq!(device_of("node-b/cpu-1"), Some(DeviceSpec::Cpu));
         assert_eq!(device_of("n/gpu:2-0"), Some(DeviceSpec::Gpu(2)));
         assert_eq!(device_of("nonsense"), None);
+    }
+
+    #[test]
+    fn the_leases_own_busy_and_sent_tasks_count_until_the_next_read() {
+        let (a, b, c) = (Uuid::new_v4(), Uuid::new_v4(), Uuid::new_v4());
+        let mut busy = Busy::default();
+        assert!(!busy.is_busy());
+        busy.sent(a, 1);
+        assert!(busy.is_busy(), "sent, not yet leased");
+        busy.read([(a, 1)].into_iter());
+        assert_eq!((busy.is_busy(), busy.sent), (true, None), "leased now");
+        // It ran on from a to b and says it is idle: the lease read is stale.
+        busy.read([(b, 1)].into_iter());
+        busy.idle(c, a);
+        assert!(!busy.is_busy());
+        // A read without its lease: the task sent ended.
+        busy.sent(b, 2);
+        busy.read(std::iter::empty());
+        assert!(!busy.is_busy());
+    }
+
+    #[test]
+    fn a_late_idle_notice_leaves_a_trainer_busy_with_a_newer_task() {
+        let (old, new) = (Uuid::new_v4(), Uuid::new_v4());
+        let mut busy = Busy::default();
+        busy.sent(new, 1);
+        busy.idle(old, old);
+        assert!(busy.is_busy());
+        busy.idle(new, new);
+        assert!(!busy.is_busy());
     }
 }

@@ -3,7 +3,7 @@
 
 use ractor::{ActorCell, ActorRef};
 
-use super::{DispatcherMsg, TrainerMsg, dispatcher_name};
+use super::{DispatcherMsg, TrainerMsg};
 use crate::cluster::{self, DISPATCHERS, TRAINERS};
 
 /// Adds a trainer of this node to the cluster's trainer group.
@@ -34,9 +34,4 @@ pub fn tell_dispatchers(msg: impl Fn() -> DispatcherMsg) {
     for cell in cluster::members(DISPATCHERS) {
         let _ = ActorRef::<DispatcherMsg>::from(cell).cast(msg());
     }
-}
-
-/// The dispatcher of `node`, this process's node, if it runs.
-pub fn local_dispatcher(node: &str) -> Option<ActorRef<DispatcherMsg>> {
-    ractor::registry::where_is(dispatcher_name(node)).map(ActorRef::from)
 }

@@ -133,6 +133,17 @@ mod tests {
     use super::*;
 
     #[test]
+    fn the_stop_reaches_every_copy_and_never_is_never() {
+        let (tx, rx) = watch::channel(false);
+        let (stop, copy) = (Stop::new(rx), Stop::new(tx.subscribe()));
+        assert!(!stop.is_stopping() && !Stop::never().is_stopping());
+        tx.send_replace(true);
+        assert!(stop.is_stopping() && copy.is_stopping());
+        drop(tx);
+        assert!(stop.clone().is_stopping(), "a stop stays once the sender is gone");
+    }
+
+    #[test]
     fn retry_delays_double_with_jitter_up_to_the_cap() {
         let settings = TaskSettings {
             time_limit_s: 60.0,

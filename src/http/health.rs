@@ -157,7 +157,7 @@ async fn compute<S: Store>(api: &Api<S>) -> Health {
     if draining {
         not_ready.push("the node is draining".to_string());
     }
-    // The HTTP edge sees the stop first (its graceful stop lets answers under way finish).
+    // The node's stop, which its actors see too.
     let stopping = *api.stopping.borrow();
     if stopping {
         not_ready.push("the node is stopping".to_string());
