@@ -358,9 +358,9 @@ impl<S: Store> Dispatcher<S> {
                     };
                     recover_attempt(&self.store, lease, error, false, 0.0).await;
                 }
-                continue;
-            }
-            if state.departed.contains(&lease.trainer) {
+                // Its trainer stopped renewing it: it hangs or lost the store, and is not
+                // idle until a read shows it without the lease (or it says it is idle).
+            } else if state.departed.contains(&lease.trainer) {
                 lost.push((lease.trainer.clone(), (lease.id, lease.attempt)));
                 continue;
             }
