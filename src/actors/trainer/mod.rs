@@ -5,10 +5,13 @@
 //! mod.rs       the actor: one method per message, `begin` (start an attempt)
 //! attempt.rs   an attempt: load its data, train on the blocking pool, renew the lease, write
 //!              progress; the test-only fault hooks (`Faults`)
-//! pipeline.rs  what comes after a task: run on, claims ahead, going idle
-//! outcome.rs   the end of a task: `end` writes it and says what comes `Next`; success, panic
+//! pipeline.rs  what comes after a task (`Next`): run on, claims ahead, going idle
+//! outcome.rs   the end of a task: `end` writes it and says what comes next; success, panic
 //!              classification
 //! ```
+//!
+//! Within the folder, imports go one way: mod.rs -> attempt -> outcome -> pipeline (each also
+//! reads the actor's types in mod.rs).
 //!
 //! # Run on
 //!
@@ -59,7 +62,8 @@ use super::{Ended, ParsedDatasets, Stop, TaskSettings, TrainerMsg};
 use crate::store::{Claimed, Renewal, Store, TaskRecord, Work, now_s};
 use crate::telemetry::{self, TaskEvent};
 use crate::training::{CancelToken, DeviceSpec};
-use outcome::{End, Next};
+use outcome::End;
+use pipeline::Next;
 
 /// Tasks a trainer in a run of quick ones holds claimed ahead of the one it trains, at most,
 /// counting the claims not answered yet: the round trip of a claim takes a few quick

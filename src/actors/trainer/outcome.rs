@@ -1,14 +1,15 @@
 //! The end of a task: [`end`] writes how a training ended (the result, a retry, the failure)
-//! and says what the trainer does [`Next`]. Every end of a training goes through it; a hard
+//! and says what the trainer does next (`pipeline::Next`). Every end of a training goes through it; a hard
 //! time limit, which ends the trainer too, through [`fail_past_hard_limit`].
 
 use tracing::Instrument;
 use uuid::Uuid;
 
-use super::{RunOn, TrainerArgs, pipeline};
+use super::pipeline::{self, Next};
+use super::{RunOn, TrainerArgs};
 use crate::actors::Ended;
 use crate::store::{
-    Claimed, Ending, Finish, Lookup, Store, StoreError, TaskError, TaskProgress, TaskRecord, now_s,
+    Ending, Finish, Lookup, Store, StoreError, TaskError, TaskProgress, TaskRecord, now_s,
 };
 use crate::telemetry::{self, TaskEvent};
 use crate::training::{DeviceSpec, ModelType, TrainError, TrainOutcome};
@@ -22,17 +23,6 @@ pub(super) struct End {
     /// The record as the store keeps it, if nothing this attempt wrote changed it since the
     /// claim.
     pub stored: Option<String>,
-}
-
-/// What a trainer does after a task ended.
-pub(super) enum Next {
-    /// Run this task, claimed by the trainer itself as it wrote the end (run on).
-    Run(Box<Claimed>),
-    /// Work is coming without asking (a training runs, or a claim ahead will answer); the end
-    /// is written on its own meanwhile.
-    Pending,
-    /// Nothing to run: the dispatchers were told the trainer is idle.
-    Idle,
 }
 
 /// Ends `end.task` with `result` and says what comes next. `run_on`: how the task came, if the

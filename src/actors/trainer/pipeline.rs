@@ -5,10 +5,20 @@
 use ractor::ActorRef;
 use uuid::Uuid;
 
-use super::outcome::Next;
 use super::{AHEAD, RunOn, TrainerArgs, TrainerState};
 use crate::actors::{TrainerMsg, groups};
 use crate::store::{Claimed, Lookup, Store, StoreError, TaskError, TaskRecord};
+
+/// What a trainer does after a task ended.
+pub(super) enum Next {
+    /// Run this task, claimed by the trainer itself as it wrote the end (run on).
+    Run(Box<Claimed>),
+    /// Work is coming without asking (a training runs, or a claim ahead will answer); the end
+    /// is written on its own meanwhile.
+    Pending,
+    /// Nothing to run: the dispatchers were told the trainer is idle.
+    Idle,
+}
 
 /// Sends claims for the tasks to run after the one just begun, up to `AHEAD` held or asked
 /// for, if that one is quick and the run may go on: each claim takes only a task doing the
