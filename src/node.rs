@@ -11,8 +11,7 @@ use thiserror::Error;
 use tokio::net::TcpListener;
 
 use crate::actors::{
-    self, DispatcherMsg, Supervisor, SupervisorArgs, TaskSettings, local_dispatcher,
-    recover_attempt,
+    self, Faults, Stop, Supervisor, SupervisorArgs, TaskSettings, recover_attempt,
 };
 use crate::cluster::{self, Membership};
 use crate::config::Config;
@@ -135,7 +134,7 @@ async fn serve<S: Store>(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), NodeError> {
     let node = config.node.name.clone();
-    // The stop, as the HTTP edge and the node's own wind-down see it.
+    // The stop, as the HTTP edge, the actors and the node's own wind-down see it.
     let (stop_tx, mut stop_rx) = tokio::sync::watch::channel(false);
     tokio::spawn(async move {
         shutdown.await;
@@ -180,6 +179,8 @@ async fn serve<S: Store>(
                 claim_ahead_under_s: config.tasks.claim_ahead_under_s,
             },
             membership: membership.clone(),
+            stop: Stop::new(stop_rx.clone()),
+            faults: Faults::from_env(),
         },
     )
     .await
@@ -269,14 +270,12 @@ async fn serve<S: Store>(
 
     tracing::info!("stopping: no new work; waiting for running tasks");
     housekeeping.abort();
-    actors::set_stopping();
+    // Announced as draining from now on: the announcement's flag says the node stops; an
+    // operator's drain is the store's drain flag alone.
     info.draining = true;
     info.seen_at = now_s();
     if let Err(e) = store.announce(&info).await {
         tracing::warn!(error = %e, "cannot announce that this node drains");
-    }
-    if let Some(dispatcher) = local_dispatcher(&node) {
-        let _ = dispatcher.cast(DispatcherMsg::Drain);
     }
     let ours = async || -> Vec<_> {
         let leases = store.leases().await.unwrap_or_default();
@@ -306,14 +305,6 @@ async fn serve<S: Store>(
 async fn housekeeping<S: Store>(store: Arc<S>, membership: Arc<Membership>, mut info: NodeInfo) {
     loop {
         info.seen_at = now_s();
-        // An operator may drain this node (or take it back) through any node's API.
-        if let Ok(names) = store.draining().await {
-            let drained = names.iter().any(|n| n == membership.name());
-            if drained != info.draining {
-                tracing::info!(draining = drained, "drain state changed by an operator");
-            }
-            info.draining = drained;
-        }
         if let Err(e) = store.announce(&info).await {
             tracing::warn!(error = %e, "cannot announce this node");
         }

@@ -1,7 +1,9 @@
 //! The Dispatcher: every node runs one; the one whose node holds the leader lease dispatches.
 //!
 //! It knows every trainer of the cluster from the trainer process group, and which are busy
-//! from the store's leases. As leader it claims the next queued task for each idle trainer
+//! from the store's leases, which own that: a trainer is busy while the last read of the leases
+//! shows it a lease (and it has not said it is idle since), or while a task this dispatcher
+//! sent it since that read is not seen leased yet (`Slot::sent`). As leader it claims the next queued task for each idle trainer
 //! (spreading work over nodes), requeues the task of a trainer that vanished, and requeues tasks
 //! whose lease ran out (a hung node). A new leader rebuilds all of this from the store and the
 //! group: nothing lives only in the old leader's memory.
@@ -13,8 +15,8 @@ use std::time::{Duration, Instant};
 use ractor::{Actor, ActorCell, ActorProcessingErr, ActorRef};
 use uuid::Uuid;
 
-use super::{DispatcherMsg, TrainerInfo, TrainerMsg, recover_attempt};
-use crate::cluster::{self, Membership};
+use super::{DispatcherMsg, Stop, TrainerMsg, groups, recover_attempt};
+use crate::cluster::Membership;
 use crate::store::{Claimed, Lease, NODE_STALE_S, Store, TaskError, now_s, trainer_node};
 use crate::telemetry;
 use crate::training::{DeviceClass, DeviceSpec};
@@ -36,23 +38,68 @@ const RECONCILE_EVERY: Duration = Duration::from_secs(1);
 pub struct Dispatcher<S: Store> {
     pub store: Arc<S>,
     pub membership: Arc<Membership>,
+    /// This node's stop: a stopping node neither leads nor dispatches.
+    pub stop: Stop,
 }
 
 struct Slot {
     device: DeviceSpec,
     actor: ActorRef<TrainerMsg>,
-    /// The attempt it runs, as far as this dispatcher knows.
-    task: Option<(Uuid, u32)>,
-    /// The task this dispatcher last sent it (the trainer may have run on from it since).
-    given: Option<Uuid>,
-    /// The last lease read showed it without a lease while this dispatcher had it busy.
-    unleased: bool,
+    busy: Busy,
 }
 
-impl Slot {
-    /// `busy` or `idle`, as health and the trainer gauges show it.
+/// Whether a trainer is busy, as this dispatcher learns it from the owner, the store's leases:
+/// its attempts in the last read of the leases, until it says it is idle, and the attempt sent
+/// to it since that read.
+#[derive(Debug, Default)]
+struct Busy {
+    /// Its attempts the last read of the leases showed, until it said it is idle.
+    leased: Vec<(Uuid, u32)>,
+    /// The attempt this dispatcher sent it since that read ("sent, not yet leased"): the next
+    /// read shows its lease, or it has ended.
+    sent: Option<(Uuid, u32)>,
+    /// The task this dispatcher last sent it (the trainer may have run on from it since).
+    given: Option<Uuid>,
+}
+
+impl Busy {
+    fn is_busy(&self) -> bool {
+        self.sent.is_some() || !self.leased.is_empty()
+    }
+
+    /// `busy` or `idle`, as the trainer gauges show it.
     fn state(&self) -> &'static str {
-        if self.task.is_some() { "busy" } else { "idle" }
+        if self.is_busy() { "busy" } else { "idle" }
+    }
+
+    /// The attempts it is known to run.
+    fn tasks(&self) -> impl Iterator<Item = (Uuid, u32)> + '_ {
+        self.sent.iter().chain(&self.leased).copied()
+    }
+
+    /// This dispatcher sent it attempt `attempt` of task `id`.
+    fn sent(&mut self, id: Uuid, attempt: u32) {
+        self.sent = Some((id, attempt));
+        self.given = Some(id);
+    }
+
+    /// A read of the leases showed it holding `leased`: the attempt sent before is among them,
+    /// or has ended.
+    ///
+    /// A trainer running on holds no lease for a moment when its claim lost the head to another
+    /// node's (and it claims again): a task sent to it then is given back.
+    fn read(&mut self, leased: impl Iterator<Item = (Uuid, u32)>) {
+        self.leased = leased.collect();
+        self.sent = None;
+    }
+
+    /// It said it is idle, done with task `done`, having run on from task `given`. A late
+    /// notice (it already runs a newer task this dispatcher sent it, after a lease read showed
+    /// it idle) changes nothing.
+    fn idle(&mut self, done: Uuid, given: Uuid) {
+        if self.tasks().all(|(id, _)| id == done) || self.given == Some(given) {
+            *self = Busy::default();
+        }
     }
 }
 
@@ -67,12 +114,12 @@ pub struct DispatcherState {
     /// Trainers that left the group (and have not come back): a lease one of them still holds
     /// is requeued by the leader, even one that left before this node led.
     departed: HashSet<String>,
-    /// Nodes an operator is draining: their trainers get no new work.
+    /// Nodes an operator drains, as read from the store with the leases: only to skip claims
+    /// the store would refuse (the claim script enforces the drain).
     draining_nodes: HashSet<String>,
     /// When each node last got a task, to spread work.
     last_given: HashMap<String, u64>,
     given: u64,
-    draining: bool,
 }
 
 impl<S: Store> Actor for Dispatcher<S> {
@@ -85,7 +132,7 @@ impl<S: Store> Actor for Dispatcher<S> {
         myself: ActorRef<Self::Msg>,
         _: (),
     ) -> Result<Self::State, ActorProcessingErr> {
-        cluster::join(cluster::DISPATCHERS, myself.get_cell());
+        groups::join_dispatchers(myself.get_cell());
         myself.send_interval(POLL_INTERVAL, || DispatcherMsg::Poll);
         let now = Instant::now();
         Ok(DispatcherState {
@@ -98,7 +145,6 @@ impl<S: Store> Actor for Dispatcher<S> {
             draining_nodes: HashSet::new(),
             last_given: HashMap::new(),
             given: 0,
-            draining: false,
         })
     }
 
@@ -140,32 +186,10 @@ impl<S: Store> Actor for Dispatcher<S> {
                 done,
                 given,
             } => {
-                // A late notice (the trainer already runs a newer task this dispatcher gave it,
-                // after a lease read showed it idle) changes nothing.
-                if let Some(slot) = state.trainers.get_mut(&trainer)
-                    && (slot.task.is_none_or(|(id, _)| id == done) || slot.given == Some(given))
-                {
-                    slot.task = None;
-                    slot.given = None;
+                if let Some(slot) = state.trainers.get_mut(&trainer) {
+                    slot.busy.idle(done, given);
                 }
                 self.dispatch(state).await;
-            }
-            DispatcherMsg::Drain => {
-                state.draining = true;
-                state.leads_until = None;
-            }
-            DispatcherMsg::Trainers(reply) => {
-                let infos = state
-                    .trainers
-                    .iter()
-                    .map(|(name, slot)| TrainerInfo {
-                        name: name.clone(),
-                        device: slot.device.to_string(),
-                        state: slot.state(),
-                        task_id: slot.task.map(|(id, _)| id),
-                    })
-                    .collect();
-                let _ = reply.send(infos);
             }
         }
         publish(self.membership.name(), state);
@@ -181,7 +205,7 @@ impl<S: Store> Dispatcher<S> {
     /// Takes or renews the leader lease.
     async fn contend(&self, state: &mut DispatcherState) {
         let was = state.leads_until.is_some();
-        if state.draining || !self.membership.may_lead() {
+        if self.stop.is_stopping() || !self.membership.may_lead() {
             state.leads_until = None;
         } else {
             let asked = Instant::now();
@@ -214,7 +238,7 @@ impl<S: Store> Dispatcher<S> {
     async fn sync_members(&self, state: &mut DispatcherState) -> bool {
         let mut rejoined = false;
         let mut present: HashMap<String, ActorCell> = HashMap::new();
-        for cell in cluster::trainers() {
+        for cell in groups::trainers() {
             if let Some(name) = cell.get_name() {
                 present.insert(name, cell);
             }
@@ -234,9 +258,7 @@ impl<S: Store> Dispatcher<S> {
             if let Some(slot) = state.trainers.remove(&name) {
                 tracing::info!(trainer = %name, "trainer left");
                 state.departed.insert(name.clone());
-                if let Some(task) = slot.task {
-                    lost.push((name, task));
-                }
+                lost.extend(slot.busy.tasks().map(|task| (name.clone(), task)));
             }
         }
         if !lost.is_empty() && Self::leads(state) {
@@ -257,9 +279,7 @@ impl<S: Store> Dispatcher<S> {
                 Slot {
                     device,
                     actor: ActorRef::from(cell),
-                    task: None,
-                    given: None,
-                    unleased: false,
+                    busy: Busy::default(),
                 },
             );
         }
@@ -306,7 +326,8 @@ impl<S: Store> Dispatcher<S> {
         }
     }
 
-    /// Re-reads which trainers are busy from the leases; the leader requeues expired leases.
+    /// Re-reads which trainers are busy from the leases (the tasks sent since the last read
+    /// are leased now, or ended), and the drained nodes; the leader requeues expired leases.
     async fn reconcile(&self, state: &mut DispatcherState) {
         let leases = match self.store.leases().await {
             Ok(leases) => leases,
@@ -337,9 +358,9 @@ impl<S: Store> Dispatcher<S> {
                     };
                     recover_attempt(&self.store, lease, error, false, 0.0).await;
                 }
-                continue;
-            }
-            if state.departed.contains(&lease.trainer) {
+                // Its trainer stopped renewing it: it hangs or lost the store, and is not
+                // idle until a read shows it without the lease (or it says it is idle).
+            } else if state.departed.contains(&lease.trainer) {
                 lost.push((lease.trainer.clone(), (lease.id, lease.attempt)));
                 continue;
             }
@@ -350,19 +371,7 @@ impl<S: Store> Dispatcher<S> {
         }
         for (name, slot) in state.trainers.iter_mut() {
             let leases = running.get(name.as_str()).map_or(&[][..], Vec::as_slice);
-            // The task this dispatcher gave it last, while a lease shows it still runs;
-            // otherwise the one a lease shows. A busy trainer is taken for idle only when two
-            // reads in a row show it without a lease: one running on holds none for a moment
-            // when its claim lost the head to another node's (and it claims again).
-            let unleased = leases.is_empty() && slot.task.is_some();
-            if unleased && !slot.unleased {
-                slot.unleased = true;
-                continue;
-            }
-            slot.unleased = false;
-            if !leases.iter().any(|l| Some((l.id, l.attempt)) == slot.task) {
-                slot.task = leases.first().map(|l| (l.id, l.attempt));
-            }
+            slot.busy.read(leases.iter().map(|l| (l.id, l.attempt)));
         }
         if leads && !lost.is_empty() {
             self.requeue_lost(&lost).await;
@@ -375,7 +384,7 @@ impl<S: Store> Dispatcher<S> {
     /// Gives idle trainers queued tasks, node with the least work first, until the queue or
     /// the trainers run out.
     async fn dispatch(&self, state: &mut DispatcherState) {
-        if state.draining || !Self::leads(state) {
+        if self.stop.is_stopping() || !Self::leads(state) {
             return;
         }
         // Trainers may run on from the tasks they are sent while this node surely leads.
@@ -390,7 +399,7 @@ impl<S: Store> Dispatcher<S> {
         loop {
             let mut busy: HashMap<&str, usize> = HashMap::new();
             for (name, slot) in &state.trainers {
-                if slot.task.is_some() {
+                if slot.busy.is_busy() {
                     *busy.entry(trainer_node(name)).or_default() += 1;
                 }
             }
@@ -398,7 +407,7 @@ impl<S: Store> Dispatcher<S> {
                 .trainers
                 .iter()
                 .filter(|(name, slot)| {
-                    slot.task.is_none()
+                    !slot.busy.is_busy()
                         && !dry.contains(&slot.device.class())
                         && !state.draining_nodes.contains(trainer_node(name))
                 })
@@ -420,8 +429,7 @@ impl<S: Store> Dispatcher<S> {
                         .last_given
                         .insert(trainer_node(&name).to_string(), state.given);
                     let slot = state.trainers.get_mut(&name).expect("picked slot exists");
-                    slot.task = Some((task.id, task.attempt));
-                    slot.given = Some(task.id);
+                    slot.busy.sent(task.id, task.attempt);
                     tracing::info!(task_id = %task.id, trainer = %name, attempt = task.attempt, "task dispatched");
                     // A record too big for a cluster message is read by the trainer instead.
                     let stored = stored.filter(|s| s.size_bytes() <= MAX_STORED_SENT);
@@ -449,7 +457,7 @@ impl<S: Store> Dispatcher<S> {
 }
 
 /// The device of a trainer named `node/device-N`.
-fn device_of(trainer: &str) -> Option<DeviceSpec> {
+pub fn device_of(trainer: &str) -> Option<DeviceSpec> {
     let (_, seat) = trainer.split_once('/')?;
     let (device, _) = seat.rsplit_once('-')?;
     device.parse().ok()
@@ -461,7 +469,7 @@ fn publish(node: &str, state: &DispatcherState) {
         .trainers
         .iter()
         .filter(|(name, _)| trainer_node(name) == node)
-        .map(|(_, slot)| (slot.device.to_string(), slot.state()))
+        .map(|(_, slot)| (slot.device.to_string(), slot.busy.state()))
         .collect();
     telemetry::trainers(&states);
 }
@@ -476,5 +484,35 @@ mod tests {
         assert_eq!(device_of("node-b/cpu-1"), Some(DeviceSpec::Cpu));
         assert_eq!(device_of("n/gpu:2-0"), Some(DeviceSpec::Gpu(2)));
         assert_eq!(device_of("nonsense"), None);
+    }
+
+    #[test]
+    fn the_leases_own_busy_and_sent_tasks_count_until_the_next_read() {
+        let (a, b, c) = (Uuid::new_v4(), Uuid::new_v4(), Uuid::new_v4());
+        let mut busy = Busy::default();
+        assert!(!busy.is_busy());
+        busy.sent(a, 1);
+        assert!(busy.is_busy(), "sent, not yet leased");
+        busy.read([(a, 1)].into_iter());
+        assert_eq!((busy.is_busy(), busy.sent), (true, None), "leased now");
+        // It ran on from a to b and says it is idle: the lease read is stale.
+        busy.read([(b, 1)].into_iter());
+        busy.idle(c, a);
+        assert!(!busy.is_busy());
+        // A read without its lease: the task sent ended.
+        busy.sent(b, 2);
+        busy.read(std::iter::empty());
+        assert!(!busy.is_busy());
+    }
+
+    #[test]
+    fn a_late_idle_notice_leaves_a_trainer_busy_with_a_newer_task() {
+        let (old, new) = (Uuid::new_v4(), Uuid::new_v4());
+        let mut busy = Busy::default();
+        busy.sent(new, 1);
+        busy.idle(old, old);
+        assert!(busy.is_busy());
+        busy.idle(new, new);
+        assert!(!busy.is_busy());
     }
 }

@@ -1,7 +1,6 @@
 //! The actors' messages. Those that cross nodes (`Train`, `Cancel`, `Poll`, `TrainerIdle`) have
 //! a plain wire form encoded by [`crate::cluster::codec`]; the rest stay on their node.
 
-use ractor::RpcReplyPort;
 use ractor::message::BoxedDowncastErr;
 use ractor::message::SerializedMessage;
 use serde::{Deserialize, Serialize};
@@ -69,20 +68,6 @@ pub enum DispatcherMsg {
         done: Uuid,
         given: Uuid,
     },
-    /// Stop handing out work and leading (the node is shutting down) (local).
-    Drain,
-    /// The trainers this dispatcher knows and what they do (local).
-    Trainers(RpcReplyPort<Vec<TrainerInfo>>),
-}
-
-/// A trainer as the health endpoint shows it.
-#[derive(Debug, Clone, Serialize)]
-pub struct TrainerInfo {
-    pub name: String,
-    pub device: String,
-    /// `idle` or `busy`.
-    pub state: &'static str,
-    pub task_id: Option<Uuid>,
 }
 
 pub enum SupervisorMsg {
@@ -179,7 +164,6 @@ impl ractor::Message for DispatcherMsg {
                 done,
                 given,
             },
-            DispatcherMsg::Drain | DispatcherMsg::Trainers(_) => return Err(BoxedDowncastErr),
         };
         codec::to_cast(&wire)
     }
@@ -251,6 +235,6 @@ mod tests {
             ),
             _ => panic!("wrong variant"),
         }
-        assert!(DispatcherMsg::Drain.serialize().is_err());
+        assert!(TrainerMsg::RenewAhead.serialize().is_err());
     }
 }

@@ -12,21 +12,29 @@
 //!
 //! The Supervisor restarts a failed trainer (a panic inside training included) after a backoff;
 //! the task it was running is put back in the queue (or failed, once its retries are spent).
+//!
+//! Who owns what: whether a trainer is busy is the store's leases' to say (the dispatcher keeps
+//! only the tasks it sent since it last read them); whether a node is drained is the store's
+//! drain flag (`Store::draining`), which the claim enforces; that this node stops is the
+//! [`Stop`] signal every actor gets in its arguments. `groups` holds the typed lookups in the
+//! process groups whose names `crate::cluster` keeps.
 
 mod datasets;
 mod dispatcher;
+pub mod groups;
 mod messages;
 mod supervisor;
 mod trainer;
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use tokio::sync::watch;
 
 pub use datasets::ParsedDatasets;
 pub use dispatcher::Dispatcher;
-pub use messages::{DispatcherMsg, Ended, SupervisorMsg, TrainerInfo, TrainerMsg};
+pub use dispatcher::device_of;
+pub use messages::{DispatcherMsg, Ended, SupervisorMsg, TrainerMsg};
 pub use supervisor::{Supervisor, SupervisorArgs, dispatcher_name};
-pub use trainer::{Trainer, TrainerArgs};
+pub use trainer::{Faults, Trainer, TrainerArgs};
 
 use crate::store::{Finish, Lease, Store, TaskError};
 use crate::telemetry::{self, TaskEvent};
@@ -61,28 +69,33 @@ impl TaskSettings {
     }
 }
 
-/// Set once this node stops: its trainers give back tasks sent to them and claim no next task
-/// of their own. An operator's drain is not mirrored here: the store enforces it (the claim
-/// script refuses a drained node's trainers), and a copy refreshed once a second lagged it.
-static STOPPING: AtomicBool = AtomicBool::new(false);
+/// This node's stop, as its actors see it (as mini-redis passes `Shutdown`): once it stops,
+/// the dispatcher no longer leads, and trainers give back tasks sent to them and claim no next
+/// task of their own. It is not a drain: an operator's drain is the store's alone (the claim
+/// script refuses a drained node's trainers), and nodes keep no copy of it that could lag.
+#[derive(Clone)]
+pub struct Stop(watch::Receiver<bool>);
 
-/// This node stops: it drains, and for good.
-pub fn set_stopping() {
-    STOPPING.store(true, Ordering::SeqCst);
-}
+impl Stop {
+    /// The stop that `stopping` announces by sending `true`.
+    pub fn new(stopping: watch::Receiver<bool>) -> Stop {
+        Stop(stopping)
+    }
 
-pub fn stopping() -> bool {
-    STOPPING.load(Ordering::SeqCst)
+    /// A stop that never comes (for tests and tools).
+    pub fn never() -> Stop {
+        Stop(watch::channel(false).1)
+    }
+
+    /// Whether this node stops.
+    pub fn is_stopping(&self) -> bool {
+        *self.0.borrow()
+    }
 }
 
 /// The cluster-wide name of trainer `index` of `node`: `node/device-index`.
 pub fn trainer_name(node: &str, device: &DeviceSpec, index: usize) -> String {
     format!("{node}/{device}-{index}")
-}
-
-/// The dispatcher of `node`, this process's node, if it runs.
-pub fn local_dispatcher(node: &str) -> Option<ractor::ActorRef<DispatcherMsg>> {
-    ractor::registry::where_is(dispatcher_name(node)).map(ractor::ActorRef::from)
 }
 
 /// Ends the leased attempt of a task whose trainer died: retried (after `delay_s`) while
@@ -118,6 +131,20 @@ pub async fn recover_attempt<S: Store>(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_stop_reaches_every_copy_and_never_is_never() {
+        let (tx, rx) = watch::channel(false);
+        let (stop, copy) = (Stop::new(rx), Stop::new(tx.subscribe()));
+        assert!(!stop.is_stopping() && !Stop::never().is_stopping());
+        tx.send_replace(true);
+        assert!(stop.is_stopping() && copy.is_stopping());
+        drop(tx);
+        assert!(
+            stop.clone().is_stopping(),
+            "a stop stays once the sender is gone"
+        );
+    }
 
     #[test]
     fn retry_delays_double_with_jitter_up_to_the_cap() {

@@ -7,8 +7,8 @@ use std::time::Duration;
 use ractor::{Actor, ActorCell, ActorProcessingErr, ActorRef, SupervisionEvent};
 
 use super::{
-    Dispatcher, DispatcherMsg, ParsedDatasets, SupervisorMsg, TaskSettings, Trainer, TrainerArgs,
-    TrainerMsg, recover_attempt,
+    Dispatcher, DispatcherMsg, Faults, ParsedDatasets, Stop, SupervisorMsg, TaskSettings, Trainer,
+    TrainerArgs, TrainerMsg, recover_attempt,
 };
 use crate::cluster::Membership;
 use crate::store::{Store, TaskError};
@@ -30,6 +30,10 @@ pub struct SupervisorArgs<S> {
     pub store: Arc<S>,
     pub settings: TaskSettings,
     pub membership: Arc<Membership>,
+    /// This node's stop, handed to every actor.
+    pub stop: Stop,
+    /// Test hooks for the trainers, read once at the node's start.
+    pub faults: Faults,
 }
 
 pub struct Supervisor<S>(std::marker::PhantomData<S>);
@@ -85,6 +89,7 @@ impl<S: Store> Actor for Supervisor<S> {
             Dispatcher {
                 store: args.store.clone(),
                 membership: args.membership.clone(),
+                stop: args.stop.clone(),
             },
             (),
             myself.get_cell(),
@@ -199,6 +204,8 @@ async fn spawn_trainer<S: Store>(
         store: state.args.store.clone(),
         settings: state.args.settings,
         datasets: state.datasets.clone(),
+        stop: state.args.stop.clone(),
+        faults: state.args.faults,
     };
     let (trainer, _): (ActorRef<TrainerMsg>, _) = Actor::spawn_linked(
         Some(slot.name.clone()),

@@ -15,8 +15,8 @@ use warp::{Rejection, Reply};
 
 use super::models::CachedModel;
 use super::{Api, ApiError};
+use crate::actors::groups;
 use crate::actors::{DispatcherMsg, TrainerMsg};
-use crate::cluster;
 use crate::store::{
     CancelOutcome, DatasetDeleted, DatasetInfo, IdempotencyKey, Lookup, MAX_CLIENT_KEY,
     NODE_STALE_S, Store, Submitted, TaskFilter, TaskProgress, TaskRecord, TaskState, now_s,
@@ -369,7 +369,7 @@ async fn submit<S: Store>(
     telemetry::task_event(TaskEvent::Submitted, task.model_type);
     tracing::info!(task_id = %task.id, model_type = %task.model_type, "task submitted");
     // Wake the leader, wherever it runs.
-    cluster::tell_dispatchers(|| DispatcherMsg::Poll);
+    groups::tell_dispatchers(|| DispatcherMsg::Poll);
     Ok((task, false))
 }
 
@@ -627,7 +627,7 @@ pub async fn cancel<S: Store>(id: String, api: Arc<Api<S>>) -> Reply_ {
         CancelOutcome::Running { trainer, .. } => {
             // Straight to the trainer, on whichever node; it also sees the flag when it renews
             // its lease.
-            if let Some(trainer) = cluster::trainer(&trainer) {
+            if let Some(trainer) = groups::trainer(&trainer) {
                 let _ = trainer.cast(TrainerMsg::Cancel { id: task_id });
             }
             (TaskState::Progress, "Task is stopping".to_string())

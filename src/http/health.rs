@@ -3,13 +3,16 @@
 //! trainer of this node is up, the node neither drains nor stops; 503 with the reasons
 //! otherwise), and the old API's `GET /cluster/health` and `GET /celery/health`.
 //!
-//! The store and the dispatcher are asked at most once per [`HEALTH_TTL`] per node, however many
-//! callers ask: health is open to anyone, and a flood of health checks must not load the store
+//! The store is asked at most once per [`HEALTH_TTL`] per node, however many callers ask: health is open to anyone, and a flood of health checks must not load the store
 //! or delay lease renewals. Callers that come while it is being computed wait for that answer.
+//!
+//! Which trainers are up is the trainer process group's to say; whether each is busy, the
+//! store's leases' (the same read as `/cluster/nodes`), so the answer holds one view of them.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use serde::Serialize;
 use serde_json::{Value, json};
 use tokio::sync::Mutex;
 use warp::Reply;
@@ -18,12 +21,23 @@ use warp::reply::{json as reply_json, with_status};
 
 use super::Api;
 use super::handlers::{Reply_, cluster_view};
-use crate::actors::{DispatcherMsg, TrainerInfo, local_dispatcher, stopping};
+use crate::actors::{device_of, groups};
 use crate::store::Store;
 use crate::training::{DeviceClass, DeviceSpec};
 
 /// How long a computed health answer is served before it is computed again.
 pub const HEALTH_TTL: Duration = Duration::from_secs(1);
+
+/// A trainer as the health endpoint shows it.
+#[derive(Debug, Clone, Serialize)]
+struct TrainerInfo {
+    name: String,
+    device: String,
+    /// `idle`, `busy` or `down`, as the store's leases and announcements say; `unknown` while
+    /// the store does not answer.
+    state: String,
+    task_id: Option<Value>,
+}
 
 /// The node's latest health, shared by every health route.
 #[derive(Default)]
@@ -65,25 +79,45 @@ async fn compute<S: Store>(api: &Api<S>) -> Health {
         Ok(()) => api.store.queue_depth().await.ok(),
         Err(_) => None,
     };
-    let trainers: Vec<TrainerInfo> = match local_dispatcher(&api.node) {
-        Some(d) => ractor::call_t!(d, DispatcherMsg::Trainers, 2000).unwrap_or_default(),
-        None => Vec::new(),
-    };
     let view = match &store {
         Ok(()) => cluster_view(api).await.ok(),
         Err(_) => None,
     };
+    let seats: Vec<&Value> = view
+        .iter()
+        .flat_map(|v| &v.nodes)
+        .flat_map(|n| n["trainers"].as_array().into_iter().flatten())
+        .collect();
+    let mut trainers: Vec<TrainerInfo> = groups::trainers()
+        .into_iter()
+        .filter_map(|cell| {
+            let name = cell.get_name()?;
+            let device = device_of(&name)?.to_string();
+            let seat = seats.iter().find(|seat| seat["name"] == name.as_str());
+            let (state, task_id) = match (&view, seat) {
+                (None, _) => ("unknown".to_string(), None),
+                (Some(_), Some(seat)) => (
+                    seat["state"].as_str().unwrap_or("idle").to_string(),
+                    Some(seat["task_id"].clone()).filter(|id| !id.is_null()),
+                ),
+                // Joined the group before its node's first announcement was read.
+                (Some(_), None) => ("idle".to_string(), None),
+            };
+            Some(TrainerInfo {
+                name,
+                device,
+                state,
+                task_id,
+            })
+        })
+        .collect();
+    trainers.sort_by(|a, b| a.name.cmp(&b.name));
     let this_node = view
         .as_ref()
         .and_then(|v| v.nodes.iter().find(|n| n["name"] == api.node.as_str()));
     let draining = this_node.is_some_and(|n| n["draining"] == true);
     let cluster = view.as_ref().map(|v| {
         let count = |key: &str| v.nodes.iter().filter(|n| n[key] == true).count();
-        let seats: Vec<&Value> = v
-            .nodes
-            .iter()
-            .flat_map(|n| n["trainers"].as_array().into_iter().flatten())
-            .collect();
         let in_state = |s: &str| seats.iter().filter(|t| t["state"] == s).count();
         json!({
             "leader": v.leader,
@@ -123,8 +157,8 @@ async fn compute<S: Store>(api: &Api<S>) -> Health {
     if draining {
         not_ready.push("the node is draining".to_string());
     }
-    // The HTTP edge sees the stop first (its graceful stop lets answers under way finish).
-    let stopping = *api.stopping.borrow() || stopping();
+    // The node's stop, which its actors see too.
+    let stopping = *api.stopping.borrow();
     if stopping {
         not_ready.push("the node is stopping".to_string());
     }
