@@ -87,8 +87,9 @@ pub const METRICS: &[Metric] = &[
         name: TASKS_FAILED,
         kind: Kind::Counter,
         unit: Unit::Count,
-        labels: &["model_type"],
-        help: "Tasks that ended in FAILURE.",
+        labels: &["model_type", "reason"],
+        help: "Tasks that ended in FAILURE, by the error code of their last attempt (one of \
+               FAILURE_REASONS; `other` for any code not listed).",
     },
     Metric {
         name: TASKS_RETRIED,
@@ -345,9 +346,39 @@ pub enum TaskEvent {
     Submitted,
     Started,
     Succeeded,
-    Failed,
+    /// Failed for good, with the reason (see [`failure_reason`]).
+    Failed(&'static str),
     Retried,
     Revoked,
+}
+
+/// The error codes a failed task is counted by; any other code counts as `other`.
+pub const FAILURE_REASONS: [&str; 16] = [
+    "invalid_spec",
+    "invalid_data",
+    "invalid_input",
+    "invalid_model",
+    "diverged",
+    "time_limit",
+    "device_out_of_memory",
+    "device_unavailable",
+    "backend_error",
+    "trainer_crashed",
+    "trainer_lost",
+    "trainer_busy",
+    "lease_expired",
+    "node_restarted",
+    "node_stopped",
+    "other",
+];
+
+/// The `reason` label of a task failed with error `code`: a bounded set of values.
+pub fn failure_reason(code: &str) -> &'static str {
+    FAILURE_REASONS
+        .iter()
+        .find(|reason| **reason == code)
+        .copied()
+        .unwrap_or("other")
 }
 
 pub fn task_event(event: TaskEvent, model_type: ModelType) {
@@ -355,7 +386,11 @@ pub fn task_event(event: TaskEvent, model_type: ModelType) {
         TaskEvent::Submitted => TASKS_SUBMITTED,
         TaskEvent::Started => TASKS_STARTED,
         TaskEvent::Succeeded => TASKS_SUCCEEDED,
-        TaskEvent::Failed => TASKS_FAILED,
+        TaskEvent::Failed(reason) => {
+            counter!(TASKS_FAILED, "model_type" => model_type.as_str(), "reason" => reason)
+                .increment(1);
+            return;
+        }
         TaskEvent::Retried => TASKS_RETRIED,
         TaskEvent::Revoked => TASKS_REVOKED,
     };
@@ -493,11 +528,13 @@ pub fn register_zeroes(store: &'static str, devices: &[String]) {
             TASKS_SUBMITTED,
             TASKS_STARTED,
             TASKS_SUCCEEDED,
-            TASKS_FAILED,
             TASKS_RETRIED,
             TASKS_REVOKED,
         ] {
             counter!(name, "model_type" => model).increment(0);
+        }
+        for reason in FAILURE_REASONS {
+            counter!(TASKS_FAILED, "model_type" => model, "reason" => reason).increment(0);
         }
         gauge!(TASKS_RUNNING, "model_type" => model).increment(0.0);
     }

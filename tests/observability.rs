@@ -74,14 +74,15 @@ fn every_declared_metric_is_exported_with_its_type_and_no_task_ids() {
     for name in PROCESS_METRICS {
         assert!(text.lines().any(|l| l.starts_with(name)), "{name} missing");
     }
-    for (event, model) in [
-        ("succeeded", "linear"),
-        ("retried", "linear"),
-        ("failed", "mlp"),
-        ("revoked", "gbdt"),
-        ("revoked", "mlp"),
+    // A failure is counted with its reason, from a fixed set of error codes.
+    for (event, labels) in [
+        ("succeeded", "model_type=\"linear\""),
+        ("retried", "model_type=\"linear\""),
+        ("failed", "model_type=\"mlp\",reason=\"time_limit\""),
+        ("revoked", "model_type=\"gbdt\""),
+        ("revoked", "model_type=\"mlp\""),
     ] {
-        let line = format!("trainyard_tasks_{event}_total{{model_type=\"{model}\"}} ");
+        let line = format!("trainyard_tasks_{event}_total{{{labels}}} ");
         let value = text
             .lines()
             .find_map(|l| l.strip_prefix(line.as_str()))
@@ -169,7 +170,8 @@ fn dashboard_expressions() -> Vec<String> {
                     expr.replace("$job", "trainyard")
                         .replace("$node", ".*")
                         .replace("$model_type", ".*")
-                        .replace("$__rate_interval", "30s"),
+                        .replace("$__rate_interval", "30s")
+                        .replace("$__range", "5m"),
                 );
             }
         }

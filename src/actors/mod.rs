@@ -114,9 +114,10 @@ pub async fn recover_attempt<S: Store>(
             TaskEvent::Retried,
         )
     } else {
+        let reason = telemetry::failure_reason(&error.code);
         (
             store.finish(id, attempt, Finish::Failure(error)).await,
-            TaskEvent::Failed,
+            TaskEvent::Failed(reason),
         )
     };
     match result {

@@ -123,8 +123,9 @@ async fn record<S: Store>(
                 (written, TaskEvent::Retried)
             } else {
                 tracing::warn!(error = %e, "task failed");
+                let reason = telemetry::failure_reason(&error.code);
                 let written = store.finish(id, attempt, Finish::Failure(error)).await;
-                (written, TaskEvent::Failed)
+                (written, TaskEvent::Failed(reason))
             }
         }
     };
@@ -205,7 +206,7 @@ pub(super) async fn fail_past_hard_limit<S: Store>(
     match store.finish(id, attempt, Finish::Failure(error)).await {
         Ok(true) => {
             if let Ok(Lookup::Found(task)) = store.get(id).await {
-                telemetry::task_event(TaskEvent::Failed, task.model_type);
+                telemetry::task_event(TaskEvent::Failed("time_limit"), task.model_type);
                 telemetry::task_running(task.model_type, false);
             }
         }
