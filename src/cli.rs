@@ -8,6 +8,7 @@ use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
 
+use crate::api::TrainRequest;
 use crate::config::Config;
 use crate::training::{
     self, CancelToken, Dataset, DeviceSpec, FRIEDMAN1_DEFAULT_ROWS, GbdtParams, ModelType,
@@ -88,6 +89,8 @@ pub enum Command {
         #[arg(long, default_value = DEFAULT_SERVER)]
         server: String,
     },
+    /// Print the API's OpenAPI 3.1 document (what `GET /openapi.json` serves).
+    Openapi,
 }
 
 const DEFAULT_SERVER: &str = "http://127.0.0.1:5000";
@@ -165,6 +168,20 @@ pub struct HyperArgs {
     pub seed: Option<u64>,
 }
 
+impl HyperArgs {
+    /// The request these flags make (unset ones stay unset: the server's defaults).
+    pub fn request(&self) -> TrainRequest {
+        TrainRequest {
+            epochs: self.epochs,
+            learning_rate: self.learning_rate,
+            hidden_sizes: self.hidden_sizes.clone(),
+            batch_size: self.batch_size,
+            seed: self.seed,
+            ..TrainRequest::default()
+        }
+    }
+}
+
 #[derive(Debug, Args)]
 pub struct SubmitArgs {
     /// mlp, linear, gbdt or all (or the old service's tensorflow, pytorch, xgboost).
@@ -230,24 +247,22 @@ pub struct TrainArgs {
 
 impl TrainArgs {
     fn spec(&self) -> TrainSpec {
-        let d = TrainSpec::new(self.model);
         let g = GbdtParams::default();
-        TrainSpec {
-            epochs: self.hyper.epochs.unwrap_or(d.epochs),
-            learning_rate: self.hyper.learning_rate.unwrap_or(d.learning_rate),
-            hidden_sizes: self.hyper.hidden_sizes.clone().unwrap_or(d.hidden_sizes),
-            batch_size: self.hyper.batch_size.unwrap_or(d.batch_size),
-            seed: self.hyper.seed.unwrap_or(d.seed),
-            test_fraction: self.test_fraction.unwrap_or(d.test_fraction),
-            dataset: self.dataset.clone().unwrap_or(d.dataset),
-            gbdt: GbdtParams {
+        let request = TrainRequest {
+            gbdt: Some(GbdtParams {
                 n_trees: self.trees.unwrap_or(g.n_trees),
                 learning_rate: self.tree_learning_rate.unwrap_or(g.learning_rate),
                 max_depth: self.max_depth.unwrap_or(g.max_depth),
                 ..g
-            },
+            }),
+            test_fraction: self.test_fraction,
             time_limit_s: self.time_limit_s,
-            ..d
+            ..self.hyper.request()
+        };
+        let spec = request.spec(self.model);
+        TrainSpec {
+            dataset: self.dataset.clone().unwrap_or(spec.dataset.clone()),
+            ..spec
         }
     }
 
@@ -294,6 +309,10 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Drain { node, wait, server } => client::drain(&server, &node, "drain", wait),
         Command::Resume { node, server } => client::drain(&server, &node, "resume", false),
         Command::Predict { id, rows, server } => client::predict(&server, &id, &rows),
+        Command::Openapi => {
+            print!("{}", crate::api::openapi::json());
+            Ok(())
+        }
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -19,6 +19,7 @@ use warp::reply::{json as reply_json, with_status};
 use super::Api;
 use super::handlers::{Reply_, cluster_view};
 use crate::actors::{DispatcherMsg, TrainerInfo, local_dispatcher, stopping};
+use crate::api::{Liveness, SeatState, TrainerView};
 use crate::store::Store;
 use crate::training::{DeviceClass, DeviceSpec};
 
@@ -75,33 +76,30 @@ async fn compute<S: Store>(api: &Api<S>) -> Health {
     };
     let this_node = view
         .as_ref()
-        .and_then(|v| v.nodes.iter().find(|n| n["name"] == api.node.as_str()));
-    let draining = this_node.is_some_and(|n| n["draining"] == true);
+        .and_then(|v| v.nodes.iter().find(|n| n.name == api.node));
+    let draining = this_node.is_some_and(|n| n.draining);
     let cluster = view.as_ref().map(|v| {
-        let count = |key: &str| v.nodes.iter().filter(|n| n[key] == true).count();
-        let seats: Vec<&Value> = v
-            .nodes
-            .iter()
-            .flat_map(|n| n["trainers"].as_array().into_iter().flatten())
-            .collect();
-        let in_state = |s: &str| seats.iter().filter(|t| t["state"] == s).count();
+        let alive = v.nodes.iter().filter(|n| n.alive).count();
+        let connected = v.nodes.iter().filter(|n| n.connected).count();
+        let seats: Vec<&TrainerView> = v.nodes.iter().flat_map(|n| &n.trainers).collect();
+        let in_state = |s: SeatState| seats.iter().filter(|t| t.state == s).count();
         json!({
             "leader": v.leader,
             "nodes": v.nodes.len(),
-            "alive": count("alive"),
-            "connected": count("connected"),
+            "alive": alive,
+            "connected": connected,
             "trainers": seats.len(),
-            "idle": in_state("idle"),
-            "busy": in_state("busy"),
-            "down": in_state("down"),
+            "idle": in_state(SeatState::Idle),
+            "busy": in_state(SeatState::Busy),
+            "down": in_state(SeatState::Down),
         })
     });
     let devices = view
         .iter()
         .flat_map(|v| &v.nodes)
-        .filter(|n| n["alive"] == true && n["draining"] != true)
-        .flat_map(|n| n["trainers"].as_array().into_iter().flatten())
-        .filter_map(|t| t["device"].as_str()?.parse().ok())
+        .filter(|n| n.alive && !n.draining)
+        .flat_map(|n| &n.trainers)
+        .filter_map(|t| t.device.parse().ok())
         .collect();
     let prefix = format!("{}/", api.node);
     let local_trainers = trainers
@@ -187,7 +185,11 @@ pub async fn cluster<S: Store>(api: Arc<Api<S>>) -> Reply_ {
 
 /// `GET /healthz`: the process serves. Asks nothing of the store or the actors.
 pub async fn live<S: Store>(api: Arc<Api<S>>) -> Reply_ {
-    Ok(reply_json(&json!({"status": "ok", "node": api.node})).into_response())
+    Ok(reply_json(&Liveness {
+        status: "ok",
+        node: &api.node,
+    })
+    .into_response())
 }
 
 /// `GET /readyz`: 200 when the node can take work, else 503 with every reason.
