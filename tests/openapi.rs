@@ -440,7 +440,7 @@ fn real_answers_match_the_document() {
         wrong.join("\n")
     );
     assert!(
-        seen.len() >= 50,
+        seen.len() >= 45,
         "{} route and status pairs checked",
         seen.len()
     );
