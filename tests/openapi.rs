@@ -102,6 +102,9 @@ fn check(doc: &Value, method: &str, template: &str, status: u16, body: &Value) -
     })
 }
 
+/// A request: method, path, the route's template, and a body with its content type.
+type Request<'a> = (&'a str, String, &'a str, Option<(&'a str, &'a [u8])>);
+
 #[test]
 fn real_answers_match_the_document() {
     let doc: Value = serde_json::from_str(&generated()).unwrap();
@@ -247,7 +250,7 @@ fn real_answers_match_the_document() {
 
     // Refusals: each documented with its status and the error body.
     let uuid = "9b2f2d7e-0000-4000-8000-000000000000";
-    let bad: Vec<(&str, String, &str, Option<(&str, &[u8])>)> = vec![
+    let bad: Vec<Request> = vec![
         (
             "POST",
             "/train/resnet/async".into(),

@@ -58,6 +58,9 @@ fn api() -> (Arc<Api<EmbeddedStore>>, tokio::sync::watch::Sender<bool>) {
     (Arc::new(api), stop)
 }
 
+/// One bad request: method, path, content type, body, and the status and code it gets.
+type Case<'a> = (Method, String, Option<&'a str>, Vec<u8>, u16, &'a str);
+
 #[tokio::test]
 async fn bad_requests_are_refused_with_their_status_and_code() {
     let (api, _stop) = api();
@@ -67,7 +70,7 @@ async fn bad_requests_are_refused_with_their_status_and_code() {
     let mlp = "/train/mlp/async";
     let deep = format!("{}1{}", "[".repeat(200), "]".repeat(200));
     #[rustfmt::skip]
-    let cases: Vec<(Method, String, Option<&str>, Vec<u8>, u16, &str)> = vec![
+    let cases: Vec<Case> = vec![
         (Method::POST, "/train/resnet/async".into(), json, b"{}".to_vec(), 404, "unknown_model_type"),
         (Method::POST, mlp.into(), json, b"{\"epochs\": 0}".to_vec(), 422, "invalid_parameters"),
         (Method::POST, mlp.into(), json, b"{\"epoch\": 5}".to_vec(), 422, "invalid_request"),
