@@ -8,6 +8,8 @@ use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::{Value, json};
 
+use crate::api::{ErrorBody, PredictRequest, TrainRequest};
+
 /// The server the client verbs ask when no `--server` is given.
 pub const DEFAULT_SERVER: &str = "http://127.0.0.1:5000";
 
@@ -45,6 +47,20 @@ pub struct HyperArgs {
     pub batch_size: Option<u32>,
     #[arg(long)]
     pub seed: Option<u64>,
+}
+
+impl HyperArgs {
+    /// The request these flags make (unset ones stay unset: the server's defaults).
+    pub fn request(&self) -> TrainRequest {
+        TrainRequest {
+            epochs: self.epochs,
+            learning_rate: self.learning_rate,
+            hidden_sizes: self.hidden_sizes.clone(),
+            batch_size: self.batch_size,
+            seed: self.seed,
+            ..TrainRequest::default()
+        }
+    }
 }
 
 #[derive(Debug, Args)]
@@ -189,11 +205,17 @@ fn call(method: &str, url: &str, body: Option<Value>) -> anyhow::Result<Value> {
         .read_json()
         .with_context(|| format!("{url} did not answer JSON"))?;
     if !status.is_success() {
-        let code = value["error"]["code"].as_str().unwrap_or("error");
-        let message = value["error"]["message"].as_str().unwrap_or("");
-        bail!("{} {code}: {message}", status.as_u16());
+        return Err(refusal(status.as_u16(), value));
     }
     Ok(value)
+}
+
+/// The error of a refused request: `STATUS CODE: MESSAGE` from its [`ErrorBody`].
+fn refusal(status: u16, answer: Value) -> anyhow::Error {
+    match serde_json::from_value::<ErrorBody>(answer) {
+        Ok(body) => anyhow::anyhow!("{status} {}: {}", body.error.code, body.error.message),
+        Err(_) => anyhow::anyhow!("{status} error: "),
+    }
 }
 
 fn print(value: &Value) {
@@ -326,7 +348,7 @@ pub fn predict(server: &str, id: &str, rows: &[String]) -> anyhow::Result<()> {
             r.split(',')
                 .map(|v| {
                     v.trim()
-                        .parse::<f64>()
+                        .parse::<f32>()
                         .with_context(|| format!("{v:?} is not a number"))
                 })
                 .collect::<anyhow::Result<Vec<_>>>()
@@ -335,33 +357,22 @@ pub fn predict(server: &str, id: &str, rows: &[String]) -> anyhow::Result<()> {
     print(&call(
         "POST",
         &format!("{server}/models/{id}/predict"),
-        Some(json!({"rows": rows})),
+        Some(json!(PredictRequest { rows })),
     )?);
     Ok(())
 }
 
 pub fn submit(args: &SubmitArgs) -> anyhow::Result<()> {
-    let mut body = serde_json::Map::new();
-    let mut put = |k: &str, v: Option<Value>| {
-        if let Some(v) = v {
-            body.insert(k.into(), v);
-        }
+    let body = TrainRequest {
+        dataset: args.dataset.clone(),
+        priority: args.priority,
+        time_limit_s: args.time_limit_s,
+        ..args.hyper.request()
     };
-    put("dataset", args.dataset.clone().map(Value::from));
-    put("epochs", args.hyper.epochs.map(Value::from));
-    put("learning_rate", args.hyper.learning_rate.map(Value::from));
-    put(
-        "hidden_sizes",
-        args.hyper.hidden_sizes.clone().map(|h| json!(h)),
-    );
-    put("batch_size", args.hyper.batch_size.map(Value::from));
-    put("seed", args.hyper.seed.map(Value::from));
-    put("priority", args.priority.map(Value::from));
-    put("time_limit_s", args.time_limit_s.map(Value::from));
     let answer = call(
         "POST",
         &format!("{}/train/{}/async", args.server, args.model),
-        Some(Value::Object(body)),
+        Some(json!(body)),
     )?;
     if !args.follow {
         print(&answer);
@@ -441,9 +452,7 @@ fn read_events(
     if !response.status().is_success() {
         let status = response.status().as_u16();
         let value: Value = response.into_body().read_json().unwrap_or(Value::Null);
-        let code = value["error"]["code"].as_str().unwrap_or("error");
-        let message = value["error"]["message"].as_str().unwrap_or("");
-        bail!("{status} {code}: {message}");
+        return Err(refusal(status, value));
     }
     let reader = std::io::BufReader::new(response.into_body().into_reader());
     let (mut event_id, mut data) = (None, String::new());

@@ -12,6 +12,7 @@
 //! CSV) -> `train()` -> progress bar on the terminal -> metrics (text or JSON).
 
 pub mod actors;
+pub mod api;
 pub mod cache;
 pub mod cli;
 pub mod client;

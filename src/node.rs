@@ -237,7 +237,7 @@ async fn serve<S: Store>(
         max_schedules: config.tasks.max_schedules,
         callback_rules: notify_settings.rules.clone(),
         health: Default::default(),
-        models: http::models::ModelCache::new(config.tasks.model_cache_bytes),
+        model_cache: http::model_cache::ModelCache::new(config.tasks.model_cache_bytes),
         body_budget: http::budget::BodyBudget::new(config.http.max_body_bytes_in_flight),
         stopping: stop_rx.clone(),
     });

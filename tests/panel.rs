@@ -1,5 +1,6 @@
-//! The web panel in a real browser: Debian's headless Chromium driven by playwright-core
-//! (`tests/browser/panel.mjs`), against a real node. `scripts/test` installs both.
+//! The web panel and the API's docs (`/docs`) in a real browser: Debian's headless Chromium
+//! driven by playwright-core (`tests/browser/panel.mjs`, `tests/browser/docs.mjs`), against a
+//! real node. `scripts/test` installs both.
 
 mod common;
 
@@ -41,5 +42,29 @@ fn the_panel_trains_cancels_predicts_and_shows_errors_in_a_browser() {
         "the browser test failed; see its steps above"
     );
     assert!(std::fs::metadata(&screenshot).unwrap().len() > 10_000);
+    eprintln!("screenshot: {}", screenshot.display());
+}
+
+#[test]
+fn the_docs_page_sends_a_request_from_the_browser() {
+    let browser_tests = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/browser");
+    assert!(
+        Path::new(CHROMIUM).exists() && browser_tests.join("node_modules/playwright-core").exists(),
+        "the browser test needs {CHROMIUM} and tests/browser/node_modules: run scripts/test"
+    );
+    let node = Node::up(&TestStore::embedded(), 1, &[]);
+    let screenshot = temp_dir("docs").join("docs.png");
+    let output = Command::new("node")
+        .arg(browser_tests.join("docs.mjs"))
+        .arg(&node.url)
+        .arg(&screenshot)
+        .output()
+        .expect("node runs");
+    let log = String::from_utf8_lossy(&output.stdout);
+    eprintln!("{log}{}", String::from_utf8_lossy(&output.stderr));
+    assert!(
+        output.status.success(),
+        "the docs browser test failed; see its steps above"
+    );
     eprintln!("screenshot: {}", screenshot.display());
 }

@@ -74,6 +74,8 @@ pub enum Command {
     Resume(ResumeArgs),
     /// Predict with a task's trained model: one row per --row, values comma separated.
     Predict(PredictArgs),
+    /// Print the API's OpenAPI 3.1 document (what `GET /openapi.json` serves).
+    Openapi,
 }
 
 /// Runs a parsed command line; errors are printed on stderr.
@@ -102,6 +104,10 @@ pub fn run(cli: Cli) -> ExitCode {
             client::drain(&server, &node, "resume", false)
         }
         Command::Predict(PredictArgs { id, rows, server }) => client::predict(&server, &id, &rows),
+        Command::Openapi => {
+            print!("{}", crate::api::openapi::json());
+            Ok(())
+        }
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

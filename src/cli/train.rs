@@ -7,6 +7,7 @@ use anyhow::Context;
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
 
+use crate::api::TrainRequest;
 use crate::client::HyperArgs;
 use crate::training::{
     self, CancelToken, Dataset, DeviceSpec, FRIEDMAN1_DEFAULT_ROWS, GbdtParams, ModelType,
@@ -58,24 +59,22 @@ pub struct TrainArgs {
 
 impl TrainArgs {
     fn spec(&self) -> TrainSpec {
-        let d = TrainSpec::new(self.model);
         let g = GbdtParams::default();
-        TrainSpec {
-            epochs: self.hyper.epochs.unwrap_or(d.epochs),
-            learning_rate: self.hyper.learning_rate.unwrap_or(d.learning_rate),
-            hidden_sizes: self.hyper.hidden_sizes.clone().unwrap_or(d.hidden_sizes),
-            batch_size: self.hyper.batch_size.unwrap_or(d.batch_size),
-            seed: self.hyper.seed.unwrap_or(d.seed),
-            test_fraction: self.test_fraction.unwrap_or(d.test_fraction),
-            dataset: self.dataset.clone().unwrap_or(d.dataset),
-            gbdt: GbdtParams {
+        let request = TrainRequest {
+            gbdt: Some(GbdtParams {
                 n_trees: self.trees.unwrap_or(g.n_trees),
                 learning_rate: self.tree_learning_rate.unwrap_or(g.learning_rate),
                 max_depth: self.max_depth.unwrap_or(g.max_depth),
                 ..g
-            },
+            }),
+            test_fraction: self.test_fraction,
             time_limit_s: self.time_limit_s,
-            ..d
+            ..self.hyper.request()
+        };
+        let spec = request.spec(self.model);
+        TrainSpec {
+            dataset: self.dataset.clone().unwrap_or(spec.dataset.clone()),
+            ..spec
         }
     }
 

@@ -23,6 +23,7 @@ use warp::Filter;
 use warp::http::{Method, StatusCode};
 
 use super::ApiError;
+use super::routes::Route;
 
 /// What a token may do; each role may do what the ones before it may.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Deserialize)]
@@ -154,28 +155,12 @@ pub fn machine_name() -> String {
         .unwrap_or_default()
 }
 
-/// The role a route needs, by its metric label (one table for every route).
+/// The role a route needs, by its label: the route table's (`routes`). A label of no route
+/// ("other") needs only read: the answer is 404 or 405 whatever the token.
 pub fn required_role(label: &str) -> Role {
-    let Some((method, path)) = label.split_once(' ') else {
-        // "other": no route matches, and the answer is 404 or 405 whatever the token.
-        return Role::Read;
-    };
-    match (method, path) {
-        ("GET", _) => Role::Read,
-        ("DELETE", "/queue") | ("POST", "/cluster/nodes/{name}/{action}") => Role::Admin,
-        (_, path) if path.starts_with("/schedules") => Role::Admin,
-        // Training, cancelling, data sets, predictions.
-        (_, path)
-            if path.starts_with("/train/")
-                || path.starts_with("/task/")
-                || path.starts_with("/datasets")
-                || path.starts_with("/models/") =>
-        {
-            Role::Submit
-        }
-        // A route this table does not know needs the most.
-        _ => Role::Admin,
-    }
+    Route::all()
+        .find(|route| route.label() == label)
+        .map_or(Role::Read, Route::role)
 }
 
 /// Whether a route is an event stream, the only kind that takes `?token=`.
@@ -243,7 +228,8 @@ pub fn check(
     if settings.tokens.is_empty() {
         return Ok(None);
     }
-    let label = super::route_label(method, path);
+    let route = Route::find(method, path);
+    let label = route.map_or(super::routes::OTHER, Route::label);
     let from_query = is_event_stream(label)
         .then(|| query.and_then(query_token))
         .flatten();
@@ -259,7 +245,7 @@ pub fn check(
             "a valid bearer token is required (Authorization: Bearer <token>)",
         ));
     };
-    let needed = required_role(label);
+    let needed = route.map_or(Role::Read, Route::role);
     if token.role < needed {
         return Err(ApiError::new(
             StatusCode::FORBIDDEN,

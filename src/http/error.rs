@@ -3,10 +3,10 @@
 
 use std::convert::Infallible;
 
-use serde_json::json;
 use warp::http::StatusCode;
 use warp::{Rejection, Reply};
 
+use crate::api::{ErrorBody, ErrorDetail};
 use crate::store::StoreError;
 
 #[derive(Debug)]
@@ -56,17 +56,20 @@ impl ApiError {
     }
 
     pub fn reply(&self) -> warp::reply::Response {
-        let mut error = json!({"code": self.code, "message": self.message});
-        if let Some(serde_json::Value::Object(extra)) = &self.extra {
-            for (k, v) in extra {
-                error[k] = v.clone();
-            }
-        }
-        let mut reply = warp::reply::with_status(
-            warp::reply::json(&json!({"success": false, "error": error})),
-            self.status,
-        )
-        .into_response();
+        let extra = match &self.extra {
+            Some(serde_json::Value::Object(extra)) => extra.clone(),
+            _ => serde_json::Map::new(),
+        };
+        let body = ErrorBody {
+            success: false,
+            error: ErrorDetail {
+                code: self.code.to_string(),
+                message: self.message.clone(),
+                extra,
+            },
+        };
+        let mut reply =
+            warp::reply::with_status(warp::reply::json(&body), self.status).into_response();
         let retry_after = match self.retry_after_s {
             Some(seconds) => Some(seconds),
             None if self.status == StatusCode::TOO_MANY_REQUESTS => Some(5),

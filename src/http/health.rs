@@ -22,6 +22,7 @@ use warp::reply::{json as reply_json, with_status};
 use super::Api;
 use super::handlers::{Reply_, cluster_view};
 use crate::actors::{device_of, groups};
+use crate::api::{Liveness, SeatState, TrainerView};
 use crate::store::Store;
 use crate::training::{DeviceClass, DeviceSpec};
 
@@ -83,22 +84,22 @@ async fn compute<S: Store>(api: &Api<S>) -> Health {
         Ok(()) => cluster_view(api).await.ok(),
         Err(_) => None,
     };
-    let seats: Vec<&Value> = view
+    let seats: Vec<&TrainerView> = view
         .iter()
         .flat_map(|v| &v.nodes)
-        .flat_map(|n| n["trainers"].as_array().into_iter().flatten())
+        .flat_map(|n| &n.trainers)
         .collect();
     let mut trainers: Vec<TrainerInfo> = groups::trainers()
         .into_iter()
         .filter_map(|cell| {
             let name = cell.get_name()?;
             let device = device_of(&name)?.to_string();
-            let seat = seats.iter().find(|seat| seat["name"] == name.as_str());
+            let seat = seats.iter().find(|seat| seat.name == name);
             let (state, task_id) = match (&view, seat) {
                 (None, _) => ("unknown".to_string(), None),
                 (Some(_), Some(seat)) => (
-                    seat["state"].as_str().unwrap_or("idle").to_string(),
-                    Some(seat["task_id"].clone()).filter(|id| !id.is_null()),
+                    seat.state.as_str().to_string(),
+                    seat.task_id.map(|id| json!(id)),
                 ),
                 // Joined the group before its node's first announcement was read.
                 (Some(_), None) => ("idle".to_string(), None),
@@ -114,28 +115,29 @@ async fn compute<S: Store>(api: &Api<S>) -> Health {
     trainers.sort_by(|a, b| a.name.cmp(&b.name));
     let this_node = view
         .as_ref()
-        .and_then(|v| v.nodes.iter().find(|n| n["name"] == api.node.as_str()));
-    let draining = this_node.is_some_and(|n| n["draining"] == true);
+        .and_then(|v| v.nodes.iter().find(|n| n.name == api.node));
+    let draining = this_node.is_some_and(|n| n.draining);
     let cluster = view.as_ref().map(|v| {
-        let count = |key: &str| v.nodes.iter().filter(|n| n[key] == true).count();
-        let in_state = |s: &str| seats.iter().filter(|t| t["state"] == s).count();
+        let alive = v.nodes.iter().filter(|n| n.alive).count();
+        let connected = v.nodes.iter().filter(|n| n.connected).count();
+        let in_state = |s: SeatState| seats.iter().filter(|t| t.state == s).count();
         json!({
             "leader": v.leader,
             "nodes": v.nodes.len(),
-            "alive": count("alive"),
-            "connected": count("connected"),
+            "alive": alive,
+            "connected": connected,
             "trainers": seats.len(),
-            "idle": in_state("idle"),
-            "busy": in_state("busy"),
-            "down": in_state("down"),
+            "idle": in_state(SeatState::Idle),
+            "busy": in_state(SeatState::Busy),
+            "down": in_state(SeatState::Down),
         })
     });
     let devices = view
         .iter()
         .flat_map(|v| &v.nodes)
-        .filter(|n| n["alive"] == true && n["draining"] != true)
-        .flat_map(|n| n["trainers"].as_array().into_iter().flatten())
-        .filter_map(|t| t["device"].as_str()?.parse().ok())
+        .filter(|n| n.alive && !n.draining)
+        .flat_map(|n| &n.trainers)
+        .filter_map(|t| t.device.parse().ok())
         .collect();
     let prefix = format!("{}/", api.node);
     let local_trainers = trainers
@@ -221,7 +223,11 @@ pub async fn cluster<S: Store>(api: Arc<Api<S>>) -> Reply_ {
 
 /// `GET /healthz`: the process serves. Asks nothing of the store or the actors.
 pub async fn live<S: Store>(api: Arc<Api<S>>) -> Reply_ {
-    Ok(reply_json(&json!({"status": "ok", "node": api.node})).into_response())
+    Ok(reply_json(&Liveness {
+        status: "ok",
+        node: &api.node,
+    })
+    .into_response())
 }
 
 /// `GET /readyz`: 200 when the node can take work, else 503 with every reason.

@@ -3,16 +3,21 @@
 //! `GET /task/{id}/result`, `GET /celery/health`; new are `POST /task/{id}/cancel`, `GET /tasks`,
 //! `GET /cluster/health`, `POST|GET /datasets` and `POST /models/{id}/predict`.
 //!
-//! Filters here, handlers in `handlers.rs`, every error through `error::recover`.
+//! Filters here, each matched by its entry in the one route table (`routes`), which also
+//! labels it for the metrics and gives the role the guard (`auth`) asks for; handlers in
+//! `handlers/`, request and response types in `crate::api`, every error through
+//! `error::recover`. `GET /openapi.json` and `GET /docs` (`docs.rs`) document the API.
 
 pub mod auth;
 pub mod budget;
+mod docs;
 mod error;
 mod events;
 mod handlers;
 mod health;
 pub mod limits;
-pub mod models;
+pub mod model_cache;
+pub mod routes;
 mod schedules;
 pub mod tls;
 
@@ -20,7 +25,6 @@ pub use handlers::{
     ParsedRequest, TaskBounds, check_footprint, parse_train_request, parse_train_request_within,
 };
 
-use std::collections::HashMap;
 use std::convert::Infallible;
 use std::sync::Arc;
 
@@ -30,6 +34,7 @@ pub use error::ApiError;
 
 use crate::store::Store;
 use crate::telemetry;
+use routes::{Route, at, at1, at2};
 
 /// The web panel (`GET /`), embedded in the binary.
 const PANEL: &str = include_str!("panel/index.html");
@@ -83,7 +88,7 @@ pub struct Api<S> {
     /// The latest health answer, computed at most once a second.
     pub health: health::HealthCache,
     /// Decoded models for predict calls.
-    pub models: models::ModelCache,
+    pub model_cache: model_cache::ModelCache,
     /// Bytes of request bodies being read and held now, all clients together.
     pub body_budget: budget::BodyBudget,
     /// Turns true when the node begins to stop: event streams end and sync waits answer, so
@@ -99,15 +104,13 @@ pub fn routes<S: Store>(
         let api = api.clone();
         warp::any().map(move || api.clone())
     };
-    let query = warp::query::<HashMap<String, String>>();
     let content_type = warp::header::optional::<String>("content-type");
     let idempotency_key = warp::header::optional::<String>("idempotency-key");
     // Each route bounds its body; the budget, every body being read or held at once.
     let body = budget::body(api.body_budget.clone(), api.max_body_bytes);
     let upload = budget::body(api.body_budget.clone(), api.max_upload_bytes);
 
-    let submit_async = warp::path!("train" / String / "async")
-        .and(warp::post())
+    let submit_async = at1(Route::SubmitAsync)
         .and(with.clone())
         .and(content_type)
         .and(idempotency_key)
@@ -116,10 +119,9 @@ pub fn routes<S: Store>(
         .recover(error::route_errors)
         .unify()
         .boxed();
-    let submit_sync = warp::path!("train" / String)
-        .and(warp::post())
+    let submit_sync = at1(Route::SubmitSync)
         .and(with.clone())
-        .and(query)
+        .and(handlers::query::<crate::api::SyncQuery>())
         .and(content_type)
         .and(idempotency_key)
         .and(body.clone())
@@ -127,105 +129,86 @@ pub fn routes<S: Store>(
         .recover(error::route_errors)
         .unify()
         .boxed();
-    let status = warp::path!("task" / String / "status")
-        .and(warp::get())
+    let status = at1(Route::Status)
         .and(with.clone())
         .and_then(handlers::status)
         .recover(error::route_errors)
         .unify()
         .boxed();
-    let result = warp::path!("task" / String / "result")
-        .and(warp::get())
+    let result = at1(Route::Result)
         .and(with.clone())
         .and_then(handlers::result)
         .recover(error::route_errors)
         .unify()
         .boxed();
-    let cancel = warp::path!("task" / String / "cancel")
-        .and(warp::post())
+    let cancel = at1(Route::Cancel)
         .and(with.clone())
         .and_then(handlers::cancel)
         .recover(error::route_errors)
         .unify()
         .boxed();
-    let tasks = warp::path!("tasks")
-        .and(warp::get())
+    let tasks = at(Route::Tasks)
         .and(with.clone())
-        .and(query)
+        .and(handlers::query::<crate::api::TasksQuery>())
         .and_then(handlers::tasks)
         .recover(error::route_errors)
         .unify()
         .boxed();
-    let health = warp::path!("cluster" / "health")
-        .or(warp::path!("celery" / "health"))
+    let health = at(Route::ClusterHealth)
+        .or(at(Route::CeleryHealth))
         .unify()
-        .and(warp::get())
         .and(with.clone())
         .and_then(health::cluster)
         .recover(error::route_errors)
         .unify()
-        .or(warp::path!("healthz")
-            .and(warp::get())
-            .and(with.clone())
-            .and_then(health::live))
+        .or(at(Route::Healthz).and(with.clone()).and_then(health::live))
         .unify()
-        .or(warp::path!("readyz")
-            .and(warp::get())
-            .and(with.clone())
-            .and_then(health::ready))
+        .or(at(Route::Readyz).and(with.clone()).and_then(health::ready))
         .unify()
         .boxed();
-    let upload_dataset = warp::path!("datasets")
-        .and(warp::post())
+    let upload_dataset = at(Route::UploadDataset)
         .and(with.clone())
-        .and(query)
+        .and(handlers::query::<crate::api::UploadQuery>())
         .and(content_type)
         .and(upload.clone())
         .and_then(handlers::upload_dataset)
         .recover(error::route_errors)
         .unify()
         .boxed();
-    let list_datasets = warp::path!("datasets")
-        .and(warp::get())
+    let list_datasets = at(Route::ListDatasets)
         .and(with.clone())
         .and_then(handlers::list_datasets)
         .recover(error::route_errors)
         .unify()
         .boxed();
-    let delete_dataset = warp::path!("datasets" / String)
-        .and(warp::delete())
+    let delete_dataset = at1(Route::DeleteDataset)
         .and(with.clone())
         .and_then(handlers::delete_dataset)
         .recover(error::route_errors)
         .unify()
         .boxed();
-    let inspect = warp::path!("task" / String)
-        .and(warp::get())
+    let inspect = at1(Route::Inspect)
         .and(with.clone())
         .and_then(handlers::inspect)
         .recover(error::route_errors)
         .unify()
         .boxed();
-    let nodes = warp::path!("cluster" / "nodes")
-        .and(warp::get())
+    let nodes = at(Route::ClusterNodes)
         .and(with.clone())
         .and_then(handlers::nodes);
-    let purge = warp::path!("queue")
-        .and(warp::delete())
+    let purge = at(Route::Purge)
         .and(with.clone())
         .and_then(handlers::purge)
         .recover(error::route_errors)
         .unify()
         .boxed();
-    let drain = warp::path!("cluster" / "nodes" / String / String)
-        .and(warp::post())
+    let drain = at2(Route::Drain)
         .and(with.clone())
         .and_then(handlers::drain)
         .recover(error::route_errors)
         .unify()
         .boxed();
-    let task_events = warp::path!("task" / String / "events")
-        .and(warp::get())
+    let task_events = at1(Route::TaskEvents)
         .and(warp::header::optional::<String>("last-event-id"))
         .and(limits::client(api.limits.clone()))
         .and(with.clone())
@@ -233,8 +216,7 @@ pub fn routes<S: Store>(
         .recover(error::route_errors)
         .unify()
         .boxed();
-    let all_events = warp::path!("events")
-        .and(warp::get())
+    let all_events = at(Route::AllEvents)
         .and(warp::header::optional::<String>("last-event-id"))
         .and(limits::client(api.limits.clone()))
         .and(with.clone())
@@ -242,8 +224,7 @@ pub fn routes<S: Store>(
         .recover(error::route_errors)
         .unify()
         .boxed();
-    let create_schedule = warp::path!("schedules")
-        .and(warp::post())
+    let create_schedule = at(Route::CreateSchedule)
         .and(with.clone())
         .and(content_type)
         .and(body.clone())
@@ -251,39 +232,33 @@ pub fn routes<S: Store>(
         .recover(error::route_errors)
         .unify()
         .boxed();
-    let list_schedules = warp::path!("schedules")
-        .and(warp::get())
+    let list_schedules = at(Route::ListSchedules)
         .and(with.clone())
         .and_then(schedules::list)
         .recover(error::route_errors)
         .unify()
         .boxed();
-    let show_schedule = warp::path!("schedules" / String)
-        .and(warp::get())
+    let show_schedule = at1(Route::ShowSchedule)
         .and(with.clone())
         .and_then(schedules::show)
         .recover(error::route_errors)
         .unify()
         .boxed();
-    let delete_schedule = warp::path!("schedules" / String)
-        .and(warp::delete())
+    let delete_schedule = at1(Route::DeleteSchedule)
         .and(with.clone())
         .and_then(schedules::delete)
         .recover(error::route_errors)
         .unify()
         .boxed();
-    let pause_schedule = warp::path!("schedules" / String / String)
-        .and(warp::post())
+    let pause_schedule = at2(Route::PauseSchedule)
         .and(with.clone())
         .and_then(schedules::pause)
         .recover(error::route_errors)
         .unify()
         .boxed();
-    let metrics = warp::path!("metrics")
-        .and(warp::get())
-        .and_then(handlers::metrics);
+    let metrics = at(Route::Metrics).and_then(handlers::metrics);
     // The web panel: one page, no data of its own (it asks the API, with the user's token).
-    let panel = warp::path::end().and(warp::get()).map(|| {
+    let panel = at(Route::Panel).map(|| {
         let mut reply = warp::reply::html(PANEL).into_response();
         let headers = reply.headers_mut();
         headers.insert(
@@ -300,8 +275,7 @@ pub fn routes<S: Store>(
         );
         reply
     });
-    let predict = warp::path!("models" / String / "predict")
-        .and(warp::post())
+    let predict = at1(Route::Predict)
         .and(with.clone())
         .and(content_type)
         .and(body.clone())
@@ -358,6 +332,8 @@ pub fn routes<S: Store>(
         .unify()
         .or(panel)
         .unify()
+        .or(docs::routes())
+        .unify()
         .or(limits::admit(api.limits.clone())
             .and(auth::guard(api.auth.clone()))
             .and(protected)
@@ -380,91 +356,11 @@ pub fn routes<S: Store>(
         }))
 }
 
-/// The route a request was for, as a metric label from a fixed set (ids are never labels).
+/// The route a request was for, as a metric label from a fixed set (ids are never labels):
+/// its entry's in the route table, or "other".
 pub fn route_label(method: &warp::http::Method, path: &str) -> &'static str {
-    // Up to 4 segments, without allocating (this runs for every request); longer paths are
-    // "other".
-    let mut segments = [""; 5];
-    let mut count = 0;
-    for segment in path.trim_matches('/').split('/').take(segments.len()) {
-        segments[count] = segment;
-        count += 1;
-    }
-    let segments = if count > 4 {
-        &[][..]
-    } else {
-        &segments[..count]
-    };
-    let post = method == warp::http::Method::POST;
-    match (post, segments) {
-        (true, ["train", _, "async"]) => "POST /train/{model_type}/async",
-        (true, ["train", _]) => "POST /train/{model_type}",
-        (false, ["task", _, "status"]) => "GET /task/{id}/status",
-        (false, ["task", _, "result"]) => "GET /task/{id}/result",
-        (false, ["task", _]) => "GET /task/{id}",
-        (false, ["task", _, "events"]) => "GET /task/{id}/events",
-        (false, ["events"]) => "GET /events",
-        (true, ["task", _, "cancel"]) => "POST /task/{id}/cancel",
-        (false, ["tasks"]) => "GET /tasks",
-        (false, ["cluster", "health"]) => "GET /cluster/health",
-        (false, ["cluster", "nodes"]) => "GET /cluster/nodes",
-        (false, ["celery", "health"]) => "GET /celery/health",
-        (false, ["healthz"]) => "GET /healthz",
-        (false, ["readyz"]) => "GET /readyz",
-        (true, ["datasets"]) => "POST /datasets",
-        (false, ["datasets"]) => "GET /datasets",
-        (false, ["datasets", _]) if method == warp::http::Method::DELETE => "DELETE /datasets/{id}",
-        (true, ["models", _, "predict"]) => "POST /models/{id}/predict",
-        (false, ["metrics"]) => "GET /metrics",
-        (false, [""]) => "GET /",
-        (false, ["queue"]) => "DELETE /queue",
-        (true, ["cluster", "nodes", _, _]) => "POST /cluster/nodes/{name}/{action}",
-        (true, ["schedules"]) => "POST /schedules",
-        (false, ["schedules"]) => "GET /schedules",
-        (false, ["schedules", _]) if method == warp::http::Method::DELETE => {
-            "DELETE /schedules/{name}"
-        }
-        (false, ["schedules", _]) => "GET /schedules/{name}",
-        (true, ["schedules", _, _]) => "POST /schedules/{name}/{action}",
-        _ => "other",
-    }
+    routes::label(method, path)
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn routes_are_labelled_without_ids() {
-        use warp::http::Method;
-        let id = "0b5e4c1e-3f1c-4c39-9e4b-1d2f3a4b5c6d";
-        for (method, path, label) in [
-            (
-                Method::GET,
-                format!("/task/{id}/status"),
-                "GET /task/{id}/status",
-            ),
-            (Method::GET, format!("/task/{id}"), "GET /task/{id}"),
-            (
-                Method::POST,
-                "/train/mlp/async".into(),
-                "POST /train/{model_type}/async",
-            ),
-            (
-                Method::POST,
-                "/cluster/nodes/a/drain".into(),
-                "POST /cluster/nodes/{name}/{action}",
-            ),
-            (Method::GET, "/".into(), "GET /"),
-            (
-                Method::DELETE,
-                format!("/datasets/{id}"),
-                "DELETE /datasets/{id}",
-            ),
-            (Method::GET, "/a/b/c/d/e".into(), "other"),
-            (Method::GET, "/nothing".into(), "other"),
-        ] {
-            assert_eq!(route_label(&method, &path), label, "{method} {path}");
-        }
-    }
-}
+mod tests;

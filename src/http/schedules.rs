@@ -3,16 +3,16 @@
 use std::sync::Arc;
 
 use bytes::Bytes;
-use serde::Deserialize;
-use serde_json::{Value, json};
+use serde_json::json;
 use warp::Reply;
 use warp::http::StatusCode;
 use warp::reply::{json as reply_json, with_status};
 
 use super::handlers::{Reply_, build_task, parse_json, reject};
 use super::{Api, ApiError};
+use crate::api::{ScheduleAnswer, ScheduleDeleted, ScheduleList, ScheduleRequest, ScheduleView};
 use crate::schedule::{Cadence, CadenceError};
-use crate::store::{Missed, Schedule, ScheduleCreated, Store, now_s};
+use crate::store::{Schedule, ScheduleCreated, Store, now_s};
 
 /// Longest schedule name.
 const MAX_NAME: usize = 64;
@@ -20,22 +20,6 @@ const MAX_NAME: usize = 64;
 const MAX_GRACE_S: u64 = 7 * 86_400;
 /// `misfire_grace_s` when the request does not say.
 const DEFAULT_GRACE_S: u64 = 60;
-
-/// The body of `POST /schedules`.
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct ScheduleRequest {
-    name: Option<String>,
-    cron: Option<String>,
-    /// IANA name; UTC when absent.
-    timezone: Option<String>,
-    model_type: Option<String>,
-    /// The body of `POST /train/{model_type}/async`.
-    request: Option<Value>,
-    missed: Option<Missed>,
-    misfire_grace_s: Option<u64>,
-    paused: Option<bool>,
-}
 
 /// `POST /schedules`: 201 with the schedule; 409 if the name is taken or there are
 /// `[tasks] max_schedules` schedules.
@@ -75,7 +59,10 @@ pub async fn create<S: Store>(
     }
     tracing::info!(schedule = %schedule.name, cron = %schedule.cron, "schedule created");
     Ok(with_status(
-        reply_json(&json!({"success": true, "schedule": view(&schedule)})),
+        reply_json(&ScheduleAnswer {
+            success: true,
+            schedule: view(&schedule),
+        }),
         StatusCode::CREATED,
     )
     .into_response())
@@ -169,11 +156,13 @@ fn check_name(name: &str) -> Result<(), ApiError> {
 /// `GET /schedules`.
 pub async fn list<S: Store>(api: Arc<Api<S>>) -> Reply_ {
     let schedules = api.store.schedules().await.map_err(reject)?;
-    let views: Vec<Value> = schedules.iter().map(view).collect();
-    Ok(
-        reply_json(&json!({"success": true, "count": views.len(), "schedules": views}))
-            .into_response(),
-    )
+    let views: Vec<ScheduleView> = schedules.iter().map(view).collect();
+    Ok(reply_json(&ScheduleList {
+        success: true,
+        count: views.len(),
+        schedules: views,
+    })
+    .into_response())
 }
 
 /// `GET /schedules/{name}`.
@@ -183,7 +172,11 @@ pub async fn show<S: Store>(name: String, api: Arc<Api<S>>) -> Reply_ {
         .iter()
         .find(|s| s.name == name)
         .ok_or_else(|| reject(not_found(&name)))?;
-    Ok(reply_json(&json!({"success": true, "schedule": view(schedule)})).into_response())
+    Ok(reply_json(&ScheduleAnswer {
+        success: true,
+        schedule: view(schedule),
+    })
+    .into_response())
 }
 
 /// `DELETE /schedules/{name}`: it fires no more; tasks it fired stay.
@@ -192,7 +185,11 @@ pub async fn delete<S: Store>(name: String, api: Arc<Api<S>>) -> Reply_ {
         return Err(reject(not_found(&name)));
     }
     tracing::info!(schedule = %name, "schedule deleted");
-    Ok(reply_json(&json!({"success": true, "deleted": name})).into_response())
+    Ok(reply_json(&ScheduleDeleted {
+        success: true,
+        deleted: &name,
+    })
+    .into_response())
 }
 
 /// `POST /schedules/{name}/pause` and `/resume`. A resumed schedule fires from now on, not
@@ -225,26 +222,10 @@ fn not_found(name: &str) -> ApiError {
 }
 
 /// A schedule as the API shows it.
-fn view(schedule: &Schedule) -> Value {
+fn view(schedule: &Schedule) -> ScheduleView<'_> {
     let next_due_at = Cadence::parse(&schedule.cron, &schedule.timezone)
         .ok()
         .filter(|_| !schedule.paused)
         .and_then(|c| c.next_after(schedule.through));
-    json!({
-        "name": schedule.name,
-        "cron": schedule.cron,
-        "timezone": schedule.timezone,
-        "model_type": schedule.model_type,
-        "request": schedule.request,
-        "missed": schedule.missed,
-        "misfire_grace_s": schedule.misfire_grace_s,
-        "paused": schedule.paused,
-        "created_at": schedule.created_at,
-        "next_due_at": next_due_at,
-        "done_through": schedule.through,
-        "fired": schedule.fired,
-        "skipped": schedule.skipped,
-        "last_task_id": schedule.last_task,
-        "last_fired_at": schedule.last_fired_at,
-    })
+    ScheduleView::of(schedule, next_due_at)
 }
