@@ -220,7 +220,7 @@ async fn serve<S: Store>(
         bounds: http::TaskBounds::of(&config.tasks),
         max_body_bytes: config.http.max_body_bytes,
         max_upload_bytes: config.http.max_upload_bytes,
-        auth: Arc::new(config.http.auth_settings()),
+        auth: Arc::new(crate::http::auth::AuthSettings::from_section(&config.http)),
         membership: membership.clone(),
         result_expires_s: config.tasks.result_expires_s,
         limits: http::limits::Limits::new(http::limits::LimitSettings {

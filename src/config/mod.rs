@@ -8,6 +8,7 @@
 
 mod sections;
 mod validate;
+mod values;
 
 use std::path::Path;
 
@@ -18,6 +19,7 @@ use crate::training::{DeviceSpec, resolve_devices};
 
 pub use sections::*;
 pub use validate::{EXAMPLE_COOKIE, MIN_COOKIE_CHARS};
+pub use values::{Cidr, Role, parse_allowed, parse_sha256};
 
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq, Default)]
 #[serde(deny_unknown_fields, default)]

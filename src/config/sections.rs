@@ -2,8 +2,8 @@
 
 use serde::{Deserialize, Serialize};
 
+use super::values::{Cidr, Role};
 use super::{ConfigError, one_or_many};
-use crate::http::auth::Role;
 
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
@@ -129,7 +129,7 @@ pub struct HttpSection {
 
 impl HttpSection {
     /// `trusted_proxies`, parsed.
-    pub fn trusted_proxies(&self) -> Result<Vec<crate::http::limits::Cidr>, ConfigError> {
+    pub fn trusted_proxies(&self) -> Result<Vec<Cidr>, ConfigError> {
         self.trusted_proxies
             .iter()
             .map(|c| c.parse())
@@ -321,35 +321,4 @@ impl Default for TasksSection {
             model_cache_bytes: 256 << 20,
         }
     }
-}
-
-/// A `notifications.allowed_hosts` entry: host (lower case, no brackets) and port, if one is
-/// named.
-pub fn parse_allowed(entry: &str) -> Result<(String, Option<u16>), String> {
-    let entry = entry.trim().to_ascii_lowercase();
-    let bad = || format!("{entry:?} is not host, host:port or [ipv6]:port");
-    let (host, port) = if let Some(rest) = entry.strip_prefix('[') {
-        let (host, after) = rest.split_once(']').ok_or_else(bad)?;
-        match after {
-            "" => (host.to_string(), None),
-            _ => (
-                host.to_string(),
-                Some(after.strip_prefix(':').ok_or_else(bad)?),
-            ),
-        }
-    } else if entry.matches(':').count() == 1 {
-        let (host, port) = entry.split_once(':').ok_or_else(bad)?;
-        (host.to_string(), Some(port))
-    } else {
-        // A bare IPv6 literal has several colons and no port.
-        (entry.clone(), None)
-    };
-    if host.is_empty() || host.contains(['/', '@', '?', '#', ' ']) {
-        return Err(bad());
-    }
-    let port = match port {
-        Some(p) => Some(p.parse::<u16>().ok().filter(|p| *p != 0).ok_or_else(bad)?),
-        None => None,
-    };
-    Ok((host, port))
 }

@@ -1,8 +1,8 @@
 //! The checks of a config at start-up: each problem names its key.
 
+use super::values::parse_sha256;
 use super::{Config, ConfigError, HttpSection, MIN_SECRET_CHARS};
 use crate::cluster::address;
-use crate::http::auth::{AuthSettings, Role, Token, parse_sha256};
 use crate::training::DeviceSpec;
 
 impl Config {
@@ -216,31 +216,6 @@ impl HttpSection {
             }
         }
         problems
-    }
-
-    /// The edge's checks, from this section (the section is valid).
-    pub fn auth_settings(&self) -> AuthSettings {
-        let mut tokens: Vec<Token> = self
-            .tokens
-            .iter()
-            .filter_map(|entry| match (&entry.token, &entry.sha256) {
-                (Some(token), _) => Some(Token::new(&entry.name, entry.role, token)),
-                (None, Some(hex)) => Some(Token {
-                    name: entry.name.as_str().into(),
-                    role: entry.role,
-                    sha256: parse_sha256(hex)?,
-                }),
-                (None, None) => None,
-            })
-            .collect();
-        if !self.token.is_empty() {
-            tokens.push(Token::new("token", Role::Admin, &self.token));
-        }
-        AuthSettings {
-            tokens,
-            allowed_origins: self.allowed_origins.clone(),
-            allowed_hosts: self.allowed_hosts.clone(),
-        }
     }
 }
 

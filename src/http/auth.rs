@@ -16,7 +16,6 @@
 
 use std::sync::Arc;
 
-use serde::Deserialize;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 use warp::Filter;
@@ -24,28 +23,8 @@ use warp::http::{Method, StatusCode};
 
 use super::ApiError;
 use super::routes::Route;
-
-/// What a token may do; each role may do what the ones before it may.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Role {
-    /// GETs and event streams.
-    Read,
-    /// Plus training, cancelling, data sets and predictions.
-    Submit,
-    /// Plus purging the queue, draining and resuming nodes, and schedules.
-    Admin,
-}
-
-impl Role {
-    pub fn name(self) -> &'static str {
-        match self {
-            Role::Read => "read",
-            Role::Submit => "submit",
-            Role::Admin => "admin",
-        }
-    }
-}
+use crate::config::HttpSection;
+pub use crate::config::{Role, parse_sha256};
 
 /// One accepted token: its name (for logs), its role, and the SHA-256 of its value.
 #[derive(Debug, Clone)]
@@ -65,19 +44,6 @@ impl Token {
     }
 }
 
-/// Parses 64 hex digits (a SHA-256 digest as `sha256sum` prints it).
-pub fn parse_sha256(hex: &str) -> Option<[u8; 32]> {
-    let hex = hex.trim();
-    if hex.len() != 64 || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
-        return None;
-    }
-    let mut digest = [0u8; 32];
-    for (i, byte) in digest.iter_mut().enumerate() {
-        *byte = u8::from_str_radix(&hex[2 * i..2 * i + 2], 16).ok()?;
-    }
-    Some(digest)
-}
-
 /// How the edge checks requests.
 #[derive(Debug, Clone, Default)]
 pub struct AuthSettings {
@@ -88,6 +54,33 @@ pub struct AuthSettings {
     /// Host names the node answers to, besides IP literals, `localhost` and the machine's name;
     /// `*`: any.
     pub allowed_hosts: Vec<String>,
+}
+
+impl AuthSettings {
+    /// The edge's checks, from a valid `[http]` section.
+    pub fn from_section(http: &HttpSection) -> AuthSettings {
+        let mut tokens: Vec<Token> = http
+            .tokens
+            .iter()
+            .filter_map(|entry| match (&entry.token, &entry.sha256) {
+                (Some(token), _) => Some(Token::new(&entry.name, entry.role, token)),
+                (None, Some(hex)) => Some(Token {
+                    name: entry.name.as_str().into(),
+                    role: entry.role,
+                    sha256: parse_sha256(hex)?,
+                }),
+                (None, None) => None,
+            })
+            .collect();
+        if !http.token.is_empty() {
+            tokens.push(Token::new("token", Role::Admin, &http.token));
+        }
+        AuthSettings {
+            tokens,
+            allowed_origins: http.allowed_origins.clone(),
+            allowed_hosts: http.allowed_hosts.clone(),
+        }
+    }
 }
 
 /// The token a request came with, once accepted.

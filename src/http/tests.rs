@@ -37,7 +37,7 @@ fn api() -> (Arc<Api<EmbeddedStore>>, tokio::sync::watch::Sender<bool>) {
         bounds: super::TaskBounds::of(&config.tasks),
         max_body_bytes: 1000,
         max_upload_bytes: 1000,
-        auth: Arc::new(config.http.auth_settings()),
+        auth: Arc::new(crate::http::auth::AuthSettings::from_section(&config.http)),
         membership: crate::cluster::Membership::alone("test"),
         result_expires_s: config.tasks.result_expires_s,
         limits: limits::Limits::new(limits::LimitSettings {
