@@ -37,7 +37,7 @@ pub struct UpArgs {
     /// embedded TRAINYARD_STORE__URL, and leaves a Redis one alone.
     #[arg(long, value_name = "DIR")]
     pub data: Option<PathBuf>,
-    /// CPU trainers: tasks trained at once [default: 1] (key TRAINYARD_TRAINERS__DEVICES).
+    /// CPU trainers, 1-1024 [default: 1] (key TRAINYARD_TRAINERS__DEVICES).
     #[arg(long, value_parser = clap::value_parser!(u32).range(1..=1024))]
     pub trainers: Option<u32>,
     /// How the node logs (overrides TRAINYARD_LOG__FORMAT) [default: text].

@@ -14,7 +14,7 @@ use crate::api::TrainRequest;
 #[derive(Debug, Subcommand)]
 pub enum SchedulesCommand {
     /// Create a schedule from flags, or from a JSON file with the body of POST /schedules.
-    Create(CreateArgs),
+    Create(Box<CreateArgs>),
     /// List the schedules with their next due time.
     List,
     /// Show one schedule.

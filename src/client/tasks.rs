@@ -320,8 +320,8 @@ pub fn inspect(client: &Client, args: &TaskArgs) -> Result<(), ClientError> {
         ("node", cell(&answer["node"])),
         ("trainer", cell(&answer["trainer"])),
         ("progress", cell(&answer["progress"]["message"])),
-        ("waited s", cell(&timings["waited_s"])),
-        ("ran s", cell(&timings["ran_s"])),
+        ("waited s", seconds(&timings["waited_s"])),
+        ("ran s", seconds(&timings["ran_s"])),
     ];
     if answer["error"].is_object() {
         rows.push(("error", cell(&answer["error"]["message"])));
@@ -338,6 +338,11 @@ pub fn inspect(client: &Client, args: &TaskArgs) -> Result<(), ClientError> {
         );
     }
     Ok(())
+}
+
+/// Seconds to the millisecond, or `-`.
+fn seconds(value: &Value) -> String {
+    value.as_f64().map_or("-".into(), |s| format!("{s:.3}"))
 }
 
 /// `trainyard tasks`: the newest tasks as a table.
