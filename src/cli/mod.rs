@@ -3,20 +3,21 @@
 //!
 //! - [`train`]: `train`, one training in this process.
 //! - [`serve`]: `up` and `node`, a node in this process.
-//! - [`crate::client`]: `submit`, `status`, `result`, `cancel`, `nodes`, `purge`, `drain`,
-//!   `resume` and `predict`, HTTP requests to a node.
+//! - [`crate::client`]: the HTTP verbs against a node (`submit`, `status`, `result`,
+//!   `inspect`, `tasks`, `cancel`, `predict`, `nodes`, `health`, `purge`, `drain`, `resume`,
+//!   `schedules`, `datasets`), with the options they share (`--server`, `--json`, ...).
 //! - [`bench`]: `bench`, which runs the `trainyard-bench` binary beside this one.
+//! - `completions SHELL` and `man`: generated from these very definitions.
 //!
 //! This module only parses and dispatches; none of those imports it.
 
-use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 
 use crate::client::{
-    self, DrainArgs, NodesArgs, PredictArgs, PurgeArgs, ResumeArgs, StatusArgs, SubmitArgs,
-    TaskArgs,
+    self, Client, ClientError, ClientOpts, DatasetsCommand, DrainArgs, PredictArgs, ResumeArgs,
+    SchedulesCommand, StatusArgs, SubmitArgs, TaskArgs, TasksArgs,
 };
 
 pub mod bench;
@@ -31,20 +32,19 @@ use train::TrainArgs;
 #[command(
     name = "trainyard",
     version,
-    about = "Train machine-learning models as jobs on a cluster"
+    about = "Train machine-learning models as jobs on a cluster",
+    after_help = client::EXIT_CODES
 )]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
-    /// PEM file of the CA(s) to trust for an `https://` --server (instead of the built-in
-    /// web roots).
-    #[arg(long, global = true, value_name = "PATH")]
-    pub ca_file: Option<PathBuf>,
+    #[command(flatten)]
+    pub client: ClientOpts,
 }
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Train one model in this process and print its metrics.
+    /// Train one model in this process and print its metrics (--json: as one JSON object).
     Train(TrainArgs),
     /// Run one node with the embedded store: the API, the trainers, the panel.
     Up(UpArgs),
@@ -54,66 +54,127 @@ pub enum Command {
     /// Runs `trainyard-bench` (built beside this binary) with the same arguments.
     #[command(disable_help_flag = true)]
     Bench(BenchArgs),
-    /// Run a node from a config file.
+    /// Run a node from a config file (flags over TRAINYARD_* variables over the file).
     Node(NodeArgs),
-    /// Submit a training to a server.
+    /// Submit a training to a server; prints the task's id.
     Submit(SubmitArgs),
     /// Show a task's state and progress.
     Status(StatusArgs),
     /// Show a task's result.
     Result(TaskArgs),
+    /// Show everything known about a task: request, attempts, timings, result.
+    Inspect(TaskArgs),
+    /// List tasks, newest first.
+    Tasks(TasksArgs),
     /// Cancel a task.
     Cancel(TaskArgs),
     /// Show the cluster: nodes, their trainers and what each runs, and the leader.
-    Nodes(NodesArgs),
+    Nodes,
+    /// Show the cluster's health; exit 4 when it is unhealthy.
+    Health,
     /// Revoke every pending task (they become REVOKED, code `purged`).
-    Purge(PurgeArgs),
+    Purge,
     /// Stop giving NODE new work; its running tasks finish.
     Drain(DrainArgs),
     /// Give a drained NODE work again.
     Resume(ResumeArgs),
     /// Predict with a task's trained model: one row per --row, values comma separated.
     Predict(PredictArgs),
+    /// Periodic trainings: create, list, show, pause, resume, delete.
+    #[command(subcommand)]
+    Schedules(SchedulesCommand),
+    /// Uploaded data sets: upload, list, delete.
+    #[command(subcommand)]
+    Datasets(DatasetsCommand),
     /// Print the API's OpenAPI 3.1 document (what `GET /openapi.json` serves).
     Openapi,
+    /// Print a completion script for SHELL (e.g. `trainyard completions bash >
+    /// /etc/bash_completion.d/trainyard`).
+    Completions {
+        /// The shell.
+        shell: clap_complete::Shell,
+    },
+    /// Print the man page (roff): `trainyard man > trainyard.1; man ./trainyard.1`.
+    Man,
 }
 
-/// Runs a parsed command line; errors are printed on stderr.
+/// Runs a parsed command line; errors are printed on stderr, and the exit code tells what
+/// failed (see [`client::EXIT_CODES`]).
 pub fn run(cli: Cli) -> ExitCode {
     crate::tls::init();
-    if let Err(e) = client::trust(cli.ca_file.as_deref()) {
-        eprintln!("error: {e:#}");
-        return ExitCode::FAILURE;
-    }
-    let result = match cli.command {
-        Command::Train(args) => train::train(&args),
+    let json = cli.client.json;
+    let local = match cli.command {
+        Command::Train(args) => train::train(&args, json),
         Command::Up(args) => serve::up(&args),
         Command::Bench(args) => bench::bench(&args),
         Command::Node(args) => serve::from_config(&args),
-        Command::Submit(args) => client::submit(&args),
-        Command::Status(args) if args.follow => client::follow(&args.server, &args.id),
-        Command::Status(args) => client::show(&args.server, &format!("/task/{}/status", args.id)),
-        Command::Result(args) => client::show(&args.server, &format!("/task/{}/result", args.id)),
-        Command::Cancel(args) => client::cancel(&args),
-        Command::Nodes(NodesArgs { server, json }) => client::nodes(&server, json),
-        Command::Purge(PurgeArgs { server }) => client::purge(&server),
-        Command::Drain(DrainArgs { node, wait, server }) => {
-            client::drain(&server, &node, "drain", wait)
-        }
-        Command::Resume(ResumeArgs { node, server }) => {
-            client::drain(&server, &node, "resume", false)
-        }
-        Command::Predict(PredictArgs { id, rows, server }) => client::predict(&server, &id, &rows),
         Command::Openapi => {
             print!("{}", crate::api::openapi::json());
             Ok(())
         }
+        Command::Completions { shell } => {
+            clap_complete::generate(
+                shell,
+                &mut Cli::command(),
+                "trainyard",
+                &mut std::io::stdout(),
+            );
+            Ok(())
+        }
+        Command::Man => clap_mangen::Man::new(Cli::command())
+            .render(&mut std::io::stdout())
+            .map_err(anyhow::Error::from),
+        verb => return exit(run_client(&cli.client, verb)),
     };
-    match result {
+    match local {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e:#}");
             ExitCode::FAILURE
         }
+    }
+}
+
+/// Runs a client verb against the server of `opts`.
+fn run_client(opts: &ClientOpts, verb: Command) -> Result<(), ClientError> {
+    let c = &Client::new(opts)?;
+    match verb {
+        Command::Submit(args) => client::submit(c, &args),
+        Command::Status(args) => client::status(c, &args),
+        Command::Result(args) => client::result(c, &args),
+        Command::Inspect(args) => client::inspect(c, &args),
+        Command::Tasks(args) => client::tasks(c, &args),
+        Command::Cancel(args) => client::cancel(c, &args),
+        Command::Nodes => client::nodes(c),
+        Command::Health => client::health(c),
+        Command::Purge => client::purge(c),
+        Command::Drain(DrainArgs { node, wait }) => client::drain(c, &node, "drain", wait),
+        Command::Resume(ResumeArgs { node }) => client::drain(c, &node, "resume", false),
+        Command::Predict(args) => client::predict(c, &args),
+        Command::Schedules(command) => client::schedules(c, &command),
+        Command::Datasets(command) => client::datasets(c, &command),
+        // The local commands never get here (`run` handles them).
+        _ => Ok(()),
+    }
+}
+
+/// The exit code of a client verb's outcome, its error printed.
+fn exit(result: Result<(), ClientError>) -> ExitCode {
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::from(e.exit_code())
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_command_line_is_consistent() {
+        Cli::command().debug_assert();
     }
 }

@@ -8,15 +8,16 @@ use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
 
 use crate::api::TrainRequest;
-use crate::client::HyperArgs;
+use crate::client::{HyperArgs, TreeArgs};
 use crate::training::{
-    self, CancelToken, Dataset, DeviceSpec, FRIEDMAN1_DEFAULT_ROWS, GbdtParams, ModelType,
-    TrainSpec,
+    self, CancelToken, Dataset, DeviceSpec, FRIEDMAN1_DEFAULT_ROWS, ModelType, TrainSpec,
 };
 
 #[derive(Debug, Args)]
 pub struct TrainArgs {
-    /// mlp, linear, gbdt or all (or the old service's tensorflow, pytorch, xgboost).
+    /// The model type: mlp, linear, gbdt or all (or the old service's tensorflow, pytorch,
+    /// xgboost).
+    #[arg(value_parser = crate::client::model_type_parser())]
     pub model: ModelType,
     /// A built-in data set: friedman1 (default), diabetes or winequality.
     #[arg(long, conflicts_with = "csv")]
@@ -32,17 +33,8 @@ pub struct TrainArgs {
     pub rows: usize,
     #[command(flatten)]
     pub hyper: HyperArgs,
-    #[arg(long)]
-    pub test_fraction: Option<f64>,
-    /// Trees of the gradient-boosted model.
-    #[arg(long)]
-    pub trees: Option<u32>,
-    /// Learning rate of the gradient-boosted model.
-    #[arg(long)]
-    pub tree_learning_rate: Option<f64>,
-    /// Depth of each tree.
-    #[arg(long)]
-    pub max_depth: Option<u32>,
+    #[command(flatten)]
+    pub trees: TreeArgs,
     /// Stop with an error after this many seconds.
     #[arg(long)]
     pub time_limit_s: Option<f64>,
@@ -52,22 +44,12 @@ pub struct TrainArgs {
     /// Write the trained model's bytes to this file.
     #[arg(long)]
     pub save_model: Option<PathBuf>,
-    /// Print the result as one JSON object.
-    #[arg(long)]
-    pub json: bool,
 }
 
 impl TrainArgs {
     fn spec(&self) -> TrainSpec {
-        let g = GbdtParams::default();
         let request = TrainRequest {
-            gbdt: Some(GbdtParams {
-                n_trees: self.trees.unwrap_or(g.n_trees),
-                learning_rate: self.tree_learning_rate.unwrap_or(g.learning_rate),
-                max_depth: self.max_depth.unwrap_or(g.max_depth),
-                ..g
-            }),
-            test_fraction: self.test_fraction,
+            gbdt: self.trees.gbdt(),
             time_limit_s: self.time_limit_s,
             ..self.hyper.request()
         };
@@ -94,7 +76,8 @@ impl TrainArgs {
     }
 }
 
-pub fn train(args: &TrainArgs) -> anyhow::Result<()> {
+/// Trains as `args` say; `json` (the global `--json`) prints the result as one JSON object.
+pub fn train(args: &TrainArgs, json: bool) -> anyhow::Result<()> {
     let spec = args.spec();
     spec.validate()?;
     let dataset = args.dataset(&spec)?;
@@ -124,7 +107,7 @@ pub fn train(args: &TrainArgs) -> anyhow::Result<()> {
             .with_context(|| format!("cannot write {}", path.display()))?;
     }
     let peak_rss_bytes = peak_rss_bytes();
-    if args.json {
+    if json {
         let out = serde_json::json!({
             "success": true,
             "message": outcome.message(),
