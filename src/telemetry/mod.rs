@@ -593,3 +593,6 @@ pub fn store_operation(store: &'static str, op: &'static str, elapsed: Duration,
         counter!(STORE_ERRORS, "store" => store, "op" => op).increment(1);
     }
 }
+
+#[cfg(test)]
+mod tests;
