@@ -113,13 +113,11 @@ pub fn run(cli: Cli) -> ExitCode {
             Ok(())
         }
         Command::Completions { shell } => {
-            clap_complete::generate(
-                shell,
-                &mut Cli::command(),
-                "trainyard",
-                &mut std::io::stdout(),
-            );
-            Ok(())
+            // Into a buffer first: the generator panics on a write error, and a reader that
+            // stops early (`| head`) closes the pipe.
+            let mut script = Vec::new();
+            clap_complete::generate(shell, &mut Cli::command(), "trainyard", &mut script);
+            write_out(&script)
         }
         Command::Man => clap_mangen::Man::new(Cli::command())
             .render(&mut std::io::stdout())
@@ -176,5 +174,14 @@ mod tests {
     #[test]
     fn the_command_line_is_consistent() {
         Cli::command().debug_assert();
+    }
+}
+
+/// Writes `bytes` to standard output; a reader that closed the pipe early is no error.
+fn write_out(bytes: &[u8]) -> anyhow::Result<()> {
+    use std::io::Write;
+    match std::io::stdout().lock().write_all(bytes) {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(e.into()),
+        _ => Ok(()),
     }
 }
