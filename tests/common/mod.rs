@@ -389,8 +389,15 @@ pub fn compose_config() -> Value {
         "docker-compose config: {}",
         String::from_utf8_lossy(&output.stderr)
     );
-    // docker-compose is Python with PyYAML: the same YAML reader turns its answer into JSON.
-    let mut python = Command::new("python3")
+    // docker-compose is Python with PyYAML: the same YAML reader (Debian's Python, which
+    // docker-compose's package brought PyYAML to) turns its answer into JSON.
+    let debian_python = std::path::Path::new("/usr/bin/python3");
+    let python = if debian_python.exists() {
+        debian_python
+    } else {
+        std::path::Path::new("python3")
+    };
+    let mut python = Command::new(python)
         .args([
             "-c",
             "import json, sys, yaml; print(json.dumps(yaml.safe_load(sys.stdin)))",
