@@ -460,8 +460,9 @@ async fn redial(
             if now < when {
                 continue;
             }
-            // A name is resolved at every dial (a restarted container has a new address); a
-            // peer dialled before under another name is not dialled again.
+            // A name is resolved at every dial (a restarted container has a new address), once:
+            // the dial goes to those addresses. A peer dialled before under another name is not
+            // dialled again.
             let resolved = address::resolve(seed).await;
             if resolved.iter().any(|a| present.contains(&a.to_string())) {
                 next_try.remove(seed);
@@ -469,7 +470,7 @@ async fn redial(
             }
             let dialled = tokio::time::timeout(DIAL_TIMEOUT, async {
                 match &tls {
-                    None => ractor_cluster::client_connect(&server, seed).await,
+                    None => ractor_cluster::client_connect(&server, &resolved[..]).await,
                     Some(tls) => {
                         // The peer's certificate must name the address (IP or host name)
                         // it is dialled at.
@@ -478,7 +479,7 @@ async fn redial(
                         })?;
                         ractor_cluster::client_connect_enc(
                             &server,
-                            seed.as_str(),
+                            &resolved[..],
                             tls.clone(),
                             name,
                         )
