@@ -222,9 +222,36 @@ impl Node {
         );
         let path = dir.join(format!("{}.toml", start.name));
         std::fs::write(&path, config).unwrap();
-        let log = dir.join(format!("{}.log", start.name));
-        let binary = env!("CARGO_BIN_EXE_trainyard");
-        let mut command = match start.namespace {
+        let args = [
+            "node".to_string(),
+            "--config".into(),
+            path.display().to_string(),
+        ];
+        let env = start.env.iter().map(|(k, v)| (k.to_string(), v.clone()));
+        Node::launch(
+            dir,
+            start.name,
+            &args,
+            &start.http,
+            start.namespace,
+            start.host_name,
+            env,
+        )
+    }
+
+    /// Runs `trainyard ARGS` named `name`, serving HTTP on `http`, in `namespace` (with its own
+    /// `host_name`) if given, with `env`; waits until it is ready.
+    fn launch(
+        dir: &Path,
+        name: &str,
+        args: &[String],
+        http: &str,
+        namespace: Option<&str>,
+        host_name: Option<&str>,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Node {
+        let log = dir.join(format!("{name}.log"));
+        let mut command = match namespace {
             Some(ns) => {
                 let mut c = Command::new("ip");
                 c.args(["netns", "exec", ns]);
@@ -232,7 +259,7 @@ impl Node {
             }
             None => Command::new("env"),
         };
-        if let Some(host_name) = start.host_name {
+        if let Some(host_name) = host_name {
             // A UTS namespace of its own, where the node's host name is its own.
             command.args([
                 "unshare",
@@ -243,19 +270,17 @@ impl Node {
             ]);
         }
         command
-            .arg(binary)
-            .arg("node")
-            .arg("--config")
-            .arg(&path)
+            .arg(env!("CARGO_BIN_EXE_trainyard"))
+            .args(args)
             .env("RUST_LOG", "info")
             .env("NO_COLOR", "1")
-            .envs(start.env.iter().map(|(k, v)| (*k, v.as_str())))
+            .envs(env)
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&log).unwrap());
         let node = Node {
-            name: start.name.to_string(),
+            name: name.to_string(),
             child: command.spawn().expect("trainyard starts"),
-            url: format!("http://{}", start.http),
+            url: format!("http://{http}"),
             log,
         };
         let ready = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
@@ -795,35 +820,23 @@ fn the_compose_cluster_runs_from_its_own_files() {
             })
             .collect();
         let host_name = service["hostname"].as_str().unwrap();
-        let log = dir.join(format!("{name}.log"));
-        let mut c = Command::new("ip");
-        c.args([
-            "netns",
-            "exec",
-            &net.namespaces[i],
-            "unshare",
-            "--uts",
-            "sh",
-            "-c",
-        ])
-        .arg(format!("hostname {host_name} && exec \"$0\" \"$@\""))
-        .arg(env!("CARGO_BIN_EXE_trainyard"))
-        .args(&command)
-        .env("RUST_LOG", "info")
-        .env("NO_COLOR", "1")
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(&log).unwrap());
-        for (key, value) in service["environment"].as_object().unwrap() {
-            c.env(key, value.as_str().unwrap());
-        }
-        nodes.push(ComposeNode {
-            child: c.spawn().expect("trainyard starts"),
-            url: format!("http://{}:5000", net.address(i)),
-            log,
-        });
+        let env = service["environment"]
+            .as_object()
+            .unwrap()
+            .iter()
+            .map(|(key, value)| (key.clone(), value.as_str().unwrap().to_string()));
+        nodes.push(Node::launch(
+            &dir,
+            name,
+            &command,
+            &format!("{}:5000", net.address(i)),
+            Some(&net.namespaces[i]),
+            Some(host_name),
+            env,
+        ));
     }
     let agent = http_agent(Duration::from_secs(10));
-    let get = |node: &ComposeNode, path: &str| {
+    let get = |node: &Node, path: &str| {
         read_json(
             agent
                 .get(format!("{}{path}", node.url))
@@ -847,11 +860,7 @@ fn the_compose_cluster_runs_from_its_own_files() {
                 },
             )
         }));
-        assert!(
-            seen.is_ok(),
-            "{name}:\n{}",
-            std::fs::read_to_string(&node.log).unwrap_or_default()
-        );
+        assert!(seen.is_ok(), "{name}:\n{}", node.log());
     }
     // The API wants the token from .env: without it, 401.
     let (status, _) = read_json(agent.get(format!("{}/tasks", nodes[0].url)).call()).unwrap();
@@ -872,17 +881,4 @@ fn the_compose_cluster_runs_from_its_own_files() {
     drop(nodes);
     let _ = redis.kill();
     let _ = redis.wait();
-}
-
-struct ComposeNode {
-    child: Child,
-    url: String,
-    log: PathBuf,
-}
-
-impl Drop for ComposeNode {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
