@@ -38,6 +38,7 @@
 //! (not unknown, never PENDING) for `expired_memory_s` more.
 
 mod cluster;
+mod compact;
 mod datasets;
 mod embedded;
 pub mod events;

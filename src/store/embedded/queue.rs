@@ -106,7 +106,7 @@ impl TaskQueue for EmbeddedStore {
             let (task, model) = task.finished(finish, settings);
             if let Some(model) = model {
                 tx.open_table(MODELS)?
-                    .insert(id.to_string().as_str(), model.as_slice())?;
+                    .insert(id.to_string().as_str(), compact::model_bytes(model).as_slice())?;
             }
             save_ended(tx, &task)?;
             Ok(true)
@@ -172,7 +172,7 @@ impl TaskQueue for EmbeddedStore {
         self.read(|tx, _| {
             let mut out = Vec::new();
             for entry in tx.open_table(TASKS)?.iter()? {
-                let task: TaskRecord = decode(entry?.1.value())?;
+                let task = compact::record_from(entry?.1.value())?;
                 if task.state.is_running() {
                     out.push(task.lease());
                 }

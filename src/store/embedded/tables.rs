@@ -6,9 +6,11 @@ use redb::{ReadTransaction, ReadableTable, WriteTransaction};
 use super::*;
 
 /// Records that do not decode are logged and passed over.
-pub(super) fn sweep_batch<T: serde::de::DeserializeOwned>(
+/// `read` decodes a record as stored.
+pub(super) fn sweep_batch<T>(
     table: &impl ReadableTable<&'static str, &'static [u8]>,
     from: Option<String>,
+    read: impl Fn(&[u8]) -> Result<T, StoreError>,
     done: impl Fn(&T) -> bool,
 ) -> Result<(Vec<String>, Option<String>), StoreError> {
     use std::ops::Bound;
@@ -20,7 +22,7 @@ pub(super) fn sweep_batch<T: serde::de::DeserializeOwned>(
     for entry in range.take(SWEEP_BATCH) {
         let (k, v) = entry?;
         let key = k.value().to_string();
-        match decode::<T>(v.value()) {
+        match read(v.value()) {
             Ok(record) if done(&record) => over.push(key.clone()),
             Ok(_) => {}
             Err(e) => {
@@ -36,7 +38,7 @@ pub(super) fn sweep_batch<T: serde::de::DeserializeOwned>(
 pub(super) fn load(tx: &WriteTransaction, id: &str) -> Result<Option<TaskRecord>, StoreError> {
     let tasks = tx.open_table(TASKS)?;
     let found = tasks.get(id)?;
-    found.map(|v| decode(v.value())).transpose()
+    found.map(|v| compact::record_from(v.value())).transpose()
 }
 
 /// Writes a task record and logs the event of the change, if clients see one.
@@ -44,8 +46,8 @@ pub(super) fn save(tx: &WriteTransaction, task: &TaskRecord) -> Result<(), Store
     let id = task.id.to_string();
     let old: Option<TaskRecord> = tx
         .open_table(TASKS)?
-        .insert(id.as_str(), encode(task).as_slice())?
-        .map(|v| decode(v.value()))
+        .insert(id.as_str(), compact::record_bytes(task).as_slice())?
+        .map(|v| compact::record_from(v.value()))
         .transpose()?;
     if let Some(pending) = events::Pending::of(old.as_ref(), task) {
         log_event(tx, &id, pending)?;
@@ -224,5 +226,5 @@ pub(super) fn load_running(
 
 pub(super) fn read_task(tx: &ReadTransaction, key: &str) -> Result<Option<TaskRecord>, StoreError> {
     let found = tx.open_table(TASKS)?.get(key)?;
-    found.map(|v| decode(v.value())).transpose()
+    found.map(|v| compact::record_from(v.value())).transpose()
 }

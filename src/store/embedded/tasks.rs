@@ -138,7 +138,7 @@ impl Tasks for EmbeddedStore {
             let now = now_s();
             let mut out = Vec::new();
             for entry in tx.open_table(TASKS)?.iter()? {
-                let task: TaskRecord = decode(entry?.1.value())?;
+                let task = compact::record_from(entry?.1.value())?;
                 if !task.expired_at(now) && task.matches(&filter) {
                     out.push(task);
                 }
@@ -159,7 +159,8 @@ impl Tasks for EmbeddedStore {
             Ok(tx
                 .open_table(MODELS)?
                 .get(key.as_str())?
-                .map(|v| v.value().to_vec()))
+                .map(|v| compact::model_from(v.value().to_vec()))
+                .transpose()?)
         })
         .await
     }
@@ -192,7 +193,9 @@ impl Tasks for EmbeddedStore {
                 let now = now_s();
                 let (gone, tasks_next) = {
                     let tasks = tx.open_table(TASKS)?;
-                    sweep_batch(&tasks, tasks_from, |task: &TaskRecord| task.expired_at(now))?
+                    sweep_batch(&tasks, tasks_from, compact::record_from, |task| {
+                        task.expired_at(now)
+                    })?
                 };
                 let (mut tasks, mut models, mut expired) = (
                     tx.open_table(TASKS)?,
@@ -208,7 +211,7 @@ impl Tasks for EmbeddedStore {
                 expired.retain(|_, forget_at| forget_at > now)?;
                 let mut keys = tx.open_table(IDEMPOTENCY)?;
                 let (stale, keys_next) =
-                    sweep_batch(&keys, keys_from, |key: &KeyUse| key.expires_at <= now)?;
+                    sweep_batch(&keys, keys_from, decode::<KeyUse>, |key| key.expires_at <= now)?;
                 for k in stale {
                     keys.remove(k.as_str())?;
                 }

@@ -45,12 +45,12 @@ impl RedisStore {
     pub(super) async fn compare_and_set<'s, T>(
         &'s self,
         id: Uuid,
-        mut decide: impl FnMut(Option<(&str, TaskRecord)>) -> Result<Step<'s, T>, StoreError>,
+        mut decide: impl FnMut(Option<(&[u8], TaskRecord)>) -> Result<Step<'s, T>, StoreError>,
     ) -> Result<T, StoreError> {
         for _ in 0..MAX_CAS_RETRIES {
             let raw = self.raw(id).await?;
             let read = match &raw {
-                Some(old) => Some((old.as_str(), decode::<TaskRecord>(old)?)),
+                Some(old) => Some((old.as_slice(), compact::record_from(old)?)),
                 None => None,
             };
             match decide(read)? {
@@ -74,7 +74,7 @@ impl RedisStore {
         id: Uuid,
         attempt: u32,
         fenced: T,
-        mut change: impl FnMut(&str, TaskRecord) -> Step<'s, T>,
+        mut change: impl FnMut(&[u8], TaskRecord) -> Step<'s, T>,
     ) -> Result<T, StoreError> {
         self.compare_and_set(id, |read| {
             Ok(match read {
@@ -107,7 +107,7 @@ impl RedisStore {
         &self,
         script: &'s Script,
         keys: &[String],
-        (old, before): (&str, &TaskRecord),
+        (old, before): (&[u8], &TaskRecord),
         new: &TaskRecord,
         extra: &[&[u8]],
     ) -> Swap<'s> {
@@ -115,7 +115,7 @@ impl RedisStore {
         for key in keys {
             invocation.key(key);
         }
-        invocation.arg(old).arg(encode(new));
+        invocation.arg(old).arg(compact::record_bytes(new));
         for arg in extra {
             invocation.arg(*arg);
         }
@@ -129,7 +129,7 @@ impl RedisStore {
     /// A change of the record alone (`update.lua`), from `old` (decoded as `before`) to `new`.
     pub(super) fn update<'s>(
         &'s self,
-        (old, before): (&str, &TaskRecord),
+        (old, before): (&[u8], &TaskRecord),
         new: &TaskRecord,
     ) -> Swap<'s> {
         let keys = [self.keys.task(new.id)];

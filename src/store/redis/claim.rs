@@ -204,7 +204,7 @@ impl RedisStore {
         let Some(old) = old else {
             return Ok(Err(Untried::NoRecord(queue.clone(), id)));
         };
-        let before: TaskRecord = decode(old)?;
+        let before = compact::record_from(old.as_bytes())?;
         if work.is_some_and(|work| !work.done_by(&before)) {
             return Ok(Err(Untried::OtherWork));
         }

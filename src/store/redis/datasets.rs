@@ -9,7 +9,7 @@ use crate::training::device_kind::DeviceClass;
 impl RedisStore {
     /// Calls `f` with the record of each task yet to end: queued, waiting to retry, or
     /// running. Reads them in pages (for a delete or a sweep of expired data sets, both rare).
-    async fn each_unended_record(&self, mut f: impl FnMut(&str)) -> Result<(), StoreError> {
+    async fn each_unended_record(&self, mut f: impl FnMut(&[u8])) -> Result<(), StoreError> {
         let k = &self.keys;
         let mut con = self.link.clone();
         let mut ids: Vec<String> = Vec::new();
@@ -30,7 +30,7 @@ impl RedisStore {
             if keys.is_empty() {
                 continue;
             }
-            let records: Vec<Option<String>> = ::redis::cmd("MGET")
+            let records: Vec<Option<Vec<u8>>> = ::redis::cmd("MGET")
                 .arg(&keys)
                 .query_async(&mut con)
                 .await?;
@@ -78,7 +78,7 @@ impl RedisStore {
             return Ok(());
         }
         let mut used = HashSet::new();
-        self.each_unended_record(|record| used.extend(dataset_in_use(record.as_bytes())))
+        self.each_unended_record(|record| used.extend(dataset_in_use(record)))
             .await?;
         for id in over.iter().filter_map(|i| Uuid::parse_str(i).ok()) {
             if used.contains(&id) {
@@ -192,9 +192,9 @@ impl Datasets for RedisStore {
         let mut user = None;
         self.each_unended_record(|record| {
             if user.is_none() {
-                user = dataset_in_use(record.as_bytes())
+                user = dataset_in_use(record)
                     .filter(|used| *used == id)
-                    .and_then(|_| decode::<TaskRecord>(record).ok().map(|t| t.id));
+                    .and_then(|_| compact::record_from(record).ok().map(|t| t.id));
             }
         })
         .await?;

@@ -24,7 +24,7 @@ impl RedisStore {
     /// ended record `new`, with its model.
     pub(super) fn end<'s>(
         &'s self,
-        (old, before): (&str, &TaskRecord),
+        (old, before): (&[u8], &TaskRecord),
         new: &TaskRecord,
         model: Option<&[u8]>,
     ) -> Swap<'s> {
@@ -51,11 +51,12 @@ impl RedisStore {
     /// once it is on the replicas asked for (the trainer moves on once it has the answer).
     pub(super) fn finish_swap<'s>(
         &'s self,
-        old: &str,
+        old: &[u8],
         task: &TaskRecord,
         finish: Finish,
     ) -> Swap<'s> {
         let (new, model) = task.clone().finished(finish, &self.settings);
+        let model = model.map(compact::model_bytes);
         self.end((old, task), &new, model.as_deref()).replicated()
     }
 
@@ -83,7 +84,7 @@ impl RedisStore {
     ) -> Result<bool, StoreError> {
         let task = token.record()?;
         if task.id == id && task.runs_attempt(attempt) {
-            let swap = self.finish_swap(token.as_stored(), &task, finish.clone());
+            let swap = self.finish_swap(token.as_stored().as_bytes(), &task, finish.clone());
             if self.run_swap(swap, id).await? {
                 return Ok(true);
             }

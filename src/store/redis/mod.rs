@@ -194,8 +194,8 @@ impl RedisStore {
         })
     }
 
-    /// Task `id`'s record as stored.
-    async fn raw(&self, id: Uuid) -> Result<Option<String>, StoreError> {
+    /// Task `id`'s record as stored (`compact.rs`: JSON, or deflated once the task ended).
+    async fn raw(&self, id: Uuid) -> Result<Option<Vec<u8>>, StoreError> {
         Ok(self.link.clone().get(self.keys.task(id)).await?)
     }
 
@@ -207,7 +207,7 @@ impl RedisStore {
     ) -> Result<Lookup<T>, StoreError> {
         if let Some(raw) = self.raw(id).await? {
             // Redis expires keys on whole seconds; the record's own expiry is exact.
-            return Ok(found_unless_expired(decode(&raw)?));
+            return Ok(found_unless_expired(compact::record_as(&raw)?));
         }
         self.gone(id).await
     }

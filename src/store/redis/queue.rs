@@ -71,7 +71,7 @@ impl TaskQueue for RedisStore {
     }
 
     async fn leases(&self) -> Result<Vec<Lease>, StoreError> {
-        let read: Vec<Option<String>> = self
+        let read: Vec<Option<Vec<u8>>> = self
             .scripts
             .leases
             .key(self.keys.running())
@@ -81,9 +81,9 @@ impl TaskQueue for RedisStore {
         let mut out = Vec::new();
         for pair in read.chunks(2) {
             if let [Some(id), Some(raw)] = pair
-                && Uuid::parse_str(id).is_ok()
+                && Uuid::try_parse_ascii(id).is_ok()
             {
-                let task: TaskRecord = decode(raw)?;
+                let task = compact::record_from(raw)?;
                 if task.state.is_running() {
                     out.push(task.lease());
                 }

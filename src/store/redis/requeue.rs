@@ -49,7 +49,7 @@ impl RedisStore {
                 let _: i64 = con.zrem(k.delayed(), &id).await?;
                 continue;
             };
-            let task: TaskRecord = decode(&raw)?;
+            let task = compact::record_from(&raw)?;
             let done: i64 = self
                 .scripts
                 .promote

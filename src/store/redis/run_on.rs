@@ -44,7 +44,7 @@ impl RedisStore {
             return ClaimedAndFinished { next, finished };
         };
         // Both scripts in one round trip (each atomic; a failure of one leaves the other).
-        let finish = self.finish_swap(stored.as_stored(), &task, ended.finish.clone());
+        let finish = self.finish_swap(stored.as_stored().as_bytes(), &task, ended.finish.clone());
         let mut writer = self.link.writer();
         let answers: Result<Vec<::redis::RedisResult<::redis::Value>>, _> = ::redis::pipe()
             .ignore_errors()

@@ -30,7 +30,7 @@ impl RedisStore {
             .key(k.queue(DeviceClass::Any))
             .key(k.queue(DeviceClass::Cpu))
             .key(k.queue(DeviceClass::Gpu))
-            .arg(encode(task))
+            .arg(compact::record_bytes(task))
             .arg(task.queue_priority())
             .arg(task.submitted_at)
             .arg(queue_limit)

@@ -73,12 +73,12 @@ impl Tasks for RedisStore {
                 .filter_map(|i| Uuid::parse_str(i).ok())
                 .map(|i| self.keys.task(i))
                 .collect();
-            let records: Vec<Option<String>> = ::redis::cmd("MGET")
+            let records: Vec<Option<Vec<u8>>> = ::redis::cmd("MGET")
                 .arg(&keys)
                 .query_async(&mut con)
                 .await?;
             for raw in records.into_iter().flatten() {
-                let task: TaskRecord = decode(&raw)?;
+                let task = compact::record_from(&raw)?;
                 if task.matches(filter) && out.len() < filter.limit {
                     out.push(task);
                 }
@@ -89,7 +89,8 @@ impl Tasks for RedisStore {
     }
 
     async fn model(&self, id: Uuid) -> Result<Option<Vec<u8>>, StoreError> {
-        Ok(self.link.clone().get(self.keys.model(id)).await?)
+        let stored: Option<Vec<u8>> = self.link.clone().get(self.keys.model(id)).await?;
+        stored.map(compact::model_from).transpose()
     }
 
     async fn queue_depth(&self) -> Result<u64, StoreError> {

@@ -1,0 +1,213 @@
+//! The stored forms of what a finished task keeps until it expires: its record and its model,
+//! deflated with a preset dictionary, so that a tiny task's record (about 1.2 KB of JSON) keeps
+//! about 200 bytes and a small model (about 1 KB, most of it names and padding) about 150.
+//!
+//! Records that still change (pending and running tasks) stay plain JSON: they are few, written
+//! several times each, and compared as stored by the Redis compare-and-set. A record is deflated
+//! when the task ends, the one write that stays; a model when it is stored, if that saves a
+//! tenth or more (a large network's weights barely shrink).
+//!
+//! Each stored form says what it is by its first byte: `{` a JSON record, `T` a model as
+//! `training::artifact` writes it, and a version byte ([`RECORD_V1`], [`MODEL_V1`]) one
+//! deflated with that version's dictionary. The dictionaries (`dictionaries/`) were made once
+//! from the records and models of one run of each model type (success, failure, cancel; the old
+//! API's names), the most common last, ids blanked. A stored value must stay readable for as
+//! long as it may live, so a dictionary never changes: a better one comes with a new version
+//! byte, and the old one stays for reading (a test pins their bytes).
+//!
+//! Deflate with a preset dictionary is zlib's own feature (flate2 over zlib-rs, pure Rust).
+
+use flate2::{Compress, Compression, Decompress, FlushCompress, FlushDecompress, Status};
+
+use super::{StoreError, TaskRecord};
+
+/// A record deflated with `dictionaries/record-v1.json`.
+const RECORD_V1: u8 = 1;
+/// A model deflated with `dictionaries/model-v1.bin`.
+const MODEL_V1: u8 = 2;
+
+const RECORD_DICTIONARY_V1: &[u8] = include_bytes!("dictionaries/record-v1.json");
+const MODEL_DICTIONARY_V1: &[u8] = include_bytes!("dictionaries/model-v1.bin");
+
+/// Models up to this size are deflated at zlib's default level, larger ones at its fastest.
+const SMALL_MODEL_BYTES: usize = 64 << 10;
+/// What a stored form may inflate to at most: more is a corrupt value, not a model.
+const MOST_INFLATED_BYTES: usize = 1 << 30;
+
+/// Task `record` as a store keeps it: plain JSON while the task may still change, deflated
+/// once it ended.
+pub fn record_bytes(record: &TaskRecord) -> Vec<u8> {
+    let json = serde_json::to_vec(record).expect("task records serialize");
+    if !record.state.is_terminal() {
+        return json;
+    }
+    deflate(RECORD_V1, RECORD_DICTIONARY_V1, &json, Compression::default())
+}
+
+/// A task record from its stored form (either).
+pub fn record_from(stored: &[u8]) -> Result<TaskRecord, StoreError> {
+    record_as(stored)
+}
+
+/// A task record, or the part of it that `T` reads, from its stored form (either).
+pub fn record_as<T: serde::de::DeserializeOwned>(stored: &[u8]) -> Result<T, StoreError> {
+    let corrupt = |e: &dyn std::fmt::Display| StoreError::Corrupt(format!("task record: {e}"));
+    match stored.first() {
+        Some(&RECORD_V1) => {
+            let json = inflate(RECORD_DICTIONARY_V1, &stored[1..]).map_err(|e| corrupt(&e))?;
+            serde_json::from_slice(&json).map_err(|e| corrupt(&e))
+        }
+        _ => serde_json::from_slice(stored).map_err(|e| corrupt(&e)),
+    }
+}
+
+/// Model artifact `model` as a store keeps it: deflated when that saves a tenth or more.
+pub fn model_bytes(model: Vec<u8>) -> Vec<u8> {
+    let level = if model.len() <= SMALL_MODEL_BYTES {
+        Compression::default()
+    } else {
+        Compression::fast()
+    };
+    let packed = deflate(MODEL_V1, MODEL_DICTIONARY_V1, &model, level);
+    if packed.len() * 10 <= model.len() * 9 {
+        packed
+    } else {
+        model
+    }
+}
+
+/// A model artifact from its stored form (either).
+pub fn model_from(stored: Vec<u8>) -> Result<Vec<u8>, StoreError> {
+    match stored.first() {
+        Some(&MODEL_V1) => inflate(MODEL_DICTIONARY_V1, &stored[1..])
+            .map_err(|e| StoreError::Corrupt(format!("model artifact: {e}"))),
+        _ => Ok(stored),
+    }
+}
+
+/// `tag`, then `data` as raw deflate with the preset `dictionary`.
+fn deflate(tag: u8, dictionary: &[u8], data: &[u8], level: Compression) -> Vec<u8> {
+    let mut z = Compress::new(level, false);
+    z.set_dictionary(dictionary)
+        .expect("a fresh deflate stream takes a dictionary");
+    let mut out = Vec::with_capacity(data.len() / 2 + 64);
+    out.push(tag);
+    loop {
+        let consumed = z.total_in() as usize;
+        out.reserve(data.len().max(64));
+        match z.compress_vec(&data[consumed..], &mut out, FlushCompress::Finish) {
+            Ok(Status::StreamEnd) => return out,
+            Ok(_) => continue,
+            Err(e) => unreachable!("deflate into a growing buffer fails only on misuse: {e}"),
+        }
+    }
+}
+
+/// Inflates raw deflate `data` made with the preset `dictionary`.
+fn inflate(dictionary: &[u8], data: &[u8]) -> Result<Vec<u8>, String> {
+    let mut z = Decompress::new(false);
+    z.set_dictionary(dictionary).map_err(|e| e.to_string())?;
+    let mut out = Vec::with_capacity(data.len() * 4 + 256);
+    loop {
+        let consumed = z.total_in() as usize;
+        if out.len() == out.capacity() {
+            if out.len() >= MOST_INFLATED_BYTES {
+                return Err(format!("inflates to over {MOST_INFLATED_BYTES} bytes"));
+            }
+            out.reserve(out.len());
+        }
+        let before = (z.total_in(), z.total_out());
+        match z.decompress_vec(&data[consumed..], &mut out, FlushDecompress::Finish) {
+            Ok(Status::StreamEnd) => return Ok(out),
+            Ok(_) if (z.total_in(), z.total_out()) == before && out.len() < out.capacity() => {
+                return Err("the deflated data ends before its end".into());
+            }
+            Ok(_) => continue,
+            Err(e) => return Err(e.to_string()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::{TaskError, TaskState};
+    use crate::training::{ModelType, TrainSpec};
+
+    fn ended() -> TaskRecord {
+        let mut task = TaskRecord::new(TrainSpec::new(ModelType::Linear), None, 0, 3);
+        task.state = TaskState::Success;
+        task.result = Some(serde_json::json!({"metrics": {"test_r2": 0.123_456_789_012_345_67}}));
+        task
+    }
+
+    #[test]
+    fn a_record_is_plain_json_until_its_task_ends_then_deflated() {
+        let pending = TaskRecord::new(TrainSpec::new(ModelType::Mlp), None, 0, 3);
+        let stored = record_bytes(&pending);
+        assert_eq!(stored[0], b'{');
+        assert_eq!(record_from(&stored).unwrap(), pending);
+
+        let ended = ended();
+        let json = serde_json::to_vec(&ended).unwrap();
+        let stored = record_bytes(&ended);
+        assert_eq!(stored[0], RECORD_V1);
+        assert!(stored.len() * 3 < json.len(), "{} of {}", stored.len(), json.len());
+        assert_eq!(record_from(&stored).unwrap(), ended);
+        // Records stored plain before this form existed still read.
+        assert_eq!(record_from(&json).unwrap(), ended);
+    }
+
+    #[test]
+    fn models_deflate_when_it_pays_and_read_back_either_way() {
+        let mut small = b"TYMODEL1".to_vec();
+        small.extend_from_slice(br#"{"feature_names":["x0","x1"],"target_name":"y"}"#);
+        small.resize(900, 0);
+        let stored = model_bytes(small.clone());
+        assert_eq!(stored[0], MODEL_V1);
+        assert!(stored.len() < 200, "{}", stored.len());
+        assert_eq!(model_from(stored).unwrap(), small);
+
+        // Bytes that do not shrink are kept as they are.
+        let mut state = 7u64;
+        let noise: Vec<u8> = (0..4096)
+            .map(|_| {
+                state = state.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1);
+                (state >> 56) as u8
+            })
+            .collect();
+        let mut model = b"TYMODEL1".to_vec();
+        model.extend(noise);
+        assert_eq!(model_bytes(model.clone()), model);
+        assert_eq!(model_from(model.clone()).unwrap(), model);
+    }
+
+    #[test]
+    fn a_damaged_stored_form_is_corrupt_not_a_panic() {
+        let mut stored = record_bytes(&ended());
+        stored.truncate(stored.len() / 2);
+        assert!(matches!(record_from(&stored), Err(StoreError::Corrupt(_))));
+        assert!(matches!(model_from(vec![MODEL_V1, 0xff, 0x00]), Err(StoreError::Corrupt(_))));
+    }
+
+    /// What is stored must stay readable while it lives: a dictionary is never changed in
+    /// place (a new one takes a new version byte).
+    #[test]
+    fn the_dictionaries_never_change() {
+        let sum = |bytes: &[u8]| {
+            bytes.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+                (h ^ u64::from(*b)).wrapping_mul(0x100_0000_01b3)
+            })
+        };
+        assert_eq!(
+            (RECORD_DICTIONARY_V1.len(), sum(RECORD_DICTIONARY_V1)),
+            (8905, 3_314_024_028_073_928_909),
+            "record-v1.json"
+        );
+        assert_eq!(
+            (MODEL_DICTIONARY_V1.len(), sum(MODEL_DICTIONARY_V1)),
+            (3546, 16_882_688_914_220_311_882),
+            "model-v1.bin"
+        );
+    }
+}
