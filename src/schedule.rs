@@ -178,7 +178,7 @@ async fn fire<S: Store>(
     due_times: u64,
 ) -> Result<Uuid, StoreError> {
     let mut task = schedule.template.clone();
-    task.id = Uuid::new_v4();
+    task.id = Uuid::now_v7();
     task.submitted_at = now_s();
     task.schedule = Some(ScheduleLink {
         name: schedule.name.clone(),

@@ -213,6 +213,9 @@ pub struct TasksSection {
     pub result_expires_s: f64,
     /// How long an expired task id is still answered with `task_expired`.
     pub expired_memory_s: f64,
+    /// How long an ended task's event history is kept (at most `result_expires_s`):
+    /// `Last-Event-ID` resumes within it, and later a stream gives the final state alone.
+    pub history_after_end_s: f64,
     pub max_retries: u32,
     pub queue_limit: u64,
     /// Seconds a stopping node waits for running tasks before requeueing them.
@@ -308,6 +311,7 @@ impl Default for TasksSection {
             hard_time_limit_grace_s: 30.0,
             result_expires_s: 3600.0,
             expired_memory_s: 86_400.0,
+            history_after_end_s: 600.0,
             max_retries: 3,
             queue_limit: 100_000,
             shutdown_grace_s: 30.0,

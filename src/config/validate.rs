@@ -58,6 +58,7 @@ impl Config {
             ("hard_time_limit_grace_s", t.hard_time_limit_grace_s),
             ("result_expires_s", t.result_expires_s),
             ("expired_memory_s", t.expired_memory_s),
+            ("history_after_end_s", t.history_after_end_s),
             ("shutdown_grace_s", t.shutdown_grace_s),
             ("lease_s", t.lease_s),
             ("retry_backoff_s", t.retry_backoff_s),

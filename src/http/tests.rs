@@ -22,6 +22,7 @@ fn api() -> (Arc<Api<EmbeddedStore>>, tokio::sync::watch::Sender<bool>) {
     let settings = StoreSettings {
         result_expires_s: config.tasks.result_expires_s,
         expired_memory_s: config.tasks.expired_memory_s,
+        history_after_end_s: config.tasks.history_after_end_s,
         lease_s: config.tasks.lease_s,
         min_replicas_ack: 0,
         replica_ack_timeout_s: config.store.replica_ack_timeout_s,

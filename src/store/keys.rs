@@ -28,9 +28,28 @@ impl Keys {
     }
 
     /// String: set when a task finishes, living `result_expires_s + expired_memory_s`, so an
-    /// expired id is told apart from an unknown one.
+    /// expired id is told apart from an unknown one. Only for ids without a time (UUID v4,
+    /// from versions before [`expired_ids`](Self::expired_ids)).
     pub fn tombstone(&self, id: Uuid) -> String {
         format!("{}:expired:{id}", self.prefix)
+    }
+
+    /// String: the tombstones of the tasks submitted in one minute, one of 16 shards: the
+    /// last 8 bytes of each id, appended when its task ends, the key living until the last of
+    /// them has been expired for `expired_memory_s` (about 10 bytes an id, where a key of its
+    /// own takes 104). With the tail to look for. None for an id without a time (UUID v4).
+    pub fn expired_ids(&self, id: Uuid) -> Option<(String, [u8; 8])> {
+        if id.get_version() != Some(uuid::Version::SortRand) {
+            return None;
+        }
+        let (secs, _) = id.get_timestamp()?.to_unix();
+        let bytes = id.as_bytes();
+        let tail: [u8; 8] = bytes[8..].try_into().expect("a UUID has 16 bytes");
+        let shard = bytes[15] & 0x0f;
+        Some((
+            format!("{}:expired:{}:{shard:x}", self.prefix, secs / 60),
+            tail,
+        ))
     }
 
     /// String: the model artifact of a SUCCESS task, with the task's TTL.

@@ -105,6 +105,9 @@ pub struct StoreSettings {
     pub result_expires_s: f64,
     /// Seconds an expired id is still reported as expired.
     pub expired_memory_s: f64,
+    /// Seconds an ended task's event history is kept (at most `result_expires_s`):
+    /// `Last-Event-ID` resumes within it; later, a task's stream gives its final state alone.
+    pub history_after_end_s: f64,
     /// Seconds a running attempt's lease lasts without renewal.
     pub lease_s: f64,
     /// Redis replicas that must confirm a submission or a result before the store
@@ -140,15 +143,11 @@ pub async fn sweep_expired<S: Store>(store: &S) -> Result<u64, StoreError> {
     }
 }
 
-/// Most seconds a task's event history is kept after it ended (its result may be kept longer):
-/// `Last-Event-ID` resumes within it.
-pub const HISTORY_AFTER_END_S: f64 = 600.0;
-
 impl StoreSettings {
-    /// How long an ended task's event history is kept: at most `HISTORY_AFTER_END_S`, and
-    /// never longer than its result.
+    /// How long an ended task's event history is kept: `history_after_end_s`, and never
+    /// longer than its result.
     pub fn history_expires_s(&self) -> f64 {
-        self.result_expires_s.min(HISTORY_AFTER_END_S)
+        self.result_expires_s.min(self.history_after_end_s)
     }
 }
 
@@ -157,6 +156,7 @@ impl Default for StoreSettings {
         StoreSettings {
             result_expires_s: 3600.0,
             expired_memory_s: 86_400.0,
+            history_after_end_s: 600.0,
             lease_s: 5.0,
             min_replicas_ack: 0,
             replica_ack_timeout_s: 2.0,

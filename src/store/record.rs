@@ -157,7 +157,7 @@ impl TaskRecord {
     /// A new PENDING task.
     pub fn new(spec: TrainSpec, dataset_id: Option<Uuid>, priority: u8, max_retries: u32) -> Self {
         TaskRecord {
-            id: Uuid::new_v4(),
+            id: Uuid::now_v7(),
             model_type: spec.model_type,
             spec,
             dataset_id,

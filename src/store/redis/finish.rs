@@ -13,7 +13,7 @@ impl RedisStore {
             k.task(id),
             k.running(),
             k.model(id),
-            k.tombstone(id),
+            k.expired_ids(id).map_or_else(|| k.tombstone(id), |(key, _)| key),
             k.queue(task.device),
             k.delayed(),
             k.callbacks(),
@@ -36,12 +36,14 @@ impl RedisStore {
         } else {
             String::new()
         };
-        let extra: [&[u8]; 5] = [
+        let tail = self.keys.expired_ids(new.id).map(|(_, tail)| tail);
+        let extra: [&[u8]; 6] = [
             model.unwrap_or(b""),
             ttl.as_bytes(),
             tombstone.as_bytes(),
             id.as_bytes(),
             callback.as_bytes(),
+            tail.as_ref().map_or(&b""[..], |t| &t[..]),
         ];
         let keys = self.finish_keys(before);
         self.swap(&self.scripts.finish, &keys, (old, before), new, &extra)

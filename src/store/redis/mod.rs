@@ -69,6 +69,7 @@ struct Scripts {
     dataset_put: Script,
     dataset_touch: Script,
     dataset_delete: Script,
+    expired: Script,
 }
 
 impl Scripts {
@@ -88,6 +89,7 @@ impl Scripts {
             dataset_put: Script::new(include_str!("dataset_put.lua")),
             dataset_touch: Script::new(include_str!("dataset_touch.lua")),
             dataset_delete: Script::new(include_str!("dataset_delete.lua")),
+            expired: Script::new(include_str!("expired.lua")),
         }
     }
 }
@@ -214,7 +216,19 @@ impl RedisStore {
 
     /// What a task without a record is: expired if its tombstone is left, else never known.
     async fn gone<T>(&self, id: Uuid) -> Result<Lookup<T>, StoreError> {
-        let expired: bool = self.link.clone().exists(self.keys.tombstone(id)).await?;
+        let expired: bool = match self.keys.expired_ids(id) {
+            Some((key, tail)) => {
+                let found: i64 = self
+                    .scripts
+                    .expired
+                    .key(key)
+                    .arg(&tail[..])
+                    .invoke_async(&mut self.link.clone())
+                    .await?;
+                found == 1
+            }
+            None => self.link.clone().exists(self.keys.tombstone(id)).await?,
+        };
         Ok(if expired {
             Lookup::Expired
         } else {

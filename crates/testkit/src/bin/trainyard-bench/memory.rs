@@ -96,36 +96,73 @@ fn breakdown(url: &str, prefix: &str) -> anyhow::Result<Vec<(String, usize, u64)
     Ok(rows)
 }
 
-/// `n` tiny trainings on a node of its own; then what Redis keeps for them: `used_memory`,
-/// keys and AOF bytes per task, and the bytes of each kind of key.
+/// How long the memory run's node keeps an ended task's event history, so that the second
+/// round is measured both with it and after it expired.
+const MEMORY_HISTORY_S: f64 = 2.0;
+
+/// Redis's memory for keys: `used_memory` less what clients' buffers and the AOF buffer hold
+/// at the moment (they come and go with the load, not with what is kept).
+fn kept_memory(info: &HashMap<String, f64>) -> f64 {
+    let get = |key: &str| info.get(key).copied().unwrap_or(0.0);
+    get("used_memory") - get("mem_clients_normal") - get("mem_aof_buffer")
+}
+
+/// What Redis keeps per finished tiny task, at the margin: two rounds of `n` tiny trainings
+/// on a node of its own (the stream of every event, capped, is full after the first), each
+/// measured once its tasks ended. Per task: the second round's growth of Redis's memory for
+/// keys, after the tasks' event histories expired (what a task keeps for `result_expires_s`),
+/// keys, AOF bytes, and the bytes of each kind of key, histories included (measured at once).
 pub fn memory(redis: &RedisServer, dir: &Path, n: usize, clients: usize) -> anyhow::Result<Value> {
     let prefix = "mem";
-    let cluster = Cluster::start(redis, dir, prefix, &[2])?;
+    let tasks = format!("history_after_end_s = {MEMORY_HISTORY_S}");
+    let cluster = Cluster::start_with(redis, dir, prefix, &[2], "", &tasks)?;
     let node = &cluster.nodes[0];
     let dataset = upload_dataset(&node.url)?;
-    let before = info(&redis.url)?;
     let urls = [node.url.clone()];
+    // Reading every key (the breakdown) also removes those that expired.
+    let settle = || -> anyhow::Result<(Vec<(String, usize, u64)>, HashMap<String, f64>)> {
+        std::thread::sleep(Duration::from_secs_f64(MEMORY_HISTORY_S + 1.5));
+        let kinds = breakdown(&redis.url, prefix)?;
+        std::thread::sleep(Duration::from_millis(200));
+        Ok((kinds, info(&redis.url)?))
+    };
+    throughput_on(&urls, &dataset, n, clients, &[], None)?;
+    let (before_kinds, before) = settle()?;
     throughput_on(&urls, &dataset, n, clients, &[], None)?;
     // Writes that end a task go on for a moment after its end event.
-    std::thread::sleep(Duration::from_secs(1));
-    let after = info(&redis.url)?;
-    let grown = |key: &str| after.get(key).unwrap_or(&0.0) - before.get(key).unwrap_or(&0.0);
+    std::thread::sleep(Duration::from_millis(500));
+    let with_history = breakdown(&redis.url, prefix)?;
+    let (after_kinds, after) = settle()?;
     let per_task = |v: f64| round(v / n as f64, 0);
-    let kinds = breakdown(&redis.url, prefix)?;
-    let total: u64 = kinds.iter().map(|k| k.2).sum();
-    let key_count: usize = kinds.iter().map(|k| k.1).sum();
+    let grown = |key: &str| after.get(key).unwrap_or(&0.0) - before.get(key).unwrap_or(&0.0);
+    let count = |kinds: &[(String, usize, u64)]| -> (usize, u64) {
+        kinds.iter().fold((0, 0), |(k, b), row| (k + row.1, b + row.2))
+    };
+    let ((keys_before, bytes_before), (keys_after, bytes_after)) =
+        (count(&before_kinds), count(&after_kinds));
+    let old = |kind: &str| {
+        before_kinds
+            .iter()
+            .find(|row| row.0 == kind)
+            .map_or((0, 0), |row| (row.1, row.2))
+    };
     Ok(json!({
         "tasks": n,
-        "used_memory_per_task_b": per_task(grown("used_memory")),
-        "keys_per_task": round(key_count as f64 / n as f64, 2),
-        "key_bytes_per_task_b": per_task(total as f64),
+        "used_memory_per_task_b": per_task(kept_memory(&after) - kept_memory(&before)),
+        "keys_per_task": round((keys_after as f64 - keys_before as f64) / n as f64, 2),
+        "key_bytes_per_task_b": per_task(bytes_after as f64 - bytes_before as f64),
         "aof_per_task_b": per_task(grown("aof_current_size")),
-        "kinds": kinds.iter().map(|(kind, keys, bytes)| json!({
-            "kind": kind,
-            "keys": keys,
-            "bytes": bytes,
-            "bytes_per_task": per_task(*bytes as f64),
-        })).collect::<Vec<_>>(),
+        "history_kept_s": MEMORY_HISTORY_S,
+        "kinds": with_history.iter().map(|(kind, keys, bytes)| {
+            let (old_keys, old_bytes) = old(kind);
+            json!({
+                "kind": kind,
+                "keys": keys,
+                "bytes": bytes,
+                "keys_per_task": round((*keys as f64 - old_keys as f64) / n as f64, 2),
+                "bytes_per_task": per_task(*bytes as f64 - old_bytes as f64),
+            })
+        }).collect::<Vec<_>>(),
     }))
 }
 

@@ -225,18 +225,21 @@ pub fn table(r: &Value) -> String {
     if let Some(m) = r.get("memory") {
         row(
             &format!(
-                "Redis per finished tiny task ({} tasks, results kept)",
+                "Redis per finished tiny task ({} more tasks, results kept, histories expired)",
                 m["tasks"]
             ),
             format!(
-                "{} B used_memory, {} keys, {} B appended to the AOF",
-                m["used_memory_per_task_b"], m["keys_per_task"], m["aof_per_task_b"]
+                "{} B used_memory, {} keys ({} B by MEMORY USAGE), {} B appended to the AOF",
+                m["used_memory_per_task_b"],
+                m["keys_per_task"],
+                m["key_bytes_per_task_b"],
+                m["aof_per_task_b"]
             ),
         );
         for k in m["kinds"].as_array().into_iter().flatten() {
             row(
-                &format!("  of which {}", k["kind"].as_str().unwrap_or("")),
-                format!("{} keys, {} B per task", k["keys"], k["bytes_per_task"]),
+                &format!("  of which {} (histories not yet expired)", k["kind"].as_str().unwrap_or("")),
+                format!("{} keys, {} B per task", k["keys_per_task"], k["bytes_per_task"]),
             );
         }
     }
