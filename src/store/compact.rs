@@ -17,6 +17,8 @@
 //!
 //! Deflate with a preset dictionary is zlib's own feature (flate2 over zlib-rs, pure Rust).
 
+use std::cell::RefCell;
+
 use flate2::{Compress, Compression, Decompress, FlushCompress, FlushDecompress, Status};
 
 use super::{StoreError, TaskRecord};
@@ -41,7 +43,7 @@ pub fn record_bytes(record: &TaskRecord) -> Vec<u8> {
     if !record.state.is_terminal() {
         return json;
     }
-    deflate(RECORD_V1, RECORD_DICTIONARY_V1, &json, Compression::default())
+    deflate(Packing::Record, &json)
 }
 
 /// A task record from its stored form (either).
@@ -54,7 +56,7 @@ pub fn record_as<T: serde::de::DeserializeOwned>(stored: &[u8]) -> Result<T, Sto
     let corrupt = |e: &dyn std::fmt::Display| StoreError::Corrupt(format!("task record: {e}"));
     match stored.first() {
         Some(&RECORD_V1) => {
-            let json = inflate(RECORD_DICTIONARY_V1, &stored[1..]).map_err(|e| corrupt(&e))?;
+            let json = inflate(RECORD_V1, &stored[1..]).map_err(|e| corrupt(&e))?;
             serde_json::from_slice(&json).map_err(|e| corrupt(&e))
         }
         _ => serde_json::from_slice(stored).map_err(|e| corrupt(&e)),
@@ -63,12 +65,12 @@ pub fn record_as<T: serde::de::DeserializeOwned>(stored: &[u8]) -> Result<T, Sto
 
 /// Model artifact `model` as a store keeps it: deflated when that saves a tenth or more.
 pub fn model_bytes(model: Vec<u8>) -> Vec<u8> {
-    let level = if model.len() <= SMALL_MODEL_BYTES {
-        Compression::default()
+    let packing = if model.len() <= SMALL_MODEL_BYTES {
+        Packing::SmallModel
     } else {
-        Compression::fast()
+        Packing::LargeModel
     };
-    let packed = deflate(MODEL_V1, MODEL_DICTIONARY_V1, &model, level);
+    let packed = deflate(packing, &model);
     if packed.len() * 10 <= model.len() * 9 {
         packed
     } else {
@@ -79,59 +81,101 @@ pub fn model_bytes(model: Vec<u8>) -> Vec<u8> {
 /// A model artifact from its stored form (either).
 pub fn model_from(stored: Vec<u8>) -> Result<Vec<u8>, StoreError> {
     match stored.first() {
-        Some(&MODEL_V1) => inflate(MODEL_DICTIONARY_V1, &stored[1..])
+        Some(&MODEL_V1) => inflate(MODEL_V1, &stored[1..])
             .map_err(|e| StoreError::Corrupt(format!("model artifact: {e}"))),
         _ => Ok(stored),
     }
 }
 
-/// `tag`, then `data` as raw deflate with the preset `dictionary`.
-fn deflate(tag: u8, dictionary: &[u8], data: &[u8], level: Compression) -> Vec<u8> {
-    let mut z = Compress::new(level, false);
-    z.set_dictionary(dictionary)
-        .expect("a fresh deflate stream takes a dictionary");
-    let mut out = Vec::with_capacity(data.len() / 2 + 64);
-    out.push(tag);
-    loop {
-        let consumed = z.total_in() as usize;
-        out.reserve(data.len().max(64));
-        match z.compress_vec(&data[consumed..], &mut out, FlushCompress::Finish) {
-            Ok(Status::StreamEnd) => return out,
-            Ok(_) => continue,
-            Err(e) => unreachable!("deflate into a growing buffer fails only on misuse: {e}"),
+/// How a stored form is deflated.
+#[derive(Clone, Copy)]
+enum Packing {
+    /// An ended record: a 16 KB window holds the dictionary and the record.
+    Record,
+    /// A model up to `SMALL_MODEL_BYTES`.
+    SmallModel,
+    /// A larger model, at zlib's fastest level.
+    LargeModel,
+}
+
+impl Packing {
+    /// (version byte, dictionary, level, window bits)
+    fn settings(self) -> (u8, &'static [u8], Compression, u8) {
+        match self {
+            Packing::Record => (RECORD_V1, RECORD_DICTIONARY_V1, Compression::default(), 14),
+            Packing::SmallModel => (MODEL_V1, MODEL_DICTIONARY_V1, Compression::default(), 15),
+            Packing::LargeModel => (MODEL_V1, MODEL_DICTIONARY_V1, Compression::fast(), 15),
         }
     }
 }
 
-/// Inflates raw deflate `data` made with the preset `dictionary`.
-fn inflate(dictionary: &[u8], data: &[u8]) -> Result<Vec<u8>, String> {
-    let mut z = Decompress::new(false);
-    z.set_dictionary(dictionary).map_err(|e| e.to_string())?;
-    let mut out = Vec::with_capacity(data.len() * 4 + 256);
-    loop {
-        let consumed = z.total_in() as usize;
-        if out.len() == out.capacity() {
-            if out.len() >= MOST_INFLATED_BYTES {
-                return Err(format!("inflates to over {MOST_INFLATED_BYTES} bytes"));
+thread_local! {
+    /// A deflate stream per packing, reset for each use: a new one allocates and clears
+    /// about 200 KB, which cost more than deflating a record.
+    static DEFLATERS: RefCell<[Option<Compress>; 3]> = const { RefCell::new([None, None, None]) };
+    /// An inflate stream per version byte, reset for each use.
+    static INFLATERS: RefCell<[Option<Decompress>; 2]> = const { RefCell::new([None, None]) };
+}
+
+/// The version byte of `packing`, then `data` as raw deflate with its preset dictionary.
+fn deflate(packing: Packing, data: &[u8]) -> Vec<u8> {
+    let (tag, dictionary, level, window_bits) = packing.settings();
+    DEFLATERS.with_borrow_mut(|streams| {
+        let z = streams[packing as usize]
+            .get_or_insert_with(|| Compress::new_with_window_bits(level, false, window_bits));
+        z.reset();
+        z.set_dictionary(dictionary)
+            .expect("a reset deflate stream takes a dictionary");
+        let mut out = Vec::with_capacity(data.len() / 2 + 64);
+        out.push(tag);
+        loop {
+            let consumed = z.total_in() as usize;
+            out.reserve(data.len().max(64));
+            match z.compress_vec(&data[consumed..], &mut out, FlushCompress::Finish) {
+                Ok(Status::StreamEnd) => return out,
+                Ok(_) => continue,
+                Err(e) => unreachable!("deflate into a growing buffer fails only on misuse: {e}"),
             }
-            out.reserve(out.len());
         }
-        let before = (z.total_in(), z.total_out());
-        match z.decompress_vec(&data[consumed..], &mut out, FlushDecompress::Finish) {
-            Ok(Status::StreamEnd) => return Ok(out),
-            Ok(_) if (z.total_in(), z.total_out()) == before && out.len() < out.capacity() => {
-                return Err("the deflated data ends before its end".into());
+    })
+}
+
+/// Inflates raw deflate `data` made with the dictionary of version byte `tag`.
+fn inflate(tag: u8, data: &[u8]) -> Result<Vec<u8>, String> {
+    let (slot, dictionary) = match tag {
+        RECORD_V1 => (0, RECORD_DICTIONARY_V1),
+        _ => (1, MODEL_DICTIONARY_V1),
+    };
+    INFLATERS.with_borrow_mut(|streams| {
+        let z = streams[slot].get_or_insert_with(|| Decompress::new(false));
+        z.reset(false);
+        z.set_dictionary(dictionary).map_err(|e| e.to_string())?;
+        let mut out = Vec::with_capacity(data.len() * 4 + 256);
+        loop {
+            let consumed = z.total_in() as usize;
+            if out.len() == out.capacity() {
+                if out.len() >= MOST_INFLATED_BYTES {
+                    return Err(format!("inflates to over {MOST_INFLATED_BYTES} bytes"));
+                }
+                out.reserve(out.len());
             }
-            Ok(_) => continue,
-            Err(e) => return Err(e.to_string()),
+            let before = (z.total_in(), z.total_out());
+            match z.decompress_vec(&data[consumed..], &mut out, FlushDecompress::Finish) {
+                Ok(Status::StreamEnd) => return Ok(out),
+                Ok(_) if (z.total_in(), z.total_out()) == before && out.len() < out.capacity() => {
+                    return Err("the deflated data ends before its end".into());
+                }
+                Ok(_) => continue,
+                Err(e) => return Err(e.to_string()),
+            }
         }
-    }
+    })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::{TaskError, TaskState};
+    use crate::store::TaskState;
     use crate::training::{ModelType, TrainSpec};
 
     fn ended() -> TaskRecord {
@@ -152,7 +196,12 @@ mod tests {
         let json = serde_json::to_vec(&ended).unwrap();
         let stored = record_bytes(&ended);
         assert_eq!(stored[0], RECORD_V1);
-        assert!(stored.len() * 3 < json.len(), "{} of {}", stored.len(), json.len());
+        assert!(
+            stored.len() * 3 < json.len(),
+            "{} of {}",
+            stored.len(),
+            json.len()
+        );
         assert_eq!(record_from(&stored).unwrap(), ended);
         // Records stored plain before this form existed still read.
         assert_eq!(record_from(&json).unwrap(), ended);
@@ -172,7 +221,9 @@ mod tests {
         let mut state = 7u64;
         let noise: Vec<u8> = (0..4096)
             .map(|_| {
-                state = state.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1);
+                state = state
+                    .wrapping_mul(6_364_136_223_846_793_005)
+                    .wrapping_add(1);
                 (state >> 56) as u8
             })
             .collect();
@@ -182,12 +233,39 @@ mod tests {
         assert_eq!(model_from(model.clone()).unwrap(), model);
     }
 
+    /// Not a timed assertion: prints what packing costs (`cargo test --release --lib
+    /// packing_costs -- --ignored --nocapture`).
+    #[test]
+    #[ignore]
+    fn packing_costs() {
+        let record = ended();
+        let n = 20_000;
+        let started = std::time::Instant::now();
+        let mut stored = Vec::new();
+        for _ in 0..n {
+            stored = record_bytes(&record);
+        }
+        let packed = started.elapsed().as_secs_f64() / n as f64 * 1e6;
+        let started = std::time::Instant::now();
+        for _ in 0..n {
+            record_from(&stored).unwrap();
+        }
+        let read = started.elapsed().as_secs_f64() / n as f64 * 1e6;
+        eprintln!(
+            "an ended record: {} bytes stored, {packed:.1} us to store, {read:.1} us to read",
+            stored.len()
+        );
+    }
+
     #[test]
     fn a_damaged_stored_form_is_corrupt_not_a_panic() {
         let mut stored = record_bytes(&ended());
         stored.truncate(stored.len() / 2);
         assert!(matches!(record_from(&stored), Err(StoreError::Corrupt(_))));
-        assert!(matches!(model_from(vec![MODEL_V1, 0xff, 0x00]), Err(StoreError::Corrupt(_))));
+        assert!(matches!(
+            model_from(vec![MODEL_V1, 0xff, 0x00]),
+            Err(StoreError::Corrupt(_))
+        ));
     }
 
     /// What is stored must stay readable while it lives: a dictionary is never changed in

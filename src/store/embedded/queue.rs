@@ -105,8 +105,10 @@ impl TaskQueue for EmbeddedStore {
         self.change_running(id, attempt, false, move |tx, task, settings| {
             let (task, model) = task.finished(finish, settings);
             if let Some(model) = model {
-                tx.open_table(MODELS)?
-                    .insert(id.to_string().as_str(), compact::model_bytes(model).as_slice())?;
+                tx.open_table(MODELS)?.insert(
+                    id.to_string().as_str(),
+                    compact::model_bytes(model).as_slice(),
+                )?;
             }
             save_ended(tx, &task)?;
             Ok(true)

@@ -210,8 +210,9 @@ impl Tasks for EmbeddedStore {
                 }
                 expired.retain(|_, forget_at| forget_at > now)?;
                 let mut keys = tx.open_table(IDEMPOTENCY)?;
-                let (stale, keys_next) =
-                    sweep_batch(&keys, keys_from, decode::<KeyUse>, |key| key.expires_at <= now)?;
+                let (stale, keys_next) = sweep_batch(&keys, keys_from, decode::<KeyUse>, |key| {
+                    key.expires_at <= now
+                })?;
                 for k in stale {
                     keys.remove(k.as_str())?;
                 }

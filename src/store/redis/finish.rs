@@ -13,7 +13,8 @@ impl RedisStore {
             k.task(id),
             k.running(),
             k.model(id),
-            k.expired_ids(id).map_or_else(|| k.tombstone(id), |(key, _)| key),
+            k.expired_ids(id)
+                .map_or_else(|| k.tombstone(id), |(key, _)| key),
             k.queue(task.device),
             k.delayed(),
             k.callbacks(),

@@ -98,7 +98,7 @@ fn breakdown(url: &str, prefix: &str) -> anyhow::Result<Vec<(String, usize, u64)
 
 /// How long the memory run's node keeps an ended task's event history, so that the second
 /// round is measured both with it and after it expired.
-const MEMORY_HISTORY_S: f64 = 2.0;
+const MEMORY_HISTORY_S: f64 = 10.0;
 
 /// Redis's memory for keys: `used_memory` less what clients' buffers and the AOF buffer hold
 /// at the moment (they come and go with the load, not with what is kept).
@@ -136,7 +136,9 @@ pub fn memory(redis: &RedisServer, dir: &Path, n: usize, clients: usize) -> anyh
     let per_task = |v: f64| round(v / n as f64, 0);
     let grown = |key: &str| after.get(key).unwrap_or(&0.0) - before.get(key).unwrap_or(&0.0);
     let count = |kinds: &[(String, usize, u64)]| -> (usize, u64) {
-        kinds.iter().fold((0, 0), |(k, b), row| (k + row.1, b + row.2))
+        kinds
+            .iter()
+            .fold((0, 0), |(k, b), row| (k + row.1, b + row.2))
     };
     let ((keys_before, bytes_before), (keys_after, bytes_after)) =
         (count(&before_kinds), count(&after_kinds));

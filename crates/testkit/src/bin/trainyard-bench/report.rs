@@ -238,8 +238,14 @@ pub fn table(r: &Value) -> String {
         );
         for k in m["kinds"].as_array().into_iter().flatten() {
             row(
-                &format!("  of which {} (histories not yet expired)", k["kind"].as_str().unwrap_or("")),
-                format!("{} keys, {} B per task", k["keys_per_task"], k["bytes_per_task"]),
+                &format!(
+                    "  of which {} (histories not yet expired)",
+                    k["kind"].as_str().unwrap_or("")
+                ),
+                format!(
+                    "{} keys, {} B per task",
+                    k["keys_per_task"], k["bytes_per_task"]
+                ),
             );
         }
     }
