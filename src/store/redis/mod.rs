@@ -12,12 +12,14 @@
 //!   `update.rs`: progress, lease renewals, callback tries; `requeue.rs`: requeues and
 //!   retries; `queue.rs`: leases and the [`TaskQueue`] role;
 //! - `cluster.rs`: the leader lease, nodes, drain, the store's clock and durability checks;
+//!   `checkpoint.rs`: checkpoints, fenced by the running hash (`checkpoint.lua`);
 //!   `schedules.rs`, `datasets.rs`, `callbacks.rs`, `event_log.rs` (the event log and its
 //!   follower; `events.lua` is the preamble of every script that changes a task), `sweep.rs`.
 
 mod callbacks;
 mod cancel;
 mod cas;
+mod checkpoint;
 mod claim;
 mod cluster;
 mod datasets;
@@ -69,6 +71,7 @@ struct Scripts {
     dataset_put: Script,
     dataset_touch: Script,
     dataset_delete: Script,
+    checkpoint: Script,
 }
 
 impl Scripts {
@@ -88,6 +91,7 @@ impl Scripts {
             dataset_put: Script::new(include_str!("dataset_put.lua")),
             dataset_touch: Script::new(include_str!("dataset_touch.lua")),
             dataset_delete: Script::new(include_str!("dataset_delete.lua")),
+            checkpoint: Script::new(include_str!("checkpoint.lua")),
         }
     }
 }
