@@ -451,3 +451,44 @@ fn the_cost_of_checkpoints_on_the_default_mlp() {
         );
     }
 }
+
+/// A checkpoint over `tasks.checkpoint_max_bytes` is not kept (and counted); under it, each
+/// is written, and the task's end drops the last.
+#[test]
+fn checkpoints_over_the_bound_are_not_kept_and_the_end_drops_the_last() {
+    let count = |node: &common::Node, outcome: &str| {
+        let text = node.metrics_text();
+        trainyard_testkit::metrics::sum(&text, "trainyard_checkpoints_total", "outcome", outcome)
+    };
+    let small = json!({"epochs": 30, "hidden_sizes": [16], "seed": 3});
+    for (max_bytes, kept) in [("100", false), ("1000000", true)] {
+        let node = common::Node::up(
+            &common::TestStore::embedded(),
+            1,
+            &[
+                ("TRAINYARD_TASKS__CHECKPOINT_EVERY_S", "0"),
+                ("TRAINYARD_TASKS__CHECKPOINT_MAX_BYTES", max_bytes),
+            ],
+        );
+        let id = node.submit("mlp", small.clone());
+        node.wait_for(&id, "SUCCESS", Duration::from_secs(60));
+        let (saved, too_large) = (count(&node, "saved"), count(&node, "too_large"));
+        if kept {
+            assert!(
+                saved > 0.0 && too_large == 0.0,
+                "saved {saved}, too large {too_large}"
+            );
+            assert!(node.store_calls("drop_checkpoint") >= 1, "the end drops it");
+        } else {
+            assert!(
+                saved == 0.0 && too_large > 0.0,
+                "saved {saved}, too large {too_large}"
+            );
+            assert_eq!(
+                node.store_calls("put_checkpoint"),
+                0,
+                "none reaches the store"
+            );
+        }
+    }
+}
