@@ -6,11 +6,14 @@
 //! chain of boosters of a few trees each, with the progress report and the cancel and deadline
 //! checks between them, and a prediction is the sum of the chain's predictions.
 //!
-//! The boundaries between boosters are where a checkpoint is saved (when one is due). A
-//! resumed fit loads the boosters from forust's JSON and recomputes the residual from their
-//! predictions, in the same order of subtractions: the same floats, so the boosters that
-//! follow are the ones an uninterrupted fit makes (`a_fit_resumed_from_a_checkpoint_is_the_
-//! uninterrupted_fit` in `training/tests.rs` checks it).
+//! forust cannot go on fitting a booster it has saved, so checkpoints, too, fall between the
+//! boosters of the chain (when one is due). A resumed fit loads the boosters from forust's
+//! JSON (which keeps every float) and recomputes the residual from their predictions, in the
+//! same order of subtractions, and every booster is fitted with the same seed: the boosters
+//! that follow are bit for bit those of an uninterrupted fit, so resume is exact for the
+//! chain, which is how every tree training here is fitted (checked by
+//! `a_fit_resumed_from_a_checkpoint_is_the_uninterrupted_fit` in `training/tests.rs`). A
+//! chain and a single forust booster of as many trees agree only to rounding.
 
 use std::time::Instant;
 
