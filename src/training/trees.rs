@@ -12,8 +12,8 @@
 //! same order of subtractions, and every booster is fitted with the same seed: the boosters
 //! that follow are bit for bit those of an uninterrupted fit, so resume is exact for the
 //! chain, which is how every tree training here is fitted (checked by
-//! `a_fit_resumed_from_a_checkpoint_is_the_uninterrupted_fit` in `training/tests.rs`). A
-//! chain and a single forust booster of as many trees agree only to rounding.
+//! `a_fit_resumed_from_a_checkpoint_is_the_uninterrupted_fit` in `training/tests.rs`). How
+//! close a chain is to one forust booster of as many trees is the claim above, not resume's.
 
 use std::time::Instant;
 
