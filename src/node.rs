@@ -178,6 +178,8 @@ async fn serve<S: Store>(
                 retry_backoff_s: config.tasks.retry_backoff_s,
                 retry_backoff_max_s: config.tasks.retry_backoff_max_s,
                 claim_ahead_under_s: config.tasks.claim_ahead_under_s,
+                checkpoint_every_s: config.tasks.checkpoint_every_s,
+                checkpoint_max_bytes: config.tasks.checkpoint_max_bytes,
             },
             membership: membership.clone(),
             stop: Stop::new(stop_rx.clone()),

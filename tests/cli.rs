@@ -381,11 +381,16 @@ fn every_verb_and_its_exit_code() {
     assert_eq!(request["spec"]["gbdt"]["min_samples_leaf"], 2);
     assert_eq!(request["spec"]["test_fraction"], 0.25);
     assert_eq!(request["spec"]["dataset"], "diabetes");
+    assert_eq!(
+        detail["resumed_from"], 0,
+        "a first attempt starts at step 0"
+    );
     let (code, out, _) = trainyard_env(&["inspect", &id], &env);
     assert!(
         code == 0 && out.contains("SUCCESS") && out.contains("diabetes"),
         "{out}"
     );
+    assert!(out.contains("resumed at  0"), "{out}");
 
     // tasks, with the API's filters.
     let listed = json_of(

@@ -1,6 +1,8 @@
 //! The store conformance suite: the same behaviour, checked against the embedded store and
 //! against Redis (a real `redis-server` on a free port).
 
+#[path = "store/checkpoints.rs"]
+mod checkpoints;
 mod common;
 
 use std::time::Duration;
@@ -15,6 +17,8 @@ use trainyard::store::{
 };
 use trainyard::training::{DeviceClass, DeviceSpec, ModelType, TrainSpec};
 use uuid::Uuid;
+
+use checkpoints::*;
 
 fn task(model: ModelType, priority: u8) -> TaskRecord {
     TaskRecord::new(TrainSpec::new(model), None, priority, 2)
@@ -1370,12 +1374,17 @@ conformance!(
     events_log_every_change_in_order,
     finishing_from_the_claimed_record,
     running_on_claims_the_next_and_ends_the_last,
+    checkpoints_are_fenced_and_resumed,
 );
 
 mod short_results {
     use super::*;
 
-    conformance!(short_results(); cancelling_an_expired_task_answers_expired);
+    conformance!(
+        short_results();
+        cancelling_an_expired_task_answers_expired,
+        checkpoints_expire_with_their_task,
+    );
 }
 
 /// The leader lease on Redis: one holder at a time, renewed by its holder, free once it lapses.

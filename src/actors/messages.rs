@@ -39,6 +39,8 @@ pub enum TrainerMsg {
         outcome: Ended,
         last_progress: Option<TaskProgress>,
         stored: Option<CasToken>,
+        /// The attempt resumed from a checkpoint or saved one: the task's end drops it.
+        checkpointed: bool,
     },
     /// Renew the leases of the tasks claimed ahead, if any wait (local, on a timer): a quick
     /// training that runs long must not let them run out.

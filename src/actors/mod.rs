@@ -56,6 +56,10 @@ pub struct TaskSettings {
     pub retry_backoff_max_s: f64,
     /// See `TasksSection::claim_ahead_under_s`.
     pub claim_ahead_under_s: f64,
+    /// See `TasksSection::checkpoint_every_s`.
+    pub checkpoint_every_s: f64,
+    /// See `TasksSection::checkpoint_max_bytes`.
+    pub checkpoint_max_bytes: u64,
 }
 
 impl TaskSettings {
@@ -156,6 +160,8 @@ mod tests {
             retry_backoff_s: 1.0,
             retry_backoff_max_s: 10.0,
             claim_ahead_under_s: 0.01,
+            checkpoint_every_s: 30.0,
+            checkpoint_max_bytes: 1 << 20,
         };
         for _ in 0..200 {
             for (attempt, full) in [

@@ -105,6 +105,10 @@ pub struct AttemptRecordSchema {
     pub error: TaskErrorSchema,
     /// When the attempt ended (Unix seconds).
     pub failed_at: Option<f64>,
+    /// The step (epochs and trees) of the checkpoint the attempt resumed from; absent when it
+    /// started from scratch.
+    #[schema(nullable = false)]
+    pub resumed_from: Option<u64>,
 }
 
 /// An uploaded CSV data set.

@@ -222,6 +222,9 @@ pub struct AttemptView<'a> {
     #[schema(value_type = TaskErrorSchema)]
     pub error: &'a TaskError,
     pub failed_at: Option<f64>,
+    /// The step (epochs and trees, as `progress.current` counts) the attempt started from:
+    /// 0 from scratch, more when it resumed from an earlier attempt's checkpoint.
+    pub resumed_from: u64,
 }
 
 /// When things happened to a task (Unix seconds) and how long they took.
@@ -253,6 +256,10 @@ pub struct TaskDetail<'a> {
     #[schema(value_type = TaskProgressSchema)]
     pub progress: ShownProgress<'a>,
     pub attempt: u32,
+    /// The step (epochs and trees, as `progress.current` counts) the current attempt started
+    /// from: 0 from scratch, more when it resumed from an earlier attempt's checkpoint; null
+    /// before the first attempt.
+    pub resumed_from: Option<u64>,
     pub node: Option<&'a str>,
     pub trainer: Option<&'a str>,
     pub cancel_requested: bool,
@@ -292,6 +299,7 @@ impl<'a> TaskDetail<'a> {
                 trainer: a.trainer.as_deref(),
                 error: &a.error,
                 failed_at: a.failed_at,
+                resumed_from: a.resumed_from.unwrap_or(0),
             })
             .collect();
         TaskDetail {
@@ -310,6 +318,7 @@ impl<'a> TaskDetail<'a> {
             },
             progress: ShownProgress::of_task(task),
             attempt: task.attempt,
+            resumed_from: (task.attempt > 0).then(|| task.resumed_from.unwrap_or(0)),
             node: task.node(),
             trainer: task.trainer.as_deref(),
             cancel_requested: task.cancel_requested,

@@ -317,6 +317,7 @@ pub fn inspect(client: &Client, args: &TaskArgs) -> Result<(), ClientError> {
         ("priority", cell(&answer["request"]["priority"])),
         ("device", cell(&answer["request"]["device"])),
         ("attempt", cell(&answer["attempt"])),
+        ("resumed at", cell(&answer["resumed_from"])),
         ("node", cell(&answer["node"])),
         ("trainer", cell(&answer["trainer"])),
         ("progress", cell(&answer["progress"]["message"])),
@@ -331,9 +332,10 @@ pub fn inspect(client: &Client, args: &TaskArgs) -> Result<(), ClientError> {
     }
     for attempt in answer["attempts"].as_array().into_iter().flatten() {
         println!(
-            "attempt {} on {}: {}",
+            "attempt {} on {} from step {}: {}",
             cell(&attempt["attempt"]),
             cell(&attempt["trainer"]),
+            cell(&attempt["resumed_from"]),
             cell(&attempt["error"]["message"])
         );
     }

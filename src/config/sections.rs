@@ -230,6 +230,12 @@ pub struct TasksSection {
     /// A trainer whose last success took less than this (seconds) claims its next task while
     /// it trains one doing the same work, hiding the store's round trip; 0 turns it off.
     pub claim_ahead_under_s: f64,
+    /// Seconds between two checkpoints of a running training (taken at an epoch's end, or a
+    /// booster's for trees, and at a node's graceful stop); 0: at every one.
+    pub checkpoint_every_s: f64,
+    /// Largest checkpoint kept, in bytes; a larger one is not kept (logged and counted in
+    /// `trainyard_checkpoints_total{outcome="too_large"}`). 0: no checkpoints.
+    pub checkpoint_max_bytes: u64,
     /// Most schedules the cluster keeps; `POST /schedules` past it is refused (409
     /// `too_many_schedules`). 0: none may be created.
     pub max_schedules: u64,
@@ -319,6 +325,8 @@ impl Default for TasksSection {
             retry_backoff_s: 1.0,
             retry_backoff_max_s: 60.0,
             claim_ahead_under_s: 0.01,
+            checkpoint_every_s: 30.0,
+            checkpoint_max_bytes: 64 << 20,
             max_schedules: 1000,
             max_parameters: 50_000_000,
             max_working_bytes: 2 << 30,

@@ -64,6 +64,7 @@ impl Config {
             ("retry_backoff_s", t.retry_backoff_s),
             ("retry_backoff_max_s", t.retry_backoff_max_s),
             ("claim_ahead_under_s", t.claim_ahead_under_s),
+            ("checkpoint_every_s", t.checkpoint_every_s),
         ] {
             if !(value.is_finite() && value >= 0.0) {
                 problems.push(format!(

@@ -271,6 +271,39 @@ impl<S: Store> Callbacks for Instrumented<S> {
     }
 }
 
+impl<S: Store> Checkpoints for Instrumented<S> {
+    async fn put_checkpoint(
+        &self,
+        id: Uuid,
+        attempt: u32,
+        checkpoint: &crate::training::Checkpoint,
+    ) -> Result<bool, StoreError> {
+        self.timed(
+            "put_checkpoint",
+            self.inner.put_checkpoint(id, attempt, checkpoint),
+        )
+        .await
+    }
+    async fn resume_from(
+        &self,
+        id: Uuid,
+        attempt: u32,
+    ) -> Result<Option<crate::training::Checkpoint>, StoreError> {
+        self.timed("resume_from", self.inner.resume_from(id, attempt))
+            .await
+    }
+    async fn checkpoint(
+        &self,
+        id: Uuid,
+    ) -> Result<Option<crate::training::Checkpoint>, StoreError> {
+        self.timed("checkpoint", self.inner.checkpoint(id)).await
+    }
+    async fn drop_checkpoint(&self, id: Uuid) -> Result<(), StoreError> {
+        self.timed("drop_checkpoint", self.inner.drop_checkpoint(id))
+            .await
+    }
+}
+
 impl<S: Store> EventLog for Instrumented<S> {
     async fn task_events(&self, id: Uuid, after: EventId) -> Result<Vec<Event>, StoreError> {
         self.timed("task_events", self.inner.task_events(id, after))

@@ -57,6 +57,13 @@ impl Keys {
         format!("{}:model:{id}", self.prefix)
     }
 
+    /// Hash of a running training's one checkpoint: `attempt` (the attempt that saved it),
+    /// `step`, `data` (the training's state); expires `result_expires_s` after each write,
+    /// and is dropped when its task ends.
+    pub fn checkpoint(&self, id: Uuid) -> String {
+        format!("{}:checkpoint:{id}", self.prefix)
+    }
+
     /// Sorted set of pending task ids that ask for device class `class`; score
     /// `(9 - priority) * 1e12 + sequence`, so the lowest score is the next task to run.
     pub fn queue(&self, class: DeviceClass) -> String {

@@ -10,9 +10,10 @@
 //!   finish, requeue; with [`Claimed`], its opaque [`CasToken`], [`Lease`] and [`Work`];
 //! - [`ClusterState`] (`cluster.rs`): the leader lease, node announcements, drain flags;
 //! - [`Schedules`] (`schedules.rs`), [`Datasets`] (`datasets.rs`), [`Callbacks`] (`queue.rs`,
-//!   beside the ends that queue them) and [`EventLog`] (`events.rs`).
+//!   beside the ends that queue them), [`EventLog`] (`events.rs`) and [`Checkpoints`]
+//!   (`checkpoints.rs`: the one checkpoint of a running training, fenced by attempt).
 //!
-//! [`Store`] is the umbrella: a trait with the seven roles as supertraits, implemented for every
+//! [`Store`] is the umbrella: a trait with the eight roles as supertraits, implemented for every
 //! type that has them all. Callers hold one handle (`S: Store`) and call any role's methods on
 //! it without naming the role. A struct of trait objects cannot be had: the roles' methods
 //! return `impl Future` (async in traits), which trait objects do not allow, and boxing every
@@ -37,6 +38,7 @@
 //! tasks expire `result_expires_s` after they finish, and an expired id is reported as expired
 //! (not unknown, never PENDING) for `expired_memory_s` more.
 
+mod checkpoints;
 mod cluster;
 mod compact;
 mod datasets;
@@ -54,6 +56,7 @@ mod transitions;
 
 use thiserror::Error;
 
+pub use checkpoints::Checkpoints;
 pub use cluster::{ClusterState, NODE_MEMORY_S, NODE_STALE_S, NodeInfo, TrainerSeat, trainer_node};
 pub use datasets::{DatasetDeleted, DatasetInfo, Datasets, StoredDataset};
 use datasets::{dataset_in_use, uses_dataset};
@@ -82,19 +85,20 @@ use transitions::Cancel;
 /// generic `S: Store` needs no import.
 pub mod prelude {
     pub use super::{
-        Callbacks, ClusterState, Datasets, EventLog, Schedules, Store, TaskQueue, Tasks,
+        Callbacks, Checkpoints, ClusterState, Datasets, EventLog, Schedules, Store, TaskQueue,
+        Tasks,
     };
 }
 
 /// A whole store: every role. Implemented for each type that has them all; see the module
 /// doc for why an umbrella of supertraits.
 pub trait Store:
-    Tasks + TaskQueue + ClusterState + Schedules + Datasets + Callbacks + EventLog
+    Tasks + TaskQueue + ClusterState + Schedules + Datasets + Callbacks + EventLog + Checkpoints
 {
 }
 
 impl<S> Store for S where
-    S: Tasks + TaskQueue + ClusterState + Schedules + Datasets + Callbacks + EventLog
+    S: Tasks + TaskQueue + ClusterState + Schedules + Datasets + Callbacks + EventLog + Checkpoints
 {
 }
 

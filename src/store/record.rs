@@ -86,6 +86,9 @@ pub struct AttemptRecord {
     /// When the attempt ended (Unix seconds).
     #[serde(default)]
     pub failed_at: Option<f64>,
+    /// The step (epochs and trees) of the checkpoint the attempt resumed from, if it did.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resumed_from: Option<u64>,
 }
 
 /// Everything the store keeps about a task.
@@ -126,6 +129,10 @@ pub struct TaskRecord {
     /// While pending after a failed attempt: when it may run again (retry backoff).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub retry_at: Option<f64>,
+    /// The step (epochs and trees) of the checkpoint the current attempt resumed from, if
+    /// it did.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resumed_from: Option<u64>,
     /// The schedule that fired this task, if one did.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub schedule: Option<ScheduleLink>,
@@ -178,6 +185,7 @@ impl TaskRecord {
             attempts: Vec::new(),
             lease_until: None,
             retry_at: None,
+            resumed_from: None,
             schedule: None,
             callback_url: None,
             callback: None,

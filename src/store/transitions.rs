@@ -35,6 +35,13 @@ impl TaskRecord {
         self.progress = None;
         self.lease_until = Some(now + settings.lease_s);
         self.retry_at = None;
+        self.resumed_from = None;
+        self
+    }
+
+    /// The running attempt resumes from a checkpoint after `step` steps.
+    pub(super) fn resumed(mut self, step: u64) -> Self {
+        self.resumed_from = Some(step);
         self
     }
 
@@ -157,6 +164,7 @@ impl TaskRecord {
             trainer: self.trainer.take(),
             error,
             failed_at: Some(now),
+            resumed_from: self.resumed_from.take(),
         });
         self.state = TaskState::Pending;
         self.progress = None;

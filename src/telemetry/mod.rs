@@ -59,6 +59,7 @@ pub const RUNTIME_TASKS: &str = "trainyard_runtime_tasks";
 pub const OPEN_STREAMS: &str = "trainyard_http_open_streams";
 pub const BUILD_INFO: &str = "trainyard_build_info";
 pub const SCHEDULE_DUE_TIMES: &str = "trainyard_schedule_due_times_total";
+pub const CHECKPOINTS: &str = "trainyard_checkpoints_total";
 
 /// Every trainyard metric.
 pub const METRICS: &[Metric] = &[
@@ -133,6 +134,15 @@ pub const METRICS: &[Metric] = &[
         unit: Unit::Count,
         labels: &["outcome"],
         help: "Deliveries of task ends to callback URLs: delivered, retried (a try failed), failed (given up).",
+    },
+    Metric {
+        name: CHECKPOINTS,
+        kind: Kind::Counter,
+        unit: Unit::Count,
+        labels: &["outcome"],
+        help: "Checkpoints of trainings: saved, too_large (over tasks.checkpoint_max_bytes, not \
+               kept), fenced (the attempt no longer ran the task), failed (the store refused), \
+               resumed (an attempt started from one).",
     },
     Metric {
         name: RUNTIME_TASKS,
@@ -449,48 +459,6 @@ pub fn task_running(model_type: ModelType, running: bool) {
     gauge!(TASKS_RUNNING, "model_type" => model_type.as_str()).increment(delta);
 }
 
-/// Store operations, for zeroed error counters.
-pub const STORE_OPS: [&str; 38] = [
-    "submit",
-    "delete_dataset",
-    "get",
-    "keyed",
-    "claim",
-    "progress",
-    "finish",
-    "requeue",
-    "cancel",
-    "list",
-    "model",
-    "put_dataset",
-    "dataset",
-    "datasets",
-    "queue_depth",
-    "queue_depths",
-    "leases",
-    "sweep",
-    "ping",
-    "submit_keyed",
-    "renew",
-    "lead",
-    "leader",
-    "announce",
-    "nodes",
-    "promote",
-    "purge",
-    "set_draining",
-    "create_schedule",
-    "schedules",
-    "delete_schedule",
-    "pause_schedule",
-    "advance_schedule",
-    "task_events",
-    "events_since",
-    "draining",
-    "due_callbacks",
-    "callback_tried",
-];
-
 /// Outcomes of a schedule's due times.
 pub const SCHEDULE_OUTCOMES: [&str; 3] = ["fired", "missed", "skipped"];
 
@@ -518,6 +486,13 @@ pub const CALLBACK_OUTCOMES: [&str; 3] = ["delivered", "retried", "failed"];
 
 pub fn callback(outcome: &'static str) {
     counter!(CALLBACKS, "outcome" => outcome).increment(1);
+}
+
+/// Outcomes of a checkpoint (`CHECKPOINTS`).
+pub const CHECKPOINT_OUTCOMES: [&str; 5] = ["saved", "too_large", "fenced", "failed", "resumed"];
+
+pub fn checkpoint(outcome: &'static str) {
+    counter!(CHECKPOINTS, "outcome" => outcome).increment(1);
 }
 
 /// Starts every fixed-label counter and gauge at zero, so rates and sums answer 0, not
@@ -551,6 +526,9 @@ pub fn register_zeroes(store: &'static str, devices: &[String]) {
     }
     for outcome in SCHEDULE_OUTCOMES {
         counter!(SCHEDULE_DUE_TIMES, "outcome" => outcome).increment(0);
+    }
+    for outcome in CHECKPOINT_OUTCOMES {
+        counter!(CHECKPOINTS, "outcome" => outcome).increment(0);
     }
     gauge!(OPEN_STREAMS).increment(0.0);
     gauge!(BUILD_INFO, "version" => env!("CARGO_PKG_VERSION")).set(1.0);
@@ -593,6 +571,9 @@ pub fn store_operation(store: &'static str, op: &'static str, elapsed: Duration,
         counter!(STORE_ERRORS, "store" => store, "op" => op).increment(1);
     }
 }
+
+mod store_ops;
+pub use store_ops::STORE_OPS;
 
 #[cfg(test)]
 mod tests;

@@ -112,42 +112,12 @@ impl TrainedModel {
     }
 
     pub fn to_bytes(&self) -> Result<Vec<u8>, TrainError> {
-        let mut entries = Vec::new();
-        let mut payloads = Vec::new();
-        for (model_type, predictor) in &self.models {
-            let (kind, payload) = match predictor {
-                Predictor::Neural(m) => (
-                    EntryKind::Neural {
-                        hidden_sizes: m.hidden.clone(),
-                        scaler: m.scaler.clone(),
-                    },
-                    m.weights()?,
-                ),
-                Predictor::Trees(m) => (EntryKind::Trees, m.to_bytes()?),
-            };
-            entries.push(Entry {
-                model_type: *model_type,
-                kind,
-                payload_bytes: payload.len() as u64,
-            });
-            payloads.push(payload);
-        }
-        let header = serde_json::to_vec(&Header {
-            feature_names: self.feature_names.clone(),
-            target_name: self.target_name.clone(),
-            chosen: self.chosen,
-            models: entries,
-        })
-        .map_err(|e| TrainError::Backend(format!("cannot encode model header: {e}")))?;
-        let mut out =
-            Vec::with_capacity(12 + header.len() + payloads.iter().map(Vec::len).sum::<usize>());
-        out.extend_from_slice(MAGIC);
-        out.extend_from_slice(&(header.len() as u32).to_le_bytes());
-        out.extend_from_slice(&header);
-        for payload in payloads {
-            out.extend_from_slice(&payload);
-        }
-        Ok(out)
+        encode_models(
+            &self.feature_names,
+            &self.target_name,
+            self.chosen,
+            &self.models,
+        )
     }
 
     pub fn from_bytes(bytes: &[u8]) -> Result<Self, TrainError> {
@@ -204,6 +174,52 @@ impl TrainedModel {
             chosen: header.chosen,
         })
     }
+}
+
+/// The artifact of `models` (as `TrainedModel::to_bytes`), without owning them: checkpoints
+/// keep the models of a task done so far this way.
+pub(super) fn encode_models(
+    feature_names: &[String],
+    target_name: &str,
+    chosen: usize,
+    models: &[(ModelType, Predictor)],
+) -> Result<Vec<u8>, TrainError> {
+    let mut entries = Vec::new();
+    let mut payloads = Vec::new();
+    for (model_type, predictor) in models {
+        let (kind, payload) = match predictor {
+            Predictor::Neural(m) => (
+                EntryKind::Neural {
+                    hidden_sizes: m.hidden.clone(),
+                    scaler: m.scaler.clone(),
+                },
+                m.weights()?,
+            ),
+            Predictor::Trees(m) => (EntryKind::Trees, m.to_bytes()?),
+        };
+        entries.push(Entry {
+            model_type: *model_type,
+            kind,
+            payload_bytes: payload.len() as u64,
+        });
+        payloads.push(payload);
+    }
+    let header = serde_json::to_vec(&Header {
+        feature_names: feature_names.to_vec(),
+        target_name: target_name.to_string(),
+        chosen,
+        models: entries,
+    })
+    .map_err(|e| TrainError::Backend(format!("cannot encode model header: {e}")))?;
+    let mut out =
+        Vec::with_capacity(12 + header.len() + payloads.iter().map(Vec::len).sum::<usize>());
+    out.extend_from_slice(MAGIC);
+    out.extend_from_slice(&(header.len() as u32).to_le_bytes());
+    out.extend_from_slice(&header);
+    for payload in payloads {
+        out.extend_from_slice(&payload);
+    }
+    Ok(out)
 }
 
 /// Predicts with a model artifact: one value per row.

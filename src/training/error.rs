@@ -87,6 +87,9 @@ pub enum TrainError {
     InvalidInput(String),
     #[error("training backend failed: {0}")]
     Backend(String),
+    /// A checkpoint does not fit the training (refused before any step: start afresh).
+    #[error("checkpoint cannot be resumed: {0}")]
+    Checkpoint(String),
 }
 
 impl TrainError {
@@ -95,7 +98,9 @@ impl TrainError {
     pub fn is_retryable(&self) -> bool {
         matches!(
             self,
-            TrainError::Backend(_) | TrainError::DeviceUnavailable { .. }
+            TrainError::Backend(_)
+                | TrainError::DeviceUnavailable { .. }
+                | TrainError::Checkpoint(_)
         )
     }
 
@@ -112,6 +117,7 @@ impl TrainError {
             TrainError::InvalidModel(_) => "invalid_model",
             TrainError::InvalidInput(_) => "invalid_input",
             TrainError::Backend(_) => "backend_error",
+            TrainError::Checkpoint(_) => "checkpoint_unusable",
         }
     }
 }

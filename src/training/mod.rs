@@ -6,9 +6,12 @@
 //!
 //! - `spec`: the request and its bounds; `data` and `csv`: data sets, the split, scaling;
 //! - `neural`: burn MLP and linear regression; `trees`: gradient-boosted trees;
-//! - `metrics`: R2, RMSE; `artifact`: model bytes and `predict`.
+//! - `metrics`: R2, RMSE; `artifact`: model bytes and `predict`;
+//! - `checkpoint`: a training's state at a step boundary, which [`train_resumable`] saves
+//!   and continues from.
 
 mod artifact;
+mod checkpoint;
 mod csv;
 mod data;
 mod device;
@@ -26,6 +29,7 @@ use std::time::{Duration, Instant};
 use serde::Serialize;
 
 pub use artifact::{MAX_PREDICT_ROWS, Predictor, TrainedModel, predict};
+pub use checkpoint::{Checkpoint, Checkpointing, SaveNow};
 pub use csv::{MAX_CSV_COLUMNS, MAX_CSV_ROWS};
 pub use data::{BUILTIN_DATASETS, Dataset, FRIEDMAN1_DEFAULT_ROWS, Split, Standardizer};
 pub use device::{DeviceClass, DeviceSpec, gpu_count, resolve_devices};
@@ -132,15 +136,19 @@ impl TrainOutcome {
     }
 }
 
-/// The checks and reports a model's training loop makes between batches.
+/// The checks and reports a model's training loop makes between batches, and the
+/// checkpoints it saves.
 pub struct Control<'a> {
     cancel: &'a CancelToken,
     deadline: Option<(Instant, f64)>,
     on_progress: &'a mut dyn FnMut(&Progress),
     model_type: ModelType,
+    /// The model in training (one of `model_type`'s members).
+    member: ModelType,
     prefix: &'static str,
     done_before: u64,
     total: u64,
+    saver: Option<checkpoint::Saver<'a>>,
 }
 
 impl Control<'_> {
@@ -178,6 +186,23 @@ impl Control<'_> {
     pub fn tree_done(&mut self, tree: u32, trees: u32) {
         self.report(tree as u64, format!("Training tree {tree}/{trees}"), None);
     }
+
+    /// Whether a checkpoint is due at this step boundary.
+    fn checkpoint_due(&mut self) -> bool {
+        self.saver.as_mut().is_some_and(|s| s.due())
+    }
+
+    /// Saves the model in training's `state` after `step` of its steps.
+    fn save_checkpoint(
+        &mut self,
+        step: u64,
+        state: checkpoint::MemberState,
+    ) -> Result<(), TrainError> {
+        match &mut self.saver {
+            Some(saver) => saver.save(self.done_before + step, (self.member, state)),
+            None => Ok(()),
+        }
+    }
 }
 
 /// Trains the model(s) `spec` asks for on `dataset` and scores them on a held-out split.
@@ -190,6 +215,22 @@ pub fn train(
     device: &DeviceSpec,
     on_progress: &mut dyn FnMut(&Progress),
     cancel: &CancelToken,
+) -> Result<TrainOutcome, TrainError> {
+    train_resumable(spec, dataset, device, on_progress, cancel, None)
+}
+
+/// As [`train`], saving checkpoints and starting from one as `checkpointing` says.
+///
+/// Resumed or not, the same spec, data set and seed give the same metrics (but for the
+/// timings) and the same model. A checkpoint that does not fit the spec is refused with
+/// [`TrainError::Checkpoint`] before any training: the caller may start afresh.
+pub fn train_resumable(
+    spec: &TrainSpec,
+    dataset: &Dataset,
+    device: &DeviceSpec,
+    on_progress: &mut dyn FnMut(&Progress),
+    cancel: &CancelToken,
+    checkpointing: Option<Checkpointing<'_>>,
 ) -> Result<TrainOutcome, TrainError> {
     spec.validate()?;
     let started = Instant::now();
@@ -205,15 +246,44 @@ pub fn train(
         _ => spec.epochs as u64,
     };
     let total = members.iter().map(steps).sum();
+    let (resume, saver) = match checkpointing {
+        None => (None, None),
+        Some(c) => {
+            let resume = c.from.map(|from| Resume::of(&from, members)).transpose()?;
+            (
+                resume,
+                Some(checkpoint::Saver::new(c.every, c.save_now, c.sink)),
+            )
+        }
+    };
     let mut control = Control {
         cancel,
         deadline,
         on_progress,
         model_type: spec.model_type,
+        member: members[0],
         prefix: "",
         done_before: 0,
         total,
+        saver,
     };
+    let (mut done, mut done_fits, mut current) = match resume {
+        Some(r) => (r.done, r.done_fits, r.current),
+        None => (Vec::new(), Vec::new(), None),
+    };
+    if let Some(saver) = &mut control.saver
+        && !done.is_empty()
+    {
+        saver.done = Some(artifact::encode_models(
+            &dataset.feature_names,
+            &dataset.target_name,
+            0,
+            &done,
+        )?);
+        saver.done_fits = done_fits.clone();
+    }
+    done.reverse();
+    done_fits.reverse();
     let mut reports = Vec::new();
     let mut models = Vec::new();
     for &member in members {
@@ -224,41 +294,58 @@ pub fn train(
                 _ => "GBDT: ",
             };
         }
+        control.member = member;
         control.check()?;
         let model_started = Instant::now();
-        let (predictor, final_loss, fit_s, iterations) = match member {
-            ModelType::Gbdt => {
-                let fitted = trees::fit(&train_split, &spec.gbdt, spec.seed, &mut control)?;
-                (
-                    Predictor::Trees(fitted.model),
-                    None,
-                    fitted.fit_s,
-                    spec.gbdt.n_trees,
-                )
-            }
-            _ => {
-                let hidden: &[u32] = if member == ModelType::Mlp {
-                    &spec.hidden_sizes
-                } else {
-                    &[]
-                };
-                let fitted = neural::fit(
-                    &train_split,
-                    hidden,
-                    spec.epochs,
-                    spec.learning_rate,
-                    spec.batch_size as usize,
-                    spec.seed,
-                    &burn_device,
-                    &mut control,
-                )?;
-                let scale = (fitted.model.scaler.y_std as f64).powi(2);
-                (
-                    Predictor::Neural(fitted.model),
-                    Some(fitted.last_epoch_loss * scale),
-                    fitted.fit_s,
-                    spec.epochs,
-                )
+        let (predictor, final_loss, fit_s, iterations) = if let Some((_, predictor)) = done.pop() {
+            // Trained by an earlier attempt: scored again below, the same way.
+            let fit: checkpoint::DoneFit = done_fits.pop().expect("one fit per model done");
+            let iterations = steps(&member) as u32;
+            (predictor, fit.final_loss, fit.fit_s, iterations)
+        } else {
+            let resume = current.take();
+            match member {
+                ModelType::Gbdt => {
+                    let saved = match &resume {
+                        Some(checkpoint::MemberState::Trees(t)) => Some(t),
+                        _ => None,
+                    };
+                    let fitted =
+                        trees::fit(&train_split, &spec.gbdt, spec.seed, saved, &mut control)?;
+                    (
+                        Predictor::Trees(fitted.model),
+                        None,
+                        fitted.fit_s,
+                        spec.gbdt.n_trees,
+                    )
+                }
+                _ => {
+                    let hidden: &[u32] = if member == ModelType::Mlp {
+                        &spec.hidden_sizes
+                    } else {
+                        &[]
+                    };
+                    let saved = match &resume {
+                        Some(checkpoint::MemberState::Neural(n)) => Some(n),
+                        _ => None,
+                    };
+                    let params = neural::NeuralParams {
+                        hidden,
+                        epochs: spec.epochs,
+                        learning_rate: spec.learning_rate,
+                        batch_size: spec.batch_size as usize,
+                        seed: spec.seed,
+                    };
+                    let fitted =
+                        neural::fit(&train_split, &params, saved, &burn_device, &mut control)?;
+                    let scale = (fitted.model.scaler.y_std as f64).powi(2);
+                    (
+                        Predictor::Neural(fitted.model),
+                        Some(fitted.last_epoch_loss * scale),
+                        fitted.fit_s,
+                        spec.epochs,
+                    )
+                }
             }
         };
         control.done_before += steps(&member);
@@ -282,6 +369,20 @@ pub fn train(
             metrics,
         });
         models.push((member, predictor));
+        // Later checkpoints carry the models done (encoded once, only if there are any).
+        if let Some(saver) = &mut control.saver
+            && models.len() < members.len()
+        {
+            saver.done = Some(artifact::encode_models(
+                &dataset.feature_names,
+                &dataset.target_name,
+                0,
+                &models,
+            )?);
+            saver
+                .done_fits
+                .push(checkpoint::DoneFit { final_loss, fit_s });
+        }
     }
 
     let chosen = reports
@@ -307,7 +408,63 @@ pub fn train(
     })
 }
 
+/// Where a checkpoint has a training resume: the models done, and the state of the next.
+struct Resume {
+    done: Vec<(ModelType, Predictor)>,
+    done_fits: Vec<checkpoint::DoneFit>,
+    current: Option<checkpoint::MemberState>,
+}
+
+impl Resume {
+    /// The checkpoint `from` of a training of `members`, if it is one.
+    fn of(from: &Checkpoint, members: &[ModelType]) -> Result<Resume, TrainError> {
+        let refuse = |e: String| TrainError::Checkpoint(e);
+        let state = checkpoint::State::decode(&from.bytes).map_err(|e| refuse(e.to_string()))?;
+        let done = match &state.done {
+            Some(bytes) => {
+                TrainedModel::from_bytes(bytes)
+                    .map_err(|e| refuse(e.to_string()))?
+                    .models
+            }
+            None => Vec::new(),
+        };
+        let kinds: Vec<ModelType> = done.iter().map(|(m, _)| *m).collect();
+        if !members.starts_with(&kinds) || state.done_fits.len() != done.len() {
+            return Err(refuse(format!(
+                "it holds models {kinds:?}, the task trains {members:?}"
+            )));
+        }
+        let current = match state.current {
+            Some((member, current)) => {
+                let fits = match (&current, member) {
+                    (checkpoint::MemberState::Trees(_), ModelType::Gbdt) => true,
+                    (checkpoint::MemberState::Neural(_), ModelType::Mlp | ModelType::Linear) => {
+                        true
+                    }
+                    _ => false,
+                };
+                if members.get(done.len()) != Some(&member) || !fits {
+                    return Err(refuse(format!(
+                        "it trains {member:?} next, the task {:?}",
+                        members.get(done.len())
+                    )));
+                }
+                Some(current)
+            }
+            None => None,
+        };
+        Ok(Resume {
+            done,
+            done_fits: state.done_fits,
+            current,
+        })
+    }
+}
+
 /// The old API's message for one model trained, named as shown (`MLP`, `TENSORFLOW`).
 pub fn success_message(shown_name: &str) -> String {
     format!("{shown_name} model trained successfully")
 }
+
+#[cfg(test)]
+mod tests;

@@ -5,7 +5,7 @@ use std::time::Instant;
 
 use burn::module::Module;
 use burn::nn::{Linear, LinearConfig, Relu};
-use burn::optim::{Adam, AdamConfig, AdamState, Optimizer};
+use burn::optim::{Adam, AdamConfig, AdamState, AdaptiveMomentumState, Optimizer};
 use burn::store::ModuleRecord;
 use burn::tensor::activation::relu;
 use burn::tensor::{Bytes, Device, Tensor, TensorData};
@@ -13,6 +13,7 @@ use rand::SeedableRng;
 use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
 
+use super::checkpoint::{MemberState, NeuralState, ParamState};
 use super::data::{Split, Standardizer};
 use super::{Control, TrainError};
 
@@ -144,6 +145,57 @@ impl<const D: usize> Parameter<D> {
         Parameter { value, state: None }
     }
 
+    /// The values and the Adam state, for a checkpoint.
+    fn state(&self) -> ParamState {
+        let values = |t: &Tensor<D>| {
+            t.clone()
+                .into_data()
+                .try_into_vec::<f32>()
+                .expect("parameters are f32")
+        };
+        ParamState {
+            shape: self.value.dims().iter().map(|&d| d as u64).collect(),
+            values: values(&self.value),
+            adam: self.state.as_ref().map(|s| {
+                let m = &s.momentum;
+                (m.time as u64, values(&m.moment_1), values(&m.moment_2))
+            }),
+        }
+    }
+
+    /// The parameter a checkpoint saved, if it has this one's shape.
+    fn restore(&self, saved: &ParamState, device: &Device) -> Result<Self, TrainError> {
+        let dims = self.value.dims();
+        let shape: Vec<usize> = saved.shape.iter().map(|&d| d as usize).collect();
+        let size: usize = dims.iter().product();
+        let fits = |v: &[f32]| v.len() == size;
+        if shape != dims
+            || !fits(&saved.values)
+            || saved
+                .adam
+                .as_ref()
+                .is_some_and(|(_, m1, m2)| !fits(m1) || !fits(m2))
+        {
+            return Err(TrainError::Checkpoint(format!(
+                "a parameter of shape {:?} does not fit the network's {dims:?}",
+                saved.shape
+            )));
+        }
+        let tensor =
+            |v: &[f32]| Tensor::<D>::from_data(TensorData::new(v.to_vec(), shape.clone()), device);
+        Ok(Parameter {
+            value: tensor(&saved.values),
+            state: saved.adam.as_ref().map(|(time, m1, m2)| AdamState {
+                momentum: AdaptiveMomentumState {
+                    time: *time as usize,
+                    moment_1: tensor(m1),
+                    moment_2: tensor(m2),
+                    max_moment_2: None,
+                },
+            }),
+        })
+    }
+
     /// One update by `adam` with gradient `grad`.
     fn update(&mut self, adam: &Adam, learning_rate: f64, grad: Tensor<D>) {
         let (value, state) = adam.step(learning_rate, self.value.clone(), grad, self.state.take());
@@ -178,6 +230,36 @@ impl TrainingNetwork {
             layers,
             adam: AdamConfig::new().build(),
         }
+    }
+
+    /// Each layer's weight and bias with their Adam state, for a checkpoint.
+    fn state(&self) -> Vec<(ParamState, ParamState)> {
+        self.layers
+            .iter()
+            .map(|l| (l.weight.state(), l.bias.state()))
+            .collect()
+    }
+
+    /// The layers as a checkpoint saved them, if they fit this network.
+    fn restore(
+        &mut self,
+        saved: &[(ParamState, ParamState)],
+        device: &Device,
+    ) -> Result<(), TrainError> {
+        if saved.len() != self.layers.len() {
+            return Err(TrainError::Checkpoint(format!(
+                "{} layers, the network has {}",
+                saved.len(),
+                self.layers.len()
+            )));
+        }
+        for (layer, (weight, bias)) in self.layers.iter_mut().zip(saved) {
+            *layer = TrainingLayer {
+                weight: layer.weight.restore(weight, device)?,
+                bias: layer.bias.restore(bias, device)?,
+            };
+        }
+        Ok(())
     }
 
     /// One step of gradient descent on a batch; returns the batch's mean squared error
@@ -245,18 +327,34 @@ impl TrainingNetwork {
     }
 }
 
-/// Trains a network on `train` for `epochs`, reporting after every epoch through `control`.
-#[allow(clippy::too_many_arguments)]
+/// What a network trains with: its hyperparameters and seed.
+pub struct NeuralParams<'h> {
+    pub hidden: &'h [u32],
+    pub epochs: u32,
+    pub learning_rate: f64,
+    pub batch_size: usize,
+    pub seed: u64,
+}
+
+/// Trains a network on `train` for `epochs`, reporting after every epoch through `control`,
+/// and saving a checkpoint at an epoch's end when `control` says one is due. From `resume`
+/// (a checkpoint's state), it goes on after the checkpoint's epoch exactly as an
+/// uninterrupted fit would: the weights and Adam's state are the saved ones, and the batch
+/// order is replayed from the seed (one shuffle per epoch done).
 pub fn fit(
     train: &Split,
-    hidden: &[u32],
-    epochs: u32,
-    learning_rate: f64,
-    batch_size: usize,
-    seed: u64,
+    params: &NeuralParams<'_>,
+    resume: Option<&NeuralState>,
     device: &Device,
     control: &mut Control<'_>,
 ) -> Result<Fitted, TrainError> {
+    let NeuralParams {
+        hidden,
+        epochs,
+        learning_rate,
+        batch_size,
+        seed,
+    } = *params;
     let cols = train.cols;
     let rows = train.rows();
     let scaler = Standardizer::fit(train);
@@ -270,7 +368,21 @@ pub fn fit(
 
     let started = Instant::now();
     let mut last_epoch_loss = f64::NAN;
-    for epoch in 1..=epochs {
+    let (mut done, mut fit_before_s) = (0, 0.0);
+    if let Some(saved) = resume {
+        if saved.epoch > epochs {
+            return Err(TrainError::Checkpoint(format!(
+                "epoch {} of {epochs}",
+                saved.epoch
+            )));
+        }
+        training.restore(&saved.layers, device)?;
+        for _ in 0..saved.epoch {
+            order.shuffle(&mut rng);
+        }
+        (done, last_epoch_loss, fit_before_s) = (saved.epoch, saved.last_epoch_loss, saved.fit_s);
+    }
+    for epoch in done + 1..=epochs {
         order.shuffle(&mut rng);
         let mut loss_sum = 0.0f64;
         for batch in order.chunks(batch_size) {
@@ -295,8 +407,17 @@ pub fn fit(
             epochs,
             last_epoch_loss * (scaler.y_std as f64).powi(2),
         );
+        if epoch < epochs && control.checkpoint_due() {
+            let state = NeuralState {
+                epoch,
+                last_epoch_loss,
+                layers: training.state(),
+                fit_s: fit_before_s + started.elapsed().as_secs_f64(),
+            };
+            control.save_checkpoint(epoch as u64, MemberState::Neural(state))?;
+        }
     }
-    let fit_s = started.elapsed().as_secs_f64();
+    let fit_s = fit_before_s + started.elapsed().as_secs_f64();
     Ok(Fitted {
         model: NeuralModel {
             hidden: hidden.to_vec(),

@@ -5,12 +5,22 @@
 //! are exactly the trees a single booster would go on to fit. So the ensemble is fitted as a
 //! chain of boosters of a few trees each, with the progress report and the cancel and deadline
 //! checks between them, and a prediction is the sum of the chain's predictions.
+//!
+//! forust cannot go on fitting a booster it has saved, so checkpoints, too, fall between the
+//! boosters of the chain (when one is due). A resumed fit loads the boosters from forust's
+//! JSON (which keeps every float) and recomputes the residual from their predictions, in the
+//! same order of subtractions, and every booster is fitted with the same seed: the boosters
+//! that follow are bit for bit those of an uninterrupted fit, so resume is exact for the
+//! chain, which is how every tree training here is fitted (checked by
+//! `a_fit_resumed_from_a_checkpoint_is_the_uninterrupted_fit` in `training/tests.rs`). How
+//! close a chain is to one forust booster of as many trees is the claim above, not resume's.
 
 use std::time::Instant;
 
 use forust_ml::objective::ObjectiveType;
 use forust_ml::{GradientBooster, Matrix};
 
+use super::checkpoint::{MemberState, TreesState};
 use super::data::Split;
 use super::{Control, GbdtParams, TrainError};
 
@@ -31,10 +41,12 @@ pub struct Fitted {
     pub fit_s: f64,
 }
 
+/// Fits the chain on `train`, from `resume` (a checkpoint's state) if given.
 pub fn fit(
     train: &Split,
     params: &GbdtParams,
     seed: u64,
+    resume: Option<&TreesState>,
     control: &mut Control<'_>,
 ) -> Result<Fitted, TrainError> {
     let started = Instant::now();
@@ -44,7 +56,24 @@ pub fn fit(
     let y: Vec<f64> = train.y.iter().map(|&v| v as f64).collect();
     let mut residual = y.clone();
     let mut stages = Vec::new();
-    let mut done = 0;
+    let (mut done, mut fit_before_s) = (0, 0.0);
+    if let Some(saved) = resume {
+        if saved.trees > params.n_trees {
+            return Err(TrainError::Checkpoint(format!(
+                "{} trees of {}",
+                saved.trees, params.n_trees
+            )));
+        }
+        for json in &saved.stages {
+            let booster = GradientBooster::from_json(json)
+                .map_err(|e| TrainError::Checkpoint(format!("trees: {e}")))?;
+            for (r, p) in residual.iter_mut().zip(booster.predict(&matrix, false)) {
+                *r -= p;
+            }
+            stages.push(booster);
+        }
+        (done, fit_before_s) = (saved.trees, saved.fit_s);
+    }
     while done < params.n_trees {
         control.check()?;
         let trees = TREES_PER_STAGE.min(params.n_trees - done);
@@ -69,10 +98,18 @@ pub fn fit(
         stages.push(booster);
         done += trees;
         control.tree_done(done, params.n_trees);
+        if done < params.n_trees && control.checkpoint_due() {
+            let state = TreesState {
+                trees: done,
+                stages: dump(&stages)?,
+                fit_s: fit_before_s + started.elapsed().as_secs_f64(),
+            };
+            control.save_checkpoint(done as u64, MemberState::Trees(state))?;
+        }
     }
     Ok(Fitted {
         model: TreeModel { stages, cols },
-        fit_s: started.elapsed().as_secs_f64(),
+        fit_s: fit_before_s + started.elapsed().as_secs_f64(),
     })
 }
 
@@ -93,13 +130,7 @@ impl TreeModel {
 
     /// The chain as a JSON array of forust's own booster JSON.
     pub fn to_bytes(&self) -> Result<Vec<u8>, TrainError> {
-        let stages = self
-            .stages
-            .iter()
-            .map(|b| b.json_dump())
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(|e| TrainError::Backend(format!("cannot save trees: {e}")))?;
-        serde_json::to_vec(&stages)
+        serde_json::to_vec(&dump(&self.stages)?)
             .map_err(|e| TrainError::Backend(format!("cannot save trees: {e}")))
     }
 
@@ -117,6 +148,15 @@ impl TreeModel {
             .map_err(|e| invalid(e.to_string()))?;
         Ok(TreeModel { stages, cols })
     }
+}
+
+/// forust's JSON of each booster.
+fn dump(stages: &[GradientBooster]) -> Result<Vec<String>, TrainError> {
+    stages
+        .iter()
+        .map(|b| b.json_dump())
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| TrainError::Backend(format!("cannot save trees: {e}")))
 }
 
 /// forust reads features column by column.

@@ -1,6 +1,7 @@
 //! An attempt of a task on a trainer: its data loaded (built in, parsed before, or read from
-//! the store and parsed), its training run on tokio's blocking pool, its lease renewed and its
-//! progress written while it trains, and its end sent back to the trainer as `Ended`.
+//! the store and parsed), its training run on tokio's blocking pool from the task's checkpoint
+//! if an earlier attempt left one, its lease renewed, its progress and its checkpoints written
+//! while it trains, and its end sent back to the trainer as `Ended`.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -13,9 +14,12 @@ use uuid::Uuid;
 
 use super::TrainerArgs;
 use super::outcome::classify_panic;
-use crate::actors::{Ended, TrainerMsg};
+use crate::actors::{Ended, Stop, TrainerMsg};
 use crate::store::{CasToken, DatasetInfo, Renewal, Store, TaskProgress, TaskRecord};
-use crate::training::{self, CancelToken, Dataset, TrainError, TrainOutcome};
+use crate::telemetry;
+use crate::training::{
+    self, CancelToken, Checkpoint, Checkpointing, Dataset, SaveNow, TrainError, TrainOutcome,
+};
 
 /// Least time between two progress writes of one task.
 const PROGRESS_EVERY: Duration = Duration::from_millis(200);
@@ -92,6 +96,11 @@ pub(super) fn start<S: Store>(
     );
     let datasets = args.datasets.clone();
     let faults = args.faults;
+    let stop = args.stop.clone();
+    let (every_s, max_bytes) = (
+        args.settings.checkpoint_every_s,
+        args.settings.checkpoint_max_bytes,
+    );
     let run = async move {
         let source = match task.dataset_id {
             None => Source::Builtin,
@@ -115,6 +124,7 @@ pub(super) fn start<S: Store>(
                                 outcome: Ended::Done(Err(error)),
                                 last_progress: None,
                                 stored: None,
+                                checkpointed: false,
                             });
                             return;
                         }
@@ -131,6 +141,22 @@ pub(super) fn start<S: Store>(
         let panic_now = faults.panics(spec.seed, task.attempt);
         let hang_now = faults.hangs(spec.seed);
         let training_cancel = cancel.clone();
+        // Only a retry can find a checkpoint: a first attempt costs no round trip for it.
+        let enabled = max_bytes > 0;
+        let from = if enabled && task.attempt > 1 {
+            resume_from(&*store, task.id, task.attempt).await
+        } else {
+            None
+        };
+        let resumed = from.is_some();
+        let (checkpoint_tx, checkpoint_rx) = watch::channel(None);
+        let save_now = SaveNow::new();
+        let checkpoints = enabled.then(|| Checkpoints {
+            from,
+            every: Duration::from_secs_f64(every_s),
+            save_now: save_now.clone(),
+            sent: checkpoint_tx,
+        });
         let training = tokio::task::spawn_blocking(move || {
             if hang_now {
                 std::thread::sleep(Duration::from_secs(60));
@@ -145,26 +171,59 @@ pub(super) fn start<S: Store>(
                 }
                 Source::Builtin => Arc::new(Dataset::builtin(&spec.dataset, spec.seed)?),
             };
-            training::train(
-                &spec,
-                &dataset,
-                &device,
-                // Only stored here: the watch wakes no one, the attempt's task reads it on
-                // its own timer.
-                &mut |p| {
-                    progress_tx.send_replace(Some(p.clone()));
-                },
-                &training_cancel,
-            )
+            // Only stored here: the watch wakes no one, the attempt's task reads it on its own
+            // timer.
+            let mut on_progress = |p: &training::Progress| {
+                progress_tx.send_replace(Some(p.clone()));
+            };
+            let Some(checkpoints) = checkpoints else {
+                return training::train(
+                    &spec,
+                    &dataset,
+                    &device,
+                    &mut on_progress,
+                    &training_cancel,
+                );
+            };
+            let mut sink = |c: Checkpoint| {
+                checkpoints.sent.send_replace(Some(c));
+            };
+            let mut run = |from: Option<Checkpoint>| {
+                let checkpointing = Checkpointing {
+                    from,
+                    every: checkpoints.every,
+                    save_now: checkpoints.save_now.clone(),
+                    sink: &mut sink,
+                };
+                let (progress, cancel) = (&mut on_progress, &training_cancel);
+                training::train_resumable(
+                    &spec,
+                    &dataset,
+                    &device,
+                    progress,
+                    cancel,
+                    Some(checkpointing),
+                )
+            };
+            match run(checkpoints.from.clone()) {
+                Err(TrainError::Checkpoint(e)) => {
+                    tracing::warn!(error = %e, "the task's checkpoint does not fit; training afresh");
+                    run(None)
+                }
+                ended => ended,
+            }
         });
         let attempt = Attempt {
             store: &*store,
             id: task.id,
             attempt: task.attempt,
             cancel: &cancel,
+            stop: &stop,
+            save_now: &save_now,
+            max_bytes,
         };
-        let Some((joined, mut last_progress, wrote)) = attempt
-            .watch(training, progress_rx, renew_every, hard_at)
+        let Some((joined, mut last_progress, wrote, saved)) = attempt
+            .watch(training, progress_rx, checkpoint_rx, renew_every, hard_at)
             .await
         else {
             // Past the hard limit: the thread is left behind (its writes are fenced).
@@ -177,7 +236,7 @@ pub(super) fn start<S: Store>(
         };
         // A success writes its last progress with its result (one write less); any other end
         // writes it now.
-        let mut stored = stored.filter(|_| !wrote);
+        let mut stored = stored.filter(|_| !wrote && !resumed);
         if !matches!(joined, Ok(Ok(_)))
             && let Some(progress) = last_progress.take()
         {
@@ -193,9 +252,40 @@ pub(super) fn start<S: Store>(
             outcome,
             last_progress,
             stored,
+            checkpointed: resumed || saved,
         });
     };
     tokio::spawn(run.instrument(span));
+}
+
+/// How the training thread checkpoints: from where, how often, and where it sends them.
+struct Checkpoints {
+    from: Option<Checkpoint>,
+    every: Duration,
+    save_now: SaveNow,
+    /// The latest checkpoint for the attempt's task to write (a newer one replaces one not
+    /// written yet).
+    sent: watch::Sender<Option<Checkpoint>>,
+}
+
+/// The checkpoint attempt `attempt` of task `id` resumes from, if an earlier one left one
+/// (a store that cannot say is logged: the training starts afresh).
+async fn resume_from<S: Store>(store: &S, id: Uuid, attempt: u32) -> Option<Checkpoint> {
+    match store.resume_from(id, attempt).await {
+        Ok(Some(checkpoint)) => {
+            tracing::info!(
+                step = checkpoint.step,
+                "resuming from the task's checkpoint"
+            );
+            telemetry::checkpoint("resumed");
+            Some(checkpoint)
+        }
+        Ok(None) => None,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot read the task's checkpoint; training afresh");
+            None
+        }
+    }
 }
 
 /// Where a task's data comes from.
@@ -218,6 +308,11 @@ struct Attempt<'a, S> {
     id: Uuid,
     attempt: u32,
     cancel: &'a CancelToken,
+    /// The node's stop: once it comes, the training saves a checkpoint at its next boundary.
+    stop: &'a Stop,
+    save_now: &'a SaveNow,
+    /// Largest checkpoint written.
+    max_bytes: u64,
 }
 
 impl<S: Store> Attempt<'_, S> {
@@ -226,17 +321,22 @@ impl<S: Store> Attempt<'_, S> {
     /// progress, at most every `PROGRESS_EVERY`. One timer does it all, so a training that ends
     /// in a few milliseconds costs no wake-up but its end.
     ///
-    /// Returns how the training ended, its last progress if not written, and whether any
-    /// progress was written; None if it ran past `hard_at`.
+    /// Checkpoints are written as they come (`checkpoints`), and one asked for once the
+    /// node stops.
+    ///
+    /// Returns how the training ended, its last progress if not written, whether any
+    /// progress was written, and whether a checkpoint was; None if it ran past `hard_at`.
     async fn watch(
         &self,
         training: tokio::task::JoinHandle<Result<TrainOutcome, TrainError>>,
         mut progress: watch::Receiver<Option<training::Progress>>,
+        mut checkpoints: watch::Receiver<Option<Checkpoint>>,
         renew_every: Duration,
         hard_at: Instant,
     ) -> Option<(
         Result<Result<TrainOutcome, TrainError>, tokio::task::JoinError>,
         Option<TaskProgress>,
+        bool,
         bool,
     )> {
         let start = Instant::now();
@@ -244,13 +344,34 @@ impl<S: Store> Attempt<'_, S> {
         let mut next_renew = start + renew_every;
         let mut renewing = true;
         let mut wrote = false;
+        let mut saved = false;
+        let mut stop_seen = false;
+        // Closed when the training ends without checkpoints: no more to wait for.
+        let mut checkpointing = true;
         tokio::pin!(training);
         let joined = loop {
             let wake = next_write.min(hard_at);
             let wake = if renewing { wake.min(next_renew) } else { wake };
             tokio::select! {
                 joined = &mut training => break joined,
+                changed = checkpoints.changed(), if checkpointing => {
+                    match changed {
+                        Ok(()) => {
+                            let latest = checkpoints.borrow_and_update().clone();
+                            if let Some(checkpoint) = latest {
+                                saved |= self.write_checkpoint(&checkpoint).await;
+                            }
+                        }
+                        Err(_) => checkpointing = false,
+                    }
+                    continue;
+                }
                 _ = tokio::time::sleep_until(wake) => {}
+            }
+            if !stop_seen && self.stop.is_stopping() {
+                stop_seen = true;
+                tracing::info!("the node stops: checkpointing at the next boundary");
+                self.save_now.request();
             }
             let now = Instant::now();
             if now >= hard_at {
@@ -268,7 +389,46 @@ impl<S: Store> Attempt<'_, S> {
                 }
             }
         };
-        Some((joined, unseen(&mut progress).map(task_progress), wrote))
+        Some((
+            joined,
+            unseen(&mut progress).map(task_progress),
+            wrote,
+            saved,
+        ))
+    }
+
+    /// Writes a checkpoint, if it is not over the bound; true if it was kept.
+    async fn write_checkpoint(&self, checkpoint: &Checkpoint) -> bool {
+        let bytes = checkpoint.bytes.len() as u64;
+        if bytes > self.max_bytes {
+            tracing::warn!(
+                bytes,
+                max_bytes = self.max_bytes,
+                "checkpoint over tasks.checkpoint_max_bytes; not kept"
+            );
+            telemetry::checkpoint("too_large");
+            return false;
+        }
+        match self
+            .store
+            .put_checkpoint(self.id, self.attempt, checkpoint)
+            .await
+        {
+            Ok(true) => {
+                tracing::debug!(step = checkpoint.step, bytes, "checkpoint kept");
+                telemetry::checkpoint("saved");
+                true
+            }
+            Ok(false) => {
+                telemetry::checkpoint("fenced");
+                false
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot write a checkpoint");
+                telemetry::checkpoint("failed");
+                false
+            }
+        }
     }
 
     /// Renews the lease; false once it is lost (the task was requeued and runs elsewhere).

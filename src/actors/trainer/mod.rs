@@ -240,11 +240,13 @@ impl<S: Store> Actor for Trainer<S> {
                 outcome,
                 last_progress,
                 stored,
+                checkpointed,
             } => {
                 let end = End {
                     task,
                     last_progress,
                     stored,
+                    checkpointed,
                 };
                 return ended(state, end, outcome, myself).await;
             }

@@ -23,6 +23,8 @@ pub(super) struct End {
     /// The record as the store keeps it, if nothing this attempt wrote changed it since the
     /// claim.
     pub stored: Option<CasToken>,
+    /// The attempt resumed from a checkpoint or saved one: an end of the task drops it.
+    pub checkpointed: bool,
 }
 
 /// Ends `end.task` with `result` and says what comes next. `run_on`: how the task came, if the
@@ -45,14 +47,18 @@ pub(super) async fn end<S: Store>(
         task,
         last_progress,
         stored,
+        checkpointed,
     } = end;
     let given = run_on.map_or(task.id, |run_on| run_on.given);
     match (result, run_on) {
         (Ok(outcome), Some(_)) if pending => {
             let args = args.clone();
             tokio::spawn(
-                async move { record(&args, &task, Ok(outcome), last_progress, stored).await }
-                    .in_current_span(),
+                async move {
+                    let ended = record(&args, &task, Ok(outcome), last_progress, stored).await;
+                    drop_checkpoint(&args, &task, checkpointed && ended).await;
+                }
+                .in_current_span(),
             );
             Next::Pending
         }
@@ -67,7 +73,9 @@ pub(super) async fn end<S: Store>(
                 .store
                 .claim_and_finish(&args.name, args.device, ending)
                 .await;
+            let ended = matches!(done.finished, Ok(true));
             note_end(done.finished, TaskEvent::Succeeded, task.model_type);
+            drop_checkpoint(args, &task, checkpointed && ended).await;
             match pipeline::claimed_next(args, done.next) {
                 Some(next) => Next::Run(Box::new(next)),
                 None => {
@@ -80,20 +88,30 @@ pub(super) async fn end<S: Store>(
             if !pending {
                 pipeline::idle(&args.name, task.id, given);
             }
-            record(args, &task, result, last_progress, stored).await;
+            let ended = record(args, &task, result, last_progress, stored).await;
+            drop_checkpoint(args, &task, checkpointed && ended).await;
             if pending { Next::Pending } else { Next::Idle }
         }
     }
 }
 
-/// Writes how a training ended: the result, a retry, or the failure.
+/// Drops the checkpoint of `task` if `ended` (and it has one): a retry resumes from it, an
+/// end no longer needs it.
+async fn drop_checkpoint<S: Store>(args: &TrainerArgs<S>, task: &TaskRecord, ended: bool) {
+    if ended && let Err(e) = args.store.drop_checkpoint(task.id).await {
+        tracing::warn!(error = %e, "cannot drop the ended task's checkpoint; it expires");
+    }
+}
+
+/// Writes how a training ended: the result, a retry, or the failure. True if this attempt
+/// ended the task (not a retry, not fenced).
 async fn record<S: Store>(
     args: &TrainerArgs<S>,
     task: &TaskRecord,
     result: Result<TrainOutcome, TrainError>,
     last_progress: Option<TaskProgress>,
     stored: Option<CasToken>,
-) {
+) -> bool {
     let store = &args.store;
     let (id, attempt) = (task.id, task.attempt);
     let (written, event) = match result {
@@ -129,7 +147,9 @@ async fn record<S: Store>(
             }
         }
     };
+    let ended = matches!(written, Ok(true)) && !matches!(event, TaskEvent::Retried);
     note_end(written, event, task.model_type);
+    ended
 }
 
 /// The end of a training that succeeded with `outcome`.

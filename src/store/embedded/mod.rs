@@ -2,8 +2,9 @@
 //! transaction, run on tokio's blocking pool so no async worker waits on the disk. The tables
 //! and the transaction helpers are here, what a transaction does to them in `tables.rs`, and
 //! each role in its file: `tasks.rs`, `queue.rs`, `datasets.rs`, `schedules.rs`, `cluster.rs`
-//! (with the callbacks), `event_log.rs`. The decisions are the shared transitions'.
+//! (with the callbacks), `event_log.rs`, `checkpoints.rs`. The decisions are the shared transitions'.
 
+mod checkpoints;
 mod cluster;
 mod datasets;
 mod event_log;
@@ -44,6 +45,9 @@ fn class_index(class: DeviceClass) -> u8 {
 }
 /// Task id -> model artifact bytes.
 const MODELS: TableDefinition<&str, &[u8]> = TableDefinition::new("models");
+/// Running task id -> its one checkpoint: the attempt that saved it and the step (both
+/// little-endian, u32 and u64), then the training's state. Removed when the task ends.
+const CHECKPOINTS: TableDefinition<&str, &[u8]> = TableDefinition::new("checkpoints");
 /// Data set id -> JSON `DatasetInfo`.
 const DATASET_INFO: TableDefinition<&str, &[u8]> = TableDefinition::new("dataset_info");
 /// Data set id -> CSV bytes.
@@ -153,6 +157,7 @@ impl EmbeddedStore {
         tx.open_table(SCHEDULES)?;
         tx.open_table(EVENTS)?;
         tx.open_table(EVENT_LOG)?;
+        tx.open_table(CHECKPOINTS)?;
         tx.commit()?;
         Ok(EmbeddedStore {
             db: Arc::new(db),

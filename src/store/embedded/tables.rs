@@ -186,9 +186,11 @@ pub(super) fn schedule_callback(
     Ok(())
 }
 
-/// Saves an ended task, queueing its callback if it has one.
+/// Saves an ended task, queueing its callback if it has one, and drops its checkpoint.
 pub(super) fn save_ended(tx: &WriteTransaction, task: &TaskRecord) -> Result<(), StoreError> {
     save(tx, task)?;
+    tx.open_table(CHECKPOINTS)?
+        .remove(task.id.to_string().as_str())?;
     if task.callback_due() {
         schedule_callback(tx, &task.id.to_string(), Some(now_s()))?;
     }

@@ -197,14 +197,16 @@ impl Tasks for EmbeddedStore {
                         task.expired_at(now)
                     })?
                 };
-                let (mut tasks, mut models, mut expired) = (
+                let (mut tasks, mut models, mut expired, mut checkpoints) = (
                     tx.open_table(TASKS)?,
                     tx.open_table(MODELS)?,
                     tx.open_table(EXPIRED)?,
+                    tx.open_table(CHECKPOINTS)?,
                 );
                 for id in &gone {
                     tasks.remove(id.as_str())?;
                     models.remove(id.as_str())?;
+                    checkpoints.remove(id.as_str())?;
                     forget_events(tx, id)?;
                     expired.insert(id.as_str(), now + settings.expired_memory_s)?;
                 }
@@ -216,7 +218,7 @@ impl Tasks for EmbeddedStore {
                 for k in stale {
                     keys.remove(k.as_str())?;
                 }
-                drop((tasks, models, expired, keys));
+                drop((tasks, models, expired, checkpoints, keys));
                 sweep_datasets(tx, settings, now)?;
                 Ok((gone.len() as u64, (tasks_next, keys_next)))
             })

@@ -12,12 +12,14 @@
 //!   `update.rs`: progress, lease renewals, callback tries; `requeue.rs`: requeues and
 //!   retries; `queue.rs`: leases and the [`TaskQueue`] role;
 //! - `cluster.rs`: the leader lease, nodes, drain, the store's clock and durability checks;
+//!   `checkpoint.rs`: checkpoints, fenced by the running hash (`checkpoint.lua`);
 //!   `schedules.rs`, `datasets.rs`, `callbacks.rs`, `event_log.rs` (the event log and its
 //!   follower; `events.lua` is the preamble of every script that changes a task), `sweep.rs`.
 
 mod callbacks;
 mod cancel;
 mod cas;
+mod checkpoint;
 mod claim;
 mod cluster;
 mod datasets;
@@ -70,6 +72,7 @@ struct Scripts {
     dataset_touch: Script,
     dataset_delete: Script,
     expired: Script,
+    checkpoint: Script,
 }
 
 impl Scripts {
@@ -90,6 +93,7 @@ impl Scripts {
             dataset_touch: Script::new(include_str!("dataset_touch.lua")),
             dataset_delete: Script::new(include_str!("dataset_delete.lua")),
             expired: Script::new(include_str!("expired.lua")),
+            checkpoint: Script::new(include_str!("checkpoint.lua")),
         }
     }
 }
