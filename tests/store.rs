@@ -472,6 +472,7 @@ fn dataset_info(name: &str, bytes: u64) -> DatasetInfo {
         bytes,
         uploaded_at: now_s(),
         expires_at: None,
+        sha256: None,
     }
 }
 

@@ -10,9 +10,11 @@
 //!   finish, requeue; with [`Claimed`], its opaque [`CasToken`], [`Lease`] and [`Work`];
 //! - [`ClusterState`] (`cluster.rs`): the leader lease, node announcements, drain flags;
 //! - [`Schedules`] (`schedules.rs`), [`Datasets`] (`datasets.rs`), [`Callbacks`] (`queue.rs`,
-//!   beside the ends that queue them) and [`EventLog`] (`events.rs`).
+//!   beside the ends that queue them) and [`EventLog`] (`events.rs`);
+//! - [`Registry`] (`registry.rs`): registered models, their versions and aliases;
+//!   [`ResultCache`] (`results.rs`): finished successes by cache key, and their copies.
 //!
-//! [`Store`] is the umbrella: a trait with the seven roles as supertraits, implemented for every
+//! [`Store`] is the umbrella: a trait with the nine roles as supertraits, implemented for every
 //! type that has them all. Callers hold one handle (`S: Store`) and call any role's methods on
 //! it without naming the role. A struct of trait objects cannot be had: the roles' methods
 //! return `impl Future` (async in traits), which trait objects do not allow, and boxing every
@@ -47,6 +49,8 @@ mod link;
 mod queue;
 mod record;
 mod redis;
+mod registry;
+mod results;
 mod schedules;
 mod tasks;
 mod transitions;
@@ -70,6 +74,11 @@ pub use record::{
 };
 use record::{Expires, found_unless_expired};
 pub use redis::RedisStore;
+pub use registry::{
+    AliasExpect, AliasSet, DEFAULT_METRIC, MAX_MODEL_NAME, MetricMode, ModelVersion,
+    RegisterRule, RegisteredModel, Registry, VersionDeleted, metric_value, name_problem,
+};
+pub use results::{ResultCache, cache_key, sha256_hex};
 pub use schedules::{Missed, Schedule, ScheduleCreated, ScheduleLink, Schedules};
 pub use tasks::{
     FIRING_FINGERPRINT, IdempotencyKey, MAX_CLIENT_KEY, QueueDepths, Submitted, Tasks,
@@ -81,19 +90,36 @@ use transitions::Cancel;
 /// generic `S: Store` needs no import.
 pub mod prelude {
     pub use super::{
-        Callbacks, ClusterState, Datasets, EventLog, Schedules, Store, TaskQueue, Tasks,
+        Callbacks, ClusterState, Datasets, EventLog, Registry, ResultCache, Schedules, Store,
+        TaskQueue, Tasks,
     };
 }
 
 /// A whole store: every role. Implemented for each type that has them all; see the module
 /// doc for why an umbrella of supertraits.
 pub trait Store:
-    Tasks + TaskQueue + ClusterState + Schedules + Datasets + Callbacks + EventLog
+    Tasks
+    + TaskQueue
+    + ClusterState
+    + Schedules
+    + Datasets
+    + Callbacks
+    + EventLog
+    + Registry
+    + ResultCache
 {
 }
 
 impl<S> Store for S where
-    S: Tasks + TaskQueue + ClusterState + Schedules + Datasets + Callbacks + EventLog
+    S: Tasks
+        + TaskQueue
+        + ClusterState
+        + Schedules
+        + Datasets
+        + Callbacks
+        + EventLog
+        + Registry
+        + ResultCache
 {
 }
 

@@ -16,7 +16,7 @@ use crate::api::{
 };
 use crate::http::model_cache::CachedModel;
 use crate::http::{Api, ApiError};
-use crate::store::{DatasetDeleted, DatasetInfo, Store, TaskState, now_s};
+use crate::store::{DatasetDeleted, DatasetInfo, Store, TaskState, now_s, sha256_hex};
 use crate::training::{self, BUILTIN_DATASETS, Dataset, TrainedModel};
 
 pub async fn upload_dataset<S: Store>(
@@ -74,6 +74,7 @@ pub async fn upload_dataset<S: Store>(
         bytes: body.len() as u64,
         uploaded_at: now_s(),
         expires_at: None,
+        sha256: Some(sha256_hex(&body)),
     };
     let info = api.store.put_dataset(&info, &body).await.map_err(reject)?;
     Ok(with_status(

@@ -12,7 +12,8 @@
 //!   `update.rs`: progress, lease renewals, callback tries; `requeue.rs`: requeues and
 //!   retries; `queue.rs`: leases and the [`TaskQueue`] role;
 //! - `cluster.rs`: the leader lease, nodes, drain, the store's clock and durability checks;
-//!   `schedules.rs`, `datasets.rs`, `callbacks.rs`, `event_log.rs` (the event log and its
+//!   `registry.rs` (registered models, and the result cache), `schedules.rs`, `datasets.rs`,
+//!   `callbacks.rs`, `event_log.rs` (the event log and its
 //!   follower; `events.lua` is the preamble of every script that changes a task), `sweep.rs`.
 
 mod callbacks;
@@ -24,6 +25,7 @@ mod datasets;
 mod event_log;
 mod finish;
 mod queue;
+mod registry;
 mod requeue;
 mod run_on;
 mod schedules;
@@ -69,6 +71,10 @@ struct Scripts {
     dataset_put: Script,
     dataset_touch: Script,
     dataset_delete: Script,
+    register: Script,
+    alias: Script,
+    version_delete: Script,
+    cached: Script,
 }
 
 impl Scripts {
@@ -88,6 +94,10 @@ impl Scripts {
             dataset_put: Script::new(include_str!("dataset_put.lua")),
             dataset_touch: Script::new(include_str!("dataset_touch.lua")),
             dataset_delete: Script::new(include_str!("dataset_delete.lua")),
+            register: Script::new(include_str!("register.lua")),
+            alias: Script::new(include_str!("alias.lua")),
+            version_delete: Script::new(include_str!("version_delete.lua")),
+            cached: Script::new(&with_events(include_str!("cached.lua"))),
         }
     }
 }

@@ -1,0 +1,14 @@
+-- Store a task that is SUCCESS at once (a copy of a cached result): the record and its model
+-- expire as a finish's do, its tombstone outlives them, it is listed, its callback queued.
+-- (Takes an event, see events.lua.) KEYS: task, model, tombstone, index, callbacks.
+-- ARGV: record json, model bytes, ttl seconds, tombstone ttl seconds, submitted_at, id,
+-- callback due time ('' for none).
+redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[3])
+redis.call('SET', KEYS[2], ARGV[2], 'EX', ARGV[3])
+redis.call('SET', KEYS[3], '1', 'EX', ARGV[4])
+redis.call('ZADD', KEYS[4], ARGV[5], ARGV[6])
+if ARGV[7] ~= '' then
+  redis.call('ZADD', KEYS[5], ARGV[7], ARGV[6])
+end
+emit()
+return 1
