@@ -2,6 +2,8 @@
 //! against Redis (a real `redis-server` on a free port).
 
 mod common;
+#[path = "store/registry.rs"]
+mod registry;
 
 use std::time::Duration;
 
@@ -14,6 +16,7 @@ use trainyard::store::{
     TaskProgress, TaskRecord, TaskState, TrainerSeat, Work, now_s,
 };
 use trainyard::training::{DeviceClass, DeviceSpec, ModelType, TrainSpec};
+use registry::*;
 use uuid::Uuid;
 
 fn task(model: ModelType, priority: u8) -> TaskRecord {
@@ -1371,12 +1374,17 @@ conformance!(
     events_log_every_change_in_order,
     finishing_from_the_claimed_record,
     running_on_claims_the_next_and_ends_the_last,
+    the_registry_numbers_versions_and_guards_aliases,
 );
 
 mod short_results {
     use super::*;
 
-    conformance!(short_results(); cancelling_an_expired_task_answers_expired);
+    conformance!(
+        short_results();
+        cancelling_an_expired_task_answers_expired,
+        results_are_cached_while_they_live
+    );
 }
 
 /// The leader lease on Redis: one holder at a time, renewed by its holder, free once it lapses.

@@ -139,6 +139,9 @@ pub struct TaskRecord {
     /// How the delivery to `callback_url` went.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub callback: Option<CallbackState>,
+    /// SHA-256 of its uploaded data set's CSV (hex), read at submission.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dataset_sha256: Option<String>,
     /// Its result's key in the result cache (`results::cache_key`), once it succeeds.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cache_key: Option<String>,
@@ -191,6 +194,7 @@ impl TaskRecord {
             callback_url: None,
             callback: None,
             requested_as: None,
+            dataset_sha256: None,
             cache_key: None,
             cached_from: None,
             register: None,

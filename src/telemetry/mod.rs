@@ -15,6 +15,11 @@ use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
 use crate::training::ModelType;
 use crate::training::device_kind::DeviceClass;
+pub use registry::{CACHE_LOOKUPS, MODEL_REGISTRATIONS, cache_lookup, model_registered};
+
+mod registry;
+mod store_ops;
+pub use store_ops::STORE_OPS;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kind {
@@ -182,6 +187,8 @@ pub const METRICS: &[Metric] = &[
                (passed their misfire grace while no leader fired them) and skipped (missed and \
                given no task of their own).",
     },
+    registry::REGISTRATIONS,
+    registry::LOOKUPS,
     Metric {
         name: BUILD_INFO,
         kind: Kind::Gauge,
@@ -449,48 +456,6 @@ pub fn task_running(model_type: ModelType, running: bool) {
     gauge!(TASKS_RUNNING, "model_type" => model_type.as_str()).increment(delta);
 }
 
-/// Store operations, for zeroed error counters.
-pub const STORE_OPS: [&str; 38] = [
-    "submit",
-    "delete_dataset",
-    "get",
-    "keyed",
-    "claim",
-    "progress",
-    "finish",
-    "requeue",
-    "cancel",
-    "list",
-    "model",
-    "put_dataset",
-    "dataset",
-    "datasets",
-    "queue_depth",
-    "queue_depths",
-    "leases",
-    "sweep",
-    "ping",
-    "submit_keyed",
-    "renew",
-    "lead",
-    "leader",
-    "announce",
-    "nodes",
-    "promote",
-    "purge",
-    "set_draining",
-    "create_schedule",
-    "schedules",
-    "delete_schedule",
-    "pause_schedule",
-    "advance_schedule",
-    "task_events",
-    "events_since",
-    "draining",
-    "due_callbacks",
-    "callback_tried",
-];
-
 /// Outcomes of a schedule's due times.
 pub const SCHEDULE_OUTCOMES: [&str; 3] = ["fired", "missed", "skipped"];
 
@@ -552,6 +517,7 @@ pub fn register_zeroes(store: &'static str, devices: &[String]) {
     for outcome in SCHEDULE_OUTCOMES {
         counter!(SCHEDULE_DUE_TIMES, "outcome" => outcome).increment(0);
     }
+    registry::zeroes(store);
     gauge!(OPEN_STREAMS).increment(0.0);
     gauge!(BUILD_INFO, "version" => env!("CARGO_PKG_VERSION")).set(1.0);
 }

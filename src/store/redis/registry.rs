@@ -143,7 +143,8 @@ impl Registry for RedisStore {
             .arg(version)
             .invoke_async(&mut self.link.clone())
             .await?;
-        let aliases = answer.split_off(1.min(answer.len()));
+        let mut aliases = answer.split_off(1.min(answer.len()));
+        aliases.sort();
         Ok(match answer.first().map(String::as_str) {
             Some("deleted") => VersionDeleted::Deleted,
             Some("aliased") => VersionDeleted::Aliased(aliases),

@@ -1,0 +1,279 @@
+//! The model registry and the result cache over real HTTP against real `trainyard up`
+//! processes, on both stores: registering, aliases, deletes and their refusals, predictions
+//! by name, version and alias (also on other nodes of the same store, and after the task
+//! expired), schedules that register and promote, and `"cache": true`.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{Node, TestStore, poll};
+use serde_json::{Value, json};
+
+const LONG: Duration = Duration::from_secs(120);
+
+/// A quick linear training, told apart by its seed.
+fn quick(seed: u64) -> Value {
+    json!({"epochs": 5, "learning_rate": 0.01, "seed": seed})
+}
+
+fn rows() -> Value {
+    json!({"rows": [vec![0.5; 10], vec![0.1; 10]]})
+}
+
+fn put(node: &Node, path: &str, body: Value) -> (u16, Value) {
+    let bytes = serde_json::to_vec(&body).unwrap();
+    node.request("PUT", path, &[], Some((Some("application/json"), &bytes)))
+}
+
+fn code(answer: &Value) -> &str {
+    answer["error"]["code"].as_str().unwrap_or("")
+}
+
+/// Registering checks its body (every problem listed), the task and its state; versions
+/// count 1, 2, 3...; aliases move; a version an alias points at is not deleted; predictions
+/// come from the newest version, a version or an alias, and outlive the task.
+fn models_are_registered_aliased_served_and_deleted(store: TestStore) {
+    let node = Node::up(&store, 1, &[("TRAINYARD_TASKS__RESULT_EXPIRES_S", "8")]);
+    let first = node.submit("linear", quick(1));
+    let second = node.submit("linear", quick(2));
+    node.wait_for(&first, "SUCCESS", LONG);
+    node.wait_for(&second, "SUCCESS", LONG);
+
+    let (status, answer) = node.post("/models", json!({}));
+    assert_eq!((status, code(&answer)), (422, "invalid_parameters"), "{answer}");
+    let message = answer["error"]["message"].as_str().unwrap();
+    assert!(message.contains("name is required") && message.contains("task_id is required"));
+    let (status, answer) = node.post("/models", json!({"name": "a b", "task_id": "x"}));
+    assert_eq!((status, code(&answer)), (422, "invalid_parameters"), "{answer}");
+    let message = answer["error"]["message"].as_str().unwrap();
+    assert!(message.contains("name must be") && message.contains("not a UUID"), "{message}");
+    let uuid = "0b5e4c1e-3f1c-4c39-9e4b-1d2f3a4b5c6d";
+    let (status, answer) = node.post("/models", json!({"name": uuid, "task_id": first}));
+    assert_eq!((status, code(&answer)), (422, "invalid_parameters"), "{answer}");
+    let (status, answer) = node.post("/models", json!({"name": "prices", "task_id": uuid}));
+    assert_eq!((status, code(&answer)), (404, "task_not_found"), "{answer}");
+    let (status, answer) = node.post("/models", json!({"name": "prices", "extra": 1}));
+    assert_eq!((status, code(&answer)), (422, "invalid_request"), "{answer}");
+    let revoked = node.submit("mlp", json!({"epochs": 100000}));
+    node.post(&format!("/task/{revoked}/cancel"), json!({}));
+    node.wait_for(&revoked, "REVOKED", LONG);
+    let (status, answer) = node.post("/models", json!({"name": "prices", "task_id": revoked}));
+    assert_eq!((status, code(&answer)), (409, "model_not_ready"), "{answer}");
+
+    for (task, number) in [(&first, 1), (&second, 2)] {
+        let (status, answer) = node.post("/models", json!({"name": "prices", "task_id": task}));
+        assert_eq!(status, 201, "{answer}");
+        assert_eq!(answer["version"]["version"], number);
+        assert_eq!(answer["version"]["task_id"], task.as_str());
+    }
+    let (_, list) = node.get("/models");
+    assert_eq!(list["count"], 1);
+    assert_eq!(list["models"][0]["latest_version"], 2);
+    let (status, model) = node.get("/models/prices");
+    assert_eq!(status, 200, "{model}");
+    let v1 = &model["versions"][0];
+    assert_eq!(v1["version"], 1);
+    assert_eq!(v1["spec"]["seed"], 1);
+    assert_eq!(v1["model_type"], "linear");
+    assert!(v1["metrics"]["test_r2"].is_f64(), "{v1}");
+    assert!(v1["registered_at"].as_f64().unwrap() > 0.0);
+    let (status, answer) = node.get("/models/nothing");
+    assert_eq!((status, code(&answer)), (404, "model_not_found"));
+
+    let (status, answer) = put(&node, "/models/prices/aliases/production", json!({"version": 1}));
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(answer["previous"], Value::Null);
+    let (status, answer) = put(&node, "/models/prices/aliases/staging", json!({"version": 9}));
+    assert_eq!((status, code(&answer)), (404, "version_not_found"), "{answer}");
+    let (status, answer) = put(&node, "/models/prices/aliases/a.b", json!({}));
+    assert_eq!((status, code(&answer)), (422, "invalid_parameters"), "{answer}");
+    let (status, answer) = put(&node, "/models/nothing/aliases/production", json!({"version": 1}));
+    assert_eq!((status, code(&answer)), (404, "model_not_found"), "{answer}");
+
+    let predict = |path: &str| {
+        let (status, answer) = node.post(path, rows());
+        assert_eq!(status, 200, "{path}: {answer}");
+        answer
+    };
+    let by_task = predict(&format!("/models/{first}/predict"));
+    let latest = predict("/models/prices/predict");
+    assert_eq!((latest["name"].as_str(), latest["version"].as_u64()), (Some("prices"), Some(2)));
+    let v1 = predict("/models/prices/versions/1/predict");
+    assert_eq!(v1["predictions"], by_task["predictions"]);
+    assert_eq!(v1["task_id"], first.as_str());
+    let production = predict("/models/prices/aliases/production/predict");
+    assert_eq!(production["version"], 1);
+    assert_eq!(production["predictions"], by_task["predictions"]);
+    for (path, expected) in [
+        ("/models/prices/aliases/staging/predict", "alias_not_found"),
+        ("/models/prices/versions/7/predict", "version_not_found"),
+        ("/models/prices/versions/x/predict", "version_not_found"),
+        ("/models/nothing/predict", "model_not_found"),
+    ] {
+        let (status, answer) = node.post(path, rows());
+        assert_eq!((status, code(&answer)), (404, expected), "{path}: {answer}");
+    }
+
+    let (status, answer) = node.delete("/models/prices/versions/1");
+    assert_eq!((status, code(&answer)), (409, "version_aliased"), "{answer}");
+    assert_eq!(answer["error"]["aliases"], json!(["production"]));
+    let (status, answer) = node.delete("/models/prices/versions/2");
+    assert_eq!(status, 200, "{answer}");
+    let (status, answer) = node.delete("/models/prices/versions/2");
+    assert_eq!((status, code(&answer)), (404, "version_not_found"), "{answer}");
+    assert_eq!(predict("/models/prices/predict")["version"], 1);
+
+    // The task's result expires; its registered copy does not.
+    poll(LONG, "the task to expire", || {
+        let (status, _) = node.get(&format!("/task/{first}/status"));
+        (status == 404).then_some(())
+    });
+    let (status, answer) = node.post(&format!("/models/{first}/predict"), rows());
+    assert_eq!((status, code(&answer)), (404, "task_expired"));
+    let production = predict("/models/prices/aliases/production/predict");
+    assert_eq!(production["predictions"], by_task["predictions"]);
+    let text = node.metrics_text();
+    assert!(
+        text.contains(r#"trainyard_model_registrations_total{promoted="false",source="api"} 2"#),
+        "{text}"
+    );
+}
+
+/// `"cache": true` with the same spec (time limit aside), data and seed answers SUCCESS at
+/// once with the earlier result and model; another seed, or a changed re-upload of the data,
+/// trains; without `cache` nothing is looked up.
+fn cached_requests_are_answered_without_training(store: TestStore) {
+    let node = Node::up(&store, 1, &[]);
+    let first = node.submit("linear", quick(3));
+    node.wait_for(&first, "SUCCESS", LONG);
+    let (_, earlier) = node.get(&format!("/task/{first}/result"));
+
+    let mut cached = quick(3);
+    cached["cache"] = json!(true);
+    cached["time_limit_s"] = json!(600.0);
+    let (status, answer) = node.post("/train/linear/async", cached.clone());
+    assert_eq!(status, 202, "{answer}");
+    assert_eq!(answer["cached_from"], first.as_str());
+    let copy = answer["task_id"].as_str().unwrap().to_string();
+    assert_ne!(copy, first);
+    let (_, result) = node.get(&format!("/task/{copy}/result"));
+    assert_eq!(result["state"], "SUCCESS");
+    assert_eq!(result["cached_from"], first.as_str());
+    assert_eq!(result["result"], earlier["result"]);
+    let (_, detail) = node.get(&format!("/task/{copy}"));
+    assert_eq!(detail["cached_from"], first.as_str());
+    let (status, p) = node.post(&format!("/models/{copy}/predict"), rows());
+    let (_, q) = node.post(&format!("/models/{first}/predict"), rows());
+    assert_eq!((status, &p["predictions"]), (200, &q["predictions"]));
+    // The synchronous route answers at once too.
+    let (status, sync) = node.post("/train/linear?wait_s=5", cached.clone());
+    assert_eq!((status, &sync["cached_from"]), (200, &json!(first)), "{sync}");
+
+    // Another seed misses, and trains.
+    let mut other = quick(4);
+    other["cache"] = json!(true);
+    let (_, answer) = node.post("/train/linear/async", other);
+    assert!(answer.get("cached_from").is_none(), "{answer}");
+
+    // Uploaded data: the same content hits under another upload, changed content misses.
+    let upload = |csv: &str| {
+        let (status, answer) = node.post_raw(
+            "/datasets?name=prices&target=y",
+            Some("text/csv"),
+            csv.as_bytes(),
+        );
+        assert_eq!(status, 201, "{answer}");
+        assert_eq!(answer["dataset"]["sha256"].as_str().map(str::len), Some(64));
+        answer["dataset_id"].as_str().unwrap().to_string()
+    };
+    let csv: String = std::iter::once("a,y\n".to_string())
+        .chain((0..100).map(|i| format!("{},{}\n", i as f32 / 100.0, i as f32 / 50.0)))
+        .collect();
+    let (one, same) = (upload(&csv), upload(&csv));
+    let changed = upload(&csv.replace("0.5,1", "0.5,7"));
+    let on = |dataset: &str| json!({"epochs": 3, "seed": 5, "dataset": dataset, "cache": true});
+    let trained = node.submit("linear", on(&one));
+    node.wait_for(&trained, "SUCCESS", LONG);
+    let (_, hit) = node.post("/train/linear/async", on(&same));
+    assert_eq!(hit["cached_from"], trained.as_str(), "{hit}");
+    let (_, miss) = node.post("/train/linear/async", on(&changed));
+    assert!(miss.get("cached_from").is_none(), "{miss}");
+    let text = node.metrics_text();
+    assert!(text.contains(r#"trainyard_result_cache_lookups_total{outcome="hit"} 3"#), "{text}");
+}
+
+/// A schedule's `register` registers each success and moves its alias only to a version
+/// that beats the one it points at.
+fn schedules_register_and_promote_only_better_models(store: TestStore) {
+    let node = Node::up(&store, 1, &[]);
+    let (status, answer) = node.post(
+        "/schedules",
+        json!({"name": "bad", "cron": "* * * * * *", "model_type": "linear",
+               "register": {"name": "a b", "promote_alias": "12"}}),
+    );
+    assert_eq!((status, code(&answer)), (422, "invalid_schedule"), "{answer}");
+    let message = answer["error"]["message"].as_str().unwrap();
+    assert!(message.contains("register.name") && message.contains("register.promote_alias"));
+    // A schedule that fires every second, registering into "nightly".
+    let (status, answer) = node.post(
+        "/schedules",
+        json!({"name": "every-second", "cron": "* * * * * *", "model_type": "linear",
+               "request": {"epochs": 3},
+               "register": {"name": "nightly", "promote_alias": "production",
+                            "metric": "test_rmse"}}),
+    );
+    assert_eq!(status, 201, "{answer}");
+    assert_eq!(answer["schedule"]["register"]["name"], "nightly");
+    let model = poll(LONG, "two registered versions", || {
+        let (status, model) = node.get("/models/nightly");
+        (status == 200 && model["versions"].as_array().unwrap().len() >= 2).then_some(model)
+    });
+    node.post("/schedules/every-second/pause", json!({}));
+    // Every firing trains the same spec and seed: the same rmse, so the first version took
+    // the alias and no later one beat it.
+    assert_eq!(model["aliases"]["production"], 1, "{model}");
+    let text = node.metrics_text();
+    assert!(
+        text.contains(r#"trainyard_model_registrations_total{promoted="true",source="schedule"} 1"#),
+        "{text}"
+    );
+}
+
+/// A model registered through one node is listed and served by the others on the same store.
+#[test]
+fn a_model_registered_on_one_node_is_served_by_the_others() {
+    let store = TestStore::redis();
+    let nodes: Vec<Node> = (0..3)
+        .map(|i| Node::up(&store, 1, &[("TRAINYARD_NODE__NAME", &format!("\"models-{i}\""))]))
+        .collect();
+    let id = nodes[0].submit("linear", quick(6));
+    nodes[0].wait_for(&id, "SUCCESS", LONG);
+    let (status, answer) = nodes[0].post("/models", json!({"name": "shared", "task_id": id}));
+    assert_eq!(status, 201, "{answer}");
+    let (status, _) = put(&nodes[1], "/models/shared/aliases/production", json!({"version": 1}));
+    assert_eq!(status, 200);
+    let expected = nodes[0].post(&format!("/models/{id}/predict"), rows()).1["predictions"].clone();
+    for node in &nodes {
+        assert_eq!(node.get("/models").1["models"][0]["name"], "shared");
+        let (status, p) = node.post("/models/shared/aliases/production/predict", rows());
+        assert_eq!((status, &p["predictions"]), (200, &expected), "{p}");
+    }
+}
+
+macro_rules! on_both_stores {
+    ($($name:ident),* $(,)?) => {
+        mod embedded {
+            $(#[test] fn $name() { super::$name(super::TestStore::embedded()) })*
+        }
+        mod redis {
+            $(#[test] fn $name() { super::$name(super::TestStore::redis()) })*
+        }
+    };
+}
+
+on_both_stores!(
+    models_are_registered_aliased_served_and_deleted,
+    cached_requests_are_answered_without_training,
+    schedules_register_and_promote_only_better_models,
+);
