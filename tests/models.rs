@@ -18,7 +18,7 @@ fn quick(seed: u64) -> Value {
 }
 
 fn rows() -> Value {
-    json!({"rows": [vec![0.5; 10], vec![0.1; 10]]})
+    json!({"rows": [vec![0.5; 8], vec![0.1; 8]]})
 }
 
 fn put(node: &Node, path: &str, body: Value) -> (u16, Value) {
