@@ -26,7 +26,12 @@ fn rows() -> Value {
 
 fn put(node: &Node, path: &str, body: Value) -> (u16, Value) {
     let bytes = serde_json::to_vec(&body).unwrap();
-    node.request("PUT", path, &[], Some((Some("application/json"), bytes.as_slice())))
+    node.request(
+        "PUT",
+        path,
+        &[],
+        Some((Some("application/json"), bytes.as_slice())),
+    )
 }
 
 fn code(answer: &Value) -> &str {
@@ -44,25 +49,48 @@ fn models_are_registered_aliased_served_and_deleted(store: TestStore) {
     node.wait_for(&second, "SUCCESS", LONG);
 
     let (status, answer) = node.post("/models", json!({}));
-    assert_eq!((status, code(&answer)), (422, "invalid_parameters"), "{answer}");
+    assert_eq!(
+        (status, code(&answer)),
+        (422, "invalid_parameters"),
+        "{answer}"
+    );
     let message = answer["error"]["message"].as_str().unwrap();
     assert!(message.contains("name is required") && message.contains("task_id is required"));
     let (status, answer) = node.post("/models", json!({"name": "a b", "task_id": "x"}));
-    assert_eq!((status, code(&answer)), (422, "invalid_parameters"), "{answer}");
+    assert_eq!(
+        (status, code(&answer)),
+        (422, "invalid_parameters"),
+        "{answer}"
+    );
     let message = answer["error"]["message"].as_str().unwrap();
-    assert!(message.contains("name must be") && message.contains("not a UUID"), "{message}");
+    assert!(
+        message.contains("name must be") && message.contains("not a UUID"),
+        "{message}"
+    );
     let uuid = "0b5e4c1e-3f1c-4c39-9e4b-1d2f3a4b5c6d";
     let (status, answer) = node.post("/models", json!({"name": uuid, "task_id": first}));
-    assert_eq!((status, code(&answer)), (422, "invalid_parameters"), "{answer}");
+    assert_eq!(
+        (status, code(&answer)),
+        (422, "invalid_parameters"),
+        "{answer}"
+    );
     let (status, answer) = node.post("/models", json!({"name": "prices", "task_id": uuid}));
     assert_eq!((status, code(&answer)), (404, "task_not_found"), "{answer}");
     let (status, answer) = node.post("/models", json!({"name": "prices", "extra": 1}));
-    assert_eq!((status, code(&answer)), (422, "invalid_request"), "{answer}");
+    assert_eq!(
+        (status, code(&answer)),
+        (422, "invalid_request"),
+        "{answer}"
+    );
     let revoked = node.submit("mlp", json!({"epochs": 100000}));
     node.post(&format!("/task/{revoked}/cancel"), json!({}));
     node.wait_for(&revoked, "REVOKED", LONG);
     let (status, answer) = node.post("/models", json!({"name": "prices", "task_id": revoked}));
-    assert_eq!((status, code(&answer)), (409, "model_not_ready"), "{answer}");
+    assert_eq!(
+        (status, code(&answer)),
+        (409, "model_not_ready"),
+        "{answer}"
+    );
 
     for (task, number) in [(&first, 1), (&second, 2)] {
         let (status, answer) = node.post("/models", json!({"name": "prices", "task_id": task}));
@@ -84,15 +112,39 @@ fn models_are_registered_aliased_served_and_deleted(store: TestStore) {
     let (status, answer) = node.get("/models/nothing");
     assert_eq!((status, code(&answer)), (404, "model_not_found"));
 
-    let (status, answer) = put(&node, "/models/prices/aliases/production", json!({"version": 1}));
+    let (status, answer) = put(
+        &node,
+        "/models/prices/aliases/production",
+        json!({"version": 1}),
+    );
     assert_eq!(status, 200, "{answer}");
     assert_eq!(answer["previous"], Value::Null);
-    let (status, answer) = put(&node, "/models/prices/aliases/staging", json!({"version": 9}));
-    assert_eq!((status, code(&answer)), (404, "version_not_found"), "{answer}");
+    let (status, answer) = put(
+        &node,
+        "/models/prices/aliases/staging",
+        json!({"version": 9}),
+    );
+    assert_eq!(
+        (status, code(&answer)),
+        (404, "version_not_found"),
+        "{answer}"
+    );
     let (status, answer) = put(&node, "/models/prices/aliases/a.b", json!({}));
-    assert_eq!((status, code(&answer)), (422, "invalid_parameters"), "{answer}");
-    let (status, answer) = put(&node, "/models/nothing/aliases/production", json!({"version": 1}));
-    assert_eq!((status, code(&answer)), (404, "model_not_found"), "{answer}");
+    assert_eq!(
+        (status, code(&answer)),
+        (422, "invalid_parameters"),
+        "{answer}"
+    );
+    let (status, answer) = put(
+        &node,
+        "/models/nothing/aliases/production",
+        json!({"version": 1}),
+    );
+    assert_eq!(
+        (status, code(&answer)),
+        (404, "model_not_found"),
+        "{answer}"
+    );
 
     let predict = |path: &str| {
         let (status, answer) = node.post(path, rows());
@@ -101,7 +153,10 @@ fn models_are_registered_aliased_served_and_deleted(store: TestStore) {
     };
     let by_task = predict(&format!("/models/{first}/predict"));
     let latest = predict("/models/prices/predict");
-    assert_eq!((latest["name"].as_str(), latest["version"].as_u64()), (Some("prices"), Some(2)));
+    assert_eq!(
+        (latest["name"].as_str(), latest["version"].as_u64()),
+        (Some("prices"), Some(2))
+    );
     let v1 = predict("/models/prices/versions/1/predict");
     assert_eq!(v1["predictions"], by_task["predictions"]);
     assert_eq!(v1["task_id"], first.as_str());
@@ -119,12 +174,20 @@ fn models_are_registered_aliased_served_and_deleted(store: TestStore) {
     }
 
     let (status, answer) = node.delete("/models/prices/versions/1");
-    assert_eq!((status, code(&answer)), (409, "version_aliased"), "{answer}");
+    assert_eq!(
+        (status, code(&answer)),
+        (409, "version_aliased"),
+        "{answer}"
+    );
     assert_eq!(answer["error"]["aliases"], json!(["production"]));
     let (status, answer) = node.delete("/models/prices/versions/2");
     assert_eq!(status, 200, "{answer}");
     let (status, answer) = node.delete("/models/prices/versions/2");
-    assert_eq!((status, code(&answer)), (404, "version_not_found"), "{answer}");
+    assert_eq!(
+        (status, code(&answer)),
+        (404, "version_not_found"),
+        "{answer}"
+    );
     assert_eq!(predict("/models/prices/predict")["version"], 1);
 
     // The task's result expires; its registered copy does not.
@@ -178,7 +241,11 @@ fn cached_requests_are_answered_without_training(store: TestStore) {
     assert_eq!((status, &p["predictions"]), (200, &q["predictions"]));
     // The synchronous route answers at once too.
     let (status, sync) = node.post("/train/linear?wait_s=5", cached.clone());
-    assert_eq!((status, &sync["cached_from"]), (200, &json!(first)), "{sync}");
+    assert_eq!(
+        (status, &sync["cached_from"]),
+        (200, &json!(first)),
+        "{sync}"
+    );
 
     // Another seed misses, and trains.
     let mut other = quick(4);
@@ -224,7 +291,11 @@ fn schedules_register_and_promote_only_better_models(store: TestStore) {
         json!({"name": "bad", "cron": "* * * * * *", "model_type": "linear",
                "register": {"name": "a b", "promote_alias": "12"}}),
     );
-    assert_eq!((status, code(&answer)), (422, "invalid_schedule"), "{answer}");
+    assert_eq!(
+        (status, code(&answer)),
+        (422, "invalid_schedule"),
+        "{answer}"
+    );
     let message = answer["error"]["message"].as_str().unwrap();
     assert!(message.contains("register.name") && message.contains("register.promote_alias"));
     // A schedule that fires every second, registering into "nightly".
@@ -254,13 +325,23 @@ fn schedules_register_and_promote_only_better_models(store: TestStore) {
 fn a_model_registered_on_one_node_is_served_by_the_others() {
     let store = TestStore::redis();
     let nodes: Vec<Node> = (0..3)
-        .map(|i| Node::up(&store, 1, &[("TRAINYARD_NODE__NAME", &format!("\"models-{i}\""))]))
+        .map(|i| {
+            Node::up(
+                &store,
+                1,
+                &[("TRAINYARD_NODE__NAME", &format!("\"models-{i}\""))],
+            )
+        })
         .collect();
     let id = nodes[0].submit("linear", quick(6));
     nodes[0].wait_for(&id, "SUCCESS", LONG);
     let (status, answer) = nodes[0].post("/models", json!({"name": "shared", "task_id": id}));
     assert_eq!(status, 201, "{answer}");
-    let (status, _) = put(&nodes[1], "/models/shared/aliases/production", json!({"version": 1}));
+    let (status, _) = put(
+        &nodes[1],
+        "/models/shared/aliases/production",
+        json!({"version": 1}),
+    );
     assert_eq!(status, 200);
     let expected = nodes[0].post(&format!("/models/{id}/predict"), rows()).1["predictions"].clone();
     for node in &nodes {
@@ -287,9 +368,17 @@ fn cli(node: &Node, args: &[&str]) -> (bool, String, String) {
 #[test]
 fn the_cli_registers_aliases_predicts_and_submits_cached() {
     let node = Node::up(&TestStore::embedded(), 1, &[]);
-    let (ok, out, err) = cli(&node, &["submit", "linear", "--epochs", "3", "--seed", "9", "--wait", "--json"]);
+    let (ok, out, err) = cli(
+        &node,
+        &[
+            "submit", "linear", "--epochs", "3", "--seed", "9", "--wait", "--json",
+        ],
+    );
     assert!(ok, "{err}");
-    let id = serde_json::from_str::<Value>(&out).unwrap()["task_id"].as_str().unwrap().to_string();
+    let id = serde_json::from_str::<Value>(&out).unwrap()["task_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
     let (ok, out, err) = cli(&node, &["models", "register", "cli-model", &id]);
     assert!(ok, "{err}");
     assert_eq!(out.trim(), "cli-model version 1");
@@ -297,11 +386,25 @@ fn the_cli_registers_aliases_predicts_and_submits_cached() {
     assert!(ok, "{err}");
     assert_eq!(out.trim(), "cli-model production -> version 1");
     let (ok, out, _) = cli(&node, &["models", "list"]);
-    assert!(ok && out.contains("cli-model") && out.contains("production=1"), "{out}");
+    assert!(
+        ok && out.contains("cli-model") && out.contains("production=1"),
+        "{out}"
+    );
     let (ok, out, _) = cli(&node, &["models", "show", "cli-model"]);
     assert!(ok && out.contains(&id) && out.contains("test_r2="), "{out}");
     let row = "0.5,0.5,0.5,0.5,0.5,0.5,0.5,0.5";
-    let (ok, by_alias, err) = cli(&node, &["models", "predict", "cli-model", "--alias", "production", "--row", row]);
+    let (ok, by_alias, err) = cli(
+        &node,
+        &[
+            "models",
+            "predict",
+            "cli-model",
+            "--alias",
+            "production",
+            "--row",
+            row,
+        ],
+    );
     assert!(ok, "{err}");
     let (_, by_task, _) = cli(&node, &["predict", &id, "--row", row]);
     assert_eq!(by_alias, by_task);
@@ -310,9 +413,17 @@ fn the_cli_registers_aliases_predicts_and_submits_cached() {
     let (ok, _, err) = cli(&node, &["models", "show", "nothing"]);
     assert!(!ok && err.contains("model_not_found"), "{err}");
     indexed(&node, 1);
-    let (ok, out, err) = cli(&node, &["submit", "linear", "--epochs", "3", "--seed", "9", "--cache", "--json"]);
+    let (ok, out, err) = cli(
+        &node,
+        &[
+            "submit", "linear", "--epochs", "3", "--seed", "9", "--cache", "--json",
+        ],
+    );
     assert!(ok, "{err}");
-    assert_eq!(serde_json::from_str::<Value>(&out).unwrap()["cached_from"], id.as_str());
+    assert_eq!(
+        serde_json::from_str::<Value>(&out).unwrap()["cached_from"],
+        id.as_str()
+    );
 }
 
 macro_rules! on_both_stores {

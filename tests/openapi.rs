@@ -260,15 +260,45 @@ fn real_answers_match_the_document() {
     let alias = "/models/{name}/aliases/{alias}";
     let version = Some(("application/json", &b"{\"version\": 1}"[..]));
     call("PUT", "/models/prices/aliases/production", alias, version);
-    call("PUT", "/models/prices/aliases/production", alias, post("{}"));
+    call(
+        "PUT",
+        "/models/prices/aliases/production",
+        alias,
+        post("{}"),
+    );
     let rows8 = "{\"rows\": [[0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8]]}";
-    call("POST", "/models/prices/predict", "/models/{id}/predict", post(rows8));
+    call(
+        "POST",
+        "/models/prices/predict",
+        "/models/{id}/predict",
+        post(rows8),
+    );
     let by_version = "/models/{name}/versions/{version}/predict";
-    call("POST", "/models/prices/versions/1/predict", by_version, post(rows8));
-    call("POST", "/models/prices/versions/9/predict", by_version, post(rows8));
+    call(
+        "POST",
+        "/models/prices/versions/1/predict",
+        by_version,
+        post(rows8),
+    );
+    call(
+        "POST",
+        "/models/prices/versions/9/predict",
+        by_version,
+        post(rows8),
+    );
     let by_alias = "/models/{name}/aliases/{alias}/predict";
-    call("POST", "/models/prices/aliases/production/predict", by_alias, post(rows8));
-    call("POST", "/models/prices/aliases/staging/predict", by_alias, post(rows8));
+    call(
+        "POST",
+        "/models/prices/aliases/production/predict",
+        by_alias,
+        post(rows8),
+    );
+    call(
+        "POST",
+        "/models/prices/aliases/staging/predict",
+        by_alias,
+        post(rows8),
+    );
     let delete = "/models/{name}/versions/{version}";
     call("DELETE", "/models/prices/versions/1", delete, None);
     call("DELETE", "/models/prices/versions/2", delete, None);

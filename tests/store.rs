@@ -8,6 +8,7 @@ mod registry;
 use std::time::Duration;
 
 use common::{RedisServer, temp_dir};
+use registry::*;
 use trainyard::store::prelude::*;
 use trainyard::store::{
     CancelOutcome, CasToken, Claimed, DatasetDeleted, DatasetInfo, EmbeddedStore, Ending, EventId,
@@ -16,7 +17,6 @@ use trainyard::store::{
     TaskProgress, TaskRecord, TaskState, TrainerSeat, Work, now_s,
 };
 use trainyard::training::{DeviceClass, DeviceSpec, ModelType, TrainSpec};
-use registry::*;
 use uuid::Uuid;
 
 fn task(model: ModelType, priority: u8) -> TaskRecord {

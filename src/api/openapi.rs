@@ -77,9 +77,14 @@ impl Modify for Security {
             if open.contains(&path.as_str()) {
                 continue;
             }
-            for op in [&mut item.get, &mut item.post, &mut item.put, &mut item.delete]
-                .into_iter()
-                .flatten()
+            for op in [
+                &mut item.get,
+                &mut item.post,
+                &mut item.put,
+                &mut item.delete,
+            ]
+            .into_iter()
+            .flatten()
             {
                 op.security = Some(vec![utoipa::openapi::security::SecurityRequirement::new(
                     "bearer",

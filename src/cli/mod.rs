@@ -16,8 +16,8 @@ use std::process::ExitCode;
 use clap::{CommandFactory, Parser, Subcommand};
 
 use crate::client::{
-    self, Client, ClientError, ClientOpts, DatasetsCommand, DrainArgs, ModelsCommand,
-    PredictArgs, ResumeArgs, SchedulesCommand, StatusArgs, SubmitArgs, TaskArgs, TasksArgs,
+    self, Client, ClientError, ClientOpts, DatasetsCommand, DrainArgs, ModelsCommand, PredictArgs,
+    ResumeArgs, SchedulesCommand, StatusArgs, SubmitArgs, TaskArgs, TasksArgs,
 };
 
 pub mod bench;

@@ -115,7 +115,11 @@ fn json(value: &impl serde::Serialize) -> Result<Value, ClientError> {
 fn print_answer(command: &ModelsCommand, answer: &Value) {
     match command {
         ModelsCommand::List => {
-            let mut rows = vec![["NAME", "LATEST", "VERSIONS", "ALIASES"].map(String::from).to_vec()];
+            let mut rows = vec![
+                ["NAME", "LATEST", "VERSIONS", "ALIASES"]
+                    .map(String::from)
+                    .to_vec(),
+            ];
             for m in answer["models"].as_array().into_iter().flatten() {
                 rows.push(vec![
                     cell(&m["name"]),
@@ -155,7 +159,11 @@ fn print_answer(command: &ModelsCommand, answer: &Value) {
             println!("{}", table(&rows));
         }
         ModelsCommand::Register(args) => {
-            println!("{} version {}", args.name, cell(&answer["version"]["version"]));
+            println!(
+                "{} version {}",
+                args.name,
+                cell(&answer["version"]["version"])
+            );
         }
         ModelsCommand::Alias(args) => {
             println!("{} {} -> version {}", args.name, args.alias, args.version);

@@ -75,8 +75,8 @@ pub use record::{
 use record::{Expires, found_unless_expired};
 pub use redis::RedisStore;
 pub use registry::{
-    AliasExpect, AliasSet, DEFAULT_METRIC, MAX_MODEL_NAME, MetricMode, ModelVersion,
-    RegisterRule, RegisteredModel, Registry, VersionDeleted, metric_value, name_problem,
+    AliasExpect, AliasSet, DEFAULT_METRIC, MAX_MODEL_NAME, MetricMode, ModelVersion, RegisterRule,
+    RegisteredModel, Registry, VersionDeleted, metric_value, name_problem,
 };
 pub use results::{ResultCache, cache_key, sha256_hex};
 pub use schedules::{Missed, Schedule, ScheduleCreated, ScheduleLink, Schedules};

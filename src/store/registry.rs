@@ -80,11 +80,15 @@ pub enum AliasExpect {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum AliasSet {
     /// It points at the version now; it pointed at `previous` before.
-    Set { previous: Option<u32> },
+    Set {
+        previous: Option<u32>,
+    },
     NoModel,
     NoVersion,
     /// It pointed at something else than expected (`AliasExpect::Current`): left as it was.
-    Moved { current: Option<u32> },
+    Moved {
+        current: Option<u32>,
+    },
 }
 
 /// What `delete_model_version` did.

@@ -5,8 +5,8 @@ use std::time::Duration;
 
 use trainyard::store::prelude::*;
 use trainyard::store::{
-    AliasExpect, AliasSet, Lookup, ModelVersion, TaskFilter, TaskRecord, TaskState,
-    VersionDeleted, now_s, sweep_expired,
+    AliasExpect, AliasSet, Lookup, ModelVersion, TaskFilter, TaskRecord, TaskState, VersionDeleted,
+    now_s, sweep_expired,
 };
 use trainyard::training::{ModelType, TrainSpec};
 use uuid::Uuid;
@@ -52,7 +52,11 @@ pub async fn the_registry_numbers_versions_and_guards_aliases<S: Store>(store: S
     assert_eq!(model.versions, vec![one.clone(), two.clone()]);
     assert_eq!(model.latest(), Some(&two));
     assert_eq!(
-        store.version_artifact("prices", 1).await.unwrap().as_deref(),
+        store
+            .version_artifact("prices", 1)
+            .await
+            .unwrap()
+            .as_deref(),
         Some(&b"model one"[..])
     );
     assert_eq!(store.version_artifact("prices", 9).await.unwrap(), None);
@@ -73,7 +77,10 @@ pub async fn the_registry_numbers_versions_and_guards_aliases<S: Store>(store: S
         set("production", 1, AliasExpect::Any).await,
         AliasSet::Set { previous: None }
     );
-    assert_eq!(set("production", 7, AliasExpect::Any).await, AliasSet::NoVersion);
+    assert_eq!(
+        set("production", 7, AliasExpect::Any).await,
+        AliasSet::NoVersion
+    );
     assert_eq!(
         store
             .set_alias("nothing", "production", 1, AliasExpect::Any)
@@ -174,7 +181,10 @@ pub async fn results_are_cached_while_they_live<S: Store>(store: S) {
         })
         .await
         .unwrap();
-    assert_eq!(listed.iter().map(|t| t.id).collect::<Vec<_>>(), [request.id]);
+    assert_eq!(
+        listed.iter().map(|t| t.id).collect::<Vec<_>>(),
+        [request.id]
+    );
     let events = store
         .task_events(request.id, trainyard::store::EventId::ZERO)
         .await

@@ -15,8 +15,8 @@ use warp::reply::{json as reply_json, with_status};
 use super::datasets::{decode_model, predict_with};
 use super::{Reply_, parse_json, reject};
 use crate::api::{
-    AliasAnswer, AliasRequest, ModelAnswer, ModelList, ModelSummary, PredictAnswer,
-    PredictRequest, RegisterAnswer, RegisterRequest, VersionDeletedAnswer, VersionView,
+    AliasAnswer, AliasRequest, ModelAnswer, ModelList, ModelSummary, PredictAnswer, PredictRequest,
+    RegisterAnswer, RegisterRequest, VersionDeletedAnswer, VersionView,
 };
 use crate::http::{Api, ApiError};
 use crate::registry::{self, RegisterError};
@@ -257,9 +257,8 @@ pub async fn predict_alias<S: Store>(
 /// a digest of the name and number, and a version never changes once registered).
 fn cache_id(name: &str, version: u32) -> Uuid {
     let digest = crate::store::sha256_hex(format!("registry/{name}/{version}").as_bytes());
-    let bytes: [u8; 16] = std::array::from_fn(|i| {
-        u8::from_str_radix(&digest[2 * i..2 * i + 2], 16).unwrap_or(0)
-    });
+    let bytes: [u8; 16] =
+        std::array::from_fn(|i| u8::from_str_radix(&digest[2 * i..2 * i + 2], 16).unwrap_or(0));
     Uuid::from_bytes(bytes)
 }
 
@@ -274,7 +273,10 @@ async fn predict<S: Store>(
     let model = model(api, name).await.map_err(reject)?;
     let version = match select {
         Select::Latest => model.latest().map(|v| v.version).ok_or_else(|| {
-            ApiError::not_found("version_not_found", format!("model {name:?} has no versions left"))
+            ApiError::not_found(
+                "version_not_found",
+                format!("model {name:?} has no versions left"),
+            )
         }),
         Select::Version(raw) => version_number(name, &raw),
         Select::Alias(alias) => model.aliases.get(&alias).copied().ok_or_else(|| {
@@ -285,7 +287,9 @@ async fn predict<S: Store>(
         }),
     }
     .map_err(reject)?;
-    let found = model.version(version).ok_or_else(|| reject(no_version(name, version)))?;
+    let found = model
+        .version(version)
+        .ok_or_else(|| reject(no_version(name, version)))?;
     let request: PredictRequest = parse_json(content_type, body).map_err(reject)?;
     let id = cache_id(name, version);
     let cached = match api.model_cache.get(id) {

@@ -23,9 +23,8 @@ struct CacheEntry {
 
 /// Removes the cache entries whose result expired by `now`.
 pub(super) fn sweep_cached(tx: &WriteTransaction, now: f64) -> Result<(), StoreError> {
-    tx.open_table(CACHED)?.retain(|_, v| {
-        serde_json::from_slice::<CacheEntry>(v).is_ok_and(|e| e.expires_at > now)
-    })?;
+    tx.open_table(CACHED)?
+        .retain(|_, v| serde_json::from_slice::<CacheEntry>(v).is_ok_and(|e| e.expires_at > now))?;
     Ok(())
 }
 

@@ -5,7 +5,10 @@
 use super::*;
 
 /// A registered model from its hash's fields (`Keys::registered`); none if it has none.
-fn assemble(name: &str, fields: Vec<(String, Vec<u8>)>) -> Result<Option<RegisteredModel>, StoreError> {
+fn assemble(
+    name: &str,
+    fields: Vec<(String, Vec<u8>)>,
+) -> Result<Option<RegisteredModel>, StoreError> {
     if fields.is_empty() {
         return Ok(None);
     }
