@@ -1375,6 +1375,7 @@ conformance!(
     finishing_from_the_claimed_record,
     running_on_claims_the_next_and_ends_the_last,
     the_registry_numbers_versions_and_guards_aliases,
+    rules_promote_only_a_better_model,
 );
 
 mod short_results {

@@ -3,12 +3,14 @@
 
 use std::time::Duration;
 
+use trainyard::registry::register_by_rule;
 use trainyard::store::prelude::*;
 use trainyard::store::{
     AliasExpect, AliasSet, Lookup, ModelVersion, TaskFilter, TaskRecord, TaskState, VersionDeleted,
     now_s, sweep_expired,
 };
-use trainyard::training::{ModelType, TrainSpec};
+use trainyard::store::{Finish, RegisterRule};
+use trainyard::training::{DeviceSpec, ModelType, TrainSpec};
 use uuid::Uuid;
 
 fn version(seed: u64) -> ModelVersion {
@@ -144,6 +146,41 @@ pub async fn the_registry_numbers_versions_and_guards_aliases<S: Store>(store: S
         .map(|v| v.version)
         .collect();
     assert_eq!(versions, [1, 3]);
+}
+
+/// A register rule moves its alias only to a version that beats the one it points at (lower
+/// `test_rmse` here), the first one taking it; a tie keeps it.
+pub async fn rules_promote_only_a_better_model<S: Store>(store: S) {
+    let rule = RegisterRule {
+        name: "nightly".into(),
+        promote_alias: Some("production".into()),
+        metric: Some("test_rmse".into()),
+        mode: None,
+    };
+    let mut outcomes = Vec::new();
+    for rmse in [2.0, 3.0, 1.0, 1.0] {
+        let t = TaskRecord::new(TrainSpec::new(ModelType::Linear), None, 0, 0);
+        store.submit(&t, 100).await.unwrap();
+        store.claim("t", DeviceSpec::Cpu).await.unwrap().unwrap();
+        let finish = Finish::Success {
+            result: serde_json::json!({"metrics": {"test_rmse": rmse}}),
+            model: vec![1, 2, 3],
+            progress: None,
+        };
+        assert!(store.finish(t.id, 1, finish).await.unwrap());
+        let Lookup::Found(task) = store.get(t.id).await.unwrap() else {
+            panic!("task {} is stored", t.id);
+        };
+        let done = register_by_rule(&store, &rule, &task).await.unwrap();
+        outcomes.push((done.version.version, done.promoted));
+    }
+    assert_eq!(outcomes, [(1, true), (2, false), (3, true), (4, false)]);
+    let model = store.registered_model("nightly").await.unwrap().unwrap();
+    assert_eq!(model.aliases.get("production"), Some(&3));
+    assert_eq!(
+        model.versions[2].metrics,
+        serde_json::json!({"test_rmse": 1.0})
+    );
 }
 
 /// A success indexed by its cache key is found while its result lives, and not after; a copy
