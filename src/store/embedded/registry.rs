@@ -158,18 +158,26 @@ impl Registry for EmbeddedStore {
 }
 
 impl ResultCache for EmbeddedStore {
+    /// A commit that does not wait for the disk (`Durability::None`): the next durable
+    /// commit (the next task's end) persists it, and an index entry lost in a crash only
+    /// costs a cache miss. It saves one disk sync per success.
     async fn remember_result(&self, key: &str, id: Uuid) -> Result<(), StoreError> {
-        let key = key.to_string();
-        self.write(move |tx, settings| {
+        let (db, settings, key) = (self.db.clone(), self.settings, key.to_string());
+        tokio::task::spawn_blocking(move || {
+            let mut tx = db.begin_write()?;
+            tx.set_durability(redb::Durability::None)
+                .map_err(|e| StoreError::Unavailable(e.to_string()))?;
             let entry = CacheEntry {
                 id,
                 expires_at: now_s() + settings.result_expires_s,
             };
             tx.open_table(CACHED)?
                 .insert(key.as_str(), encode(&entry).as_slice())?;
+            tx.commit()?;
             Ok(())
         })
         .await
+        .map_err(|e| StoreError::Unavailable(format!("store task failed: {e}")))?
     }
 
     async fn cached_result(&self, key: &str) -> Result<Option<Uuid>, StoreError> {
