@@ -320,19 +320,31 @@ fn schedules_register_and_promote_only_better_models(store: TestStore) {
     assert_eq!(sum(&text, REGISTRATIONS, "promoted", "true"), 1.0, "{text}");
 }
 
-/// A model registered through one node is listed and served by the others on the same store.
+/// A model registered through one node of a three-node cluster (one Redis, the nodes joined
+/// through the first) is listed and served by the others.
 #[test]
 fn a_model_registered_on_one_node_is_served_by_the_others() {
     let store = TestStore::redis();
+    let first = format!("127.0.0.1:{}", common::free_port());
     let nodes: Vec<Node> = (0..3)
         .map(|i| {
-            Node::up(
-                &store,
-                1,
-                &[("TRAINYARD_NODE__NAME", &format!("\"models-{i}\""))],
-            )
+            let name = format!("\"models-{i}\"");
+            let mut env = vec![("TRAINYARD_NODE__NAME", name)];
+            if i == 0 {
+                env.push(("TRAINYARD_NODE__LISTEN", format!("\"{first}\"")));
+            } else {
+                env.push(("TRAINYARD_NODE__SEEDS", format!("[\"{first}\"]")));
+            }
+            let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+            Node::up(&store, 1, &env)
         })
         .collect();
+    poll(LONG, "three connected nodes", || {
+        let (_, answer) = nodes[0].get("/cluster/nodes");
+        let nodes = answer["nodes"].as_array().cloned().unwrap_or_default();
+        let connected = nodes.iter().filter(|n| n["connected"] == true).count();
+        (connected == 3).then_some(())
+    });
     let id = nodes[0].submit("linear", quick(6));
     nodes[0].wait_for(&id, "SUCCESS", LONG);
     let (status, answer) = nodes[0].post("/models", json!({"name": "shared", "task_id": id}));
