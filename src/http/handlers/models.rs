@@ -256,9 +256,10 @@ pub async fn predict_alias<S: Store>(
 /// The node's model cache holds a registered version under this id (never a task's: it is
 /// a digest of the name and number, and a version never changes once registered).
 fn cache_id(name: &str, version: u32) -> Uuid {
-    let digest = crate::store::sha256_hex(format!("registry/{name}/{version}").as_bytes());
-    let bytes: [u8; 16] =
-        std::array::from_fn(|i| u8::from_str_radix(&digest[2 * i..2 * i + 2], 16).unwrap_or(0));
+    use sha2::Digest;
+    let digest = sha2::Sha256::digest(format!("registry/{name}/{version}").as_bytes());
+    let mut bytes = [0u8; 16];
+    bytes.copy_from_slice(&digest[..16]);
     Uuid::from_bytes(bytes)
 }
 
