@@ -10,6 +10,7 @@
 //! - [`telemetry`]: every metric, declared once. [`tls`]: PEM files into rustls configurations.
 //! - [`cache`]: a small cache of parsed data sets.
 //! - [`store`]: durable task state, split by role, on Redis or an embedded redb file.
+//! - [`registry`]: what registering a task's model is, and when a rule promotes it.
 //! - [`schedule`]: cron schedules, fired by the leader. [`cluster`]: node membership over
 //!   ractor_cluster, and addresses as people write them.
 //! - [`actors`]: the Supervisor, the Dispatcher and the Trainers of a node.
@@ -35,6 +36,7 @@ pub mod http;
 pub mod logging;
 pub mod node;
 pub mod notify;
+pub mod registry;
 pub mod schedule;
 pub mod store;
 pub mod telemetry;

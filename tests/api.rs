@@ -520,11 +520,12 @@ fn bad_requests_get_their_status_and_code_and_store_nothing(store: TestStore) {
         ),
         json_case("/train/mlp?wait_s=100000", "{}", 400, "invalid_query"),
         json_case("/task/not-a-uuid/cancel", "", 400, "invalid_id"),
+        // Not a task's id: a registered model's name, and there is none.
         json_case(
             "/models/not-a-uuid/predict",
             "{\"rows\": [[1]]}",
-            400,
-            "invalid_id",
+            404,
+            "model_not_found",
         ),
         get_case("/task/not-a-uuid", 400, "invalid_id"),
         get_case("/task/12345/result", 400, "invalid_id"),

@@ -248,6 +248,62 @@ fn real_answers_match_the_document() {
     );
     call("DELETE", "/schedules/nightly", "/schedules/{name}", None);
 
+    // The model registry.
+    let register = format!("{{\"name\": \"prices\", \"task_id\": \"{id}\"}}");
+    let register = Some(("application/json", register.as_bytes()));
+    call("POST", "/models", "/models", register);
+    call("POST", "/models", "/models", register);
+    call("POST", "/models", "/models", post("{}"));
+    call("GET", "/models", "/models", None);
+    call("GET", "/models/prices", "/models/{name}", None);
+    call("GET", "/models/nothing", "/models/{name}", None);
+    let alias = "/models/{name}/aliases/{alias}";
+    let version = Some(("application/json", &b"{\"version\": 1}"[..]));
+    call("PUT", "/models/prices/aliases/production", alias, version);
+    call(
+        "PUT",
+        "/models/prices/aliases/production",
+        alias,
+        post("{}"),
+    );
+    let rows8 = "{\"rows\": [[0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8]]}";
+    call(
+        "POST",
+        "/models/prices/predict",
+        "/models/{id}/predict",
+        post(rows8),
+    );
+    let by_version = "/models/{name}/versions/{version}/predict";
+    call(
+        "POST",
+        "/models/prices/versions/1/predict",
+        by_version,
+        post(rows8),
+    );
+    call(
+        "POST",
+        "/models/prices/versions/9/predict",
+        by_version,
+        post(rows8),
+    );
+    let by_alias = "/models/{name}/aliases/{alias}/predict";
+    call(
+        "POST",
+        "/models/prices/aliases/production/predict",
+        by_alias,
+        post(rows8),
+    );
+    call(
+        "POST",
+        "/models/prices/aliases/staging/predict",
+        by_alias,
+        post(rows8),
+    );
+    let delete = "/models/{name}/versions/{version}";
+    call("DELETE", "/models/prices/versions/1", delete, None);
+    call("DELETE", "/models/prices/versions/2", delete, None);
+    call("DELETE", "/models/prices/versions/2", delete, None);
+
     // Refusals: each documented with its status and the error body.
     let uuid = "9b2f2d7e-0000-4000-8000-000000000000";
     let bad: Vec<Request> = vec![

@@ -4,10 +4,13 @@
 #[path = "store/checkpoints.rs"]
 mod checkpoints;
 mod common;
+#[path = "store/registry.rs"]
+mod registry;
 
 use std::time::Duration;
 
 use common::{RedisServer, temp_dir};
+use registry::*;
 use trainyard::store::prelude::*;
 use trainyard::store::{
     CancelOutcome, CasToken, Claimed, DatasetDeleted, DatasetInfo, EmbeddedStore, Ending, EventId,
@@ -476,6 +479,7 @@ fn dataset_info(name: &str, bytes: u64) -> DatasetInfo {
         bytes,
         uploaded_at: now_s(),
         expires_at: None,
+        sha256: None,
     }
 }
 
@@ -1375,6 +1379,8 @@ conformance!(
     finishing_from_the_claimed_record,
     running_on_claims_the_next_and_ends_the_last,
     checkpoints_are_fenced_and_resumed,
+    the_registry_numbers_versions_and_guards_aliases,
+    rules_promote_only_a_better_model,
 );
 
 mod short_results {
@@ -1384,6 +1390,7 @@ mod short_results {
         short_results();
         cancelling_an_expired_task_answers_expired,
         checkpoints_expire_with_their_task,
+        results_are_cached_while_they_live,
     );
 }
 

@@ -6,7 +6,8 @@
 //! - `train`: `POST /train/{model_type}[/async]`: [`TrainRequest`] (and its one merge with a
 //!   model's defaults, [`TrainRequest::spec`]), [`SubmitAnswer`], [`SyncQuery`].
 //! - `tasks`: status, result, cancel, inspect and the task list.
-//! - `datasets`: upload, list, delete; `predict`: `POST /models/{id}/predict`.
+//! - `datasets`: upload, list, delete; `predict`: `POST /models/{id}/predict` (and by a
+//!   registered name, version or alias); `models`: the model registry.
 //! - `cluster`: nodes, drain, purge, health; `schedules`: the schedule routes.
 //! - `error`: the error body every refusal has, `{"success": false, "error": {code, message}}`.
 //! - `schema`: how types of the store and the training library appear in the document.
@@ -16,6 +17,7 @@
 pub mod cluster;
 pub mod datasets;
 pub mod error;
+pub mod models;
 pub mod openapi;
 pub mod predict;
 pub mod schedules;
@@ -26,6 +28,7 @@ pub mod train;
 pub use cluster::*;
 pub use datasets::*;
 pub use error::*;
+pub use models::*;
 pub use predict::*;
 pub use schedules::*;
 pub use tasks::*;

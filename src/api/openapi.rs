@@ -35,6 +35,8 @@ use super::*;
         all_events, upload_dataset, list_datasets, delete_dataset, predict, cluster_nodes,
         drain, purge, cluster_health, celery_health, healthz, readyz, metrics,
         create_schedule, list_schedules, show_schedule, delete_schedule, pause_schedule,
+        register_model, list_models, show_model, set_alias, delete_model_version,
+        predict_version, predict_alias,
     ),
     components(schemas(ErrorBody, ErrorDetail)),
     modifiers(&Security),
@@ -44,6 +46,7 @@ use super::*;
         (name = "datasets", description = "Uploaded CSV data sets and predictions"),
         (name = "cluster", description = "Nodes, health and operators' actions"),
         (name = "schedules", description = "Periodic trainings"),
+        (name = "models", description = "The model registry: named, versioned models, aliases, predictions"),
     ),
 )]
 pub struct ApiDoc;
@@ -74,9 +77,14 @@ impl Modify for Security {
             if open.contains(&path.as_str()) {
                 continue;
             }
-            for op in [&mut item.get, &mut item.post, &mut item.delete]
-                .into_iter()
-                .flatten()
+            for op in [
+                &mut item.get,
+                &mut item.post,
+                &mut item.put,
+                &mut item.delete,
+            ]
+            .into_iter()
+            .flatten()
             {
                 op.security = Some(vec![utoipa::openapi::security::SecurityRequirement::new(
                     "bearer",
@@ -278,20 +286,107 @@ fn list_datasets() {}
     ))]
 fn delete_dataset() {}
 
-/// Predict with a succeeded task's model.
+/// Predict with a succeeded task's model, or with a registered model's newest version.
 #[utoipa::path(post, path = "/models/{id}/predict", tag = "datasets",
-    params(("id" = uuid::Uuid, Path, description = "The task whose model answers")),
+    params(("id" = String, Path, description = "The task whose model answers (a UUID), or a registered model's name (its newest version answers)")),
     request_body(content = PredictRequest, content_type = "application/json"),
     responses(
         (status = 200, description = "One prediction per row", body = PredictAnswer),
         (status = 400, description = "`invalid_id`, `invalid_json`", body = ErrorBody),
-        (status = 404, description = "`task_not_found`, `task_expired`, `model_not_found`", body = ErrorBody),
+        (status = 404, description = "`task_not_found`, `task_expired`, `model_not_found`, `version_not_found` (a name without versions left)", body = ErrorBody),
         (status = 409, description = "`model_not_ready`: the task has not succeeded", body = ErrorBody),
         (status = 413, description = "`body_too_large`", body = ErrorBody),
         (status = 415, description = "`unsupported_media_type`", body = ErrorBody),
         (status = 422, description = "`invalid_request`, `invalid_input` (rows of the wrong width, empty), `invalid_model`", body = ErrorBody),
     ))]
 fn predict() {}
+
+/// Register a finished task's model as a name's next version (its artifact is copied: it
+/// never expires with the task).
+#[utoipa::path(post, path = "/models", tag = "models",
+    request_body(content = RegisterRequest, content_type = "application/json"),
+    responses(
+        (status = 201, description = "Registered", body = RegisterAnswer),
+        (status = 400, description = "`invalid_json`", body = ErrorBody),
+        (status = 404, description = "`task_not_found`, `task_expired`, `model_not_found`", body = ErrorBody),
+        (status = 409, description = "`model_not_ready`: the task has not succeeded", body = ErrorBody),
+        (status = 415, description = "`unsupported_media_type`", body = ErrorBody),
+        (status = 422, description = "`invalid_parameters` (every problem listed), `invalid_request`", body = ErrorBody),
+    ))]
+fn register_model() {}
+
+/// Every registered model: newest version, aliases, newest metrics.
+#[utoipa::path(get, path = "/models", tag = "models",
+    responses((status = 200, description = "The registry", body = ModelList)))]
+fn list_models() {}
+
+/// A registered model: every version (metrics, spec, data set and its SHA-256, task, time,
+/// aliases).
+#[utoipa::path(get, path = "/models/{name}", tag = "models",
+    params(("name" = String, Path, description = "The model's name", example = "house-prices")),
+    responses(
+        (status = 200, description = "The model", body = ModelAnswer),
+        (status = 404, description = "`model_not_found`", body = ErrorBody),
+    ))]
+fn show_model() {}
+
+/// Point an alias (`production`, `staging`, any name) at a version.
+#[utoipa::path(put, path = "/models/{name}/aliases/{alias}", tag = "models",
+    params(
+        ("name" = String, Path, description = "The model's name", example = "house-prices"),
+        ("alias" = String, Path, description = "The alias", example = "production"),
+    ),
+    request_body(content = AliasRequest, content_type = "application/json"),
+    responses(
+        (status = 200, description = "Set", body = AliasAnswer),
+        (status = 404, description = "`model_not_found`, `version_not_found`", body = ErrorBody),
+        (status = 415, description = "`unsupported_media_type`", body = ErrorBody),
+        (status = 422, description = "`invalid_parameters` (every problem listed), `invalid_request`", body = ErrorBody),
+    ))]
+fn set_alias() {}
+
+/// Delete a version and its artifact; refused while an alias points at it.
+#[utoipa::path(delete, path = "/models/{name}/versions/{version}", tag = "models",
+    params(
+        ("name" = String, Path, description = "The model's name", example = "house-prices"),
+        ("version" = u32, Path, description = "The version", example = 1),
+    ),
+    responses(
+        (status = 200, description = "Deleted", body = VersionDeletedAnswer),
+        (status = 404, description = "`model_not_found`, `version_not_found`", body = ErrorBody),
+        (status = 409, description = "`version_aliased` (with `aliases`)", body = ErrorBody),
+    ))]
+fn delete_model_version() {}
+
+/// Predict with one version of a registered model.
+#[utoipa::path(post, path = "/models/{name}/versions/{version}/predict", tag = "models",
+    params(
+        ("name" = String, Path, description = "The model's name", example = "house-prices"),
+        ("version" = u32, Path, description = "The version", example = 1),
+    ),
+    request_body(content = PredictRequest, content_type = "application/json"),
+    responses(
+        (status = 200, description = "One prediction per row", body = PredictAnswer),
+        (status = 404, description = "`model_not_found`, `version_not_found`", body = ErrorBody),
+        (status = 415, description = "`unsupported_media_type`", body = ErrorBody),
+        (status = 422, description = "`invalid_request`, `invalid_input`, `invalid_model`", body = ErrorBody),
+    ))]
+fn predict_version() {}
+
+/// Predict with the version an alias of a registered model points at.
+#[utoipa::path(post, path = "/models/{name}/aliases/{alias}/predict", tag = "models",
+    params(
+        ("name" = String, Path, description = "The model's name", example = "house-prices"),
+        ("alias" = String, Path, description = "The alias", example = "production"),
+    ),
+    request_body(content = PredictRequest, content_type = "application/json"),
+    responses(
+        (status = 200, description = "One prediction per row", body = PredictAnswer),
+        (status = 404, description = "`model_not_found`, `alias_not_found`", body = ErrorBody),
+        (status = 415, description = "`unsupported_media_type`", body = ErrorBody),
+        (status = 422, description = "`invalid_request`, `invalid_input`, `invalid_model`", body = ErrorBody),
+    ))]
+fn predict_alias() {}
 
 /// Every node of the cluster, its trainers, and the leader.
 #[utoipa::path(get, path = "/cluster/nodes", tag = "cluster",

@@ -17,7 +17,7 @@ pub struct PredictRequest {
 }
 
 /// The answer of `POST /models/{id}/predict`.
-#[derive(Debug, Serialize, ToSchema)]
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
 #[schema(example = json!({"success": true, "task_id": "0b5e4c1e-3f1c-4c39-9e4b-1d2f3a4b5c6d",
     "model_type": "mlp", "predictions": [14.2]}))]
 pub struct PredictAnswer {
@@ -28,4 +28,12 @@ pub struct PredictAnswer {
     pub model_type: ModelType,
     /// One prediction per row.
     pub predictions: Vec<f32>,
+    /// The registered model that answered (a prediction by name, version or alias).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
+    pub name: Option<String>,
+    /// Its version.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
+    pub version: Option<u32>,
 }

@@ -7,7 +7,7 @@ use utoipa::ToSchema;
 use uuid::Uuid;
 
 use super::schema::ModelTypeSchema;
-use crate::store::{Missed, Schedule};
+use crate::store::{Missed, RegisterRule, Schedule};
 use crate::training::ModelType;
 
 /// What a schedule does with the due times that passed without firing (the cluster was down).
@@ -43,6 +43,27 @@ pub struct ScheduleRequest {
     pub misfire_grace_s: Option<u64>,
     /// Created paused.
     pub paused: Option<bool>,
+    /// Register each successful result as the next version of a model, and move an alias
+    /// to it when it beats the version the alias points at.
+    #[schema(value_type = Option<RegisterRuleSchema>)]
+    pub register: Option<RegisterRule>,
+}
+
+/// What a schedule does with each successful result.
+#[derive(Serialize, ToSchema)]
+#[schema(as = RegisterRule, example = json!({"name": "house-prices",
+    "promote_alias": "production", "metric": "test_r2", "mode": "max"}))]
+pub struct RegisterRuleSchema {
+    /// The registered model's name (created at the first registration).
+    pub name: String,
+    /// The alias to move to a new version that beats the one it points at (or when unset).
+    pub promote_alias: Option<String>,
+    /// The metric compared: a name of `result.metrics` (`test_r2`, `test_rmse`), or
+    /// `MODEL.METRIC` for `all`; default `test_r2`.
+    pub metric: Option<String>,
+    /// `max` (higher is better) or `min`; default `min` for rmse, loss and duration metrics,
+    /// else `max`.
+    pub mode: Option<String>,
 }
 
 /// A schedule as the API shows it.
@@ -68,6 +89,9 @@ pub struct ScheduleView<'a> {
     pub skipped: u64,
     pub last_task_id: Option<Uuid>,
     pub last_fired_at: Option<f64>,
+    /// Where each successful result is registered.
+    #[schema(value_type = Option<RegisterRuleSchema>)]
+    pub register: Option<&'a RegisterRule>,
 }
 
 impl<'a> ScheduleView<'a> {
@@ -89,6 +113,7 @@ impl<'a> ScheduleView<'a> {
             skipped: schedule.skipped,
             last_task_id: schedule.last_task,
             last_fired_at: schedule.last_fired_at,
+            register: schedule.template.register.as_ref(),
         }
     }
 }

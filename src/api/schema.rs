@@ -127,4 +127,7 @@ pub struct DatasetInfoSchema {
     /// When it is removed unless used before (Unix seconds); absent: kept for ever.
     #[schema(nullable = false)]
     pub expires_at: Option<f64>,
+    /// SHA-256 of the CSV (hex): the data set's content, as the result cache keys it.
+    #[schema(nullable = false)]
+    pub sha256: Option<String>,
 }

@@ -94,6 +94,10 @@ pub struct ResultAnswer<'a> {
     #[serde(skip_serializing_if = "<[_]>::is_empty")]
     #[schema(value_type = Vec<AttemptRecordSchema>)]
     pub attempts: &'a [AttemptRecord],
+    /// The earlier task whose result this one copied (`"cache": true`), with no training.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
+    pub cached_from: Option<Uuid>,
 }
 
 impl<'a> ResultAnswer<'a> {
@@ -113,6 +117,7 @@ impl<'a> ResultAnswer<'a> {
             result,
             error: task.error.as_ref(),
             attempts: &task.attempts,
+            cached_from: task.cached_from,
         }
     }
 }
@@ -276,6 +281,8 @@ pub struct TaskDetail<'a> {
     /// Its completion webhook's delivery: `{attempts, delivered_at, failed, last_error}`.
     #[schema(value_type = Option<Object>)]
     pub callback: Option<&'a CallbackState>,
+    /// The earlier task whose result this one copied (`"cache": true`).
+    pub cached_from: Option<Uuid>,
 }
 
 impl<'a> TaskDetail<'a> {
@@ -337,6 +344,7 @@ impl<'a> TaskDetail<'a> {
             schedule: task.schedule.as_ref(),
             callback_url: task.callback_url.as_deref(),
             callback: task.callback.as_ref(),
+            cached_from: task.cached_from,
         }
     }
 }

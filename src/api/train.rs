@@ -65,6 +65,12 @@ pub struct TrainRequest {
     #[serde(skip_serializing_if = "Option::is_none")]
     #[schema(example = "https://hooks.example.com/trainyard")]
     pub callback_url: Option<String>,
+    /// Answer from an earlier finished, unexpired success with the same spec (time limit
+    /// aside), data set content and seed, if there is one: a new task, SUCCESS at once, that
+    /// names it in `cached_from`; no training.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(example = true)]
+    pub cache: Option<bool>,
 }
 
 impl TrainRequest {
@@ -114,6 +120,10 @@ pub struct SubmitAnswer {
     pub message: String,
     /// The model type as the request named it (an old name stays old).
     pub model_type: String,
+    /// The earlier task whose result answered it (`"cache": true`): it is SUCCESS already.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
+    pub cached_from: Option<Uuid>,
 }
 
 impl SubmitAnswer {
@@ -124,6 +134,7 @@ impl SubmitAnswer {
             task_id,
             message: format!("Training task submitted for {named}"),
             model_type: named.to_string(),
+            cached_from: None,
         }
     }
 }

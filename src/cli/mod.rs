@@ -16,8 +16,8 @@ use std::process::ExitCode;
 use clap::{CommandFactory, Parser, Subcommand};
 
 use crate::client::{
-    self, Client, ClientError, ClientOpts, DatasetsCommand, DrainArgs, PredictArgs, ResumeArgs,
-    SchedulesCommand, StatusArgs, SubmitArgs, TaskArgs, TasksArgs,
+    self, Client, ClientError, ClientOpts, DatasetsCommand, DrainArgs, ModelsCommand, PredictArgs,
+    ResumeArgs, SchedulesCommand, StatusArgs, SubmitArgs, TaskArgs, TasksArgs,
 };
 
 pub mod bench;
@@ -86,6 +86,9 @@ pub enum Command {
     /// Uploaded data sets: upload, list, delete.
     #[command(subcommand)]
     Datasets(DatasetsCommand),
+    /// The model registry: list, show, register, alias, delete, predict.
+    #[command(subcommand)]
+    Models(ModelsCommand),
     /// Print the API's OpenAPI 3.1 document (what `GET /openapi.json` serves).
     Openapi,
     /// Print a completion script for SHELL (e.g. `trainyard completions bash >
@@ -151,6 +154,7 @@ fn run_client(opts: &ClientOpts, verb: Command) -> Result<(), ClientError> {
         Command::Predict(args) => client::predict(c, &args),
         Command::Schedules(command) => client::schedules(c, &command),
         Command::Datasets(command) => client::datasets(c, &command),
+        Command::Models(command) => client::models(c, &command),
         // The local commands never get here (`run` handles them).
         _ => Ok(()),
     }

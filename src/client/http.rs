@@ -141,7 +141,11 @@ impl Client {
                 request.call()
             }
             _ => {
-                let mut request = agent.post(&url);
+                let mut request = if method == "PUT" {
+                    agent.put(&url)
+                } else {
+                    agent.post(&url)
+                };
                 for (k, v) in &all {
                     request = request.header(*k, *v);
                 }

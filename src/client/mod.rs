@@ -7,7 +7,7 @@
 //! - `tasks`: `submit` (with `--wait` or `--follow`), `status`, `result`, `inspect`, `tasks`,
 //!   `cancel`, `predict`; `events`: following a task's event stream to its end.
 //! - `cluster`: `nodes`, `health`, `purge`, `drain`, `resume`.
-//! - `schedules` and `datasets`: their subcommands.
+//! - `schedules`, `datasets` and `models` (the model registry): their subcommands.
 //!
 //! Each verb prints text (a line or a table) or, with `--json`, the server's answer.
 
@@ -16,6 +16,7 @@ mod datasets;
 mod error;
 mod events;
 mod http;
+mod models;
 mod schedules;
 mod tasks;
 
@@ -23,6 +24,7 @@ pub use cluster::{DrainArgs, ResumeArgs, drain, health, nodes, purge};
 pub use datasets::{DatasetsCommand, datasets};
 pub use error::{ClientError, EXIT_CODES};
 pub use http::{Body, Client, ClientOpts, DEFAULT_SERVER};
+pub use models::{ModelsCommand, models};
 pub use schedules::{SchedulesCommand, schedules};
 pub use tasks::{
     HyperArgs, PredictArgs, RequestArgs, StatusArgs, SubmitArgs, TaskArgs, TasksArgs, TreeArgs,

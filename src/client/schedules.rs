@@ -59,6 +59,18 @@ pub struct CreateArgs {
     /// Create it paused.
     #[arg(long)]
     pub paused: bool,
+    /// Register each successful result as the next version of this model.
+    #[arg(long, value_name = "MODEL_NAME")]
+    pub register: Option<String>,
+    /// With --register: move this alias to a new version that beats the one it points at.
+    #[arg(long, requires = "register")]
+    pub promote_alias: Option<String>,
+    /// With --promote-alias: the metric compared (default test_r2).
+    #[arg(long, requires = "register")]
+    pub metric: Option<String>,
+    /// With --promote-alias: max (higher is better) or min.
+    #[arg(long, requires = "register", value_parser = ["max", "min"])]
+    pub mode: Option<String>,
     #[command(flatten)]
     pub request: RequestArgs,
 }
@@ -78,6 +90,8 @@ struct ScheduleBody<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     misfire_grace_s: Option<u64>,
     paused: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    register: Option<Value>,
 }
 
 impl CreateArgs {
@@ -100,6 +114,14 @@ impl CreateArgs {
             missed: self.missed.as_deref(),
             misfire_grace_s: self.misfire_grace_s,
             paused: self.paused,
+            register: self.register.as_ref().map(|name| {
+                serde_json::json!({
+                    "name": name,
+                    "promote_alias": self.promote_alias,
+                    "metric": self.metric,
+                    "mode": self.mode,
+                })
+            }),
         };
         serde_json::to_value(&body).map_err(|e| ClientError::Usage(e.to_string()))
     }

@@ -131,6 +131,10 @@ pub struct RequestArgs {
     /// Where to POST the final status when the task ends (the node's allowed hosts only).
     #[arg(long, value_name = "URL")]
     pub callback_url: Option<String>,
+    /// Answer from an earlier success with the same spec, data set content and seed, if one
+    /// is kept: SUCCESS at once, no training.
+    #[arg(long)]
+    pub cache: bool,
 }
 
 impl RequestArgs {
@@ -148,6 +152,7 @@ impl RequestArgs {
                     .find(|class| class.as_str() == d)
             }),
             callback_url: self.callback_url.clone(),
+            cache: self.cache.then_some(true),
             ..self.hyper.request()
         }
     }
@@ -407,19 +412,7 @@ pub fn cancel(client: &Client, args: &TaskArgs) -> Result<(), ClientError> {
 
 /// `trainyard predict ID --row ...`: one prediction a line.
 pub fn predict(client: &Client, args: &PredictArgs) -> Result<(), ClientError> {
-    let rows = args
-        .rows
-        .iter()
-        .map(|r| {
-            r.split(',')
-                .map(|v| {
-                    v.trim().parse::<f32>().map_err(|_| {
-                        ClientError::Usage(format!("--row {r:?}: {v:?} is not a number"))
-                    })
-                })
-                .collect::<Result<Vec<_>, _>>()
-        })
-        .collect::<Result<Vec<_>, _>>()?;
+    let rows = parse_rows(&args.rows)?;
     let answer = client.post_json(
         &format!("/models/{}/predict", args.id),
         &[],
@@ -433,6 +426,21 @@ pub fn predict(client: &Client, args: &PredictArgs) -> Result<(), ClientError> {
         println!("{p}");
     }
     Ok(())
+}
+
+/// `--row` values (`V1,V2,...`) as rows of numbers.
+pub(super) fn parse_rows(rows: &[String]) -> Result<Vec<Vec<f32>>, ClientError> {
+    rows.iter()
+        .map(|r| {
+            r.split(',')
+                .map(|v| {
+                    v.trim().parse::<f32>().map_err(|_| {
+                        ClientError::Usage(format!("--row {r:?}: {v:?} is not a number"))
+                    })
+                })
+                .collect::<Result<Vec<_>, _>>()
+        })
+        .collect()
 }
 
 #[cfg(test)]

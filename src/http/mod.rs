@@ -283,6 +283,7 @@ pub fn routes<S: Store>(
         .recover(error::route_errors)
         .unify()
         .boxed();
+    let models = models(api.clone(), body.clone());
 
     // The status route first: clients poll it most, and each route before it is tried first.
     let protected = status
@@ -326,6 +327,8 @@ pub fn routes<S: Store>(
         .unify()
         .or(pause_schedule)
         .unify()
+        .or(models)
+        .unify()
         .boxed();
     health
         .or(metrics)
@@ -354,6 +357,61 @@ pub fn routes<S: Store>(
                 info.elapsed(),
             )
         }))
+}
+
+/// The model registry's routes (`handlers::models`); predictions by a task's id or a name
+/// are `Route::Predict`'s, above.
+fn models<S: Store>(
+    api: Arc<Api<S>>,
+    body: warp::filters::BoxedFilter<(bytes::Bytes,)>,
+) -> warp::filters::BoxedFilter<(warp::reply::Response,)> {
+    let with = warp::any().map(move || api.clone());
+    let content_type = || warp::header::optional::<String>("content-type");
+    let register = at(Route::RegisterModel)
+        .and(with.clone())
+        .and(content_type())
+        .and(body.clone())
+        .and_then(handlers::register_model);
+    let list = at(Route::ListModels)
+        .and(with.clone())
+        .and_then(handlers::list_models);
+    let show = at1(Route::ShowModel)
+        .and(with.clone())
+        .and_then(handlers::show_model);
+    let alias = at2(Route::SetAlias)
+        .and(with.clone())
+        .and(content_type())
+        .and(body.clone())
+        .and_then(handlers::set_alias);
+    let delete = at2(Route::DeleteModelVersion)
+        .and(with.clone())
+        .and_then(handlers::delete_version);
+    let by_version = at2(Route::PredictVersion)
+        .and(with.clone())
+        .and(content_type())
+        .and(body.clone())
+        .and_then(handlers::predict_version);
+    let by_alias = at2(Route::PredictAlias)
+        .and(with.clone())
+        .and(content_type())
+        .and(body)
+        .and_then(handlers::predict_alias);
+    register
+        .or(list)
+        .unify()
+        .or(show)
+        .unify()
+        .or(alias)
+        .unify()
+        .or(delete)
+        .unify()
+        .or(by_version)
+        .unify()
+        .or(by_alias)
+        .unify()
+        .recover(error::route_errors)
+        .unify()
+        .boxed()
 }
 
 /// The route a request was for, as a metric label from a fixed set (ids are never labels):

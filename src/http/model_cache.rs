@@ -5,7 +5,9 @@
 //! cache is not kept. A task's model never changes once it succeeded, but it expires with the
 //! task's result: an entry remembers when, and is not answered from after that (the store
 //! then says the task expired). Nothing else removes a finished task's model (a purge revokes
-//! pending tasks only).
+//! pending tasks only). A registered model's version is kept under an id made from its name
+//! and number (`handlers::models`), with no expiry: a version never changes, and each call
+//! asks the store which version a name or alias means and whether it is still there.
 
 use std::sync::Arc;
 

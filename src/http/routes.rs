@@ -42,6 +42,13 @@ pub enum Route {
     DeleteSchedule,
     ShowSchedule,
     PauseSchedule,
+    RegisterModel,
+    ListModels,
+    ShowModel,
+    SetAlias,
+    DeleteModelVersion,
+    PredictVersion,
+    PredictAlias,
 }
 
 /// `(route, "METHOD /template", role)`: `{name}` segments match any one non-empty segment.
@@ -69,6 +76,29 @@ const TABLE: &[(Route, &str, Role)] = &[
     (Route::ListDatasets, "GET /datasets", Role::Read),
     (Route::DeleteDataset, "DELETE /datasets/{id}", Role::Submit),
     (Route::Predict, "POST /models/{id}/predict", Role::Submit),
+    (Route::RegisterModel, "POST /models", Role::Submit),
+    (Route::ListModels, "GET /models", Role::Read),
+    (Route::ShowModel, "GET /models/{name}", Role::Read),
+    (
+        Route::SetAlias,
+        "PUT /models/{name}/aliases/{alias}",
+        Role::Admin,
+    ),
+    (
+        Route::DeleteModelVersion,
+        "DELETE /models/{name}/versions/{version}",
+        Role::Admin,
+    ),
+    (
+        Route::PredictVersion,
+        "POST /models/{name}/versions/{version}/predict",
+        Role::Submit,
+    ),
+    (
+        Route::PredictAlias,
+        "POST /models/{name}/aliases/{alias}/predict",
+        Role::Submit,
+    ),
     (Route::Metrics, "GET /metrics", Role::Read),
     (Route::Panel, "GET /", Role::Read),
     (Route::OpenApi, "GET /openapi.json", Role::Read),
@@ -177,6 +207,7 @@ fn method(route: Route) -> warp::filters::BoxedFilter<()> {
     match route.method() {
         "POST" => warp::post().boxed(),
         "DELETE" => warp::delete().boxed(),
+        "PUT" => warp::put().boxed(),
         _ => warp::get().boxed(),
     }
 }

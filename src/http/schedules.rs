@@ -116,7 +116,15 @@ async fn parse<S: Store>(
     }
     let train_body = serde_json::to_vec(&train_request).expect("JSON values serialize");
     let json_type = Some("application/json".to_string());
-    let template = build_task(api, &model_type, &json_type, &Bytes::from(train_body)).await?;
+    let mut template = build_task(api, &model_type, &json_type, &Bytes::from(train_body)).await?;
+    if let Some(rule) = request.register {
+        let problems = rule.problems();
+        if !problems.is_empty() {
+            return Err(ApiError::invalid("invalid_schedule", problems.join("; ")));
+        }
+        // Each firing's task carries the rule; the trainer that ends it registers its model.
+        template.register = Some(rule);
+    }
     let now = now_s();
     Ok(Schedule {
         name,

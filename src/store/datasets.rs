@@ -22,6 +22,10 @@ pub struct DatasetInfo {
     /// for ever.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub expires_at: Option<f64>,
+    /// SHA-256 of the CSV (hex), computed at upload: what the result cache keys the data by.
+    /// None for a data set uploaded before it was kept.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sha256: Option<String>,
 }
 
 /// What `delete_dataset` did.

@@ -317,3 +317,80 @@ impl<S: Store> EventLog for Instrumented<S> {
         self.inner.subscribe()
     }
 }
+
+impl<S: Store> Registry for Instrumented<S> {
+    async fn register_model(
+        &self,
+        name: &str,
+        version: &ModelVersion,
+        artifact: &[u8],
+    ) -> Result<ModelVersion, StoreError> {
+        self.timed(
+            "register_model",
+            self.inner.register_model(name, version, artifact),
+        )
+        .await
+    }
+    async fn registered_models(&self) -> Result<Vec<RegisteredModel>, StoreError> {
+        self.timed("registered_models", self.inner.registered_models())
+            .await
+    }
+    async fn registered_model(&self, name: &str) -> Result<Option<RegisteredModel>, StoreError> {
+        self.timed("registered_model", self.inner.registered_model(name))
+            .await
+    }
+    async fn set_alias(
+        &self,
+        name: &str,
+        alias: &str,
+        version: u32,
+        expect: AliasExpect,
+    ) -> Result<AliasSet, StoreError> {
+        self.timed(
+            "set_alias",
+            self.inner.set_alias(name, alias, version, expect),
+        )
+        .await
+    }
+    async fn delete_model_version(
+        &self,
+        name: &str,
+        version: u32,
+    ) -> Result<VersionDeleted, StoreError> {
+        self.timed(
+            "delete_model_version",
+            self.inner.delete_model_version(name, version),
+        )
+        .await
+    }
+    async fn version_artifact(
+        &self,
+        name: &str,
+        version: u32,
+    ) -> Result<Option<Vec<u8>>, StoreError> {
+        self.timed(
+            "version_artifact",
+            self.inner.version_artifact(name, version),
+        )
+        .await
+    }
+}
+
+impl<S: Store> ResultCache for Instrumented<S> {
+    async fn remember_result(&self, key: &str, id: Uuid) -> Result<(), StoreError> {
+        self.timed("remember_result", self.inner.remember_result(key, id))
+            .await
+    }
+    async fn cached_result(&self, key: &str) -> Result<Option<Uuid>, StoreError> {
+        self.timed("cached_result", self.inner.cached_result(key))
+            .await
+    }
+    async fn submit_finished(
+        &self,
+        task: &TaskRecord,
+        model: &[u8],
+    ) -> Result<TaskRecord, StoreError> {
+        self.timed("submit_finished", self.inner.submit_finished(task, model))
+            .await
+    }
+}

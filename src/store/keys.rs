@@ -156,4 +156,25 @@ impl Keys {
     pub fn dataset_csv(&self, id: Uuid) -> String {
         format!("{}:dataset:{id}", self.prefix)
     }
+
+    /// Set of registered model names.
+    pub fn registry(&self) -> String {
+        format!("{}:registry", self.prefix)
+    }
+
+    /// Hash of registered model `name`: `next` (the last version number given), `v:N` ->
+    /// JSON `ModelVersion` (its number is the field's), `a:ALIAS` -> version.
+    pub fn registered(&self, name: &str) -> String {
+        format!("{}:registered:{name}", self.prefix)
+    }
+
+    /// Hash of registered model `name`'s artifacts: version -> bytes. Never expires.
+    pub fn registered_artifacts(&self, name: &str) -> String {
+        format!("{}:registered_artifacts:{name}", self.prefix)
+    }
+
+    /// String: the id of a finished success with this cache key, expiring with its result.
+    pub fn cached(&self, key: &str) -> String {
+        format!("{}:cached:{key}", self.prefix)
+    }
 }

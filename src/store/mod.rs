@@ -11,9 +11,11 @@
 //! - [`ClusterState`] (`cluster.rs`): the leader lease, node announcements, drain flags;
 //! - [`Schedules`] (`schedules.rs`), [`Datasets`] (`datasets.rs`), [`Callbacks`] (`queue.rs`,
 //!   beside the ends that queue them), [`EventLog`] (`events.rs`) and [`Checkpoints`]
-//!   (`checkpoints.rs`: the one checkpoint of a running training, fenced by attempt).
+//!   (`checkpoints.rs`: the one checkpoint of a running training, fenced by attempt);
+//! - [`Registry`] (`registry.rs`): registered models, their versions and aliases;
+//!   [`ResultCache`] (`results.rs`): finished successes by cache key, and their copies.
 //!
-//! [`Store`] is the umbrella: a trait with the eight roles as supertraits, implemented for every
+//! [`Store`] is the umbrella: a trait with the ten roles as supertraits, implemented for every
 //! type that has them all. Callers hold one handle (`S: Store`) and call any role's methods on
 //! it without naming the role. A struct of trait objects cannot be had: the roles' methods
 //! return `impl Future` (async in traits), which trait objects do not allow, and boxing every
@@ -50,6 +52,8 @@ mod link;
 mod queue;
 mod record;
 mod redis;
+mod registry;
+mod results;
 mod schedules;
 mod tasks;
 mod transitions;
@@ -74,6 +78,11 @@ pub use record::{
 };
 use record::{Expires, found_unless_expired};
 pub use redis::RedisStore;
+pub use registry::{
+    AliasExpect, AliasSet, DEFAULT_METRIC, MAX_MODEL_NAME, MetricMode, ModelVersion, RegisterRule,
+    RegisteredModel, Registry, VersionDeleted, metric_value, name_problem,
+};
+pub use results::{ResultCache, cache_key, sha256_hex};
 pub use schedules::{Missed, Schedule, ScheduleCreated, ScheduleLink, Schedules};
 pub use tasks::{
     FIRING_FINGERPRINT, IdempotencyKey, MAX_CLIENT_KEY, QueueDepths, Submitted, Tasks,
@@ -85,20 +94,38 @@ use transitions::Cancel;
 /// generic `S: Store` needs no import.
 pub mod prelude {
     pub use super::{
-        Callbacks, Checkpoints, ClusterState, Datasets, EventLog, Schedules, Store, TaskQueue,
-        Tasks,
+        Callbacks, Checkpoints, ClusterState, Datasets, EventLog, Registry, ResultCache, Schedules,
+        Store, TaskQueue, Tasks,
     };
 }
 
 /// A whole store: every role. Implemented for each type that has them all; see the module
 /// doc for why an umbrella of supertraits.
 pub trait Store:
-    Tasks + TaskQueue + ClusterState + Schedules + Datasets + Callbacks + EventLog + Checkpoints
+    Tasks
+    + TaskQueue
+    + ClusterState
+    + Schedules
+    + Datasets
+    + Callbacks
+    + EventLog
+    + Checkpoints
+    + Registry
+    + ResultCache
 {
 }
 
 impl<S> Store for S where
-    S: Tasks + TaskQueue + ClusterState + Schedules + Datasets + Callbacks + EventLog + Checkpoints
+    S: Tasks
+        + TaskQueue
+        + ClusterState
+        + Schedules
+        + Datasets
+        + Callbacks
+        + EventLog
+        + Checkpoints
+        + Registry
+        + ResultCache
 {
 }
 

@@ -4,7 +4,7 @@
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use super::{ScheduleLink, now_s};
+use super::{RegisterRule, ScheduleLink, now_s};
 use crate::training::device_kind::DeviceClass;
 use crate::training::{ModelType, TrainSpec};
 
@@ -146,6 +146,18 @@ pub struct TaskRecord {
     /// How the delivery to `callback_url` went.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub callback: Option<CallbackState>,
+    /// SHA-256 of its uploaded data set's CSV (hex), read at submission.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dataset_sha256: Option<String>,
+    /// Its result's key in the result cache (`results::cache_key`), once it succeeds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cache_key: Option<String>,
+    /// The earlier task whose result this one copied (a `"cache": true` request that hit).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cached_from: Option<Uuid>,
+    /// Where its model is registered once it succeeds (a schedule's `register`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub register: Option<RegisterRule>,
 }
 
 /// Deliveries of a task's end to its `callback_url`.
@@ -190,6 +202,10 @@ impl TaskRecord {
             callback_url: None,
             callback: None,
             requested_as: None,
+            dataset_sha256: None,
+            cache_key: None,
+            cached_from: None,
+            register: None,
         }
     }
 

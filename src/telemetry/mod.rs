@@ -15,6 +15,11 @@ use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
 use crate::training::ModelType;
 use crate::training::device_kind::DeviceClass;
+pub use registry::{CACHE_LOOKUPS, MODEL_REGISTRATIONS, cache_lookup, model_registered};
+
+mod registry;
+mod store_ops;
+pub use store_ops::STORE_OPS;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kind {
@@ -192,6 +197,8 @@ pub const METRICS: &[Metric] = &[
                (passed their misfire grace while no leader fired them) and skipped (missed and \
                given no task of their own).",
     },
+    registry::REGISTRATIONS,
+    registry::LOOKUPS,
     Metric {
         name: BUILD_INFO,
         kind: Kind::Gauge,
@@ -530,6 +537,7 @@ pub fn register_zeroes(store: &'static str, devices: &[String]) {
     for outcome in CHECKPOINT_OUTCOMES {
         counter!(CHECKPOINTS, "outcome" => outcome).increment(0);
     }
+    registry::zeroes(store);
     gauge!(OPEN_STREAMS).increment(0.0);
     gauge!(BUILD_INFO, "version" => env!("CARGO_PKG_VERSION")).set(1.0);
 }
@@ -571,9 +579,6 @@ pub fn store_operation(store: &'static str, op: &'static str, elapsed: Duration,
         counter!(STORE_ERRORS, "store" => store, "op" => op).increment(1);
     }
 }
-
-mod store_ops;
-pub use store_ops::STORE_OPS;
 
 #[cfg(test)]
 mod tests;

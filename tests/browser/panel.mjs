@@ -6,7 +6,8 @@
 // token bar, checks that it is kept in sessionStorage (not localStorage), and goes on.
 // The page must run under its Content-Security-Policy: any violation fails the test.
 // Trains an mlp and waits for its bar, state, metrics and loss curve; cancels an endless one;
-// checks the nodes list, a prediction, an API error and phone width; saves a full-page
+// checks the nodes list, a prediction, the models section (register, alias, predict by
+// alias), an API error and phone width; saves a full-page
 // screenshot.
 // Exits 0 when every step passed, 1 with the failed step's message otherwise.
 import { chromium } from 'playwright-core';
@@ -137,6 +138,32 @@ async function checkPredict(page, taskId) {
   log(`predict output: ${await output.innerText()}`);
 }
 
+/** Registers the open task's model, points an alias at it and predicts through the alias. */
+async function checkModels(page) {
+  log('register the open task\'s model as panel-model');
+  await page.fill('[data-testid="register-name"]', 'panel-model');
+  await page.click('[data-testid="register-button"]');
+  const item = page.locator('[data-testid="model"][data-model="panel-model"]');
+  await item.waitFor({ state: 'visible', timeout: STEP_TIMEOUT_MS });
+  await page.locator('[data-testid="model-version"][data-version="1"]').waitFor({ state: 'visible', timeout: STEP_TIMEOUT_MS });
+  log('set alias production to version 1');
+  await page.fill('[data-testid="alias-name"]', 'production');
+  await page.fill('[data-testid="alias-version"]', '1');
+  await page.click('[data-testid="alias-button"]');
+  await page.waitForFunction(
+    () => [...document.querySelectorAll('[data-testid="model-target"] option')].some((o) => o.value === 'aliases/production'),
+    null, { timeout: STEP_TIMEOUT_MS });
+  if (!/production/.test(await item.innerText())) throw new Error('the models list does not show the alias');
+  log('predict by alias production');
+  await page.selectOption('[data-testid="model-target"]', 'aliases/production');
+  await page.fill('[data-testid="model-predict-input"]', Array(FRIEDMAN1_FEATURES).fill('0.5').join(', '));
+  await page.click('[data-testid="model-predict-button"]');
+  await page.waitForFunction(
+    () => /^v1: -?\d/.test(document.querySelector('[data-testid="model-predict-output"]')?.textContent || ''),
+    null, { timeout: STEP_TIMEOUT_MS });
+  log(`model predict output: ${await page.locator('[data-testid="model-predict-output"]').innerText()}`);
+}
+
 async function checkApiError(page) {
   log('submit epochs = 0, expect the 422 message');
   await page.selectOption('[data-testid="model-type"]', 'mlp');
@@ -204,6 +231,7 @@ async function run(baseUrl, screenshotPath, token) {
     await checkCancel(page);
     await checkNodes(page);
     await checkPredict(page, finishedTaskId);
+    await checkModels(page);
     await checkApiError(page);
     await checkPhoneWidth(page);
 

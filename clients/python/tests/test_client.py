@@ -5,10 +5,19 @@ from __future__ import annotations
 
 import socket
 import threading
+import time
 
 import pytest
 
-from trainyard import Client, InvalidRequest, NotFound, TaskFailed, Unauthorized, WaitTimeout
+from trainyard import (
+    Client,
+    Conflict,
+    InvalidRequest,
+    NotFound,
+    TaskFailed,
+    Unauthorized,
+    WaitTimeout,
+)
 
 from conftest import TOKEN
 
@@ -164,3 +173,28 @@ def test_a_token_is_sent_and_a_missing_one_refused(node_with_token):
         task = client.submit("linear", epochs=2)
         assert task.wait(timeout=60)["success"] is True
         assert [e.data["state"] for e in task.events()][-1] == "SUCCESS"
+
+
+def test_models_are_registered_aliased_and_predict_and_results_are_cached(client):
+    task = client.submit("linear", epochs=5, seed=11, cache=True)
+    task.wait(timeout=120)
+    version = client.register_model("py-model", task.id)
+    assert version["version"] == 1 and version["task_id"] == task.id
+    client.set_alias("py-model", "production", 1)
+    assert client.model("py-model")["aliases"] == {"production": 1}
+    assert any(m["name"] == "py-model" for m in client.models())
+    by_alias = client.predict_model("py-model", [[0.5] * 8], alias="production")
+    assert by_alias == client.predict(task.id, [[0.5] * 8])
+    assert client.predict_model("py-model", [[0.5] * 8], version=1) == by_alias
+    with pytest.raises(Conflict) as aliased:
+        client.delete_model_version("py-model", 1)
+    assert aliased.value.code == "version_aliased"
+    # The result is indexed for the cache just after it is written: a first try may miss.
+    deadline = time.monotonic() + 30
+    while True:
+        copy = client.submit("linear", epochs=5, seed=11, cache=True)
+        if copy.info().get("cached_from") or time.monotonic() > deadline:
+            break
+        copy.wait(timeout=120)
+    assert copy.info()["cached_from"]
+    assert copy.result()["state"] == "SUCCESS"

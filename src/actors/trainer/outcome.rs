@@ -74,6 +74,9 @@ pub(super) async fn end<S: Store>(
                 .claim_and_finish(&args.name, args.device, ending)
                 .await;
             let ended = matches!(done.finished, Ok(true));
+            if ended {
+                after_success(args, &task);
+            }
             note_end(done.finished, TaskEvent::Succeeded, task.model_type);
             drop_checkpoint(args, &task, checkpointed && ended).await;
             match pipeline::claimed_next(args, done.next) {
@@ -148,8 +151,47 @@ async fn record<S: Store>(
         }
     };
     let ended = matches!(written, Ok(true)) && !matches!(event, TaskEvent::Retried);
+    if matches!(event, TaskEvent::Succeeded) && ended {
+        after_success(args, task);
+    }
     note_end(written, event, task.model_type);
     ended
+}
+
+/// What follows a success once it is written, on a task of its own (the trainer does not
+/// wait for it): its result indexed in the result cache, its model registered if a rule
+/// asks (a schedule's `register`). Either failing is logged; the task's result stands.
+fn after_success<S: Store>(args: &TrainerArgs<S>, task: &TaskRecord) {
+    if task.cache_key.is_none() && task.register.is_none() {
+        return;
+    }
+    let (store, id) = (args.store.clone(), task.id);
+    let (key, rule) = (task.cache_key.clone(), task.register.clone());
+    let work = async move {
+        if let Some(key) = key
+            && let Err(e) = store.remember_result(&key, id).await
+        {
+            tracing::warn!(error = %e, "cannot index the result for the result cache");
+        }
+        let Some(rule) = rule else { return };
+        let task = match store.get(id).await {
+            Ok(Lookup::Found(task)) => task,
+            Ok(_) => return,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot read the task to register its model");
+                return;
+            }
+        };
+        match crate::registry::register_by_rule(&*store, &rule, &task).await {
+            Ok(done) => {
+                telemetry::model_registered("schedule", done.promoted);
+                tracing::info!(model = %rule.name, version = done.version.version,
+                    promoted = done.promoted, "model registered");
+            }
+            Err(e) => tracing::warn!(model = %rule.name, error = %e, "cannot register the model"),
+        }
+    };
+    tokio::spawn(work.in_current_span());
 }
 
 /// The end of a training that succeeded with `outcome`.

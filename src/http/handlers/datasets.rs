@@ -1,5 +1,6 @@
 //! Data sets (`POST /datasets`, `GET /datasets`, `DELETE /datasets/{id}`) and predictions from
-//! a task's model (`POST /models/{id}/predict`, through the node's model cache).
+//! a task's model (`POST /models/{id}/predict`, through the node's model cache; a name
+//! there is a registered model's, answered in `models.rs`).
 
 use std::sync::Arc;
 
@@ -16,7 +17,7 @@ use crate::api::{
 };
 use crate::http::model_cache::CachedModel;
 use crate::http::{Api, ApiError};
-use crate::store::{DatasetDeleted, DatasetInfo, Store, TaskState, now_s};
+use crate::store::{DatasetDeleted, DatasetInfo, Store, TaskState, now_s, sha256_hex};
 use crate::training::{self, BUILTIN_DATASETS, Dataset, TrainedModel};
 
 pub async fn upload_dataset<S: Store>(
@@ -74,6 +75,7 @@ pub async fn upload_dataset<S: Store>(
         bytes: body.len() as u64,
         uploaded_at: now_s(),
         expires_at: None,
+        sha256: Some(sha256_hex(&body)),
     };
     let info = api.store.put_dataset(&info, &body).await.map_err(reject)?;
     Ok(with_status(
@@ -128,12 +130,17 @@ pub async fn delete_dataset<S: Store>(id: String, api: Arc<Api<S>>) -> Reply_ {
     }
 }
 
+/// `POST /models/{id}/predict`: `id` is a task's id, or a registered model's name (its
+/// newest version answers).
 pub async fn predict<S: Store>(
     id: String,
     api: Arc<Api<S>>,
     content_type: Option<String>,
     body: Bytes,
 ) -> Reply_ {
+    if Uuid::parse_str(&id).is_err() {
+        return super::models::predict_latest(id, api, content_type, body).await;
+    }
     let task_id = parse_id(&id, "task").map_err(reject)?;
     // A model this node decoded before, while its task's result lives: no store read.
     let cached = api.model_cache.get(task_id);
@@ -163,34 +170,58 @@ pub async fn predict<S: Store>(
                     format!("task {} has no stored model", task.id),
                 ))
             })?;
-            let size = bytes.len() as u64;
-            let model = tokio::task::spawn_blocking(move || TrainedModel::from_bytes(&bytes))
-                .await
-                .map_err(|e| reject(ApiError::internal(e.to_string())))?
-                .map_err(|e| reject(ApiError::invalid(e.code(), e.to_string())))?;
-            let cached = CachedModel {
-                model: Arc::new(model),
-                expires_at: task.expires_at.unwrap_or(f64::NEG_INFINITY),
-                bytes: size,
-            };
+            let expires_at = task.expires_at.unwrap_or(f64::NEG_INFINITY);
+            let cached = decode_model(bytes, expires_at).await.map_err(reject)?;
             api.model_cache.put(task.id, cached.clone());
             (request, cached)
         }
     };
+    let answer = predict_with(cached, request).await.map_err(reject)?;
+    Ok(reply_json(&PredictAnswer {
+        success: true,
+        task_id,
+        name: None,
+        version: None,
+        ..answer
+    })
+    .into_response())
+}
+
+/// A model artifact, decoded (off the async workers), to be kept until `expires_at`.
+pub(super) async fn decode_model(bytes: Vec<u8>, expires_at: f64) -> Result<CachedModel, ApiError> {
+    let size = bytes.len() as u64;
+    let model = tokio::task::spawn_blocking(move || TrainedModel::from_bytes(&bytes))
+        .await
+        .map_err(|e| ApiError::internal(e.to_string()))?
+        .map_err(|e| ApiError::invalid(e.code(), e.to_string()))?;
+    Ok(CachedModel {
+        model: Arc::new(model),
+        expires_at,
+        bytes: size,
+    })
+}
+
+/// The predictions of `cached` for `request`'s rows (off the async workers); the answer's
+/// task id, name and version are left for the caller.
+pub(super) async fn predict_with(
+    cached: CachedModel,
+    request: PredictRequest,
+) -> Result<PredictAnswer, ApiError> {
     let model = cached.model;
     let predictions = tokio::task::spawn_blocking(move || {
         let predictions = model.predict(&request.rows)?;
         Ok::<_, training::TrainError>((predictions, model.chosen_type()))
     })
     .await
-    .map_err(|e| reject(ApiError::internal(e.to_string())))?;
+    .map_err(|e| ApiError::internal(e.to_string()))?;
     let (predictions, model_type) =
-        predictions.map_err(|e| reject(ApiError::invalid(e.code(), e.to_string())))?;
-    Ok(reply_json(&PredictAnswer {
+        predictions.map_err(|e| ApiError::invalid(e.code(), e.to_string()))?;
+    Ok(PredictAnswer {
         success: true,
-        task_id,
+        task_id: Uuid::nil(),
         model_type,
         predictions,
+        name: None,
+        version: None,
     })
-    .into_response())
 }

@@ -5,18 +5,26 @@
 //! - `submit`: `POST /train/{model_type}[/async]`, the pure, fuzzed `parse_train_request`.
 //! - `tasks`: status, result, cancel, inspect and the task list.
 //! - `datasets`: uploads, and predictions from a task's model.
+//! - `models`: the model registry, and predictions by a registered name, version or alias.
+//! - `cached`: the result cache's answer to a `"cache": true` training request.
 //! - `cluster`: nodes, drain and resume, purge.
 //!
 //! This module: what they share (JSON bodies, ids, typed queries, task lookups).
 
+mod cached;
 mod cluster;
 mod datasets;
+mod models;
 mod submit;
 mod tasks;
 
 pub(super) use cluster::cluster_view;
 pub use cluster::{drain, nodes, purge};
 pub use datasets::{delete_dataset, list_datasets, predict, upload_dataset};
+pub use models::{
+    delete_version, list_models, predict_alias, predict_version, register_model, set_alias,
+    show_model,
+};
 pub(super) use submit::build_task;
 pub use submit::{
     ParsedRequest, TaskBounds, check_footprint, parse_train_request, parse_train_request_within,

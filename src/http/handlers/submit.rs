@@ -17,7 +17,9 @@ use crate::actors::DispatcherMsg;
 use crate::actors::groups;
 use crate::api::{ResultAnswer, SubmitAnswer, SyncQuery, TrainRequest};
 use crate::http::{Api, ApiError};
-use crate::store::{IdempotencyKey, Lookup, MAX_CLIENT_KEY, Store, Submitted, TaskRecord};
+use crate::store::{
+    IdempotencyKey, Lookup, MAX_CLIENT_KEY, Store, Submitted, TaskRecord, cache_key, sha256_hex,
+};
 use crate::telemetry::{self, TaskEvent};
 use crate::training::{self, BUILTIN_DATASETS, DeviceClass, ModelType, TrainSpec};
 
@@ -43,6 +45,8 @@ pub struct ParsedRequest {
     pub callback_url: Option<String>,
     /// The old service's model name, when the request used one.
     pub requested_as: Option<&'static str>,
+    /// Answer from the result cache when an earlier success matches.
+    pub cache: bool,
 }
 
 /// What the operator lets one task ask for (`[tasks]`), checked before it is stored.
@@ -135,6 +139,7 @@ pub fn parse_train_request_within(
         device: request.device.unwrap_or_default(),
         callback_url: request.callback_url,
         requested_as,
+        cache: request.cache.unwrap_or(false),
     })
 }
 
@@ -145,6 +150,16 @@ pub(in crate::http) async fn build_task<S: Store>(
     content_type: &Option<String>,
     body: &Bytes,
 ) -> Result<TaskRecord, ApiError> {
+    Ok(build(api, model, content_type, body).await?.0)
+}
+
+/// As `build_task`, and whether the request asks for the result cache (`"cache": true`).
+async fn build<S: Store>(
+    api: &Api<S>,
+    model: &str,
+    content_type: &Option<String>,
+    body: &Bytes,
+) -> Result<(TaskRecord, bool), ApiError> {
     let ParsedRequest {
         mut spec,
         dataset,
@@ -153,21 +168,24 @@ pub(in crate::http) async fn build_task<S: Store>(
         device,
         callback_url,
         requested_as,
+        cache,
     } = parse_train_request_within(model, content_type, body, &api.bounds)?;
     if let Some(url) = &callback_url {
         api.callback_rules
             .check_url(url)
             .map_err(|e| ApiError::invalid("callback_not_allowed", e))?;
     }
-    let mut dataset_id = None;
+    let (mut dataset_id, mut dataset_sha256) = (None, None);
     let mut shape = training::builtin_shape(&spec.dataset);
     if let Some(name) = dataset {
         if let Ok(id) = Uuid::parse_str(&name) {
             let found = api.store.dataset(id).await?;
-            let (info, _) = found.ok_or_else(|| {
+            let (info, csv) = found.ok_or_else(|| {
                 ApiError::not_found("dataset_not_found", format!("data set {id} not found"))
             })?;
             dataset_id = Some(id);
+            // Uploaded before data sets kept their digest: computed from the CSV.
+            dataset_sha256 = Some(info.sha256.clone().unwrap_or_else(|| sha256_hex(&csv)));
             shape = Some((info.rows as usize, info.features.len()));
             spec.dataset = info.name;
         } else if BUILTIN_DATASETS.contains(&name.as_str()) {
@@ -190,7 +208,13 @@ pub(in crate::http) async fn build_task<S: Store>(
     task.device = device;
     task.callback_url = callback_url;
     task.requested_as = requested_as.map(str::to_string);
-    Ok(task)
+    // Only a request that asks for the cache fills it: the key and the digest are about
+    // 150 bytes a record, and the cache entry a key, which every tiny task would keep.
+    if cache {
+        task.cache_key = Some(cache_key(&task.spec, dataset_sha256.as_deref()));
+        task.dataset_sha256 = dataset_sha256;
+    }
+    Ok((task, cache))
 }
 
 /// Refuses a training whose model or working memory, as estimated for `rows` rows of
@@ -245,7 +269,10 @@ async fn submit<S: Store>(
         .as_deref()
         .map(|k| idempotency(api, k, model, body))
         .transpose()?;
-    let task = build_task(api, model, content_type, body).await?;
+    let (task, cache) = build(api, model, content_type, body).await?;
+    if cache && let Some(copy) = cached_unless_replayed(api, &task, key.as_ref()).await? {
+        return Ok(copy);
+    }
     if let Some(key) = &key {
         match api.store.submit_keyed(&task, api.queue_limit, key).await? {
             Submitted::New => {}
@@ -276,6 +303,23 @@ async fn submit<S: Store>(
     // Wake the leader, wherever it runs.
     groups::tell_dispatchers(|| DispatcherMsg::Poll);
     Ok((task, false))
+}
+
+/// A `"cache": true` request's answer from the result cache, unless its Idempotency-Key was
+/// used already (then the keyed submission answers with that task): the copy, stored.
+async fn cached_unless_replayed<S: Store>(
+    api: &Api<S>,
+    task: &TaskRecord,
+    key: Option<&IdempotencyKey>,
+) -> Result<Option<(TaskRecord, bool)>, ApiError> {
+    if let Some(key) = key
+        && api.store.keyed(&key.key).await?.is_some()
+    {
+        return Ok(None);
+    }
+    Ok(super::cached::from_cache(api, task)
+        .await?
+        .map(|copy| (copy, false)))
 }
 
 /// Checks a client's `Idempotency-Key` and fingerprints the request it comes with.
@@ -311,7 +355,8 @@ pub async fn submit_async<S: Store>(
     let (task, replayed) = submit(&api, &model, &content_type, &idempotency_key, &body)
         .await
         .map_err(reject)?;
-    let answer = SubmitAnswer::new(task.id, task.requested_name());
+    let mut answer = SubmitAnswer::new(task.id, task.requested_name());
+    answer.cached_from = task.cached_from;
     let reply = with_status(reply_json(&answer), StatusCode::ACCEPTED);
     Ok(
         warp::reply::with_header(reply, "idempotent-replayed", replayed.to_string())

@@ -2,13 +2,14 @@
 //! transaction, run on tokio's blocking pool so no async worker waits on the disk. The tables
 //! and the transaction helpers are here, what a transaction does to them in `tables.rs`, and
 //! each role in its file: `tasks.rs`, `queue.rs`, `datasets.rs`, `schedules.rs`, `cluster.rs`
-//! (with the callbacks), `event_log.rs`, `checkpoints.rs`. The decisions are the shared transitions'.
+//! (with the callbacks), `event_log.rs`, `checkpoints.rs`, `registry.rs` (the registry and the result cache). The decisions are the shared transitions'.
 
 mod checkpoints;
 mod cluster;
 mod datasets;
 mod event_log;
 mod queue;
+mod registry;
 mod schedules;
 mod tables;
 mod tasks;
@@ -25,6 +26,7 @@ use uuid::Uuid;
 use crate::training::device_kind::DeviceClass;
 
 use super::*;
+use registry::{CACHED, REGISTRY, REGISTRY_ARTIFACTS, REGISTRY_NEXT, sweep_cached};
 use tables::*;
 
 /// Task id -> JSON `TaskRecord`.
@@ -158,6 +160,10 @@ impl EmbeddedStore {
         tx.open_table(EVENTS)?;
         tx.open_table(EVENT_LOG)?;
         tx.open_table(CHECKPOINTS)?;
+        tx.open_table(REGISTRY)?;
+        tx.open_table(REGISTRY_NEXT)?;
+        tx.open_table(REGISTRY_ARTIFACTS)?;
+        tx.open_table(CACHED)?;
         tx.commit()?;
         Ok(EmbeddedStore {
             db: Arc::new(db),

@@ -220,6 +220,7 @@ impl Tasks for EmbeddedStore {
                 }
                 drop((tasks, models, expired, checkpoints, keys));
                 sweep_datasets(tx, settings, now)?;
+                sweep_cached(tx, now)?;
                 Ok((gone.len() as u64, (tasks_next, keys_next)))
             })
             .await?;

@@ -1,7 +1,7 @@
 -- End a task: the final record and its model expire after ARGV[4] seconds; its tombstone
 -- outlives them by the expired-memory window; a task with a callback is queued for delivery.
 -- Only if the record is unchanged since read.
--- (Takes an event, see events.lua.) KEYS: task, running, model, tombstone (the expired ids of
+-- (Takes an event, see events.lua; buries, see tombstone.lua.) KEYS: task, running, model, tombstone (the expired ids of
 -- the id's minute, or a key of its own), queue, delayed, callbacks. ARGV: old, new, model bytes
 -- ('' for none), ttl seconds, tombstone ttl seconds, id, callback due time ('' for none), the
 -- id's tail to append to the expired ids ('' for a tombstone key of its own).
@@ -15,14 +15,7 @@ redis.call('ZREM', KEYS[6], ARGV[6])
 if ARGV[3] ~= '' then
   redis.call('SET', KEYS[3], ARGV[3], 'EX', ARGV[4])
 end
-if ARGV[8] == '' then
-  redis.call('SET', KEYS[4], '1', 'EX', ARGV[5])
-else
-  redis.call('APPEND', KEYS[4], ARGV[8])
-  if redis.call('TTL', KEYS[4]) < tonumber(ARGV[5]) then
-    redis.call('EXPIRE', KEYS[4], ARGV[5])
-  end
-end
+bury(KEYS[4], ARGV[8], ARGV[5])
 if ARGV[7] ~= '' then
   redis.call('ZADD', KEYS[7], ARGV[7], ARGV[6])
 end

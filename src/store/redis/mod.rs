@@ -13,7 +13,8 @@
 //!   retries; `queue.rs`: leases and the [`TaskQueue`] role;
 //! - `cluster.rs`: the leader lease, nodes, drain, the store's clock and durability checks;
 //!   `checkpoint.rs`: checkpoints, fenced by the running hash (`checkpoint.lua`);
-//!   `schedules.rs`, `datasets.rs`, `callbacks.rs`, `event_log.rs` (the event log and its
+//!   `registry.rs` (registered models, and the result cache), `schedules.rs`, `datasets.rs`,
+//!   `callbacks.rs`, `event_log.rs` (the event log and its
 //!   follower; `events.lua` is the preamble of every script that changes a task), `sweep.rs`.
 
 mod callbacks;
@@ -26,6 +27,7 @@ mod datasets;
 mod event_log;
 mod finish;
 mod queue;
+mod registry;
 mod requeue;
 mod run_on;
 mod schedules;
@@ -73,6 +75,10 @@ struct Scripts {
     dataset_delete: Script,
     expired: Script,
     checkpoint: Script,
+    register: Script,
+    alias: Script,
+    version_delete: Script,
+    cached: Script,
 }
 
 impl Scripts {
@@ -83,7 +89,7 @@ impl Scripts {
             peek: Script::new(&with_head(include_str!("peek.lua"))),
             leases: Script::new(include_str!("leases.lua")),
             update: Script::new(&with_events(include_str!("update.lua"))),
-            finish: Script::new(&with_events(include_str!("finish.lua"))),
+            finish: Script::new(&with_events(&with_tombstone(include_str!("finish.lua")))),
             requeue: Script::new(&with_events(include_str!("requeue.lua"))),
             lead: Script::new(include_str!("lead.lua")),
             promote: Script::new(include_str!("promote.lua")),
@@ -94,6 +100,10 @@ impl Scripts {
             dataset_delete: Script::new(include_str!("dataset_delete.lua")),
             expired: Script::new(include_str!("expired.lua")),
             checkpoint: Script::new(include_str!("checkpoint.lua")),
+            register: Script::new(include_str!("register.lua")),
+            alias: Script::new(include_str!("alias.lua")),
+            version_delete: Script::new(include_str!("version_delete.lua")),
+            cached: Script::new(&with_events(&with_tombstone(include_str!("cached.lua")))),
         }
     }
 }
@@ -140,6 +150,11 @@ fn encode<T: Serialize>(value: &T) -> String {
 /// A script that changes a task record, with the event preamble (`events.lua`).
 fn with_events(script: &str) -> String {
     format!("{}{script}", include_str!("events.lua"))
+}
+
+/// A script that ends a task, with `bury` (`tombstone.lua`).
+fn with_tombstone(script: &str) -> String {
+    format!("{}{script}", include_str!("tombstone.lua"))
 }
 
 /// A script that looks for the next task to claim, with `head` (`head.lua`).

@@ -79,8 +79,9 @@ class Client:
 
         `request` holds the body's fields: `epochs`, `learning_rate`, `hidden_sizes`,
         `dataset`, `batch_size`, `seed`, `test_fraction`, `gbdt`, `priority`, `max_retries`,
-        `time_limit_s`, `device`, `callback_url`. With `idempotency_key`, submitting again
-        returns the first task instead of a new one.
+        `time_limit_s`, `device`, `callback_url`, `cache` (answered by an earlier equal
+        success, SUCCESS at once). With `idempotency_key`, submitting again returns the first
+        task instead of a new one.
 
         Celery: `train_task.delay(...)` / `apply_async(...)`.
         """
@@ -141,6 +142,46 @@ class Client:
         """Predictions of a finished task's model, one per row (`POST /models/{id}/predict`)."""
         answer = self._request("POST", f"/models/{task_id}/predict", json={"rows": [list(r) for r in rows]})
         return answer["predictions"]
+
+    # ---- the model registry
+
+    def register_model(self, name: str, task_id: str) -> dict[str, Any]:
+        """Registers a finished task's model as `name`'s next version (`POST /models`); the
+        version, with its number, metrics and spec. It never expires with the task."""
+        return self._request("POST", "/models", json={"name": name, "task_id": task_id})["version"]
+
+    def models(self) -> list[dict[str, Any]]:
+        """Every registered model: newest version and aliases (`GET /models`)."""
+        return self._request("GET", "/models")["models"]
+
+    def model(self, name: str) -> dict[str, Any]:
+        """A registered model with every version (`GET /models/{name}`)."""
+        return self._request("GET", f"/models/{name}")
+
+    def set_alias(self, name: str, alias: str, version: int) -> dict[str, Any]:
+        """Points `alias` (`production`, `staging`, ...) of `name` at `version`."""
+        return self._request("PUT", f"/models/{name}/aliases/{alias}", json={"version": version})
+
+    def delete_model_version(self, name: str, version: int) -> None:
+        """Deletes a version (refused with `Conflict` while an alias points at it)."""
+        self._request("DELETE", f"/models/{name}/versions/{version}")
+
+    def predict_model(
+        self,
+        name: str,
+        rows: Sequence[Sequence[float]],
+        *,
+        version: Optional[int] = None,
+        alias: Optional[str] = None,
+    ) -> list[float]:
+        """Predictions of a registered model: its newest version, or `version`, or `alias`."""
+        if version is not None:
+            path = f"/models/{name}/versions/{version}/predict"
+        elif alias is not None:
+            path = f"/models/{name}/aliases/{alias}/predict"
+        else:
+            path = f"/models/{name}/predict"
+        return self._request("POST", path, json={"rows": [list(r) for r in rows]})["predictions"]
 
     # ---- the cluster
 
