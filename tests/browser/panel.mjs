@@ -164,6 +164,31 @@ async function checkModels(page) {
   log(`model predict output: ${await page.locator('[data-testid="model-predict-output"]').innerText()}`);
 }
 
+/** With the result cache asked for, an equal second training is answered at once from the
+ * first one's result, and the panel says so. */
+async function checkResultCache(page) {
+  log('submit an mlp twice with the result cache: the second is answered from the first');
+  await page.check('[data-testid="cache"]');
+  const first = await submitTraining(page, { model: 'mlp', epochs: 2 });
+  await waitForRowState(page, first, 'SUCCESS');
+  let copy = null;
+  // The first result is indexed for the cache just after it is written.
+  for (let tries = 0; tries < 50 && !copy; tries += 1) {
+    const id = await submitTraining(page, { model: 'mlp', epochs: 2 });
+    const note = await page.locator('[data-testid="submit-result"]').innerText();
+    if (note.includes('answered from')) copy = id;
+    else await page.waitForTimeout(200);
+  }
+  if (!copy) throw new Error('an equal training with the result cache was never answered from the first');
+  await waitForRowState(page, copy, 'SUCCESS');
+  await page.click(row(copy));
+  await page.waitForFunction(
+    (from) => document.body.innerText.includes('Cached from') && document.body.innerText.includes(from),
+    first.slice(0, 8), { timeout: STEP_TIMEOUT_MS });
+  await page.uncheck('[data-testid="cache"]');
+  log(`${copy} answered from ${first}`);
+}
+
 async function checkApiError(page) {
   log('submit epochs = 0, expect the 422 message');
   await page.selectOption('[data-testid="model-type"]', 'mlp');
@@ -232,6 +257,7 @@ async function run(baseUrl, screenshotPath, token) {
     await checkNodes(page);
     await checkPredict(page, finishedTaskId);
     await checkModels(page);
+    await checkResultCache(page);
     await checkApiError(page);
     await checkPhoneWidth(page);
 
