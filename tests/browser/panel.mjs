@@ -168,6 +168,8 @@ async function checkModels(page) {
  * first one's result, and the panel says so. */
 async function checkResultCache(page) {
   log('submit an mlp twice with the result cache: the second is answered from the first');
+  // The option is under "More options".
+  await page.evaluate(() => { document.querySelector('#use-cache').closest('details').open = true; });
   await page.check('[data-testid="cache"]');
   const first = await submitTraining(page, { model: 'mlp', epochs: 2 });
   await waitForRowState(page, first, 'SUCCESS');
