@@ -325,7 +325,7 @@ fn schedules_register_and_promote_only_better_models(store: TestStore) {
 }
 
 /// A model registered through one node of a three-node cluster (one Redis, the nodes joined
-/// through the first) is listed and served by the others.
+/// through the first) is listed and served by the others; the result cache is the cluster's.
 #[test]
 fn a_model_registered_on_one_node_is_served_by_the_others() {
     let store = TestStore::redis();
@@ -349,7 +349,9 @@ fn a_model_registered_on_one_node_is_served_by_the_others() {
         let connected = nodes.iter().filter(|n| n["connected"] == true).count();
         (connected == 3).then_some(())
     });
-    let id = nodes[0].submit("linear", quick(6));
+    let mut cached = quick(6);
+    cached["cache"] = json!(true);
+    let id = nodes[0].submit("linear", cached.clone());
     nodes[0].wait_for(&id, "SUCCESS", LONG);
     let (status, answer) = nodes[0].post("/models", json!({"name": "shared", "task_id": id}));
     assert_eq!(status, 201, "{answer}");
@@ -365,6 +367,18 @@ fn a_model_registered_on_one_node_is_served_by_the_others() {
         let (status, p) = node.post("/models/shared/aliases/production/predict", rows());
         assert_eq!((status, &p["predictions"]), (200, &expected), "{p}");
     }
+    // An equal request through another node is answered from the cache (the result is
+    // indexed just after it is written; a miss trains an equal task, indexed the same way).
+    let copy = poll(LONG, "an equal request answered from the cache", || {
+        let (status, answer) = nodes[2].post("/train/linear/async", cached.clone());
+        assert_eq!(status, 202, "{answer}");
+        answer["cached_from"].is_string().then(|| answer["task_id"].clone())
+    });
+    let copy = copy.as_str().unwrap();
+    let (_, result) = nodes[1].get(&format!("/task/{copy}/result"));
+    assert_eq!(result["state"], "SUCCESS", "{result}");
+    let (status, p) = nodes[1].post(&format!("/models/{copy}/predict"), rows());
+    assert_eq!((status, &p["predictions"]), (200, &expected), "{p}");
 }
 
 fn cli(node: &Node, args: &[&str]) -> (bool, String, String) {
