@@ -36,7 +36,7 @@ impl Keys {
 
     /// String: the tombstones of the tasks submitted in one minute, one of 16 shards: the
     /// last 8 bytes of each id, appended when its task ends, the key living until the last of
-    /// them has been expired for `expired_memory_s` (about 10 bytes an id, where a key of its
+    /// them has been expired for `expired_memory_s` (about 15 bytes an id, where a key of its
     /// own takes 104). With the tail to look for. None for an id without a time (UUID v4).
     pub fn expired_ids(&self, id: Uuid) -> Option<(String, [u8; 8])> {
         if id.get_version() != Some(uuid::Version::SortRand) {
