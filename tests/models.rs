@@ -372,7 +372,9 @@ fn a_model_registered_on_one_node_is_served_by_the_others() {
     let copy = poll(LONG, "an equal request answered from the cache", || {
         let (status, answer) = nodes[2].post("/train/linear/async", cached.clone());
         assert_eq!(status, 202, "{answer}");
-        answer["cached_from"].is_string().then(|| answer["task_id"].clone())
+        answer["cached_from"]
+            .is_string()
+            .then(|| answer["task_id"].clone())
     });
     let copy = copy.as_str().unwrap();
     let (_, result) = nodes[1].get(&format!("/task/{copy}/result"));
