@@ -52,6 +52,15 @@ impl Keys {
         ))
     }
 
+    /// Where `tombstone.lua`'s `bury` leaves task `id`'s tombstone, and the tail it appends
+    /// there (empty: a key of its own, for a v4 id).
+    pub fn burial(&self, id: Uuid) -> (String, Vec<u8>) {
+        match self.expired_ids(id) {
+            Some((key, tail)) => (key, tail.to_vec()),
+            None => (self.tombstone(id), Vec::new()),
+        }
+    }
+
     /// String: the model artifact of a SUCCESS task, with the task's TTL.
     pub fn model(&self, id: Uuid) -> String {
         format!("{}:model:{id}", self.prefix)

@@ -13,8 +13,7 @@ impl RedisStore {
             k.task(id),
             k.running(),
             k.model(id),
-            k.expired_ids(id)
-                .map_or_else(|| k.tombstone(id), |(key, _)| key),
+            k.burial(id).0,
             k.queue(task.device),
             k.delayed(),
             k.callbacks(),
@@ -37,14 +36,14 @@ impl RedisStore {
         } else {
             String::new()
         };
-        let tail = self.keys.expired_ids(new.id).map(|(_, tail)| tail);
+        let (_, tail) = self.keys.burial(new.id);
         let extra: [&[u8]; 6] = [
             model.unwrap_or(b""),
             ttl.as_bytes(),
             tombstone.as_bytes(),
             id.as_bytes(),
             callback.as_bytes(),
-            tail.as_ref().map_or(&b""[..], |t| &t[..]),
+            &tail,
         ];
         let keys = self.finish_keys(before);
         self.swap(&self.scripts.finish, &keys, (old, before), new, &extra)

@@ -201,14 +201,12 @@ impl ResultCache for RedisStore {
         } else {
             String::new()
         };
+        let (grave, tail) = k.burial(task.id);
         let mut invocation = self.scripts.cached.prepare_invoke();
         invocation
             .key(k.task(task.id))
             .key(k.model(task.id))
-            .key(
-                k.expired_ids(task.id)
-                    .map_or_else(|| k.tombstone(task.id), |(key, _)| key),
-            )
+            .key(&grave)
             .key(k.index())
             .key(k.callbacks())
             .arg(compact::record_bytes(&task))
@@ -218,10 +216,7 @@ impl ResultCache for RedisStore {
             .arg(task.submitted_at)
             .arg(task.id.to_string())
             .arg(callback)
-            .arg(
-                k.expired_ids(task.id)
-                    .map_or_else(Vec::new, |(_, tail)| tail.to_vec()),
-            );
+            .arg(tail);
         self.add_event(&mut invocation, None, &task);
         let mut writer = self.link.writer();
         let _: i64 = invocation.invoke_async(&mut writer).await?;
