@@ -87,6 +87,43 @@ fn same_seed_gives_the_same_metrics_and_another_seed_does_not() {
     }
 }
 
+/// Trainers on one node fit at the same time; the same seed must still give the same
+/// weights (burn's device RNG, shared by all of them, once made this racy).
+#[test]
+fn the_same_seed_gives_the_same_model_while_others_train_alongside() {
+    let data = Dataset::friedman1(300, 4);
+    let spec = small(ModelType::Mlp);
+    let fingerprint = |outcome: TrainOutcome| {
+        let m = outcome.metrics();
+        (m.train_r2, m.test_r2, m.final_loss)
+    };
+    let alone = fingerprint(run(&spec, &data).unwrap());
+    let models: Vec<_> = std::thread::scope(|scope| {
+        let fits: Vec<_> = (0..8)
+            .map(|i| {
+                let spec = TrainSpec {
+                    seed: if i % 2 == 0 { spec.seed } else { i },
+                    ..spec.clone()
+                };
+                let data = &data;
+                scope.spawn(move || {
+                    (0..5)
+                        .map(|_| fingerprint(run(&spec, data).unwrap()))
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        fits.into_iter()
+            .step_by(2)
+            .flat_map(|fit| fit.join().unwrap())
+            .collect()
+    });
+    assert_eq!(models.len(), 20);
+    for model in models {
+        assert_eq!(model, alone, "a fit with the same seed gave another model");
+    }
+}
+
 #[test]
 fn saved_models_predict_as_the_model_in_memory() {
     let data = Dataset::friedman1(500, 3);
@@ -387,6 +424,7 @@ fn a_csv_data_set_trains_and_real_data_sets_train() {
     let data = Dataset::from_csv(csv.as_bytes(), "lines", "target").unwrap();
     let spec = TrainSpec {
         epochs: 40,
+        learning_rate: 0.05,
         ..small(ModelType::Linear)
     };
     let outcome = run(&spec, &data).unwrap();

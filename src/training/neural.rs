@@ -4,14 +4,14 @@
 use std::time::Instant;
 
 use burn::module::Module;
-use burn::nn::{Linear, LinearConfig, Relu};
+use burn::nn::{Initializer, Linear, LinearConfig, Relu};
 use burn::optim::{Adam, AdamConfig, AdamState, AdaptiveMomentumState, Optimizer};
 use burn::store::ModuleRecord;
 use burn::tensor::activation::relu;
 use burn::tensor::{Bytes, Device, Tensor, TensorData};
-use rand::SeedableRng;
 use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
+use rand::{Rng, SeedableRng};
 
 use super::checkpoint::{MemberState, NeuralState, ParamState};
 use super::data::{Split, Standardizer};
@@ -19,6 +19,10 @@ use super::{Control, TrainError};
 
 /// Rows per forward pass when scoring or predicting.
 const INFERENCE_CHUNK: usize = 8192;
+
+/// Mixed into the seed for the initial weights, so they are not drawn from the same stream
+/// as the batch order (which a resumed fit replays from the bare seed).
+const WEIGHTS_STREAM: u64 = 0x5745_4947_4854_5321;
 
 /// A stack of linear layers with ReLU between them.
 #[derive(Module, Debug)]
@@ -29,13 +33,37 @@ pub struct Network {
 
 impl Network {
     /// `inputs -> hidden[0] -> ... -> 1`; no hidden sizes gives linear regression.
-    pub fn new(inputs: usize, hidden: &[u32], device: &Device) -> Self {
+    ///
+    /// Weights and biases are drawn as burn's `Linear` draws them, `U(-k, k)` with
+    /// `k = 1 / sqrt(fan_in)`, but from an RNG of the network's own seeded with `seed`: burn's
+    /// device RNG is one per device, shared by every trainer on the node, so seeding it and
+    /// then drawing raced with the other trainers and the same seed gave other weights.
+    pub fn new(inputs: usize, hidden: &[u32], seed: u64, device: &Device) -> Self {
         let mut sizes = vec![inputs];
         sizes.extend(hidden.iter().map(|&h| h as usize));
         sizes.push(1);
+        let mut rng = StdRng::seed_from_u64(seed ^ WEIGHTS_STREAM);
+        let mut uniform =
+            |n: usize, k: f32| -> Vec<f32> { (0..n).map(|_| rng.random_range(-k..=k)).collect() };
         let layers = sizes
             .windows(2)
-            .map(|w| LinearConfig::new(w[0], w[1]).init(device))
+            .map(|w| {
+                let (fan_in, fan_out) = (w[0], w[1]);
+                let k = 1.0 / (fan_in as f32).sqrt();
+                let weight = uniform(fan_in * fan_out, k);
+                let bias = uniform(fan_out, k);
+                let layer = LinearConfig::new(fan_in, fan_out)
+                    .with_initializer(Initializer::Zeros)
+                    .init(device);
+                Linear {
+                    weight: layer.weight.map(|_| {
+                        Tensor::from_data(TensorData::new(weight, [fan_in, fan_out]), device)
+                    }),
+                    bias: layer.bias.map(|b| {
+                        b.map(|_| Tensor::from_data(TensorData::new(bias, [fan_out]), device))
+                    }),
+                }
+            })
             .collect();
         Network {
             layers,
@@ -106,7 +134,8 @@ impl NeuralModel {
         let device = Device::flex();
         let record = ModuleRecord::from_bytes(Bytes::from_bytes_vec(weights.to_vec()))
             .map_err(|e| TrainError::InvalidModel(format!("weights are not burnpack: {e}")))?;
-        let network = Network::new(scaler.x_mean.len(), &hidden, &device)
+        // The drawn weights are replaced by the record's.
+        let network = Network::new(scaler.x_mean.len(), &hidden, 0, &device)
             .try_load_record(record)
             .map_err(|e| {
                 TrainError::InvalidModel(format!("weights do not fit the network: {e}"))
@@ -358,8 +387,7 @@ pub fn fit(
     let cols = train.cols;
     let rows = train.rows();
     let scaler = Standardizer::fit(train);
-    device.seed(seed);
-    let network = Network::new(cols, hidden, device);
+    let network = Network::new(cols, hidden, seed, device);
     let mut training = TrainingNetwork::new(&network);
     let x_scaled = scaler.transform_x(&train.x);
     let y_scaled = scaler.transform_y(&train.y);
@@ -481,8 +509,7 @@ mod tests {
             .collect();
         let y: Vec<f32> = x.chunks(cols).map(|r| r[0] - 2.0 * r[3] + 0.5).collect();
         for hidden in [vec![], vec![16, 8]] {
-            device.seed(3);
-            let start = Network::new(cols, &hidden, &device);
+            let start = Network::new(cols, &hidden, 3, &device);
             let mut training = TrainingNetwork::new(&start);
             let ad = device.clone().autodiff();
             let mut network = start.clone().fork(&ad).train();
