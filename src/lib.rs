@@ -39,6 +39,7 @@ pub mod notify;
 pub mod registry;
 pub mod schedule;
 pub mod store;
+pub mod sweeps;
 pub mod telemetry;
 pub mod tls;
 pub mod training;

@@ -6,6 +6,8 @@ mod checkpoints;
 mod common;
 #[path = "store/registry.rs"]
 mod registry;
+#[path = "store/sweeps.rs"]
+mod sweeps;
 
 use std::time::Duration;
 
@@ -22,6 +24,7 @@ use trainyard::training::{DeviceClass, DeviceSpec, ModelType, TrainSpec};
 use uuid::Uuid;
 
 use checkpoints::*;
+use sweeps::*;
 
 fn task(model: ModelType, priority: u8) -> TaskRecord {
     TaskRecord::new(TrainSpec::new(model), None, priority, 2)
@@ -1381,6 +1384,8 @@ conformance!(
     checkpoints_are_fenced_and_resumed,
     the_registry_numbers_versions_and_guards_aliases,
     rules_promote_only_a_better_model,
+    sweeps_change_by_version_and_decide_each_rung_once,
+    concurrent_rung_reports_are_each_decided_once,
 );
 
 mod short_results {

@@ -178,6 +178,9 @@ impl<S: Store> Actor for Dispatcher<S> {
                     if let Err(e) = crate::schedule::fire_due(&*self.store).await {
                         tracing::warn!(error = %e, "cannot fire due schedules");
                     }
+                    if let Err(e) = crate::sweeps::advance(&*self.store).await {
+                        tracing::warn!(error = %e, "cannot advance sweeps");
+                    }
                 }
                 self.dispatch(state).await;
             }

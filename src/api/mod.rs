@@ -22,6 +22,7 @@ pub mod openapi;
 pub mod predict;
 pub mod schedules;
 pub mod schema;
+pub mod sweeps;
 pub mod tasks;
 pub mod train;
 
@@ -31,5 +32,6 @@ pub use error::*;
 pub use models::*;
 pub use predict::*;
 pub use schedules::*;
+pub use sweeps::*;
 pub use tasks::*;
 pub use train::*;

@@ -37,6 +37,7 @@ use super::*;
         create_schedule, list_schedules, show_schedule, delete_schedule, pause_schedule,
         register_model, list_models, show_model, set_alias, delete_model_version,
         predict_version, predict_alias,
+        create_sweep, list_sweeps, show_sweep, cancel_sweep, sweep_events,
     ),
     components(schemas(ErrorBody, ErrorDetail)),
     modifiers(&Security),
@@ -47,6 +48,7 @@ use super::*;
         (name = "cluster", description = "Nodes, health and operators' actions"),
         (name = "schedules", description = "Periodic trainings"),
         (name = "models", description = "The model registry: named, versioned models, aliases, predictions"),
+        (name = "sweeps", description = "Hyperparameter sweeps: trials as tasks, early stopping (ASHA)"),
     ),
 )]
 pub struct ApiDoc;
@@ -491,3 +493,57 @@ fn delete_schedule() {}
         (status = 404, description = "`schedule_not_found`, `not_found` (an action other than pause or resume)", body = ErrorBody),
     ))]
 fn pause_schedule() {}
+
+/// Start a hyperparameter sweep: trials drawn from a space (or its grid), run as tasks, with
+/// ASHA's early stopping at rungs when asked.
+#[utoipa::path(post, path = "/sweeps", tag = "sweeps",
+    request_body(content = SweepRequest, content_type = "application/json"),
+    responses(
+        (status = 201, description = "Created", body = SweepAnswer),
+        (status = 400, description = "`invalid_json`", body = ErrorBody),
+        (status = 409, description = "`too_many_sweeps`", body = ErrorBody),
+        (status = 415, description = "`unsupported_media_type`", body = ErrorBody),
+        (status = 422, description = "`invalid_sweep` (every problem in `error.problems`), `invalid_request`", body = ErrorBody),
+    ))]
+fn create_sweep() {}
+
+/// Every sweep kept, newest first, without their trials.
+#[utoipa::path(get, path = "/sweeps", tag = "sweeps",
+    responses((status = 200, description = "The sweeps", body = SweepList)))]
+fn list_sweeps() {}
+
+/// One sweep: its trials, their parameters, states, rung results and metrics, and the best.
+#[utoipa::path(get, path = "/sweeps/{id}", tag = "sweeps",
+    params(("id" = Uuid, Path, description = "The sweep's id")),
+    responses(
+        (status = 200, description = "The sweep", body = SweepView),
+        (status = 400, description = "`invalid_id`", body = ErrorBody),
+        (status = 404, description = "`sweep_not_found`", body = ErrorBody),
+    ))]
+fn show_sweep() {}
+
+/// Cancel a sweep: no more trials start, the running ones are revoked.
+#[utoipa::path(post, path = "/sweeps/{id}/cancel", tag = "sweeps",
+    params(("id" = Uuid, Path, description = "The sweep's id")),
+    responses(
+        (status = 202, description = "Stopping", body = SweepAnswer),
+        (status = 404, description = "`sweep_not_found`", body = ErrorBody),
+        (status = 409, description = "`sweep_finished`", body = ErrorBody),
+    ))]
+fn cancel_sweep() {}
+
+/// The sweep's events as Server-Sent Events (`created`, `trial_started`, `rung`,
+/// `trial_ended`, `cancel_requested`, `end`), each with its number as id; resumable with
+/// `Last-Event-ID`; the stream ends after `end`.
+#[utoipa::path(get, path = "/sweeps/{id}/events", tag = "sweeps",
+    params(
+        ("id" = Uuid, Path, description = "The sweep's id"),
+        ("Last-Event-ID" = Option<String>, Header, description = "Resume after this event number"),
+    ),
+    responses(
+        (status = 200, description = "The event stream", content_type = "text/event-stream", body = String),
+        (status = 400, description = "`invalid_event_id`", body = ErrorBody),
+        (status = 404, description = "`sweep_not_found`", body = ErrorBody),
+        (status = 429, description = "`too_many_streams`", body = ErrorBody),
+    ))]
+fn sweep_events() {}

@@ -71,6 +71,11 @@ pub struct TrainRequest {
     #[serde(skip_serializing_if = "Option::is_none")]
     #[schema(example = true)]
     pub cache: Option<bool>,
+    /// Share of the training rows held out (never the test rows) for `val_loss`, `val_r2`
+    /// and `val_rmse` in the metrics; the model is not fitted on them. Sweeps set it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(example = 0.2)]
+    pub validation_fraction: Option<f64>,
 }
 
 impl TrainRequest {
@@ -92,6 +97,7 @@ impl TrainRequest {
             test_fraction: self.test_fraction.unwrap_or(defaults.test_fraction),
             gbdt: self.gbdt.clone().unwrap_or_default(),
             time_limit_s: self.time_limit_s,
+            validation_fraction: self.validation_fraction,
             ..defaults
         }
     }

@@ -239,6 +239,9 @@ pub struct TasksSection {
     /// Most schedules the cluster keeps; `POST /schedules` past it is refused (409
     /// `too_many_schedules`). 0: none may be created.
     pub max_schedules: u64,
+    /// Most sweeps the cluster keeps, running or ended and not yet expired (an ended sweep
+    /// is kept `result_expires_s`); `POST /sweeps` past it is refused (409 `too_many_sweeps`).
+    pub max_sweeps: u64,
     /// Most parameters (weights, or tree nodes) one model of a task may have.
     pub max_parameters: u64,
     /// Most bytes of working memory one training may need, as estimated before the task is
@@ -328,6 +331,7 @@ impl Default for TasksSection {
             checkpoint_every_s: 30.0,
             checkpoint_max_bytes: 64 << 20,
             max_schedules: 1000,
+            max_sweeps: 100,
             max_parameters: 50_000_000,
             max_working_bytes: 2 << 30,
             model_cache_bytes: 256 << 20,

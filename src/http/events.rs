@@ -95,7 +95,7 @@ fn parse_last_id(raw: Option<String>) -> Result<Option<EventId>, ApiError> {
     .transpose()
 }
 
-fn reply(rx: mpsc::Receiver<SseEvent>) -> warp::reply::Response {
+pub(super) fn reply(rx: mpsc::Receiver<SseEvent>) -> warp::reply::Response {
     let with_keep_alive = warp::sse::keep_alive()
         .interval(KEEP_ALIVE)
         .stream(Queued(rx));

@@ -19,6 +19,7 @@ pub mod limits;
 pub mod model_cache;
 pub mod routes;
 mod schedules;
+mod sweeps;
 pub mod tls;
 
 pub use handlers::{
@@ -83,6 +84,8 @@ pub struct Api<S> {
     pub limits: Arc<limits::Limits>,
     /// Most schedules the cluster keeps.
     pub max_schedules: u64,
+    /// Most sweeps the cluster keeps (running, or ended and not expired).
+    pub max_sweeps: u64,
     /// Where a task's `callback_url` may go.
     pub callback_rules: crate::notify::CallbackRules,
     /// The latest health answer, computed at most once a second.
@@ -284,6 +287,7 @@ pub fn routes<S: Store>(
         .unify()
         .boxed();
     let models = models(api.clone(), body.clone());
+    let sweeps = sweep_routes(api.clone(), body.clone());
 
     // The status route first: clients poll it most, and each route before it is tried first.
     let protected = status
@@ -329,6 +333,8 @@ pub fn routes<S: Store>(
         .unify()
         .or(models)
         .unify()
+        .or(sweeps)
+        .unify()
         .boxed();
     health
         .or(metrics)
@@ -361,6 +367,45 @@ pub fn routes<S: Store>(
 
 /// The model registry's routes (`handlers::models`); predictions by a task's id or a name
 /// are `Route::Predict`'s, above.
+fn sweep_routes<S: Store>(
+    api: Arc<Api<S>>,
+    body: warp::filters::BoxedFilter<(bytes::Bytes,)>,
+) -> warp::filters::BoxedFilter<(warp::reply::Response,)> {
+    let limits = api.limits.clone();
+    let with = warp::any().map(move || api.clone());
+    let create = at(Route::CreateSweep)
+        .and(with.clone())
+        .and(warp::header::optional::<String>("content-type"))
+        .and(body)
+        .and_then(sweeps::create);
+    let list = at(Route::ListSweeps)
+        .and(with.clone())
+        .and_then(sweeps::list);
+    let show = at1(Route::ShowSweep)
+        .and(with.clone())
+        .and_then(sweeps::show);
+    let cancel = at1(Route::CancelSweep)
+        .and(with.clone())
+        .and_then(sweeps::cancel);
+    let events = at1(Route::SweepEvents)
+        .and(warp::header::optional::<String>("last-event-id"))
+        .and(limits::client(limits))
+        .and(with)
+        .and_then(sweeps::events);
+    create
+        .or(list)
+        .unify()
+        .or(show)
+        .unify()
+        .or(cancel)
+        .unify()
+        .or(events)
+        .unify()
+        .recover(error::route_errors)
+        .unify()
+        .boxed()
+}
+
 fn models<S: Store>(
     api: Arc<Api<S>>,
     body: warp::filters::BoxedFilter<(bytes::Bytes,)>,

@@ -49,6 +49,11 @@ pub enum Route {
     DeleteModelVersion,
     PredictVersion,
     PredictAlias,
+    CreateSweep,
+    ListSweeps,
+    ShowSweep,
+    CancelSweep,
+    SweepEvents,
 }
 
 /// `(route, "METHOD /template", role)`: `{name}` segments match any one non-empty segment.
@@ -118,6 +123,11 @@ const TABLE: &[(Route, &str, Role)] = &[
         Role::Admin,
     ),
     (Route::ShowSchedule, "GET /schedules/{name}", Role::Read),
+    (Route::CreateSweep, "POST /sweeps", Role::Submit),
+    (Route::ListSweeps, "GET /sweeps", Role::Read),
+    (Route::ShowSweep, "GET /sweeps/{id}", Role::Read),
+    (Route::CancelSweep, "POST /sweeps/{id}/cancel", Role::Submit),
+    (Route::SweepEvents, "GET /sweeps/{id}/events", Role::Read),
     (
         Route::PauseSchedule,
         "POST /schedules/{name}/{action}",

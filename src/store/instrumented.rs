@@ -394,3 +394,55 @@ impl<S: Store> ResultCache for Instrumented<S> {
             .await
     }
 }
+
+impl<S: Store> Sweeps for Instrumented<S> {
+    async fn create_sweep(
+        &self,
+        sweep: &Sweep,
+        max: u64,
+        event: &str,
+    ) -> Result<SweepCreated, StoreError> {
+        self.timed("create_sweep", self.inner.create_sweep(sweep, max, event))
+            .await
+    }
+    async fn get_sweep(&self, id: Uuid) -> Result<Option<Sweep>, StoreError> {
+        self.timed("get_sweep", self.inner.get_sweep(id)).await
+    }
+    async fn sweeps(&self) -> Result<Vec<Sweep>, StoreError> {
+        self.timed("sweeps", self.inner.sweeps()).await
+    }
+    async fn update_sweep(&self, sweep: &Sweep, events: &[String]) -> Result<bool, StoreError> {
+        self.timed("update_sweep", self.inner.update_sweep(sweep, events))
+            .await
+    }
+    async fn delete_sweep(&self, id: Uuid) -> Result<bool, StoreError> {
+        self.timed("delete_sweep", self.inner.delete_sweep(id))
+            .await
+    }
+    async fn report_rung(
+        &self,
+        id: Uuid,
+        trial: u32,
+        step: u64,
+        value: f64,
+        rule: RungRule,
+    ) -> Result<bool, StoreError> {
+        self.timed(
+            "report_rung",
+            self.inner.report_rung(id, trial, step, value, rule),
+        )
+        .await
+    }
+    async fn rungs(&self, id: Uuid) -> Result<Vec<RungResult>, StoreError> {
+        self.timed("rungs", self.inner.rungs(id)).await
+    }
+    async fn sweep_events(
+        &self,
+        id: Uuid,
+        after: u64,
+        max: usize,
+    ) -> Result<Vec<SweepEvent>, StoreError> {
+        self.timed("sweep_events", self.inner.sweep_events(id, after, max))
+            .await
+    }
+}

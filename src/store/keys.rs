@@ -111,6 +111,26 @@ impl Keys {
         format!("{}:schedule:{name}", self.prefix)
     }
 
+    /// Sorted set of sweep ids; score: when each was created.
+    pub fn sweeps(&self) -> String {
+        format!("{}:sweeps", self.prefix)
+    }
+
+    /// Hash of a sweep: `record` (JSON `Sweep`) and `version`.
+    pub fn sweep(&self, id: Uuid) -> String {
+        format!("{}:sweep:{id}", self.prefix)
+    }
+
+    /// Hash of a sweep's rung results: `STEP/TRIAL` -> `VALUE/GO_ON` (1 or 0).
+    pub fn sweep_rungs(&self, id: Uuid) -> String {
+        format!("{}:sweep:{id}:rungs", self.prefix)
+    }
+
+    /// List of a sweep's events (JSON), oldest first: an event's number is its place + 1.
+    pub fn sweep_events(&self, id: Uuid) -> String {
+        format!("{}:sweep:{id}:events", self.prefix)
+    }
+
     /// Stream of every task's events (the latest `EVENTS_KEPT`); its ids order all events.
     pub fn events(&self) -> String {
         format!("{}:events", self.prefix)

@@ -13,9 +13,10 @@
 //!   beside the ends that queue them), [`EventLog`] (`events.rs`) and [`Checkpoints`]
 //!   (`checkpoints.rs`: the one checkpoint of a running training, fenced by attempt);
 //! - [`Registry`] (`registry.rs`): registered models, their versions and aliases;
-//!   [`ResultCache`] (`results.rs`): finished successes by cache key, and their copies.
+//!   [`ResultCache`] (`results.rs`): finished successes by cache key, and their copies;
+//! - [`Sweeps`] (`sweeps.rs`): hyperparameter searches, their rung results and events.
 //!
-//! [`Store`] is the umbrella: a trait with the ten roles as supertraits, implemented for every
+//! [`Store`] is the umbrella: a trait with the eleven roles as supertraits, implemented for every
 //! type that has them all. Callers hold one handle (`S: Store`) and call any role's methods on
 //! it without naming the role. A struct of trait objects cannot be had: the roles' methods
 //! return `impl Future` (async in traits), which trait objects do not allow, and boxing every
@@ -55,6 +56,7 @@ mod redis;
 mod registry;
 mod results;
 mod schedules;
+mod sweeps;
 mod tasks;
 mod transitions;
 
@@ -84,6 +86,10 @@ pub use registry::{
 };
 pub use results::{ResultCache, cache_key, sha256_hex};
 pub use schedules::{Missed, Schedule, ScheduleCreated, ScheduleLink, Schedules};
+pub use sweeps::{
+    Asha, Mode, RungResult, RungRule, Strategy, Sweep, SweepCreated, SweepEvent, SweepLink,
+    SweepState, Sweeps, Trial, TrialState, asha_go_on, rung_event,
+};
 pub use tasks::{
     FIRING_FINGERPRINT, IdempotencyKey, MAX_CLIENT_KEY, QueueDepths, Submitted, Tasks,
 };
@@ -95,7 +101,7 @@ use transitions::Cancel;
 pub mod prelude {
     pub use super::{
         Callbacks, Checkpoints, ClusterState, Datasets, EventLog, Registry, ResultCache, Schedules,
-        Store, TaskQueue, Tasks,
+        Store, Sweeps, TaskQueue, Tasks,
     };
 }
 
@@ -112,6 +118,7 @@ pub trait Store:
     + Checkpoints
     + Registry
     + ResultCache
+    + Sweeps
 {
 }
 
@@ -126,6 +133,7 @@ impl<S> Store for S where
         + Checkpoints
         + Registry
         + ResultCache
+        + Sweeps
 {
 }
 

@@ -158,6 +158,9 @@ pub struct TaskRecord {
     /// Where its model is registered once it succeeds (a schedule's `register`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub register: Option<RegisterRule>,
+    /// The sweep it is a trial of, if it is one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sweep: Option<super::SweepLink>,
 }
 
 /// Deliveries of a task's end to its `callback_url`.
@@ -206,6 +209,7 @@ impl TaskRecord {
             cache_key: None,
             cached_from: None,
             register: None,
+            sweep: None,
         }
     }
 

@@ -1,7 +1,7 @@
 //! The store's operations, as `Instrumented` names them in the metrics' `op` label.
 
 /// Store operations, for zeroed error counters.
-pub const STORE_OPS: [&str; 42] = [
+pub const STORE_OPS: [&str; 50] = [
     "submit",
     "delete_dataset",
     "get",
@@ -44,4 +44,12 @@ pub const STORE_OPS: [&str; 42] = [
     "resume_from",
     "checkpoint",
     "drop_checkpoint",
+    "create_sweep",
+    "get_sweep",
+    "sweeps",
+    "update_sweep",
+    "delete_sweep",
+    "report_rung",
+    "rungs",
+    "sweep_events",
 ];

@@ -229,6 +229,30 @@ impl Split {
     pub fn rows(&self) -> usize {
         self.y.len()
     }
+
+    /// Holds out the last `fraction` of the rows (rounded, at least one) for validation: the
+    /// rows to fit on, and the validation rows. The rows of a split are in shuffled order
+    /// already, so the held-out part is a random one, the same for the same seed.
+    pub fn hold_out(mut self, fraction: f64) -> Result<(Split, Split), DataError> {
+        let rows = self.rows();
+        let held = ((rows as f64 * fraction).round() as usize).max(MIN_SPLIT_ROWS);
+        let kept = rows.saturating_sub(held);
+        if kept < MIN_SPLIT_ROWS || held < MIN_SPLIT_ROWS {
+            return Err(DataError::TooFewRows {
+                rows,
+                test_fraction: fraction,
+                train: kept,
+                test: held,
+                min: MIN_SPLIT_ROWS,
+            });
+        }
+        let validation = Split {
+            x: self.x.split_off(kept * self.cols),
+            y: self.y.split_off(kept),
+            cols: self.cols,
+        };
+        Ok((self, validation))
+    }
 }
 
 /// Per-column mean and standard deviation from the training rows, used to scale inputs and

@@ -20,6 +20,68 @@ pub struct Metrics {
     pub test_rows: u64,
     /// Epochs for burn models, trees for gradient boosting.
     pub iterations: u32,
+    /// On the validation rows (a spec with `validation_fraction`): mean squared error.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub val_loss: Option<f64>,
+    /// On the validation rows: R2.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub val_r2: Option<f64>,
+    /// On the validation rows: root mean squared error.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub val_rmse: Option<f64>,
+}
+
+/// A metric on the validation rows, which sweeps rank trials by.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ValMetric {
+    ValLoss,
+    ValR2,
+    ValRmse,
+}
+
+impl ValMetric {
+    pub const NAMES: [&'static str; 3] = ["val_loss", "val_r2", "val_rmse"];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ValMetric::ValLoss => "val_loss",
+            ValMetric::ValR2 => "val_r2",
+            ValMetric::ValRmse => "val_rmse",
+        }
+    }
+
+    pub fn parse(name: &str) -> Option<ValMetric> {
+        match name {
+            "val_loss" => Some(ValMetric::ValLoss),
+            "val_r2" => Some(ValMetric::ValR2),
+            "val_rmse" => Some(ValMetric::ValRmse),
+            _ => None,
+        }
+    }
+
+    /// Whether a larger value is better (R2) or a smaller one (the errors).
+    pub fn higher_is_better(self) -> bool {
+        self == ValMetric::ValR2
+    }
+
+    /// The metric of `predicted` against `actual`.
+    pub fn of(self, actual: &[f32], predicted: &[f32]) -> f64 {
+        match self {
+            ValMetric::ValLoss => mse(actual, predicted),
+            ValMetric::ValR2 => r2(actual, predicted),
+            ValMetric::ValRmse => rmse(actual, predicted),
+        }
+    }
+
+    /// This metric among `metrics`, if they have it.
+    pub fn read(self, metrics: &Metrics) -> Option<f64> {
+        match self {
+            ValMetric::ValLoss => metrics.val_loss,
+            ValMetric::ValR2 => metrics.val_r2,
+            ValMetric::ValRmse => metrics.val_rmse,
+        }
+    }
 }
 
 /// Coefficient of determination: 1 - SS_res / SS_tot. A constant target gives 0 when the

@@ -34,7 +34,7 @@ pub use csv::{MAX_CSV_COLUMNS, MAX_CSV_ROWS};
 pub use data::{BUILTIN_DATASETS, Dataset, FRIEDMAN1_DEFAULT_ROWS, Split, Standardizer};
 pub use device::{DeviceClass, DeviceSpec, gpu_count, resolve_devices};
 pub use error::{DataError, TrainError};
-pub use metrics::{Metrics, mse, r2, rmse};
+pub use metrics::{Metrics, ValMetric, mse, r2, rmse};
 pub use spec::{Footprint, GbdtParams, ModelType, TrainSpec, builtin_shape, limits};
 
 /// Asks a running training to stop; it returns [`TrainError::Cancelled`] at the next batch.
@@ -96,6 +96,8 @@ pub struct TrainOutcome {
     /// `model` as bytes, for [`predict`] and for storage.
     pub model_bytes: Vec<u8>,
     pub duration_s: f64,
+    /// The step (epoch or tree) a judge stopped the training at (see [`Rungs`]).
+    pub stopped_at: Option<u64>,
 }
 
 impl TrainOutcome {
@@ -136,6 +138,23 @@ impl TrainOutcome {
     }
 }
 
+/// Where a training stops to be judged on its validation rows (a sweep's rungs, for early
+/// stopping), and who judges it.
+pub struct Rungs<'a> {
+    pub metric: ValMetric,
+    /// Steps (epochs, or trees) after which the metric is reported, ascending.
+    pub at: Vec<u64>,
+    /// Told each rung's step and the metric there; false stops the training at that step,
+    /// which then ends as if it had been asked for that many steps (`stopped_at` says so).
+    pub judge: &'a mut dyn FnMut(u64, f64) -> bool,
+}
+
+/// The rungs of a training while it runs, with its validation rows.
+struct Judged<'a> {
+    rungs: Rungs<'a>,
+    validation: Split,
+}
+
 /// The checks and reports a model's training loop makes between batches, and the
 /// checkpoints it saves.
 pub struct Control<'a> {
@@ -149,6 +168,9 @@ pub struct Control<'a> {
     done_before: u64,
     total: u64,
     saver: Option<checkpoint::Saver<'a>>,
+    judged: Option<Judged<'a>>,
+    /// The step a judge stopped the training at.
+    stopped_at: Option<u64>,
 }
 
 impl Control<'_> {
@@ -185,6 +207,38 @@ impl Control<'_> {
 
     pub fn tree_done(&mut self, tree: u32, trees: u32) {
         self.report(tree as u64, format!("Training tree {tree}/{trees}"), None);
+    }
+
+    /// Whether the training is judged after `step`.
+    fn rung_at(&self, step: u64) -> bool {
+        self.judged
+            .as_ref()
+            .is_some_and(|j| j.rungs.at.contains(&step))
+    }
+
+    /// The first rung after `step`, if the training is judged.
+    fn next_rung_after(&self, step: u64) -> Option<u64> {
+        let judged = self.judged.as_ref()?;
+        judged.rungs.at.iter().copied().find(|&r| r > step)
+    }
+
+    /// The validation rows' features, when the training is judged.
+    fn validation_x(&self) -> Option<&[f32]> {
+        self.judged.as_ref().map(|j| j.validation.x.as_slice())
+    }
+
+    /// Judges the training after `step` by its `predictions` of the validation rows; false
+    /// if it stops there.
+    fn judge(&mut self, step: u64, predictions: &[f32]) -> bool {
+        let Some(judged) = &mut self.judged else {
+            return true;
+        };
+        let value = judged.rungs.metric.of(&judged.validation.y, predictions);
+        let go_on = (judged.rungs.judge)(step, value);
+        if !go_on {
+            self.stopped_at = Some(step);
+        }
+        go_on
     }
 
     /// Whether a checkpoint is due at this step boundary.
@@ -224,21 +278,66 @@ pub fn train(
 /// Resumed or not, the same spec, data set and seed give the same metrics (but for the
 /// timings) and the same model. A checkpoint that does not fit the spec is refused with
 /// [`TrainError::Checkpoint`] before any training: the caller may start afresh.
-pub fn train_resumable(
+pub fn train_resumable<'a>(
     spec: &TrainSpec,
     dataset: &Dataset,
     device: &DeviceSpec,
-    on_progress: &mut dyn FnMut(&Progress),
-    cancel: &CancelToken,
-    checkpointing: Option<Checkpointing<'_>>,
+    on_progress: &'a mut dyn FnMut(&Progress),
+    cancel: &'a CancelToken,
+    checkpointing: Option<Checkpointing<'a>>,
+) -> Result<TrainOutcome, TrainError> {
+    train_judged(
+        spec,
+        dataset,
+        device,
+        on_progress,
+        cancel,
+        checkpointing,
+        None,
+    )
+}
+
+/// As [`train_resumable`], judged at `rungs` on the validation rows (the spec's
+/// `validation_fraction` of the training rows, which the model is then not fitted on).
+/// A judge that says stop ends the training at that step with its model and metrics there.
+pub fn train_judged<'a>(
+    spec: &TrainSpec,
+    dataset: &Dataset,
+    device: &DeviceSpec,
+    on_progress: &'a mut dyn FnMut(&Progress),
+    cancel: &'a CancelToken,
+    checkpointing: Option<Checkpointing<'a>>,
+    rungs: Option<Rungs<'a>>,
 ) -> Result<TrainOutcome, TrainError> {
     spec.validate()?;
+    if rungs.is_some() && (spec.validation_fraction.is_none() || spec.model_type == ModelType::All)
+    {
+        return Err(TrainError::InvalidSpec {
+            problems: vec![
+                "a judged training needs a validation_fraction and one model type (not all)".into(),
+            ],
+        });
+    }
     let started = Instant::now();
     let deadline = spec
         .time_limit_s
         .map(|s| (started + Duration::from_secs_f64(s), s));
     let burn_device = device.burn_device()?;
     let (train_split, test_split) = dataset.split(spec.test_fraction, spec.seed)?;
+    let (train_split, validation) = match spec.validation_fraction {
+        Some(fraction) => {
+            let (fit, validation) = train_split.hold_out(fraction)?;
+            (fit, Some(validation))
+        }
+        None => (train_split, None),
+    };
+    let judged = match (rungs, &validation) {
+        (Some(rungs), Some(validation)) => Some(Judged {
+            rungs,
+            validation: validation.clone(),
+        }),
+        _ => None,
+    };
 
     let members = spec.model_type.members();
     let steps = |m: &ModelType| match m {
@@ -266,6 +365,8 @@ pub fn train_resumable(
         done_before: 0,
         total,
         saver,
+        judged,
+        stopped_at: None,
     };
     let (mut done, mut done_fits, mut current) = match resume {
         Some(r) => (r.done, r.done_fits, r.current),
@@ -312,12 +413,8 @@ pub fn train_resumable(
                     };
                     let fitted =
                         trees::fit(&train_split, &spec.gbdt, spec.seed, saved, &mut control)?;
-                    (
-                        Predictor::Trees(fitted.model),
-                        None,
-                        fitted.fit_s,
-                        spec.gbdt.n_trees,
-                    )
+                    let trees = control.stopped_at.map_or(spec.gbdt.n_trees, |t| t as u32);
+                    (Predictor::Trees(fitted.model), None, fitted.fit_s, trees)
                 }
                 _ => {
                     let hidden: &[u32] = if member == ModelType::Mlp {
@@ -339,11 +436,12 @@ pub fn train_resumable(
                     let fitted =
                         neural::fit(&train_split, &params, saved, &burn_device, &mut control)?;
                     let scale = (fitted.model.scaler.y_std as f64).powi(2);
+                    let epochs = control.stopped_at.map_or(spec.epochs, |e| e as u32);
                     (
                         Predictor::Neural(fitted.model),
                         Some(fitted.last_epoch_loss * scale),
                         fitted.fit_s,
-                        spec.epochs,
+                        epochs,
                     )
                 }
             }
@@ -352,6 +450,8 @@ pub fn train_resumable(
         let train_pred = predictor.predict(&train_split.x);
         let test_pred = predictor.predict(&test_split.x);
         let train_mse = mse(&train_split.y, &train_pred);
+        let val = validation.as_ref().map(|v| (v, predictor.predict(&v.x)));
+        let val_metric = |metric: ValMetric| val.as_ref().map(|(v, p)| metric.of(&v.y, p));
         let metrics = Metrics {
             train_r2: r2(&train_split.y, &train_pred),
             test_r2: r2(&test_split.y, &test_pred),
@@ -363,6 +463,9 @@ pub fn train_resumable(
             train_rows: train_split.rows() as u64,
             test_rows: test_split.rows() as u64,
             iterations,
+            val_loss: val_metric(ValMetric::ValLoss),
+            val_r2: val_metric(ValMetric::ValR2),
+            val_rmse: val_metric(ValMetric::ValRmse),
         };
         reports.push(ModelReport {
             model_type: member,
@@ -399,6 +502,7 @@ pub fn train_resumable(
     };
     let model_bytes = model.to_bytes()?;
     Ok(TrainOutcome {
+        stopped_at: control.stopped_at,
         model_type: spec.model_type,
         best: reports[chosen].model_type,
         reports,

@@ -291,6 +291,30 @@ impl TrainingNetwork {
         Ok(())
     }
 
+    /// Predictions on the standardised scale for row-major, standardised `x`, with the
+    /// weights as they are now.
+    fn predict_scaled(&self, x: &[f32], cols: usize, device: &Device) -> Vec<f32> {
+        let last = self.layers.len() - 1;
+        let mut out = Vec::with_capacity(x.len() / cols);
+        for chunk in x.chunks(INFERENCE_CHUNK * cols) {
+            let rows = chunk.len() / cols;
+            let mut z =
+                Tensor::<2>::from_data(TensorData::new(chunk.to_vec(), [rows, cols]), device);
+            for (i, layer) in self.layers.iter().enumerate() {
+                z = z.matmul(layer.weight.value.clone()) + layer.bias.value.clone().unsqueeze();
+                if i < last {
+                    z = relu(z);
+                }
+            }
+            out.extend(
+                z.into_data()
+                    .try_into_vec::<f32>()
+                    .expect("network output is f32"),
+            );
+        }
+        out
+    }
+
     /// One step of gradient descent on a batch; returns the batch's mean squared error
     /// before the step.
     fn step(&mut self, x: Tensor<2>, y: Tensor<2>, learning_rate: f64) -> f32 {
@@ -435,6 +459,14 @@ pub fn fit(
             epochs,
             last_epoch_loss * (scaler.y_std as f64).powi(2),
         );
+        if control.rung_at(epoch as u64)
+            && let Some(x) = control.validation_x()
+        {
+            let scaled = training.predict_scaled(&scaler.transform_x(x), cols, device);
+            if !control.judge(epoch as u64, &scaler.inverse_y(&scaled)) {
+                break;
+            }
+        }
         if epoch < epochs && control.checkpoint_due() {
             let state = NeuralState {
                 epoch,

@@ -161,6 +161,10 @@ pub struct TrainSpec {
     pub gbdt: GbdtParams,
     /// Wall-clock limit; the training stops with `DeadlineExceeded` between batches after it.
     pub time_limit_s: Option<f64>,
+    /// Share of the training rows held out (never the test rows) for validation metrics
+    /// (`val_loss`, `val_r2`, `val_rmse`), which sweeps judge trials by. None: no validation.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub validation_fraction: Option<f64>,
 }
 
 impl Default for TrainSpec {
@@ -176,6 +180,7 @@ impl Default for TrainSpec {
             dataset: "friedman1".into(),
             gbdt: GbdtParams::default(),
             time_limit_s: None,
+            validation_fraction: None,
         }
     }
 }
@@ -266,6 +271,13 @@ impl TrainSpec {
         {
             problems.push(format!(
                 "time_limit_s must be above 0 and at most {MAX_TIME_LIMIT_S}, got {limit}"
+            ));
+        }
+        if let Some(fraction) = self.validation_fraction
+            && !(fraction > 0.0 && fraction < 1.0)
+        {
+            problems.push(format!(
+                "validation_fraction must be above 0 and below 1, got {fraction}"
             ));
         }
         if problems.is_empty() {

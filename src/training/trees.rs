@@ -76,7 +76,11 @@ pub fn fit(
     }
     while done < params.n_trees {
         control.check()?;
-        let trees = TREES_PER_STAGE.min(params.n_trees - done);
+        // A stage ends at each rung, to be judged there.
+        let to_rung = control
+            .next_rung_after(done as u64)
+            .map_or(u32::MAX, |r| (r - done as u64) as u32);
+        let trees = TREES_PER_STAGE.min(params.n_trees - done).min(to_rung);
         let first = stages.is_empty();
         let mut booster = GradientBooster::default()
             .set_objective_type(ObjectiveType::SquaredLoss)
@@ -98,6 +102,14 @@ pub fn fit(
         stages.push(booster);
         done += trees;
         control.tree_done(done, params.n_trees);
+        if control.rung_at(done as u64)
+            && let Some(x) = control.validation_x()
+        {
+            let predictions = predict_stages(&stages, x, cols);
+            if !control.judge(done as u64, &predictions) {
+                break;
+            }
+        }
         if done < params.n_trees && control.checkpoint_due() {
             let state = TreesState {
                 trees: done,
@@ -116,16 +128,7 @@ pub fn fit(
 impl TreeModel {
     /// Predictions for raw row-major `x`.
     pub fn predict(&self, x: &[f32]) -> Vec<f32> {
-        let rows = x.len() / self.cols;
-        let data = column_major(x, rows, self.cols);
-        let matrix = Matrix::new(&data, rows, self.cols);
-        let mut sum = vec![0.0f64; rows];
-        for stage in &self.stages {
-            for (s, p) in sum.iter_mut().zip(stage.predict(&matrix, false)) {
-                *s += p;
-            }
-        }
-        sum.into_iter().map(|v| v as f32).collect()
+        predict_stages(&self.stages, x, self.cols)
     }
 
     /// The chain as a JSON array of forust's own booster JSON.
@@ -160,6 +163,20 @@ fn dump(stages: &[GradientBooster]) -> Result<Vec<String>, TrainError> {
 }
 
 /// forust reads features column by column.
+/// The sum of `stages`' predictions for raw row-major `x`.
+fn predict_stages(stages: &[GradientBooster], x: &[f32], cols: usize) -> Vec<f32> {
+    let rows = x.len() / cols;
+    let data = column_major(x, rows, cols);
+    let matrix = Matrix::new(&data, rows, cols);
+    let mut sum = vec![0.0f64; rows];
+    for stage in stages {
+        for (s, p) in sum.iter_mut().zip(stage.predict(&matrix, false)) {
+            *s += p;
+        }
+    }
+    sum.into_iter().map(|v| v as f32).collect()
+}
+
 fn column_major(x: &[f32], rows: usize, cols: usize) -> Vec<f64> {
     let mut out = vec![0.0; rows * cols];
     for (r, row) in x.chunks_exact(cols).enumerate() {

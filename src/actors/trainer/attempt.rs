@@ -19,6 +19,7 @@ use crate::store::{CasToken, DatasetInfo, Renewal, Store, TaskProgress, TaskReco
 use crate::telemetry;
 use crate::training::{
     self, CancelToken, Checkpoint, Checkpointing, Dataset, SaveNow, TrainError, TrainOutcome,
+    ValMetric,
 };
 
 /// Least time between two progress writes of one task.
@@ -157,6 +158,13 @@ pub(super) fn start<S: Store>(
             save_now: save_now.clone(),
             sent: checkpoint_tx,
         });
+        // A sweep's trial is judged at its rungs: each report waits for the store's decision.
+        let rungs = task
+            .sweep
+            .as_ref()
+            .and_then(|link| Some((link.clone(), link.rule?)))
+            .filter(|(link, _)| !link.rungs.is_empty());
+        let (judge_store, runtime) = (store.clone(), tokio::runtime::Handle::current());
         let training = tokio::task::spawn_blocking(move || {
             if hang_now {
                 std::thread::sleep(Duration::from_secs(60));
@@ -176,13 +184,33 @@ pub(super) fn start<S: Store>(
             let mut on_progress = |p: &training::Progress| {
                 progress_tx.send_replace(Some(p.clone()));
             };
+            let mut judge = |step: u64, value: f64| match &rungs {
+                Some((link, rule)) => {
+                    let report = judge_store.report_rung(link.id, link.trial, step, value, *rule);
+                    match runtime.block_on(report) {
+                        Ok(go_on) => go_on,
+                        Err(e) => {
+                            // No decision is better than a wrong one: the trial goes on.
+                            tracing::warn!(error = %e, step, "cannot report a rung; going on");
+                            true
+                        }
+                    }
+                }
+                None => true,
+            };
+            let (metric, at) = match &rungs {
+                Some((link, _)) => (Some(link.metric), link.rungs.clone()),
+                None => (None, Vec::new()),
+            };
             let Some(checkpoints) = checkpoints else {
-                return training::train(
+                return training::train_judged(
                     &spec,
                     &dataset,
                     &device,
                     &mut on_progress,
                     &training_cancel,
+                    None,
+                    judged(metric, &at, &mut judge),
                 );
             };
             let mut sink = |c: Checkpoint| {
@@ -196,13 +224,14 @@ pub(super) fn start<S: Store>(
                     sink: &mut sink,
                 };
                 let (progress, cancel) = (&mut on_progress, &training_cancel);
-                training::train_resumable(
+                training::train_judged(
                     &spec,
                     &dataset,
                     &device,
                     progress,
                     cancel,
                     Some(checkpointing),
+                    judged(metric, &at, &mut judge),
                 )
             };
             match run(checkpoints.from.clone()) {
@@ -256,6 +285,19 @@ pub(super) fn start<S: Store>(
         });
     };
     tokio::spawn(run.instrument(span));
+}
+
+/// The rungs of a sweep's trial (`metric` is None for any other task), judged by `judge`.
+fn judged<'a>(
+    metric: Option<ValMetric>,
+    at: &[u64],
+    judge: &'a mut dyn FnMut(u64, f64) -> bool,
+) -> Option<training::Rungs<'a>> {
+    metric.map(|metric| training::Rungs {
+        metric,
+        at: at.to_vec(),
+        judge,
+    })
 }
 
 /// How the training thread checkpoints: from where, how often, and where it sends them.

@@ -201,7 +201,7 @@ fn success<S>(
     last_progress: Option<TaskProgress>,
 ) -> Finish {
     tracing::info!(best = %outcome.best, "task succeeded");
-    let result = serde_json::json!({
+    let mut result = serde_json::json!({
         "success": true,
         "message": outcome.message(),
         "model_type": outcome.model_type,
@@ -209,6 +209,15 @@ fn success<S>(
         "metrics": outcome.metrics_json(),
         "trainer": args.name,
     });
+    if let Some(step) = outcome.stopped_at {
+        // A sweep's trial stopped at a rung: its model and metrics are those of that step.
+        result["stopped_early"] = serde_json::json!({ "at": step });
+        result["message"] = format!(
+            "{} model stopped early at step {step} (a sweep's rung)",
+            outcome.model_type.title()
+        )
+        .into();
+    }
     Finish::Success {
         result,
         model: outcome.model_bytes,

@@ -2,7 +2,7 @@
 //! transaction, run on tokio's blocking pool so no async worker waits on the disk. The tables
 //! and the transaction helpers are here, what a transaction does to them in `tables.rs`, and
 //! each role in its file: `tasks.rs`, `queue.rs`, `datasets.rs`, `schedules.rs`, `cluster.rs`
-//! (with the callbacks), `event_log.rs`, `checkpoints.rs`, `registry.rs` (the registry and the result cache). The decisions are the shared transitions'.
+//! (with the callbacks), `event_log.rs`, `checkpoints.rs`, `registry.rs` (the registry and the result cache), `sweeps.rs`. The decisions are the shared transitions'.
 
 mod checkpoints;
 mod cluster;
@@ -11,6 +11,7 @@ mod event_log;
 mod queue;
 mod registry;
 mod schedules;
+mod sweeps;
 mod tables;
 mod tasks;
 
@@ -27,6 +28,7 @@ use crate::training::device_kind::DeviceClass;
 
 use super::*;
 use registry::{CACHED, REGISTRY, REGISTRY_ARTIFACTS, REGISTRY_NEXT, sweep_cached};
+use sweeps::{SWEEP_EVENTS, SWEEP_RUNGS, SWEEPS};
 use tables::*;
 
 /// Task id -> JSON `TaskRecord`.
@@ -164,6 +166,9 @@ impl EmbeddedStore {
         tx.open_table(REGISTRY_NEXT)?;
         tx.open_table(REGISTRY_ARTIFACTS)?;
         tx.open_table(CACHED)?;
+        tx.open_table(SWEEPS)?;
+        tx.open_table(SWEEP_RUNGS)?;
+        tx.open_table(SWEEP_EVENTS)?;
         tx.commit()?;
         Ok(EmbeddedStore {
             db: Arc::new(db),

@@ -33,6 +33,7 @@ mod run_on;
 mod schedules;
 mod submit;
 mod sweep;
+mod sweeps;
 mod tasks;
 mod update;
 
@@ -79,6 +80,7 @@ struct Scripts {
     alias: Script,
     version_delete: Script,
     cached: Script,
+    sweeps: Script,
 }
 
 impl Scripts {
@@ -104,6 +106,7 @@ impl Scripts {
             alias: Script::new(include_str!("alias.lua")),
             version_delete: Script::new(include_str!("version_delete.lua")),
             cached: Script::new(&with_events(&with_tombstone(include_str!("cached.lua")))),
+            sweeps: Script::new(include_str!("sweeps.lua")),
         }
     }
 }
