@@ -59,6 +59,10 @@ def parse_args():
     p.add_argument("--reduction-factor", type=int, default=3)
     p.add_argument("--runs", default="asha,random", help="comma-separated: asha, random")
     p.add_argument("--json", metavar="PATH", help="also write the JSON lines here")
+    p.add_argument("--configs", metavar="PATH",
+                   help="train these configurations (a JSON list of objects with learning_rate, "
+                        "hidden_sizes, batch_size, as scripts/bench-sweep writes trainyard's) "
+                        "instead of drawing --trials of them")
     args = p.parse_args()
     args.runs = [r for r in args.runs.split(",") if r]
     for r in args.runs:
@@ -215,7 +219,16 @@ def main():
         "sklearn": sklearn.__version__,
         "numpy": np.__version__,
     }
-    configs = sample_configs(args.trials, args.seed)
+    if args.configs:
+        with open(args.configs) as f:
+            configs = [
+                {"trial": i, "learning_rate": float(c["learning_rate"]),
+                 "hidden_sizes": list(c["hidden_sizes"]), "batch_size": int(c["batch_size"])}
+                for i, c in enumerate(json.load(f))
+            ]
+        args.trials = len(configs)
+    else:
+        configs = sample_configs(args.trials, args.seed)
     data = make_data(args.seed)
     storage = tempfile.mkdtemp(prefix="trainyard-ray-")
     try:

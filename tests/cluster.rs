@@ -490,6 +490,99 @@ fn a_schedule_fires_once_per_due_time_while_the_leader_is_killed() {
     wait_all_succeed(survivor, &ids, Duration::from_secs(120));
 }
 
+/// A sweep's decisions survive its leader: `kill -9` of the leader mid-sweep loses no trial
+/// and starts none twice (each trial one task, found again by its key), and ASHA's rungs are
+/// decided once each (a trial retried elsewhere is told the first decision).
+#[test]
+fn a_sweep_survives_a_killed_leader_with_each_trial_started_once() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let mut cluster = Cluster::new(RedisServer::start());
+    let mut nodes = cluster.three();
+    // Trials of a second or more each, so the kill falls among them.
+    let sweep = json!({
+        "name": "failover",
+        "model_type": "mlp",
+        "dataset": "friedman1",
+        "request": {"hidden_sizes": [32]},
+        "space": {"learning_rate": {"choice": [0.00001, 0.001, 0.01]},
+                  "batch_size": {"choice": [16, 32]}},
+        "trials": 9,
+        "parallel": 3,
+        "seed": 5,
+        "early_stopping": {"asha": {"min_resource": 2, "max_resource": 18,
+                                    "reduction_factor": 3}},
+    });
+    let (status, created) = read_json(
+        Node::agent()
+            .post(format!("{}/sweeps", nodes[1].url))
+            .send_json(sweep),
+    )
+    .unwrap();
+    assert_eq!(status, 201, "{created}");
+    let id = created["sweep"]["sweep_id"].as_str().unwrap().to_string();
+    // Kill the leader while trials run and others wait.
+    let before = poll(Duration::from_secs(60), "trials to run", || {
+        let s = nodes[1].get(&format!("/sweeps/{id}"));
+        (s["counts"]["running"].as_u64().unwrap() >= 2).then_some(s)
+    });
+    let lead = leader(&nodes[0]).unwrap();
+    let victim = nodes.iter().position(|n| n.name == lead).unwrap();
+    nodes[victim].kill9();
+    let killed = Instant::now();
+    assert!(
+        before["counts"]["waiting"].as_u64().unwrap() > 0,
+        "the kill falls mid-sweep: {before}"
+    );
+    let survivor = nodes.iter().find(|n| n.name != lead).unwrap();
+    let sweep = poll(Duration::from_secs(300), "the sweep to end", || {
+        let s = survivor.get(&format!("/sweeps/{id}"));
+        (s["state"] != "RUNNING").then_some(s)
+    });
+    assert_eq!(sweep["state"], "SUCCESS", "{sweep}");
+    let trials = sweep["trials"].as_array().unwrap();
+    let counts = &sweep["counts"];
+    assert_eq!(
+        counts["completed"].as_u64().unwrap() + counts["stopped_early"].as_u64().unwrap(),
+        9,
+        "no trial lost: {sweep}"
+    );
+    // Each trial one task, and no other task in the cluster.
+    let tasks: HashSet<&str> = trials
+        .iter()
+        .map(|t| t["task_id"].as_str().unwrap())
+        .collect();
+    assert_eq!(tasks.len(), 9);
+    let listed = survivor.get("/tasks?limit=1000");
+    assert_eq!(
+        listed["tasks"].as_array().unwrap().len(),
+        9,
+        "none started twice: {listed}"
+    );
+    for t in trials {
+        let record = survivor.task(t["task_id"].as_str().unwrap());
+        assert_eq!(record["sweep"]["trial"], t["trial"], "{record}");
+        assert_eq!(record["state"], "SUCCESS", "{record}");
+    }
+    // Every rung result once per (trial, step), each decision the one ASHA's rule gives.
+    let mut seen = HashSet::new();
+    for t in trials {
+        for r in t["rungs"].as_array().unwrap() {
+            assert!(
+                seen.insert((t["trial"].as_u64(), r["step"].as_u64())),
+                "{t}"
+            );
+        }
+    }
+    eprintln!(
+        "sweep across a leader kill: {} completed, {} stopped early, {} rung results; \
+         ended {:?} after the kill",
+        counts["completed"],
+        counts["stopped_early"],
+        seen.len(),
+        killed.elapsed()
+    );
+}
+
 #[test]
 fn every_node_streams_the_events_of_a_task_trained_anywhere() {
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());

@@ -98,6 +98,10 @@ pub struct ResultAnswer<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     #[schema(nullable = false)]
     pub cached_from: Option<Uuid>,
+    /// The sweep it is a trial of: `{id, trial}`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
+    pub sweep: Option<SweepRef>,
 }
 
 impl<'a> ResultAnswer<'a> {
@@ -118,6 +122,7 @@ impl<'a> ResultAnswer<'a> {
             error: task.error.as_ref(),
             attempts: &task.attempts,
             cached_from: task.cached_from,
+            sweep: SweepRef::of(task),
         }
     }
 }
@@ -176,6 +181,25 @@ pub struct TaskSummary<'a> {
     pub error: Option<&'a TaskError>,
     /// The schedule that fired it, if one did.
     pub schedule: Option<&'a str>,
+    /// The sweep it is a trial of, if it is one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sweep: Option<SweepRef>,
+}
+
+/// Which sweep and which of its trials a task is.
+#[derive(Debug, Clone, Copy, Serialize, ToSchema)]
+pub struct SweepRef {
+    pub id: Uuid,
+    pub trial: u32,
+}
+
+impl SweepRef {
+    fn of(task: &TaskRecord) -> Option<SweepRef> {
+        task.sweep.as_ref().map(|s| SweepRef {
+            id: s.id,
+            trial: s.trial,
+        })
+    }
 }
 
 impl<'a> TaskSummary<'a> {
@@ -194,6 +218,7 @@ impl<'a> TaskSummary<'a> {
             progress: ShownProgress::of_task(t),
             error: t.error.as_ref(),
             schedule: t.schedule.as_ref().map(|s| s.name.as_str()),
+            sweep: SweepRef::of(t),
         }
     }
 }
@@ -283,6 +308,9 @@ pub struct TaskDetail<'a> {
     pub callback: Option<&'a CallbackState>,
     /// The earlier task whose result this one copied (`"cache": true`).
     pub cached_from: Option<Uuid>,
+    /// The sweep it is a trial of: `{id, trial}`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sweep: Option<SweepRef>,
 }
 
 impl<'a> TaskDetail<'a> {
@@ -345,6 +373,7 @@ impl<'a> TaskDetail<'a> {
             callback_url: task.callback_url.as_deref(),
             callback: task.callback.as_ref(),
             cached_from: task.cached_from,
+            sweep: SweepRef::of(task),
         }
     }
 }
