@@ -48,6 +48,16 @@ fn node_with_a_workload() -> Node {
         node.post(&format!("/task/{id}/cancel"), json!(null));
         node.wait_for(id, "REVOKED", LONG);
     }
+    let (status, sweep) = node.post(
+        "/sweeps",
+        json!({"model_type": "linear", "request": {"epochs": 1}, "strategy": "grid",
+               "space": {"batch_size": {"choice": [32, 64]}}}),
+    );
+    assert_eq!(status, 201, "{sweep}");
+    let sweep_id = sweep["sweep"]["sweep_id"].as_str().unwrap().to_string();
+    poll(LONG, "the sweep to end", || {
+        (node.get(&format!("/sweeps/{sweep_id}")).1["state"] == "SUCCESS").then_some(())
+    });
     node
 }
 
@@ -371,6 +381,17 @@ fn prometheus_scrapes_a_node_and_every_expression_returns_data() {
     // its counts are in once Prometheus has scraped after it.
     let id = node.submit("linear", json!({"epochs": 1}));
     node.wait_for(&id, "SUCCESS", LONG);
+    // And a sweep that ends, for the sweep panels.
+    let (status, sweep) = node.post(
+        "/sweeps",
+        json!({"model_type": "linear", "request": {"epochs": 1}, "strategy": "grid",
+               "space": {"batch_size": {"choice": [32, 64]}}}),
+    );
+    assert_eq!(status, 201, "{sweep}");
+    let sweep_id = sweep["sweep"]["sweep_id"].as_str().unwrap().to_string();
+    poll(LONG, "the sweep to end", || {
+        (node.get(&format!("/sweeps/{sweep_id}")).1["state"] == "SUCCESS").then_some(())
+    });
     poll_seen(LONG, "every expression to return data", || {
         let mut none = Vec::new();
         for expr in dashboard_expressions() {
