@@ -304,10 +304,18 @@ async fn serve<S: Store>(
     Ok(())
 }
 
+/// Rounds of housekeeping (seconds) between two looks for expired sweeps.
+const SWEEPS_EXPIRY_EVERY: u64 = 60;
+
 /// Every second: announce the node in the store, publish membership gauges, and sweep expired
-/// results.
+/// results (and, once a minute, forget expired hyperparameter sweeps).
 async fn housekeeping<S: Store>(store: Arc<S>, membership: Arc<Membership>, mut info: NodeInfo) {
-    loop {
+    for round in 0u64.. {
+        if round % SWEEPS_EXPIRY_EVERY == 0
+            && let Err(e) = crate::sweeps::forget_expired(&*store).await
+        {
+            tracing::warn!(error = %e, "cannot forget expired sweeps");
+        }
         info.seen_at = now_s();
         if let Err(e) = store.announce(&info).await {
             tracing::warn!(error = %e, "cannot announce this node");

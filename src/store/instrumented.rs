@@ -411,6 +411,10 @@ impl<S: Store> Sweeps for Instrumented<S> {
     async fn sweeps(&self) -> Result<Vec<Sweep>, StoreError> {
         self.timed("sweeps", self.inner.sweeps()).await
     }
+    async fn running_sweeps(&self) -> Result<Vec<Sweep>, StoreError> {
+        self.timed("running_sweeps", self.inner.running_sweeps())
+            .await
+    }
     async fn update_sweep(&self, sweep: &Sweep, events: &[String]) -> Result<bool, StoreError> {
         self.timed("update_sweep", self.inner.update_sweep(sweep, events))
             .await

@@ -116,6 +116,11 @@ impl Keys {
         format!("{}:sweeps", self.prefix)
     }
 
+    /// Sorted set of the ids of the sweeps in state RUNNING; score: when each was created.
+    pub fn running_sweeps(&self) -> String {
+        format!("{}:sweeps:running", self.prefix)
+    }
+
     /// Hash of a sweep: `record` (JSON `Sweep`) and `version`.
     pub fn sweep(&self, id: Uuid) -> String {
         format!("{}:sweep:{id}", self.prefix)

@@ -272,6 +272,9 @@ pub trait Sweeps: Send + Sync + 'static {
     -> impl Future<Output = Result<Option<Sweep>, StoreError>> + Send;
     /// Every sweep kept, oldest first.
     fn sweeps(&self) -> impl Future<Output = Result<Vec<Sweep>, StoreError>> + Send;
+    /// The sweeps in state RUNNING, oldest first (what the leader steps, without reading the
+    /// ended ones).
+    fn running_sweeps(&self) -> impl Future<Output = Result<Vec<Sweep>, StoreError>> + Send;
     /// Writes `sweep` if the one stored has version `sweep.version - 1`, and logs `events`;
     /// false if it changed meanwhile (or is gone).
     fn update_sweep(

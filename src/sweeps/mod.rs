@@ -39,24 +39,32 @@ pub fn trial_key(id: Uuid, trial: u32) -> IdempotencyKey {
     }
 }
 
-/// Takes every running sweep one step; forgets ended sweeps past their expiry. The leader
-/// calls it a few times a second. A sweep that cannot be advanced now is logged and left for
-/// the next call.
+/// Takes every running sweep one step. The leader calls it a few times a second. A sweep
+/// that cannot be advanced now is logged and left for the next call.
 pub async fn advance<S: Store>(store: &S) -> Result<(), StoreError> {
-    let now = now_s();
-    for sweep in store.sweeps().await? {
-        if sweep.state != SweepState::Running {
-            if sweep.expires_at.is_some_and(|at| at <= now) {
-                store.delete_sweep(sweep.id).await?;
-            }
-            continue;
-        }
+    for sweep in store.running_sweeps().await? {
         let id = sweep.id;
         if let Err(e) = step(store, sweep).await {
             tracing::warn!(sweep_id = %id, error = %e, "cannot advance a sweep");
         }
     }
     Ok(())
+}
+
+/// Forgets the ended sweeps past their expiry; returns how many. Any node may (a delete is
+/// idempotent); each does, once a minute.
+pub async fn forget_expired<S: Store>(store: &S) -> Result<u64, StoreError> {
+    let now = now_s();
+    let mut forgotten = 0;
+    for sweep in store.sweeps().await? {
+        if sweep.state != SweepState::Running
+            && sweep.expires_at.is_some_and(|at| at <= now)
+            && store.delete_sweep(sweep.id).await?
+        {
+            forgotten += 1;
+        }
+    }
+    Ok(forgotten)
 }
 
 /// One step of a running sweep: its ended trials noted, new ones launched (or, once it is

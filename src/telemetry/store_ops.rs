@@ -1,7 +1,7 @@
 //! The store's operations, as `Instrumented` names them in the metrics' `op` label.
 
 /// Store operations, for zeroed error counters.
-pub const STORE_OPS: [&str; 50] = [
+pub const STORE_OPS: [&str; 51] = [
     "submit",
     "delete_dataset",
     "get",
@@ -47,6 +47,7 @@ pub const STORE_OPS: [&str; 50] = [
     "create_sweep",
     "get_sweep",
     "sweeps",
+    "running_sweeps",
     "update_sweep",
     "delete_sweep",
     "report_rung",

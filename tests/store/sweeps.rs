@@ -85,6 +85,22 @@ pub async fn sweeps_change_by_version_and_decide_each_rung_once<S: Store>(store:
     );
     assert_eq!(store.get_sweep(s.id).await.unwrap(), Some(next.clone()));
 
+    // Only running sweeps are read for the leader's steps.
+    let running: Vec<_> = store
+        .running_sweeps()
+        .await
+        .unwrap()
+        .iter()
+        .map(|s| s.id)
+        .collect();
+    assert_eq!(running, vec![s.id]);
+    let mut ended = next.clone();
+    ended.state = SweepState::Success;
+    ended.version = 3;
+    assert!(store.update_sweep(&ended, &[]).await.unwrap());
+    assert!(store.running_sweeps().await.unwrap().is_empty());
+    assert_eq!(store.sweeps().await.unwrap().len(), 1);
+
     // Rung 1: the first goes on; a worse one than the cutoff of those before stops.
     assert!(store.report_rung(s.id, 0, 1, 2.0, RULE).await.unwrap());
     assert!(store.report_rung(s.id, 1, 1, 1.0, RULE).await.unwrap());

@@ -81,6 +81,12 @@ impl Sweeps for EmbeddedStore {
         .await
     }
 
+    async fn running_sweeps(&self) -> Result<Vec<Sweep>, StoreError> {
+        let mut sweeps = self.sweeps().await?;
+        sweeps.retain(|s| s.state == SweepState::Running);
+        Ok(sweeps)
+    }
+
     async fn update_sweep(&self, sweep: &Sweep, events: &[String]) -> Result<bool, StoreError> {
         let (sweep, events) = (sweep.clone(), events.to_vec());
         self.write(move |tx, _| {

@@ -1,10 +1,12 @@
 -- Changes a sweep, each change with its events. The record (JSON, written by Rust and never
 -- re-encoded here) and its version are fields of the sweep's hash.
--- KEYS: the sweeps' sorted set, the sweep's hash, its rung results' hash, its events' list.
+-- KEYS: the sweeps' sorted set, the sweep's hash, its rung results' hash, its events' list,
+-- the running sweeps' sorted set.
 -- ARGV[1]: the operation, ARGV[2]: the sweep's id.
 --   create  ARGV: record, created at, most sweeps, event     -> 1, or 2 if there are as many
 --                                                              sweeps as the most
---   update  ARGV: record, version, events...                 -> 1, or 0 if the version moved
+--   update  ARGV: record, version, running ('1' or '0'), events...
+--                                                            -> 1, or 0 if the version moved
 --   delete                                                   -> 0 if missing
 --   rung    ARGV: field (STEP/TRIAL), value/go_on, results seen, event
 --                                 -> the decision already made ('1' or '0'), the one given
@@ -15,6 +17,7 @@ if op == 'create' then
     return 2
   end
   redis.call('ZADD', KEYS[1], ARGV[4], id)
+  redis.call('ZADD', KEYS[5], ARGV[4], id)
   redis.call('DEL', KEYS[3], KEYS[4])
   redis.call('HSET', KEYS[2], 'record', ARGV[3], 'version', 1)
   redis.call('RPUSH', KEYS[4], ARGV[6])
@@ -22,6 +25,7 @@ if op == 'create' then
 end
 if op == 'delete' then
   redis.call('DEL', KEYS[2], KEYS[3], KEYS[4])
+  redis.call('ZREM', KEYS[5], id)
   return redis.call('ZREM', KEYS[1], id)
 end
 if op == 'update' then
@@ -30,7 +34,10 @@ if op == 'update' then
     return 0
   end
   redis.call('HSET', KEYS[2], 'record', ARGV[3], 'version', version)
-  for i = 5, #ARGV do
+  if ARGV[5] == '0' then
+    redis.call('ZREM', KEYS[5], id)
+  end
+  for i = 6, #ARGV do
     redis.call('RPUSH', KEYS[4], ARGV[i])
   end
   return 1

@@ -22,12 +22,31 @@ impl RedisStore {
             .key(self.keys.sweep(id))
             .key(self.keys.sweep_rungs(id))
             .key(self.keys.sweep_events(id))
+            .key(self.keys.running_sweeps())
             .arg(op)
             .arg(id.to_string());
         for arg in args {
             invocation.arg(arg);
         }
         Ok(invocation.invoke_async(&mut self.link.clone()).await?)
+    }
+}
+
+impl RedisStore {
+    /// The sweeps whose ids the sorted set `index` holds, in its order.
+    async fn sweeps_in(&self, index: String) -> Result<Vec<Sweep>, StoreError> {
+        let mut con = self.link.clone();
+        let ids: Vec<String> = con.zrange(index, 0, -1).await?;
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut pipe = ::redis::pipe();
+        for id in &ids {
+            let id = Uuid::parse_str(id).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+            pipe.hget(self.keys.sweep(id), "record");
+        }
+        let records: Vec<Option<String>> = pipe.query_async(&mut con).await?;
+        records.into_iter().flatten().map(|r| decode(&r)).collect()
     }
 }
 
@@ -71,22 +90,20 @@ impl Sweeps for RedisStore {
     }
 
     async fn sweeps(&self) -> Result<Vec<Sweep>, StoreError> {
-        let mut con = self.link.clone();
-        let ids: Vec<String> = con.zrange(self.keys.sweeps(), 0, -1).await?;
-        if ids.is_empty() {
-            return Ok(Vec::new());
-        }
-        let mut pipe = ::redis::pipe();
-        for id in &ids {
-            let id = Uuid::parse_str(id).map_err(|e| StoreError::Corrupt(e.to_string()))?;
-            pipe.hget(self.keys.sweep(id), "record");
-        }
-        let records: Vec<Option<String>> = pipe.query_async(&mut con).await?;
-        records.into_iter().flatten().map(|r| decode(&r)).collect()
+        self.sweeps_in(self.keys.sweeps()).await
+    }
+
+    async fn running_sweeps(&self) -> Result<Vec<Sweep>, StoreError> {
+        self.sweeps_in(self.keys.running_sweeps()).await
     }
 
     async fn update_sweep(&self, sweep: &Sweep, events: &[String]) -> Result<bool, StoreError> {
-        let mut args = vec![encode(sweep), sweep.version.to_string()];
+        let running = if sweep.state == SweepState::Running {
+            "1"
+        } else {
+            "0"
+        };
+        let mut args = vec![encode(sweep), sweep.version.to_string(), running.into()];
         args.extend(events.iter().cloned());
         Ok(self.sweep_script::<i64>("update", sweep.id, &args).await? == 1)
     }
