@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use trainyard::training::{
     self, CancelToken, DataError, Dataset, DeviceSpec, GbdtParams, ModelType, Progress, TrainError,
-    TrainOutcome, TrainSpec, TrainedModel, predict,
+    TrainOutcome, TrainSpec, TrainedModel, ValMetric, predict,
 };
 
 /// A small, quick spec for `model`.
@@ -440,5 +440,86 @@ fn a_csv_data_set_trains_and_real_data_sets_train() {
             "{name}: {:?}",
             outcome.metrics()
         );
+    }
+}
+
+/// A judged training (a sweep's trial) holds out validation rows from its training rows,
+/// reports its validation metric at each rung, and stops where its judge says, with its model
+/// and metrics as they were there.
+#[test]
+fn a_judged_training_reports_at_its_rungs_and_stops_where_told() {
+    let data = Dataset::friedman1(1_000, 6);
+    for (model, rungs) in [
+        (ModelType::Mlp, vec![2, 4]),
+        (ModelType::Gbdt, vec![10, 30]),
+    ] {
+        let spec = TrainSpec {
+            epochs: 10,
+            gbdt: GbdtParams {
+                n_trees: 60,
+                ..GbdtParams::default()
+            },
+            validation_fraction: Some(0.25),
+            ..small(model)
+        };
+        let mut seen = Vec::new();
+        let mut judge = |step: u64, value: f64| {
+            seen.push((step, value));
+            step < rungs[1]
+        };
+        let outcome = training::train_judged(
+            &spec,
+            &data,
+            &DeviceSpec::Cpu,
+            &mut |_| {},
+            &CancelToken::new(),
+            None,
+            Some(training::Rungs {
+                metric: ValMetric::ValLoss,
+                at: rungs.clone(),
+                judge: &mut judge,
+            }),
+        )
+        .unwrap();
+        let steps: Vec<u64> = seen.iter().map(|(s, _)| *s).collect();
+        assert_eq!(steps, rungs, "{model}");
+        assert_eq!(outcome.stopped_at, Some(rungs[1]), "{model}");
+        let m = outcome.metrics();
+        assert_eq!(m.iterations as u64, rungs[1], "{model}");
+        // 1,000 rows: 200 test rows; of the 800 training rows, 200 held out.
+        assert_eq!((m.train_rows, m.test_rows), (600, 200), "{model}");
+        let val_loss = m.val_loss.unwrap();
+        let at_stop = seen[1].1;
+        assert!(
+            (val_loss - at_stop).abs() <= 1e-3 * at_stop.abs(),
+            "{model}: the model kept is the one judged: {val_loss} vs {at_stop}"
+        );
+        assert!(m.val_r2.is_some() && m.val_rmse.is_some());
+    }
+    // Judged without validation rows, or for several models at once: refused before any work.
+    for spec in [
+        small(ModelType::Mlp),
+        TrainSpec {
+            validation_fraction: Some(0.2),
+            ..small(ModelType::All)
+        },
+    ] {
+        let mut judge = |_: u64, _: f64| true;
+        let err = training::train_judged(
+            &spec,
+            &data,
+            &DeviceSpec::Cpu,
+            &mut |_| {},
+            &CancelToken::new(),
+            None,
+            Some(training::Rungs {
+                metric: ValMetric::ValR2,
+                at: vec![1],
+                judge: &mut judge,
+            }),
+        )
+        .err()
+        .unwrap();
+        assert_eq!(err.code(), "invalid_spec");
     }
 }
