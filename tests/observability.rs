@@ -48,6 +48,12 @@ fn node_with_a_workload() -> Node {
         node.post(&format!("/task/{id}/cancel"), json!(null));
         node.wait_for(id, "REVOKED", LONG);
     }
+    run_a_sweep(&node);
+    node
+}
+
+/// Runs a small sweep (two trials) to its end, so its metrics have values.
+fn run_a_sweep(node: &Node) {
     let (status, sweep) = node.post(
         "/sweeps",
         json!({"model_type": "linear", "request": {"epochs": 1}, "strategy": "grid",
@@ -58,7 +64,6 @@ fn node_with_a_workload() -> Node {
     poll(LONG, "the sweep to end", || {
         (node.get(&format!("/sweeps/{sweep_id}")).1["state"] == "SUCCESS").then_some(())
     });
-    node
 }
 
 #[test]
@@ -382,16 +387,7 @@ fn prometheus_scrapes_a_node_and_every_expression_returns_data() {
     let id = node.submit("linear", json!({"epochs": 1}));
     node.wait_for(&id, "SUCCESS", LONG);
     // And a sweep that ends, for the sweep panels.
-    let (status, sweep) = node.post(
-        "/sweeps",
-        json!({"model_type": "linear", "request": {"epochs": 1}, "strategy": "grid",
-               "space": {"batch_size": {"choice": [32, 64]}}}),
-    );
-    assert_eq!(status, 201, "{sweep}");
-    let sweep_id = sweep["sweep"]["sweep_id"].as_str().unwrap().to_string();
-    poll(LONG, "the sweep to end", || {
-        (node.get(&format!("/sweeps/{sweep_id}")).1["state"] == "SUCCESS").then_some(())
-    });
+    run_a_sweep(&node);
     poll_seen(LONG, "every expression to return data", || {
         let mut none = Vec::new();
         for expr in dashboard_expressions() {
