@@ -16,9 +16,11 @@ use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use crate::training::ModelType;
 use crate::training::device_kind::DeviceClass;
 pub use registry::{CACHE_LOOKUPS, MODEL_REGISTRATIONS, cache_lookup, model_registered};
+pub use sweeps::{SWEEP_DURATION, SWEEP_TRIALS, sweep_ended, sweep_trial};
 
 mod registry;
 mod store_ops;
+mod sweeps;
 pub use store_ops::STORE_OPS;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -65,8 +67,6 @@ pub const OPEN_STREAMS: &str = "trainyard_http_open_streams";
 pub const BUILD_INFO: &str = "trainyard_build_info";
 pub const SCHEDULE_DUE_TIMES: &str = "trainyard_schedule_due_times_total";
 pub const CHECKPOINTS: &str = "trainyard_checkpoints_total";
-pub const SWEEP_TRIALS: &str = "trainyard_sweep_trials_total";
-pub const SWEEP_DURATION: &str = "trainyard_sweep_duration_seconds";
 
 /// Every trainyard metric.
 pub const METRICS: &[Metric] = &[
@@ -199,21 +199,8 @@ pub const METRICS: &[Metric] = &[
                (passed their misfire grace while no leader fired them) and skipped (missed and \
                given no task of their own).",
     },
-    Metric {
-        name: SWEEP_TRIALS,
-        kind: Kind::Counter,
-        unit: Unit::Count,
-        labels: &["outcome"],
-        help: "Trials of hyperparameter sweeps, counted by the leader: started, completed, \
-               stopped_early (by ASHA at a rung), failed and revoked.",
-    },
-    Metric {
-        name: SWEEP_DURATION,
-        kind: Kind::Histogram,
-        unit: Unit::Seconds,
-        labels: &["state"],
-        help: "Time from a sweep's creation to its end, by how it ended (SUCCESS, REVOKED).",
-    },
+    sweeps::TRIALS,
+    sweeps::DURATION,
     registry::REGISTRATIONS,
     registry::LOOKUPS,
     Metric {
@@ -505,19 +492,6 @@ pub fn schedule_step(fired: bool, due_times: u64, late: bool) {
     }
 }
 
-/// Outcomes of a sweep's trials (`SWEEP_TRIALS`).
-pub const SWEEP_TRIAL_OUTCOMES: [&str; 5] =
-    ["started", "completed", "stopped_early", "failed", "revoked"];
-
-pub fn sweep_trial(outcome: &'static str) {
-    counter!(SWEEP_TRIALS, "outcome" => outcome).increment(1);
-}
-
-/// A sweep ended as `state` after `seconds`.
-pub fn sweep_ended(state: crate::store::SweepState, seconds: f64) {
-    histogram!(SWEEP_DURATION, "state" => state.as_str()).record(seconds.max(0.0));
-}
-
 /// Outcomes of a callback delivery try.
 pub const CALLBACK_OUTCOMES: [&str; 3] = ["delivered", "retried", "failed"];
 
@@ -567,9 +541,7 @@ pub fn register_zeroes(store: &'static str, devices: &[String]) {
     for outcome in CHECKPOINT_OUTCOMES {
         counter!(CHECKPOINTS, "outcome" => outcome).increment(0);
     }
-    for outcome in SWEEP_TRIAL_OUTCOMES {
-        counter!(SWEEP_TRIALS, "outcome" => outcome).increment(0);
-    }
+    sweeps::zeroes();
     registry::zeroes(store);
     gauge!(OPEN_STREAMS).increment(0.0);
     gauge!(BUILD_INFO, "version" => env!("CARGO_PKG_VERSION")).set(1.0);
