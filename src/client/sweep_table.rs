@@ -223,12 +223,12 @@ pub fn sweep_text(sweep: &Value, top: usize) -> String {
     text
 }
 
-/// The trials best first: those with a metric by their best one (`max`: highest first),
-/// then the others by number.
+/// The trials best first: those with a metric by their latest one (the end's, as the
+/// sweep's best is chosen; `max`: highest first), then the others by number.
 fn rank<'a>(trials: &[&'a Value], max: bool) -> Vec<&'a Value> {
     let mut ranked = trials.to_vec();
     ranked.sort_by(|a, b| {
-        let (x, y) = (a["best_metric"].as_f64(), b["best_metric"].as_f64());
+        let (x, y) = (a["latest_metric"].as_f64(), b["latest_metric"].as_f64());
         match (x, y) {
             (Some(x), Some(y)) if max => y.total_cmp(&x),
             (Some(x), Some(y)) => x.total_cmp(&y),

@@ -13,6 +13,24 @@ use super::{Body, Client, ClientError};
 use crate::api::{SweepRequest, TrainRequest};
 use crate::training::DeviceClass;
 
+/// The ids of [`FixedArgs`]' flags, which `--request FILE.json` replaces.
+const FIXED_FLAGS: [&str; 14] = [
+    "dataset",
+    "epochs",
+    "learning_rate",
+    "hidden_sizes",
+    "batch_size",
+    "train_seed",
+    "test_fraction",
+    "trees",
+    "tree_learning_rate",
+    "max_depth",
+    "min_samples_leaf",
+    "max_retries",
+    "time_limit_s",
+    "device",
+];
+
 /// `trainyard sweep MODEL`.
 #[derive(Debug, Args)]
 pub struct SweepArgs {
@@ -26,7 +44,7 @@ pub struct SweepArgs {
     pub space: PathBuf,
     /// A JSON file with the fixed part of every trial (the body of POST /train/MODEL/async),
     /// instead of the training flags.
-    #[arg(long, value_name = "FILE.json", conflicts_with = "FixedArgs")]
+    #[arg(long, value_name = "FILE.json", conflicts_with_all = FIXED_FLAGS)]
     pub request: Option<PathBuf>,
     #[command(flatten)]
     pub fixed: FixedArgs,
