@@ -25,6 +25,8 @@ const MAX_RECONNECTS: u32 = 20;
 pub fn follow_sweep(client: &Client, id: &str) -> Result<(), ClientError> {
     let path = format!("/sweeps/{id}/events");
     let live = !client.json && std::io::stdout().is_terminal();
+    // What the event lines name: the resource's unit and the metric.
+    let words = Words::of(&client.get(&format!("/sweeps/{id}"))?);
     let mut last_id: Option<String> = None;
     let mut reconnects = 0;
     loop {
@@ -37,7 +39,7 @@ pub fn follow_sweep(client: &Client, id: &str) -> Result<(), ClientError> {
                 let _ = writeln!(out, "{CLEAR}{}", sweep_text(&sweep, LIVE_ROWS));
                 let _ = out.flush();
             } else if !client.json {
-                println!("{}", event_line(event));
+                println!("{}", event_line(event, &words));
             }
             Ok(event["type"].as_str() == Some("end"))
         })?;
@@ -69,8 +71,29 @@ pub fn follow_sweep(client: &Client, id: &str) -> Result<(), ClientError> {
     }
 }
 
+/// The words of a sweep's event lines.
+struct Words {
+    /// `epochs`, or `trees` for gbdt.
+    unit: &'static str,
+    metric: String,
+}
+
+impl Words {
+    fn of(sweep: &Value) -> Words {
+        Words {
+            unit: if sweep["model_type"].as_str() == Some("gbdt") {
+                "trees"
+            } else {
+                "epochs"
+            },
+            metric: cell(&sweep["metric"]),
+        }
+    }
+}
+
 /// One line for a sweep event.
-fn event_line(event: &Value) -> String {
+fn event_line(event: &Value, words: &Words) -> String {
+    let Words { unit, metric: name } = words;
     let trial = cell(&event["trial"]);
     match event["type"].as_str().unwrap_or("") {
         "created" => format!(
@@ -85,13 +108,13 @@ fn event_line(event: &Value) -> String {
             params(&event["params"])
         ),
         "rung" => format!(
-            "trial {trial} at step {}: {} ({})",
+            "trial {trial} after {} {unit}: {name} {} ({})",
             cell(&event["step"]),
             metric(&event["value"]),
             cell(&event["decision"])
         ),
         "trial_ended" => format!(
-            "trial {trial} ended {} after {}: {}",
+            "trial {trial} ended {} after {} {unit}: {name} {}",
             cell(&event["state"]),
             cell(&event["resource"]),
             metric(&event["metric"])
@@ -156,10 +179,10 @@ pub fn print_sweep(sweep: &Value, top: usize) {
 pub fn sweep_text(sweep: &Value, top: usize) -> String {
     let c = &sweep["counts"];
     let mut text = format!(
-        "sweep {} {} {}: {} running, {} waiting, {} completed, {} stopped early, {} failed, \
+        "sweep {} ({}) {}: {} running, {} waiting, {} completed, {} stopped early, {} failed, \
          {} revoked; resource {} of {}\n",
-        cell(&sweep["name"]),
         cell(&sweep["sweep_id"]),
+        cell(&sweep["name"]),
         cell(&sweep["state"]),
         cell(&c["running"]),
         cell(&c["waiting"]),
@@ -292,7 +315,7 @@ mod tests {
         });
         let text = sweep_text(&sweep, 3);
         let lines: Vec<&str> = text.lines().collect();
-        assert!(lines[0].starts_with("sweep search s1 SUCCESS"), "{text}");
+        assert!(lines[0].starts_with("sweep s1 (search) SUCCESS"), "{text}");
         assert!(
             lines[2].starts_with("2*") && lines[2].contains("0.01235"),
             "{text}"
@@ -315,12 +338,22 @@ mod tests {
 
     #[test]
     fn events_read_as_lines() {
+        let words = Words::of(&json!({"model_type": "gbdt", "metric": "val_r2"}));
         let line = event_line(
-            &json!({"type": "rung", "trial": 3, "step": 2, "value": 0.25,
-            "decision": "stop"}),
+            &json!({"type": "rung", "trial": 3, "step": 20, "value": 0.25, "decision": "stop"}),
+            &words,
         );
-        assert_eq!(line, "trial 3 at step 2: 0.2500 (stop)");
-        let line = event_line(&json!({"type": "end", "state": "SUCCESS", "best_trial": 1}));
+        assert_eq!(line, "trial 3 after 20 trees: val_r2 0.2500 (stop)");
+        let line = event_line(
+            &json!({"type": "trial_ended", "trial": 3, "state": "STOPPED", "resource": 20,
+                "metric": 0.25}),
+            &words,
+        );
+        assert_eq!(line, "trial 3 ended STOPPED after 20 trees: val_r2 0.2500");
+        let line = event_line(
+            &json!({"type": "end", "state": "SUCCESS", "best_trial": 1}),
+            &words,
+        );
         assert_eq!(line, "ended SUCCESS: best trial 1");
     }
 }

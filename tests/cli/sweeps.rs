@@ -55,7 +55,7 @@ fn a_followed_sweep_ends_with_its_best_trial_and_a_bad_space_lists_its_problems(
     // One line per event (stdout is not a terminal), then the table and the best trial.
     assert!(out.contains("created cli-search with 4 trials"), "{out}");
     assert_eq!(out.matches("started: task").count(), 4, "{out}");
-    assert!(out.contains("at step 1:"), "{out}");
+    assert!(out.contains("after 1 epochs: val_loss "), "{out}");
     assert!(out.contains("ended SUCCESS"), "{out}");
     assert!(
         out.contains("TRIAL") && out.contains("BEST_VAL_LOSS"),
