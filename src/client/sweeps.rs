@@ -328,15 +328,19 @@ mod tests {
         sweep: SweepArgs,
     }
 
-    fn space_file() -> PathBuf {
-        let path = std::env::temp_dir().join(format!("sweep-space-{}.json", std::process::id()));
+    /// A space file of the test `name` (tests run at once: one file each).
+    fn space_file(name: &str) -> PathBuf {
+        let path = std::env::temp_dir().join(format!(
+            "trainyard-sweep-space-{}-{name}.json",
+            std::process::id()
+        ));
         std::fs::write(&path, r#"{"learning_rate": {"loguniform": [0.001, 0.1]}}"#).unwrap();
         path
     }
 
     #[test]
     fn the_flags_make_a_body_the_api_reads() {
-        let space = space_file();
+        let space = space_file("flags");
         let cli = Cli::parse_from([
             "x",
             "gbdt",
@@ -381,7 +385,7 @@ mod tests {
 
     #[test]
     fn asha_takes_three_numbers_or_its_own_flags() {
-        let space = space_file();
+        let space = space_file("asha");
         let space = space.to_str().unwrap();
         let cli = Cli::parse_from(["x", "mlp", "--space", space, "--asha", "1,9"]);
         let err = cli.sweep.body().unwrap_err();
