@@ -2,6 +2,8 @@
 //! `node --config` on Redis, and refused configs.
 
 mod common;
+#[path = "cli/sweeps.rs"]
+mod sweeps;
 
 use std::process::{Command, Output};
 
@@ -595,7 +597,7 @@ fn completions_and_the_man_page_come_from_the_same_definitions() {
     for shell in ["bash", "zsh", "fish"] {
         let (code, out, err) = trainyard_env(&["completions", shell], &[]);
         assert_eq!(code, 0, "{err}");
-        for verb in ["submit", "schedules", "datasets", "health"] {
+        for verb in ["submit", "schedules", "datasets", "health", "sweeps"] {
             assert!(out.contains(verb), "{shell} completions lack {verb}");
         }
     }
@@ -606,7 +608,7 @@ fn completions_and_the_man_page_come_from_the_same_definitions() {
         "{}",
         &out[..out.len().min(200)]
     );
-    for verb in ["submit", "inspect", "schedules", "Exit codes"] {
+    for verb in ["submit", "inspect", "schedules", "sweep", "Exit codes"] {
         assert!(out.contains(verb), "the man page lacks {verb}");
     }
     let (code, out, _) = trainyard_env(&["--help"], &[]);

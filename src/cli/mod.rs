@@ -5,7 +5,8 @@
 //! - [`serve`]: `up` and `node`, a node in this process.
 //! - [`crate::client`]: the HTTP verbs against a node (`submit`, `status`, `result`,
 //!   `inspect`, `tasks`, `cancel`, `predict`, `nodes`, `health`, `purge`, `drain`, `resume`,
-//!   `schedules`, `datasets`), with the options they share (`--server`, `--json`, ...).
+//!   `schedules`, `datasets`, `models`, `sweep`, `sweeps`), with the options they share
+//!   (`--server`, `--json`, ...).
 //! - [`bench`]: `bench`, which runs the `trainyard-bench` binary beside this one.
 //! - `completions SHELL` and `man`: generated from these very definitions.
 //!
@@ -17,7 +18,8 @@ use clap::{CommandFactory, Parser, Subcommand};
 
 use crate::client::{
     self, Client, ClientError, ClientOpts, DatasetsCommand, DrainArgs, ModelsCommand, PredictArgs,
-    ResumeArgs, SchedulesCommand, StatusArgs, SubmitArgs, TaskArgs, TasksArgs,
+    ResumeArgs, SchedulesCommand, StatusArgs, SubmitArgs, SweepArgs, SweepsArgs, TaskArgs,
+    TasksArgs,
 };
 
 pub mod bench;
@@ -89,6 +91,11 @@ pub enum Command {
     /// The model registry: list, show, register, alias, delete, predict.
     #[command(subcommand)]
     Models(ModelsCommand),
+    /// Start a hyperparameter sweep over a space of parameters (each trial a task); prints
+    /// its id, or with --follow a live table of the best trials and then the best one.
+    Sweep(Box<SweepArgs>),
+    /// Hyperparameter sweeps: list (the default), show, follow, cancel.
+    Sweeps(SweepsArgs),
     /// Print the API's OpenAPI 3.1 document (what `GET /openapi.json` serves).
     Openapi,
     /// Print a completion script for SHELL (e.g. `trainyard completions bash >
@@ -155,6 +162,8 @@ fn run_client(opts: &ClientOpts, verb: Command) -> Result<(), ClientError> {
         Command::Schedules(command) => client::schedules(c, &command),
         Command::Datasets(command) => client::datasets(c, &command),
         Command::Models(command) => client::models(c, &command),
+        Command::Sweep(args) => client::sweep(c, &args),
+        Command::Sweeps(args) => client::sweeps(c, &args),
         // The local commands never get here (`run` handles them).
         _ => Ok(()),
     }

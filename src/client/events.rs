@@ -1,5 +1,6 @@
 //! Following a task to its end over its event stream (`GET /task/{id}/events`): `submit
-//! --wait`, `submit --follow` and `status --follow`.
+//! --wait`, `submit --follow` and `status --follow`; [`read_stream`], the server-sent event
+//! reader that `sweep --follow` shares.
 
 use std::io::BufRead;
 use std::time::Duration;
@@ -64,7 +65,30 @@ fn read_events(
     last_id: &mut Option<String>,
     bar: &ProgressBar,
 ) -> Result<bool, ClientError> {
-    let url = client.url(&format!("/task/{id}/events"));
+    read_stream(client, &format!("/task/{id}/events"), last_id, |event| {
+        let state = event["state"].as_str().unwrap_or("");
+        if let Some(percent) = event["progress"]["percent"].as_f64() {
+            bar.set_position(percent as u64);
+        }
+        bar.set_message(format!(
+            "{state} {}",
+            event["progress"]["message"].as_str().unwrap_or("")
+        ));
+        Ok(matches!(state, "SUCCESS" | "FAILURE" | "REVOKED"))
+    })
+}
+
+/// Reads the server-sent events of `path` (after `last_id`, which it keeps up to date),
+/// handing each event's JSON data to `on_event` until it answers true (the end: `Ok(true)`)
+/// or the stream ends (`Ok(false)`, to reconnect). A refusal (unknown id, bad token) and an
+/// error of `on_event` are errors; a dropped connection is `Ok(false)`.
+pub(super) fn read_stream(
+    client: &Client,
+    path: &str,
+    last_id: &mut Option<String>,
+    mut on_event: impl FnMut(&Value) -> Result<bool, ClientError>,
+) -> Result<bool, ClientError> {
+    let url = client.url(path);
     let agent = client.agent(Some(Duration::from_secs(30)), None);
     let mut request = agent.get(&url).header("accept", "text/event-stream");
     if let Some(auth) = client.authorization() {
@@ -98,15 +122,7 @@ fn read_events(
             if let Some(id) = event_id.take() {
                 *last_id = Some(id);
             }
-            let state = event["state"].as_str().unwrap_or("");
-            if let Some(percent) = event["progress"]["percent"].as_f64() {
-                bar.set_position(percent as u64);
-            }
-            bar.set_message(format!(
-                "{state} {}",
-                event["progress"]["message"].as_str().unwrap_or("")
-            ));
-            if matches!(state, "SUCCESS" | "FAILURE" | "REVOKED") {
+            if on_event(&event)? {
                 return Ok(true);
             }
         }

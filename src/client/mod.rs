@@ -8,6 +8,8 @@
 //!   `cancel`, `predict`; `events`: following a task's event stream to its end.
 //! - `cluster`: `nodes`, `health`, `purge`, `drain`, `resume`.
 //! - `schedules`, `datasets` and `models` (the model registry): their subcommands.
+//! - `sweeps`: `sweep` (a hyperparameter sweep, with `--follow`) and the `sweeps`
+//!   subcommands; `sweep_table`: a sweep as text, and following one to its end.
 //!
 //! Each verb prints text (a line or a table) or, with `--json`, the server's answer.
 
@@ -18,6 +20,8 @@ mod events;
 mod http;
 mod models;
 mod schedules;
+mod sweep_table;
+mod sweeps;
 mod tasks;
 
 pub use cluster::{DrainArgs, ResumeArgs, drain, health, nodes, purge};
@@ -26,6 +30,7 @@ pub use error::{ClientError, EXIT_CODES};
 pub use http::{Body, Client, ClientOpts, DEFAULT_SERVER};
 pub use models::{ModelsCommand, models};
 pub use schedules::{SchedulesCommand, schedules};
+pub use sweeps::{SweepArgs, SweepsArgs, SweepsCommand, sweep, sweeps};
 pub use tasks::{
     HyperArgs, PredictArgs, RequestArgs, StatusArgs, SubmitArgs, TaskArgs, TasksArgs, TreeArgs,
     cancel, inspect, model_names, model_type_parser, predict, result, status, submit, tasks,
