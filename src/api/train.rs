@@ -71,6 +71,10 @@ pub struct TrainRequest {
     #[serde(skip_serializing_if = "Option::is_none")]
     #[schema(example = true)]
     pub cache: Option<bool>,
+    /// Milliseconds a `noop` task sleeps (0 to 600000; noop only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(maximum = 600000, example = 500)]
+    pub sleep_ms: Option<u64>,
 }
 
 impl TrainRequest {
@@ -92,6 +96,7 @@ impl TrainRequest {
             test_fraction: self.test_fraction.unwrap_or(defaults.test_fraction),
             gbdt: self.gbdt.clone().unwrap_or_default(),
             time_limit_s: self.time_limit_s,
+            sleep_ms: self.sleep_ms.unwrap_or(0),
             ..defaults
         }
     }
