@@ -238,6 +238,7 @@ async fn serve<S: Store>(
                 .map_err(|e| NodeError::Config(e.to_string()))?,
         }),
         max_schedules: config.tasks.max_schedules,
+        max_batch: config.tasks.max_batch,
         callback_rules: notify_settings.rules.clone(),
         health: Default::default(),
         model_cache: http::model_cache::ModelCache::new(config.tasks.model_cache_bytes),
