@@ -1,6 +1,8 @@
 //! The store conformance suite: the same behaviour, checked against the embedded store and
 //! against Redis (a real `redis-server` on a free port).
 
+#[path = "store/batch.rs"]
+mod batch;
 #[path = "store/checkpoints.rs"]
 mod checkpoints;
 mod common;
@@ -21,6 +23,7 @@ use trainyard::store::{
 use trainyard::training::{DeviceClass, DeviceSpec, ModelType, TrainSpec};
 use uuid::Uuid;
 
+use batch::*;
 use checkpoints::*;
 
 fn task(model: ModelType, priority: u8) -> TaskRecord {
@@ -1381,6 +1384,8 @@ conformance!(
     checkpoints_are_fenced_and_resumed,
     the_registry_numbers_versions_and_guards_aliases,
     rules_promote_only_a_better_model,
+    batches_store_every_task_at_once_or_none,
+    batch_items_keep_their_idempotency_keys,
 );
 
 mod short_results {

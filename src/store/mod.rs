@@ -85,7 +85,7 @@ pub use registry::{
 pub use results::{ResultCache, cache_key, sha256_hex};
 pub use schedules::{Missed, Schedule, ScheduleCreated, ScheduleLink, Schedules};
 pub use tasks::{
-    FIRING_FINGERPRINT, IdempotencyKey, MAX_CLIENT_KEY, QueueDepths, Submitted, Tasks,
+    BatchItem, FIRING_FINGERPRINT, IdempotencyKey, MAX_CLIENT_KEY, QueueDepths, Submitted, Tasks,
 };
 use transitions::Cancel;
 
