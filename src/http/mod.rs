@@ -83,6 +83,8 @@ pub struct Api<S> {
     pub limits: Arc<limits::Limits>,
     /// Most schedules the cluster keeps.
     pub max_schedules: u64,
+    /// Most requests one batch submission (`POST /tasks`) holds.
+    pub max_batch: u64,
     /// Where a task's `callback_url` may go.
     pub callback_rules: crate::notify::CallbackRules,
     /// The latest health answer, computed at most once a second.
@@ -144,6 +146,14 @@ pub fn routes<S: Store>(
     let cancel = at1(Route::Cancel)
         .and(with.clone())
         .and_then(handlers::cancel)
+        .recover(error::route_errors)
+        .unify()
+        .boxed();
+    let submit_batch = at(Route::SubmitBatch)
+        .and(with.clone())
+        .and(content_type)
+        .and(upload.clone())
+        .and_then(handlers::submit_batch)
         .recover(error::route_errors)
         .unify()
         .boxed();
@@ -296,6 +306,8 @@ pub fn routes<S: Store>(
         .or(cancel)
         .unify()
         .or(tasks)
+        .unify()
+        .or(submit_batch)
         .unify()
         .or(upload_dataset)
         .unify()
