@@ -24,7 +24,7 @@ fn node(store: &TestStore) -> Node {
     )
 }
 
-fn ids(answer: &Value) -> Vec<String> {
+fn task_ids(answer: &Value) -> Vec<String> {
     answer["task_ids"]
         .as_array()
         .unwrap_or_else(|| panic!("no task_ids in {answer}"))
@@ -54,7 +54,7 @@ fn batches_are_stored_in_order_all_or_nothing(store: TestStore) {
     assert_eq!(status, 202, "{answer}");
     assert_eq!(answer["success"], true);
     assert_eq!(answer["replayed"], json!([]));
-    let ids = ids(&answer);
+    let ids = task_ids(&answer);
     assert_eq!(ids.len(), 4);
     for (id, model) in ids.iter().zip(["noop", "linear", "noop", "gbdt"]) {
         let (status, task) = node.get(&format!("/task/{id}"));
@@ -127,7 +127,7 @@ fn batches_are_stored_in_order_all_or_nothing(store: TestStore) {
         json!([{"model_type": "noop", "idempotency_key": "batch-a"}]),
     );
     assert_eq!(status, 202, "{first}");
-    let a = ids(&first)[0].clone();
+    let a = task_ids(&first)[0].clone();
     let (status, again) = node.post(
         "/tasks",
         json!([
@@ -137,7 +137,7 @@ fn batches_are_stored_in_order_all_or_nothing(store: TestStore) {
         ]),
     );
     assert_eq!(status, 202, "{again}");
-    let again_ids = ids(&again);
+    let again_ids = task_ids(&again);
     assert_eq!(again_ids[1], a, "the key's earlier task answers");
     assert_eq!(again_ids[2], again_ids[0], "a key repeated in a batch answers once");
     assert_ne!(again_ids[0], a);
@@ -181,7 +181,7 @@ fn noop_tasks_honour_cancel_and_time_limits(store: TestStore) {
         (node.state(&sleeper) != "PENDING").then_some(())
     });
     let (status, answer) = node.post(&format!("/task/{sleeper}/cancel"), json!({}));
-    assert_eq!(status, 200, "{answer}");
+    assert_eq!(status, 202, "a running task is asked to stop: {answer}");
     node.wait_for(&sleeper, "REVOKED", LONG);
     node.wait_for(&limited, "FAILURE", LONG);
     let (_, result) = node.get(&format!("/task/{limited}/result"));
