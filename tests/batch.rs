@@ -79,19 +79,23 @@ fn batches_are_stored_in_order_all_or_nothing(store: TestStore) {
         &format!("/models/{}/predict", ids[0]),
         json!({"rows": [[0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8]]}),
     );
-    assert_eq!((status, answer["error"]["code"].as_str()), (409, Some("no_model")), "{answer}");
+    assert_eq!(
+        (status, answer["error"]["code"].as_str()),
+        (409, Some("no_model")),
+        "{answer}"
+    );
 
     // Any bad item: every problem by index, nothing stored.
     let before = listed(&node);
     let (status, answer) = node.post(
         "/tasks",
         json!([
-            {"model_type": "linear"},
-            {"model_type": "mlp", "epochs": 0, "priority": 12},
-            {"model_type": "forest"},
-            {"epochs": 3},
-            {"model_type": "linear", "colour": "blue"},
-            ]),
+        {"model_type": "linear"},
+        {"model_type": "mlp", "epochs": 0, "priority": 12},
+        {"model_type": "forest"},
+        {"epochs": 3},
+        {"model_type": "linear", "colour": "blue"},
+        ]),
     );
     assert_eq!(status, 422, "{answer}");
     assert_eq!(answer["error"]["code"], "invalid_parameters");
@@ -116,9 +120,15 @@ fn batches_are_stored_in_order_all_or_nothing(store: TestStore) {
     assert_eq!(answer["error"]["code"], "batch_too_large");
     assert_eq!(answer["error"]["limit"], 5);
     let (status, answer) = node.post("/tasks", json!([]));
-    assert_eq!((status, answer["error"]["code"].as_str()), (422, Some("invalid_parameters")));
+    assert_eq!(
+        (status, answer["error"]["code"].as_str()),
+        (422, Some("invalid_parameters"))
+    );
     let (status, answer) = node.post("/tasks", json!({"model_type": "noop"}));
-    assert_eq!((status, answer["error"]["code"].as_str()), (422, Some("invalid_request")));
+    assert_eq!(
+        (status, answer["error"]["code"].as_str()),
+        (422, Some("invalid_request"))
+    );
     assert_eq!(listed(&node), before);
 
     // Idempotency keys per item.
@@ -139,7 +149,10 @@ fn batches_are_stored_in_order_all_or_nothing(store: TestStore) {
     assert_eq!(status, 202, "{again}");
     let again_ids = task_ids(&again);
     assert_eq!(again_ids[1], a, "the key's earlier task answers");
-    assert_eq!(again_ids[2], again_ids[0], "a key repeated in a batch answers once");
+    assert_eq!(
+        again_ids[2], again_ids[0],
+        "a key repeated in a batch answers once"
+    );
     assert_ne!(again_ids[0], a);
     assert_eq!(again["replayed"], json!([1, 2]));
     let stored = listed(&node);
@@ -188,9 +201,15 @@ fn noop_tasks_honour_cancel_and_time_limits(store: TestStore) {
     assert_eq!(result["error"]["code"], "time_limit", "{result}");
     // sleep_ms is bounded, and for no-ops only.
     let (status, answer) = node.post("/train/noop/async", json!({"sleep_ms": 600001}));
-    assert_eq!((status, answer["error"]["code"].as_str()), (422, Some("invalid_parameters")));
+    assert_eq!(
+        (status, answer["error"]["code"].as_str()),
+        (422, Some("invalid_parameters"))
+    );
     let (status, answer) = node.post("/train/linear/async", json!({"sleep_ms": 5}));
-    assert_eq!((status, answer["error"]["code"].as_str()), (422, Some("invalid_parameters")));
+    assert_eq!(
+        (status, answer["error"]["code"].as_str()),
+        (422, Some("invalid_parameters"))
+    );
 }
 
 #[test]

@@ -167,8 +167,16 @@ fn submit_count_sends_a_batch_and_prints_every_id() {
         &[("TRAINYARD_TASKS__ALLOW_NOOP", "true")],
     );
     let output = trainyard(&[
-        "submit", "noop", "--sleep-ms", "1", "--count", "3", "--idempotency-key", "cli-n",
-        "--server", &node.url,
+        "submit",
+        "noop",
+        "--sleep-ms",
+        "1",
+        "--count",
+        "3",
+        "--idempotency-key",
+        "cli-n",
+        "--server",
+        &node.url,
     ]);
     assert!(
         output.status.success(),
@@ -182,8 +190,16 @@ fn submit_count_sends_a_batch_and_prints_every_id() {
     }
     // The same keys again: the same tasks.
     let again = trainyard(&[
-        "submit", "noop", "--sleep-ms", "1", "--count", "3", "--idempotency-key", "cli-n",
-        "--server", &node.url,
+        "submit",
+        "noop",
+        "--sleep-ms",
+        "1",
+        "--count",
+        "3",
+        "--idempotency-key",
+        "cli-n",
+        "--server",
+        &node.url,
     ]);
     assert_eq!(stdout(&again).lines().collect::<Vec<_>>(), ids);
     // A bad request is a usage error (exit 2), naming the item.

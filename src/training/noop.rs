@@ -4,8 +4,8 @@
 
 use std::time::{Duration, Instant};
 
-use super::{CancelToken, Metrics, ModelReport, ModelType, TrainError, TrainOutcome, TrainSpec};
 use super::artifact::TrainedModel;
+use super::{CancelToken, Metrics, ModelReport, ModelType, TrainError, TrainOutcome, TrainSpec};
 
 /// Longest a sleeping no-op goes without looking at its cancel token and time limit.
 const CHECK_EVERY: Duration = Duration::from_millis(20);

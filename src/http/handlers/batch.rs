@@ -163,7 +163,13 @@ async fn check_item<S: Store>(
     api: &Api<S>,
     i: usize,
     item: Value,
-) -> Result<(crate::store::TaskRecord, Option<crate::store::IdempotencyKey>), Vec<String>> {
+) -> Result<
+    (
+        crate::store::TaskRecord,
+        Option<crate::store::IdempotencyKey>,
+    ),
+    Vec<String>,
+> {
     let Value::Object(mut fields) = item else {
         return Err(vec![format!(
             "items[{i}] must be an object (a training request with its model_type)"
@@ -178,9 +184,7 @@ async fn check_item<S: Store>(
         None | Some(Value::Null) => None,
         Some(Value::String(key)) => Some(key),
         Some(_) => {
-            return Err(vec![format!(
-                "items[{i}].idempotency_key must be a string"
-            )]);
+            return Err(vec![format!("items[{i}].idempotency_key must be a string")]);
         }
     };
     let rest = Value::Object(fields);

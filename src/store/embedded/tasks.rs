@@ -93,7 +93,11 @@ impl Tasks for EmbeddedStore {
             if new > 0 && depth + new > queue_limit {
                 return Err(StoreError::QueueFull { limit: queue_limit });
             }
-            for (item, _) in items.iter().zip(&answers).filter(|(_, a)| **a == Submitted::New) {
+            for (item, _) in items
+                .iter()
+                .zip(&answers)
+                .filter(|(_, a)| **a == Submitted::New)
+            {
                 if let Some(key) = &item.key {
                     let record = KeyUse {
                         id: item.task.id,

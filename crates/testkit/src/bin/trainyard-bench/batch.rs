@@ -48,10 +48,14 @@ pub fn batch_submissions(
                             .send(&body[..])?;
                         let status = response.status().as_u16();
                         let answer: Value = response.into_body().read_json()?;
-                        if status != 202 || answer["task_ids"].as_array().map(Vec::len) != Some(batch)
+                        if status != 202
+                            || answer["task_ids"].as_array().map(Vec::len) != Some(batch)
                         {
                             let text = answer.to_string();
-                            bail!("POST /tasks answered {status}: {}", &text[..text.len().min(200)]);
+                            bail!(
+                                "POST /tasks answered {status}: {}",
+                                &text[..text.len().min(200)]
+                            );
                         }
                         took.push(sent.elapsed().as_secs_f64() * 1000.0);
                     }

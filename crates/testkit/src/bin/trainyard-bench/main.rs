@@ -252,7 +252,10 @@ fn run(args: &BenchArgs) -> anyhow::Result<()> {
     }
 
     if wants("noop") {
-        eprintln!("== noop: no-op tasks end to end, {} trainers", args.trainers);
+        eprintln!(
+            "== noop: no-op tasks end to end, {} trainers",
+            args.trainers
+        );
         let cluster =
             Cluster::start_with(&redis, &dir, "n", &[args.trainers], "", "allow_noop = true")?;
         let row = batch::noop_throughput(

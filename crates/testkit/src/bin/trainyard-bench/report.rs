@@ -152,7 +152,12 @@ pub fn table(r: &Value) -> String {
             );
         }
     }
-    for b in r.get("batch").and_then(Value::as_array).into_iter().flatten() {
+    for b in r
+        .get("batch")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+    {
         let redis = &b["redis_per_submission"];
         row(
             &format!(
