@@ -174,7 +174,7 @@ pub struct SubmitArgs {
     /// digits, '-', '_', '.', ':'; up to 255).
     #[arg(long, value_name = "KEY")]
     pub idempotency_key: Option<String>,
-    /// Submit N such tasks in batches (`POST /tasks`, up to 10000 a call) and print their ids,
+    /// Submit N such tasks in batches (`POST /tasks`, up to 1000 a call) and print their ids,
     /// one a line; with --idempotency-key KEY, the N tasks are keyed KEY-0 to KEY-(N-1).
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..),
         conflicts_with_all = ["wait", "follow"])]
@@ -234,7 +234,7 @@ pub struct PredictArgs {
 }
 
 /// Most items the CLI sends in one `POST /tasks` (the server's default `[tasks] max_batch`).
-pub const BATCH_ITEMS: u64 = 10_000;
+pub const BATCH_ITEMS: u64 = 1_000;
 
 /// `trainyard submit --count N`: N tasks in batches, their ids printed one a line (or each
 /// batch's answer).

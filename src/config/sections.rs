@@ -336,7 +336,7 @@ impl Default for TasksSection {
             max_working_bytes: 2 << 30,
             model_cache_bytes: 256 << 20,
             allow_noop: false,
-            max_batch: 10_000,
+            max_batch: 1_000,
         }
     }
 }

@@ -105,9 +105,9 @@ impl Config {
             problems
                 .push("tasks.max_parameters and tasks.max_working_bytes must be above 0".into());
         }
-        if !(1..=1_000_000).contains(&t.max_batch) {
+        if !(1..=100_000).contains(&t.max_batch) {
             problems.push(format!(
-                "tasks.max_batch must be between 1 and 1000000, got {}",
+                "tasks.max_batch must be between 1 and 100000, got {}",
                 t.max_batch
             ));
         }

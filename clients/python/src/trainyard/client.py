@@ -25,7 +25,7 @@ class Event:
     data: dict[str, Any]
 
 
-BATCH_ITEMS = 10_000
+BATCH_ITEMS = 1_000
 """Most requests `Client.submit_many` sends in one `POST /tasks`."""
 
 

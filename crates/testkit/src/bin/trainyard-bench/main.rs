@@ -65,7 +65,7 @@ pub struct BenchArgs {
     #[arg(long, default_value_t = 100_000)]
     pub batch_submissions: usize,
     /// Items per `POST /tasks` call in the batch run.
-    #[arg(long, default_value_t = 10_000)]
+    #[arg(long, default_value_t = 1_000)]
     pub batch: usize,
     /// Instead of the workloads: tiny trainings at full load for this many minutes, printing
     /// node and Redis memory, the AOF's size and tasks/s every 30 s.
@@ -236,8 +236,8 @@ fn run(args: &BenchArgs) -> anyhow::Result<()> {
         let mut rows = Vec::new();
         for clients in [1, 2] {
             let prefix = format!("b{clients}");
-            let cluster =
-                Cluster::start_with(&redis, &dir, &prefix, &[1], "", "allow_noop = true")?;
+            let tasks = format!("allow_noop = true\nmax_batch = {}", args.batch.max(1));
+            let cluster = Cluster::start_with(&redis, &dir, &prefix, &[1], "", &tasks)?;
             let row = batch::batch_submissions(
                 &cluster.nodes[0],
                 &redis,
