@@ -239,6 +239,7 @@ async fn serve<S: Store>(
         }),
         max_schedules: config.tasks.max_schedules,
         max_sweeps: config.tasks.max_sweeps,
+        max_batch: config.tasks.max_batch,
         callback_rules: notify_settings.rules.clone(),
         health: Default::default(),
         model_cache: http::model_cache::ModelCache::new(config.tasks.model_cache_bytes),

@@ -139,7 +139,20 @@ fn the_quick_benchmark_runs_every_workload_and_writes_its_report() {
         assert_eq!(row["errors"], 0, "{row}");
         assert!(row["requests_per_s"].as_f64().unwrap() > 0.0, "{row}");
     }
+    // Batch submissions (1 and 2 clients), each counted queued; no-op tasks end to end.
+    let batch = report["batch"].as_array().unwrap();
+    assert_eq!(batch.len(), 2, "{report}");
+    for row in batch {
+        assert!(row["submissions_per_s"].as_f64().unwrap() > 0.0, "{row}");
+        assert!(
+            row["redis_per_submission"]["commands"].as_f64().unwrap() > 0.0,
+            "{row}"
+        );
+    }
+    assert_eq!(report["noop"]["exactly_one_result"], true, "{report}");
+    assert!(report["noop"]["tasks_per_s"].as_f64().unwrap() > 0.0);
     assert!(stdout.contains("| measure | trainyard |"));
+    assert!(stdout.contains("batch submission"), "{stdout}");
 }
 
 #[test]

@@ -162,6 +162,57 @@ fn client_verbs_talk_to_a_node() {
 }
 
 #[test]
+fn submit_count_sends_a_batch_and_prints_every_id() {
+    let node = Node::up(
+        &TestStore::embedded(),
+        1,
+        &[("TRAINYARD_TASKS__ALLOW_NOOP", "true")],
+    );
+    let output = trainyard(&[
+        "submit",
+        "noop",
+        "--sleep-ms",
+        "1",
+        "--count",
+        "3",
+        "--idempotency-key",
+        "cli-n",
+        "--server",
+        &node.url,
+    ]);
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let ids: Vec<String> = stdout(&output).lines().map(String::from).collect();
+    assert_eq!(ids.len(), 3, "{ids:?}");
+    for id in &ids {
+        node.wait_for(id, "SUCCESS", std::time::Duration::from_secs(60));
+    }
+    // The same keys again: the same tasks.
+    let again = trainyard(&[
+        "submit",
+        "noop",
+        "--sleep-ms",
+        "1",
+        "--count",
+        "3",
+        "--idempotency-key",
+        "cli-n",
+        "--server",
+        &node.url,
+    ]);
+    assert_eq!(stdout(&again).lines().collect::<Vec<_>>(), ids);
+    // A bad request is a usage error (exit 2), naming the item.
+    let bad = trainyard(&[
+        "submit", "linear", "--epochs", "0", "--count", "2", "--server", &node.url,
+    ]);
+    assert_eq!(bad.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("items[0].epochs"));
+}
+
+#[test]
 fn a_node_runs_from_its_config_file_on_redis() {
     let redis = RedisServer::start();
     let dir = temp_dir("cli-node");

@@ -1,6 +1,8 @@
 //! The store conformance suite: the same behaviour, checked against the embedded store and
 //! against Redis (a real `redis-server` on a free port).
 
+#[path = "store/batch.rs"]
+mod batch;
 #[path = "store/checkpoints.rs"]
 mod checkpoints;
 mod common;
@@ -23,6 +25,7 @@ use trainyard::store::{
 use trainyard::training::{DeviceClass, DeviceSpec, ModelType, TrainSpec};
 use uuid::Uuid;
 
+use batch::*;
 use checkpoints::*;
 use sweeps::*;
 
@@ -1386,6 +1389,8 @@ conformance!(
     rules_promote_only_a_better_model,
     sweeps_change_by_version_and_decide_each_rung_once,
     concurrent_rung_reports_are_each_decided_once,
+    batches_store_every_task_at_once_or_none,
+    batch_items_keep_their_idempotency_keys,
 );
 
 mod short_results {

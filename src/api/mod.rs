@@ -5,6 +5,7 @@
 //! literals), so they are at once the API's documentation and its wire format:
 //! - `train`: `POST /train/{model_type}[/async]`: [`TrainRequest`] (and its one merge with a
 //!   model's defaults, [`TrainRequest::spec`]), [`SubmitAnswer`], [`SyncQuery`].
+//! - `batch`: `POST /tasks`, many submissions at once: [`BatchItemRequest`], [`BatchAnswer`].
 //! - `tasks`: status, result, cancel, inspect and the task list.
 //! - `datasets`: upload, list, delete; `predict`: `POST /models/{id}/predict` (and by a
 //!   registered name, version or alias); `models`: the model registry.
@@ -14,6 +15,7 @@
 //!
 //! Query structs refuse unknown parameters (400 `invalid_query`), as bodies refuse unknown fields.
 
+pub mod batch;
 pub mod cluster;
 pub mod datasets;
 pub mod error;
@@ -26,6 +28,7 @@ pub mod sweeps;
 pub mod tasks;
 pub mod train;
 
+pub use batch::*;
 pub use cluster::*;
 pub use datasets::*;
 pub use error::*;

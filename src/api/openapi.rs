@@ -31,7 +31,7 @@ use super::*;
         license(name = "MIT OR Apache-2.0"),
     ),
     paths(
-        submit_async, submit_sync, status, result, inspect, cancel, tasks, task_events,
+        submit_async, submit_sync, submit_batch, status, result, inspect, cancel, tasks, task_events,
         all_events, upload_dataset, list_datasets, delete_dataset, predict, cluster_nodes,
         drain, purge, cluster_health, celery_health, healthz, readyz, metrics,
         create_schedule, list_schedules, show_schedule, delete_schedule, pause_schedule,
@@ -141,7 +141,7 @@ pub fn json() -> String {
 #[utoipa::path(post, path = "/train/{model_type}/async", tag = "training",
     params(
         ("model_type" = String, Path, example = "mlp",
-            description = "mlp, linear, gbdt or all; or the old service's tensorflow, pytorch (both mlp) or xgboost (gbdt)"),
+            description = "mlp, linear, gbdt, all or noop (benchmarks, when `[tasks] allow_noop`); or the old service's tensorflow, pytorch (both mlp) or xgboost (gbdt)"),
         ("Idempotency-Key" = Option<String>, Header,
             description = "Replays the first answer for a retried request: 1 to 128 letters, digits, '-', '_', '.' or ':'"),
     ),
@@ -154,7 +154,7 @@ pub fn json() -> String {
         (status = 404, description = "`unknown_model_type`, `dataset_not_found`, `task_expired` (an Idempotency-Key's task)", body = ErrorBody),
         (status = 413, description = "`body_too_large`", body = ErrorBody),
         (status = 415, description = "`unsupported_media_type`: not application/json", body = ErrorBody),
-        (status = 422, description = "`invalid_request` (a field of the wrong type, an unknown field), `invalid_parameters` (values out of bounds, all listed), `model_too_large` (with `estimate` and `limit`), `callback_not_allowed`, `idempotency_key_reused`", body = ErrorBody),
+        (status = 422, description = "`invalid_request` (a field of the wrong type, an unknown field), `invalid_parameters` (values out of bounds, all listed), `model_too_large` (with `estimate` and `limit`), `callback_not_allowed`, `idempotency_key_reused`, `noop_not_allowed`", body = ErrorBody),
         (status = 429, description = "`queue_full`", body = ErrorBody),
         (status = 503, description = "`store_unavailable`, `server_busy`", body = ErrorBody),
     ))]
@@ -220,6 +220,23 @@ fn inspect() {}
         (status = 409, description = "`task_finished`: it already ended", body = ErrorBody),
     ))]
 fn cancel() {}
+
+/// Submit many trainings at once, stored all or nothing in one store round trip (202 with
+/// their ids in order). Each item is checked as a single submission is; any bad item refuses
+/// the batch with every problem listed by index (`items[3].epochs ...`), and nothing is stored.
+#[utoipa::path(post, path = "/tasks", tag = "training",
+    request_body(content = Vec<BatchItemRequest>, content_type = "application/json",
+        description = "1 to `[tasks] max_batch` training requests; the body is bounded by `[http] max_upload_bytes`"),
+    responses(
+        (status = 202, description = "Every item stored and queued (or answered by its idempotency key's earlier task)", body = BatchAnswer),
+        (status = 400, description = "`invalid_json` (malformed JSON)", body = ErrorBody),
+        (status = 413, description = "`body_too_large`, `batch_too_large` (more than `[tasks] max_batch` items, with `limit`)", body = ErrorBody),
+        (status = 415, description = "`unsupported_media_type`: not application/json", body = ErrorBody),
+        (status = 422, description = "`invalid_request` (not an array), `invalid_parameters` (every problem of every item, by index, also in `problems`), `idempotency_key_reused`; nothing stored", body = ErrorBody),
+        (status = 429, description = "`queue_full`: the batch would pass the queue's limit; nothing stored", body = ErrorBody),
+        (status = 503, description = "`store_unavailable`, `server_busy`", body = ErrorBody),
+    ))]
+fn submit_batch() {}
 
 /// The newest tasks, filtered.
 #[utoipa::path(get, path = "/tasks", tag = "tasks", params(TasksQuery),

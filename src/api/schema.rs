@@ -27,6 +27,8 @@ pub enum ModelTypeSchema {
     Linear,
     Gbdt,
     All,
+    /// Trains nothing (benchmarks; refused unless `[tasks] allow_noop`).
+    Noop,
 }
 
 /// What kind of trainer a task asks for.
@@ -68,6 +70,10 @@ pub struct TrainSpecSchema {
     pub dataset: String,
     pub gbdt: GbdtParamsSchema,
     pub time_limit_s: Option<f64>,
+    /// Milliseconds a `noop` task sleeps (absent for 0).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
+    pub sleep_ms: Option<u64>,
 }
 
 /// A task's progress: what its trainer reported last, or one made from its state.

@@ -76,6 +76,10 @@ pub struct TrainRequest {
     #[serde(skip_serializing_if = "Option::is_none")]
     #[schema(example = 0.2)]
     pub validation_fraction: Option<f64>,
+    /// Milliseconds a `noop` task sleeps (0 to 600000; noop only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(maximum = 600000, example = 500)]
+    pub sleep_ms: Option<u64>,
 }
 
 impl TrainRequest {
@@ -98,6 +102,7 @@ impl TrainRequest {
             gbdt: self.gbdt.clone().unwrap_or_default(),
             time_limit_s: self.time_limit_s,
             validation_fraction: self.validation_fraction,
+            sleep_ms: self.sleep_ms.unwrap_or(0),
             ..defaults
         }
     }

@@ -1,4 +1,4 @@
-//! The task verbs: `submit`, `status`, `result`, `inspect`, `tasks`, `cancel`, `predict`,
+//! The task verbs: `submit` (one, or `--count N` in batches), `status`, `result`, `inspect`, `tasks`, `cancel`, `predict`,
 //! with their arguments (and the hyperparameter flags `trainyard train` shares).
 
 use clap::Args;
@@ -6,7 +6,7 @@ use serde_json::Value;
 
 use super::events::follow;
 use super::{Client, ClientError, cell, numbers, table};
-use crate::api::{PredictRequest, TrainRequest};
+use crate::api::{BatchItemRequest, PredictRequest, TrainRequest};
 use crate::training::{DeviceClass, GbdtParams, ModelType};
 
 /// The old service's model names, which the API still takes (a test checks that
@@ -135,6 +135,9 @@ pub struct RequestArgs {
     /// is kept: SUCCESS at once, no training.
     #[arg(long)]
     pub cache: bool,
+    /// Milliseconds a noop task sleeps, 0-600000 (noop only; the node must allow noop).
+    #[arg(long)]
+    pub sleep_ms: Option<u64>,
 }
 
 impl RequestArgs {
@@ -153,6 +156,7 @@ impl RequestArgs {
             }),
             callback_url: self.callback_url.clone(),
             cache: self.cache.then_some(true),
+            sleep_ms: self.sleep_ms,
             ..self.hyper.request()
         }
     }
@@ -170,6 +174,11 @@ pub struct SubmitArgs {
     /// digits, '-', '_', '.', ':'; up to 255).
     #[arg(long, value_name = "KEY")]
     pub idempotency_key: Option<String>,
+    /// Submit N such tasks in batches (`POST /tasks`, up to 1000 a call) and print their ids,
+    /// one a line; with --idempotency-key KEY, the N tasks are keyed KEY-0 to KEY-(N-1).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..),
+        conflicts_with_all = ["wait", "follow"])]
+    pub count: Option<u64>,
     /// Wait until the task ends (no progress bar), print its result, exit per its state.
     #[arg(long, conflicts_with = "follow")]
     pub wait: bool,
@@ -224,9 +233,42 @@ pub struct PredictArgs {
     pub rows: Vec<String>,
 }
 
+/// Most items the CLI sends in one `POST /tasks` (the server's default `[tasks] max_batch`).
+pub const BATCH_ITEMS: u64 = 1_000;
+
+/// `trainyard submit --count N`: N tasks in batches, their ids printed one a line (or each
+/// batch's answer).
+fn submit_many(client: &Client, args: &SubmitArgs, count: u64) -> Result<(), ClientError> {
+    let request = args.request.request();
+    let mut from = 0;
+    while from < count {
+        let to = (from + BATCH_ITEMS).min(count);
+        let items: Vec<BatchItemRequest> = (from..to)
+            .map(|i| BatchItemRequest {
+                model_type: args.model.clone(),
+                idempotency_key: args.idempotency_key.as_ref().map(|k| format!("{k}-{i}")),
+                request: request.clone(),
+            })
+            .collect();
+        let answer = client.post_json("/tasks", &[], &items)?;
+        if client.json {
+            Client::print_json(&answer);
+        } else {
+            for id in answer["task_ids"].as_array().into_iter().flatten() {
+                println!("{}", id.as_str().unwrap_or_default());
+            }
+        }
+        from = to;
+    }
+    Ok(())
+}
+
 /// `trainyard submit`: the task's id (or the answer), then with `--wait` or `--follow` its
-/// result.
+/// result; with `--count N`, N tasks.
 pub fn submit(client: &Client, args: &SubmitArgs) -> Result<(), ClientError> {
+    if let Some(count) = args.count {
+        return submit_many(client, args, count);
+    }
     let headers: Vec<(&str, &str)> = args
         .idempotency_key
         .as_deref()

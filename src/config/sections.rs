@@ -250,6 +250,10 @@ pub struct TasksSection {
     /// Bytes of decoded models this node keeps for `POST /models/{id}/predict` (the least
     /// used go first; a model larger than this is not kept); 0: none.
     pub model_cache_bytes: u64,
+    /// Accept tasks of the `noop` model type (they train nothing: for benchmarks).
+    pub allow_noop: bool,
+    /// Most training requests one batch submission (`POST /tasks`) may hold.
+    pub max_batch: u64,
 }
 
 impl Default for NodeSection {
@@ -335,6 +339,8 @@ impl Default for TasksSection {
             max_parameters: 50_000_000,
             max_working_bytes: 2 << 30,
             model_cache_bytes: 256 << 20,
+            allow_noop: false,
+            max_batch: 1_000,
         }
     }
 }

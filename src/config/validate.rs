@@ -105,6 +105,12 @@ impl Config {
             problems
                 .push("tasks.max_parameters and tasks.max_working_bytes must be above 0".into());
         }
+        if !(1..=100_000).contains(&t.max_batch) {
+            problems.push(format!(
+                "tasks.max_batch must be between 1 and 100000, got {}",
+                t.max_batch
+            ));
+        }
         let d = &self.datasets;
         if !(d.expires_s.is_finite() && d.expires_s >= 0.0) {
             problems.push(format!(

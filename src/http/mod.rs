@@ -86,6 +86,8 @@ pub struct Api<S> {
     pub max_schedules: u64,
     /// Most sweeps the cluster keeps (running, or ended and not expired).
     pub max_sweeps: u64,
+    /// Most requests one batch submission (`POST /tasks`) holds.
+    pub max_batch: u64,
     /// Where a task's `callback_url` may go.
     pub callback_rules: crate::notify::CallbackRules,
     /// The latest health answer, computed at most once a second.
@@ -147,6 +149,14 @@ pub fn routes<S: Store>(
     let cancel = at1(Route::Cancel)
         .and(with.clone())
         .and_then(handlers::cancel)
+        .recover(error::route_errors)
+        .unify()
+        .boxed();
+    let submit_batch = at(Route::SubmitBatch)
+        .and(with.clone())
+        .and(content_type)
+        .and(upload.clone())
+        .and_then(handlers::submit_batch)
         .recover(error::route_errors)
         .unify()
         .boxed();
@@ -300,6 +310,8 @@ pub fn routes<S: Store>(
         .or(cancel)
         .unify()
         .or(tasks)
+        .unify()
+        .or(submit_batch)
         .unify()
         .or(upload_dataset)
         .unify()

@@ -14,6 +14,7 @@ use super::auth::Role;
 pub enum Route {
     SubmitAsync,
     SubmitSync,
+    SubmitBatch,
     Status,
     Result,
     Inspect,
@@ -72,6 +73,7 @@ const TABLE: &[(Route, &str, Role)] = &[
     (Route::AllEvents, "GET /events", Role::Read),
     (Route::Cancel, "POST /task/{id}/cancel", Role::Submit),
     (Route::Tasks, "GET /tasks", Role::Read),
+    (Route::SubmitBatch, "POST /tasks", Role::Submit),
     (Route::ClusterHealth, "GET /cluster/health", Role::Read),
     (Route::ClusterNodes, "GET /cluster/nodes", Role::Read),
     (Route::CeleryHealth, "GET /celery/health", Role::Read),

@@ -163,8 +163,11 @@ async fn parse<S: Store>(
     );
     let json_type = Some("application/json".to_string());
     let template = match build_task(api, &model_name, &json_type, &train_body).await {
-        Ok(task) if task.model_type == ModelType::All => {
-            problems.push("model_type must be one model (mlp, linear or gbdt), not all".into());
+        Ok(task) if matches!(task.model_type, ModelType::All | ModelType::Noop) => {
+            problems.push(format!(
+                "model_type must be one model that learns (mlp, linear or gbdt), not {}",
+                task.model_type
+            ));
             None
         }
         Ok(task) => Some(task),

@@ -51,6 +51,7 @@ fn api() -> (Arc<Api<EmbeddedStore>>, tokio::sync::watch::Sender<bool>) {
         }),
         max_schedules: config.tasks.max_schedules,
         max_sweeps: config.tasks.max_sweeps,
+        max_batch: config.tasks.max_batch,
         callback_rules: Default::default(),
         health: Default::default(),
         model_cache: super::model_cache::ModelCache::new(1 << 20),

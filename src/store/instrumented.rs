@@ -67,6 +67,14 @@ impl<S: Store> Tasks for Instrumented<S> {
         )
         .await
     }
+    async fn submit_batch(
+        &self,
+        items: &[BatchItem],
+        queue_limit: u64,
+    ) -> Result<Vec<Submitted>, StoreError> {
+        self.timed_submit("submit_batch", self.inner.submit_batch(items, queue_limit))
+            .await
+    }
     async fn keyed(&self, key: &str) -> Result<Option<(Uuid, String)>, StoreError> {
         self.timed("keyed", self.inner.keyed(key)).await
     }

@@ -91,7 +91,7 @@ pub use sweeps::{
     SweepState, Sweeps, Trial, TrialState, asha_go_on, rung_event,
 };
 pub use tasks::{
-    FIRING_FINGERPRINT, IdempotencyKey, MAX_CLIENT_KEY, QueueDepths, Submitted, Tasks,
+    BatchItem, FIRING_FINGERPRINT, IdempotencyKey, MAX_CLIENT_KEY, QueueDepths, Submitted, Tasks,
 };
 use transitions::Cancel;
 

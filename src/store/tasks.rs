@@ -74,6 +74,25 @@ pub enum Submitted {
     Existing { id: Uuid, fingerprint: String },
 }
 
+/// One request of a batch submission ([`Tasks::submit_batch`]): its task, and its
+/// idempotency key if it has one.
+#[derive(Debug, Clone)]
+pub struct BatchItem {
+    pub task: TaskRecord,
+    pub key: Option<IdempotencyKey>,
+}
+
+impl BatchItem {
+    /// Whether `answer`, this item's in a batch's answers, is its key held by a different
+    /// request (then the batch stored nothing).
+    pub fn reused(&self, answer: &Submitted) -> bool {
+        match (answer, &self.key) {
+            (Submitted::Existing { fingerprint, .. }, Some(key)) => *fingerprint != key.fingerprint,
+            _ => false,
+        }
+    }
+}
+
 /// The tasks as clients see them: submit, look up, list, cancel, purge, and the queue's depth.
 /// Every method is atomic.
 pub trait Tasks: Send + Sync + 'static {
@@ -90,6 +109,20 @@ pub trait Tasks: Send + Sync + 'static {
         queue_limit: u64,
         key: &IdempotencyKey,
     ) -> impl Future<Output = Result<Submitted, StoreError>> + Send;
+    /// Stores many submissions in one atomic step (one script call on Redis, one write
+    /// transaction in the embedded store), answering one [`Submitted`] per item, in order.
+    ///
+    /// An item whose key is live answers `Existing` and is not stored again; every other item
+    /// is stored and queued, each with its event. All or nothing: if an item's key holds a
+    /// different request ([`BatchItem::reused`] of its answer), nothing at all is stored and
+    /// the answers say which; if the pending tasks and the new ones would pass
+    /// `queue_limit`, nothing is stored and the answer is `QueueFull`. The items' keys are
+    /// distinct (the caller folds repeats).
+    fn submit_batch(
+        &self,
+        items: &[BatchItem],
+        queue_limit: u64,
+    ) -> impl Future<Output = Result<Vec<Submitted>, StoreError>> + Send;
     /// The task and fingerprint a live idempotency key holds (`IdempotencyKey::key`).
     fn keyed(
         &self,

@@ -78,7 +78,8 @@ impl TaskRecord {
                     p.percent = 100.0;
                 }
                 self.result = Some(result);
-                (TaskState::Success, Some(model))
+                // An empty model (a `noop` task's) is kept as none.
+                (TaskState::Success, (!model.is_empty()).then_some(model))
             }
             Finish::Failure(error) => {
                 self.error = Some(error);

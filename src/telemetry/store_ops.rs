@@ -1,7 +1,7 @@
 //! The store's operations, as `Instrumented` names them in the metrics' `op` label.
 
 /// Store operations, for zeroed error counters.
-pub const STORE_OPS: [&str; 51] = [
+pub const STORE_OPS: [&str; 52] = [
     "submit",
     "delete_dataset",
     "get",
@@ -22,6 +22,7 @@ pub const STORE_OPS: [&str; 51] = [
     "sweep",
     "ping",
     "submit_keyed",
+    "submit_batch",
     "renew",
     "lead",
     "leader",

@@ -6,6 +6,7 @@
 //!
 //! - `spec`: the request and its bounds; `data` and `csv`: data sets, the split, scaling;
 //! - `neural`: burn MLP and linear regression; `trees`: gradient-boosted trees;
+//! - `noop`: the benchmark type that trains nothing;
 //! - `metrics`: R2, RMSE; `artifact`: model bytes and `predict`;
 //! - `checkpoint`: a training's state at a step boundary, which [`train_resumable`] saves
 //!   and continues from.
@@ -19,6 +20,7 @@ pub mod device_kind;
 mod error;
 mod metrics;
 mod neural;
+pub mod noop;
 mod spec;
 mod trees;
 
@@ -310,6 +312,9 @@ pub fn train_judged<'a>(
     rungs: Option<Rungs<'a>>,
 ) -> Result<TrainOutcome, TrainError> {
     spec.validate()?;
+    if spec.model_type == ModelType::Noop {
+        return noop::run(spec, cancel);
+    }
     if rungs.is_some() && (spec.validation_fraction.is_none() || spec.model_type == ModelType::All)
     {
         return Err(TrainError::InvalidSpec {

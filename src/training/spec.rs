@@ -19,10 +19,13 @@ pub enum ModelType {
     Gbdt,
     /// Each of the above in one task.
     All,
+    /// Trains nothing (after sleeping `sleep_ms`) and keeps no model: for benchmarks of the
+    /// queue itself, refused unless `[tasks] allow_noop`.
+    Noop,
 }
 
 impl ModelType {
-    pub const NAMES: [&'static str; 4] = ["mlp", "linear", "gbdt", "all"];
+    pub const NAMES: [&'static str; 5] = ["mlp", "linear", "gbdt", "all", "noop"];
 
     pub fn as_str(&self) -> &'static str {
         match self {
@@ -30,6 +33,7 @@ impl ModelType {
             ModelType::Linear => "linear",
             ModelType::Gbdt => "gbdt",
             ModelType::All => "all",
+            ModelType::Noop => "noop",
         }
     }
 
@@ -40,6 +44,7 @@ impl ModelType {
             ModelType::Linear => &[ModelType::Linear],
             ModelType::Gbdt => &[ModelType::Gbdt],
             ModelType::All => &[ModelType::Mlp, ModelType::Linear, ModelType::Gbdt],
+            ModelType::Noop => &[ModelType::Noop],
         }
     }
 
@@ -50,6 +55,7 @@ impl ModelType {
             ModelType::Linear => "Linear",
             ModelType::Gbdt => "GBDT",
             ModelType::All => "All",
+            ModelType::Noop => "Noop",
         }
     }
 }
@@ -91,6 +97,7 @@ impl FromStr for ModelType {
             "linear" => Ok(ModelType::Linear),
             "gbdt" => Ok(ModelType::Gbdt),
             "all" => Ok(ModelType::All),
+            "noop" => Ok(ModelType::Noop),
             _ => OLD_NAMES
                 .iter()
                 .find(|(old, _)| *old == s)
@@ -138,6 +145,8 @@ pub mod limits {
     pub const MAX_TREES: u32 = 10_000;
     pub const MAX_TREE_DEPTH: u32 = 16;
     pub const MAX_TIME_LIMIT_S: f64 = 7.0 * 24.0 * 3600.0;
+    /// Longest sleep of a `noop` task (10 minutes).
+    pub const MAX_SLEEP_MS: u64 = 600_000;
 }
 
 /// One training, fully described. Every field has a default, so `{}` is a valid request.
@@ -165,6 +174,13 @@ pub struct TrainSpec {
     /// (`val_loss`, `val_r2`, `val_rmse`), which sweeps judge trials by. None: no validation.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub validation_fraction: Option<f64>,
+    /// How long a `noop` task sleeps, in milliseconds (0 for the others).
+    #[serde(skip_serializing_if = "is_zero")]
+    pub sleep_ms: u64,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 impl Default for TrainSpec {
@@ -181,6 +197,7 @@ impl Default for TrainSpec {
             gbdt: GbdtParams::default(),
             time_limit_s: None,
             validation_fraction: None,
+            sleep_ms: 0,
         }
     }
 }
@@ -280,6 +297,18 @@ impl TrainSpec {
                 "validation_fraction must be above 0 and below 1, got {fraction}"
             ));
         }
+        if self.sleep_ms > MAX_SLEEP_MS {
+            problems.push(format!(
+                "sleep_ms must be at most {MAX_SLEEP_MS}, got {}",
+                self.sleep_ms
+            ));
+        }
+        if self.sleep_ms > 0 && self.model_type != ModelType::Noop {
+            problems.push(format!(
+                "sleep_ms applies to the noop model type only, not {}",
+                self.model_type
+            ));
+        }
         if problems.is_empty() {
             Ok(())
         } else {
@@ -327,6 +356,12 @@ impl TrainSpec {
     /// models of `all` are trained one after the other). Saturating, so any spec is safe to
     /// estimate.
     pub fn footprint(&self, rows: usize, features: usize) -> Footprint {
+        if self.model_type == ModelType::Noop {
+            return Footprint {
+                parameters: 0,
+                working_bytes: 0,
+            };
+        }
         let (rows, features) = (rows as u64, features as u64);
         let train_rows = ((rows as f64) * (1.0 - self.test_fraction.clamp(0.0, 1.0))).ceil() as u64;
         // The data set, and the train and test splits copied out of it.
@@ -361,6 +396,7 @@ impl TrainSpec {
                     let weights = parameters.saturating_mul(F32 * PARAM_COPIES);
                     (parameters, weights.saturating_add(activations))
                 }
+                ModelType::Noop => (0, 0),
                 ModelType::Gbdt | ModelType::All => {
                     let trees = &self.gbdt;
                     let by_depth = (1u64 << (trees.max_depth.min(40) + 1)) - 1;

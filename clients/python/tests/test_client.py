@@ -44,6 +44,25 @@ def test_a_training_is_submitted_followed_and_its_model_predicts(client):
     assert any(t["task_id"] == task.id for t in client.tasks(state="SUCCESS"))
 
 
+def test_many_trainings_are_submitted_in_one_batch(client):
+    tasks = client.submit_many(
+        [{"model_type": "linear", "epochs": 2, "seed": i} for i in range(3)]
+        + [{"model_type": "xgboost", "gbdt": {"n_trees": 2}, "idempotency_key": "py-batch-1"}]
+    )
+    assert len(tasks) == 4 and len({t.id for t in tasks}) == 4
+    for task in tasks:
+        assert task.wait(timeout=120)["success"] is True
+    assert tasks[3].info()["model_type"] == "gbdt"
+    again = client.submit_many([{"model_type": "xgboost", "gbdt": {"n_trees": 2}, "idempotency_key": "py-batch-1"}])
+    assert again[0].id == tasks[3].id
+    before = len(client.tasks(limit=1000))
+    with pytest.raises(InvalidRequest) as invalid:
+        client.submit_many([{"model_type": "linear"}, {"model_type": "linear", "epochs": 0}])
+    assert invalid.value.status == 422 and "items[1].epochs" in invalid.value.message
+    assert "items[0]" not in invalid.value.message
+    assert len(client.tasks(limit=1000)) == before, "a refused batch stores nothing"
+
+
 def test_the_old_model_names_and_an_uploaded_csv_train(client, tmp_path):
     csv = tmp_path / "prices.csv"
     csv.write_text("a,b,price\n" + "".join(f"{i / 100},{i % 5},{2 * i / 100 + i % 5}\n" for i in range(200)))

@@ -18,8 +18,8 @@ use crate::actors::{Ended, Stop, TrainerMsg};
 use crate::store::{CasToken, DatasetInfo, Renewal, Store, TaskProgress, TaskRecord};
 use crate::telemetry;
 use crate::training::{
-    self, CancelToken, Checkpoint, Checkpointing, Dataset, SaveNow, TrainError, TrainOutcome,
-    ValMetric,
+    self, CancelToken, Checkpoint, Checkpointing, Dataset, ModelType, SaveNow, TrainError,
+    TrainOutcome, ValMetric,
 };
 
 /// Least time between two progress writes of one task.
@@ -171,6 +171,10 @@ pub(super) fn start<S: Store>(
             }
             if panic_now {
                 panic!("test hook {PANIC_SEED_ENV} asked for a panic");
+            }
+            if spec.model_type == ModelType::Noop {
+                // No data to load: a no-op measures the queue alone.
+                return training::noop::run(&spec, &training_cancel);
             }
             let dataset = match source {
                 Source::Parsed(parsed) => parsed,

@@ -246,6 +246,9 @@ pub(super) fn count_training<S>(
     }
     if let Ok(outcome) = result {
         for report in &outcome.reports {
+            if report.model_type == ModelType::Noop {
+                continue;
+            }
             let m = &report.metrics;
             let samples = (m.train_rows * m.iterations as u64) as f64;
             let epochs = if report.model_type == ModelType::Gbdt {

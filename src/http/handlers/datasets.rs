@@ -18,7 +18,7 @@ use crate::api::{
 use crate::http::model_cache::CachedModel;
 use crate::http::{Api, ApiError};
 use crate::store::{DatasetDeleted, DatasetInfo, Store, TaskState, now_s, sha256_hex};
-use crate::training::{self, BUILTIN_DATASETS, Dataset, TrainedModel};
+use crate::training::{self, BUILTIN_DATASETS, Dataset, ModelType, TrainedModel};
 
 pub async fn upload_dataset<S: Store>(
     api: Arc<Api<S>>,
@@ -160,6 +160,17 @@ pub async fn predict<S: Store>(
                         "task {} is {}, not SUCCESS: it has no model",
                         task.id,
                         task.state.as_str()
+                    ),
+                )));
+            }
+            if task.model_type == ModelType::Noop {
+                return Err(reject(ApiError::new(
+                    StatusCode::CONFLICT,
+                    "no_model",
+                    format!(
+                        "task {} is of the noop model type (a benchmark): it trained no model \
+                         to predict with",
+                        task.id
                     ),
                 )));
             }

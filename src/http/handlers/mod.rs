@@ -3,6 +3,7 @@
 //! request that is refused.
 //!
 //! - `submit`: `POST /train/{model_type}[/async]`, the pure, fuzzed `parse_train_request`.
+//! - `batch`: `POST /tasks`, many submissions stored all or nothing in one round trip.
 //! - `tasks`: status, result, cancel, inspect and the task list.
 //! - `datasets`: uploads, and predictions from a task's model.
 //! - `models`: the model registry, and predictions by a registered name, version or alias.
@@ -11,6 +12,7 @@
 //!
 //! This module: what they share (JSON bodies, ids, typed queries, task lookups).
 
+mod batch;
 mod cached;
 mod cluster;
 mod datasets;
@@ -18,6 +20,7 @@ mod models;
 mod submit;
 mod tasks;
 
+pub use batch::submit_batch;
 pub(super) use cluster::cluster_view;
 pub use cluster::{drain, nodes, purge};
 pub use datasets::{delete_dataset, list_datasets, predict, upload_dataset};

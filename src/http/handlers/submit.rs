@@ -58,6 +58,8 @@ pub struct TaskBounds {
     pub time_limit_s: f64,
     pub max_parameters: u64,
     pub max_working_bytes: u64,
+    /// Whether the `noop` model type (benchmarks) is accepted (`[tasks] allow_noop`).
+    pub allow_noop: bool,
 }
 
 impl TaskBounds {
@@ -68,6 +70,7 @@ impl TaskBounds {
             time_limit_s: tasks.time_limit_s,
             max_parameters: tasks.max_parameters,
             max_working_bytes: tasks.max_working_bytes,
+            allow_noop: tasks.allow_noop,
         }
     }
 }
@@ -101,10 +104,28 @@ pub fn parse_train_request_within(
     body: &[u8],
     bounds: &TaskBounds,
 ) -> Result<ParsedRequest, ApiError> {
-    let default_max_retries = bounds.default_max_retries;
     let (model_type, requested_as) = ModelType::parse_requested(model)
         .map_err(|e: String| ApiError::not_found("unknown_model_type", e))?;
     let request: TrainRequest = parse_json(content_type, body)?;
+    check_request(model_type, requested_as, request, bounds)
+}
+
+/// Checks a parsed training request of `model_type` within `bounds` (the part of
+/// [`parse_train_request_within`] after the JSON, shared with batch submissions).
+pub fn check_request(
+    model_type: ModelType,
+    requested_as: Option<&'static str>,
+    request: TrainRequest,
+    bounds: &TaskBounds,
+) -> Result<ParsedRequest, ApiError> {
+    let default_max_retries = bounds.default_max_retries;
+    if model_type == ModelType::Noop && !bounds.allow_noop {
+        return Err(ApiError::invalid(
+            "noop_not_allowed",
+            "the noop model type is for benchmarks and is off on this node \
+             (set [tasks] allow_noop = true to accept it)",
+        ));
+    }
     let spec = request.spec(model_type);
     let mut problems = match spec.validate() {
         Err(training::TrainError::InvalidSpec { problems }) => problems,
@@ -160,6 +181,16 @@ async fn build<S: Store>(
     content_type: &Option<String>,
     body: &Bytes,
 ) -> Result<(TaskRecord, bool), ApiError> {
+    let parsed = parse_train_request_within(model, content_type, body, &api.bounds)?;
+    build_parsed(api, parsed).await
+}
+
+/// The task of a request that passed the checks without I/O: its callback URL checked, its
+/// data set looked up, its footprint estimated; and whether it asks for the result cache.
+pub(super) async fn build_parsed<S: Store>(
+    api: &Api<S>,
+    parsed: ParsedRequest,
+) -> Result<(TaskRecord, bool), ApiError> {
     let ParsedRequest {
         mut spec,
         dataset,
@@ -169,7 +200,7 @@ async fn build<S: Store>(
         callback_url,
         requested_as,
         cache,
-    } = parse_train_request_within(model, content_type, body, &api.bounds)?;
+    } = parsed;
     if let Some(url) = &callback_url {
         api.callback_rules
             .check_url(url)
@@ -329,13 +360,27 @@ fn idempotency<S>(
     model: &str,
     body: &[u8],
 ) -> Result<IdempotencyKey, ApiError> {
-    // FNV-1a: stable across nodes and versions, unlike std's hasher.
+    client_key(key, fingerprint(model, body), api.result_expires_s)
+}
+
+/// The fingerprint of a request for `model` with `body`: FNV-1a, stable across nodes and
+/// versions, unlike std's hasher.
+pub(super) fn fingerprint(model: &str, body: &[u8]) -> String {
     let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
     for b in model.bytes().chain([0]).chain(body.iter().copied()) {
         hash = (hash ^ b as u64).wrapping_mul(0x0100_0000_01b3);
     }
+    format!("{hash:016x}")
+}
+
+/// A client's idempotency key, kept `ttl_s`, or why it is refused.
+pub(super) fn client_key(
+    key: &str,
+    fingerprint: String,
+    ttl_s: f64,
+) -> Result<IdempotencyKey, ApiError> {
     // Only a client key's alphabet: never a schedule firing's key.
-    IdempotencyKey::client(key, format!("{hash:016x}"), api.result_expires_s).ok_or_else(|| {
+    IdempotencyKey::client(key, fingerprint, ttl_s).ok_or_else(|| {
         ApiError::bad_request(
             "invalid_idempotency_key",
             format!(

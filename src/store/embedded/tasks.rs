@@ -56,6 +56,65 @@ impl Tasks for EmbeddedStore {
         .await
     }
 
+    async fn submit_batch(
+        &self,
+        items: &[BatchItem],
+        queue_limit: u64,
+    ) -> Result<Vec<Submitted>, StoreError> {
+        let items = items.to_vec();
+        self.write(move |tx, _| {
+            let now = now_s();
+            let mut answers = Vec::with_capacity(items.len());
+            {
+                let keys = tx.open_table(IDEMPOTENCY)?;
+                for item in &items {
+                    let used = match &item.key {
+                        Some(key) => keys
+                            .get(key.key.as_str())?
+                            .map(|v| decode::<KeyUse>(v.value()))
+                            .transpose()?
+                            .filter(|u| u.expires_at > now),
+                        None => None,
+                    };
+                    answers.push(match used {
+                        Some(used) => Submitted::Existing {
+                            id: used.id,
+                            fingerprint: used.fingerprint,
+                        },
+                        None => Submitted::New,
+                    });
+                }
+            }
+            if items.iter().zip(&answers).any(|(i, a)| i.reused(a)) {
+                return Ok(answers);
+            }
+            let new = answers.iter().filter(|a| **a == Submitted::New).count() as u64;
+            let depth = tx.open_table(QUEUE)?.len()?;
+            if new > 0 && depth + new > queue_limit {
+                return Err(StoreError::QueueFull { limit: queue_limit });
+            }
+            for (item, _) in items
+                .iter()
+                .zip(&answers)
+                .filter(|(_, a)| **a == Submitted::New)
+            {
+                if let Some(key) = &item.key {
+                    let record = KeyUse {
+                        id: item.task.id,
+                        fingerprint: key.fingerprint.clone(),
+                        expires_at: now + key.ttl_s,
+                    };
+                    tx.open_table(IDEMPOTENCY)?
+                        .insert(key.key.as_str(), encode(&record).as_slice())?;
+                }
+                save(tx, &item.task)?;
+                enqueue(tx, &item.task)?;
+            }
+            Ok(answers)
+        })
+        .await
+    }
+
     async fn keyed(&self, key: &str) -> Result<Option<(Uuid, String)>, StoreError> {
         let key = key.to_string();
         self.read(move |tx, _| {

@@ -8,7 +8,7 @@ use super::super::link::WeakLink;
 use super::*;
 
 /// How many events the stream of every event keeps (for `/events` resume), about.
-const EVENTS_KEPT: u64 = 10_000;
+pub(super) const EVENTS_KEPT: u64 = 10_000;
 
 impl RedisStore {
     /// Appends the keys and arguments of `events.lua`: the event of the change from `old`

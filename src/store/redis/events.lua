@@ -10,26 +10,34 @@ local EVENT = table.remove(ARGV)
 local TASK_EVENTS = table.remove(KEYS)
 local ALL_EVENTS = table.remove(KEYS)
 
--- Logs the event: one id, from the stream of every event, also in the task's own events. Those
--- are a list of `ID EVENT` (a stream preallocates 4 KB per key); the terminal event is kept as
--- its id alone, its data read from the final record, which holds all of it.
+-- Logs `event` of the task whose own events are at `task_events`: one id, from the stream of
+-- every event, also in the task's own events. Those are a list of `ID EVENT` (a stream
+-- preallocates 4 KB per key); the terminal event is kept as its id alone, its data read from
+-- the final record, which holds all of it. `fresh`: the task is new (a submission), so its
+-- list is neither an old stream nor long.
+local function log_event(task_events, event, ttl, fresh)
+  local id = redis.call('XADD', ALL_EVENTS, 'MAXLEN', '~', EVENT_MAXLEN, '*', 'e', event)
+  if not fresh and redis.call('TYPE', task_events).ok == 'stream' then
+    -- Written by a version that kept a stream per task.
+    redis.call('DEL', task_events)
+  end
+  if string.match(event, '^%S+ (%d)') == '1' then
+    redis.call('RPUSH', task_events, id)
+  else
+    redis.call('RPUSH', task_events, id .. ' ' .. event)
+    if not fresh then
+      redis.call('LTRIM', task_events, -10000, -1)
+    end
+  end
+  if ttl ~= '' then
+    redis.call('EXPIRE', task_events, ttl)
+  end
+end
+
+-- Logs the script's own event (none if it is '').
 local function emit()
   if EVENT == '' then
     return
   end
-  local id = redis.call('XADD', ALL_EVENTS, 'MAXLEN', '~', EVENT_MAXLEN, '*', 'e', EVENT)
-  if redis.call('TYPE', TASK_EVENTS).ok == 'stream' then
-    -- Written by a version that kept a stream per task.
-    redis.call('DEL', TASK_EVENTS)
-  end
-  if string.match(EVENT, '^%S+ (%d)') == '1' then
-    redis.call('RPUSH', TASK_EVENTS, id)
-  else
-    redis.call('RPUSH', TASK_EVENTS, id .. ' ' .. EVENT)
-    redis.call('LTRIM', TASK_EVENTS, -10000, -1)
-  end
-  if EVENT_TTL ~= '' then
-    redis.call('EXPIRE', TASK_EVENTS, EVENT_TTL)
-  end
+  log_event(TASK_EVENTS, EVENT, EVENT_TTL, false)
 end
-

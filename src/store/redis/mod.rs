@@ -5,7 +5,7 @@
 //! shared transitions, and the script writes it only if the record is still the one read; on a
 //! conflict the change is retried. Keys are named only in `../keys.rs`.
 //!
-//! - `submit.rs`: submissions and idempotency keys; `tasks.rs`: reads, the queue's depth,
+//! - `submit.rs`: submissions (one, or a batch: `submit_batch.lua`) and idempotency keys; `tasks.rs`: reads, the queue's depth,
 //!   and the [`Tasks`] role; `cancel.rs`: cancel and purge;
 //! - `claim.rs`: claims and the claim window (`head.lua`, `peek.lua`, `claim.lua`);
 //!   `run_on.rs`: a claim and a finish in one round trip; `finish.rs`: the end of an attempt;
@@ -61,6 +61,7 @@ const SWEEP_BATCH: isize = 1000;
 /// Every script, loaded once per store.
 struct Scripts {
     submit: Script,
+    submit_batch: Script,
     claim: Script,
     peek: Script,
     leases: Script,
@@ -87,6 +88,7 @@ impl Scripts {
     fn load() -> Scripts {
         Scripts {
             submit: Script::new(&with_events(include_str!("submit.lua"))),
+            submit_batch: Script::new(&with_events(include_str!("submit_batch.lua"))),
             claim: Script::new(&with_events(&with_head(include_str!("claim.lua")))),
             peek: Script::new(&with_head(include_str!("peek.lua"))),
             leases: Script::new(include_str!("leases.lua")),

@@ -25,6 +25,14 @@ impl Tasks for RedisStore {
         self.submit_script(task, queue_limit, Some(key)).await
     }
 
+    async fn submit_batch(
+        &self,
+        items: &[BatchItem],
+        queue_limit: u64,
+    ) -> Result<Vec<Submitted>, StoreError> {
+        self.submit_batch_script(items, queue_limit).await
+    }
+
     async fn keyed(&self, key: &str) -> Result<Option<(Uuid, String)>, StoreError> {
         self.key_use(key).await
     }

@@ -25,6 +25,10 @@ class Event:
     data: dict[str, Any]
 
 
+BATCH_ITEMS = 1_000
+"""Most requests `Client.submit_many` sends in one `POST /tasks`."""
+
+
 class Client:
     """A node's API. `url` is e.g. `http://127.0.0.1:5000`; `token` is a bearer token, when the
     node has tokens. Any node of a cluster answers for every task.
@@ -88,6 +92,24 @@ class Client:
         headers = {"Idempotency-Key": idempotency_key} if idempotency_key else {}
         answer = self._request("POST", f"/train/{model_type}/async", json=request, headers=headers)
         return Task(self, answer["task_id"])
+
+    def submit_many(self, requests: Sequence[dict[str, Any]]) -> list["Task"]:
+        """Submits many trainings at once (`POST /tasks`) and returns their `Task`s, in order.
+
+        Each request is a dict of `submit`'s fields plus its `model_type` (and, optionally,
+        its own `idempotency_key`). The server stores a batch all or nothing: one bad request
+        raises `InvalidRequest` naming every problem by index (`items[3].epochs ...`) and
+        stores none. Sent in batches of at most `BATCH_ITEMS` (the server's default
+        `[tasks] max_batch`); each batch is stored or refused on its own.
+
+        Celery: `group(train_task.s(...) for ...).apply_async()`.
+        """
+        tasks: list[Task] = []
+        for start in range(0, len(requests), BATCH_ITEMS):
+            batch = list(requests[start : start + BATCH_ITEMS])
+            answer = self._request("POST", "/tasks", json=batch)
+            tasks.extend(Task(self, task_id) for task_id in answer["task_ids"])
+        return tasks
 
     def train(self, model_type: str, *, wait_s: float = 300, **request: Any) -> dict[str, Any]:
         """Trains and waits for the end on the server (`POST /train/{model_type}?wait_s=`).

@@ -195,3 +195,17 @@ pub fn upload_dataset(url: &str) -> anyhow::Result<String> {
 pub fn tiny_training(dataset: &str) -> Value {
     json!({"epochs": 1, "dataset": dataset})
 }
+
+/// Passed as the data set of the load runs: submit no-op tasks (`POST /train/noop/async`,
+/// `{}`) instead of tiny trainings. The nodes must allow them (`allow_noop = true`).
+pub const NOOP: &str = "noop";
+
+/// The path and body a load run submits for `dataset` (an uploaded data set's id for tiny
+/// trainings, or [`NOOP`]).
+pub fn submission(dataset: &str) -> (&'static str, String) {
+    if dataset == NOOP {
+        ("/train/noop/async", "{}".into())
+    } else {
+        ("/train/linear/async", tiny_training(dataset).to_string())
+    }
+}

@@ -8,10 +8,11 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 use serde_json::{Value, json};
 
-use crate::cluster::tiny_training;
+use crate::cluster::submission;
 use crate::report::{percentile, round};
 
-/// Submits `n` tasks from `clients` keep-alive connections, round robin over `urls`; returns
+/// Submits `n` tasks (tiny trainings on `dataset`, or no-ops: see [`submission`]) from
+/// `clients` keep-alive connections, round robin over `urls`; returns
 /// the ids. All connections are driven from one thread, as wrk does (see `status_load`), and
 /// each sends the same request bytes, built once: the load generator shares the 2 cores with
 /// what it measures.
@@ -21,7 +22,7 @@ pub fn submit_all(
     n: usize,
     clients: usize,
 ) -> anyhow::Result<Vec<String>> {
-    let body = tiny_training(dataset).to_string();
+    let (path, body) = submission(dataset);
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
@@ -30,7 +31,7 @@ pub fn submit_all(
         for c in 0..clients.min(n.max(1)) {
             let addr = host_port(&urls[c % urls.len()])?.to_string();
             let request = format!(
-                "POST /train/linear/async HTTP/1.1\r\nHost: {addr}\r\n\
+                "POST {path} HTTP/1.1\r\nHost: {addr}\r\n\
                  Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
                 body.len()
             );

@@ -10,6 +10,7 @@
 //! - `cluster.rs`: the nodes under test, and what the bench asks of them besides load.
 //! - `load.rs`: the load generator (raw keep-alive HTTP/1.1 connections, one thread).
 //! - `runs.rs`: the measured runs (throughput, latency, predict, dispatch).
+//! - `batch.rs`: submissions through `POST /tasks`, and no-op tasks end to end.
 //! - `memory.rs`: Redis's memory per finished task, and the soak run.
 //! - `report.rs`: Redis's work per task, and the table.
 
@@ -25,6 +26,7 @@ use crate::cluster::{Cluster, NodeAdmin, upload_dataset};
 use crate::load::{status_load, submit_all};
 use crate::runs::{dispatch_cost, predict_load, submit_to_start, throughput, throughput_on};
 
+mod batch;
 mod cluster;
 mod load;
 mod memory;
@@ -56,9 +58,15 @@ pub struct BenchArgs {
     #[arg(long, default_value = "bench.json")]
     pub out: PathBuf,
     /// Run only these workloads (comma-separated: throughput, latency, status, dispatch,
-    /// replicas, memory, scaling, predict); all by default.
-    #[arg(long, value_delimiter = ',', value_parser = ["throughput", "latency", "status", "dispatch", "replicas", "memory", "scaling", "predict"])]
+    /// replicas, memory, scaling, predict, batch, noop); all by default.
+    #[arg(long, value_delimiter = ',', value_parser = ["throughput", "latency", "status", "dispatch", "replicas", "memory", "scaling", "predict", "batch", "noop"])]
     pub only: Vec<String>,
+    /// Submissions of the batch run (no-op tasks through `POST /tasks`).
+    #[arg(long, default_value_t = 100_000)]
+    pub batch_submissions: usize,
+    /// Items per `POST /tasks` call in the batch run.
+    #[arg(long, default_value_t = 1_000)]
+    pub batch: usize,
     /// Instead of the workloads: tiny trainings at full load for this many minutes, printing
     /// node and Redis memory, the AOF's size and tasks/s every 30 s.
     #[arg(long, value_name = "MINUTES")]
@@ -221,6 +229,43 @@ fn run(args: &BenchArgs) -> anyhow::Result<()> {
             scaling.push(row);
         }
         report.insert("scaling".into(), json!(scaling));
+    }
+
+    if wants("batch") {
+        eprintln!("== batch: no-op submissions through POST /tasks, the node drained");
+        let mut rows = Vec::new();
+        for clients in [1, 2] {
+            let prefix = format!("b{clients}");
+            let tasks = format!("allow_noop = true\nmax_batch = {}", args.batch.max(1));
+            let cluster = Cluster::start_with(&redis, &dir, &prefix, &[1], "", &tasks)?;
+            let row = batch::batch_submissions(
+                &cluster.nodes[0],
+                &redis,
+                scale(args.batch_submissions),
+                args.batch.min(scale(args.batch_submissions)).max(1),
+                clients,
+            )?;
+            eprintln!("   {row}");
+            rows.push(row);
+        }
+        report.insert("batch".into(), json!(rows));
+    }
+
+    if wants("noop") {
+        eprintln!(
+            "== noop: no-op tasks end to end, {} trainers",
+            args.trainers
+        );
+        let cluster =
+            Cluster::start_with(&redis, &dir, "n", &[args.trainers], "", "allow_noop = true")?;
+        let row = batch::noop_throughput(
+            &cluster.nodes[0],
+            &redis,
+            scale(args.tasks * 4),
+            args.clients,
+        )?;
+        eprintln!("   {row}");
+        report.insert("noop".into(), row);
     }
 
     if wants("predict") {

@@ -152,6 +152,50 @@ pub fn table(r: &Value) -> String {
             );
         }
     }
+    for b in r
+        .get("batch")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+    {
+        let redis = &b["redis_per_submission"];
+        row(
+            &format!(
+                "batch submission ({} no-ops, {} a call, {} clients, node drained)",
+                b["submissions"], b["batch"], b["clients"]
+            ),
+            format!(
+                "{} submissions/s; a call p50 {} ms, p99 {} ms; CPU per submission node {} us, \
+                 Redis {} us; Redis {} commands, {} KB AOF per submission",
+                b["submissions_per_s"],
+                b["call_ms_p50"],
+                b["call_ms_p99"],
+                b["cpu_us_per_submission"]["node"],
+                b["cpu_us_per_submission"]["redis"],
+                redis["commands"],
+                redis["aof_kb"]
+            ),
+        );
+    }
+    if let Some(t) = r.get("noop") {
+        let cpu = &t["cpu_ms_per_task"];
+        let redis = &t["redis_per_task"];
+        row(
+            &format!("no-op tasks end to end ({} tasks, Redis AOF)", t["tasks"]),
+            format!(
+                "{} tasks/s (submit {} /s); CPU per task node {} ms, Redis {} ms, load \
+                 generator {} ms; Redis {} commands ({} scripts), {} KB AOF per task",
+                t["tasks_per_s"],
+                t["submit_per_s"],
+                cpu["node"],
+                cpu["redis"],
+                cpu["load_generator"],
+                redis["commands"],
+                redis["scripts"],
+                redis["aof_kb"]
+            ),
+        );
+    }
     for p in r
         .get("predict")
         .and_then(Value::as_array)
