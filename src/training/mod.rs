@@ -4,7 +4,8 @@
 //! callback and a [`CancelToken`], and returns the metrics and the trained model as bytes.
 //! It knows nothing of actors, async runtimes or stores: its only I/O is its arguments.
 //!
-//! - `spec`: the request and its bounds; `data` and `csv`: data sets, the split, scaling;
+//! - `spec`: the request and its bounds; `footprint`: what a training needs, estimated;
+//! - `data` and `csv`: data sets, the split, scaling;
 //! - `neural`: burn MLP and linear regression; `trees`: gradient-boosted trees;
 //! - `noop`: the benchmark type that trains nothing;
 //! - `metrics`: R2, RMSE; `artifact`: model bytes and `predict`;
@@ -18,6 +19,7 @@ mod data;
 mod device;
 pub mod device_kind;
 mod error;
+mod footprint;
 mod metrics;
 mod neural;
 pub mod noop;
@@ -36,8 +38,9 @@ pub use csv::{MAX_CSV_COLUMNS, MAX_CSV_ROWS};
 pub use data::{BUILTIN_DATASETS, Dataset, FRIEDMAN1_DEFAULT_ROWS, Split, Standardizer};
 pub use device::{DeviceClass, DeviceSpec, gpu_count, resolve_devices};
 pub use error::{DataError, TrainError};
+pub use footprint::{Footprint, builtin_shape};
 pub use metrics::{Metrics, ValMetric, mse, r2, rmse};
-pub use spec::{Footprint, GbdtParams, ModelType, TrainSpec, builtin_shape, limits};
+pub use spec::{GbdtParams, ModelType, TrainSpec, limits};
 
 /// Asks a running training to stop; it returns [`TrainError::Cancelled`] at the next batch.
 #[derive(Debug, Clone, Default)]
