@@ -476,7 +476,7 @@ fn a_judged_training_reports_at_its_rungs_and_stops_where_told() {
             None,
             Some(training::Rungs {
                 metric: ValMetric::ValLoss,
-                at: rungs.clone(),
+                at: &rungs,
                 judge: &mut judge,
             }),
         )
@@ -514,7 +514,7 @@ fn a_judged_training_reports_at_its_rungs_and_stops_where_told() {
             None,
             Some(training::Rungs {
                 metric: ValMetric::ValR2,
-                at: vec![1],
+                at: &[1],
                 judge: &mut judge,
             }),
         )

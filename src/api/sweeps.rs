@@ -168,13 +168,6 @@ fn asha_json(asha: &Option<Asha>) -> Option<Value> {
     asha.map(|a| serde_json::json!({"asha": a}))
 }
 
-fn state_name(state: TrialState) -> String {
-    serde_json::to_value(state)
-        .ok()
-        .and_then(|v| v.as_str().map(str::to_string))
-        .unwrap_or_default()
-}
-
 impl SweepView {
     /// `sweep` with its rung results; `with_trials` false leaves the trials out.
     pub fn of(sweep: &Sweep, rungs: &[RungResult], with_trials: bool) -> SweepView {
@@ -219,15 +212,9 @@ impl SweepView {
             name: sweep.name.clone(),
             state: sweep.state.as_str().to_string(),
             model_type: sweep.model_type.to_string(),
-            strategy: serde_json::to_value(sweep.strategy)
-                .ok()
-                .and_then(|v| v.as_str().map(str::to_string))
-                .unwrap_or_default(),
+            strategy: sweep.strategy.as_str().to_string(),
             metric: sweep.metric.as_str().to_string(),
-            mode: serde_json::to_value(sweep.mode)
-                .ok()
-                .and_then(|v| v.as_str().map(str::to_string))
-                .unwrap_or_default(),
+            mode: sweep.mode.as_str().to_string(),
             early_stopping: asha_json(&sweep.asha),
             parallel: sweep.parallel,
             seed: sweep.seed,
@@ -262,7 +249,7 @@ fn trial_view(sweep: &Sweep, trial: &Trial, rungs: &[RungResult]) -> TrialView {
     TrialView {
         trial: trial.trial,
         params: trial.params.clone(),
-        state: state_name(trial.state),
+        state: trial.state.as_str().to_string(),
         task_id: trial.task_id,
         resource: trial.resource,
         latest_metric: trial.metric.or(mine.last().map(|r| r.value)),

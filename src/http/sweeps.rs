@@ -158,9 +158,7 @@ async fn parse<S: Store>(
         ));
     }
     let asha = parse_asha(request.early_stopping.as_ref(), &mut problems);
-    let train_body = Bytes::from(
-        serde_json::to_vec(&Value::Object(fixed.clone())).expect("JSON values serialize"),
-    );
+    let train_body = Bytes::from(serde_json::to_vec(&fixed).expect("JSON values serialize"));
     let json_type = Some("application/json".to_string());
     let template = match build_task(api, &model_name, &json_type, &train_body).await {
         Ok(task) if matches!(task.model_type, ModelType::All | ModelType::Noop) => {

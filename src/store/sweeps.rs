@@ -25,12 +25,30 @@ pub enum Strategy {
     Grid,
 }
 
+impl Strategy {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Strategy::Random => "random",
+            Strategy::Grid => "grid",
+        }
+    }
+}
+
 /// Whether a lower metric is better or a higher one.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Mode {
     Min,
     Max,
+}
+
+impl Mode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Mode::Min => "min",
+            Mode::Max => "max",
+        }
+    }
 }
 
 /// Asynchronous successive halving: a trial is judged after `min_resource`,
@@ -130,6 +148,17 @@ pub enum TrialState {
 }
 
 impl TrialState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TrialState::Waiting => "WAITING",
+            TrialState::Running => "RUNNING",
+            TrialState::Success => "SUCCESS",
+            TrialState::Stopped => "STOPPED",
+            TrialState::Failure => "FAILURE",
+            TrialState::Revoked => "REVOKED",
+        }
+    }
+
     pub fn is_ended(self) -> bool {
         !matches!(self, TrialState::Waiting | TrialState::Running)
     }
@@ -327,6 +356,35 @@ mod tests {
         reduction_factor: 3,
         mode: Mode::Min,
     };
+
+    /// The names the API shows are the stored (serde) names.
+    #[test]
+    fn names_are_the_stored_names() {
+        let stored = |v: serde_json::Value| v.as_str().unwrap().to_string();
+        for s in [Strategy::Random, Strategy::Grid] {
+            assert_eq!(stored(serde_json::json!(s)), s.as_str());
+        }
+        for m in [Mode::Min, Mode::Max] {
+            assert_eq!(stored(serde_json::json!(m)), m.as_str());
+        }
+        for t in [
+            TrialState::Waiting,
+            TrialState::Running,
+            TrialState::Success,
+            TrialState::Stopped,
+            TrialState::Failure,
+            TrialState::Revoked,
+        ] {
+            assert_eq!(stored(serde_json::json!(t)), t.as_str());
+        }
+        for s in [
+            SweepState::Running,
+            SweepState::Success,
+            SweepState::Revoked,
+        ] {
+            assert_eq!(stored(serde_json::json!(s)), s.as_str());
+        }
+    }
 
     #[test]
     fn rungs_grow_by_the_reduction_factor_below_the_maximum() {

@@ -148,16 +148,10 @@ impl TrainOutcome {
 pub struct Rungs<'a> {
     pub metric: ValMetric,
     /// Steps (epochs, or trees) after which the metric is reported, ascending.
-    pub at: Vec<u64>,
+    pub at: &'a [u64],
     /// Told each rung's step and the metric there; false stops the training at that step,
     /// which then ends as if it had been asked for that many steps (`stopped_at` says so).
     pub judge: &'a mut dyn FnMut(u64, f64) -> bool,
-}
-
-/// The rungs of a training while it runs, with its validation rows.
-struct Judged<'a> {
-    rungs: Rungs<'a>,
-    validation: Split,
 }
 
 /// The checks and reports a model's training loop makes between batches, and the
@@ -173,7 +167,10 @@ pub struct Control<'a> {
     done_before: u64,
     total: u64,
     saver: Option<checkpoint::Saver<'a>>,
-    judged: Option<Judged<'a>>,
+    /// Where the training is judged (only with validation rows).
+    rungs: Option<Rungs<'a>>,
+    /// The rows held out for validation metrics, if the spec asks for them.
+    validation: Option<Split>,
     /// The step a judge stopped the training at.
     stopped_at: Option<u64>,
 }
@@ -216,30 +213,28 @@ impl Control<'_> {
 
     /// Whether the training is judged after `step`.
     fn rung_at(&self, step: u64) -> bool {
-        self.judged
-            .as_ref()
-            .is_some_and(|j| j.rungs.at.contains(&step))
+        self.rungs.as_ref().is_some_and(|r| r.at.contains(&step))
     }
 
     /// The first rung after `step`, if the training is judged.
     fn next_rung_after(&self, step: u64) -> Option<u64> {
-        let judged = self.judged.as_ref()?;
-        judged.rungs.at.iter().copied().find(|&r| r > step)
+        self.rungs.as_ref()?.at.iter().copied().find(|&r| r > step)
     }
 
     /// The validation rows' features, when the training is judged.
     fn validation_x(&self) -> Option<&[f32]> {
-        self.judged.as_ref().map(|j| j.validation.x.as_slice())
+        self.rungs.as_ref()?;
+        self.validation.as_ref().map(|v| v.x.as_slice())
     }
 
     /// Judges the training after `step` by its `predictions` of the validation rows; false
     /// if it stops there.
     fn judge(&mut self, step: u64, predictions: &[f32]) -> bool {
-        let Some(judged) = &mut self.judged else {
+        let (Some(rungs), Some(validation)) = (&mut self.rungs, &self.validation) else {
             return true;
         };
-        let value = judged.rungs.metric.of(&judged.validation.y, predictions);
-        let go_on = (judged.rungs.judge)(step, value);
+        let value = rungs.metric.of(&validation.y, predictions);
+        let go_on = (rungs.judge)(step, value);
         if !go_on {
             self.stopped_at = Some(step);
         }
@@ -339,14 +334,6 @@ pub fn train_judged<'a>(
         }
         None => (train_split, None),
     };
-    let judged = match (rungs, &validation) {
-        (Some(rungs), Some(validation)) => Some(Judged {
-            rungs,
-            validation: validation.clone(),
-        }),
-        _ => None,
-    };
-
     let members = spec.model_type.members();
     let steps = |m: &ModelType| match m {
         ModelType::Gbdt => spec.gbdt.n_trees as u64,
@@ -373,7 +360,8 @@ pub fn train_judged<'a>(
         done_before: 0,
         total,
         saver,
-        judged,
+        rungs,
+        validation,
         stopped_at: None,
     };
     let (mut done, mut done_fits, mut current) = match resume {
@@ -458,7 +446,10 @@ pub fn train_judged<'a>(
         let train_pred = predictor.predict(&train_split.x);
         let test_pred = predictor.predict(&test_split.x);
         let train_mse = mse(&train_split.y, &train_pred);
-        let val = validation.as_ref().map(|v| (v, predictor.predict(&v.x)));
+        let val = control
+            .validation
+            .as_ref()
+            .map(|v| (v, predictor.predict(&v.x)));
         let val_metric = |metric: ValMetric| val.as_ref().map(|(v, p)| metric.of(&v.y, p));
         let metrics = Metrics {
             train_r2: r2(&train_split.y, &train_pred),

@@ -84,16 +84,25 @@ impl Network {
 
     /// Predictions on the standardised scale for row-major, standardised `x`.
     fn predict_scaled(&self, x: &[f32], cols: usize, device: &Device) -> Vec<f32> {
-        let mut out = Vec::with_capacity(x.len() / cols);
-        for chunk in x.chunks(INFERENCE_CHUNK * cols) {
-            let rows = chunk.len() / cols;
-            let input =
-                Tensor::<2>::from_data(TensorData::new(chunk.to_vec(), [rows, cols]), device);
-            let values = self.forward(input).into_data().try_into_vec::<f32>();
-            out.extend(values.expect("network output is f32"));
-        }
-        out
+        in_chunks(x, cols, device, |input| self.forward(input))
     }
+}
+
+/// `forward`'s outputs for row-major `x`, `INFERENCE_CHUNK` rows at a time.
+fn in_chunks(
+    x: &[f32],
+    cols: usize,
+    device: &Device,
+    forward: impl Fn(Tensor<2>) -> Tensor<2>,
+) -> Vec<f32> {
+    let mut out = Vec::with_capacity(x.len() / cols);
+    for chunk in x.chunks(INFERENCE_CHUNK * cols) {
+        let rows = chunk.len() / cols;
+        let input = Tensor::<2>::from_data(TensorData::new(chunk.to_vec(), [rows, cols]), device);
+        let values = forward(input).into_data().try_into_vec::<f32>();
+        out.extend(values.expect("network output is f32"));
+    }
+    out
 }
 
 /// A trained burn model with what it needs to predict on raw rows.
@@ -295,24 +304,15 @@ impl TrainingNetwork {
     /// weights as they are now.
     fn predict_scaled(&self, x: &[f32], cols: usize, device: &Device) -> Vec<f32> {
         let last = self.layers.len() - 1;
-        let mut out = Vec::with_capacity(x.len() / cols);
-        for chunk in x.chunks(INFERENCE_CHUNK * cols) {
-            let rows = chunk.len() / cols;
-            let mut z =
-                Tensor::<2>::from_data(TensorData::new(chunk.to_vec(), [rows, cols]), device);
+        in_chunks(x, cols, device, |mut z| {
             for (i, layer) in self.layers.iter().enumerate() {
                 z = z.matmul(layer.weight.value.clone()) + layer.bias.value.clone().unsqueeze();
                 if i < last {
                     z = relu(z);
                 }
             }
-            out.extend(
-                z.into_data()
-                    .try_into_vec::<f32>()
-                    .expect("network output is f32"),
-            );
-        }
-        out
+            z
+        })
     }
 
     /// One step of gradient descent on a batch; returns the batch's mean squared error

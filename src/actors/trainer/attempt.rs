@@ -15,11 +15,11 @@ use uuid::Uuid;
 use super::TrainerArgs;
 use super::outcome::classify_panic;
 use crate::actors::{Ended, Stop, TrainerMsg};
-use crate::store::{CasToken, DatasetInfo, Renewal, Store, TaskProgress, TaskRecord};
+use crate::store::{CasToken, DatasetInfo, Renewal, Store, SweepLink, TaskProgress, TaskRecord};
 use crate::telemetry;
 use crate::training::{
     self, CancelToken, Checkpoint, Checkpointing, Dataset, ModelType, SaveNow, TrainError,
-    TrainOutcome, ValMetric,
+    TrainOutcome,
 };
 
 /// Least time between two progress writes of one task.
@@ -202,10 +202,7 @@ pub(super) fn start<S: Store>(
                 }
                 None => true,
             };
-            let (metric, at) = match &rungs {
-                Some((link, _)) => (Some(link.metric), link.rungs.clone()),
-                None => (None, Vec::new()),
-            };
+            let link = rungs.as_ref().map(|(link, _)| link);
             let Some(checkpoints) = checkpoints else {
                 return training::train_judged(
                     &spec,
@@ -214,7 +211,7 @@ pub(super) fn start<S: Store>(
                     &mut on_progress,
                     &training_cancel,
                     None,
-                    judged(metric, &at, &mut judge),
+                    judged(link, &mut judge),
                 );
             };
             let mut sink = |c: Checkpoint| {
@@ -235,7 +232,7 @@ pub(super) fn start<S: Store>(
                     progress,
                     cancel,
                     Some(checkpointing),
-                    judged(metric, &at, &mut judge),
+                    judged(link, &mut judge),
                 )
             };
             match run(checkpoints.from.clone()) {
@@ -291,15 +288,14 @@ pub(super) fn start<S: Store>(
     tokio::spawn(run.instrument(span));
 }
 
-/// The rungs of a sweep's trial (`metric` is None for any other task), judged by `judge`.
+/// The rungs of a sweep's trial (`link` is None for any other task), judged by `judge`.
 fn judged<'a>(
-    metric: Option<ValMetric>,
-    at: &[u64],
+    link: Option<&'a SweepLink>,
     judge: &'a mut dyn FnMut(u64, f64) -> bool,
 ) -> Option<training::Rungs<'a>> {
-    metric.map(|metric| training::Rungs {
-        metric,
-        at: at.to_vec(),
+    link.map(|link| training::Rungs {
+        metric: link.metric,
+        at: &link.rungs,
         judge,
     })
 }
