@@ -70,7 +70,8 @@ pub async fn forget_expired<S: Store>(store: &S) -> Result<u64, StoreError> {
 /// One step of a running sweep: its ended trials noted, new ones launched (or, once it is
 /// cancelled, the rest revoked), its end noted; all written at once if anything changed.
 async fn step<S: Store>(store: &S, mut sweep: Sweep) -> Result<(), StoreError> {
-    let mut events = Vec::new();
+    // The changes' events, and the trial outcomes counted once the changes are written.
+    let (mut events, mut outcomes) = (Vec::new(), Vec::new());
     for i in 0..sweep.trials.len() {
         let trial = &sweep.trials[i];
         if trial.state != TrialState::Running {
@@ -94,7 +95,7 @@ async fn step<S: Store>(store: &S, mut sweep: Sweep) -> Result<(), StoreError> {
             let trial = &mut sweep.trials[i];
             (trial.state, trial.resource, trial.metric, trial.test_r2) =
                 (state, resource, metric, test_r2);
-            telemetry::sweep_trial(trial_outcome(state));
+            outcomes.push(trial_outcome(state));
             events.push(trial_event(sweep.id, trial, "trial_ended"));
         }
     }
@@ -115,6 +116,7 @@ async fn step<S: Store>(store: &S, mut sweep: Sweep) -> Result<(), StoreError> {
                 store.cancel(task_id).await?;
             }
             sweep.trials[i].state = TrialState::Revoked;
+            outcomes.push(trial_outcome(TrialState::Revoked));
             events.push(trial_event(sweep.id, &sweep.trials[i], "trial_ended"));
             continue;
         }
@@ -125,7 +127,7 @@ async fn step<S: Store>(store: &S, mut sweep: Sweep) -> Result<(), StoreError> {
         let trial = &mut sweep.trials[i];
         trial.state = TrialState::Running;
         trial.task_id = Some(task_id);
-        telemetry::sweep_trial("started");
+        outcomes.push("started");
         events.push(trial_event(sweep.id, trial, "trial_started"));
         free -= 1;
     }
@@ -138,7 +140,6 @@ async fn step<S: Store>(store: &S, mut sweep: Sweep) -> Result<(), StoreError> {
         };
         sweep.finished_at = Some(now);
         sweep.expires_at = Some(now + sweep.keep_s);
-        telemetry::sweep_ended(sweep.state, now - sweep.created_at);
         events.push(end_event(&sweep));
     }
     if events.is_empty() {
@@ -147,8 +148,16 @@ async fn step<S: Store>(store: &S, mut sweep: Sweep) -> Result<(), StoreError> {
     sweep.version += 1;
     if !store.update_sweep(&sweep, &events).await? {
         // Changed meanwhile (a cancel, or another leader for a moment): the next step reads
-        // it again; a trial launched here is found again by its key.
+        // it again, and counts what it finds then; a trial launched here is found again by
+        // its key.
         tracing::debug!(sweep_id = %sweep.id, "sweep changed meanwhile; stepping it again");
+        return Ok(());
+    }
+    for outcome in outcomes {
+        telemetry::sweep_trial(outcome);
+    }
+    if let Some(end) = sweep.finished_at {
+        telemetry::sweep_ended(sweep.state, end - sweep.created_at);
     }
     Ok(())
 }
