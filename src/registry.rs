@@ -1,5 +1,6 @@
 //! What registering a task's model means, for every caller: `POST /models`, a schedule's
-//! `register` rule (run by the trainer that ended the task) and, later, sweeps. The store
+//! `register` rule (run by the trainer that ended the task) and a sweep's (run by the leader
+//! that ends the sweep, for its best trial). The store
 //! keeps the registry (`store::Registry`); this module decides what a version holds and when
 //! a rule moves an alias.
 
@@ -87,6 +88,27 @@ pub async fn register_record<S: Store>(
         bytes: 0,
     };
     Ok(store.register_model(name, &version, &artifact).await?)
+}
+
+/// [`register_by_rule`] at most once for `task`: if a version of the rule's model is already
+/// `task`'s (a leader registered it and died before recording that), that version, promoted
+/// if the alias points at it.
+pub async fn register_once_by_rule<S: Store>(
+    store: &S,
+    rule: &RegisterRule,
+    task: &TaskRecord,
+) -> Result<Registered, RegisterError> {
+    if let Some(model) = store.registered_model(&rule.name).await?
+        && let Some(version) = model.versions.iter().find(|v| v.task_id == task.id)
+    {
+        let alias = rule.promote_alias.as_ref();
+        let promoted = alias.is_some_and(|a| model.aliases.get(a) == Some(&version.version));
+        return Ok(Registered {
+            version: version.clone(),
+            promoted,
+        });
+    }
+    register_by_rule(store, rule, task).await
 }
 
 /// Registers `task`'s model as `rule` says, and moves `rule.promote_alias` to it if it beats

@@ -511,6 +511,7 @@ fn a_sweep_survives_a_killed_leader_with_each_trial_started_once() {
         "seed": 5,
         "early_stopping": {"asha": {"min_resource": 2, "max_resource": 18,
                                     "reduction_factor": 3}},
+        "register": {"name": "failover-best", "promote_alias": "production"},
     });
     let (status, created) = read_json(
         Node::agent()
@@ -562,6 +563,28 @@ fn a_sweep_survives_a_killed_leader_with_each_trial_started_once() {
         let record = survivor.task(t["task_id"].as_str().unwrap());
         assert_eq!(record["sweep"]["trial"], t["trial"], "{record}");
         assert_eq!(record["state"], "SUCCESS", "{record}");
+    }
+    // Its best model registered once, by whichever leader ended it, and served by every
+    // node that is left.
+    assert_eq!(
+        sweep["registered"],
+        json!({"name": "failover-best", "version": 1, "promoted": true}),
+        "{sweep}"
+    );
+    let model = survivor.get("/models/failover-best");
+    assert_eq!(model["versions"].as_array().unwrap().len(), 1, "{model}");
+    assert_eq!(model["versions"][0]["task_id"], sweep["best"]["task_id"]);
+    for node in nodes.iter().filter(|n| n.name != lead) {
+        let (status, answer) = read_json(
+            Node::agent()
+                .post(format!(
+                    "{}/models/failover-best/aliases/production/predict",
+                    node.url
+                ))
+                .send_json(json!({"rows": [vec![0.5; 8]]})),
+        )
+        .unwrap();
+        assert_eq!(status, 200, "{answer}");
     }
     // Every rung result once per (trial, step), each decision the one ASHA's rule gives.
     let mut seen = HashSet::new();

@@ -90,7 +90,8 @@ fn the_panel_shows_a_sweep_its_trials_and_one_line_per_trial() {
                           "batch_size": {"choice": [16, 64]}},
                 "trials": trials, "parallel": 2, "seed": 5,
                 "early_stopping": {"asha": {"min_resource": 1, "max_resource": 6,
-                                            "reduction_factor": 2}}}),
+                                            "reduction_factor": 2}},
+                "register": {"name": name, "promote_alias": "production"}}),
         );
         assert_eq!(status, 201, "{answer}");
         answer["sweep"]["sweep_id"].as_str().unwrap().to_string()

@@ -44,6 +44,7 @@ fn a_sweep_is_validated_and_every_problem_listed() {
             "metric": "accuracy",
             "early_stopping": {"asha": {"min_resource": 10, "max_resource": 2}},
             "validation_fraction": 1.5,
+            "register": {"name": "no spaces either", "promote_alias": "prod uction"},
         }),
     );
     assert_eq!(status, 422, "{answer}");
@@ -64,6 +65,8 @@ fn a_sweep_is_validated_and_every_problem_listed() {
         "space.learning_rate",
         "space.n_trees",
         "space.dropout",
+        "register.name",
+        "register.promote_alias",
     ] {
         assert!(
             problems.iter().any(|p| p.contains(needle)),
@@ -116,6 +119,7 @@ fn a_grid_sweep_runs_each_point_once_and_its_best_trial_predicts() {
                       "batch_size": {"choice": [16, 64]}},
             "strategy": "grid",
             "parallel": 2,
+            "register": {"name": "grid-best", "promote_alias": "production"},
         }),
     );
     let sweep = wait_ended(&node, &id, Duration::from_secs(120));
@@ -156,6 +160,25 @@ fn a_grid_sweep_runs_each_point_once_and_its_best_trial_predicts() {
         json!({"rows": [vec![0.01; 10]]}),
     );
     assert_eq!(status, 200, "{predicted}");
+    // Registered once it ended: the best trial's model as version 1, the alias moved to it
+    // (it pointed nowhere), compared on the sweep's own metric; predictions by alias.
+    assert_eq!(
+        sweep["registered"],
+        json!({"name": "grid-best", "version": 1, "promoted": true}),
+        "{sweep}"
+    );
+    assert_eq!(sweep["register"]["metric"], "val_loss");
+    assert_eq!(sweep["register"]["mode"], "min");
+    let (_, model) = node.get("/models/grid-best");
+    assert_eq!(model["versions"].as_array().unwrap().len(), 1, "{model}");
+    assert_eq!(model["versions"][0]["task_id"], best["task_id"], "{model}");
+    assert_eq!(model["aliases"]["production"], 1, "{model}");
+    let (status, by_alias) = node.post(
+        "/models/grid-best/aliases/production/predict",
+        json!({"rows": [vec![0.01; 10]]}),
+    );
+    assert_eq!(status, 200, "{by_alias}");
+    assert_eq!(by_alias["predictions"], predicted["predictions"]);
 
     // The events, from the first: created, each trial's start and end, the end; in order.
     let (events, ended) = read_sse(&format!("{}/sweeps/{id}/events", node.url), None, |_| false);
@@ -171,6 +194,10 @@ fn a_grid_sweep_runs_each_point_once_and_its_best_trial_predicts() {
         .collect();
     assert!(numbers.windows(2).all(|w| w[1] == w[0] + 1), "{numbers:?}");
     assert_eq!(events.last().unwrap().data["best_task_id"], best["task_id"]);
+    assert_eq!(
+        events.last().unwrap().data["registered"],
+        sweep["registered"]
+    );
     // Resumed after an event: the ones after it, no more.
     let (tail, _) = read_sse(
         &format!("{}/sweeps/{id}/events", node.url),

@@ -6,7 +6,7 @@ use serde_json::{Map, Value};
 use utoipa::ToSchema;
 use uuid::Uuid;
 
-use crate::store::{Asha, RungResult, Sweep, Trial, TrialState};
+use crate::store::{Asha, RegisterRule, RungResult, Sweep, SweepRegistered, Trial, TrialState};
 
 /// The body of `POST /sweeps`.
 #[derive(Debug, Default, Serialize, Deserialize, ToSchema)]
@@ -67,6 +67,12 @@ pub struct SweepRequest {
     /// Share of the training rows held out to rank trials by (default 0.2).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub validation_fraction: Option<f64>,
+    /// Once every trial ended, register the best trial's model as the next version of a
+    /// model, and move an alias to it when it beats the version the alias points at. The
+    /// metric compared defaults to the sweep's own (and its mode).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<super::schedules::RegisterRuleSchema>)]
+    pub register: Option<RegisterRule>,
 }
 
 /// A trial's rung result.
@@ -145,6 +151,14 @@ pub struct SweepView {
     pub resource_used: u64,
     pub resource_full: u64,
     pub best: Option<BestTrial>,
+    /// Where the best trial's model is registered once the sweep succeeds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<super::schedules::RegisterRuleSchema>)]
+    pub register: Option<RegisterRule>,
+    /// What that registration did: `{"name", "version", "promoted"}`, or `{"name", "error"}`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
+    pub registered: Option<SweepRegistered>,
     /// Every trial (`GET /sweeps` leaves them out).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub trials: Vec<TrialView>,
@@ -224,6 +238,8 @@ impl SweepView {
             resource_used: sweep.trials.iter().filter_map(|t| t.resource).sum(),
             resource_full: full_each * sweep.trials.len() as u64,
             best,
+            register: sweep.register.clone(),
+            registered: sweep.registered.clone(),
             trials,
         }
     }

@@ -243,6 +243,37 @@ pub fn sweep_text(sweep: &Value, top: usize) -> String {
             ));
         }
     }
+    let registered = &sweep["registered"];
+    if !registered.is_object() && sweep["register"].is_object() && sweep["state"] == "REVOKED" {
+        text.push_str(&format!(
+            "\nnot registered as {}: the sweep was cancelled",
+            cell(&sweep["register"]["name"])
+        ));
+    }
+    if registered.is_object() {
+        let name = cell(&registered["name"]);
+        match registered["version"].as_u64() {
+            Some(v) => {
+                let promoted = match sweep["register"]["promote_alias"].as_str() {
+                    Some(alias) if registered["promoted"] == true => {
+                        format!(", alias {alias} moved to it")
+                    }
+                    Some(alias) => format!(", alias {alias} left where it was (not better)"),
+                    None => String::new(),
+                };
+                text.push_str(&format!(
+                    "
+registered as {name} version {v}{promoted}: \
+                     trainyard models predict {name} --version {v} --row V1,V2,..."
+                ));
+            }
+            None => text.push_str(&format!(
+                "
+not registered as {name}: {}",
+                cell(&registered["error"])
+            )),
+        }
+    }
     text
 }
 

@@ -11,6 +11,7 @@ use super::sweep_table::{follow_sweep, print_list, print_sweep};
 use super::tasks::TreeArgs;
 use super::{Body, Client, ClientError};
 use crate::api::{SweepRequest, TrainRequest};
+use crate::store::RegisterRule;
 use crate::training::DeviceClass;
 
 /// The ids of [`FixedArgs`]' flags, which `--request FILE.json` replaces.
@@ -90,6 +91,13 @@ pub struct SweepArgs {
     /// The trials' priority, 0-9 (default: the request's).
     #[arg(long, value_parser = clap::value_parser!(u8).range(0..=9))]
     pub priority: Option<u8>,
+    /// Once it ends, register the best trial's model as the next version of this model.
+    #[arg(long, value_name = "MODEL_NAME")]
+    pub register: Option<String>,
+    /// With --register: move this alias to the new version when it beats the one it points
+    /// at on the sweep's metric.
+    #[arg(long, requires = "register")]
+    pub promote_alias: Option<String>,
     /// Follow the sweep to its end with a live table of the best trials, then print the best.
     #[arg(long)]
     pub follow: bool,
@@ -198,6 +206,12 @@ impl SweepArgs {
             seed: self.seed,
             priority: self.priority,
             validation_fraction: self.validation_fraction,
+            register: self.register.as_ref().map(|name| RegisterRule {
+                name: name.clone(),
+                promote_alias: self.promote_alias.clone(),
+                metric: None,
+                mode: None,
+            }),
         })
     }
 

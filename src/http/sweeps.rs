@@ -18,8 +18,8 @@ use super::{Api, ApiError};
 use crate::actors::{TrainerMsg, groups};
 use crate::api::{SweepAnswer, SweepList, SweepRequest, SweepView};
 use crate::store::{
-    Asha, CancelOutcome, Mode, Store, Strategy, Sweep, SweepCreated, SweepState, Trial, TrialState,
-    now_s,
+    Asha, CancelOutcome, MetricMode, Mode, Store, Strategy, Sweep, SweepCreated, SweepState, Trial,
+    TrialState, now_s,
 };
 use crate::sweeps::space::Space;
 use crate::training::{ModelType, ValMetric};
@@ -270,6 +270,18 @@ async fn parse<S: Store>(
             problems.extend(found.into_iter().map(|p| format!("trials[{i}]: {p}")));
         }
     }
+    let register = request.register.map(|mut rule| {
+        problems.extend(rule.problems());
+        // Compared on the sweep's own metric unless the rule names one.
+        if rule.metric.is_none() {
+            rule.metric = Some(metric.as_str().to_string());
+            rule.mode = rule.mode.or(Some(match mode {
+                Mode::Min => MetricMode::Min,
+                Mode::Max => MetricMode::Max,
+            }));
+        }
+        rule
+    });
     if !problems.is_empty() {
         return Err(invalid(problems));
     }
@@ -306,6 +318,8 @@ async fn parse<S: Store>(
         finished_at: None,
         expires_at: None,
         cancel_requested: false,
+        register,
+        registered: None,
         version: 1,
     })
 }

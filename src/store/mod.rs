@@ -88,7 +88,7 @@ pub use results::{ResultCache, cache_key, sha256_hex};
 pub use schedules::{Missed, Schedule, ScheduleCreated, ScheduleLink, Schedules};
 pub use sweeps::{
     Asha, Mode, RungResult, RungRule, Strategy, Sweep, SweepCreated, SweepEvent, SweepLink,
-    SweepState, Sweeps, Trial, TrialState, asha_go_on, rung_event,
+    SweepRegistered, SweepState, Sweeps, Trial, TrialState, asha_go_on, rung_event,
 };
 pub use tasks::{
     BatchItem, FIRING_FINGERPRINT, IdempotencyKey, MAX_CLIENT_KEY, QueueDepths, Submitted, Tasks,

@@ -12,7 +12,7 @@ use std::future::Future;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use super::{StoreError, TaskRecord};
+use super::{RegisterRule, StoreError, TaskRecord};
 use crate::training::{ModelType, ValMetric};
 
 /// How the trials' parameters are chosen.
@@ -216,8 +216,27 @@ pub struct Sweep {
     /// Set when a cancel is asked for; the leader revokes the trials left.
     #[serde(default)]
     pub cancel_requested: bool,
+    /// Where the best trial's model is registered once the sweep succeeds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub register: Option<RegisterRule>,
+    /// What that registration did.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub registered: Option<SweepRegistered>,
     /// One more at each change (`update_sweep` compares it).
     pub version: u64,
+}
+
+/// The registration of a sweep's best model: the version it became, whether the rule's alias
+/// moved to it; or why it could not be registered.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SweepRegistered {
+    pub name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version: Option<u32>,
+    #[serde(default)]
+    pub promoted: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
 }
 
 impl Sweep {

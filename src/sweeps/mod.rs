@@ -19,8 +19,8 @@ use serde_json::json;
 use uuid::Uuid;
 
 use crate::store::{
-    IdempotencyKey, Lookup, Store, StoreError, Submitted, Sweep, SweepLink, SweepState, TaskRecord,
-    TaskState, Trial, TrialState, now_s,
+    IdempotencyKey, Lookup, Store, StoreError, Submitted, Sweep, SweepLink, SweepRegistered,
+    SweepState, TaskRecord, TaskState, Trial, TrialState, now_s,
 };
 use crate::telemetry;
 use crate::training::ValMetric;
@@ -140,6 +140,9 @@ async fn step<S: Store>(store: &S, mut sweep: Sweep) -> Result<(), StoreError> {
         };
         sweep.finished_at = Some(now);
         sweep.expires_at = Some(now + sweep.keep_s);
+        if sweep.state == SweepState::Success {
+            sweep.registered = register_best(store, &sweep).await;
+        }
         events.push(end_event(&sweep));
     }
     if events.is_empty() {
@@ -159,7 +162,57 @@ async fn step<S: Store>(store: &S, mut sweep: Sweep) -> Result<(), StoreError> {
     if let Some(end) = sweep.finished_at {
         telemetry::sweep_ended(sweep.state, end - sweep.created_at);
     }
+    if let Some(SweepRegistered {
+        version: Some(_),
+        promoted,
+        ..
+    }) = sweep.registered
+    {
+        telemetry::model_registered("sweep", promoted);
+    }
     Ok(())
+}
+
+/// Registers the best trial's model as the sweep's `register` rule says (none without a
+/// rule or a best trial). Once: a leader that registered it and died before recording that
+/// leaves the version its successor finds. A failure is recorded, not retried: the trial's
+/// task can still be registered by hand while its result lives.
+async fn register_best<S: Store>(store: &S, sweep: &Sweep) -> Option<SweepRegistered> {
+    let rule = sweep.register.as_ref()?;
+    let task_id = sweep.best()?.task_id?;
+    let failed = |error: String| SweepRegistered {
+        name: rule.name.clone(),
+        version: None,
+        promoted: false,
+        error: Some(error),
+    };
+    let task = match store.get(task_id).await {
+        Ok(Lookup::Found(task)) => task,
+        Ok(_) => {
+            return Some(failed(format!(
+                "task {task_id} expired before the sweep ended"
+            )));
+        }
+        Err(e) => return Some(failed(e.to_string())),
+    };
+    match crate::registry::register_once_by_rule(store, rule, &task).await {
+        Ok(done) => {
+            tracing::info!(sweep_id = %sweep.id, model = %rule.name,
+                version = done.version.version, promoted = done.promoted,
+                "best trial's model registered");
+            Some(SweepRegistered {
+                name: rule.name.clone(),
+                version: Some(done.version.version),
+                promoted: done.promoted,
+                error: None,
+            })
+        }
+        Err(e) => {
+            tracing::warn!(sweep_id = %sweep.id, model = %rule.name, error = %e,
+                "cannot register the best trial's model");
+            Some(failed(e.to_string()))
+        }
+    }
 }
 
 /// Submits a trial's task, once: a repeat finds the first one.
@@ -257,6 +310,7 @@ fn end_event(sweep: &Sweep) -> String {
         "best_trial": best.map(|t| t.trial),
         "best_task_id": best.and_then(|t| t.task_id),
         "best_metric": best.and_then(|t| t.metric),
+        "registered": sweep.registered,
     })
     .to_string()
 }

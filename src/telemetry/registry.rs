@@ -14,8 +14,8 @@ pub(super) const REGISTRATIONS: Metric = Metric {
     kind: Kind::Counter,
     unit: Unit::Count,
     labels: &["source", "promoted"],
-    help: "Model versions registered (source: api or schedule; promoted: a schedule's rule \
-           moved its alias to it).",
+    help: "Model versions registered (source: api, schedule or sweep; promoted: a rule moved \
+           its alias to it).",
 };
 
 /// `CACHE_LOOKUPS`, as `METRICS` lists it.
@@ -27,8 +27,9 @@ pub(super) const LOOKUPS: Metric = Metric {
     help: "Result cache lookups of \"cache\": true requests: hit (no training) or miss.",
 };
 
-/// Where a registration came from: `api` (`POST /models`) or `schedule` (a `register` rule).
-pub const REGISTRATION_SOURCES: [&str; 2] = ["api", "schedule"];
+/// Where a registration came from: `api` (`POST /models`), `schedule` (a schedule's
+/// `register` rule, each result) or `sweep` (a sweep's, its best trial).
+pub const REGISTRATION_SOURCES: [&str; 3] = ["api", "schedule", "sweep"];
 /// What a lookup of the result cache found.
 pub const CACHE_OUTCOMES: [&str; 2] = ["hit", "miss"];
 /// The registry's and the cache's store operations (`STORE_OPS` has the others).

@@ -114,6 +114,14 @@ async function run(baseUrl, blockerId, cancelId, sweepId, trials, screenshotPath
     log(`best trial ${best} highlighted (${highlight})`);
     const bestText = await page.locator('[data-testid="sweep-best"]').innerText();
     if (!bestText.includes(sweep.best.task_id)) throw new Error(`the best line lacks the task id: ${bestText}`);
+    // The best model registered at the end, as the API says.
+    if (sweep.registered?.version !== 1) throw new Error(`the sweep did not register its best model: ${JSON.stringify(sweep)}`);
+    await page.waitForFunction(
+      () => document.querySelector('[data-testid="sweep-registered"]')?.innerText.includes('version 1'),
+      null, { timeout: STEP_TIMEOUT_MS, polling: 100 });
+    const registeredText = await page.locator('[data-testid="sweep-registered"]').innerText();
+    if (!registeredText.includes('panel-search') || !registeredText.includes('production')) throw new Error(`the registration line: ${registeredText}`);
+    log(`registration shown: ${registeredText}`);
 
     const lines = await page.$$eval('[data-testid="sweep-chart"] polyline[data-testid="trial-line"]', (all) => all.map((line) => ({
       trial: line.dataset.trial, best: line.hasAttribute('data-best'), points: line.getAttribute('points').split(' ').length,

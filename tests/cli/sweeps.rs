@@ -47,6 +47,10 @@ fn a_followed_sweep_ends_with_its_best_trial_and_a_bad_space_lists_its_problems(
         "cli-search",
         "--seed",
         "3",
+        "--register",
+        "cli-best",
+        "--promote-alias",
+        "production",
         "--follow",
         "--server",
         &node.url,
@@ -66,6 +70,11 @@ fn a_followed_sweep_ends_with_its_best_trial_and_a_bad_space_lists_its_problems(
         .find(|l| l.starts_with("best trial "))
         .unwrap_or_else(|| panic!("no best trial in:\n{out}"));
     assert!(out.contains("trainyard predict "), "{out}");
+    // Its best model registered once it ended, the alias moved to it.
+    assert!(
+        out.contains("registered as cli-best version 1, alias production moved to it"),
+        "{out}"
+    );
 
     // The list, and `sweeps show --json` agree with what was printed.
     let (code, list, err) = run(&["sweeps", "--server", &node.url]);

@@ -43,6 +43,8 @@ fn sweep(trials: u32) -> Sweep {
         finished_at: None,
         expires_at: None,
         cancel_requested: false,
+        register: None,
+        registered: None,
         version: 1,
     }
 }
