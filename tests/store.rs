@@ -3,6 +3,8 @@
 
 #[path = "store/batch.rs"]
 mod batch;
+#[path = "store/bundles.rs"]
+mod bundles;
 #[path = "store/checkpoints.rs"]
 mod checkpoints;
 mod common;
@@ -26,6 +28,7 @@ use trainyard::training::{DeviceClass, DeviceSpec, ModelType, TrainSpec};
 use uuid::Uuid;
 
 use batch::*;
+use bundles::*;
 use checkpoints::*;
 use sweeps::*;
 
@@ -1391,6 +1394,7 @@ conformance!(
     concurrent_rung_reports_are_each_decided_once,
     batches_store_every_task_at_once_or_none,
     batch_items_keep_their_idempotency_keys,
+    many_trainers_running_on_claim_and_end_each_task_once,
 );
 
 mod short_results {

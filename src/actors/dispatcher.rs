@@ -399,64 +399,103 @@ impl<S: Store> Dispatcher<S> {
         });
         // Device classes whose queues came up empty this round.
         let mut dry: HashSet<DeviceClass> = HashSet::new();
+        // One claim first, then twice as many at once after each round that found work
+        // for all: an empty queue costs one claim, a deep one is claimed from in bundles.
+        let mut at_once = 1;
         loop {
-            let mut busy: HashMap<&str, usize> = HashMap::new();
-            for (name, slot) in &state.trainers {
-                if slot.busy.is_busy() {
-                    *busy.entry(trainer_node(name)).or_default() += 1;
-                }
-            }
-            let pick = state
-                .trainers
-                .iter()
-                .filter(|(name, slot)| {
-                    !slot.busy.is_busy()
-                        && !dry.contains(&slot.device.class())
-                        && !state.draining_nodes.contains(trainer_node(name))
-                })
-                .min_by_key(|(name, _)| {
-                    let node = trainer_node(name);
-                    (
-                        busy.get(node).copied().unwrap_or(0),
-                        state.last_given.get(node).copied().unwrap_or(0),
-                    )
-                })
-                .map(|(name, slot)| (name.clone(), slot.device));
-            let Some((name, device)) = pick else {
+            let picks = pick_idle(state, &dry, at_once);
+            if picks.is_empty() {
                 return;
-            };
-            match self.store.claim(&name, device).await {
-                Ok(Some(Claimed { task, stored })) => {
-                    state.given += 1;
-                    state
-                        .last_given
-                        .insert(trainer_node(&name).to_string(), state.given);
-                    let slot = state.trainers.get_mut(&name).expect("picked slot exists");
-                    slot.busy.sent(task.id, task.attempt);
-                    tracing::info!(task_id = %task.id, trainer = %name, attempt = task.attempt, "task dispatched");
-                    // A record too big for a cluster message is read by the trainer instead.
-                    let stored = stored.filter(|s| s.size_bytes() <= MAX_STORED_SENT);
-                    let sent = slot.actor.cast(TrainerMsg::Train {
-                        id: task.id,
-                        attempt: task.attempt,
-                        stored,
-                        run_on_until,
-                    });
-                    if sent.is_err() {
-                        // The trainer is gone; the group sync requeues its task.
-                        tracing::warn!(trainer = %name, "cannot reach trainer");
+            }
+            // All at once: the store writes claims under way together, in one bundle.
+            let claims = picks
+                .iter()
+                .map(|(name, device)| self.store.claim(name, *device));
+            let claims = futures_util::future::join_all(claims).await;
+            let mut failed = false;
+            for ((name, device), claim) in picks.into_iter().zip(claims) {
+                match claim {
+                    Ok(Some(Claimed { task, stored })) => {
+                        state.given += 1;
+                        state
+                            .last_given
+                            .insert(trainer_node(&name).to_string(), state.given);
+                        let slot = state.trainers.get_mut(&name).expect("picked slot exists");
+                        slot.busy.sent(task.id, task.attempt);
+                        tracing::info!(task_id = %task.id, trainer = %name, attempt = task.attempt, "task dispatched");
+                        // A record too big for a cluster message is read by the trainer instead.
+                        let stored = stored.filter(|s| s.size_bytes() <= MAX_STORED_SENT);
+                        let sent = slot.actor.cast(TrainerMsg::Train {
+                            id: task.id,
+                            attempt: task.attempt,
+                            stored,
+                            run_on_until,
+                        });
+                        if sent.is_err() {
+                            // The trainer is gone; the group sync requeues its task.
+                            tracing::warn!(trainer = %name, "cannot reach trainer");
+                        }
+                    }
+                    Ok(None) => {
+                        dry.insert(device.class());
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "cannot claim a task");
+                        failed = true;
                     }
                 }
-                Ok(None) => {
-                    dry.insert(device.class());
-                }
-                Err(e) => {
-                    tracing::warn!(error = %e, "cannot claim a task");
-                    return;
-                }
             }
+            if failed {
+                return;
+            }
+            at_once = (at_once * 2).min(CLAIMS_AT_ONCE);
         }
     }
+}
+
+/// Most claims the dispatcher has under way at once.
+const CLAIMS_AT_ONCE: usize = 16;
+
+/// The idle trainers to claim for next, up to `at_once`: each time the one of the node with
+/// the least work (the fewest busy trainers, counting those picked, then the one given a task
+/// longest ago), skipping device classes found dry and draining nodes.
+fn pick_idle(
+    state: &DispatcherState,
+    dry: &HashSet<DeviceClass>,
+    at_once: usize,
+) -> Vec<(String, DeviceSpec)> {
+    let mut busy: HashMap<&str, usize> = HashMap::new();
+    for (name, slot) in &state.trainers {
+        if slot.busy.is_busy() {
+            *busy.entry(trainer_node(name)).or_default() += 1;
+        }
+    }
+    let mut picks: Vec<(String, DeviceSpec)> = Vec::new();
+    while picks.len() < at_once {
+        let pick = state
+            .trainers
+            .iter()
+            .filter(|(name, slot)| {
+                !slot.busy.is_busy()
+                    && !dry.contains(&slot.device.class())
+                    && !state.draining_nodes.contains(trainer_node(name))
+                    && !picks.iter().any(|(picked, _)| picked == *name)
+            })
+            .min_by_key(|(name, _)| {
+                let node = trainer_node(name);
+                (
+                    busy.get(node).copied().unwrap_or(0),
+                    state.last_given.get(node).copied().unwrap_or(0),
+                )
+            })
+            .map(|(name, slot)| (name.as_str(), slot.device));
+        let Some((name, device)) = pick else {
+            break;
+        };
+        *busy.entry(trainer_node(name)).or_default() += 1;
+        picks.push((name.to_string(), device));
+    }
+    picks
 }
 
 /// The device of a trainer named `node/device-N`.

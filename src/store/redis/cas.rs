@@ -2,7 +2,7 @@
 //! decide the change, run the script that writes it only if the record is still the one
 //! read, and try again from the new record if it was not.
 
-use ::redis::{Script, ScriptInvocation};
+use ::redis::Script;
 
 use super::*;
 
@@ -20,7 +20,7 @@ pub(super) enum Step<'s, T> {
 /// A compare-and-set script call, ready to run: its ARGV[1] is the record read, ARGV[2] the
 /// new one.
 pub(super) struct Swap<'s> {
-    invocation: ScriptInvocation<'s>,
+    pub(super) call: Call<'s>,
     /// Acknowledged only once the replicas asked for have it (`WAIT`).
     replicated: bool,
 }
@@ -33,9 +33,9 @@ impl<'s> Swap<'s> {
         self
     }
 
-    /// The script call, for a pipeline.
-    pub(super) fn invocation(&self) -> &ScriptInvocation<'s> {
-        &self.invocation
+    /// Whether it is acknowledged only once on the replicas asked for.
+    pub(super) fn is_replicated(&self) -> bool {
+        self.replicated
     }
 }
 
@@ -85,14 +85,24 @@ impl RedisStore {
         .await
     }
 
-    /// Runs `swap`; true if the record was still the one read and the change was made.
+    /// Runs `swap`; true if the record was still the one read and the change was made. An
+    /// end goes in the node's next bundle (`bundle.rs`).
     pub(super) async fn run_swap(&self, swap: Swap<'_>, id: Uuid) -> Result<bool, StoreError> {
+        if swap.call.kind == Kind::End {
+            let answers = self.bundled(vec![swap.call], swap.replicated).await?;
+            let changed: i64 = super::run_on::decode(answers.into_iter().next())?;
+            return Ok(changed == 1);
+        }
         if !swap.replicated {
-            let changed: i64 = swap.invocation.invoke_async(&mut self.link.clone()).await?;
+            let changed: i64 = swap
+                .call
+                .invocation()
+                .invoke_async(&mut self.link.clone())
+                .await?;
             return Ok(changed == 1);
         }
         let mut writer = self.link.writer();
-        let changed: i64 = swap.invocation.invoke_async(&mut writer).await?;
+        let changed: i64 = swap.call.invocation().invoke_async(&mut writer).await?;
         if changed == 1 {
             writer
                 .replicated(|| format!("the end of task {id}"))
@@ -105,23 +115,23 @@ impl RedisStore {
     /// with `extra` arguments after the two records and the event of the change.
     pub(super) fn swap<'s>(
         &self,
-        script: &'s Script,
+        (script, kind): (&'s Script, Kind),
         keys: &[String],
         (old, before): (&[u8], &TaskRecord),
         new: &TaskRecord,
         extra: &[&[u8]],
     ) -> Swap<'s> {
-        let mut invocation = script.prepare_invoke();
+        let mut call = Call::new(script, kind);
         for key in keys {
-            invocation.key(key);
+            call.key(key);
         }
-        invocation.arg(old).arg(compact::record_bytes(new));
+        call.arg(old).arg(compact::record_bytes(new));
         for arg in extra {
-            invocation.arg(*arg);
+            call.arg(*arg);
         }
-        self.add_event(&mut invocation, Some(before), new);
+        self.add_event(&mut call, Some(before), new);
         Swap {
-            invocation,
+            call,
             replicated: false,
         }
     }
@@ -133,6 +143,7 @@ impl RedisStore {
         new: &TaskRecord,
     ) -> Swap<'s> {
         let keys = [self.keys.task(new.id)];
-        self.swap(&self.scripts.update, &keys, (old, before), new, &[])
+        let script = (&self.scripts.update, Kind::Other);
+        self.swap(script, &keys, (old, before), new, &[])
     }
 }

@@ -53,7 +53,7 @@ pub(super) enum Untried {
 
 /// A claim of a queue's head, ready to run.
 pub(super) struct ClaimTry<'s> {
-    pub(super) invocation: ::redis::ScriptInvocation<'s>,
+    pub(super) call: Call<'s>,
     /// The record as claimed, and as it is stored.
     pub(super) task: TaskRecord,
     pub(super) stored: String,
@@ -167,10 +167,9 @@ impl RedisStore {
                     continue;
                 }
             };
-            let answer = claim
-                .invocation
-                .invoke_async(&mut self.link.clone())
-                .await?;
+            // In the node's next bundle, with the claims of its other idle trainers.
+            let answers = self.bundled(vec![claim.call], false).await?;
+            let answer = super::run_on::decode(answers.into_iter().next())?;
             match self.claim_answer(device, answer, claim.task, claim.stored) {
                 ClaimAnswer::Taken(claimed) => return Ok(Some(*claimed)),
                 ClaimAnswer::Draining => return Ok(None),
@@ -211,30 +210,24 @@ impl RedisStore {
         let task = before.clone().claimed(trainer, &self.settings);
         let stored = encode(&task);
         let lease = format!("{trainer}\t{}", task.attempt);
-        let mut invocation = self.scripts.claim.prepare_invoke();
-        invocation
-            .key(k.task(id))
+        let mut call = Call::new(&self.scripts.claim, Kind::Claim);
+        call.key(k.task(id))
             .key(queue)
             .key(k.running())
             .key(k.draining());
         for queue in queues {
-            invocation.key(queue);
+            call.key(queue);
         }
-        invocation
-            .arg(old)
+        call.arg(old)
             .arg(&stored)
             .arg(id.to_string())
             .arg(&lease)
             .arg(k.task_prefix())
             .arg(trainer_node(trainer));
         let trying = self.trying();
-        invocation.arg(trying.max(1)).arg(Self::window(trying));
-        self.add_event(&mut invocation, Some(&before), &task);
-        Ok(Ok(ClaimTry {
-            invocation,
-            task,
-            stored,
-        }))
+        call.arg(trying.max(1)).arg(Self::window(trying));
+        self.add_event(&mut call, Some(&before), &task);
+        Ok(Ok(ClaimTry { call, task, stored }))
     }
 
     /// What `claim.lua` answered for a try of `task` (stored as `stored`); the first tasks it

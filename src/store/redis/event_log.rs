@@ -15,7 +15,7 @@ impl RedisStore {
     /// to `new`, if there is one.
     pub(super) fn add_event(
         &self,
-        invocation: &mut ::redis::ScriptInvocation<'_>,
+        invocation: &mut impl ScriptArgs,
         old: Option<&TaskRecord>,
         new: &TaskRecord,
     ) {
@@ -25,12 +25,11 @@ impl RedisStore {
         } else {
             String::new()
         };
-        invocation
-            .key(self.keys.events())
-            .key(self.keys.task_events(new.id))
-            .arg(event)
-            .arg(ttl)
-            .arg(EVENTS_KEPT);
+        invocation.add_key(self.keys.events());
+        invocation.add_key(self.keys.task_events(new.id));
+        invocation.add_arg(event);
+        invocation.add_arg(ttl);
+        invocation.add_arg(EVENTS_KEPT);
     }
 }
 

@@ -13,21 +13,22 @@ local ALL_EVENTS = table.remove(KEYS)
 -- Logs `event` of the task whose own events are at `task_events`: one id, from the stream of
 -- every event, also in the task's own events. Those are a list of `ID EVENT` (a stream
 -- preallocates 4 KB per key); the terminal event is kept as its id alone, its data read from
--- the final record, which holds all of it. `fresh`: the task is new (a submission), so its
--- list is neither an old stream nor long.
-local function log_event(task_events, event, ttl, fresh)
+-- the final record, which holds all of it.
+local function log_event(task_events, event, ttl)
   local id = redis.call('XADD', ALL_EVENTS, 'MAXLEN', '~', EVENT_MAXLEN, '*', 'e', event)
-  if not fresh and redis.call('TYPE', task_events).ok == 'stream' then
-    -- Written by a version that kept a stream per task.
-    redis.call('DEL', task_events)
-  end
+  local entry = id .. ' ' .. event
   if string.match(event, '^%S+ (%d)') == '1' then
-    redis.call('RPUSH', task_events, id)
-  else
-    redis.call('RPUSH', task_events, id .. ' ' .. event)
-    if not fresh then
-      redis.call('LTRIM', task_events, -10000, -1)
-    end
+    entry = id
+  end
+  local length = redis.pcall('RPUSH', task_events, entry)
+  if type(length) == 'table' and length.err then
+    -- A stream, written by a version that kept one per task: replaced by the list.
+    redis.call('DEL', task_events)
+    length = redis.call('RPUSH', task_events, entry)
+  end
+  -- Kept to its last 10,000 (RPUSH answers the length: no LTRIM until it is reached).
+  if length > 10000 then
+    redis.call('LTRIM', task_events, -10000, -1)
   end
   if ttl ~= '' then
     redis.call('EXPIRE', task_events, ttl)
@@ -39,5 +40,5 @@ local function emit()
   if EVENT == '' then
     return
   end
-  log_event(TASK_EVENTS, EVENT, EVENT_TTL, false)
+  log_event(TASK_EVENTS, EVENT, EVENT_TTL)
 end

@@ -37,16 +37,24 @@ impl RedisStore {
             String::new()
         };
         let (_, tail) = self.keys.burial(new.id);
-        let extra: [&[u8]; 6] = [
+        // Pending: in its queue or the delayed set; else running, with a lease.
+        let pending: &[u8] = if before.state == TaskState::Pending {
+            b"1"
+        } else {
+            b""
+        };
+        let extra: [&[u8]; 7] = [
             model.unwrap_or(b""),
             ttl.as_bytes(),
             tombstone.as_bytes(),
             id.as_bytes(),
             callback.as_bytes(),
             &tail,
+            pending,
         ];
         let keys = self.finish_keys(before);
-        self.swap(&self.scripts.finish, &keys, (old, before), new, &extra)
+        let script = (&self.scripts.finish, Kind::End);
+        self.swap(script, &keys, (old, before), new, &extra)
     }
 
     /// The end of the running attempt `task` (read as `old`) as `finish` says, acknowledged

@@ -9,6 +9,8 @@
 //!   and the [`Tasks`] role; `cancel.rs`: cancel and purge;
 //! - `claim.rs`: claims and the claim window (`head.lua`, `peek.lua`, `claim.lua`);
 //!   `run_on.rs`: a claim and a finish in one round trip; `finish.rs`: the end of an attempt;
+//!   `bundle.rs`: a node's claims and ends written together (`bundle.lua`), each call kept
+//!   readable for it by `call.rs`;
 //!   `update.rs`: progress, lease renewals, callback tries; `requeue.rs`: requeues and
 //!   retries; `queue.rs`: leases and the [`TaskQueue`] role;
 //! - `cluster.rs`: the leader lease, nodes, drain, the store's clock and durability checks;
@@ -17,6 +19,8 @@
 //!   `callbacks.rs`, `event_log.rs` (the event log and its
 //!   follower; `events.lua` is the preamble of every script that changes a task), `sweep.rs`.
 
+mod bundle;
+mod call;
 mod callbacks;
 mod cancel;
 mod cas;
@@ -51,6 +55,7 @@ use super::keys::Keys;
 use super::link::{Link, RedisTls, ReplicaAck, Target};
 use super::*;
 use crate::cache::BoundedCache;
+use call::{Call, Kind, ScriptArgs};
 use claim::Heads;
 
 /// Most index entries checked per sweep (and ids per step of a purge or a promotion). Each
@@ -67,6 +72,7 @@ struct Scripts {
     leases: Script,
     update: Script,
     finish: Script,
+    bundle: Script,
     requeue: Script,
     lead: Script,
     promote: Script,
@@ -89,11 +95,17 @@ impl Scripts {
         Scripts {
             submit: Script::new(&with_events(include_str!("submit.lua"))),
             submit_batch: Script::new(&with_events(include_str!("submit_batch.lua"))),
-            claim: Script::new(&with_events(&with_head(include_str!("claim.lua")))),
+            claim: Script::new(&with_claim(include_str!("claim.lua"))),
             peek: Script::new(&with_head(include_str!("peek.lua"))),
             leases: Script::new(include_str!("leases.lua")),
             update: Script::new(&with_events(include_str!("update.lua"))),
-            finish: Script::new(&with_events(&with_tombstone(include_str!("finish.lua")))),
+            finish: Script::new(&with_end(include_str!("finish.lua"))),
+            bundle: Script::new(&with_events(&with_tombstone(&with_head(&format!(
+                "{}{}{}",
+                include_str!("claim_task.lua"),
+                include_str!("end_task.lua"),
+                include_str!("bundle.lua")
+            ))))),
             requeue: Script::new(&with_events(include_str!("requeue.lua"))),
             lead: Script::new(include_str!("lead.lua")),
             promote: Script::new(include_str!("promote.lua")),
@@ -119,6 +131,8 @@ pub struct RedisStore {
     keys: Keys,
     settings: StoreSettings,
     scripts: Arc<Scripts>,
+    /// Writes this node's claims and ends in bundles (`bundle.rs`).
+    bundler: bundle::Bundler,
     /// Live events, read from the stream of every event by `events::follow`.
     live: tokio::sync::broadcast::Sender<Event>,
     /// Uploaded data sets this node has read: they never change once stored.
@@ -160,6 +174,22 @@ fn with_events(script: &str) -> String {
 /// A script that ends a task, with `bury` (`tombstone.lua`).
 fn with_tombstone(script: &str) -> String {
     format!("{}{script}", include_str!("tombstone.lua"))
+}
+
+/// A script that claims, with `claim_task` (`claim_task.lua`) and what it needs.
+fn with_claim(script: &str) -> String {
+    with_events(&with_head(&format!(
+        "{}{script}",
+        include_str!("claim_task.lua")
+    )))
+}
+
+/// A script that ends running tasks, with `end_task` (`end_task.lua`) and what it needs.
+fn with_end(script: &str) -> String {
+    with_events(&with_tombstone(&format!(
+        "{}{script}",
+        include_str!("end_task.lua")
+    )))
 }
 
 /// A script that looks for the next task to claim, with `head` (`head.lua`).
@@ -207,7 +237,10 @@ impl RedisStore {
             after,
             live.clone(),
         ));
+        let scripts = Arc::new(Scripts::load());
+        let bundler = bundle::Bundler::start(link.clone(), scripts.clone(), keys.events());
         Ok(RedisStore {
+            bundler,
             link,
             keys,
             live,
@@ -216,7 +249,7 @@ impl RedisStore {
             finished: Arc::new(BoundedCache::new(FINISHED_KEPT)),
             sweep_from: Arc::default(),
             settings,
-            scripts: Arc::new(Scripts::load()),
+            scripts,
         })
     }
 

@@ -1,12 +1,12 @@
 //! A trainer running on: its next claim (`claim.lua`) and the end of its last task
-//! (`finish.lua`) in one round trip, each script atomic on its own.
+//! (`finish.lua`) in the node's next bundle (`bundle.rs`), each atomic on its own.
 
 use super::claim::ClaimAnswer;
 use super::*;
 use crate::training::device_kind::DeviceSpec;
 
 impl RedisStore {
-    /// [`TaskQueue::claim_and_finish`]: the claim script, then the finish script, pipelined.
+    /// [`TaskQueue::claim_and_finish`]: the claim, then the end, in one bundle.
     pub(super) async fn claim_then_finish(
         &self,
         trainer: &str,
@@ -43,33 +43,23 @@ impl RedisStore {
             let finished = ended.write(self).await;
             return ClaimedAndFinished { next, finished };
         };
-        // Both scripts in one round trip (each atomic; a failure of one leaves the other).
+        // Both in the node's next bundle (each atomic; a failure of one leaves the other).
         let finish = self.finish_swap(stored.as_stored().as_bytes(), &task, ended.finish.clone());
-        let mut writer = self.link.writer();
-        let answers: Result<Vec<::redis::RedisResult<::redis::Value>>, _> = ::redis::pipe()
-            .ignore_errors()
-            .invoke_script(&claim.invocation)
-            .invoke_script(finish.invocation())
-            .query_async(&mut writer)
-            .await;
-        let (claimed, finished) = match answers {
-            Ok(answers) if answers.len() == 2 => {
-                // Two answers, as the guard says.
-                let mut answers = answers.into_iter();
+        let replicated = finish.is_replicated();
+        let (claimed, finished) = match self
+            .bundled(vec![claim.call, finish.call], replicated)
+            .await
+        {
+            Ok(answers) => {
+                let mut answers = answers.into_iter().map(answer);
+                // Two answers, as `bundled` checks.
                 (answers.next().unwrap(), answers.next().unwrap())
             }
-            Ok(answers) => {
-                let e = StoreError::Corrupt(format!("2 scripts got {} answers", answers.len()));
-                let again = StoreError::Corrupt(e.to_string());
+            Err(e) => {
+                let again = StoreError::Unavailable(e.to_string());
                 return ClaimedAndFinished {
                     next: Err(e),
                     finished: Err(again),
-                };
-            }
-            Err(e) => {
-                return ClaimedAndFinished {
-                    next: Err(e.clone().into()),
-                    finished: Err(e.into()),
                 };
             }
         };
@@ -84,33 +74,35 @@ impl RedisStore {
                 }
             },
             Ok(Err(e)) => Err(StoreError::Corrupt(format!("claim.lua answered: {e}"))),
-            // Redis lost its scripts (it restarted): a claim on its own loads them.
-            Err(e)
-                if e.kind() == ::redis::ErrorKind::Server(::redis::ServerErrorKind::NoScript) =>
-            {
-                self.claim_from(trainer, device, head, None).await
-            }
             Err(e) => Err(e.into()),
         };
         let finished = match finished.map(::redis::from_redis_value::<i64>) {
-            Ok(Ok(1)) => writer
-                .replicated(|| format!("the end of task {}", ended.id))
-                .await
-                .map(|()| true),
+            // Made, and on the replicas asked for.
+            Ok(Ok(1)) => Ok(true),
             // Changed since (progress, a cancel request, a requeue): from the current record.
             Ok(Ok(_)) => {
                 self.finish_attempt(ended.id, ended.attempt, ended.finish)
                     .await
             }
             Ok(Err(e)) => Err(StoreError::Corrupt(format!("finish.lua answered: {e}"))),
-            Err(e)
-                if e.kind() == ::redis::ErrorKind::Server(::redis::ServerErrorKind::NoScript) =>
-            {
-                self.finish_from_token(stored, ended.id, ended.attempt, ended.finish)
-                    .await
-            }
             Err(e) => Err(e.into()),
         };
         ClaimedAndFinished { next, finished }
     }
+}
+
+/// A bundled call's answer: its error, if it failed.
+pub(super) fn answer(value: ::redis::Value) -> ::redis::RedisResult<::redis::Value> {
+    match value {
+        ::redis::Value::ServerError(e) => Err(e.into()),
+        value => Ok(value),
+    }
+}
+
+/// A bundled call's answer as `T`, or its error.
+pub(super) fn decode<T: ::redis::FromRedisValue>(
+    value: Option<::redis::Value>,
+) -> Result<T, StoreError> {
+    let value = answer(value.unwrap_or(::redis::Value::Nil))?;
+    ::redis::from_redis_value(value).map_err(|e| StoreError::from(::redis::RedisError::from(e)))
 }

@@ -56,7 +56,7 @@ for i = 1, n do
       redis.call('SET', KEYS[k + 3], ARGV[a + 6], 'EX', ARGV[a + 7])
     end
     if ARGV[a + 9] ~= '' then
-      log_event(KEYS[k + 2], ARGV[a + 9], '', true)
+      log_event(KEYS[k + 2], ARGV[a + 9], '')
     end
   end
 end

@@ -1,0 +1,172 @@
+//! Bundles: a node's claims and ends written together. Each store has one bundler task;
+//! trainers hand it their claims (`claim.lua`) and ends (`finish.lua`), and it writes every
+//! call ready in one `bundle.lua` call. A lone call is written at once; calls that come while
+//! a bundle is out wait for its answer and go together in the next (a group commit: the
+//! window is one round trip, and only under load). Each op stays its own compare-and-set, and
+//! answers alone.
+
+use ::redis::Value;
+use tokio::sync::{mpsc, oneshot};
+
+use super::event_log::EVENTS_KEPT;
+use super::*;
+
+/// Most ops in one bundle.
+const MAX_OPS: usize = 64;
+
+/// One op of a bundle: a claim or an end, as its own script takes it.
+struct Op {
+    kind: Kind,
+    keys: Vec<Vec<u8>>,
+    args: Vec<Vec<u8>>,
+}
+
+/// Ops of one caller, answered together.
+struct Parcel {
+    ops: Vec<Op>,
+    /// Its ends are acknowledged once on the replicas asked for (`WAIT`).
+    replicated: bool,
+    reply: oneshot::Sender<Result<Vec<Value>, StoreError>>,
+}
+
+/// The sending side of a store's bundler; the task ends with the last clone of it.
+#[derive(Clone)]
+pub(super) struct Bundler {
+    parcels: mpsc::UnboundedSender<Parcel>,
+}
+
+impl Bundler {
+    /// Starts the bundler of a store on `link`.
+    pub(super) fn start(link: Link, scripts: Arc<Scripts>, events: String) -> Bundler {
+        let (parcels, waiting) = mpsc::unbounded_channel();
+        tokio::spawn(run(link, scripts, events, waiting));
+        Bundler { parcels }
+    }
+}
+
+impl RedisStore {
+    /// Runs `calls` (claims and ends) in this node's next bundle; each one's answer, in order
+    /// (an error answer is `Value::ServerError`). With `replicated`, its ends that were made
+    /// are on the replicas asked for before this answers.
+    pub(super) async fn bundled(
+        &self,
+        calls: Vec<Call<'_>>,
+        replicated: bool,
+    ) -> Result<Vec<Value>, StoreError> {
+        let ops: Vec<Op> = calls
+            .into_iter()
+            .map(|call| {
+                debug_assert!(call.kind != Kind::Other, "only claims and ends are bundled");
+                Op {
+                    kind: call.kind,
+                    keys: call.keys,
+                    args: call.args,
+                }
+            })
+            .collect();
+        let count = ops.len();
+        let (reply, answer) = oneshot::channel();
+        let parcel = Parcel {
+            ops,
+            replicated,
+            reply,
+        };
+        if self.bundler.parcels.send(parcel).is_err() {
+            return Err(StoreError::Unavailable(
+                "the store's bundler stopped".into(),
+            ));
+        }
+        let answers = answer
+            .await
+            .map_err(|_| StoreError::Unavailable("the store's bundler stopped".into()))??;
+        if answers.len() != count {
+            return Err(StoreError::Corrupt(format!(
+                "{count} bundled calls got {} answers",
+                answers.len()
+            )));
+        }
+        Ok(answers)
+    }
+}
+
+/// Writes the parcels as they come: each time, every parcel waiting, in one call.
+async fn run(
+    link: Link,
+    scripts: Arc<Scripts>,
+    events: String,
+    mut waiting: mpsc::UnboundedReceiver<Parcel>,
+) {
+    while let Some(first) = waiting.recv().await {
+        let mut ops = first.ops.len();
+        let mut parcels = vec![first];
+        while ops < MAX_OPS {
+            match waiting.try_recv() {
+                Ok(parcel) => {
+                    ops += parcel.ops.len();
+                    parcels.push(parcel);
+                }
+                Err(_) => break,
+            }
+        }
+        write(&link, &scripts.bundle, &events, parcels).await;
+    }
+}
+
+/// One `bundle.lua` call of `parcels`, each answered with its ops' answers.
+async fn write(link: &Link, script: &Script, events: &str, parcels: Vec<Parcel>) {
+    let ops = parcels.iter().flat_map(|p| &p.ops);
+    let mut invocation = script.prepare_invoke();
+    invocation.arg(ops.clone().count());
+    for op in ops.clone() {
+        let kind = if op.kind == Kind::Claim { "c" } else { "e" };
+        invocation.arg(kind).arg(op.keys.len()).arg(op.args.len());
+    }
+    for op in ops.clone() {
+        for arg in &op.args {
+            invocation.arg(&arg[..]);
+        }
+        for key in &op.keys {
+            invocation.key(&key[..]);
+        }
+    }
+    // events.lua's own: the stream of every event, an unused task key; no event, no TTL.
+    invocation
+        .key(events)
+        .key(events)
+        .arg("")
+        .arg("")
+        .arg(EVENTS_KEPT);
+    let mut writer = link.writer();
+    let answers = match invocation.invoke_async::<Value>(&mut writer).await {
+        Ok(Value::Array(answers)) => answers,
+        Ok(other) => {
+            let e = format!("bundle.lua answered {other:?}");
+            return answer_all(parcels, || StoreError::Corrupt(e.clone()));
+        }
+        Err(e) => return answer_all(parcels, || StoreError::from(e.clone())),
+    };
+    let replicated = parcels.iter().any(|p| p.replicated);
+    let made_end = parcels
+        .iter()
+        .flat_map(|p| &p.ops)
+        .zip(&answers)
+        .any(|(op, answer)| op.kind == Kind::End && matches!(answer, Value::Int(1)));
+    if replicated && made_end {
+        let count = answers.len();
+        if let Err(e) = writer.replicated(|| format!("{count} bundled ends")).await {
+            let message = e.to_string();
+            return answer_all(parcels, || StoreError::Unavailable(message.clone()));
+        }
+    }
+    let mut answers = answers.into_iter();
+    for parcel in parcels {
+        let mine: Vec<Value> = answers.by_ref().take(parcel.ops.len()).collect();
+        let _ = parcel.reply.send(Ok(mine));
+    }
+}
+
+fn answer_all(parcels: Vec<Parcel>, error: impl Fn() -> StoreError) {
+    for parcel in parcels {
+        let _ = parcel.reply.send(Err(error()));
+    }
+}
