@@ -34,6 +34,10 @@ const LEAD_MARGIN: Duration = Duration::from_millis(500);
 const MAX_STORED_SENT: usize = 32 * 1024;
 /// How often busy trainers are re-read from the leases, and expired leases requeued.
 const RECONCILE_EVERY: Duration = Duration::from_secs(1);
+/// How often a dispatcher that does not lead re-reads them: only for its own trainers'
+/// gauges (a new leader reads them at once). A read returns every running task's record, so
+/// every node reading every second cost Redis N x T records a second.
+const FOLLOWER_RECONCILE_EVERY: Duration = Duration::from_secs(10);
 
 pub struct Dispatcher<S: Store> {
     pub store: Arc<S>,
@@ -150,7 +154,7 @@ impl<S: Store> Actor for Dispatcher<S> {
 
     async fn handle(
         &self,
-        _myself: ActorRef<Self::Msg>,
+        myself: ActorRef<Self::Msg>,
         msg: Self::Msg,
         state: &mut Self::State,
     ) -> Result<(), ActorProcessingErr> {
@@ -159,13 +163,22 @@ impl<S: Store> Actor for Dispatcher<S> {
                 let now = Instant::now();
                 if now >= state.next_lead {
                     state.next_lead = now + LEAD_EVERY;
+                    let was = state.leads_until.is_some();
                     self.contend(state).await;
+                    if was != state.leads_until.is_some() {
+                        groups::set_leading(myself.get_cell(), !was);
+                    }
                 }
                 let rejoined = self.sync_members(state).await;
                 // A trainer back from a broken link may still run its task: its lease says so
                 // before anything is sent to it.
                 if rejoined || now >= state.next_reconcile {
-                    state.next_reconcile = now + RECONCILE_EVERY;
+                    let every = if Self::leads(state) {
+                        RECONCILE_EVERY
+                    } else {
+                        FOLLOWER_RECONCILE_EVERY
+                    };
+                    state.next_reconcile = now + every;
                     self.reconcile(state).await;
                 }
                 // Every submission wakes the leader with a Poll: the periodic work runs at most

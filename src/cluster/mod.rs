@@ -25,6 +25,9 @@ pub const SCOPE: &str = "trainyard";
 pub const TRAINERS: &str = "trainers";
 /// Group of every node's dispatcher.
 pub const DISPATCHERS: &str = "dispatchers";
+/// Group of the dispatcher of the node that leads (two for a moment while the lease moves,
+/// none between leaders): what wakes dispatching goes there, not to every node.
+pub const LEADERS: &str = "leaders";
 
 /// Largest inbound frame a node accepts from a peer. Cluster messages carry ids only, so a
 /// bigger frame is a bug or an attack; ractor_cluster drops the session that sends one.
@@ -38,4 +41,9 @@ pub fn members(group: &str) -> Vec<ActorCell> {
 /// Adds an actor of this node to `group`.
 pub fn join(group: &str, actor: ActorCell) {
     ractor::pg::join_scoped(SCOPE.to_string(), group.to_string(), vec![actor]);
+}
+
+/// Takes an actor of this node out of `group`.
+pub fn leave(group: &str, actor: ActorCell) {
+    ractor::pg::leave_scoped(SCOPE.to_string(), group.to_string(), vec![actor]);
 }
