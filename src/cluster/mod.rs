@@ -1,5 +1,6 @@
 //! Cluster membership: every node runs a ractor_cluster `NodeServer`, dials the peers named in
-//! its config (and redials them when they go), and learns every other node transitively.
+//! its config and the nodes the store lists (one side of each pair), and redials them when
+//! they go. Work messages go to the leader's dispatcher alone (the `leaders` group).
 //!
 //! Trainers and dispatchers join process groups (names below, in one place); the groups are
 //! synced across nodes, so the leading dispatcher sees every trainer of the cluster. What crosses

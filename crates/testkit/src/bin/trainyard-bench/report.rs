@@ -328,9 +328,11 @@ pub fn table(r: &Value) -> String {
         row(
             &format!("{name}: every trainer busy, no-ops of 500 ms"),
             format!(
-                "{} tasks/s steady, {} overall (ideal {}); node CPU {} ms/s in all, Redis \
-                 {} ms/s, bench {} ms/s; Redis {} commands a task; cluster {} KB/s a node \
-                 ({} max)",
+                "{} of {} ended; {} tasks/s steady, {} overall (ideal {}); node CPU {} ms/s \
+                 in all, Redis {} ms/s, bench {} ms/s; Redis {} commands a task; cluster {} \
+                 KB/s a node ({} max)",
+                busy["ended"],
+                busy["tasks"],
                 shown(&busy["steady_per_s"]),
                 busy["ended_per_s"],
                 busy["ideal_per_s"],
