@@ -40,6 +40,9 @@ pub struct Membership {
     /// Cluster addresses of the other live nodes, as the store has them: this node dials
     /// those that sort after its own address (see [`redial`]).
     known: Mutex<Vec<String>>,
+    /// The addresses the seeds resolved to when dialled: only a refusal by one of those says
+    /// this node is not of the cluster (a stray node the store lists says nothing of it).
+    seed_addrs: Mutex<HashSet<String>>,
     /// Told when the node leaves: the listener closes.
     closing: tokio::sync::Notify,
 }
@@ -118,6 +121,7 @@ impl Membership {
             peers: Mutex::new(Peers::default()),
             pending: Mutex::new(HashMap::new()),
             known: Mutex::new(Vec::new()),
+            seed_addrs: Mutex::new(HashSet::new()),
             closing: tokio::sync::Notify::new(),
         })
     }
@@ -242,6 +246,7 @@ pub async fn start(
         peers: Mutex::new(Peers::default()),
         pending: Mutex::new(HashMap::new()),
         known: Mutex::new(Vec::new()),
+        seed_addrs: Mutex::new(HashSet::new()),
         closing: tokio::sync::Notify::new(),
     });
     server
@@ -487,7 +492,12 @@ impl NodeEventSubscription for Events {
                     );
                 } else {
                     // One this node dialled: most likely its cookie was refused.
-                    self.with(|p| p.refused = true);
+                    let seeds = self.0.seed_addrs.lock().expect("seeds lock");
+                    let by_seed = seeds.contains(&session.addr);
+                    drop(seeds);
+                    if by_seed {
+                        self.with(|p| p.refused = true);
+                    }
                     tracing::warn!(
                         addr = %session.addr,
                         peer,

@@ -76,6 +76,10 @@ pub(super) async fn redial(
             // the dial goes to those addresses. A peer dialled before under another name is not
             // dialled again.
             let resolved = address::resolve(seed).await;
+            if seeds.contains(seed) {
+                let mut addrs = membership.seed_addrs.lock().expect("seeds lock");
+                addrs.extend(resolved.iter().map(|a| a.to_string()));
+            }
             if resolved.iter().any(|a| present.contains(&a.to_string())) {
                 next_try.remove(seed);
                 continue;
@@ -104,8 +108,11 @@ pub(super) async fn redial(
                 Ok(Ok(())) => tracing::debug!(peer = %seed, "dialled peer"),
                 Ok(Err(ractor_cluster::ClientConnectErr::Encryption(e))) => {
                     // The peer's certificate is not of our CA (or ours not of its): as with a
-                    // refused cookie, this node must not lead a cluster it is not part of.
-                    membership.peers.lock().expect("peers lock").refused = true;
+                    // refused cookie, this node must not lead a cluster it is not part of (a
+                    // seed's refusal says so; a stray node the store lists does not).
+                    if seeds.contains(seed) {
+                        membership.peers.lock().expect("peers lock").refused = true;
+                    }
                     tracing::warn!(peer = %seed, error = %e, "cluster TLS handshake failed: check node.tls_ca and the peer's certificate");
                 }
                 Ok(Err(e)) => tracing::debug!(peer = %seed, error = %e, "peer unreachable"),
