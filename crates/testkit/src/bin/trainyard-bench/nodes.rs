@@ -1,21 +1,14 @@
-//! The many-nodes run (issue 31): N `trainyard node` processes on one Redis, each seeded
-//! with the first node's cluster address, `per_node` CPU trainers each. It measures
+//! The many-nodes run (issue 31): N `trainyard node` processes on one Redis, seeded with node
+//! 0, `per_node` CPU trainers each. It measures formation (until every node's `/cluster/health`
+//! shows all N connected and all N x `per_node` trainers; health is computed once a second at
+//! most); the idle cluster (CPU and memory of the nodes, Redis and the bench; Redis commands;
+//! established connections on the cluster ports per node and their bytes per second); every
+//! trainer busy on no-ops of 500 ms submitted through `POST /tasks`, against trainers / 0.5 s;
+//! and `kill -9` of the leader (Redis's leader key): time to a new leader and a task started.
 //!
-//! - formation: from the first spawn until every node answers, and until every node sees
-//!   all N (its `/cluster/health`: `cluster.connected` = N, the trainer group holding all
-//!   N x `per_node`); a node computes its health at most once a second, so this is to a second;
-//! - the idle cluster over a few seconds: CPU of the nodes (sum, mean, max), Redis and the
-//!   bench, resident memory, Redis commands per second, the established TCP connections on
-//!   the cluster ports per node, and the bytes per second on them;
-//! - dispatch with every trainer busy: `rounds` x trainers no-op tasks of `sleep_ms` 500,
-//!   submitted through `POST /tasks` at once, against the ideal of trainers / 0.5 s;
-//! - failover: `kill -9` of the leader (read from Redis's leader key), then a batch submitted
-//!   at once: the time to a new leader and to the first task started.
-//!
-//! Cluster sockets are those of a node's own (its `/proc/PID/fd` inodes) whose local port is
-//! its cluster port or whose peer port is another node's; their bytes are the kernel's
-//! counters (`ss -tie`: bytes_sent + bytes_received), so they count every frame ractor_cluster
-//! sends: process-group sync, pings, messages.
+//! Cluster sockets are a node's own (its `/proc/PID/fd` inodes) whose local port is its cluster
+//! port or whose peer port is another node's; their bytes are the kernel's counters (`ss -tie`:
+//! bytes_sent + bytes_received): every frame ractor_cluster sends, pings and group sync too.
 
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
