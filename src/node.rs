@@ -17,8 +17,8 @@ use crate::cluster::{self, Membership};
 use crate::config::Config;
 use crate::http::{self, Api};
 use crate::store::{
-    EmbeddedStore, Instrumented, NodeInfo, RedisStore, RedisTls, Store, StoreError, StoreSettings,
-    TaskError, TrainerSeat, now_s,
+    EmbeddedStore, Instrumented, NODE_STALE_S, NodeInfo, RedisStore, RedisTls, Store, StoreError,
+    StoreSettings, TaskError, TrainerSeat, now_s,
 };
 use crate::telemetry;
 use crate::training::DeviceSpec;
@@ -307,6 +307,8 @@ async fn serve<S: Store>(
 
 /// Rounds of housekeeping (seconds) between two looks for expired sweeps.
 const SWEEPS_EXPIRY_EVERY: u64 = 60;
+/// Rounds between two reads of the other nodes' cluster addresses, once all are connected.
+const KNOWN_EVERY: u64 = 10;
 
 /// Every second: announce the node in the store, publish membership gauges, and sweep expired
 /// results (and, once a minute, forget expired hyperparameter sweeps).
@@ -321,10 +323,17 @@ async fn housekeeping<S: Store>(store: Arc<S>, membership: Arc<Membership>, mut 
         if let Err(e) = store.announce(&info).await {
             tracing::warn!(error = %e, "cannot announce this node");
         }
+        // Every node reads every announcement: each second for the first KNOWN_EVERY rounds and
+        // while one has no session with this node (the cluster forms), else every KNOWN_EVERY.
         if membership.dials_known()
+            && (round % KNOWN_EVERY == 0 || round < KNOWN_EVERY || membership.misses_known())
             && let Ok(nodes) = store.nodes().await
         {
-            membership.set_known(nodes.into_iter().map(|n| n.cluster).collect());
+            let now = now_s();
+            let peers = nodes
+                .into_iter()
+                .filter(|n| n.name != membership.name() && now - n.seen_at < NODE_STALE_S);
+            membership.set_known(peers.map(|n| n.cluster).collect());
         }
         let leader = store.leader().await.ok().flatten();
         let peers = membership.connected().len();

@@ -156,6 +156,55 @@ fn the_quick_benchmark_runs_every_workload_and_writes_its_report() {
 }
 
 #[test]
+fn the_nodes_run_forms_a_cluster_keeps_every_trainer_busy_and_fails_over() {
+    let args = [
+        "--quick",
+        "--only",
+        "nodes",
+        "--nodes",
+        "4",
+        "--trainers-per-node",
+        "2",
+    ];
+    let (stdout, report) = bench(&args);
+    let row = &report["nodes"][0];
+    assert_eq!(row["nodes"], 4, "{report}");
+    assert_eq!(row["trainers"], 8, "{report}");
+    assert!(row["formed_s"].as_f64().unwrap() > 0.0, "{row}");
+    // A full mesh: every node holds a session with each of the 3 others, one per pair.
+    let idle = &row["idle"];
+    assert_eq!(idle["cluster_connections"]["min"], 3.0, "{idle}");
+    assert_eq!(idle["cluster_connections"]["max"], 3.0, "{idle}");
+    assert!(idle["node_rss_mb"]["max"].as_f64().unwrap() > 0.0, "{idle}");
+    assert!(
+        idle["redis_commands_per_s"].as_f64().unwrap() > 0.0,
+        "{idle}"
+    );
+    // Two no-op tasks per trainer, each ended once.
+    let busy = &row["busy"];
+    assert_eq!(busy["tasks"], 16, "{busy}");
+    assert_eq!(busy["ended"], 16, "{busy}");
+    assert_eq!(busy["exactly_once"], true, "{busy}");
+    assert!(
+        busy["cluster_kb_per_s"]["sum"].as_f64().unwrap() > 0.0,
+        "{busy}"
+    );
+    assert!(
+        busy["store_ops"]["lead"]["per_s"].as_f64().unwrap() > 0.0,
+        "{busy}"
+    );
+    // kill -9 of the leader: another leads, and a task starts, within the lease and a bit.
+    let failover = &row["failover"];
+    assert_ne!(failover["new_leader"], failover["killed"], "{failover}");
+    let started = failover["kill_to_task_started_s"].as_f64().unwrap();
+    assert!(started > 0.0 && started < 15.0, "{failover}");
+    assert!(
+        stdout.contains("4 nodes x 2: the cluster forms"),
+        "{stdout}"
+    );
+}
+
+#[test]
 fn the_soak_run_prints_memory_every_30_s() {
     let (stdout, report) = bench(&["--soak", "0.6"]);
     let rows = report["soak"].as_array().unwrap();

@@ -34,6 +34,10 @@ const LEAD_MARGIN: Duration = Duration::from_millis(500);
 const MAX_STORED_SENT: usize = 32 * 1024;
 /// How often busy trainers are re-read from the leases, and expired leases requeued.
 const RECONCILE_EVERY: Duration = Duration::from_secs(1);
+/// How often a dispatcher that does not lead re-reads them: only for its own trainers'
+/// gauges (a new leader reads them at once). A read returns every running task's record, so
+/// every node reading every second cost Redis N x T records a second.
+const FOLLOWER_RECONCILE_EVERY: Duration = Duration::from_secs(10);
 
 pub struct Dispatcher<S: Store> {
     pub store: Arc<S>,
@@ -104,6 +108,8 @@ impl Busy {
 }
 
 pub struct DispatcherState {
+    /// This dispatcher, put in the leader group while it leads.
+    myself: ActorCell,
     trainers: BTreeMap<String, Slot>,
     /// Until when this node surely holds the leader lease (None: it does not lead).
     leads_until: Option<Instant>,
@@ -136,6 +142,7 @@ impl<S: Store> Actor for Dispatcher<S> {
         myself.send_interval(POLL_INTERVAL, || DispatcherMsg::Poll);
         let now = Instant::now();
         Ok(DispatcherState {
+            myself: myself.get_cell(),
             trainers: BTreeMap::new(),
             leads_until: None,
             next_lead: now,
@@ -165,7 +172,12 @@ impl<S: Store> Actor for Dispatcher<S> {
                 // A trainer back from a broken link may still run its task: its lease says so
                 // before anything is sent to it.
                 if rejoined || now >= state.next_reconcile {
-                    state.next_reconcile = now + RECONCILE_EVERY;
+                    let every = if Self::leads(state) {
+                        RECONCILE_EVERY
+                    } else {
+                        FOLLOWER_RECONCILE_EVERY
+                    };
+                    state.next_reconcile = now + every;
                     self.reconcile(state).await;
                 }
                 // Every submission wakes the leader with a Poll: the periodic work runs at most
@@ -226,6 +238,9 @@ impl<S: Store> Dispatcher<S> {
             }
         }
         let now = state.leads_until.is_some();
+        if now != was {
+            groups::set_leading(state.myself.clone(), now);
+        }
         if now && !was {
             tracing::info!(node = %self.membership.name(), "this node leads the cluster");
             // Rebuild the view of busy trainers before dispatching anything.
@@ -387,22 +402,34 @@ impl<S: Store> Dispatcher<S> {
     /// Gives idle trainers queued tasks, node with the least work first, until the queue or
     /// the trainers run out.
     async fn dispatch(&self, state: &mut DispatcherState) {
-        if self.stop.is_stopping() || !Self::leads(state) {
-            return;
-        }
-        // Trainers may run on from the tasks they are sent while this node surely leads.
-        let run_on_until = state.leads_until.map_or(0.0, |until| {
-            now_s()
-                + until
-                    .saturating_duration_since(Instant::now())
-                    .as_secs_f64()
-        });
         // Device classes whose queues came up empty this round.
         let mut dry: HashSet<DeviceClass> = HashSet::new();
         // One claim first, then twice as many at once after each round that found work
         // for all: an empty queue costs one claim, a deep one is claimed from in bundles.
         let mut at_once = 1;
         loop {
+            // A long round (hundreds of idle trainers, a slow store) renews the lease as the
+            // Poll does, and ends if it lapsed: it once went on claiming without renewing, every
+            // task sent carried a run-on permission already past, no trainer ran on, and all
+            // the work came back to this loop. Only a renewal: a node that takes the lease reads
+            // the leases (Poll) first.
+            if self.stop.is_stopping() || !Self::leads(state) {
+                return;
+            }
+            if Instant::now() >= state.next_lead {
+                state.next_lead = Instant::now() + LEAD_EVERY;
+                self.contend(state).await;
+                if !Self::leads(state) {
+                    return;
+                }
+            }
+            // Trainers may run on from the tasks they are sent while this node surely leads.
+            let run_on_until = state.leads_until.map_or(0.0, |until| {
+                now_s()
+                    + until
+                        .saturating_duration_since(Instant::now())
+                        .as_secs_f64()
+            });
             let picks = pick_idle(state, &dry, at_once);
             if picks.is_empty() {
                 return;

@@ -1,5 +1,6 @@
 //! Cluster membership: every node runs a ractor_cluster `NodeServer`, dials the peers named in
-//! its config (and redials them when they go), and learns every other node transitively.
+//! its config and the nodes the store lists (one side of each pair), and redials them when
+//! they go. Work messages go to the leader's dispatcher alone (the `leaders` group).
 //!
 //! Trainers and dispatchers join process groups (names below, in one place); the groups are
 //! synced across nodes, so the leading dispatcher sees every trainer of the cluster. What crosses
@@ -25,6 +26,9 @@ pub const SCOPE: &str = "trainyard";
 pub const TRAINERS: &str = "trainers";
 /// Group of every node's dispatcher.
 pub const DISPATCHERS: &str = "dispatchers";
+/// Group of the dispatcher of the node that leads (two for a moment while the lease moves,
+/// none between leaders): what wakes dispatching goes there, not to every node.
+pub const LEADERS: &str = "leaders";
 
 /// Largest inbound frame a node accepts from a peer. Cluster messages carry ids only, so a
 /// bigger frame is a bug or an attack; ractor_cluster drops the session that sends one.
@@ -38,4 +42,9 @@ pub fn members(group: &str) -> Vec<ActorCell> {
 /// Adds an actor of this node to `group`.
 pub fn join(group: &str, actor: ActorCell) {
     ractor::pg::join_scoped(SCOPE.to_string(), group.to_string(), vec![actor]);
+}
+
+/// Takes an actor of this node out of `group`.
+pub fn leave(group: &str, actor: ActorCell) {
+    ractor::pg::leave_scoped(SCOPE.to_string(), group.to_string(), vec![actor]);
 }

@@ -13,6 +13,7 @@
 //! - `batch.rs`: submissions through `POST /tasks`, and no-op tasks end to end.
 //! - `memory.rs`: Redis's memory per finished task, and the soak run.
 //! - `report.rs`: Redis's work per task, and the table.
+//! - `nodes.rs`: many node processes on one Redis: formation, dispatch, failover, mesh.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -30,6 +31,7 @@ mod batch;
 mod cluster;
 mod load;
 mod memory;
+mod nodes;
 mod report;
 mod runs;
 
@@ -58,9 +60,15 @@ pub struct BenchArgs {
     #[arg(long, default_value = "bench.json")]
     pub out: PathBuf,
     /// Run only these workloads (comma-separated: throughput, latency, status, dispatch,
-    /// replicas, memory, scaling, predict, batch, noop); all by default.
-    #[arg(long, value_delimiter = ',', value_parser = ["throughput", "latency", "status", "dispatch", "replicas", "memory", "scaling", "predict", "batch", "noop"])]
+    /// replicas, memory, scaling, predict, batch, noop, nodes); all but nodes by default.
+    #[arg(long, value_delimiter = ',', value_parser = ["throughput", "latency", "status", "dispatch", "replicas", "memory", "scaling", "predict", "batch", "noop", "nodes"])]
     pub only: Vec<String>,
+    /// Node processes of the nodes run, one run per number (comma-separated: 10,25,50,100).
+    #[arg(long, value_delimiter = ',', default_value = "100")]
+    pub nodes: Vec<usize>,
+    /// CPU trainers of each node in the nodes run.
+    #[arg(long, default_value_t = 8)]
+    pub trainers_per_node: usize,
     /// Submissions of the batch run (no-op tasks through `POST /tasks`).
     #[arg(long, default_value_t = 100_000)]
     pub batch_submissions: usize,
@@ -95,7 +103,10 @@ fn run(args: &BenchArgs) -> anyhow::Result<()> {
     let mut report = serde_json::Map::new();
     report.insert("machine".into(), json!(procfs::machine()));
 
-    let wants = |workload: &str| args.only.is_empty() || args.only.iter().any(|w| w == workload);
+    // The nodes run starts a hundred processes: only when asked for.
+    let wants = |workload: &str| {
+        (args.only.is_empty() && workload != "nodes") || args.only.iter().any(|w| w == workload)
+    };
 
     eprintln!("== one node, {} trainers", args.trainers);
     if ["throughput", "latency", "status", "dispatch"]
@@ -285,6 +296,27 @@ fn run(args: &BenchArgs) -> anyhow::Result<()> {
             rows.push(row);
         }
         report.insert("predict".into(), json!(rows));
+    }
+
+    if wants("nodes") {
+        let mut rows = Vec::new();
+        for &n in &args.nodes {
+            eprintln!(
+                "== nodes: {n} nodes x {} trainers, no-op tasks of 500 ms",
+                args.trainers_per_node
+            );
+            let (rounds, idle_s) = if args.quick { (2, 2) } else { (8, 5) };
+            let row = nodes::nodes_run(
+                &redis,
+                &dir,
+                n.max(1),
+                args.trainers_per_node.max(1),
+                rounds,
+                idle_s,
+            )?;
+            rows.push(row);
+        }
+        report.insert("nodes".into(), json!(rows));
     }
 
     let report = Value::Object(report);

@@ -299,5 +299,59 @@ pub fn table(r: &Value) -> String {
             format!("{} tasks/s", s["tasks_per_s"]),
         );
     }
+    for n in r["nodes"].as_array().into_iter().flatten() {
+        let name = format!("{} nodes x {}", n["nodes"], n["trainers_per_node"]);
+        row(
+            &format!("{name}: the cluster forms"),
+            format!(
+                "all answer in {} s, every node sees all in {} s",
+                n["all_answering_s"], n["formed_s"]
+            ),
+        );
+        let (idle, busy) = (&n["idle"], &n["busy"]);
+        row(
+            &format!("{name}: idle"),
+            format!(
+                "node CPU {} ms/s mean, {} max, {} in all; Redis {} ms/s, {} commands/s; \
+                 node RSS {} MB mean, {} max; cluster connections {} a node, {} KB/s a node",
+                idle["node_cpu_ms_per_s"]["mean"],
+                idle["node_cpu_ms_per_s"]["max"],
+                idle["node_cpu_ms_per_s"]["sum"],
+                idle["redis_cpu_ms_per_s"],
+                idle["redis_commands_per_s"],
+                idle["node_rss_mb"]["mean"],
+                idle["node_rss_mb"]["max"],
+                idle["cluster_connections"]["mean"],
+                idle["cluster_kb_per_s"]["mean"]
+            ),
+        );
+        row(
+            &format!("{name}: every trainer busy, no-ops of 500 ms"),
+            format!(
+                "{} of {} ended; {} tasks/s steady, {} overall (ideal {}); node CPU {} ms/s \
+                 in all, Redis {} ms/s, bench {} ms/s; Redis {} commands a task; cluster {} \
+                 KB/s a node ({} max)",
+                busy["ended"],
+                busy["tasks"],
+                shown(&busy["steady_per_s"]),
+                busy["ended_per_s"],
+                busy["ideal_per_s"],
+                busy["node_cpu_ms_per_s"]["sum"],
+                busy["redis_cpu_ms_per_s"],
+                busy["bench_cpu_ms_per_s"],
+                busy["redis_per_task"]["commands"],
+                busy["cluster_kb_per_s"]["mean"],
+                busy["cluster_kb_per_s"]["max"]
+            ),
+        );
+        let f = &n["failover"];
+        row(
+            &format!("{name}: kill -9 of the leader"),
+            format!(
+                "a new leader after {} s, the next task started after {} s",
+                f["kill_to_new_leader_s"], f["kill_to_task_started_s"]
+            ),
+        );
+    }
     out
 }

@@ -86,9 +86,25 @@ impl Ends {
         self.ended.lock().unwrap().len()
     }
 
-    fn count_of(&self, ids: &HashSet<String>) -> usize {
+    /// How many of `ids` ended.
+    pub fn count_of(&self, ids: &HashSet<String>) -> usize {
         let ended = self.ended.lock().unwrap();
         ids.iter().filter(|id| ended.contains_key(*id)).count()
+    }
+
+    /// Whether the stream said it skipped events.
+    pub fn lagged(&self) -> bool {
+        self.lagged.load(Ordering::Relaxed)
+    }
+
+    /// How many tasks were seen to end more than once.
+    pub fn twice(&self) -> usize {
+        self.ended
+            .lock()
+            .unwrap()
+            .values()
+            .filter(|e| e.1 > 1)
+            .count()
     }
 }
 
