@@ -8,6 +8,8 @@ mod bundles;
 #[path = "store/checkpoints.rs"]
 mod checkpoints;
 mod common;
+#[path = "store/live.rs"]
+mod live;
 #[path = "store/registry.rs"]
 mod registry;
 #[path = "store/sweeps.rs"]
@@ -19,10 +21,10 @@ use common::{RedisServer, temp_dir};
 use registry::*;
 use trainyard::store::prelude::*;
 use trainyard::store::{
-    CancelOutcome, CasToken, Claimed, DatasetDeleted, DatasetInfo, EmbeddedStore, Ending, EventId,
-    EventKind, Finish, IdempotencyKey, Lookup, Missed, NodeInfo, RedisStore, Renewal, Schedule,
-    ScheduleCreated, ScheduleLink, StoreError, StoreSettings, Submitted, TaskError, TaskFilter,
-    TaskProgress, TaskRecord, TaskState, TrainerSeat, Work, now_s,
+    CancelOutcome, CasToken, Claimed, DatasetDeleted, DatasetInfo, EmbeddedStore, Ending, Event,
+    EventId, EventKind, Finish, IdempotencyKey, Lookup, Missed, NodeInfo, RedisStore, Renewal,
+    Schedule, ScheduleCreated, ScheduleLink, StoreError, StoreSettings, Submitted, TaskError,
+    TaskFilter, TaskProgress, TaskRecord, TaskState, TrainerSeat, Work, now_s,
 };
 use trainyard::training::{DeviceClass, DeviceSpec, ModelType, TrainSpec};
 use uuid::Uuid;
@@ -30,6 +32,7 @@ use uuid::Uuid;
 use batch::*;
 use bundles::*;
 use checkpoints::*;
+use live::*;
 use sweeps::*;
 
 fn task(model: ModelType, priority: u8) -> TaskRecord {
@@ -1020,7 +1023,7 @@ async fn a_firing_keyed_the_old_way_fires_once_after_an_upgrade<S: Store>(store:
 }
 
 async fn events_log_every_change_in_order<S: Store>(store: S) {
-    let mut live = store.subscribe();
+    let mut live = store.subscribe().await;
     let t = task(ModelType::Linear, 0);
     store.submit(&t, 100).await.unwrap();
     let claimed = store
@@ -1395,6 +1398,7 @@ conformance!(
     batches_store_every_task_at_once_or_none,
     batch_items_keep_their_idempotency_keys,
     many_trainers_running_on_claim_and_end_each_task_once,
+    subscribers_come_and_go,
 );
 
 mod short_results {

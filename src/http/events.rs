@@ -47,7 +47,7 @@ pub async fn task<S: Store>(
     let (tx, rx) = mpsc::channel(CLIENT_BUFFER);
     let store = api.store.clone();
     // Subscribed before the history is read, so nothing falls between the two.
-    let live = store.subscribe();
+    let live = store.subscribe().await;
     let stop = api.stopping.clone();
     tokio::spawn(async move {
         let _permit = permit;
@@ -73,7 +73,7 @@ pub async fn all<S: Store>(
     let permit = api.limits.open_stream(client).map_err(reject)?;
     let (tx, rx) = mpsc::channel(CLIENT_BUFFER);
     let store = api.store.clone();
-    let live = store.subscribe();
+    let live = store.subscribe().await;
     let stop = api.stopping.clone();
     tokio::spawn(async move {
         let _permit = permit;

@@ -255,7 +255,8 @@ pub trait EventLog: Send + Sync + 'static {
         after: EventId,
         limit: usize,
     ) -> impl Future<Output = Result<Vec<Event>, StoreError>> + Send;
-    /// Every event logged from now on, by any node. A receiver more than
-    /// [`LIVE_BUFFER`] events behind loses the oldest (`RecvError::Lagged`).
-    fn subscribe(&self) -> tokio::sync::broadcast::Receiver<Event>;
+    /// Every event logged from now on, by any node: whatever is read from the store once this
+    /// answered (history, a record) is no older than the first event it gives. A receiver
+    /// more than [`LIVE_BUFFER`] events behind loses the oldest (`RecvError::Lagged`).
+    fn subscribe(&self) -> impl Future<Output = tokio::sync::broadcast::Receiver<Event>> + Send;
 }

@@ -321,8 +321,8 @@ impl<S: Store> EventLog for Instrumented<S> {
         self.timed("events_since", self.inner.events_since(after, limit))
             .await
     }
-    fn subscribe(&self) -> tokio::sync::broadcast::Receiver<Event> {
-        self.inner.subscribe()
+    async fn subscribe(&self) -> tokio::sync::broadcast::Receiver<Event> {
+        self.inner.subscribe().await
     }
 }
 

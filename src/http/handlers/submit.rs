@@ -437,7 +437,7 @@ pub async fn submit_sync<S: Store>(
     let deadline = Instant::now() + Duration::from_secs_f64(wait_s);
     let mut stopping = api.stopping.clone();
     // Subscribed before the first read, so the end cannot fall between the two.
-    let mut live = api.store.subscribe();
+    let mut live = api.store.subscribe().await;
     // An answer for a task that runs on: its id, and where to ask later.
     let runs_on = |status, code, why: String| {
         let mut error = ApiError::new(

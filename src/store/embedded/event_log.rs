@@ -37,7 +37,7 @@ impl EventLog for EmbeddedStore {
         .await
     }
 
-    fn subscribe(&self) -> tokio::sync::broadcast::Receiver<Event> {
+    async fn subscribe(&self) -> tokio::sync::broadcast::Receiver<Event> {
         self.events.subscribe()
     }
 }

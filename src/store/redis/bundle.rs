@@ -1,5 +1,5 @@
 //! Bundles: a node's claims and ends written together. Each store has one bundler task;
-//! trainers hand it their claims (`claim.lua`) and ends (`finish.lua`), and it writes every
+//! trainers hand it their claims (`claim_task.lua`) and ends (`end_task.lua`), and it writes every
 //! call ready in one `bundle.lua` call, with up to `IN_FLIGHT` bundles out at once. A call
 //! that finds a bundle free is written at once; calls that come while every bundle is out wait
 //! for one to come back and go together in the next (a group commit: the window is a round
@@ -58,17 +58,19 @@ impl RedisStore {
         calls: Vec<Call<'_>>,
         replicated: bool,
     ) -> Result<Vec<Value>, StoreError> {
-        let ops: Vec<Op> = calls
-            .into_iter()
-            .map(|call| {
-                debug_assert!(call.kind != Kind::Other, "only claims and ends are bundled");
-                Op {
-                    kind: call.kind,
-                    keys: call.keys,
-                    args: call.args,
-                }
-            })
-            .collect();
+        let mut ops = Vec::with_capacity(calls.len());
+        for call in calls {
+            let Runs::Bundled(kind) = call.runs else {
+                return Err(StoreError::Corrupt(
+                    "a script of its own was bundled: only claims and ends are".into(),
+                ));
+            };
+            ops.push(Op {
+                kind,
+                keys: call.keys,
+                args: call.args,
+            });
+        }
         let count = ops.len();
         let (reply, answer) = oneshot::channel();
         let parcel = Parcel {
@@ -92,6 +94,30 @@ impl RedisStore {
         }
         Ok(answers)
     }
+
+    /// Runs `call` (a claim or an end) in this node's next bundle; its answer as `T`.
+    pub(super) async fn bundled_one<T: ::redis::FromRedisValue>(
+        &self,
+        call: Call<'_>,
+        replicated: bool,
+    ) -> Result<T, StoreError> {
+        let answers = self.bundled(vec![call], replicated).await?;
+        decode(answers.into_iter().next())
+    }
+}
+
+/// A bundled call's answer: its error, if it failed.
+pub(super) fn answer(value: Value) -> ::redis::RedisResult<Value> {
+    match value {
+        Value::ServerError(e) => Err(e.into()),
+        value => Ok(value),
+    }
+}
+
+/// A bundled call's answer as `T`, or its error.
+fn decode<T: ::redis::FromRedisValue>(value: Option<Value>) -> Result<T, StoreError> {
+    let value = answer(value.unwrap_or(Value::Nil))?;
+    ::redis::from_redis_value(value).map_err(|e| StoreError::from(::redis::RedisError::from(e)))
 }
 
 /// Writes the parcels as they come: each time, every parcel waiting, in one call.

@@ -1,7 +1,7 @@
 -- Store a task that is SUCCESS at once (a copy of a cached result): the record and its model
 -- expire as a finish's do, its tombstone outlives them, it is listed, its callback queued.
 -- (Takes an event, see events.lua; buries, see tombstone.lua.) KEYS: task, model, tombstone
--- (as finish.lua's), index, callbacks. ARGV: record as stored, model as stored, ttl seconds,
+-- (as end_task.lua's), index, callbacks. ARGV: record as stored, model as stored, ttl seconds,
 -- tombstone ttl seconds, submitted_at, id, callback due time ('' for none), the id's tail
 -- ('' for a tombstone key of its own).
 redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[3])

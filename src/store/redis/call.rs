@@ -1,5 +1,5 @@
 //! A script call whose keys and arguments stay readable ([`Call`]), so that it runs on its
-//! own or as one op of a bundle (`bundle.rs`); and [`ScriptArgs`], what both it and redis's
+//! own or as one op of a bundle (`bundle.rs`), as its [`Runs`] says; and [`ScriptArgs`], what both it and redis's
 //! own `ScriptInvocation` take keys and arguments through (`add_event` writes to either).
 
 use ::redis::{Script, ScriptInvocation, ToRedisArgs};
@@ -20,30 +20,33 @@ impl ScriptArgs for ScriptInvocation<'_> {
     }
 }
 
-/// What a call does, for `bundle.lua`, which runs each op as the script named.
+/// An op of a bundle (`bundle.lua`), which runs it as the Lua function named.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum Kind {
-    /// `claim.lua`.
+    /// `claim_task` (`claim_task.lua`).
     Claim,
-    /// `finish.lua`.
+    /// `end_task` (`end_task.lua`).
     End,
-    /// Any other script: never bundled.
-    Other,
 }
 
-/// A call of `script`, with its keys and arguments kept.
+/// How a call runs: as a script of its own, or as one op of the node's next bundle.
+#[derive(Clone, Copy)]
+pub(super) enum Runs<'s> {
+    Alone(&'s Script),
+    Bundled(Kind),
+}
+
+/// A script call, with its keys and arguments kept.
 pub(super) struct Call<'s> {
-    pub(super) script: &'s Script,
-    pub(super) kind: Kind,
+    pub(super) runs: Runs<'s>,
     pub(super) keys: Vec<Vec<u8>>,
     pub(super) args: Vec<Vec<u8>>,
 }
 
 impl<'s> Call<'s> {
-    pub(super) fn new(script: &'s Script, kind: Kind) -> Self {
+    pub(super) fn new(runs: Runs<'s>) -> Self {
         Call {
-            script,
-            kind,
+            runs,
             keys: Vec::with_capacity(12),
             args: Vec::with_capacity(16),
         }
@@ -59,9 +62,9 @@ impl<'s> Call<'s> {
         self
     }
 
-    /// The call as redis runs a script (by its digest, loading it if Redis lost it).
-    pub(super) fn invocation(&self) -> ScriptInvocation<'s> {
-        let mut invocation = self.script.prepare_invoke();
+    /// The call as redis runs `script` (by its digest, loading it if Redis lost it).
+    pub(super) fn invocation(&self, script: &'s Script) -> ScriptInvocation<'s> {
+        let mut invocation = script.prepare_invoke();
         for key in &self.keys {
             invocation.key(&key[..]);
         }

@@ -1,5 +1,5 @@
 //! Cancel and purge, as the shared transitions decide them: a pending task ends with
-//! `finish.lua` (out of its queue), a running one is flagged with `update.lua`.
+//! `end_task.lua` (out of its queue), a running one is flagged with `update.lua`.
 
 use super::cas::Step;
 use super::*;

@@ -2,8 +2,6 @@
 //! decide the change, run the script that writes it only if the record is still the one
 //! read, and try again from the new record if it was not.
 
-use ::redis::Script;
-
 use super::*;
 
 /// Most times a change is retried after losing a compare-and-set race.
@@ -88,21 +86,20 @@ impl RedisStore {
     /// Runs `swap`; true if the record was still the one read and the change was made. An
     /// end goes in the node's next bundle (`bundle.rs`).
     pub(super) async fn run_swap(&self, swap: Swap<'_>, id: Uuid) -> Result<bool, StoreError> {
-        if swap.call.kind == Kind::End {
-            let answers = self.bundled(vec![swap.call], swap.replicated).await?;
-            let changed: i64 = super::run_on::decode(answers.into_iter().next())?;
-            return Ok(changed == 1);
-        }
+        let script = match swap.call.runs {
+            Runs::Alone(script) => script,
+            Runs::Bundled(_) => {
+                let changed: i64 = self.bundled_one(swap.call, swap.replicated).await?;
+                return Ok(changed == 1);
+            }
+        };
+        let invocation = swap.call.invocation(script);
         if !swap.replicated {
-            let changed: i64 = swap
-                .call
-                .invocation()
-                .invoke_async(&mut self.link.clone())
-                .await?;
+            let changed: i64 = invocation.invoke_async(&mut self.link.clone()).await?;
             return Ok(changed == 1);
         }
         let mut writer = self.link.writer();
-        let changed: i64 = swap.call.invocation().invoke_async(&mut writer).await?;
+        let changed: i64 = invocation.invoke_async(&mut writer).await?;
         if changed == 1 {
             writer
                 .replicated(|| format!("the end of task {id}"))
@@ -111,17 +108,17 @@ impl RedisStore {
         Ok(changed == 1)
     }
 
-    /// The compare-and-set of `script` from `old` (decoded as `before`) to `new`, on `keys`,
-    /// with `extra` arguments after the two records and the event of the change.
+    /// The compare-and-set run as `runs` says, from `old` (decoded as `before`) to `new`, on
+    /// `keys`, with `extra` arguments after the two records and the event of the change.
     pub(super) fn swap<'s>(
         &self,
-        (script, kind): (&'s Script, Kind),
+        runs: Runs<'s>,
         keys: &[String],
         (old, before): (&[u8], &TaskRecord),
         new: &TaskRecord,
         extra: &[&[u8]],
     ) -> Swap<'s> {
-        let mut call = Call::new(script, kind);
+        let mut call = Call::new(runs);
         for key in keys {
             call.key(key);
         }
@@ -143,7 +140,12 @@ impl RedisStore {
         new: &TaskRecord,
     ) -> Swap<'s> {
         let keys = [self.keys.task(new.id)];
-        let script = (&self.scripts.update, Kind::Other);
-        self.swap(script, &keys, (old, before), new, &[])
+        self.swap(
+            Runs::Alone(&self.scripts.update),
+            &keys,
+            (old, before),
+            new,
+            &[],
+        )
     }
 }

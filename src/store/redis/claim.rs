@@ -1,4 +1,4 @@
-//! Claims: a trainer takes the next queued task (`claim.lua`), trying one of the first tasks
+//! Claims: a trainer takes the next queued task (`claim_task.lua`, in a bundle), trying one of the first tasks
 //! of its queues (the claim window, read by `peek.lua` or listed by the last claim's answer;
 //! both start with `head.lua`).
 
@@ -16,7 +16,7 @@ type Head = (usize, String, Option<String>);
 /// this node are under way than this, one more than them). A node's trainers claim at once,
 /// each a different one of these tasks, rather than one after the other: a claim waits for its
 /// round trip to Redis, and trainers waiting on each other's left the CPUs idle. A claim may
-/// take one of the first N tasks while N claims of its node are under way (see `claim.lua`).
+/// take one of the first N tasks while N claims of its node are under way (see `claim_task.lua`).
 const CLAIM_WINDOW: usize = 4;
 
 /// Per device class of trainer, the tasks the last claim from its queues saw first, to try
@@ -141,7 +141,7 @@ impl RedisStore {
         heads.next.insert(class, fresh);
     }
 
-    /// Claims for `trainer` from `head` (see `claim.lua`), retrying from the tasks each failed
+    /// Claims for `trainer` from `head` (see `claim_task.lua`), retrying from the tasks each failed
     /// try answers; with `work`, only a task doing it.
     pub(super) async fn claim_from(
         &self,
@@ -168,8 +168,7 @@ impl RedisStore {
                 }
             };
             // In the node's next bundle, with the claims of its other idle trainers.
-            let answers = self.bundled(vec![claim.call], false).await?;
-            let answer = super::run_on::decode(answers.into_iter().next())?;
+            let answer = self.bundled_one(claim.call, false).await?;
             match self.claim_answer(device, answer, claim.task, claim.stored) {
                 ClaimAnswer::Taken(claimed) => return Ok(Some(*claimed)),
                 ClaimAnswer::Draining => return Ok(None),
@@ -210,7 +209,7 @@ impl RedisStore {
         let task = before.clone().claimed(trainer, &self.settings);
         let stored = encode(&task);
         let lease = format!("{trainer}\t{}", task.attempt);
-        let mut call = Call::new(&self.scripts.claim, Kind::Claim);
+        let mut call = Call::new(Runs::Bundled(Kind::Claim));
         call.key(k.task(id))
             .key(queue)
             .key(k.running())
@@ -230,7 +229,7 @@ impl RedisStore {
         Ok(Ok(ClaimTry { call, task, stored }))
     }
 
-    /// What `claim.lua` answered for a try of `task` (stored as `stored`); the first tasks it
+    /// What `claim_task` answered for a try of `task` (stored as `stored`); the first tasks it
     /// saw after a change are kept for the next claims from `device`'s queues.
     pub(super) fn claim_answer(
         &self,

@@ -1,4 +1,4 @@
--- Prepended to the scripts that claim (`claim.lua`, `bundle.lua`): `claim_task` takes queued
+-- Prepended to `bundle.lua`, which claims through it: `claim_task` takes queued
 -- task A[3] for a trainer, if it is still among the first A[7] tasks to run from the queues
 -- K[5..] (the ones the trainer takes from; K[2] is the one it is in), its record is
 -- unchanged, and the trainer's node A[6] is not in the draining set K[4].

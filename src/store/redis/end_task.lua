@@ -1,4 +1,4 @@
--- Prepended to the scripts that end a running task (`finish.lua`, `bundle.lua`): `end_task`
+-- Prepended to `bundle.lua`, which ends running tasks through it: `end_task`
 -- ends one task if its record is unchanged since read, and answers 1, else 0.
 -- The final record and its model expire after A[4] seconds; its tombstone outlives them by
 -- the expired-memory window; a task with a callback is queued for delivery.

@@ -1,6 +1,6 @@
 //! The event log: the stream of every event and each task's list (both written by the script
 //! of the change, through the `events.lua` preamble), the [`EventLog`] role, and the follower
-//! that feeds this node's subscribers from the stream.
+//! that feeds this node's subscribers from the stream, while it has any ([`Following`]).
 
 use ::redis::streams::{StreamId, StreamReadOptions, StreamReadReply};
 
@@ -85,10 +85,85 @@ impl EventLog for RedisStore {
         Ok(out)
     }
 
-    fn subscribe(&self) -> tokio::sync::broadcast::Receiver<Event> {
-        self.live.subscribe()
+    async fn subscribe(&self) -> tokio::sync::broadcast::Receiver<Event> {
+        let (live, asked) = {
+            let mut state = self.following.state.lock().expect("following lock");
+            // Under the lock: the follower cannot stop between this and the check below.
+            let live = self.live.subscribe();
+            if state.on {
+                return live;
+            }
+            state.asked += 1;
+            (live, state.asked)
+        };
+        self.following.wake.notify_one();
+        let mut begun = self.following.begun.subscribe();
+        // Bounded: while Redis cannot be reached, nothing is logged either.
+        let _ = tokio::time::timeout(BEGIN_WAIT, begun.wait_for(|&at| at >= asked)).await;
+        live
     }
 }
+
+/// Whether this node's follower reads the stream of every event. It reads only while the node
+/// has a subscriber: a node nobody follows reads no event (each of 100 nodes read every event
+/// of the cluster, 59 reads per task). A subscription wakes it and waits until it has begun
+/// at the newest event, so that what the subscriber reads next from the store reaches at
+/// least as far as where the follower begins.
+pub(super) struct Following {
+    state: Mutex<FollowState>,
+    /// Wakes the follower to begin.
+    wake: tokio::sync::Notify,
+    /// The last subscription (by `FollowState::asked`) the follower has begun for.
+    begun: tokio::sync::watch::Sender<u64>,
+}
+
+#[derive(Default)]
+struct FollowState {
+    /// The follower reads the stream.
+    on: bool,
+    /// Subscriptions that found it idle, so far.
+    asked: u64,
+}
+
+impl Following {
+    pub(super) fn new() -> Self {
+        Following {
+            state: Mutex::default(),
+            wake: tokio::sync::Notify::new(),
+            begun: tokio::sync::watch::channel(0).0,
+        }
+    }
+
+    /// Waits until `live` has a subscriber.
+    async fn wanted(&self, live: &tokio::sync::broadcast::Sender<Event>) {
+        loop {
+            if live.receiver_count() > 0 {
+                return;
+            }
+            self.wake.notified().await;
+        }
+    }
+
+    /// The follower began at the newest event: the subscriptions so far may go on.
+    fn begin(&self) {
+        let asked = {
+            let mut state = self.state.lock().expect("following lock");
+            state.on = true;
+            state.asked
+        };
+        self.begun.send_replace(asked);
+    }
+
+    /// Whether the follower goes on: not once `live` has no subscriber left.
+    fn goes_on(&self, live: &tokio::sync::broadcast::Sender<Event>) -> bool {
+        let mut state = self.state.lock().expect("following lock");
+        state.on = live.receiver_count() > 0;
+        state.on
+    }
+}
+
+/// How long a subscription waits for the follower to begin.
+const BEGIN_WAIT: Duration = Duration::from_secs(5);
 
 /// Events as stream entries hold them (field `e`); an entry that does not parse is skipped
 /// (logged), so one bad entry cannot stop a stream.
@@ -115,15 +190,17 @@ const FOLLOW_COUNT: usize = 512;
 const FOLLOW_GATHER: Duration = Duration::from_millis(5);
 
 /// Reads the stream of every event as it grows and hands each event to this node's
-/// subscribers. On its own connection (a blocking read would hold up every other command on a
-/// shared one). After an error it reconnects and goes on from the last event it read, so
-/// nothing is skipped.
+/// subscribers, while it has any (see [`Following`]). On its own connection (a blocking read
+/// would hold up every other command on a shared one). After an error it reconnects and goes
+/// on from the last event it read, so nothing is skipped.
 pub(super) async fn follow(
     weak: WeakLink,
     key: String,
-    mut last: String,
     live: tokio::sync::broadcast::Sender<Event>,
+    following: Arc<Following>,
 ) {
+    // Where the reads go on from; none while nobody follows.
+    let mut last: Option<String> = None;
     let config = ::redis::AsyncConnectionConfig::new()
         .set_response_timeout(Some(FOLLOW_BLOCK + Duration::from_secs(3)));
     loop {
@@ -153,14 +230,33 @@ pub(super) async fn follow(
                 Some(link) if link.generation() != generation => break,
                 Some(_) => {}
             }
+            let from = match &last {
+                Some(last) => last.clone(),
+                None => {
+                    following.wanted(&live).await;
+                    let newest: StreamRangeReply =
+                        match con.xrevrange_count(&key, "+", "-", 1).await {
+                            Ok(newest) => newest,
+                            Err(e) => {
+                                tracing::debug!(error = %e, "lost the event stream; reconnecting");
+                                tokio::time::sleep(Duration::from_millis(500)).await;
+                                break;
+                            }
+                        };
+                    let newest = newest.ids.first().map_or("0-0".into(), |e| e.id.clone());
+                    following.begin();
+                    last = Some(newest.clone());
+                    newest
+                }
+            };
             let reply: Result<Option<StreamReadReply>, _> =
-                con.xread_options(&[&key], &[&last], &options).await;
+                con.xread_options(&[&key], &[&from], &options).await;
             match reply {
                 Ok(reply) => {
                     let mut read = 0;
                     for stream in reply.map(|r| r.keys).unwrap_or_default() {
                         if let Some(entry) = stream.ids.last() {
-                            last = entry.id.clone();
+                            last = Some(entry.id.clone());
                         }
                         read += stream.ids.len();
                         for event in parse_events(stream.ids) {
@@ -171,7 +267,9 @@ pub(super) async fn follow(
                     // The first event after a quiet spell comes at once; under load, events
                     // gather for a moment, so the stream is read a few hundred times a second
                     // at most rather than once or twice per event. A full read means more wait.
-                    if read > 0 && read < FOLLOW_COUNT {
+                    if !following.goes_on(&live) {
+                        last = None;
+                    } else if read > 0 && read < FOLLOW_COUNT {
                         tokio::time::sleep(FOLLOW_GATHER).await;
                     }
                 }

@@ -1,4 +1,4 @@
-//! The end of an attempt (`finish.lua`): the final record and its model, which expire; the
+//! The end of an attempt (`end_task.lua`): the final record and its model, which expire; the
 //! tombstone that outlives them; the callback queued when the shared transitions say so.
 //! Cancels and purges of pending tasks end them with the same script.
 
@@ -6,7 +6,7 @@ use super::cas::{Step, Swap};
 use super::*;
 
 impl RedisStore {
-    /// The keys `finish.lua` touches.
+    /// The keys `end_task` touches.
     fn finish_keys(&self, task: &TaskRecord) -> [String; 7] {
         let (k, id) = (&self.keys, task.id);
         [
@@ -20,7 +20,7 @@ impl RedisStore {
         ]
     }
 
-    /// The compare-and-set of an end (`finish.lua`): from `old` (decoded as `before`) to the
+    /// The compare-and-set of an end (`end_task.lua`): from `old` (decoded as `before`) to the
     /// ended record `new`, with its model.
     pub(super) fn end<'s>(
         &'s self,
@@ -53,8 +53,7 @@ impl RedisStore {
             pending,
         ];
         let keys = self.finish_keys(before);
-        let script = (&self.scripts.finish, Kind::End);
-        self.swap(script, &keys, (old, before), new, &extra)
+        self.swap(Runs::Bundled(Kind::End), &keys, (old, before), new, &extra)
     }
 
     /// The end of the running attempt `task` (read as `old`) as `finish` says, acknowledged

@@ -7,7 +7,7 @@
 //!
 //! - `submit.rs`: submissions (one, or a batch: `submit_batch.lua`) and idempotency keys; `tasks.rs`: reads, the queue's depth,
 //!   and the [`Tasks`] role; `cancel.rs`: cancel and purge;
-//! - `claim.rs`: claims and the claim window (`head.lua`, `peek.lua`, `claim.lua`);
+//! - `claim.rs`: claims and the claim window (`head.lua`, `peek.lua`, `claim_task.lua`);
 //!   `run_on.rs`: a claim and a finish in one round trip; `finish.rs`: the end of an attempt;
 //!   `bundle.rs`: a node's claims and ends written together (`bundle.lua`), each call kept
 //!   readable for it by `call.rs`;
@@ -55,7 +55,7 @@ use super::keys::Keys;
 use super::link::{Link, RedisTls, ReplicaAck, Target};
 use super::*;
 use crate::cache::BoundedCache;
-use call::{Call, Kind, ScriptArgs};
+use call::{Call, Kind, Runs, ScriptArgs};
 use claim::Heads;
 
 /// Most index entries checked per sweep (and ids per step of a purge or a promotion). Each
@@ -67,11 +67,9 @@ const SWEEP_BATCH: isize = 1000;
 struct Scripts {
     submit: Script,
     submit_batch: Script,
-    claim: Script,
     peek: Script,
     leases: Script,
     update: Script,
-    finish: Script,
     bundle: Script,
     requeue: Script,
     lead: Script,
@@ -95,11 +93,9 @@ impl Scripts {
         Scripts {
             submit: Script::new(&with_events(include_str!("submit.lua"))),
             submit_batch: Script::new(&with_events(include_str!("submit_batch.lua"))),
-            claim: Script::new(&with_claim(include_str!("claim.lua"))),
             peek: Script::new(&with_head(include_str!("peek.lua"))),
             leases: Script::new(include_str!("leases.lua")),
             update: Script::new(&with_events(include_str!("update.lua"))),
-            finish: Script::new(&with_end(include_str!("finish.lua"))),
             bundle: Script::new(&with_events(&with_tombstone(&with_head(&format!(
                 "{}{}{}",
                 include_str!("claim_task.lua"),
@@ -135,6 +131,8 @@ pub struct RedisStore {
     bundler: bundle::Bundler,
     /// Live events, read from the stream of every event by `events::follow`.
     live: tokio::sync::broadcast::Sender<Event>,
+    /// Whether the follower reads the stream (only while `live` has subscribers).
+    following: Arc<event_log::Following>,
     /// Uploaded data sets this node has read: they never change once stored.
     datasets: Arc<BoundedCache<StoredDataset>>,
     /// The tasks the next claims of this node try, and the ones its claims try now.
@@ -176,22 +174,6 @@ fn with_tombstone(script: &str) -> String {
     format!("{}{script}", include_str!("tombstone.lua"))
 }
 
-/// A script that claims, with `claim_task` (`claim_task.lua`) and what it needs.
-fn with_claim(script: &str) -> String {
-    with_events(&with_head(&format!(
-        "{}{script}",
-        include_str!("claim_task.lua")
-    )))
-}
-
-/// A script that ends running tasks, with `end_task` (`end_task.lua`) and what it needs.
-fn with_end(script: &str) -> String {
-    with_events(&with_tombstone(&format!(
-        "{}{script}",
-        include_str!("end_task.lua")
-    )))
-}
-
 /// A script that looks for the next task to claim, with `head` (`head.lua`).
 fn with_head(script: &str) -> String {
     format!("{}{script}", include_str!("head.lua"))
@@ -227,15 +209,12 @@ impl RedisStore {
         cluster::check_durability(&mut link, settings.min_replicas_ack).await?;
         cluster::sync_clock(&mut link).await?;
         tokio::spawn(cluster::keep_clock(link.downgrade()));
-        // The follower starts after the newest event logged before this returns, so every
-        // event logged through this store reaches its subscribers.
-        let newest: StreamRangeReply = link.xrevrange_count(keys.events(), "+", "-", 1).await?;
-        let after = newest.ids.first().map_or("0-0".into(), |e| e.id.clone());
+        let following = Arc::new(event_log::Following::new());
         tokio::spawn(event_log::follow(
             link.downgrade(),
             keys.events(),
-            after,
             live.clone(),
+            following.clone(),
         ));
         let scripts = Arc::new(Scripts::load());
         let bundler = bundle::Bundler::start(link.clone(), scripts.clone(), keys.events());
@@ -244,6 +223,7 @@ impl RedisStore {
             link,
             keys,
             live,
+            following,
             datasets: Arc::new(BoundedCache::new(DATASET_CACHE_BYTES)),
             heads: Arc::default(),
             finished: Arc::new(BoundedCache::new(FINISHED_KEPT)),

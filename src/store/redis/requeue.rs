@@ -26,7 +26,7 @@ impl RedisStore {
             let (priority, id_text) = (new.queue_priority().to_string(), id.to_string());
             let retry_at = new.retry_at.unwrap_or(0.0).to_string();
             let extra = [priority.as_bytes(), id_text.as_bytes(), retry_at.as_bytes()];
-            let script = (&self.scripts.requeue, Kind::Other);
+            let script = Runs::Alone(&self.scripts.requeue);
             let swap = self.swap(script, &keys, (old, &task), &new, &extra);
             Step::Write(swap, true)
         })

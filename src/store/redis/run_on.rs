@@ -1,6 +1,7 @@
-//! A trainer running on: its next claim (`claim.lua`) and the end of its last task
-//! (`finish.lua`) in the node's next bundle (`bundle.rs`), each atomic on its own.
+//! A trainer running on: its next claim (`claim_task.lua`) and the end of its last task
+//! (`end_task.lua`) in the node's next bundle (`bundle.rs`), each atomic on its own.
 
+use super::bundle::answer;
 use super::claim::ClaimAnswer;
 use super::*;
 use crate::training::device_kind::DeviceSpec;
@@ -73,7 +74,7 @@ impl RedisStore {
                     self.claim_from(trainer, device, next, None).await
                 }
             },
-            Ok(Err(e)) => Err(StoreError::Corrupt(format!("claim.lua answered: {e}"))),
+            Ok(Err(e)) => Err(StoreError::Corrupt(format!("claim_task answered: {e}"))),
             Err(e) => Err(e.into()),
         };
         let finished = match finished.map(::redis::from_redis_value::<i64>) {
@@ -84,25 +85,9 @@ impl RedisStore {
                 self.finish_attempt(ended.id, ended.attempt, ended.finish)
                     .await
             }
-            Ok(Err(e)) => Err(StoreError::Corrupt(format!("finish.lua answered: {e}"))),
+            Ok(Err(e)) => Err(StoreError::Corrupt(format!("end_task answered: {e}"))),
             Err(e) => Err(e.into()),
         };
         ClaimedAndFinished { next, finished }
     }
-}
-
-/// A bundled call's answer: its error, if it failed.
-pub(super) fn answer(value: ::redis::Value) -> ::redis::RedisResult<::redis::Value> {
-    match value {
-        ::redis::Value::ServerError(e) => Err(e.into()),
-        value => Ok(value),
-    }
-}
-
-/// A bundled call's answer as `T`, or its error.
-pub(super) fn decode<T: ::redis::FromRedisValue>(
-    value: Option<::redis::Value>,
-) -> Result<T, StoreError> {
-    let value = answer(value.unwrap_or(::redis::Value::Nil))?;
-    ::redis::from_redis_value(value).map_err(|e| StoreError::from(::redis::RedisError::from(e)))
 }
