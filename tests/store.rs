@@ -7,6 +7,8 @@ mod batch;
 mod bundles;
 #[path = "store/checkpoints.rs"]
 mod checkpoints;
+#[path = "store/claims.rs"]
+mod claims;
 mod common;
 #[path = "store/live.rs"]
 mod live;
@@ -32,6 +34,7 @@ use uuid::Uuid;
 use batch::*;
 use bundles::*;
 use checkpoints::*;
+use claims::*;
 use live::*;
 use sweeps::*;
 
@@ -1399,6 +1402,7 @@ conformance!(
     batch_items_keep_their_idempotency_keys,
     many_trainers_running_on_claim_and_end_each_task_once,
     subscribers_come_and_go,
+    claims_change_only_what_a_claim_changes,
 );
 
 mod short_results {

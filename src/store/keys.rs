@@ -142,6 +142,11 @@ impl Keys {
     }
 
     /// Stream of one task's events, with the ids they have in `events`; expires with the task.
+    /// What every task's own events key starts with (`task_events` is it and the id).
+    pub fn task_events_prefix(&self) -> String {
+        format!("{}:events:", self.prefix)
+    }
+
     pub fn task_events(&self, id: Uuid) -> String {
         format!("{}:events:{id}", self.prefix)
     }

@@ -38,13 +38,19 @@ pub async fn subscribers_come_and_go<S: Store>(store: S) {
     }
 }
 
-/// How many `XREAD`s `server` has answered.
-fn stream_reads(server: &RedisServer) -> u64 {
+/// How many times `server` has run `command` (lower case), scripts' calls included.
+pub fn command_calls(server: &RedisServer, command: &str) -> u64 {
     let info = server.query_info("commandstats").unwrap();
+    let prefix = format!("cmdstat_{command}:calls=");
     info.lines()
-        .find_map(|line| line.strip_prefix("cmdstat_xread:calls="))
+        .find_map(|line| line.strip_prefix(prefix.as_str()))
         .and_then(|rest| rest.split(',').next())
         .map_or(0, |calls| calls.parse().unwrap())
+}
+
+/// How many `XREAD`s `server` has answered.
+fn stream_reads(server: &RedisServer) -> u64 {
+    command_calls(server, "xread")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -1,7 +1,8 @@
 -- Several claims and ends of one node's trainers in one call, each on its own as
--- `claim_task` or `end_task` makes it (each compare-and-set on its record), in order.
+-- `claim_first`, `claim_task` or `end_task` makes it (each compare-and-set on its record), in order.
 -- An op that fails answers its error alone; the others stand.
--- ARGV[1]: how many ops; then for each, its kind ('c' claim, 'e' end), how many keys and how
+-- ARGV[1]: how many ops; then for each, its kind ('f' claim of the first task, 'c' claim of a
+-- chosen one, 'e' end), how many keys and how
 -- many arguments it has; then every op's arguments, in order; KEYS: every op's keys, in
 -- order. An op's keys and arguments are those its function takes, events.lua's included
 -- (its keys end with the stream of every event and the task's own events; its arguments
@@ -26,6 +27,8 @@ for i = 1, ops do
   local ok, answer
   if kind == 'c' then
     ok, answer = pcall(claim_task, K, A, task_events, event, event_ttl)
+  elseif kind == 'f' then
+    ok, answer = pcall(claim_first, K, A)
   else
     ok, answer = pcall(end_task, K, A, task_events, event, event_ttl)
   end

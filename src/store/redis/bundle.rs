@@ -116,7 +116,11 @@ pub(super) fn answer(value: Value) -> ::redis::RedisResult<Value> {
 
 /// A bundled call's answer as `T`, or its error.
 fn decode<T: ::redis::FromRedisValue>(value: Option<Value>) -> Result<T, StoreError> {
-    let value = answer(value.unwrap_or(Value::Nil))?;
+    parse(answer(value.unwrap_or(Value::Nil))?)
+}
+
+/// `value` as `T`.
+pub(super) fn parse<T: ::redis::FromRedisValue>(value: Value) -> Result<T, StoreError> {
     ::redis::from_redis_value(value).map_err(|e| StoreError::from(::redis::RedisError::from(e)))
 }
 
@@ -158,7 +162,11 @@ async fn write(link: &Link, script: &Script, events: &str, parcels: Vec<Parcel>)
     let mut invocation = script.prepare_invoke();
     invocation.arg(ops.clone().count());
     for op in ops.clone() {
-        let kind = if op.kind == Kind::Claim { "c" } else { "e" };
+        let kind = match op.kind {
+            Kind::First => "f",
+            Kind::Claim => "c",
+            Kind::End => "e",
+        };
         invocation.arg(kind).arg(op.keys.len()).arg(op.args.len());
     }
     for op in ops.clone() {

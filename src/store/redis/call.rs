@@ -23,6 +23,8 @@ impl ScriptArgs for ScriptInvocation<'_> {
 /// An op of a bundle (`bundle.lua`), which runs it as the Lua function named.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum Kind {
+    /// `claim_first` (`claim_first.lua`).
+    First,
     /// `claim_task` (`claim_task.lua`).
     Claim,
     /// `end_task` (`end_task.lua`).

@@ -1,6 +1,7 @@
-//! Claims: a trainer takes the next queued task (`claim_task.lua`, in a bundle), trying one of the first tasks
-//! of its queues (the claim window, read by `peek.lua` or listed by the last claim's answer;
-//! both start with `head.lua`).
+//! Claims of a chosen task (`claim_task.lua`, in a bundle), for the tasks `claim_first.lua`
+//! leaves to the node (`first.rs`): a trainer tries one of the first tasks of its queues (the
+//! claim window, read by `peek.lua` or listed by the last claim's answer; both start with
+//! `head.lua`), its claimed record made here.
 
 use std::collections::{HashMap, HashSet, VecDeque};
 
@@ -96,16 +97,6 @@ impl RedisStore {
     /// claims of this node are under way (see `CLAIM_WINDOW`).
     pub(super) fn window(trying: usize) -> usize {
         CLAIM_WINDOW.max(trying + 1)
-    }
-
-    /// The next task of `device`'s queues that no claim of this node tries, as the last claim
-    /// from them saw it, or else as read now. The claim script checks it is still among the
-    /// first, so a stale one only costs a retry.
-    pub(super) async fn next_head(&self, device: DeviceSpec) -> Result<Option<Trying>, StoreError> {
-        match self.take_head(device.class()) {
-            Some(head) => Ok(Some(head)),
-            None => self.peek_head(device).await,
-        }
     }
 
     /// The next task of `device`'s queues that no claim of this node tries, as read now.

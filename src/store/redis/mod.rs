@@ -30,6 +30,7 @@ mod cluster;
 mod datasets;
 mod event_log;
 mod finish;
+mod first;
 mod queue;
 mod registry;
 mod requeue;
@@ -97,7 +98,9 @@ impl Scripts {
             leases: Script::new(include_str!("leases.lua")),
             update: Script::new(&with_events(include_str!("update.lua"))),
             bundle: Script::new(&with_events(&with_tombstone(&with_head(&format!(
-                "{}{}{}",
+                "{}{}{}{}{}",
+                include_str!("json.lua"),
+                include_str!("claim_first.lua"),
                 include_str!("claim_task.lua"),
                 include_str!("end_task.lua"),
                 include_str!("bundle.lua")

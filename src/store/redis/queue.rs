@@ -10,8 +10,7 @@ impl TaskQueue for RedisStore {
         trainer: &str,
         device: DeviceSpec,
     ) -> Result<Option<Claimed>, StoreError> {
-        let head = self.next_head(device).await?;
-        self.claim_from(trainer, device, head, None).await
+        self.claim_next(trainer, device, None).await
     }
 
     async fn claim_work(
@@ -20,8 +19,7 @@ impl TaskQueue for RedisStore {
         device: DeviceSpec,
         work: &Work,
     ) -> Result<Option<Claimed>, StoreError> {
-        let head = self.next_head(device).await?;
-        self.claim_from(trainer, device, head, Some(work)).await
+        self.claim_next(trainer, device, Some(work)).await
     }
 
     async fn progress(
