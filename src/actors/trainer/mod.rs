@@ -40,10 +40,12 @@
 //! When the run ends (a claim ahead finds other work: the trainer is **dry**), the trainer runs
 //! on with a claim of its own as above, or goes idle.
 //!
-//! Claims of one node run at once, each trying a different one of the first queued tasks that
-//! the last claim's answer listed (the claim window, 4 or more); the claim script takes a task
-//! only if it is still among the first N while N claims of its node are under way, so one
-//! claim alone takes the very first, and priority holds among tasks claimed at once.
+//! Claims of every node run at once, and each takes the task first in its queues at the moment
+//! it runs (on Redis, `claim_first.lua` makes the claimed record itself): priority holds, and
+//! no two claims try the same task. The rare task that script leaves to the node (a record it
+//! cannot change, work that differs only where `same_work` allows) is claimed from the claim
+//! window instead: each of the node's claims tries a different one of the first queued tasks,
+//! and takes it only if it is still among the first N while N of them are under way.
 
 mod attempt;
 mod outcome;

@@ -7,7 +7,8 @@
 //!
 //! - `submit.rs`: submissions (one, or a batch: `submit_batch.lua`) and idempotency keys; `tasks.rs`: reads, the queue's depth,
 //!   and the [`Tasks`] role; `cancel.rs`: cancel and purge;
-//! - `claim.rs`: claims and the claim window (`head.lua`, `peek.lua`, `claim_task.lua`);
+//! - `first.rs`: claims of the first task (`claim_first.lua`, over `json.lua`); `claim.rs`:
+//!   claims of a chosen task and the claim window (`head.lua`, `peek.lua`, `claim_task.lua`);
 //!   `run_on.rs`: a claim and a finish in one round trip; `finish.rs`: the end of an attempt;
 //!   `bundle.rs`: a node's claims and ends written together (`bundle.lua`), each call kept
 //!   readable for it by `call.rs`;
