@@ -1,12 +1,11 @@
 -- Several claims and ends of one node's trainers in one call, each on its own as
--- `claim_first`, `claim_task` or `end_task` makes it (each compare-and-set on its record), in order.
--- An op that fails answers its error alone; the others stand.
+-- `claim_first`, `claim_task` or `end_task` makes it (each compare-and-set on its record), in
+-- order. An op that fails answers its error alone; the others stand.
 -- ARGV[1]: how many ops; then for each, its kind ('f' claim of the first task, 'c' claim of a
--- chosen one, 'e' end), how many keys and how
--- many arguments it has; then every op's arguments, in order; KEYS: every op's keys, in
--- order. An op's keys and arguments are those its function takes, events.lua's included
--- (its keys end with the stream of every event and the task's own events; its arguments
--- with the event, its TTL and the stream's length).
+-- chosen one, 'e' end), how many keys and how many arguments it has; then every op's
+-- arguments, in order; KEYS: every op's keys, in order. An op's keys and arguments are those
+-- its function takes, events.lua's included (its keys end with the stream of every event and
+-- the task's own events; its arguments with the event, its TTL and the stream's length).
 -- The bundle's own events.lua keys and arguments come last: the stream of every event, an
 -- unused task events key; no event, no TTL, the stream's length.
 -- Answers each op's answer, in order.

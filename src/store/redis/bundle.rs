@@ -1,9 +1,9 @@
-//! Bundles: a node's claims and ends written together. Each store has one bundler task;
-//! trainers hand it their claims (`claim_task.lua`) and ends (`end_task.lua`), and it writes every
-//! call ready in one `bundle.lua` call, with up to `IN_FLIGHT` bundles out at once. A call
-//! that finds a bundle free is written at once; calls that come while every bundle is out wait
-//! for one to come back and go together in the next (a group commit: the window is a round
-//! trip, and only under load). Each op stays its own compare-and-set, and answers alone.
+//! Bundles: a node's claims and ends written together. Each store has one bundler task; trainers
+//! hand it their claims (`claim_first.lua`, `claim_task.lua`) and ends (`end_task.lua`), and it
+//! writes every call ready in one `bundle.lua` call, with up to `IN_FLIGHT` bundles out at once. A
+//! call that finds a bundle free is written at once; calls that come while every bundle is out wait
+//! for one to come back and go together in the next (a group commit: the window is a round trip,
+//! and only under load). Each op stays its own compare-and-set, and answers alone.
 
 use ::redis::Value;
 use tokio::sync::{mpsc, oneshot};

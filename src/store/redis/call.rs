@@ -1,6 +1,6 @@
-//! A script call whose keys and arguments stay readable ([`Call`]), so that it runs on its
-//! own or as one op of a bundle (`bundle.rs`), as its [`Runs`] says; and [`ScriptArgs`], what both it and redis's
-//! own `ScriptInvocation` take keys and arguments through (`add_event` writes to either).
+//! A script call whose keys and arguments stay readable ([`Call`]), so that it runs on its own or
+//! as one op of a bundle (`bundle.rs`), as its [`Runs`] says; and [`ScriptArgs`], what both it and
+//! redis's own `ScriptInvocation` take keys and arguments through (`add_event` writes to either).
 
 use ::redis::{Script, ScriptInvocation, ToRedisArgs};
 

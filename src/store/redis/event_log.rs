@@ -134,14 +134,14 @@ impl Following {
         }
     }
 
-    /// Waits until `live` has a subscriber.
-    async fn wanted(&self, live: &tokio::sync::broadcast::Sender<Event>) {
-        loop {
-            if live.receiver_count() > 0 {
-                return;
-            }
-            self.wake.notified().await;
+    /// Whether `live` has a subscriber, waiting for one for a while (the follower checks in
+    /// between that its store still lives).
+    async fn wanted(&self, live: &tokio::sync::broadcast::Sender<Event>) -> bool {
+        if live.receiver_count() > 0 {
+            return true;
         }
+        let _ = tokio::time::timeout(FOLLOW_BLOCK, self.wake.notified()).await;
+        live.receiver_count() > 0
     }
 
     /// The follower began at the newest event: the subscriptions so far may go on.
@@ -233,7 +233,9 @@ pub(super) async fn follow(
             let from = match &last {
                 Some(last) => last.clone(),
                 None => {
-                    following.wanted(&live).await;
+                    if !following.wanted(&live).await {
+                        continue;
+                    }
                     let newest: StreamRangeReply =
                         match con.xrevrange_count(&key, "+", "-", 1).await {
                             Ok(newest) => newest,
