@@ -74,9 +74,17 @@ async fn a_node_nobody_follows_reads_no_events_on_redis() {
     assert!(stream_reads(&server) > 0, "a subscriber's events are read");
 
     drop(live);
-    // The read under way ends (it waits 2 s at most for news), and the follower stops.
-    tokio::time::sleep(Duration::from_secs(3)).await;
-    let stopped = stream_reads(&server);
+    // The read under way ends (it waits 2 s at most for news), and the follower stops: no
+    // read for 2.5 s.
+    let mut stopped = stream_reads(&server);
+    for _ in 0..8 {
+        tokio::time::sleep(Duration::from_millis(2500)).await;
+        let now = stream_reads(&server);
+        if now == stopped {
+            break;
+        }
+        stopped = now;
+    }
     for _ in 0..20 {
         store
             .submit(&task(ModelType::Linear, 0), 100)
