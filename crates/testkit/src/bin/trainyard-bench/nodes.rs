@@ -440,10 +440,13 @@ fn busy(
     if twice > 0 {
         bail!("{twice} tasks ended twice");
     }
-    // The steady rate: from the first wave's end to the last wave's start.
+    // The steady rate: from the first wave's end to the last wave's start; none when the
+    // submission outlasted the first wave (the rate then is the submission's).
     let when = |count: usize| curve.iter().find(|(_, c)| *c >= count).map(|(t, _)| *t);
     let steady = match (when(trainers), when(n.saturating_sub(trainers))) {
-        (Some(a), Some(b)) if b > a => Some(round((n - 2 * trainers) as f64 / (b - a), 1)),
+        (Some(a), Some(b)) if b > a && submitted_s <= a => {
+            Some(round((n - 2 * trainers) as f64 / (b - a), 1))
+        }
         _ => None,
     };
     let ideal = trainers as f64 * 1000.0 / SLEEP_MS as f64;
