@@ -8,7 +8,7 @@
 use ::redis::Value;
 use tokio::sync::{mpsc, oneshot};
 
-use super::event_log::EVENTS_KEPT;
+use super::event_log::add_no_event;
 use super::*;
 
 /// Most ops in one bundle.
@@ -177,13 +177,8 @@ async fn write(link: &Link, script: &Script, events: &str, parcels: Vec<Parcel>)
             invocation.key(&key[..]);
         }
     }
-    // events.lua's own: the stream of every event, an unused task key; no event, no TTL.
-    invocation
-        .key(events)
-        .key(events)
-        .arg("")
-        .arg("")
-        .arg(EVENTS_KEPT);
+    // The bundle's own events.lua keys and arguments: its ops log their events themselves.
+    add_no_event(&mut invocation, events);
     let mut writer = link.writer();
     let answers = match invocation.invoke_async::<Value>(&mut writer).await {
         Ok(Value::Array(answers)) => answers,

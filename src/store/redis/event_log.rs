@@ -33,6 +33,16 @@ impl RedisStore {
     }
 }
 
+/// Appends the keys and arguments of `events.lua` for a call that logs no event of its own:
+/// the stream of every event (`events`), an unused task events key; no event, no TTL.
+pub(super) fn add_no_event(invocation: &mut impl ScriptArgs, events: &str) {
+    invocation.add_key(events);
+    invocation.add_key(events);
+    invocation.add_arg("");
+    invocation.add_arg("");
+    invocation.add_arg(EVENTS_KEPT);
+}
+
 impl EventLog for RedisStore {
     async fn task_events(&self, id: Uuid, after: EventId) -> Result<Vec<Event>, StoreError> {
         let key = self.keys.task_events(id);

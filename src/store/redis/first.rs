@@ -8,7 +8,7 @@
 use ::redis::Value;
 
 use super::bundle::parse;
-use super::event_log::EVENTS_KEPT;
+use super::event_log::add_no_event;
 use super::*;
 use crate::training::device_kind::DeviceSpec;
 
@@ -52,30 +52,8 @@ impl RedisStore {
         };
         // events.lua's keys and arguments, which every op takes; the script logs its event
         // under the id it finds.
-        call.key(k.events())
-            .key(k.events())
-            .arg("")
-            .arg("")
-            .arg(EVENTS_KEPT);
+        add_no_event(&mut call, &k.events());
         call
-    }
-
-    /// What `claim_first` answered.
-    pub(super) fn first_answer(&self, answer: Vec<Value>) -> Result<First, StoreError> {
-        let mut answer = answer.into_iter();
-        let code: i64 = parse(answer.next().unwrap_or(Value::Nil))?;
-        Ok(match code {
-            1 => {
-                let stored: String = parse(answer.next().unwrap_or(Value::Nil))?;
-                let task = compact::record_from(stored.as_bytes())?;
-                First::Taken(Box::new(Claimed {
-                    task,
-                    stored: Some(CasToken::new(stored)),
-                }))
-            }
-            0 | 2 => First::Nothing,
-            _ => First::LookCloser,
-        })
     }
 
     /// Claims the next task of `device`'s queues for `trainer` (with `work`, only a task doing
@@ -89,7 +67,7 @@ impl RedisStore {
         let answer = self
             .bundled_one(self.first_call(trainer, device, work), false)
             .await?;
-        self.then_claim(trainer, device, work, self.first_answer(answer)?)
+        self.then_claim(trainer, device, work, first_answer(answer)?)
             .await
     }
 
@@ -111,4 +89,22 @@ impl RedisStore {
             }
         }
     }
+}
+
+/// What `claim_first` answered.
+pub(super) fn first_answer(answer: Vec<Value>) -> Result<First, StoreError> {
+    let mut answer = answer.into_iter();
+    let code: i64 = parse(answer.next().unwrap_or(Value::Nil))?;
+    Ok(match code {
+        1 => {
+            let stored: String = parse(answer.next().unwrap_or(Value::Nil))?;
+            let task = compact::record_from(stored.as_bytes())?;
+            First::Taken(Box::new(Claimed {
+                task,
+                stored: Some(CasToken::new(stored)),
+            }))
+        }
+        0 | 2 => First::Nothing,
+        _ => First::LookCloser,
+    })
 }

@@ -2,6 +2,7 @@
 //! (`end_task.lua`) in the node's next bundle (`bundle.rs`), each atomic on its own.
 
 use super::bundle::{answer, parse};
+use super::first::first_answer;
 use super::*;
 use crate::training::device_kind::DeviceSpec;
 
@@ -42,7 +43,7 @@ impl RedisStore {
             }
         };
         let first = match claimed.map_err(StoreError::from).and_then(parse) {
-            Ok(answer) => self.first_answer(answer),
+            Ok(answer) => first_answer(answer),
             Err(e) => Err(e),
         };
         let next = match first {
